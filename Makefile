@@ -1,0 +1,66 @@
+# Thin wrapper over CMake. `make run` and `make test` are the two commands a
+# newcomer needs; both install missing Debian packages first (scripts/deps.sh).
+BUILD      ?= build
+SAN_BUILD  ?= build-san
+BENCH_BUILD ?= build-bench
+CC         ?= cc
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+ARGS       ?=
+FUZZ_SECONDS ?= 10
+THIRD_PARTY := $(CURDIR)/build/third_party
+CIVETWEB    := -DCIVETWEB_DIR=$(THIRD_PARTY)/civetweb
+
+.PHONY: all deps build run test test-fast test-san fuzz bench package clean format
+
+all: build
+
+deps:
+	@scripts/deps.sh $(THIRD_PARTY)
+
+# configure DIR COMPILER EXTRA-FLAGS: (re)configure when missing or when the
+# compiler changed since the last configure.
+define configure
+	@if [ -f $(1)/CMakeCache.txt ] && ! grep -qx 'CMAKE_C_COMPILER:[A-Z]*=$(shell command -v $(2))' $(1)/CMakeCache.txt; then \
+		rm -rf $(1)/CMakeCache.txt $(1)/CMakeFiles; fi
+	@cmake -S . -B $(1) -DCMAKE_C_COMPILER=$(shell command -v $(2)) $(CIVETWEB) $(3) >/dev/null
+endef
+
+build: deps
+	$(call configure,$(BUILD),$(CC),)
+	@cmake --build $(BUILD) -j $(JOBS)
+	@echo "built $(BUILD)/vm-agent"
+
+run: build
+	$(BUILD)/vm-agent run $(ARGS)
+
+# Everything: the normal build, then the same suite under ASan+UBSan (clang),
+# with every libFuzzer target run for FUZZ_SECONDS on its seed corpus.
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory test-san
+
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE slow
+
+test-san: deps
+	$(call configure,$(SAN_BUILD),clang,-DCMAKE_BUILD_TYPE=Debug -DVMA_SANITIZE=ON -DVMA_FUZZ=ON -DVMA_FUZZ_SECONDS=$(FUZZ_SECONDS))
+	@cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j $(JOBS)
+
+fuzz: deps
+	$(call configure,$(SAN_BUILD),clang,-DCMAKE_BUILD_TYPE=Debug -DVMA_SANITIZE=ON -DVMA_FUZZ=ON -DVMA_FUZZ_SECONDS=$(FUZZ_SECONDS))
+	@cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ctest --output-on-failure -L fuzz
+
+bench: deps
+	$(call configure,$(BENCH_BUILD),$(CC),-DCMAKE_BUILD_TYPE=Release)
+	@cmake --build $(BENCH_BUILD) -j $(JOBS)
+	BUILD_DIR=$(CURDIR)/$(BENCH_BUILD) tests/bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD)/CMakeCache.txt $(BUILD)/CMakeFiles $(BUILD)/vm-agent $(SAN_BUILD) $(BENCH_BUILD)

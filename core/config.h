@@ -1,0 +1,106 @@
+/* Configuration: the YAML file (libyaml), built-in defaults, and environment
+ * overrides VM_AGENT_<SECTION>_<KEY>. Every key is one row of a table in
+ * config.c; errors name file, line, column and key. */
+#ifndef VMA_CORE_CONFIG_H
+#define VMA_CORE_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+#define CFG_STR_MAX 512
+#define CFG_ID_MAX 128
+#define CFG_TOKEN_MAX 8192
+
+#define CFG_SYSTEM_PATH "/etc/vm-agent/config.yaml"
+
+struct cfg_reconnect {
+	uint64_t initial_delay_ms;
+	uint64_t max_delay_ms;
+	double multiplier;
+};
+
+struct cfg {
+	/* Where the values came from: a file path, or "built-in defaults". */
+	char source[PATH_MAX];
+
+	struct {
+		char id[CFG_ID_MAX];
+		char tenant_id[CFG_ID_MAX];
+		char control_plane_url[CFG_STR_MAX];
+		char state_dir[PATH_MAX];
+		char credentials_file[PATH_MAX];
+	} agent;
+
+	struct {
+		char server_url[CFG_STR_MAX];
+		char endpoint[CFG_ID_MAX];
+		char token[CFG_TOKEN_MAX]; /* secret: never logged */
+		char token_file[PATH_MAX];
+		char ca_file[PATH_MAX];
+		bool insecure_skip_verify;
+		char proxy_url[CFG_STR_MAX];
+		uint64_t connect_timeout_ms;
+		struct cfg_reconnect reconnect;
+	} piko;
+
+	struct {
+		char listen_addr[64];
+		int port;
+		bool tls_enabled;
+		char tls_cert_file[PATH_MAX];
+		char tls_key_file[PATH_MAX];
+		uint64_t max_body;
+		uint64_t request_timeout_ms;
+		int num_threads;
+	} webhook;
+
+	struct {
+		char work_dir[PATH_MAX];
+		uint64_t default_timeout_ms;
+		int max_concurrent;
+	} probe;
+
+	struct {
+		uint64_t check_interval_ms;
+		uint64_t report_interval_ms;
+	} health;
+
+	struct {
+		int level;  /* enum log_level */
+		int format; /* enum log_format */
+		char file[PATH_MAX];
+		uint64_t max_size;
+		int max_files;
+	} log;
+};
+
+/* Fills cfg with the built-in defaults (no file, no environment). */
+void cfg_defaults(struct cfg *cfg);
+
+/* Loads path (NULL = built-in defaults only), then applies environment
+ * overrides from envp (NULL = the process environment), then validates.
+ * On error, cfg is unspecified and err says "file:line:col: key: reason". */
+int cfg_load(struct cfg *cfg, const char *path, char *const *envp, struct vm_err *err);
+
+/* Like cfg_load but from a memory buffer; name is used in error messages. */
+int cfg_load_buffer(struct cfg *cfg, const char *name, const char *data, size_t len,
+                    char *const *envp, struct vm_err *err);
+
+/* Parses "500ms", "1s", "5m", "2h", "300" (seconds). Returns 0 or -1. */
+int cfg_parse_duration(const char *s, uint64_t *ms);
+
+/* Parses "10MiB", "512KiB", "1GiB", "100KB", "4096" (bytes). Returns 0 or -1. */
+int cfg_parse_size(const char *s, uint64_t *bytes);
+
+/* Writes the effective configuration as YAML, secrets redacted. */
+int cfg_dump(const struct cfg *cfg, char *buf, size_t cap);
+
+/* Number of keys and the dotted name of key i (for docs and completion). */
+size_t cfg_key_count(void);
+const char *cfg_key_name(size_t i);
+
+#endif

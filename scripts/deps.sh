@@ -1,0 +1,33 @@
+#!/bin/sh
+# Install the Debian packages vm-agent needs to build, run and test.
+# Idempotent and quiet when everything is present; uses sudo when not root.
+set -eu
+
+PACKAGES="
+  build-essential cmake pkg-config clang libclang-rt-14-dev llvm
+  libssl-dev libcurl4-openssl-dev libyaml-dev libjansson-dev libcmocka-dev
+  ca-certificates patch xz-utils debian-archive-keyring
+  golang-go golang-github-hashicorp-yamux-dev golang-github-gorilla-websocket-dev
+  minisign tinyproxy curl systemd
+"
+
+missing=""
+for p in $PACKAGES; do
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  case "$st" in *"install ok installed"*) ;; *) missing="$missing $p" ;; esac
+done
+
+if [ -n "$missing" ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "deps: installing:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  # A package that apt does not know yet usually means stale lists: refresh first.
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# civetweb is built from Debian's own source package (the packaged library's TLS
+# does not work with OpenSSL 3); fetched once into the build tree.
+"$(dirname "$0")/fetch-civetweb.sh" "${1:-build/third_party}"

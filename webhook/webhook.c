@@ -1,0 +1,313 @@
+/* civetweb setup, request dispatch through the route table, JSON errors and
+ * request limits. Handlers live in api_*.c. */
+#include "webhook/webhook.h"
+
+#include <civetweb.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "webhook/internal.h"
+
+struct wh_server {
+	struct mg_context *ctx;
+	uint64_t max_body;
+	char tls_cert_file[PATH_MAX];
+	char tls_key_file[PATH_MAX];
+};
+
+static const char *status_text(int status)
+{
+	const char *t = mg_get_response_code_text(NULL, status);
+	return t != NULL ? t : "";
+}
+
+void wh_reply_raw(struct mg_connection *conn, int status, const char *content_type,
+                  const char *extra_headers, const char *body, size_t len)
+{
+	mg_printf(conn,
+	          "HTTP/1.1 %d %s\r\n"
+	          "Content-Type: %s\r\n"
+	          "Content-Length: %zu\r\n"
+	          "Cache-Control: no-store\r\n"
+	          "X-Content-Type-Options: nosniff\r\n"
+	          "%s\r\n",
+	          status, status_text(status), content_type, len,
+	          extra_headers != NULL ? extra_headers : "");
+	if (len > 0)
+		mg_write(conn, body, len);
+}
+
+static void reply_json_headers(struct mg_connection *conn, int status, const char *extra,
+                               json_t *body)
+{
+	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+	if (text == NULL) {
+		static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+		wh_reply_raw(conn, 500, "application/json", extra, oom, sizeof(oom) - 1);
+	} else {
+		size_t n = strlen(text);
+		text[n] = '\n'; /* a trailing newline is friendlier to curl users */
+		wh_reply_raw(conn, status, "application/json", extra, text, n + 1);
+		text[n] = '\0';
+	}
+	free(text);
+	json_decref(body);
+}
+
+void wh_reply_json(struct wh_req *req, int status, json_t *body)
+{
+	reply_json_headers(req->conn, status, NULL, body);
+}
+
+static json_t *error_body(const char *code, const char *msg)
+{
+	return json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+}
+
+static void reply_error_conn(struct mg_connection *conn, int status, const char *extra,
+                             const char *code, const char *msg)
+{
+	reply_json_headers(conn, status, extra, error_body(code, msg));
+}
+
+void wh_reply_error(struct wh_req *req, int status, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	reply_error_conn(req->conn, status, NULL, code, msg);
+}
+
+int wh_read_body(struct wh_req *req, char **out, size_t *len)
+{
+	uint64_t max = req->srv->max_body;
+	long long declared = req->info->content_length;
+	*out = NULL;
+	if (declared > 0 && (uint64_t)declared > max) {
+		wh_reply_error(req, 413, "body_too_large", "request body is %lld bytes; the limit is "
+		               "%llu (webhook.max_body)", declared, (unsigned long long)max);
+		return -1;
+	}
+	size_t cap = declared > 0 ? (size_t)declared : 4096, n = 0;
+	char *buf = malloc(cap + 1);
+	if (buf == NULL)
+		goto oom;
+	for (;;) {
+		if (n == cap) {
+			if ((uint64_t)cap >= max + 1)
+				break;
+			cap = (uint64_t)cap * 2 > max + 1 ? (size_t)max + 1 : cap * 2;
+			char *nb = realloc(buf, cap + 1);
+			if (nb == NULL)
+				goto oom;
+			buf = nb;
+		}
+		int r = mg_read(req->conn, buf + n, cap - n);
+		if (r < 0) {
+			free(buf);
+			wh_reply_error(req, 400, "bad_request", "could not read the request body");
+			return -1;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if ((uint64_t)n > max) {
+		free(buf);
+		wh_reply_error(req, 413, "body_too_large", "request body exceeds %llu bytes "
+		               "(webhook.max_body)", (unsigned long long)max);
+		return -1;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return 0;
+oom:
+	free(buf);
+	wh_reply_error(req, 503, "unavailable", "out of memory");
+	return -1;
+}
+
+/* --- routing ---------------------------------------------------------------------------- */
+
+/* Matches uri against pattern segment by segment, capturing {x} segments. */
+static bool route_match(const char *pattern, const char *uri, struct wh_req *req)
+{
+	int np = 0;
+	const char *p = pattern, *u = uri;
+	while (*p != '\0' && *u != '\0') {
+		if (*p == '{') {
+			const char *pend = strchr(p, '}');
+			size_t ulen = strcspn(u, "/");
+			if (pend == NULL || ulen == 0 || ulen >= sizeof(req->params[0]) || np >= WH_MAX_PARAMS)
+				return false;
+			memcpy(req->params[np], u, ulen);
+			req->params[np++][ulen] = '\0';
+			p = pend + 1;
+			u += ulen;
+		} else if (*p++ != *u++) {
+			return false;
+		}
+	}
+	return *p == '\0' && *u == '\0';
+}
+
+static int dispatch(struct mg_connection *conn)
+{
+	struct wh_req req;
+	memset(&req, 0, sizeof(req));
+	req.conn = conn;
+	req.info = mg_get_request_info(conn);
+	req.srv = mg_get_user_data(mg_get_context(conn));
+	const char *uri = req.info->local_uri != NULL ? req.info->local_uri : "";
+
+	char allow[128] = "";
+	size_t alen = 0;
+	for (size_t i = 0; i < wh_route_count; i++) {
+		const struct wh_route *r = &wh_routes[i];
+		if (!route_match(r->pattern, uri, &req))
+			continue;
+		if (strcmp(r->method, req.info->request_method) == 0) {
+			r->fn(&req);
+			return 1;
+		}
+		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
+		                         alen ? ", " : "", r->method);
+	}
+	if (alen > 0) {
+		char hdr[160];
+		snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+		char msg[256];
+		snprintf(msg, sizeof(msg), "method %s is not allowed on this path; allowed: %s",
+		         req.info->request_method, allow);
+		reply_error_conn(conn, 405, hdr, "method_not_allowed", msg);
+		return 1;
+	}
+	reply_error_conn(conn, 404, NULL, "not_found", "no such endpoint");
+	return 1;
+}
+
+/* civetweb's own error pages (malformed requests, header too large) as JSON. */
+static int on_http_error(struct mg_connection *conn, int status, const char *msg)
+{
+	const char *code = status == 413 || status == 431 ? "too_large"
+	                   : status == 408                ? "timeout"
+	                   : status >= 500                ? "internal"
+	                                                  : "bad_request";
+	reply_error_conn(conn, status, "Connection: close\r\n", code, msg ? msg : status_text(status));
+	return 0;
+}
+
+static int on_log_message(const struct mg_connection *conn, const char *message)
+{
+	(void)conn;
+	log_warn("webhook", "civetweb: %s", message);
+	return 1;
+}
+
+/* TLS: our own cert/key loading so the key may live in a separate 0600 file. */
+static int on_init_ssl(void *ssl_ctx, void *user_data)
+{
+	struct wh_server *srv = user_data;
+	SSL_CTX *ctx = ssl_ctx;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(ctx, srv->tls_cert_file) != 1) {
+		log_error("webhook", "webhook.tls_cert_file %s: cannot load certificate: %s",
+		          srv->tls_cert_file, ERR_reason_error_string(ERR_get_error()));
+		return -1;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, srv->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		log_error("webhook", "webhook.tls_key_file %s: cannot load a key matching the "
+		          "certificate: %s", srv->tls_key_file, ERR_reason_error_string(ERR_get_error()));
+		return -1;
+	}
+	return 1;
+}
+
+int wh_listener_changed(const struct cfg *a, const struct cfg *b)
+{
+	return strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
+	       a->webhook.port != b->webhook.port || a->webhook.tls_enabled != b->webhook.tls_enabled ||
+	       strcmp(a->webhook.tls_cert_file, b->webhook.tls_cert_file) != 0 ||
+	       strcmp(a->webhook.tls_key_file, b->webhook.tls_key_file) != 0 ||
+	       a->webhook.num_threads != b->webhook.num_threads ||
+	       a->webhook.request_timeout_ms != b->webhook.request_timeout_ms ||
+	       a->webhook.max_body != b->webhook.max_body;
+}
+
+static bool is_loopback(const char *addr)
+{
+	return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+	       strcmp(addr, "localhost") == 0;
+}
+
+struct wh_server *wh_start(const struct cfg *cfg, struct vm_err *err)
+{
+	struct wh_server *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	srv->max_body = cfg->webhook.max_body;
+	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
+	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);
+
+	const char *addr = cfg->webhook.listen_addr;
+	char ports[128], threads[16], timeout[32];
+	snprintf(ports, sizeof(ports), strchr(addr, ':') ? "[%s]:%d%s" : "%s:%d%s", addr,
+	         cfg->webhook.port, cfg->webhook.tls_enabled ? "s" : "");
+	snprintf(threads, sizeof(threads), "%d", cfg->webhook.num_threads);
+	snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)cfg->webhook.request_timeout_ms);
+	const char *options[] = {
+		"listening_ports", ports,
+		"num_threads", threads,
+		"request_timeout_ms", timeout,
+		"enable_keep_alive", "yes",
+		"keep_alive_timeout_ms", "5000",
+		"max_request_size", "65536", /* headers only; bodies are bounded in wh_read_body */
+		NULL,
+	};
+	struct mg_callbacks cb;
+	memset(&cb, 0, sizeof(cb));
+	cb.begin_request = dispatch;
+	cb.http_error = on_http_error;
+	cb.log_message = on_log_message;
+	if (cfg->webhook.tls_enabled)
+		cb.init_ssl = on_init_ssl;
+
+	struct mg_init_data init = {&cb, srv, options};
+	char etext[256] = "";
+	unsigned ecode = 0;
+	struct mg_error_data edata = {&ecode, etext, sizeof(etext)};
+	srv->ctx = mg_start2(&init, &edata);
+	if (srv->ctx == NULL) {
+		bool busy = strstr(etext, "in use") != NULL || strstr(etext, "bind") != NULL;
+		vm_err_set(err, busy ? VM_ERR_BUSY : VM_ERR_IO, "webhook: cannot listen on %s: %s",
+		           ports, etext[0] ? etext : "civetweb failed to start");
+		free(srv);
+		return NULL;
+	}
+	if (!is_loopback(addr))
+		log_warn("webhook", "listening on %s, which is not a loopback address: the API is "
+		         "reachable from the network; it is meant to be reached through the tunnel", addr);
+	log_info("webhook", "listening on %s%s", ports, cfg->webhook.tls_enabled ? " (TLS)" : "");
+	return srv;
+}
+
+void wh_stop(struct wh_server *srv)
+{
+	if (srv == NULL)
+		return;
+	mg_stop(srv->ctx);
+	free(srv);
+}

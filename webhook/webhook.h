@@ -1,0 +1,22 @@
+/* Webhook: the agent's HTTP API on an embedded civetweb listener (loopback by
+ * default), reached by the control plane through the tunnel. */
+#ifndef VMA_WEBHOOK_WEBHOOK_H
+#define VMA_WEBHOOK_WEBHOOK_H
+
+#include "core/config.h"
+#include "core/err.h"
+
+struct wh_server;
+
+/* Starts the listener described by cfg->webhook. The server copies what it
+ * needs from cfg. A busy port or unreadable TLS files are errors (VM_ERR_BUSY,
+ * VM_ERR_IO) with the reason in err. */
+struct wh_server *wh_start(const struct cfg *cfg, struct vm_err *err);
+
+/* Stops accepting, waits for in-flight requests, frees. NULL is fine. */
+void wh_stop(struct wh_server *srv);
+
+/* True when the listener settings in a and b differ (a reload must restart it). */
+int wh_listener_changed(const struct cfg *a, const struct cfg *b);
+
+#endif
