@@ -170,6 +170,14 @@ static int dispatch(struct mg_connection *conn)
 	req.srv = mg_get_user_data(mg_get_context(conn));
 	const char *uri = req.info->local_uri != NULL ? req.info->local_uri : "";
 
+	/* Refuse an oversized body before routing: nothing needs to read it. */
+	long long declared = req.info->content_length;
+	if (declared > 0 && (uint64_t)declared > req.srv->max_body) {
+		wh_reply_error(&req, 413, "body_too_large", "request body is %lld bytes; the limit "
+		               "is %llu (webhook.max_body)", declared,
+		               (unsigned long long)req.srv->max_body);
+		return 1;
+	}
 	char allow[128] = "";
 	size_t alen = 0;
 	for (size_t i = 0; i < wh_route_count; i++) {

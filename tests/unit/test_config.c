@@ -1,0 +1,315 @@
+/* Unit tests for core/config: defaults, every error class with its message,
+ * environment overrides, durations and sizes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+
+static char *const no_env[] = {NULL};
+
+static int load(struct cfg *c, const char *yaml, char *const *env, struct vm_err *err)
+{
+	return cfg_load_buffer(c, "config.yaml", yaml, strlen(yaml), env ? env : no_env, err);
+}
+
+static void expect_error(const char *yaml, const char *message)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_not_equal(load(c, yaml, NULL, &err), 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	if (strstr(err.msg, message) == NULL)
+		fail_msg("expected \"%s\" in \"%s\"", message, err.msg);
+	free(c);
+}
+
+static void test_config_defaults_match_seed(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(cfg_load(c, NULL, no_env, &err), 0);
+	assert_string_equal(c->webhook.listen_addr, "127.0.0.1");
+	assert_int_equal(c->webhook.port, 9999);
+	assert_false(c->webhook.tls_enabled);
+	assert_int_equal(c->probe.default_timeout_ms, 300000);
+	assert_int_equal(c->probe.max_concurrent, 5);
+	assert_int_equal(c->health.check_interval_ms, 30000);
+	assert_int_equal(c->health.report_interval_ms, 300000);
+	assert_int_equal(c->piko.reconnect.initial_delay_ms, 1000);
+	assert_int_equal(c->piko.reconnect.max_delay_ms, 60000);
+	assert_true(c->piko.reconnect.multiplier == 2.0);
+	assert_int_equal(c->log.max_size, 10 * 1024 * 1024);
+	assert_int_equal(c->log.max_files, 5);
+	assert_string_equal(c->piko.server_url, "");
+	assert_string_equal(c->source, "built-in defaults");
+	/* built-in defaults never need root */
+	assert_true(strncmp(c->agent.state_dir, "/var/lib", 8) != 0);
+	assert_non_null(strstr(c->probe.work_dir, "/work"));
+	free(c);
+}
+
+static void test_config_full_file_parses(void **state)
+{
+	(void)state;
+	const char *yaml = "agent:\n"
+	                   "  id: \"server-001\"\n"
+	                   "  tenant_id: acme\n"
+	                   "  control_plane_url: https://cp.example.com\n"
+	                   "  state_dir: /tmp/vma-state\n"
+	                   "piko:\n"
+	                   "  server_url: https://piko.example.com\n"
+	                   "  endpoint: tenant-acme-server-001\n"
+	                   "  reconnect:\n"
+	                   "    initial_delay: 500ms\n"
+	                   "    max_delay: 2m\n"
+	                   "    multiplier: 1.5\n"
+	                   "webhook:\n"
+	                   "  listen_addr: \"::1\"\n"
+	                   "  port: 9100\n"
+	                   "  max_body: 64KiB\n"
+	                   "probe:\n"
+	                   "  default_timeout: 60s\n"
+	                   "  max_concurrent: 2\n"
+	                   "health:\n"
+	                   "  check_interval: 10s\n"
+	                   "log:\n"
+	                   "  level: debug\n"
+	                   "  format: json\n"
+	                   "  max_size: 1MiB\n"
+	                   "  max_files: 3\n";
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, yaml, NULL, &err), 0);
+	assert_string_equal(c->agent.id, "server-001");
+	assert_string_equal(c->agent.tenant_id, "acme");
+	assert_string_equal(c->piko.endpoint, "tenant-acme-server-001");
+	assert_int_equal(c->piko.reconnect.initial_delay_ms, 500);
+	assert_int_equal(c->piko.reconnect.max_delay_ms, 120000);
+	assert_true(c->piko.reconnect.multiplier == 1.5);
+	assert_string_equal(c->webhook.listen_addr, "::1");
+	assert_int_equal(c->webhook.port, 9100);
+	assert_int_equal(c->webhook.max_body, 65536);
+	assert_int_equal(c->probe.default_timeout_ms, 60000);
+	assert_int_equal(c->log.level, 0);
+	assert_int_equal(c->log.format, 1);
+	assert_int_equal(c->log.max_size, 1048576);
+	assert_string_equal(c->probe.work_dir, "/tmp/vma-state/work");
+	assert_string_equal(c->source, "config.yaml");
+	free(c);
+}
+
+static void test_config_error_bad_port_names_line_column_key(void **state)
+{
+	(void)state;
+	expect_error("agent:\n  id: x\nwebhook:\n  port: 99999\n",
+	             "config.yaml:4:9: webhook.port: expected integer 1-65535");
+	expect_error("webhook:\n  port: abc\n", "config.yaml:2:9: webhook.port: expected integer");
+}
+
+static void test_config_error_unknown_key_suggests(void **state)
+{
+	(void)state;
+	expect_error("webhook:\n  prot: 9100\n",
+	             "config.yaml:2:3: webhook.prot: unknown key (did you mean webhook.port?)");
+	expect_error("webhok:\n  port: 9100\n", "webhok: unknown key (did you mean webhook?)");
+	expect_error("zzzzzzzzzz: 1\n", "zzzzzzzzzz: unknown key");
+}
+
+static void test_config_error_types(void **state)
+{
+	(void)state;
+	expect_error("webhook:\n  tls_enabled: maybe\n", "2:16: webhook.tls_enabled: expected true or false");
+	expect_error("probe:\n  default_timeout: 5 minutes\n", "probe.default_timeout: expected a duration");
+	expect_error("log:\n  max_size: lots\n", "log.max_size: expected a size");
+	expect_error("log:\n  level: loud\n", "log.level: expected one of debug|info|warn|error");
+	expect_error("piko:\n  reconnect:\n    multiplier: 0.5\n", "3:17: piko.reconnect.multiplier: expected a number");
+	expect_error("webhook: 5\n", "1:10: webhook: expected a mapping");
+	expect_error("webhook:\n  port: [1, 2]\n", "webhook.port: expected a single value, not a list");
+	expect_error("- a\n- b\n", "1:1: (top level): expected a mapping");
+}
+
+static void test_config_error_yaml_syntax_has_position(void **state)
+{
+	(void)state;
+	expect_error("webhook:\n  port: 1\n bad: [\n", "config.yaml:");
+	expect_error("webhook:\n  port: \"unterminated\n", "config.yaml:");
+}
+
+static void test_config_error_duplicate_key(void **state)
+{
+	(void)state;
+	expect_error("webhook:\n  port: 1\n  port: 2\n", "3:3: webhook.port: duplicate key (first set on line 2)");
+}
+
+static void test_config_error_endpoint_with_slash_suggests_form(void **state)
+{
+	(void)state;
+	expect_error("piko:\n  server_url: https://p\n  endpoint: tenant-acme/server-001\n",
+	             "3:13: piko.endpoint: \"tenant-acme/server-001\" is not a single path segment");
+	expect_error("piko:\n  server_url: https://p\n  endpoint: tenant-acme/server-001\n",
+	             "use e.g. \"tenant-acme-server-001\"");
+}
+
+static void test_config_error_cross_field(void **state)
+{
+	(void)state;
+	expect_error("webhook:\n  tls_enabled: true\n",
+	             "config.yaml: webhook.tls_cert_file: required when webhook.tls_enabled is true");
+	expect_error("piko:\n  server_url: ftp://x\n  endpoint: a\n", "2:15: piko.server_url: expected an http");
+	expect_error("piko:\n  server_url: https://x\n", "piko.endpoint: required when piko.server_url is set");
+	expect_error("piko:\n  reconnect:\n    initial_delay: 2m\n    max_delay: 1m\n",
+	             "3:20: piko.reconnect.initial_delay: must not exceed max_delay");
+	expect_error("piko:\n  token: a\n  token_file: /x\n", "piko.token and piko.token_file are both set");
+}
+
+static void test_config_error_value_too_long(void **state)
+{
+	(void)state;
+	char yaml[400];
+	char longid[300];
+	memset(longid, 'a', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	snprintf(yaml, sizeof(yaml), "agent:\n  id: %s\n", longid);
+	expect_error(yaml, "agent.id: value too long (at most 127 bytes)");
+}
+
+static void test_config_empty_file_and_empty_section_keep_defaults(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "", NULL, &err), 0);
+	assert_int_equal(c->webhook.port, 9999);
+	assert_int_equal(load(c, "health:\nwebhook:\n  port:\n", NULL, &err), 0);
+	assert_int_equal(c->webhook.port, 9999);
+	free(c);
+}
+
+static void test_config_env_overrides_file(void **state)
+{
+	(void)state;
+	char *env[] = {"VM_AGENT_WEBHOOK_PORT=9100", "VM_AGENT_PIKO_RECONNECT_MAX_DELAY=5m",
+	               "VM_AGENT_LOG_LEVEL=warn", "UNRELATED=1", NULL};
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "webhook:\n  port: 9200\n", env, &err), 0);
+	assert_int_equal(c->webhook.port, 9100);
+	assert_int_equal(c->piko.reconnect.max_delay_ms, 300000);
+	assert_int_equal(c->log.level, 2);
+	free(c);
+}
+
+static void test_config_env_error_names_variable(void **state)
+{
+	(void)state;
+	char *env[] = {"VM_AGENT_WEBHOOK_PORT=0", NULL};
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_not_equal(load(c, "", env, &err), 0);
+	assert_string_equal(err.msg,
+	                    "environment VM_AGENT_WEBHOOK_PORT: webhook.port: expected integer 1-65535");
+	char *env2[] = {"VM_AGENT_WEBHOOK_TLS_ENABLED=true", NULL};
+	assert_int_not_equal(load(c, "", env2, &err), 0);
+	assert_non_null(strstr(err.msg, "webhook.tls_cert_file: required"));
+	char *env3[] = {"VM_AGENT_PIKO_ENDPOINT=a/b", NULL};
+	assert_int_not_equal(load(c, "", env3, &err), 0);
+	assert_non_null(strstr(err.msg, "environment VM_AGENT_PIKO_ENDPOINT: piko.endpoint:"));
+	free(c);
+}
+
+static void test_config_missing_file_is_notfound(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_not_equal(cfg_load(c, "/nonexistent/vm-agent.yaml", no_env, &err), 0);
+	assert_int_equal(err.code, VM_ERR_NOTFOUND);
+	assert_non_null(strstr(err.msg, "/nonexistent/vm-agent.yaml"));
+	free(c);
+}
+
+static void test_config_durations(void **state)
+{
+	(void)state;
+	static const struct { const char *in; long long ms; } ok[] = {
+		{"500ms", 500}, {"1s", 1000}, {"5m", 300000}, {"300s", 300000}, {"2h", 7200000},
+		{"1d", 86400000}, {"300", 300000}, {"1.5s", 1500}, {"0s", 0},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		uint64_t ms = 1;
+		assert_int_equal(cfg_parse_duration(ok[i].in, &ms), 0);
+		assert_int_equal(ms, ok[i].ms);
+	}
+	static const char *const bad[] = {"", "s", "-1s", "1 s", "1x", "1.0005s", "nan", "inf", " 1s", "1e30s"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint64_t ms;
+		if (cfg_parse_duration(bad[i], &ms) == 0)
+			fail_msg("duration \"%s\" should be rejected", bad[i]);
+	}
+}
+
+static void test_config_sizes(void **state)
+{
+	(void)state;
+	static const struct { const char *in; long long bytes; } ok[] = {
+		{"10MiB", 10485760}, {"512KiB", 524288}, {"1GiB", 1073741824}, {"100KB", 100000},
+		{"4096", 4096}, {"1.5MiB", 1572864}, {"2M", 2097152},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		uint64_t b = 0;
+		assert_int_equal(cfg_parse_size(ok[i].in, &b), 0);
+		assert_int_equal(b, ok[i].bytes);
+	}
+	static const char *const bad[] = {"", "MiB", "-1", "10 MiB", "10mib", "1.3B"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint64_t b;
+		if (cfg_parse_size(bad[i], &b) == 0)
+			fail_msg("size \"%s\" should be rejected", bad[i]);
+	}
+}
+
+static void test_config_dump_redacts_token(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "piko:\n  token: supersecretvalue\n", NULL, &err), 0);
+	assert_string_equal(c->piko.token, "supersecretvalue");
+	char buf[16384];
+	assert_int_equal(cfg_dump(c, buf, sizeof(buf)), 0);
+	assert_null(strstr(buf, "supersecretvalue"));
+	assert_non_null(strstr(buf, "token: \"[REDACTED]\""));
+	assert_non_null(strstr(buf, "webhook:\n  listen_addr: \"127.0.0.1\"\n  port: 9999\n"));
+	assert_non_null(strstr(buf, "  reconnect:\n    initial_delay: 1000ms\n"));
+	free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_defaults_match_seed),
+		cmocka_unit_test(test_config_full_file_parses),
+		cmocka_unit_test(test_config_error_bad_port_names_line_column_key),
+		cmocka_unit_test(test_config_error_unknown_key_suggests),
+		cmocka_unit_test(test_config_error_types),
+		cmocka_unit_test(test_config_error_yaml_syntax_has_position),
+		cmocka_unit_test(test_config_error_duplicate_key),
+		cmocka_unit_test(test_config_error_endpoint_with_slash_suggests_form),
+		cmocka_unit_test(test_config_error_cross_field),
+		cmocka_unit_test(test_config_error_value_too_long),
+		cmocka_unit_test(test_config_empty_file_and_empty_section_keep_defaults),
+		cmocka_unit_test(test_config_env_overrides_file),
+		cmocka_unit_test(test_config_env_error_names_variable),
+		cmocka_unit_test(test_config_missing_file_is_notfound),
+		cmocka_unit_test(test_config_durations),
+		cmocka_unit_test(test_config_sizes),
+		cmocka_unit_test(test_config_dump_redacts_token),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

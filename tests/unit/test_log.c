@@ -1,0 +1,184 @@
+/* Unit tests for core/log: redaction of secrets, JSON lines, size rotation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+
+static const char *redact(const char *in, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", in);
+	log_redact(buf, cap);
+	return buf;
+}
+
+static void expect_redacted(const char *in, const char *want)
+{
+	char buf[1024];
+	redact(in, buf, sizeof(buf));
+	if (strcmp(buf, want) != 0)
+		fail_msg("redact(\"%s\")\n  got  \"%s\"\n  want \"%s\"", in, buf, want);
+}
+
+static void test_log_redacts_bearer_and_jwt(void **state)
+{
+	(void)state;
+	expect_redacted("Authorization: Bearer abc.def.ghi", "Authorization: Bearer [REDACTED]");
+	expect_redacted("sent bearer s3cr3t to x", "sent bearer [REDACTED] to x");
+	expect_redacted("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_value- rejected",
+	                "token [REDACTED] rejected");
+}
+
+static void test_log_redacts_key_value_pairs(void **state)
+{
+	(void)state;
+	expect_redacted("piko.token=abc123 port=1", "piko.token=[REDACTED] port=1");
+	expect_redacted("{\"password\": \"hunter2\", \"user\": \"bob\"}",
+	                "{\"password\": \"[REDACTED]\", \"user\": \"bob\"}");
+	expect_redacted("install-key: K-123-456", "install-key: [REDACTED]");
+	expect_redacted("api_key=zzz&x=1", "api_key=[REDACTED]&x=1");
+	expect_redacted("client_secret='abc'", "client_secret='[REDACTED]'");
+	/* names that merely contain "key" elsewhere are left alone */
+	expect_redacted("token_file=/etc/vm-agent/token path", "token_file=/etc/vm-agent/token path");
+	expect_redacted("webhook.port: expected integer 1-65535", "webhook.port: expected integer 1-65535");
+}
+
+static void test_log_redacts_pem_private_key(void **state)
+{
+	(void)state;
+	expect_redacted("key -----BEGIN PRIVATE KEY-----\nMIIEv\nQQ==\n-----END PRIVATE KEY----- done",
+	                "key [REDACTED] done");
+	expect_redacted("-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----");
+}
+
+static void test_log_redaction_never_overflows(void **state)
+{
+	(void)state;
+	/* a buffer exactly full of a secret: the marker must not write past cap */
+	char buf[24];
+	snprintf(buf, sizeof(buf), "token=%s", "abcdefghijklmnopq");
+	log_redact(buf, sizeof(buf));
+	assert_string_equal(buf, "token=[REDACTED]");
+	char tiny[12];
+	snprintf(tiny, sizeof(tiny), "token=abcd");
+	log_redact(tiny, sizeof(tiny));
+	assert_null(strstr(tiny, "abcd"));
+}
+
+static char tmpdir[64];
+
+static int setup_dir(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vma-test-log-XXXXXX");
+	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+}
+
+static int teardown_dir(void **state)
+{
+	(void)state;
+	log_shutdown();
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	return system(cmd);
+}
+
+static char *read_all(const char *path)
+{
+	char *data = NULL;
+	struct vm_err err;
+	if (fs_read_file(path, 1 << 20, &data, NULL, &err) != 0)
+		return NULL;
+	return data;
+}
+
+static void test_log_json_lines_are_redacted(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/json.log", tmpdir);
+	struct log_opts o = {LOG_INFO, LOG_FORMAT_JSON, path, 1 << 20, 2};
+	struct vm_err err;
+	assert_int_equal(log_configure(&o, &err), 0);
+	log_info("test", "dial with Bearer topsecret \"quoted\"");
+	log_debug("test", "hidden by level");
+	char *data = read_all(path);
+	assert_non_null(data);
+	assert_null(strstr(data, "topsecret"));
+	assert_null(strstr(data, "hidden by level"));
+	assert_non_null(strstr(data, "\"level\":\"info\",\"module\":\"test\","
+	                             "\"msg\":\"dial with Bearer [REDACTED] \\\"quoted\\\"\"}\n"));
+	free(data);
+}
+
+static void test_log_rotates_by_size_and_keeps_max_files(void **state)
+{
+	(void)state;
+	char path[128], rotated[160];
+	snprintf(path, sizeof(path), "%s/rot.log", tmpdir);
+	struct log_opts o = {LOG_INFO, LOG_FORMAT_TEXT, path, 4096, 2};
+	struct vm_err err;
+	assert_int_equal(log_configure(&o, &err), 0);
+	char filler[200];
+	memset(filler, 'x', sizeof(filler) - 1);
+	filler[sizeof(filler) - 1] = '\0';
+	for (int i = 0; i < 200; i++) /* ~50 KB: many rotations */
+		log_info("test", "line %03d %s", i, filler);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(st.st_size <= 4096);
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	assert_int_equal(stat(rotated, &st), 0);
+	assert_true(st.st_size <= 4096);
+	snprintf(rotated, sizeof(rotated), "%s.2", path);
+	assert_int_equal(stat(rotated, &st), 0);
+	snprintf(rotated, sizeof(rotated), "%s.3", path);
+	assert_int_not_equal(stat(rotated, &st), 0); /* max_files = 2 */
+	/* the newest line is in the current file, older ones rotated out in order */
+	char *data = read_all(path);
+	assert_non_null(strstr(data, "line 199"));
+	free(data);
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	data = read_all(rotated);
+	assert_null(strstr(data, "line 199"));
+	assert_non_null(strstr(data, "line 1"));
+	free(data);
+}
+
+static void test_log_configure_bad_file_keeps_previous(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/keep.log", tmpdir);
+	struct log_opts good = {LOG_INFO, LOG_FORMAT_TEXT, path, 1 << 20, 1};
+	struct log_opts bad = {LOG_INFO, LOG_FORMAT_TEXT, "/nonexistent/dir/x.log", 1 << 20, 1};
+	struct vm_err err;
+	assert_int_equal(log_configure(&good, &err), 0);
+	assert_int_not_equal(log_configure(&bad, &err), 0);
+	assert_non_null(strstr(err.msg, "/nonexistent/dir/x.log"));
+	log_warn("test", "still here");
+	char *data = read_all(path);
+	assert_non_null(strstr(data, "warn  test: still here"));
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_log_redacts_bearer_and_jwt),
+		cmocka_unit_test(test_log_redacts_key_value_pairs),
+		cmocka_unit_test(test_log_redacts_pem_private_key),
+		cmocka_unit_test(test_log_redaction_never_overflows),
+		cmocka_unit_test(test_log_json_lines_are_redacted),
+		cmocka_unit_test(test_log_rotates_by_size_and_keeps_max_files),
+		cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
+	};
+	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
