@@ -36,6 +36,7 @@ struct agent {
 	struct cfg *cfg;
 	const char *config_path; /* NULL = built-in defaults */
 	struct wh_server *webhook;
+	struct wh_deps deps; /* filled as modules start; the webhook borrows them */
 };
 
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
@@ -81,10 +82,10 @@ static void reload(struct agent *ag)
 	}
 	if (wh_listener_changed(ag->cfg, next)) {
 		wh_stop(ag->webhook);
-		ag->webhook = wh_start(next, &err);
+		ag->webhook = wh_start(next, &ag->deps, &err);
 		if (ag->webhook == NULL) {
 			log_error("config", "reload rejected: %s; restoring the previous listener", err.msg);
-			ag->webhook = wh_start(ag->cfg, &err);
+			ag->webhook = wh_start(ag->cfg, &ag->deps, &err);
 			apply_log_config(ag->cfg, &err, &rc);
 			if (ag->webhook == NULL)
 				log_error("webhook", "previous listener could not be restored: %s", err.msg);
@@ -177,7 +178,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
-	ag.webhook = wh_start(ag.cfg, &err);
+	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "webhook/webhook.h"
+
 #define WH_MAX_PARAMS 4
 
 struct wh_server;
@@ -24,7 +26,15 @@ struct wh_route {
 	const char *method;
 	const char *pattern; /* "/v1/probes/{id}": {x} matches one non-empty segment */
 	wh_handler_fn fn;
+	const char *scope;   /* JWT scope the caller needs; NULL = no auth (livez only) */
 };
+
+/* Authorizes req for scope (auth.c). Returns 0 when allowed; otherwise it has
+ * already answered 401/403 and returns -1. */
+int wh_auth_check(struct wh_req *req, const char *scope);
+
+/* The modules handlers call (copied from wh_start's deps). */
+const struct wh_deps *wh_deps_of(const struct wh_req *req);
 
 /* Responses. Every response carries Content-Length and a JSON body. */
 void wh_reply_json(struct wh_req *req, int status, json_t *body); /* steals body */

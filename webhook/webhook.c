@@ -17,6 +17,7 @@
 
 struct wh_server {
 	struct mg_context *ctx;
+	struct wh_deps deps;
 	uint64_t max_body;
 	char tls_cert_file[PATH_MAX];
 	char tls_key_file[PATH_MAX];
@@ -185,7 +186,8 @@ static int dispatch(struct mg_connection *conn)
 		if (!route_match(r->pattern, uri, &req))
 			continue;
 		if (strcmp(r->method, req.info->request_method) == 0) {
-			r->fn(&req);
+			if (r->scope == NULL || wh_auth_check(&req, r->scope) == 0)
+				r->fn(&req);
 			return 1;
 		}
 		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
@@ -259,13 +261,21 @@ static bool is_loopback(const char *addr)
 	       strcmp(addr, "localhost") == 0;
 }
 
-struct wh_server *wh_start(const struct cfg *cfg, struct vm_err *err)
+const struct wh_deps *wh_deps_of(const struct wh_req *req)
+{
+	return &req->srv->deps;
+}
+
+struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
+                           struct vm_err *err)
 {
 	struct wh_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
+	if (deps != NULL)
+		srv->deps = *deps;
 	srv->max_body = cfg->webhook.max_body;
 	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
 	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);

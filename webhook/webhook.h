@@ -8,10 +8,23 @@
 
 struct wh_server;
 
+/* The modules the API handlers call. Borrowed: they must outlive the server.
+ * A NULL member means that part of the agent is not running; its routes
+ * answer 503. */
+struct probe_exec;
+struct health_monitor;
+struct tun;
+struct wh_deps {
+	struct probe_exec *probe;
+	struct health_monitor *health;
+	struct tun *tunnel;
+};
+
 /* Starts the listener described by cfg->webhook. The server copies what it
  * needs from cfg. A busy port or unreadable TLS files are errors (VM_ERR_BUSY,
  * VM_ERR_IO) with the reason in err. */
-struct wh_server *wh_start(const struct cfg *cfg, struct vm_err *err);
+struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
+                           struct vm_err *err);
 
 /* Stops accepting, waits for in-flight requests, frees. NULL is fine. */
 void wh_stop(struct wh_server *srv);
