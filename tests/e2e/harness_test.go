@@ -123,7 +123,13 @@ func startAgent(t *testing.T, extraYAML string, env ...string) *Agent {
 }
 
 func (a *Agent) start(env ...string) {
-	a.Cmd = exec.Command(agentBin(a.t), "run", "--config", a.Config)
+	a.startArgs([]string{"run", "--config", a.Config}, env...)
+}
+
+// startArgs starts the binary with args in a.Dir, output into a.Log, and
+// kills it when the test ends.
+func (a *Agent) startArgs(args []string, env ...string) {
+	a.Cmd = exec.Command(agentBin(a.t), args...)
 	a.Cmd.Env = append(os.Environ(), env...)
 	a.Cmd.Stdout = a.Log
 	a.Cmd.Stderr = a.Log
@@ -231,18 +237,5 @@ func readBody(t *testing.T, resp *http.Response) string {
 
 // startNoConfig runs `vm-agent run` without --config in a.Dir.
 func (a *Agent) startNoConfig(env ...string) {
-	a.Cmd = exec.Command(agentBin(a.t), "run")
-	a.Cmd.Env = append(os.Environ(), env...)
-	a.Cmd.Stdout, a.Cmd.Stderr, a.Cmd.Dir = a.Log, a.Log, a.Dir
-	if err := a.Cmd.Start(); err != nil {
-		a.t.Fatal(err)
-	}
-	go func() {
-		a.exitErr = a.Cmd.Wait()
-		close(a.done)
-	}()
-	a.t.Cleanup(func() {
-		a.Signal(syscall.SIGKILL)
-		<-a.done
-	})
+	a.startArgs([]string{"run"}, env...)
 }
