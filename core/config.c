@@ -60,6 +60,11 @@ static const struct cfg_key keys[] = {
 	DUR("piko.reconnect.initial_delay", piko.reconnect.initial_delay_ms, "1s", 10, DAY_MS),
 	DUR("piko.reconnect.max_delay", piko.reconnect.max_delay_ms, "60s", 10, DAY_MS),
 	FLOAT("piko.reconnect.multiplier", piko.reconnect.multiplier, "2.0", 1.0, 10.0),
+	STR("piko.forward_addr", piko.forward_addr, ""),
+	INT("piko.max_streams", piko.max_streams, "1024", 1, 65536),
+	DUR("piko.keepalive_interval", piko.keepalive_interval_ms, "30s", 100, 3600000),
+	DUR("piko.keepalive_timeout", piko.keepalive_timeout_ms, "10s", 100, 600000),
+	DUR("piko.stop_grace", piko.stop_grace_ms, "10s", 0, 600000),
 
 	STR("webhook.listen_addr", webhook.listen_addr, "127.0.0.1"),
 	INT("webhook.port", webhook.port, "9999", 1, 65535),
