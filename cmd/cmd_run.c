@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "cmd/cmd.h"
 #include "core/config.h"
 #include "core/fs.h"
@@ -196,6 +198,9 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Once, before any module thread exists: curl_easy_init would otherwise do
+	 * it lazily, which is not thread-safe. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 
 	int exit_code = VM_EXIT_RUNTIME;
 	if (prepare_dirs(ag.cfg, &err) != 0) {
@@ -223,6 +228,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");
 out:
+	curl_global_cleanup();
 	free(ag.cfg);
 	log_shutdown();
 	return exit_code;

@@ -555,9 +555,10 @@ static void *tun_main(void *arg)
 		if (rc == -VM_ERR_PERM) {
 			/* A rejected token will not fix itself quickly: retry at the max delay. */
 			wait = jittered(t, t->set->reconnect.max_delay_ms);
-			log_error("tunnel", "Piko rejected the agent's credentials (%s) at %s: check "
-			          "piko.token / piko.token_file and agent.tenant_id; retrying in %.1fs",
-			          err.msg, t->set->server_url, (double)wait / 1000.0);
+			log_error("tunnel", "Piko rejected the agent's credentials (%s) for endpoint %s "
+			          "at %s: check piko.token / piko.token_file (its piko.endpoints claim) "
+			          "and agent.tenant_id; retrying in %.1fs", err.msg, t->set->endpoint,
+			          t->set->server_url, (double)wait / 1000.0);
 			tun_note_error(t, "Piko rejected the agent's credentials (%s)", err.msg);
 		} else {
 			wait = jittered(t, delay);

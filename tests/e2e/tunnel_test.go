@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -369,6 +370,12 @@ func TestTunnelFaults(t *testing.T) {
 			if a.Wait(0) != -1 {
 				t.Fatalf("agent exited")
 			}
+			// A clean exit after the fault (under the sanitizer build, a leak
+			// would make the exit code non-zero).
+			a.Signal(syscall.SIGTERM)
+			if code := a.Wait(15 * time.Second); code != 0 {
+				t.Fatalf("exit %d after SIGTERM:\n%s", code, a.Log.String())
+			}
 		})
 	}
 }
@@ -390,5 +397,42 @@ func TestTunnelTokenExpiry(t *testing.T) {
 	code, _, err := getThrough(http.DefaultClient, r.ProxyURL(), "/v1/livez")
 	if err != nil || code != 200 {
 		t.Fatalf("after refresh: %d %v", code, err)
+	}
+}
+
+func TestTunnelReloadReconnectsWithNewSettings(t *testing.T) {
+	a, r := startTunnelPairRelay(t, "")
+	cfg := readFileString(t, a.Config)
+	if err := os.WriteFile(a.Config, []byte(strings.Replace(cfg, "endpoint: agent-1", "endpoint: agent-2", 1)+"\n"), 0600); err != nil {
+		t.Fatal(err)
+	}
+	// The token names its endpoints (piko.endpoints): the new one needs a new token.
+	tokFile := filepath.Join(filepath.Dir(a.Config), "..", "piko.token")
+	if m := regexp.MustCompile(`token_file: (\S+)`).FindStringSubmatch(cfg); m != nil {
+		tokFile = m[1]
+	}
+	writeToken(t, filepath.Dir(tokFile), makeHS256(relayHMACKey, time.Now().Add(time.Hour).Unix(), "agent-2"))
+	a.Signal(syscall.SIGHUP)
+	if !r.WaitConnections(2, 10*time.Second) {
+		t.Fatalf("no reconnect after SIGHUP:\n%s", a.Log.String())
+	}
+	req, _ := http.NewRequest("GET", r.ProxyURL()+"/v1/livez", nil)
+	req.Header.Set("x-piko-endpoint", "agent-2")
+	var code int
+	for i := 0; i < 50 && code != 200; i++ {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			code = resp.StatusCode
+			resp.Body.Close()
+		}
+		if code != 200 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if code != 200 {
+		t.Fatalf("endpoint agent-2 not served after reload (%d):\n%s", code, a.Log.String())
+	}
+	if !strings.Contains(a.Log.String(), "configuration reloaded") {
+		t.Errorf("no reload line")
 	}
 }
