@@ -58,6 +58,8 @@ struct bridge {
 	enum tun_end end;
 	uint64_t bytes_in, bytes_out, accepted;
 	uint32_t noted_open;
+	uint64_t warn_ms;      /* last "cannot reach the webhook" line */
+	unsigned warn_dropped; /* lines suppressed since */
 	struct pollfd *pfd;
 	struct br_conn **pconn;
 	size_t pcap;
@@ -105,11 +107,8 @@ static int queue_frame(struct bridge *b, uint8_t opcode, const uint8_t *a, size_
 	if (dst == NULL)
 		return -1;
 	memcpy(dst, hdr, hlen);
-	if (alen)
-		memcpy(dst + hlen, a, alen);
-	if (clen)
-		memcpy(dst + hlen + alen, c, clen);
-	ws_mask(dst + hlen, alen + clen, mask, 0);
+	ws_mask_copy(dst + hlen, a, alen, mask, 0);
+	ws_mask_copy(dst + hlen + alen, c, clen, mask, alen);
 	tbuf_commit(&b->tx, hlen + alen + clen);
 	return 0;
 }
@@ -190,13 +189,27 @@ static void conn_read(struct bridge *b, struct br_conn *c)
 	}
 }
 
+/* One line per second at most: a dead webhook must not flood the log. */
+static void warn_unreachable(struct bridge *b, int e)
+{
+	uint64_t now = tun_now_ms();
+	if (b->warn_ms != 0 && now - b->warn_ms < 1000) {
+		b->warn_dropped++;
+		return;
+	}
+	log_warn("tunnel", "cannot reach the local webhook at %s:%d: %s (stream reset; %u similar "
+	         "lines suppressed)", b->o->forward_host, b->o->forward_port, strerror(e),
+	         b->warn_dropped);
+	b->warn_ms = now;
+	b->warn_dropped = 0;
+}
+
 static void conn_connected(struct bridge *b, struct br_conn *c)
 {
 	int soerr = 0;
 	socklen_t sl = sizeof(soerr);
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-		log_warn("tunnel", "cannot reach the local webhook at %s:%d: %s", b->o->forward_host,
-		         b->o->forward_port, strerror(soerr ? soerr : errno));
+		warn_unreachable(b, soerr ? soerr : errno);
 		conn_kill(b, c, NULL);
 		return;
 	}
@@ -256,8 +269,7 @@ static void on_open(void *ctx, struct ymx_stream *st)
 	b->accepted++;
 	c->fd = conn_open_socket(b->o);
 	if (c->fd < 0) {
-		log_warn("tunnel", "cannot reach the local webhook at %s:%d: %s", b->o->forward_host,
-		         b->o->forward_port, strerror(errno));
+		warn_unreachable(b, errno);
 		conn_kill(b, c, NULL);
 	}
 }
@@ -613,6 +625,7 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 	b->fd = fd;
 	ws_rx_init(&b->rx, WS_MAX_FRAME);
 	tbuf_init(&b->tx, TX_MAX);
+	b->tx.keep = true; /* refaulting fresh pages per burst costs more than the memory */
 	ymx_session_init(&b->ymx, &bridge_ymx_ops, b, o->max_streams);
 	if (RAND_bytes((unsigned char *)&b->mask_state, sizeof(b->mask_state)) != 1 ||
 	    b->mask_state == 0)

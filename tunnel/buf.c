@@ -69,7 +69,7 @@ void tbuf_consume(struct tbuf *b, size_t n)
 	if (n >= b->len) {
 		/* Empty: release large buffers so idle streams stay small. */
 		b->off = b->len = 0;
-		if (b->cap > 64 * 1024) {
+		if (!b->keep && b->cap > 64 * 1024) {
 			free(b->p);
 			b->p = NULL;
 			b->cap = 0;

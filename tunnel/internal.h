@@ -16,6 +16,7 @@ struct tbuf {
 	uint8_t *p;
 	size_t off, len; /* live bytes are p[off .. off+len) */
 	size_t cap, max; /* cap grows on demand up to max */
+	bool keep;       /* keep the allocation when empty (the hot tx queue) */
 };
 
 void tbuf_init(struct tbuf *b, size_t max);
@@ -64,6 +65,9 @@ size_t ws_frame_hdr_encode(uint8_t out[WS_HDR_MAX], uint8_t opcode, bool fin, ui
 
 /* XORs buf with mask, as if buf started at byte `offset` of the payload. */
 void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset);
+/* Copies src to dst masking on the way (one pass over the bytes). */
+void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
+                  size_t offset);
 
 enum ws_ev_type { WS_EV_NONE, WS_EV_DATA, WS_EV_PING, WS_EV_PONG, WS_EV_CLOSE, WS_EV_ERROR };
 

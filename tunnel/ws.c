@@ -112,6 +112,27 @@ void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset)
 		buf[i] ^= mask[(offset + i) & 3];
 }
 
+void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
+                  size_t offset)
+{
+	size_t i = 0;
+	while (i < len && ((offset + i) & 3) != 0) {
+		dst[i] = src[i] ^ mask[(offset + i) & 3];
+		i++;
+	}
+	uint8_t m8[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
+	uint64_t w;
+	memcpy(&w, m8, 8);
+	for (; i + 8 <= len; i += 8) {
+		uint64_t v;
+		memcpy(&v, src + i, 8);
+		v ^= w;
+		memcpy(dst + i, &v, 8);
+	}
+	for (; i < len; i++)
+		dst[i] = src[i] ^ mask[(offset + i) & 3];
+}
+
 void ws_rx_init(struct ws_rx *rx, uint64_t max_frame)
 {
 	memset(rx, 0, sizeof(*rx));
