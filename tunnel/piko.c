@@ -531,12 +531,21 @@ static void *tun_main(void *arg)
 			tun_stats(t, &st);
 			if (tun_now_ms() - started >= STABLE_MS)
 				delay = t->set->reconnect.initial_delay_ms;
-			if (end == TUN_END_GOAWAY || end == TUN_END_REFRESH || end == TUN_END_RELOAD) {
+			if (end == TUN_END_REFRESH || end == TUN_END_RELOAD) {
 				if (end == TUN_END_REFRESH) {
 					refreshed_exp = exp;
 					refresh_token(t);
 				}
 				log_info("tunnel", "disconnected (%s); reconnecting now", end_reason(end));
+				continue;
+			}
+			if (end == TUN_END_GOAWAY) {
+				/* A server going away is normal (restart, rebalancing): come back
+				 * soon, but not in a tight loop if it keeps doing it. */
+				wait = jittered(t, t->set->reconnect.initial_delay_ms);
+				log_info("tunnel", "disconnected (%s); reconnecting in %.1fs", end_reason(end),
+				         (double)wait / 1000.0);
+				nap(t, wait);
 				continue;
 			}
 			wait = jittered(t, delay);

@@ -4,12 +4,15 @@ package e2e
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -434,5 +437,60 @@ func TestTunnelReloadReconnectsWithNewSettings(t *testing.T) {
 	}
 	if !strings.Contains(a.Log.String(), "configuration reloaded") {
 		t.Errorf("no reload line")
+	}
+}
+
+func TestTunnelRefreshesTokenBeforeExpiry(t *testing.T) {
+	// exp in 10 s: the agent reconnects a fifth of that (2 s) before exp with
+	// the token file's new content, before the relay would drop it.
+	r := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a")
+	dir := t.TempDir()
+	exp := time.Now().Add(10 * time.Second)
+	tok := writeToken(t, dir, makeHS256(relayHMACKey, exp.Unix()))
+	a := startAgent(t, tunnelYAML(r, tok, ""), fastReconnect...)
+	if !r.WaitConnections(1, 10*time.Second) {
+		t.Fatalf("no connection:\n%s", a.Log.String())
+	}
+	writeToken(t, dir, makeHS256(relayHMACKey, time.Now().Add(time.Hour).Unix()))
+	if !a.WaitLog("disconnected (token refresh); reconnecting now", 12*time.Second) {
+		t.Fatalf("no proactive refresh:\n%s", a.Log.String())
+	}
+	if time.Now().After(exp) {
+		t.Fatalf("refresh came after exp")
+	}
+	if !r.WaitConnections(2, 5*time.Second) {
+		t.Fatalf("no reconnect:\n%s", a.Log.String())
+	}
+	if strings.Contains(r.Log.String(), "token expired, closing") {
+		t.Fatalf("the relay had to drop the agent at exp:\n%s", r.Log.String())
+	}
+}
+
+func TestTunnelRS256Token(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pubDER, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubFile := filepath.Join(dir, "pub.pem")
+	os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0600)
+	enc := base64.RawURLEncoding
+	signed := enc.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." +
+		enc.EncodeToString([]byte(fmt.Sprintf(`{"exp":%d,"piko":{"endpoints":["agent-1"]}}`, time.Now().Add(time.Hour).Unix())))
+	h := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRelay(t, "-rsa-pub", pubFile, "-tenant", "tenant-a")
+	tok := writeToken(t, dir, signed+"."+enc.EncodeToString(sig))
+	a := startAgent(t, tunnelYAML(r, tok, ""), fastReconnect...)
+	if !r.WaitConnections(1, 10*time.Second) {
+		t.Fatalf("RS256 token not accepted:\n%s\n%s", a.Log.String(), r.Log.String())
+	}
+	code, _, err := getThrough(http.DefaultClient, r.ProxyURL(), "/v1/livez")
+	if err != nil || code != 200 {
+		t.Fatalf("%d %v", code, err)
 	}
 }

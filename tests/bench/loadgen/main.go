@@ -84,9 +84,12 @@ func serve(addrFile string) {
 	http.Serve(l, mux)
 }
 
+var noKeepAlive bool
+
 func client(conns int) *http.Client {
 	return &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
+		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
+		DisableKeepAlives: noKeepAlive}}
 }
 
 func rps(url string, hs headers, conc int, dur time.Duration) {
@@ -180,6 +183,7 @@ func main() {
 	conc := fs.Int("c", 32, "concurrent clients")
 	dur := fs.Duration("d", 5*time.Second, "duration")
 	n := fs.Int("n", 3, "count")
+	fs.BoolVar(&noKeepAlive, "close", false, "a new connection per request")
 	var hs headers
 	fs.Var(&hs, "H", "header (repeatable)")
 	fs.Parse(os.Args[2:])
