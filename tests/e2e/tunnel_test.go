@@ -494,3 +494,24 @@ func TestTunnelRS256Token(t *testing.T) {
 		t.Fatalf("%d %v", code, err)
 	}
 }
+
+func TestTunnelIPv6Loopback(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback here")
+	}
+	l.Close()
+	r := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a", "-upstream-addr", "[::1]:0")
+	if !strings.Contains(r.UpstreamURL, "[::1]") {
+		t.Fatalf("relay upstream %s", r.UpstreamURL)
+	}
+	tok := writeToken(t, t.TempDir(), makeHS256(relayHMACKey, time.Now().Add(time.Hour).Unix()))
+	a := startAgent(t, tunnelYAML(r, tok, ""), fastReconnect...)
+	if !r.WaitConnections(1, 10*time.Second) {
+		t.Fatalf("no connection over IPv6:\n%s", a.Log.String())
+	}
+	code, _, err := getThrough(http.DefaultClient, r.ProxyURL(), "/v1/livez")
+	if err != nil || code != 200 {
+		t.Fatalf("%d %v", code, err)
+	}
+}
