@@ -579,7 +579,9 @@ static void loop(struct bridge *b)
 			b->pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 		}
 		int pr = poll(b->pfd, (nfds_t)n, timeout);
-		if (pr < 0 && errno != EINTR) {
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
 			end_session(b, TUN_END_ERROR, "poll: %s", strerror(errno));
 			break;
 		}

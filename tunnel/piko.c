@@ -495,10 +495,11 @@ static void *tun_main(void *arg)
 			continue;
 		}
 		if (load_token(t, &tok, &err) != 0) {
+			wait = jittered(t, delay);
 			log_error("tunnel", "cannot read the Piko token: %s; retrying in %.1fs", err.msg,
-			          (double)jittered(t, delay) / 1000.0);
+			          (double)wait / 1000.0);
 			tun_note_error(t, "cannot read the Piko token: %s", err.msg);
-			nap(t, jittered(t, delay));
+			nap(t, wait);
 			delay = next_delay(t, delay);
 			continue;
 		}
