@@ -331,6 +331,21 @@ func TestTunnelThroughHTTPProxy(t *testing.T) {
 	if !strings.Contains(string(logData), "CONNECT") {
 		t.Errorf("tinyproxy did not see a CONNECT:\n%s\n%s", logData, tpOut.String())
 	}
+
+	// Without piko.proxy_url, libcurl takes the proxy from the environment
+	// (http_proxy for an http:// server, HTTPS_PROXY for https://).
+	before := strings.Count(string(logData), "CONNECT")
+	env := append([]string{fmt.Sprintf("http_proxy=http://127.0.0.1:%d", port), "NO_PROXY=", "no_proxy="}, fastReconnect...)
+	b := startAgent(t, strings.Replace(tunnelYAML(r, tok, ""), "endpoint: agent-1", "endpoint: agent-env", 1), env...)
+	deadline = time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		logData, _ = os.ReadFile(logFile)
+		if strings.Count(string(logData), "CONNECT") > before && strings.Contains(b.Log.String(), "connected to") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("agent did not use http_proxy from the environment:\n%s\n%s", b.Log.String(), logData)
 }
 
 func TestTunnelFaults(t *testing.T) {
