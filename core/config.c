@@ -2,6 +2,7 @@
  * bounds; the YAML walk, environment overrides, dump and docs all use it. */
 #include "core/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -562,6 +563,30 @@ static int validate_endpoint(struct loader *ld, const char *ep)
 	                "Piko endpoint IDs cannot contain '/': use e.g. \"%s\"", ep, hint);
 }
 
+/* piko.forward_addr: "IP:PORT" or "[IPv6]:PORT"; the tunnel connects there. */
+static bool is_forward_addr(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	if (colon == NULL || colon == s)
+		return false;
+	char host[64];
+	size_t hlen = (size_t)(colon - s);
+	if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
+		s++;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		return false;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	unsigned char addr[16];
+	if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+		return false;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	return end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535;
+}
+
 static int validate(struct loader *ld)
 {
 	struct cfg *c = ld->cfg;
@@ -585,6 +610,9 @@ static int validate(struct loader *ld)
 		return rc;
 	if (c->piko.server_url[0] && c->piko.endpoint[0] == '\0')
 		return fail_key(ld, "piko.endpoint", "required when piko.server_url is set");
+	if (c->piko.forward_addr[0] && !is_forward_addr(c->piko.forward_addr))
+		return fail_key(ld, "piko.forward_addr", "expected IP:PORT with a numeric address, "
+		                "e.g. 127.0.0.1:9999 or [::1]:9999");
 	return 0;
 }
 
