@@ -530,3 +530,43 @@ func TestTunnelIPv6Loopback(t *testing.T) {
 		t.Fatalf("%d %v", code, err)
 	}
 }
+
+func TestTunnelStopLetsInFlightFinish(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(1500 * time.Millisecond)
+		}
+		io.WriteString(w, "done")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	a, r := startTunnelPairRelay(t, "piko:\n  forward_addr: "+l.Addr().String()+"\n  stop_grace: 5s\n")
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		c, b, err := getThrough(http.DefaultClient, r.ProxyURL(), "/slow")
+		slow <- result{c, b, err}
+	}()
+	time.Sleep(400 * time.Millisecond)
+	a.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	// After the agent's GoAway the proxy cannot open new streams: 502.
+	if code, body, _ := getThrough(http.DefaultClient, r.ProxyURL(), "/fast"); code != 502 {
+		t.Errorf("new request during the drain: %d %q, want 502", code, body)
+	}
+	res := <-slow
+	if res.err != nil || res.code != 200 || res.body != "done" {
+		t.Fatalf("in-flight request: %d %q %v\n%s", res.code, res.body, res.err, a.Log.String())
+	}
+	if code := a.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
