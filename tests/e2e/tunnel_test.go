@@ -570,3 +570,45 @@ func TestTunnelStopLetsInFlightFinish(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+func TestTunnelForwardsPikoHeaders(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *http.Request, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r:
+		default:
+		}
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	_, r := startTunnelPairRelay(t, "piko:\n  forward_addr: "+l.Addr().String()+"\n")
+	req, _ := http.NewRequest("GET", r.ProxyURL()+"/v1/probe?x=1", nil)
+	req.Host = "agent-1.piko.example"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	in := <-got
+	checks := map[string]string{
+		"X-Piko-Forward":  in.Header.Get("X-Piko-Forward"),
+		"X-Piko-Endpoint": in.Header.Get("X-Piko-Endpoint"),
+		"X-Forwarded-For": in.Header.Get("X-Forwarded-For"),
+		"Host":            in.Host,
+		"RequestURI":      in.RequestURI,
+		"Close":           fmt.Sprint(in.Close),
+	}
+	want := map[string]string{"X-Piko-Forward": "true", "X-Piko-Endpoint": "agent-1",
+		"X-Forwarded-For": "127.0.0.1", "Host": "agent-1.piko.example", "RequestURI": "/v1/probe?x=1",
+		"Close": "true"}
+	for k, v := range want {
+		if checks[k] != v {
+			t.Errorf("%s = %q, want %q", k, checks[k], v)
+		}
+	}
+}
