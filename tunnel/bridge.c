@@ -180,9 +180,14 @@ static void conn_read(struct bridge *b, struct br_conn *c)
 				end_session(b, TUN_END_ERROR, "send queue full");
 			return;
 		}
-		if (ymx_stream_write(&b->ymx, st, b->rbuf, (size_t)n, DATA_FRAME_MAX) != n) {
-			end_session(b, TUN_END_ERROR, "send queue full");
-			return;
+		/* want <= send_window, so every byte fits in one or more frames now. */
+		for (size_t off = 0; off < (size_t)n;) {
+			long w = ymx_stream_write(&b->ymx, st, b->rbuf + off, (size_t)n - off, DATA_FRAME_MAX);
+			if (w <= 0) {
+				end_session(b, TUN_END_ERROR, "send queue full");
+				return;
+			}
+			off += (size_t)w;
 		}
 		if ((size_t)n < want)
 			return; /* drained for now; poll will tell us about more */
