@@ -26,6 +26,10 @@
 #define TX_SOFT (512u * 1024u)
 /* ...which bounds the queue: control replies to one read burst fit in the rest. */
 #define TX_MAX (4u * 1024u * 1024u)
+/* All streams together buffer at most this much from the server; above it the
+ * WebSocket is not read until the webhook drains some (each stream is also
+ * bounded by its 256 KiB window). */
+#define RX_BUDGET (16u * 1024u * 1024u)
 #define RBUF_LEN (64u * 1024u)
 #define DATA_FRAME_MAX (64u * 1024u)
 #define RECV_BURST 64
@@ -375,11 +379,18 @@ static void ws_process(struct bridge *b, const uint8_t *in, size_t len)
 	}
 }
 
+/* Room to take more from the server: replies fit in the send queue and the
+ * stream buffers are within budget. */
+static bool can_read_ws(const struct bridge *b)
+{
+	return b->tx.len < TX_SOFT && b->ymx.rx_buffered < RX_BUDGET;
+}
+
 static void ws_read(struct bridge *b)
 {
 	b->rx_pending = false;
 	for (int i = 0; i < RECV_BURST && !b->ended; i++) {
-		if (b->tx.len >= TX_SOFT) {
+		if (!can_read_ws(b)) {
 			b->rx_pending = true;
 			return;
 		}
@@ -565,7 +576,8 @@ static void loop(struct bridge *b)
 		int timeout = tick(b, &tm);
 		if (b->ended)
 			break;
-		if (b->rx_pending && b->tx.len < TX_SOFT)
+		bool can_read = can_read_ws(b);
+		if (b->rx_pending && can_read)
 			timeout = 0;
 		if (pfd_reserve(b, 2 + b->nconns) != 0) {
 			end_session(b, TUN_END_ERROR, "out of memory");
@@ -574,7 +586,7 @@ static void loop(struct bridge *b)
 		size_t n = 0;
 		/* Once a drain has started the wake fd stays readable: stop watching it. */
 		b->pfd[n++] = (struct pollfd){.fd = tm.drain_deadline ? -1 : b->o->wake_fd, .events = POLLIN};
-		short wsev = (short)((b->tx.len < TX_SOFT ? POLLIN : 0) | (b->tx.len > 0 ? POLLOUT : 0));
+		short wsev = (short)((can_read ? POLLIN : 0) | (b->tx.len > 0 ? POLLOUT : 0));
 		b->pfd[n++] = (struct pollfd){.fd = b->fd, .events = wsev};
 		for (struct br_conn *c = b->conns; c != NULL; c = c->next) {
 			short ev = conn_events(b, c);
@@ -595,8 +607,11 @@ static void loop(struct bridge *b)
 			if (read(b->o->wake_fd, &v, sizeof(v)) < 0)
 				v = 0;
 		}
-		if (b->pfd[1].revents & (POLLIN | POLLERR | POLLHUP) || (b->rx_pending && b->tx.len < TX_SOFT))
+		if (can_read_ws(b) &&
+		    ((b->pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) || b->rx_pending))
 			ws_read(b);
+		else if (b->pfd[1].revents & (POLLERR | POLLHUP))
+			end_session(b, TUN_END_CLOSED, "connection to the server lost");
 		for (size_t i = 2; i < n && !b->ended; i++) {
 			struct br_conn *c = b->pconn[i];
 			short re = b->pfd[i].revents;

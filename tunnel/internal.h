@@ -166,6 +166,7 @@ struct ymx_session {
 	struct ymx_stream *buckets[YMX_BUCKETS];
 	struct ymx_stream *head;
 	size_t nstreams, max_streams;
+	size_t rx_buffered; /* bytes in all streams' rx buffers */
 	/* input state: a header being collected, then a data payload */
 	uint8_t hdr[YMX_HDR_LEN];
 	size_t hdr_len;

@@ -67,6 +67,7 @@ void ymx_stream_free(struct ymx_session *s, struct ymx_stream *st)
 	if (s->cur_stream == st)
 		s->cur_stream = NULL; /* the rest of its payload is discarded */
 	stream_unlink(s, st);
+	s->rx_buffered -= st->rx.len;
 	tbuf_free(&st->rx);
 	free(st);
 }
@@ -238,6 +239,7 @@ int ymx_feed(struct ymx_session *s, const uint8_t *in, size_t len)
 				/* Cannot fail: the window check bounds rx by YMX_WINDOW. */
 				if (tbuf_append(&st->rx, in, take) != 0)
 					return proto_error(s, "stream %u receive buffer full", st->id);
+				s->rx_buffered += take;
 			}
 			in += take;
 			len -= take;
@@ -288,7 +290,9 @@ long ymx_stream_write(struct ymx_session *s, struct ymx_stream *st, const uint8_
 
 int ymx_stream_consume(struct ymx_session *s, struct ymx_stream *st, size_t n)
 {
+	size_t before = st->rx.len;
 	tbuf_consume(&st->rx, n);
+	s->rx_buffered -= before - st->rx.len;
 	if (st->reset || st->remote_fin)
 		return 0;
 	/* hashicorp's rule: top the window back up once half of it is free. */

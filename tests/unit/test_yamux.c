@@ -146,6 +146,7 @@ static void test_yamux_window_update_after_consume(void **state)
 	struct ymx_stream *st = f.last_open;
 	assert_int_equal(feed_data(&s, 2, 0, 200 * 1024), 0);
 	assert_int_equal(st->recv_window, 56 * 1024);
+	assert_int_equal(s.rx_buffered, 200 * 1024);
 	size_t before = f.nsent;
 	/* less than half the window free again: no update yet */
 	assert_int_equal(ymx_stream_consume(&s, st, 100 * 1024), 0);
@@ -157,6 +158,9 @@ static void test_yamux_window_update_after_consume(void **state)
 	assert_int_equal(last(&f)->flags, 0);
 	assert_int_equal(last(&f)->length, 150 * 1024);
 	assert_int_equal(st->recv_window, 206 * 1024);
+	assert_int_equal(s.rx_buffered, 50 * 1024);
+	ymx_stream_free(&s, st);
+	assert_int_equal(s.rx_buffered, 0);
 	ymx_session_free(&s);
 }
 
