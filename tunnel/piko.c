@@ -285,8 +285,21 @@ struct dial {
 	size_t early_off;  /* where the WebSocket stream starts in head */
 };
 
+/* Header values go into the request verbatim: no CR/LF or other controls. */
+static bool header_safe(const char *v)
+{
+	for (; v != NULL && *v; v++)
+		if ((unsigned char)*v < 0x20 || *v == 0x7f)
+			return false;
+	return true;
+}
+
 static int dial(struct tun *t, const struct secret *token, struct dial *d, struct vm_err *err)
 {
+	if (!header_safe(token->value))
+		return vm_err_set(err, VM_ERR_INVALID, "the Piko token contains control characters");
+	if (!header_safe(t->set->tenant))
+		return vm_err_set(err, VM_ERR_INVALID, "agent.tenant_id contains control characters");
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char host[CFG_STR_MAX], path[CFG_STR_MAX + CFG_ID_MAX + 32];
 	int rc = upstream_target(t, host, sizeof(host), path, sizeof(path), err);
