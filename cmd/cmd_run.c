@@ -9,10 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "cmd/cmd.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "tunnel/tunnel.h"
 #include "webhook/webhook.h"
 
 static int run_exec(const struct cmd_entry *self, int argc, char **argv);
@@ -59,6 +62,28 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 	return rc;
 }
 
+/* The tunnel object lives as long as run (the webhook copied its pointer):
+ * a reload hands it new settings; it reconnects with them after a drain. */
+static void reload_tunnel(struct agent *ag, const struct cfg *next)
+{
+	struct vm_err err = {0};
+	if (!tun_config_changed(ag->cfg, next))
+		return;
+	if (ag->deps.tunnel != NULL) {
+		if (tun_reload(ag->deps.tunnel, next, &err) != 0)
+			log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
+			          err.msg);
+		return;
+	}
+	if (next->piko.server_url[0] == '\0')
+		return;
+	/* Off at startup, on now. The webhook's copy of deps keeps NULL until its
+	 * listener restarts; only status reporting is affected. */
+	ag->deps.tunnel = tun_start(next, NULL, &err);
+	if (ag->deps.tunnel == NULL)
+		log_error("tunnel", "cannot start the tunnel: %s", err.msg);
+}
+
 /* SIGHUP: validate the new file fully before touching anything. */
 static void reload(struct agent *ag)
 {
@@ -93,6 +118,7 @@ static void reload(struct agent *ag)
 			return;
 		}
 	}
+	reload_tunnel(ag, next);
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
@@ -172,21 +198,37 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Once, before any module thread exists: curl_easy_init would otherwise do
+	 * it lazily, which is not thread-safe. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 
 	int exit_code = VM_EXIT_RUNTIME;
 	if (prepare_dirs(ag.cfg, &err) != 0) {
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	/* The tunnel starts first because wh_start copies deps; a stream that
+	 * arrives before the listener is up is reset (the proxy answers 502). */
+	if (ag.cfg->piko.server_url[0] != '\0') {
+		ag.deps.tunnel = tun_start(ag.cfg, NULL, &err);
+		if (ag.deps.tunnel == NULL) {
+			log_error("agent", "%s", err.msg);
+			goto out;
+		}
+	}
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);
+		tun_stop(ag.deps.tunnel, 0);
 		goto out;
 	}
 	exit_code = serve(&ag, &sigs);
+	/* GoAway first so no new request arrives, then let in-flight ones finish. */
+	tun_stop(ag.deps.tunnel, ag.cfg->piko.stop_grace_ms);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");
 out:
+	curl_global_cleanup();
 	free(ag.cfg);
 	log_shutdown();
 	return exit_code;

@@ -2,6 +2,7 @@
  * bounds; the YAML walk, environment overrides, dump and docs all use it. */
 #include "core/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -60,6 +61,11 @@ static const struct cfg_key keys[] = {
 	DUR("piko.reconnect.initial_delay", piko.reconnect.initial_delay_ms, "1s", 10, DAY_MS),
 	DUR("piko.reconnect.max_delay", piko.reconnect.max_delay_ms, "60s", 10, DAY_MS),
 	FLOAT("piko.reconnect.multiplier", piko.reconnect.multiplier, "2.0", 1.0, 10.0),
+	STR("piko.forward_addr", piko.forward_addr, ""),
+	INT("piko.max_streams", piko.max_streams, "1024", 1, 65536),
+	DUR("piko.keepalive_interval", piko.keepalive_interval_ms, "30s", 100, 3600000),
+	DUR("piko.keepalive_timeout", piko.keepalive_timeout_ms, "10s", 100, 600000),
+	DUR("piko.stop_grace", piko.stop_grace_ms, "10s", 0, 600000),
 
 	STR("webhook.listen_addr", webhook.listen_addr, "127.0.0.1"),
 	INT("webhook.port", webhook.port, "9999", 1, 65535),
@@ -557,6 +563,30 @@ static int validate_endpoint(struct loader *ld, const char *ep)
 	                "Piko endpoint IDs cannot contain '/': use e.g. \"%s\"", ep, hint);
 }
 
+/* piko.forward_addr: "IP:PORT" or "[IPv6]:PORT"; the tunnel connects there. */
+static bool is_forward_addr(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	if (colon == NULL || colon == s)
+		return false;
+	char host[64];
+	size_t hlen = (size_t)(colon - s);
+	if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
+		s++;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		return false;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	unsigned char addr[16];
+	if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+		return false;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	return end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535;
+}
+
 static int validate(struct loader *ld)
 {
 	struct cfg *c = ld->cfg;
@@ -580,6 +610,9 @@ static int validate(struct loader *ld)
 		return rc;
 	if (c->piko.server_url[0] && c->piko.endpoint[0] == '\0')
 		return fail_key(ld, "piko.endpoint", "required when piko.server_url is set");
+	if (c->piko.forward_addr[0] && !is_forward_addr(c->piko.forward_addr))
+		return fail_key(ld, "piko.forward_addr", "expected IP:PORT with a numeric address, "
+		                "e.g. 127.0.0.1:9999 or [::1]:9999");
 	return 0;
 }
 

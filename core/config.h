@@ -45,6 +45,11 @@ struct cfg {
 		char proxy_url[CFG_STR_MAX];
 		uint64_t connect_timeout_ms;
 		struct cfg_reconnect reconnect;
+		char forward_addr[64]; /* "" = the webhook's own address */
+		int max_streams;
+		uint64_t keepalive_interval_ms;
+		uint64_t keepalive_timeout_ms;
+		uint64_t stop_grace_ms;
 	} piko;
 
 	struct {

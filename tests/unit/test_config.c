@@ -166,6 +166,18 @@ static void test_config_error_cross_field(void **state)
 	expect_error("piko:\n  reconnect:\n    initial_delay: 2m\n    max_delay: 1m\n",
 	             "3:20: piko.reconnect.initial_delay: must not exceed max_delay");
 	expect_error("piko:\n  token: a\n  token_file: /x\n", "piko.token and piko.token_file are both set");
+	expect_error("piko:\n  forward_addr: localhost:80\n", "2:17: piko.forward_addr: expected IP:PORT");
+	expect_error("piko:\n  forward_addr: 127.0.0.1\n", "piko.forward_addr: expected IP:PORT");
+	expect_error("piko:\n  forward_addr: 127.0.0.1:0\n", "piko.forward_addr: expected IP:PORT");
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "piko:\n  forward_addr: \"[::1]:8080\"\n", NULL, &err), 0);
+	assert_string_equal(c->piko.forward_addr, "[::1]:8080");
+	assert_int_equal(c->piko.max_streams, 1024);
+	assert_int_equal(c->piko.keepalive_interval_ms, 30000);
+	assert_int_equal(c->piko.keepalive_timeout_ms, 10000);
+	assert_int_equal(c->piko.stop_grace_ms, 10000);
+	free(c);
 }
 
 static void test_config_error_value_too_long(void **state)
