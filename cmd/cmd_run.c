@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "lifecycle/lifecycle.h"
 #include "webhook/webhook.h"
 
 static int run_exec(const struct cmd_entry *self, int argc, char **argv);
@@ -70,6 +71,7 @@ static void reload(struct agent *ag)
 	}
 	if (cfg_load(next, ag->config_path, NULL, &err) != 0) {
 		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
+		lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, false, err.msg);
 		free(next);
 		return;
 	}
@@ -77,6 +79,7 @@ static void reload(struct agent *ag)
 	apply_log_config(next, &err, &rc);
 	if (rc != 0) {
 		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
+		lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, false, err.msg);
 		free(next);
 		return;
 	}
@@ -89,6 +92,8 @@ static void reload(struct agent *ag)
 			apply_log_config(ag->cfg, &err, &rc);
 			if (ag->webhook == NULL)
 				log_error("webhook", "previous listener could not be restored: %s", err.msg);
+			lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, false,
+			                       "the new webhook listener could not start");
 			free(next);
 			return;
 		}
@@ -96,6 +101,34 @@ static void reload(struct agent *ag)
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
+	lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, true, "reloaded");
+}
+
+/* An upgrade killed before it was committed is undone here, before anything
+ * starts; when the binary this process came from was replaced by the previous
+ * one, run that instead (argv as given to `run`). */
+static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
+{
+	char bin[PATH_MAX], msg[512];
+	enum lc_recover_result rr = lc_upgrade_recover(cfg->agent.state_dir, bin, sizeof(bin), msg,
+	                                               sizeof(msg));
+	if (rr == LC_RECOVER_NOTHING || rr == LC_RECOVER_BUSY)
+		return;
+	log_warn("upgrade", "%s", msg);
+	if (rr != LC_RECOVER_ROLLED_BACK)
+		return;
+	char **args = calloc((size_t)argc + 2, sizeof(*args));
+	if (args == NULL)
+		return;
+	args[0] = bin;
+	for (int i = 0; i < argc; i++)
+		args[i + 1] = argv[i];
+	log_warn("upgrade", "re-executing the restored binary %s", bin);
+	log_shutdown();
+	execv(bin, args);
+	log_error("upgrade", "cannot execute %s: %s; continuing with this binary", bin,
+	          strerror(errno));
+	free(args);
 }
 
 /* The main thread only waits for signals; every module runs its own threads. */
@@ -158,6 +191,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		free(ag.cfg);
 		return VM_EXIT_CONFIG;
 	}
+	recover_upgrade(ag.cfg, argc, argv);
 	log_info("agent", "vm-agent %s (%s) starting; configuration: %s", vma_build_version,
 	         vma_build_commit, ag.cfg->source);
 	if (ag.cfg->piko.server_url[0] == '\0')
@@ -183,6 +217,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	lc_pid_file_write(ag.cfg->agent.state_dir);
 	exit_code = serve(&ag, &sigs);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");

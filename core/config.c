@@ -82,6 +82,9 @@ static const struct cfg_key keys[] = {
 	STR("log.file", log.file, ""),
 	SIZE("log.max_size", log.max_size, "10MiB", 4096, 64 * GIB),
 	INT("log.max_files", log.max_files, "5", 0, 100),
+
+	STR("upgrade.public_keys", upgrade.public_keys, ""),
+	DUR("upgrade.health_timeout", upgrade.health_timeout_ms, "60s", 1000, 3600000),
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 

@@ -76,6 +76,13 @@ struct cfg {
 		uint64_t max_size;
 		int max_files;
 	} log;
+
+	struct {
+		/* minisign public keys (base64 key lines) trusted for upgrades, in
+		 * addition to the key compiled into the binary; comma-separated */
+		char public_keys[2048];
+		uint64_t health_timeout_ms;
+	} upgrade;
 };
 
 /* Fills cfg with the built-in defaults (no file, no environment). */
