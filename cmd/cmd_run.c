@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd/cmd.h"
+#include "core/admin.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/http.h"
 #include "core/log.h"
+#include "health/health.h"
 #include "webhook/webhook.h"
 
 static int run_exec(const struct cmd_entry *self, int argc, char **argv);
@@ -37,6 +41,12 @@ struct agent {
 	const char *config_path; /* NULL = built-in defaults */
 	struct wh_server *webhook;
 	struct wh_deps deps; /* filled as modules start; the webhook borrows them */
+	struct health_monitor *health;
+	struct admin_server *admin;
+	/* SIGHUP (main thread) and the admin socket's reload/status (admin thread)
+	 * both touch cfg and the listener: one at a time. */
+	pthread_mutex_t mu;
+	time_t started_at;
 };
 
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
@@ -59,44 +69,96 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 	return rc;
 }
 
-/* SIGHUP: validate the new file fully before touching anything. */
-static void reload(struct agent *ag)
+/* SIGHUP: validate the new file fully before touching anything. Returns 0
+ * when the new configuration was taken, else -1 with the reason in err. */
+static int reload(struct agent *ag, struct vm_err *err)
 {
-	struct vm_err err = {0};
 	struct cfg *next = malloc(sizeof(*next));
 	if (next == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		log_error("config", "reload failed: out of memory; keeping the current configuration");
-		return;
+		return -1;
 	}
-	if (cfg_load(next, ag->config_path, NULL, &err) != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
+	if (cfg_load(next, ag->config_path, NULL, err) != 0) {
+		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
 		free(next);
-		return;
+		return -1;
 	}
 	int rc;
-	apply_log_config(next, &err, &rc);
+	apply_log_config(next, err, &rc);
 	if (rc != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
+		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
 		free(next);
-		return;
+		return -1;
 	}
 	if (wh_listener_changed(ag->cfg, next)) {
 		wh_stop(ag->webhook);
-		ag->webhook = wh_start(next, &ag->deps, &err);
+		ag->webhook = wh_start(next, &ag->deps, err);
 		if (ag->webhook == NULL) {
-			log_error("config", "reload rejected: %s; restoring the previous listener", err.msg);
-			ag->webhook = wh_start(ag->cfg, &ag->deps, &err);
-			apply_log_config(ag->cfg, &err, &rc);
+			log_error("config", "reload rejected: %s; restoring the previous listener", err->msg);
+			struct vm_err e2 = {0};
+			ag->webhook = wh_start(ag->cfg, &ag->deps, &e2);
+			apply_log_config(ag->cfg, &e2, &rc);
 			if (ag->webhook == NULL)
-				log_error("webhook", "previous listener could not be restored: %s", err.msg);
+				log_error("webhook", "previous listener could not be restored: %s", e2.msg);
 			free(next);
-			return;
+			return -1;
 		}
 	}
+	health_reconfigure(ag->health, next);
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
+	return 0;
 }
+
+/* --- admin socket commands (run on the admin thread) --------------------------------- */
+
+static json_t *admin_reload(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	log_info("agent", "admin socket: reloading configuration");
+	pthread_mutex_lock(&ag->mu);
+	struct vm_err why = {0};
+	int rc = reload(ag, &why);
+	json_t *res = json_pack("{s:b,s:s,s:s?}", "reloaded", rc == 0, "config", ag->cfg->source,
+	                        "error", rc == 0 ? NULL : why.msg);
+	pthread_mutex_unlock(&ag->mu);
+	if (res == NULL)
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	return res;
+}
+
+static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	char started[32] = "";
+	struct tm tm;
+	if (gmtime_r(&ag->started_at, &tm) != NULL)
+		strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char *health = ag->health != NULL ? health_json(ag->health) : NULL;
+	json_t *hj = health != NULL ? json_loads(health, 0, NULL) : NULL;
+	free(health);
+	pthread_mutex_lock(&ag->mu);
+	char listen[96];
+	snprintf(listen, sizeof(listen), "%s:%d", ag->cfg->webhook.listen_addr, ag->cfg->webhook.port);
+	json_t *res = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:{s:s},s:o}", "service", "running",
+	                        "pid", (json_int_t)getpid(), "version", vma_build_version, "commit",
+	                        vma_build_commit, "started_at", started, "uptime_seconds",
+	                        (json_int_t)(time(NULL) - ag->started_at), "config", ag->cfg->source,
+	                        "webhook", "listen", listen, "health", hj ? hj : json_null());
+	pthread_mutex_unlock(&ag->mu);
+	if (res == NULL)
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	return res;
+}
+
+static const struct admin_cmd admin_cmds[] = {
+	{"status", admin_status},
+	{"reload", admin_reload},
+};
 
 /* The main thread only waits for signals; every module runs its own threads. */
 static int serve(struct agent *ag, const sigset_t *sigs)
@@ -107,7 +169,10 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 			continue;
 		if (sig == SIGHUP) {
 			log_info("agent", "SIGHUP: reloading configuration");
-			reload(ag);
+			struct vm_err err = {0};
+			pthread_mutex_lock(&ag->mu);
+			(void)reload(ag, &err);
+			pthread_mutex_unlock(&ag->mu);
 			continue;
 		}
 		log_info("agent", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -141,7 +206,8 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (optind < argc)
 		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
 
-	struct agent ag = {.config_path = pick_config(config_flag)};
+	struct agent ag = {.config_path = pick_config(config_flag), .started_at = time(NULL)};
+	pthread_mutex_init(&ag.mu, NULL);
 	struct vm_err err = {0};
 	ag.cfg = malloc(sizeof(*ag.cfg));
 	if (ag.cfg == NULL)
@@ -178,15 +244,35 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
-	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
-	if (ag.webhook == NULL) {
+	if (http_global_init(&err) != 0) {
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	/* Health is not essential to serving: without it /v1/health answers 503. */
+	struct health_sources sources = {0};
+	ag.health = health_start(ag.cfg, &sources, &err);
+	if (ag.health == NULL)
+		log_error("health", "health monitor not started: %s", err.msg);
+	ag.deps.health = ag.health;
+	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
+	if (ag.webhook == NULL) {
+		log_error("agent", "%s", err.msg);
+		health_stop(ag.health);
+		goto out;
+	}
+	/* Neither is the admin socket: `status` then reports the agent as absent. */
+	ag.admin = admin_start(ag.cfg->agent.runtime_dir, admin_cmds,
+	                       sizeof(admin_cmds) / sizeof(admin_cmds[0]), &ag, &err);
+	if (ag.admin == NULL)
+		log_error("agent", "admin socket not available: %s", err.msg);
 	exit_code = serve(&ag, &sigs);
+	admin_stop(ag.admin);
 	wh_stop(ag.webhook);
+	health_stop(ag.health);
 	log_info("agent", "stopped");
 out:
+	http_global_cleanup();
+	pthread_mutex_destroy(&ag.mu);
 	free(ag.cfg);
 	log_shutdown();
 	return exit_code;

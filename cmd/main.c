@@ -17,6 +17,7 @@ static const struct cmd_entry cmd_help_entry = {
 
 static const struct cmd_entry *const commands[] = {
 	&cmd_run_entry,
+	&cmd_status_entry,
 	&cmd_version_entry,
 	&cmd_help_entry,
 };
