@@ -155,8 +155,24 @@ static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
 	return res;
 }
 
+/* The Prometheus text, for local scrapers and tests (no JWT needed locally). */
+static json_t *admin_metrics(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	char *text = ag->health != NULL ? health_prometheus(ag->health) : NULL;
+	if (text == NULL) {
+		vm_err_set(err, VM_ERR_INTERNAL, "the health monitor is not running");
+		return NULL;
+	}
+	json_t *res = json_pack("{s:s}", "text", text);
+	free(text);
+	return res;
+}
+
 static const struct admin_cmd admin_cmds[] = {
 	{"status", admin_status},
+	{"metrics", admin_metrics},
 	{"reload", admin_reload},
 };
 

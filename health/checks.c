@@ -90,15 +90,17 @@ static void check_tunnel(struct health_snapshot *s, const struct health_threshol
 
 static void check_control_plane(struct health_snapshot *s, const struct health_thresholds *t)
 {
-	if (!s->reporting_enabled || s->cp_unreachable_since == 0)
+	if (!s->reporting_enabled)
 		return;
-	int64_t down_s = s->time - s->cp_unreachable_since;
-	if (down_s >= 0 && (uint64_t)down_s * 1000 >= t->cp_unreachable_after_ms)
-		add(s, HEALTH_DEGRADED, "control plane unreachable for %llds (%s)", (long long)down_s,
-		    s->last_report_error[0] ? s->last_report_error : "no answer");
 	if (s->last_report_status == 401 || s->last_report_status == 403)
 		add(s, HEALTH_UNHEALTHY, "control plane refuses the agent credentials (HTTP %d)",
 		    s->last_report_status);
+	if (s->cp_unreachable_since == 0)
+		return;
+	int64_t down_s = s->time - s->cp_unreachable_since;
+	if (down_s >= 0 && (uint64_t)down_s * 1000 >= t->cp_unreachable_after_ms)
+		add(s, HEALTH_DEGRADED, "control plane unreachable for %llds (%.100s)",
+		    (long long)down_s, s->last_report_error[0] ? s->last_report_error : "no answer");
 }
 
 static void check_clock(struct health_snapshot *s, const struct health_thresholds *t)

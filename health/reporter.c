@@ -299,11 +299,14 @@ static char *build_report(struct health_monitor *m, const char *id, const char *
 		return NULL;
 	health_snapshot_copy(m, s);
 	json_t *h = health_snapshot_json(s, m->agent_id, vma_build_version);
-	time_t now = time(NULL);
+	/* Milliseconds: the control plane orders reports by it. */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
 	struct tm tm;
-	char created[32] = "";
-	gmtime_r(&now, &tm);
-	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char created[40] = "", sec[32] = "";
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(created, sizeof(created), "%s.%03ldZ", sec, now.tv_nsec / 1000000L);
 	json_t *doc = h ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", id, "created_at", created,
 	                            "trigger", trigger, "state", health_state_name(s->state),
 	                            "health", h)
