@@ -210,9 +210,10 @@ char *health_format_prometheus(const struct health_snapshot *s, const char *vers
 	put(&b, "vm_agent_build_info{version=\"%s\"} 1\n", ver);
 	family(&b, "vm_agent_health_state", "gauge",
 	       "1 for the current health state (healthy, degraded, unhealthy), 0 for the others.");
-	for (int st = HEALTH_HEALTHY; st <= HEALTH_UNHEALTHY; st++)
-		put(&b, "vm_agent_health_state{state=\"%s\"} %d\n", health_state_name(st),
-		    s->state == (enum health_state)st);
+	static const enum health_state states[] = {HEALTH_HEALTHY, HEALTH_DEGRADED, HEALTH_UNHEALTHY};
+	for (size_t i = 0; i < 3; i++)
+		put(&b, "vm_agent_health_state{state=\"%s\"} %d\n", health_state_name(states[i]),
+		    s->state == states[i]);
 	for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
 		family(&b, scalars[i].name, scalars[i].type, scalars[i].help);
 		put(&b, "%s", scalars[i].name);

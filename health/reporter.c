@@ -351,6 +351,11 @@ static bool drain(struct reporter *rp, struct outcome *last)
 			publish_spool(rp);
 			continue;
 		}
+		if (last->status == 401 || last->status == 403) {
+			/* maybe rotated on disk: read the file again next time */
+			health_credentials_clear(&rp->cred);
+			rp->have_cred = false;
+		}
 		publish_spool(rp);
 		return false;
 	}
