@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd/cmd.h"
+#include "core/admin.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/http.h"
 #include "core/log.h"
+#include "health/health.h"
 #include "lifecycle/lifecycle.h"
 #include "webhook/webhook.h"
 
@@ -38,6 +42,12 @@ struct agent {
 	const char *config_path; /* NULL = built-in defaults */
 	struct wh_server *webhook;
 	struct wh_deps deps; /* filled as modules start; the webhook borrows them */
+	struct health_monitor *health;
+	struct admin_server *admin;
+	/* SIGHUP (main thread) and the admin socket's reload/status (admin thread)
+	 * both touch cfg and the listener: one at a time. */
+	pthread_mutex_t mu;
+	time_t started_at;
 };
 
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
@@ -60,48 +70,134 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 	return rc;
 }
 
-/* SIGHUP: validate the new file fully before touching anything. */
-static void reload(struct agent *ag)
+/* SIGHUP: validate the new file fully before touching anything. Returns 0
+ * when the new configuration was taken, else -1 with the reason in err. */
+static int reload(struct agent *ag, struct vm_err *err)
 {
-	struct vm_err err = {0};
 	struct cfg *next = malloc(sizeof(*next));
 	if (next == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		log_error("config", "reload failed: out of memory; keeping the current configuration");
-		return;
+		return -1;
 	}
-	if (cfg_load(next, ag->config_path, NULL, &err) != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
-		lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, false, err.msg);
+	if (cfg_load(next, ag->config_path, NULL, err) != 0) {
+		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
 		free(next);
-		return;
+		return -1;
 	}
 	int rc;
-	apply_log_config(next, &err, &rc);
+	apply_log_config(next, err, &rc);
 	if (rc != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
-		lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, false, err.msg);
+		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
 		free(next);
-		return;
+		return -1;
 	}
 	if (wh_listener_changed(ag->cfg, next)) {
 		wh_stop(ag->webhook);
-		ag->webhook = wh_start(next, &ag->deps, &err);
+		ag->webhook = wh_start(next, &ag->deps, err);
 		if (ag->webhook == NULL) {
-			log_error("config", "reload rejected: %s; restoring the previous listener", err.msg);
-			ag->webhook = wh_start(ag->cfg, &ag->deps, &err);
-			apply_log_config(ag->cfg, &err, &rc);
+			log_error("config", "reload rejected: %s; restoring the previous listener", err->msg);
+			struct vm_err e2 = {0};
+			ag->webhook = wh_start(ag->cfg, &ag->deps, &e2);
+			apply_log_config(ag->cfg, &e2, &rc);
 			if (ag->webhook == NULL)
-				log_error("webhook", "previous listener could not be restored: %s", err.msg);
-			lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, false,
-			                       "the new webhook listener could not start");
+				log_error("webhook", "previous listener could not be restored: %s", e2.msg);
 			free(next);
-			return;
+			return -1;
 		}
 	}
+	health_reconfigure(ag->health, next);
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
-	lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, true, "reloaded");
+	return 0;
+}
+
+/* --- admin socket commands (run on the admin thread) --------------------------------- */
+
+static json_t *admin_reload(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	log_info("agent", "admin socket: reloading configuration");
+	pthread_mutex_lock(&ag->mu);
+	struct vm_err why = {0};
+	int rc = reload(ag, &why);
+	json_t *res = json_pack("{s:b,s:s,s:s?}", "reloaded", rc == 0, "config", ag->cfg->source,
+	                        "error", rc == 0 ? NULL : why.msg);
+	pthread_mutex_unlock(&ag->mu);
+	if (res == NULL)
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	return res;
+}
+
+static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	char started[32] = "";
+	struct tm tm;
+	if (gmtime_r(&ag->started_at, &tm) != NULL)
+		strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char *health = ag->health != NULL ? health_json(ag->health) : NULL;
+	json_t *hj = health != NULL ? json_loads(health, 0, NULL) : NULL;
+	free(health);
+	pthread_mutex_lock(&ag->mu);
+	char listen[96];
+	snprintf(listen, sizeof(listen), "%s:%d", ag->cfg->webhook.listen_addr, ag->cfg->webhook.port);
+	json_t *res = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:{s:s},s:o}", "service", "running",
+	                        "pid", (json_int_t)getpid(), "version", vma_build_version, "commit",
+	                        vma_build_commit, "started_at", started, "uptime_seconds",
+	                        (json_int_t)(time(NULL) - ag->started_at), "config", ag->cfg->source,
+	                        "webhook", "listen", listen, "health", hj ? hj : json_null());
+	pthread_mutex_unlock(&ag->mu);
+	if (res == NULL)
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	return res;
+}
+
+/* The Prometheus text, for local scrapers and tests (no JWT needed locally). */
+static json_t *admin_metrics(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	char *text = ag->health != NULL ? health_prometheus(ag->health) : NULL;
+	if (text == NULL) {
+		vm_err_set(err, VM_ERR_INTERNAL, "the health monitor is not running");
+		return NULL;
+	}
+	json_t *res = json_pack("{s:s}", "text", text);
+	free(text);
+	return res;
+}
+
+static const struct admin_cmd admin_cmds[] = {
+	{"status", admin_status},
+	{"metrics", admin_metrics},
+	{"reload", admin_reload},
+};
+
+/* The main thread only waits for signals; every module runs its own threads. */
+static int serve(struct agent *ag, const sigset_t *sigs)
+{
+	for (;;) {
+		int sig;
+		if (sigwait(sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			log_info("agent", "SIGHUP: reloading configuration");
+			struct vm_err err = {0};
+			pthread_mutex_lock(&ag->mu);
+			int ok = reload(ag, &err) == 0;
+			/* `vm-agent configure` reads the outcome when the admin socket is absent */
+			lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, ok,
+			                       ok ? "reloaded" : err.msg);
+			pthread_mutex_unlock(&ag->mu);
+			continue;
+		}
+		log_info("agent", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		return VM_EXIT_OK;
+	}
 }
 
 /* An upgrade killed before it was committed is undone here, before anything
@@ -131,23 +227,6 @@ static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
 	free(args);
 }
 
-/* The main thread only waits for signals; every module runs its own threads. */
-static int serve(struct agent *ag, const sigset_t *sigs)
-{
-	for (;;) {
-		int sig;
-		if (sigwait(sigs, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			log_info("agent", "SIGHUP: reloading configuration");
-			reload(ag);
-			continue;
-		}
-		log_info("agent", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-		return VM_EXIT_OK;
-	}
-}
-
 static const char *pick_config(const char *flag)
 {
 	if (flag != NULL)
@@ -174,7 +253,8 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (optind < argc)
 		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
 
-	struct agent ag = {.config_path = pick_config(config_flag)};
+	struct agent ag = {.config_path = pick_config(config_flag), .started_at = time(NULL)};
+	pthread_mutex_init(&ag.mu, NULL);
 	struct vm_err err = {0};
 	ag.cfg = malloc(sizeof(*ag.cfg));
 	if (ag.cfg == NULL)
@@ -212,16 +292,36 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
-	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
-	if (ag.webhook == NULL) {
+	if (http_global_init(&err) != 0) {
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	/* Health is not essential to serving: without it /v1/health answers 503. */
+	struct health_sources sources = {0};
+	ag.health = health_start(ag.cfg, &sources, &err);
+	if (ag.health == NULL)
+		log_error("health", "health monitor not started: %s", err.msg);
+	ag.deps.health = ag.health;
+	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
+	if (ag.webhook == NULL) {
+		log_error("agent", "%s", err.msg);
+		health_stop(ag.health);
+		goto out;
+	}
 	lc_pid_file_write(ag.cfg->agent.state_dir);
+	/* Neither is the admin socket: `status` then reports the agent as absent. */
+	ag.admin = admin_start(ag.cfg->agent.runtime_dir, admin_cmds,
+	                       sizeof(admin_cmds) / sizeof(admin_cmds[0]), &ag, &err);
+	if (ag.admin == NULL)
+		log_error("agent", "admin socket not available: %s", err.msg);
 	exit_code = serve(&ag, &sigs);
+	admin_stop(ag.admin);
 	wh_stop(ag.webhook);
+	health_stop(ag.health);
 	log_info("agent", "stopped");
 out:
+	http_global_cleanup();
+	pthread_mutex_destroy(&ag.mu);
 	free(ag.cfg);
 	log_shutdown();
 	return exit_code;

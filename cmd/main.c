@@ -22,6 +22,7 @@ static const struct cmd_entry *const commands[] = {
 	&cmd_repair_entry,
 	&cmd_upgrade_entry,
 	&cmd_uninstall_entry,
+	&cmd_status_entry,
 	&cmd_version_entry,
 	&cmd_help_entry,
 };

@@ -48,6 +48,9 @@ static const struct cfg_key keys[] = {
 	STR("agent.control_plane_url", agent.control_plane_url, ""),
 	STR("agent.state_dir", agent.state_dir, ""),
 	STR("agent.credentials_file", agent.credentials_file, ""),
+	STR("agent.runtime_dir", agent.runtime_dir, ""),
+	STR("agent.ca_file", agent.ca_file, ""),
+	STR("agent.proxy_url", agent.proxy_url, ""),
 
 	STR("piko.server_url", piko.server_url, ""),
 	STR("piko.endpoint", piko.endpoint, ""),
@@ -76,6 +79,16 @@ static const struct cfg_key keys[] = {
 
 	DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS),
 	DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS),
+	STR("health.proc_root", health.proc_root, "/proc"),
+	FLOAT("health.disk_warn_percent", health.disk_warn_percent, "90", 1, 100),
+	FLOAT("health.disk_critical_percent", health.disk_critical_percent, "95", 1, 100),
+	FLOAT("health.memory_warn_percent", health.memory_warn_percent, "95", 1, 100),
+	DUR("health.tunnel_down_after", health.tunnel_down_after_ms, "5m", 1000, DAY_MS),
+	DUR("health.control_plane_unreachable_after", health.control_plane_unreachable_after_ms,
+	    "15m", 1000, 7 * DAY_MS),
+	DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS),
+	INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000),
+	SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB),
 
 	ENUM("log.level", log.level, "info", "debug|info|warn|error"),
 	ENUM("log.format", log.format, "text", "text|json"),
@@ -571,6 +584,11 @@ static int validate(struct loader *ld)
 		return fail_key(ld, "webhook.listen_addr", "must not be empty (use 127.0.0.1)");
 	if (c->piko.server_url[0] && !is_http_url(c->piko.server_url))
 		return fail_key(ld, "piko.server_url", "expected an http:// or https:// URL");
+	if (c->agent.proxy_url[0] && !is_http_url(c->agent.proxy_url) &&
+	    strncmp(c->agent.proxy_url, "socks", 5) != 0)
+		return fail_key(ld, "agent.proxy_url", "expected an http://, https:// or socks5:// URL");
+	if (c->health.disk_warn_percent > c->health.disk_critical_percent)
+		return fail_key(ld, "health.disk_warn_percent", "must not exceed disk_critical_percent");
 	if (c->agent.control_plane_url[0] && !is_http_url(c->agent.control_plane_url))
 		return fail_key(ld, "agent.control_plane_url", "expected an http:// or https:// URL");
 	if (c->piko.token[0] && c->piko.token_file[0])
@@ -599,6 +617,18 @@ static void resolve_paths(struct cfg *c, bool from_file)
 			         (int)(sizeof(c->agent.state_dir) - 10), xdg);
 		else
 			snprintf(c->agent.state_dir, sizeof(c->agent.state_dir), ".vm-agent");
+	}
+	if (c->agent.runtime_dir[0] == '\0') {
+		/* The admin socket lives here: root gets /run, users their runtime dir. */
+		const char *xrd = getenv("XDG_RUNTIME_DIR");
+		if (geteuid() == 0)
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "/run/vm-agent");
+		else if (xrd != NULL && xrd[0] == '/')
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "%.*s/vm-agent",
+			         (int)(sizeof(c->agent.runtime_dir) - 10), xrd);
+		else
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "%.*s/run",
+			         (int)(sizeof(c->agent.runtime_dir) - 5), c->agent.state_dir);
 	}
 	if (c->probe.work_dir[0] == '\0')
 		snprintf(c->probe.work_dir, sizeof(c->probe.work_dir), "%.*s/work",

@@ -33,6 +33,9 @@ struct cfg {
 		char control_plane_url[CFG_STR_MAX];
 		char state_dir[PATH_MAX];
 		char credentials_file[PATH_MAX];
+		char runtime_dir[PATH_MAX];   /* admin socket; default depends on uid */
+		char ca_file[PATH_MAX];       /* control-plane CA bundle; "" = system */
+		char proxy_url[CFG_STR_MAX];  /* "" = libcurl's HTTPS_PROXY/NO_PROXY */
 	} agent;
 
 	struct {
@@ -67,6 +70,15 @@ struct cfg {
 	struct {
 		uint64_t check_interval_ms;
 		uint64_t report_interval_ms;
+		char proc_root[PATH_MAX];
+		double disk_warn_percent;
+		double disk_critical_percent;
+		double memory_warn_percent;
+		uint64_t tunnel_down_after_ms;
+		uint64_t control_plane_unreachable_after_ms;
+		uint64_t clock_skew_max_ms;
+		int spool_max_entries;
+		uint64_t spool_max_bytes;
 	} health;
 
 	struct {

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/admin.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "lifecycle/internal.h"
@@ -135,9 +136,52 @@ static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned 
 	return -1;
 }
 
+/* The admin socket's "reload" answers with the outcome directly. Returns -1
+ * when no agent listens there (the caller falls back to SIGHUP). */
+static int reload_admin(const struct lc_configure_opts *o, const struct lc_paths *p,
+                        const struct lc_cfg_doc *doc, struct lc_report *r)
+{
+	const char *rd = lc_cfg_get(doc, "agent.runtime_dir");
+	char dir[PATH_MAX], sock[PATH_MAX + 32];
+	/* the installed agent runs as root: its default is /run/vm-agent */
+	lc_join(dir, sizeof(dir), p->root, rd != NULL && rd[0] == '/' ? rd : "/run/vm-agent");
+	admin_socket_path(dir, sock, sizeof(sock));
+	if (!lc_exists(sock))
+		return -1;
+	char *reply = NULL;
+	struct vm_err e = {0};
+	int tmo = (int)(o->reload_timeout_s ? o->reload_timeout_s : 10) * 1000;
+	if (admin_call(sock, "{\"cmd\":\"reload\"}", tmo, &reply, &e) != 0) {
+		free(reply);
+		if (e.code == VM_ERR_NOTFOUND)
+			return -1; /* a stale socket: nobody listens */
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "admin socket %s: %s",
+		              sock, e.msg);
+		return 0;
+	}
+	json_t *j = json_loads(reply, 0, NULL);
+	free(reply);
+	json_t *res = json_object_get(j, "result");
+	if (!json_is_true(json_object_get(j, "ok")) || res == NULL)
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "admin socket refused "
+		              "the reload command");
+	else if (json_is_true(json_object_get(res, "reloaded")))
+		lc_report_add(r, "reload", LC_CHANGED, NULL, "the running agent reloaded the new "
+		              "configuration (admin socket)");
+	else
+		lc_report_add(r, "reload", LC_FAIL, "fix the file; the agent keeps its previous "
+		              "configuration", "the running agent rejected it: %s",
+		              json_string_value(json_object_get(res, "error")) ?
+		              json_string_value(json_object_get(res, "error")) : "no reason given");
+	json_decref(j);
+	return 0;
+}
+
 static void reload_agent(const struct lc_configure_opts *o, const struct lc_paths *p,
                          const struct lc_cfg_doc *doc, struct lc_report *r)
 {
+	if (reload_admin(o, p, doc, r) == 0)
+		return;
 	const char *sd = lc_cfg_get(doc, "agent.state_dir");
 	char state_dir[PATH_MAX];
 	if (sd != NULL && sd[0] == '/')

@@ -78,9 +78,10 @@ int lc_write_credentials(const struct lc_paths *p, const struct lc_registration 
 	char when[32];
 	lc_now_iso(when, sizeof(when));
 	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
-	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "agent_id", reg->agent_id, "tenant_id",
-	                      tenant_id, "token", reg->token, "control_plane_url", cp_url,
-	                      "registered_at", when, "jwt_public_keys", keys ? keys : json_array());
+	json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id",
+	                      reg->agent_id, "tenant_id", tenant_id, "token", reg->token,
+	                      "control_plane_url", cp_url, "issued_at", when, "jwt_public_keys",
+	                      keys ? keys : json_array());
 	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (text == NULL)
@@ -200,6 +201,8 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
 		{"piko.token_file", lc_exists(p->piko_token) ? LC_PIKO_TOKEN : NULL},
 		{"piko.ca_file", o->ca_file},
 		{"piko.proxy_url", o->proxy},
+		{"agent.ca_file", o->ca_file},
+		{"agent.proxy_url", o->proxy},
 		{"log.file", LC_LOG_DIR "/agent.log"},
 	};
 	for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)

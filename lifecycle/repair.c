@@ -222,8 +222,12 @@ static size_t discard(char *buf, size_t size, size_t n, void *ud)
 	return size * n;
 }
 
-static void check_reach(struct ctx *c, const char *name, const char *url, bool clock)
+static void check_reach(struct ctx *c, const char *name, const char *section, const char *url,
+                        bool clock)
 {
+	char ca_key[48], proxy_key[48];
+	snprintf(ca_key, sizeof(ca_key), "%s.ca_file", section);
+	snprintf(proxy_key, sizeof(proxy_key), "%s.proxy_url", section);
 	if (c->o->offline) {
 		lc_report_add(c->r, name, LC_SKIPPED, NULL, "--offline");
 		return;
@@ -244,10 +248,10 @@ static void check_reach(struct ctx *c, const char *name, const char *url, bool c
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &pr);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-	const char *ca = cfg_val(c, "piko.ca_file");
+	const char *ca = cfg_val(c, ca_key);
 	if (ca[0] != '\0')
 		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
-	const char *proxy = cfg_val(c, "piko.proxy_url");
+	const char *proxy = cfg_val(c, proxy_key);
 	if (proxy[0] != '\0')
 		curl_easy_setopt(h, CURLOPT_PROXY, proxy);
 	CURLcode cc = curl_easy_perform(h);
@@ -256,8 +260,8 @@ static void check_reach(struct ctx *c, const char *name, const char *url, bool c
 	curl_easy_cleanup(h);
 	if (cc != CURLE_OK) {
 		lc_report_add(c->r, name, LC_FAIL, cc == CURLE_COULDNT_RESOLVE_HOST ? "check DNS "
-		              "(/etc/resolv.conf)" : "check the firewall, proxy (piko.proxy_url) and "
-		              "CA (piko.ca_file)", "%s: %s", url, curl_easy_strerror(cc));
+		              "(/etc/resolv.conf)" : "check the firewall, the proxy and CA settings of "
+		              "this section", "%s: %s", url, curl_easy_strerror(cc));
 		return;
 	}
 	lc_report_add(c->r, name, LC_OK, NULL, "%s answers (HTTP %ld): DNS, connection and TLS "
@@ -276,8 +280,8 @@ static void check_reach(struct ctx *c, const char *name, const char *url, bool c
 
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
-	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "piko.ca_file"),
-	                        cfg_val(c, "piko.proxy_url")};
+	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "agent.ca_file"),
+	                        cfg_val(c, "agent.proxy_url")};
 	struct lc_registration reg;
 	int rc = lc_cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
 	                        c->o->version ? c->o->version : "", &reg, err);
@@ -300,7 +304,7 @@ static void check_credentials(struct ctx *c)
 	else if (!c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
 		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
-		                        cfg_val(c, "piko.ca_file"), cfg_val(c, "piko.proxy_url")};
+		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url")};
 		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem), "the control plane refused the credential: %s",
 			         e.msg);
@@ -348,8 +352,8 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 		lc_cfg_parse("empty", "", 0, &c->doc, NULL);
 	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
 		checks[i](c);
-	check_reach(c, "control plane", cfg_val(c, "agent.control_plane_url"), true);
-	check_reach(c, "piko", cfg_val(c, "piko.server_url"), false);
+	check_reach(c, "control plane", "agent", cfg_val(c, "agent.control_plane_url"), true);
+	check_reach(c, "piko", "piko", cfg_val(c, "piko.server_url"), false);
 	check_active(c);
 	enum lc_status worst = lc_report_worst(r);
 	if (o->diagnose_only)

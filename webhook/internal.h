@@ -54,5 +54,7 @@ extern const size_t wh_route_count;
 
 /* Handlers. */
 void wh_api_livez(struct wh_req *req);
+void wh_api_health(struct wh_req *req);
+void wh_api_metrics(struct wh_req *req);
 
 #endif

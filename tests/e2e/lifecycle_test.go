@@ -263,7 +263,7 @@ type lcProc struct {
 
 // lcRunInstalled runs `<root>/usr/local/bin/vm-agent run` (or bin) with the
 // installed config, state and logs redirected into the root.
-func lcRunInstalled(t *testing.T, root, bin string) *lcProc {
+func lcRunInstalled(t *testing.T, root, bin string, env ...string) *lcProc {
 	t.Helper()
 	if bin == "" {
 		bin = filepath.Join(root, "usr/local/bin/vm-agent")
@@ -272,8 +272,10 @@ func lcRunInstalled(t *testing.T, root, bin string) *lcProc {
 	p.cmd = exec.Command(bin, "run", "--config", filepath.Join(root, "etc/vm-agent/config.yaml"))
 	p.cmd.Env = append(os.Environ(),
 		"VM_AGENT_AGENT_STATE_DIR="+filepath.Join(root, "var/lib/vm-agent"),
+		"VM_AGENT_AGENT_RUNTIME_DIR="+filepath.Join(root, "run/vm-agent"),
 		"VM_AGENT_LOG_FILE=", "VM_AGENT_PIKO_SERVER_URL=",
 		fmt.Sprintf("VM_AGENT_WEBHOOK_PORT=%d", p.port))
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -384,6 +386,24 @@ func TestLifecycleConfigureSetCheckRejectAndReload(t *testing.T) {
 	}
 	if !strings.Contains(ag.log.String(), "configuration reloaded") {
 		t.Errorf("agent did not reload")
+	}
+	ag.cmd.Process.Kill()
+	<-ag.done
+
+	// Without an admin socket: SIGHUP to the pid file's agent, outcome from
+	// reload.json. This agent also has VM_AGENT_PIKO_TOKEN in its environment,
+	// so a piko.token_file in the file makes its configuration invalid: the
+	// file validates on its own (written), the agent rejects it (reported).
+	ag = lcRunInstalled(t, root, "", "VM_AGENT_AGENT_RUNTIME_DIR="+filepath.Join(t.TempDir(), "elsewhere"),
+		"VM_AGENT_PIKO_TOKEN=env-token")
+	runCLI(t, nil, "configure", "--root", root, "--unset", "piko.token", "--no-reload")
+	code, out, _ = runCLI(t, nil, "configure", "--root", root, "--set", "log.level=warn")
+	if code != 0 || !strings.Contains(out, "reloaded the new") {
+		t.Errorf("SIGHUP reload: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, nil, "configure", "--root", root, "--set", "piko.token_file=/etc/vm-agent/piko.token")
+	if code == 0 || !strings.Contains(out, "rejected it") {
+		t.Errorf("agent-side rejection not reported: exit %d\n%s", code, out)
 	}
 }
 
