@@ -131,6 +131,9 @@ bool lc_svc_is_active(const struct lc_paths *p);
 /* Main pid of the running service, 0 when not running or unknown. */
 pid_t lc_svc_main_pid(const struct lc_paths *p);
 bool lc_svc_available(const struct lc_paths *p);
+/* Starts argv (argv[0] an absolute path) so that it outlives the service:
+ * systemd-run on a systemd machine, else a detached session. Does not wait. */
+int lc_svc_spawn_detached(const char *const argv[], struct vm_err *err);
 
 /* --- control plane (lifecycle/cp.c) ----------------------------------------------------------- */
 

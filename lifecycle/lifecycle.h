@@ -159,6 +159,21 @@ struct lc_upgrade_opts {
  * healthy. */
 int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_err *err);
 
+/* An upgrade asked for remotely (POST /v1/upgrade). */
+struct lc_upgrade_request {
+	const char *version;
+	const char *url;           /* http(s) only */
+	const char *checksum;      /* sha256:HEX */
+	const char *signature_url; /* NULL = url + ".minisig" */
+	bool allow_downgrade;
+};
+
+/* Checks the request and starts `vm-agent upgrade` as a separate process
+ * (a transient systemd unit when systemd runs, so that the restart it
+ * triggers does not kill it; else a detached session). Returns at once; the
+ * upgrade reports its outcome to the control plane (events). */
+int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err);
+
 enum lc_recover_result {
 	LC_RECOVER_NOTHING = 0,  /* no interrupted upgrade */
 	LC_RECOVER_CLEANED,      /* interrupted before the swap: leftovers removed */

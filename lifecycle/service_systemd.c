@@ -3,6 +3,10 @@
  * by hand when systemctl is missing) and the live system is never touched.
  * A Windows port adds service_windows.c with the same lc_svc_ functions. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,4 +199,59 @@ pid_t lc_svc_main_pid(const struct lc_paths *p)
 		return 0;
 	long pid = strtol(res.out, NULL, 10);
 	return pid > 0 ? (pid_t)pid : 0;
+}
+
+/* Plain double fork: the grandchild is in its own session, re-parented to init. */
+static int spawn_session(const char *const argv[], struct vm_err *err)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "fork");
+	if (pid == 0) {
+		setsid();
+		if (fork() != 0)
+			_exit(0);
+		int devnull = open("/dev/null", O_RDWR);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+int lc_svc_spawn_detached(const char *const argv[], struct vm_err *err)
+{
+	struct lc_paths live;
+	memset(&live, 0, sizeof(live));
+	if (!lc_svc_available(&live))
+		return spawn_session(argv, err);
+	/* A transient unit of its own: `systemctl restart vm-agent` (which the
+	 * upgrade runs) kills everything in vm-agent.service's cgroup. */
+	char unit[64];
+	snprintf(unit, sizeof(unit), "--unit=vm-agent-upgrade-%ld", (long)time(NULL));
+	const char *full[40] = {"systemd-run", "--quiet", "--collect", unit, "--"};
+	size_t n = 5;
+	for (size_t i = 0; argv[i] != NULL && n < 39; i++)
+		full[n++] = argv[i];
+	full[n] = NULL;
+	struct lc_proc_result res;
+	int rc = lc_proc_run(full, true, 30000, &res, err);
+	if (rc != 0)
+		return rc;
+	if (!res.exited || res.exit_code != 0) {
+		char how[128];
+		lc_proc_describe(&res, how, sizeof(how));
+		return vm_err_set(err, VM_ERR_IO, "systemd-run: %s", how);
+	}
+	return 0;
 }

@@ -578,3 +578,64 @@ out:
 	free(j);
 	return rc;
 }
+
+/* --- started remotely -------------------------------------------------------------------------- */
+
+static bool valid_version(const char *v)
+{
+	if (v == NULL || v[0] == '\0' || strlen(v) > 63)
+		return false;
+	for (; *v; v++)
+		if (!((*v >= '0' && *v <= '9') || (*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') ||
+		      *v == '.' || *v == '-' || *v == '+'))
+			return false;
+	return true;
+}
+
+static bool valid_remote_url(const char *u)
+{
+	if (u == NULL || strlen(u) > 2000)
+		return false;
+	if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+		return false;
+	for (; *u; u++)
+		if ((unsigned char)*u <= 0x20 || *u == 0x7f)
+			return false;
+	return true;
+}
+
+int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)
+{
+	if (!valid_version(rq->version))
+		return vm_err_set(err, VM_ERR_INVALID, "version: expected something like 1.2.3");
+	if (!valid_remote_url(rq->url))
+		return vm_err_set(err, VM_ERR_INVALID, "url: expected an http(s) URL");
+	if (!valid_checksum(rq->checksum))
+		return vm_err_set(err, VM_ERR_INVALID, "checksum: expected sha256:<64 hex digits>");
+	if (rq->signature_url != NULL && !valid_remote_url(rq->signature_url))
+		return vm_err_set(err, VM_ERR_INVALID, "signature_url: expected an http(s) URL");
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "readlink /proc/self/exe");
+	self[n] = '\0';
+	/* the arguments go straight to execv: nothing is interpreted by a shell */
+	const char *argv[16];
+	size_t i = 0;
+	argv[i++] = self;
+	argv[i++] = "upgrade";
+	argv[i++] = "--version";
+	argv[i++] = rq->version;
+	argv[i++] = "--url";
+	argv[i++] = rq->url;
+	argv[i++] = "--checksum";
+	argv[i++] = rq->checksum;
+	if (rq->signature_url != NULL) {
+		argv[i++] = "--signature-url";
+		argv[i++] = rq->signature_url;
+	}
+	if (rq->allow_downgrade)
+		argv[i++] = "--allow-downgrade";
+	argv[i] = NULL;
+	return lc_svc_spawn_detached(argv, err);
+}

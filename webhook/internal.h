@@ -56,5 +56,6 @@ extern const size_t wh_route_count;
 void wh_api_livez(struct wh_req *req);
 void wh_api_health(struct wh_req *req);
 void wh_api_metrics(struct wh_req *req);
+void wh_api_upgrade(struct wh_req *req);
 
 #endif

@@ -5,5 +5,6 @@ const struct wh_route wh_routes[] = {
 	{"GET", "/v1/livez", wh_api_livez, NULL},
 	{"GET", "/v1/health", wh_api_health, "health:read"},
 	{"GET", "/metrics", wh_api_metrics, "metrics:read"},
+	{"POST", "/v1/upgrade", wh_api_upgrade, "agent:upgrade"},
 };
 const size_t wh_route_count = sizeof(wh_routes) / sizeof(wh_routes[0]);

@@ -440,3 +440,25 @@ func TestUpgradeKilledBeforeSwapLeavesOldBinary(t *testing.T) {
 	}
 	e.assertUntouched(t)
 }
+
+// POST /v1/upgrade exists and needs a token with scope agent:upgrade.
+func TestUpgradeWebhookRouteRequiresAuth(t *testing.T) {
+	a := startAgent(t, "")
+	resp, err := http.Post(a.URL("/v1/upgrade"), "application/json",
+		strings.NewReader(`{"version":"9.9.9","url":"https://x.invalid/a","checksum":"sha256:00"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != 401 {
+		t.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	resp, err = http.Get(a.URL("/v1/upgrade"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != 405 {
+		t.Errorf("GET: status %d", resp.StatusCode)
+	}
+}
