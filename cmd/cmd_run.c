@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "probe/probe.h"
 #include "webhook/webhook.h"
 
 static int run_exec(const struct cmd_entry *self, int argc, char **argv);
@@ -178,6 +179,12 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	/* The executor first: the webhook borrows it, and stops before it. */
+	ag.deps.probe = probe_exec_start(ag.cfg, &err);
+	if (ag.deps.probe == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);
@@ -187,6 +194,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");
 out:
+	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
 	free(ag.cfg);
 	log_shutdown();
 	return exit_code;

@@ -64,6 +64,9 @@ void wh_audit_close(struct wh_audit *audit);
 void wh_audit_request(struct wh_audit *audit, const struct wh_req *req);
 struct wh_audit *wh_audit_of(const struct wh_req *req);
 
+/* True once wh_stop began: handlers that stream (SSE) must return soon. */
+bool wh_stopping(const struct wh_req *req);
+
 /* The modules handlers call (copied from wh_start's deps). */
 const struct wh_deps *wh_deps_of(const struct wh_req *req);
 
@@ -89,5 +92,10 @@ extern const size_t wh_route_count;
 
 /* Handlers. */
 void wh_api_livez(struct wh_req *req);
+void wh_api_probe_create(struct wh_req *req);
+void wh_api_probe_list(struct wh_req *req);
+void wh_api_probe_get(struct wh_req *req);
+void wh_api_probe_events(struct wh_req *req);
+void wh_api_probe_cancel(struct wh_req *req);
 
 #endif

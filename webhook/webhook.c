@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ struct wh_server {
 	struct wh_deps deps;
 	struct wh_auth *auth;
 	struct wh_audit *audit;
+	atomic_bool stopping; /* long-lived handlers (SSE) end when set */
 	uint64_t max_body;
 	char tls_cert_file[PATH_MAX];
 	char tls_key_file[PATH_MAX];
@@ -296,6 +298,11 @@ const struct wh_deps *wh_deps_of(const struct wh_req *req)
 	return &req->srv->deps;
 }
 
+bool wh_stopping(const struct wh_req *req)
+{
+	return atomic_load(&req->srv->stopping);
+}
+
 struct wh_auth *wh_auth_of(const struct wh_req *req)
 {
 	return req->srv->auth;
@@ -383,6 +390,7 @@ void wh_stop(struct wh_server *srv)
 {
 	if (srv == NULL)
 		return;
+	atomic_store(&srv->stopping, true);
 	mg_stop(srv->ctx);
 	free_server(srv);
 }
