@@ -103,7 +103,8 @@ int probe_store_scan(const char *dir, int max, void (*fn)(void *ctx, const char 
 		}
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 0)
+		qsort(names, n, sizeof(*names), cmp_names);
 	/* Only the newest max are kept: older ones fall outside retention anyway. */
 	size_t first = n > (size_t)max ? n - (size_t)max : 0;
 	for (size_t i = 0; i < n; i++) {

@@ -158,3 +158,18 @@ func TestAuthWithoutKeysRefusesEverything(t *testing.T) {
 		t.Fatalf("no keys: %d %s", status, body)
 	}
 }
+
+// A full replay cache of live tokens refuses new tokens rather than forget one.
+func TestAuthReplayCacheFullFailsClosed(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "auth:\n  replay_cache_size: 16\n")
+	for i := 0; i < 16; i++ {
+		if status, body, _ := call(t, a, "GET", "/v1/probes", is.tok("probe:read"), ""); status != 200 {
+			t.Fatalf("token %d: %d %s", i, status, body)
+		}
+	}
+	status, body, hdr := call(t, a, "GET", "/v1/probes", is.tok("probe:read"), "")
+	if status != 503 || hdr.Get("Retry-After") == "" || decodeError(t, body).Error.Code != "replay_cache_full" {
+		t.Fatalf("17th live token: %d %s", status, body)
+	}
+}
