@@ -524,3 +524,25 @@ func TestHealthRoutesWithJWT(t *testing.T) {
 	}
 	assertNoTokenLeak(t, is, a)
 }
+
+func TestHealthReportingSwitchedOnByReload(t *testing.T) {
+	a := startAgent(t, "health:\n  check_interval: 1s\n  report_interval: 1s\n")
+	hcWaitAdmin(t, a)
+	cp := hcFakeCP(t)
+	cfg, _ := os.ReadFile(a.Config)
+	extra := fmt.Sprintf("  control_plane_url: %s\n  credentials_file: %s\n", cp, hcWriteCreds(t, 0600))
+	os.WriteFile(a.Config, []byte(strings.Replace(string(cfg), "agent:\n", "agent:\n"+extra, 1)), 0600)
+	if res := hcAdmin(t, hcSock(a), `{"cmd":"reload"}`); res["reloaded"] != true {
+		t.Fatalf("reload: %v", res)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range hcRequests(t, cp) {
+			if r.Path == "/v1/agents/agent-1/health" && r.Status == 202 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no report after reporting was switched on by a reload\n%s", a.Log.String())
+}
