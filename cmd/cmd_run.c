@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "health/health.h"
 #include "lifecycle/lifecycle.h"
+#include "probe/probe.h"
 #include "webhook/webhook.h"
 
 static int run_exec(const struct cmd_entry *self, int argc, char **argv);
@@ -296,6 +297,12 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	/* The executor first: the webhook borrows it, and stops before it. */
+	ag.deps.probe = probe_exec_start(ag.cfg, &err);
+	if (ag.deps.probe == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {0};
 	ag.health = health_start(ag.cfg, &sources, &err);
@@ -320,6 +327,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	health_stop(ag.health);
 	log_info("agent", "stopped");
 out:
+	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);
 	free(ag.cfg);

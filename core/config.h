@@ -14,6 +14,14 @@
 #define CFG_STR_MAX 512
 #define CFG_ID_MAX 128
 #define CFG_TOKEN_MAX 8192
+#define CFG_LIST_MAX 16 /* entries of a list key */
+
+/* A list key: a YAML sequence of strings (or, in the environment, a
+ * comma-separated value), at most CFG_LIST_MAX entries of CFG_STR_MAX-1 bytes. */
+struct cfg_strlist {
+	int count;
+	char items[CFG_LIST_MAX][CFG_STR_MAX];
+};
 
 #define CFG_SYSTEM_PATH "/etc/vm-agent/config.yaml"
 
@@ -62,9 +70,25 @@ struct cfg {
 	} webhook;
 
 	struct {
+		struct cfg_strlist jwt_keys; /* PEM public key files; kid = basename without extension */
+		char issuer[CFG_STR_MAX];
+		uint64_t max_token_lifetime_ms;
+		int replay_cache_size;
+		char audit_file[PATH_MAX]; /* default <state_dir>/audit.log */
+		uint64_t audit_max_size;
+		int audit_max_files;
+	} auth;
+
+	struct {
 		char work_dir[PATH_MAX];
 		uint64_t default_timeout_ms;
 		int max_concurrent;
+		int queue_size;
+		uint64_t output_cap;
+		int retention_count;
+		uint64_t retention_age_ms;
+		uint64_t cancel_grace_ms;
+		struct cfg_strlist allow; /* argv[0] paths or globs; empty = anything */
 	} probe;
 
 	struct {

@@ -203,10 +203,12 @@ struct health_monitor {
 	/* the latest snapshot, under mu */
 	struct health_snapshot cur;
 	bool state_changed; /* wakes the reporter at once */
-	/* reporter settings (copied at start, fixed) */
+	/* reporter settings: ids and paths fixed at start; the endpoint, CA, proxy
+	 * and credentials file follow reloads (under mu) */
 	char agent_id[CFG_ID_MAX], tenant_id[CFG_ID_MAX];
 	char cp_url[CFG_STR_MAX], ca_file[PATH_MAX], proxy[CFG_STR_MAX];
 	char credentials_file[PATH_MAX];
+	bool creds_reload; /* the reporter must re-read the credentials file */
 	char last_report_path[PATH_MAX], spool_dir[PATH_MAX];
 	struct health_spool *spool; /* reporter thread only */
 };

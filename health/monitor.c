@@ -21,6 +21,21 @@ static void settings_from_cfg(struct health_monitor *m, const struct cfg *cfg)
 	m->spool_lim.max_bytes = cfg->health.spool_max_bytes;
 }
 
+/* Returns true when anything changed. Caller holds mu (or is alone). */
+static bool endpoint_from_cfg(struct health_monitor *m, const struct cfg *cfg)
+{
+	bool changed = strcmp(m->cp_url, cfg->agent.control_plane_url) != 0 ||
+	               strcmp(m->ca_file, cfg->agent.ca_file) != 0 ||
+	               strcmp(m->proxy, cfg->agent.proxy_url) != 0 ||
+	               strcmp(m->credentials_file, cfg->agent.credentials_file) != 0;
+	snprintf(m->cp_url, sizeof(m->cp_url), "%s", cfg->agent.control_plane_url);
+	snprintf(m->ca_file, sizeof(m->ca_file), "%s", cfg->agent.ca_file);
+	snprintf(m->proxy, sizeof(m->proxy), "%s", cfg->agent.proxy_url);
+	snprintf(m->credentials_file, sizeof(m->credentials_file), "%s",
+	         cfg->agent.credentials_file);
+	return changed;
+}
+
 void health_paths(const char *state_dir, char *last_report, size_t lr_cap, char *spool_dir,
                   size_t sd_cap)
 {
@@ -105,6 +120,27 @@ static void *monitor_main(void *arg)
 	return NULL;
 }
 
+static int open_spool(struct health_monitor *m, struct vm_err *err)
+{
+	m->spool = health_spool_open(m->spool_dir, &m->spool_lim, err);
+	if (m->spool == NULL)
+		return -1;
+	uint64_t corrupt;
+	pthread_mutex_lock(&m->mu);
+	health_spool_stats(m->spool, &m->cur.spool_entries, &m->cur.spool_bytes,
+	                   &m->cur.spool_dropped, &corrupt);
+	pthread_mutex_unlock(&m->mu);
+	return 0;
+}
+
+static int start_reporter(struct health_monitor *m, struct vm_err *err)
+{
+	if (pthread_create(&m->reporter_thr, NULL, health_reporter_main, m) != 0)
+		return vm_err_set(err, VM_ERR_INTERNAL, "cannot start the health reporter thread");
+	m->have_reporter = true;
+	return 0;
+}
+
 struct health_monitor *health_start(const struct cfg *cfg, const struct health_sources *sources,
                                     struct vm_err *err)
 {
@@ -125,22 +161,13 @@ struct health_monitor *health_start(const struct cfg *cfg, const struct health_s
 	m->cur.sys.cpu_percent = -1;
 	snprintf(m->agent_id, sizeof(m->agent_id), "%s", cfg->agent.id);
 	snprintf(m->tenant_id, sizeof(m->tenant_id), "%s", cfg->agent.tenant_id);
-	snprintf(m->cp_url, sizeof(m->cp_url), "%s", cfg->agent.control_plane_url);
-	snprintf(m->ca_file, sizeof(m->ca_file), "%s", cfg->agent.ca_file);
-	snprintf(m->proxy, sizeof(m->proxy), "%s", cfg->agent.proxy_url);
-	snprintf(m->credentials_file, sizeof(m->credentials_file), "%s",
-	         cfg->agent.credentials_file);
+	endpoint_from_cfg(m, cfg);
 	health_paths(cfg->agent.state_dir, m->last_report_path, sizeof(m->last_report_path),
 	             m->spool_dir, sizeof(m->spool_dir));
 	m->cur.reporting_enabled = m->cp_url[0] != '\0';
 
-	if (m->cur.reporting_enabled) {
-		m->spool = health_spool_open(m->spool_dir, &m->spool_lim, err);
-		if (m->spool == NULL)
-			goto fail;
-		health_spool_stats(m->spool, &m->cur.spool_entries, &m->cur.spool_bytes,
-		                   &m->cur.spool_dropped, &(uint64_t){0});
-	}
+	if (m->cur.reporting_enabled && open_spool(m, err) != 0)
+		goto fail;
 	/* First check before anyone can ask, so /v1/health never shows zeros. */
 	struct health_cpu_ticks prev = {0, 0};
 	check_once(m, &prev);
@@ -150,11 +177,8 @@ struct health_monitor *health_start(const struct cfg *cfg, const struct health_s
 	}
 	m->have_monitor = true;
 	if (m->cur.reporting_enabled) {
-		if (pthread_create(&m->reporter_thr, NULL, health_reporter_main, m) != 0) {
-			vm_err_set(err, VM_ERR_INTERNAL, "cannot start the health reporter thread");
+		if (start_reporter(m, err) != 0)
 			goto fail;
-		}
-		m->have_reporter = true;
 	} else {
 		log_info("health", "reporting off: agent.control_plane_url is not set");
 	}
@@ -189,8 +213,19 @@ void health_reconfigure(struct health_monitor *m, const struct cfg *cfg)
 	pthread_mutex_lock(&m->mu);
 	settings_from_cfg(m, cfg);
 	m->spool_lim_changed = true;
+	if (endpoint_from_cfg(m, cfg))
+		m->creds_reload = true;
+	m->cur.reporting_enabled = m->cp_url[0] != '\0';
+	bool start = m->cur.reporting_enabled && !m->have_reporter;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->mu);
+	/* Reporting switched on by a reload: the reporter did not exist yet, so
+	 * nothing else touches the spool. (state_dir changes need a restart.) */
+	if (start) {
+		struct vm_err err = {0};
+		if ((m->spool == NULL && open_spool(m, &err) != 0) || start_reporter(m, &err) != 0)
+			log_error("health", "reporting not started: %s", err.msg);
+	}
 }
 
 char *health_json(struct health_monitor *m)

@@ -140,11 +140,17 @@ static bool rejected(const struct outcome *o)
 static void send_report(struct health_monitor *m, const struct health_credentials *cred,
                         const char *id, const char *body, size_t len, struct outcome *out)
 {
-	char url[CFG_STR_MAX + 200];
-	size_t ul = strlen(m->cp_url);
-	while (ul > 0 && m->cp_url[ul - 1] == '/')
+	char url[CFG_STR_MAX + 200], cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX];
+	pthread_mutex_lock(&m->mu);
+	memcpy(cp, m->cp_url, sizeof(cp));
+	memcpy(ca, m->ca_file, sizeof(ca));
+	memcpy(proxy, m->proxy, sizeof(proxy));
+	uint64_t interval = m->report_interval_ms;
+	pthread_mutex_unlock(&m->mu);
+	size_t ul = strlen(cp);
+	while (ul > 0 && cp[ul - 1] == '/')
 		ul--;
-	snprintf(url, sizeof(url), "%.*s/v1/agents/%s/health", (int)ul, m->cp_url, cred->agent_id);
+	snprintf(url, sizeof(url), "%.*s/v1/agents/%s/health", (int)ul, cp, cred->agent_id);
 	size_t alen = cred->token.len + 32;
 	char *auth = malloc(alen);
 	char agent_h[200], tenant_h[200], idem[80];
@@ -162,14 +168,11 @@ static void send_report(struct health_monitor *m, const struct health_credential
 	const char *hdrs[] = {"Content-Type: application/json", auth, agent_h, tenant_h, idem, NULL};
 	char ua[64];
 	snprintf(ua, sizeof(ua), "vm-agent/%s", vma_build_version);
-	pthread_mutex_lock(&m->mu);
-	uint64_t interval = m->report_interval_ms;
-	pthread_mutex_unlock(&m->mu);
 	/* A call never outlives the interval by much, nor takes more than 30 s. */
 	uint64_t total = interval < 2000 ? 2000 : interval > 30000 ? 30000 : interval;
 	struct http_opts o = {
-		.ca_file = m->ca_file,
-		.proxy = m->proxy,
+		.ca_file = ca,
+		.proxy = proxy,
 		.connect_timeout_ms = total < 10000 ? total : 10000,
 		.total_timeout_ms = total,
 		.max_body = 64 * 1024,
@@ -269,11 +272,15 @@ static bool ensure_credentials(struct reporter *rp)
 		return true;
 	struct vm_err err = {0};
 	struct health_monitor *m = rp->m;
+	char path[PATH_MAX];
+	pthread_mutex_lock(&m->mu);
+	memcpy(path, m->credentials_file, sizeof(path));
+	pthread_mutex_unlock(&m->mu);
 	int rc;
-	if (m->credentials_file[0] == '\0')
+	if (path[0] == '\0')
 		rc = vm_err_set(&err, VM_ERR_INVALID, "agent.credentials_file is not set");
 	else
-		rc = health_load_credentials(m->credentials_file, &rp->cred, &err);
+		rc = health_load_credentials(path, &rp->cred, &err);
 	if (rc == 0) {
 		rp->have_cred = true;
 		rp->cred_error[0] = '\0';
@@ -409,11 +416,20 @@ void *health_reporter_main(void *arg)
 			health_spool_set_limits(m->spool, &m->spool_lim);
 			m->spool_lim_changed = false;
 		}
+		if (m->creds_reload) {
+			health_credentials_clear(&rp.cred);
+			rp.have_cred = false;
+			rp.failures = 0;
+			m->creds_reload = false;
+		}
 		uint64_t interval = m->report_interval_ms;
+		bool enabled = m->cp_url[0] != '\0';
 		pthread_mutex_unlock(&m->mu);
 
-		struct outcome last = {0};
-		report_once(&rp, trigger, &last);
+		/* Switched off by a reload: keep the spool, report nothing. */
+		struct outcome last = {.status = enabled ? 0 : 202};
+		if (enabled)
+			report_once(&rp, trigger, &last);
 		uint64_t wait = interval;
 		if (!delivered(&last) && !rejected(&last)) {
 			rp.failures++;
@@ -468,7 +484,7 @@ void *health_reporter_main(void *arg)
 			now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 			uint64_t queued, b, d, c;
 			health_spool_stats(m->spool, &queued, &b, &d, &c);
-			if (now_ms < next_ms && queued > 0 && ensure_credentials(&rp)) {
+			if (enabled && now_ms < next_ms && queued > 0 && ensure_credentials(&rp)) {
 				struct outcome o = {0};
 				if (drain(&rp, &o))
 					rp.failures = 0;

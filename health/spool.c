@@ -182,7 +182,8 @@ struct health_spool *health_spool_open(const char *dir, const struct health_spoo
 			break;
 	}
 	closedir(d);
-	qsort(sp->e, sp->n, sizeof(*sp->e), cmp_entry);
+	if (sp->n > 1)
+		qsort(sp->e, sp->n, sizeof(*sp->e), cmp_entry);
 	sp->next_seq = sp->n ? sp->e[sp->n - 1].seq + 1 : 1;
 	enforce_limits(sp, 0);
 	return sp;

@@ -21,6 +21,46 @@ static bool known_key(const char *key)
 	return false;
 }
 
+/* A YAML list is kept as LIST_MARK item LIST_MARK item… so that it is written
+ * back as a list (entries may contain commas). */
+#define LIST_MARK '\x1f'
+
+static int flatten_list(yaml_document_t *doc, yaml_node_t *seq, const char *key,
+                        struct lc_cfg_doc *out, struct vm_err *err)
+{
+	if (!known_key(key))
+		return vm_err_set(err, VM_ERR_INVALID, "%s: unknown configuration key", key);
+	char buf[sizeof(out->pairs[0].value)];
+	size_t o = 0;
+	buf[o++] = LIST_MARK;
+	for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+	     it++) {
+		yaml_node_t *n = yaml_document_get_node(doc, *it);
+		if (n == NULL || n->type != YAML_SCALAR_NODE)
+			return vm_err_set(err, VM_ERR_INVALID, "%s: list entries must be strings", key);
+		size_t len = n->data.scalar.length;
+		if (o + len + 2 >= sizeof(buf) || memchr(n->data.scalar.value, LIST_MARK, len))
+			return vm_err_set(err, VM_ERR_INVALID, "%s: list too long", key);
+		if (it != seq->data.sequence.items.start)
+			buf[o++] = LIST_MARK;
+		memcpy(buf + o, n->data.scalar.value, len);
+		o += len;
+	}
+	buf[o] = '\0';
+	struct lc_cfg_pair *slot = NULL;
+	for (size_t i = 0; i < out->n && slot == NULL; i++)
+		if (strcmp(out->pairs[i].key, key) == 0)
+			slot = &out->pairs[i];
+	if (slot == NULL) {
+		if (out->n >= LC_CFG_MAX_PAIRS)
+			return vm_err_set(err, VM_ERR_INVALID, "too many keys");
+		slot = &out->pairs[out->n++];
+		snprintf(slot->key, sizeof(slot->key), "%s", key);
+	}
+	memcpy(slot->value, buf, o + 1);
+	return 0;
+}
+
 static int flatten(yaml_document_t *doc, yaml_node_t *map, const char *prefix,
                    struct lc_cfg_doc *out, struct vm_err *err)
 {
@@ -40,9 +80,14 @@ static int flatten(yaml_document_t *doc, yaml_node_t *map, const char *prefix,
 				return rc;
 			continue;
 		}
+		if (v->type == YAML_SEQUENCE_NODE) {
+			int rc = flatten_list(doc, v, full, out, err);
+			if (rc != 0)
+				return rc;
+			continue;
+		}
 		if (v->type != YAML_SCALAR_NODE)
-			return vm_err_set(err, VM_ERR_INVALID, "%s: lists are not configuration values",
-			                  full);
+			return vm_err_set(err, VM_ERR_INVALID, "%s: unexpected value", full);
 		const char *val = (const char *)v->data.scalar.value;
 		bool null_plain = v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
 		                  (val[0] == '\0' || strcmp(val, "~") == 0 || strcmp(val, "null") == 0);
@@ -64,14 +109,17 @@ int lc_cfg_parse(const char *name, const char *data, size_t len, struct lc_cfg_d
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	yaml_parser_t parser;
 	yaml_document_t ydoc;
-	if (!yaml_parser_initialize(&parser))
+	if (!yaml_parser_initialize(&parser)) {
+		lc_cfg_free(doc);
 		return vm_err_set(err, VM_ERR_NOMEM, "cannot initialize the YAML parser");
+	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
 	int rc = 0;
 	if (!yaml_parser_load(&parser, &ydoc)) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s:%zu: %s", name, parser.problem_mark.line + 1,
 		                parser.problem ? parser.problem : "YAML syntax error");
 		yaml_parser_delete(&parser);
+		lc_cfg_free(doc);
 		return rc;
 	}
 	yaml_node_t *root = yaml_document_get_root_node(&ydoc);
@@ -190,7 +238,32 @@ char *lc_cfg_render(const struct lc_cfg_doc *doc)
 		}
 		snprintf(prev, sizeof(prev), "%.*s", (int)(leaf - key - 1), key);
 		o += (size_t)snprintf(buf + o, cap - o, "%*s%s: ", depth * 2, "", leaf);
-		put_quoted(buf, cap, &o, val);
+		if (val[0] == LIST_MARK) {
+			/* a list, as a flow sequence of quoted strings */
+			if (o < cap)
+				buf[o++] = '[';
+			for (const char *it = val + 1; *it || it == val + 1;) {
+				if (*it == '\0')
+					break; /* the empty list */
+				const char *end = strchr(it, LIST_MARK);
+				size_t n = end ? (size_t)(end - it) : strlen(it);
+				char item[sizeof(doc->pairs[0].value)];
+				memcpy(item, it, n);
+				item[n] = '\0';
+				if (it != val + 1 && o + 2 < cap) {
+					buf[o++] = ',';
+					buf[o++] = ' ';
+				}
+				put_quoted(buf, cap, &o, item);
+				if (end == NULL)
+					break;
+				it = end + 1;
+			}
+			if (o < cap)
+				buf[o++] = ']';
+		} else {
+			put_quoted(buf, cap, &o, val);
+		}
 		if (o + 1 < cap)
 			buf[o++] = '\n';
 		if (o >= cap - 1)

@@ -127,8 +127,9 @@ int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const c
 	copy_str(piko, "endpoint", out->piko_endpoint, sizeof(out->piko_endpoint));
 	copy_str(piko, "token", out->piko_token, sizeof(out->piko_token));
 	copy_str(piko, "server_url", out->piko_url, sizeof(out->piko_url));
+	copy_str(o, "jwt_issuer", out->jwt_issuer, sizeof(out->jwt_issuer));
 	json_t *keys = json_object_get(o, "jwt_public_keys");
-	out->jwt_keys_json = json_dumps(json_is_array(keys) ? keys : json_array(), JSON_COMPACT);
+	out->jwt_keys_json = json_is_array(keys) ? json_dumps(keys, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (out->agent_id[0] == '\0' || out->token[0] == '\0') {
 		lc_registration_clear(out);

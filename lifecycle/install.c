@@ -129,10 +129,60 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 	}
 }
 
+/* What registration hands to the config besides the ids. */
+struct reg_out {
+	char piko_ep[CFG_ID_MAX];
+	char piko_url[CFG_STR_MAX];
+	char jwt_keys[CFG_LIST_MAX * 96]; /* comma-separated key files, "" = unchanged */
+	char jwt_issuer[CFG_STR_MAX];
+};
+
+static bool safe_kid(const char *k)
+{
+	if (k == NULL || k[0] == '\0' || k[0] == '.' || strlen(k) > 64)
+		return false;
+	for (; *k; k++)
+		if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || (*k >= '0' && *k <= '9') ||
+		      *k == '-' || *k == '_' || *k == '.'))
+			return false;
+	return true;
+}
+
+/* The webhook's JWT keys: one PEM file per key, /etc/vm-agent/keys/<kid>.pem
+ * (the webhook takes the kid from the file name), listed in auth.jwt_keys. */
+static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struct reg_out *ro,
+                          struct lc_report *r, struct vm_err *err)
+{
+	json_t *keys = json_loads(keys_json ? keys_json : "[]", 0, NULL);
+	size_t i, o = 0;
+	json_t *k;
+	char dir[PATH_MAX];
+	lc_join(dir, sizeof(dir), p->root, LC_ETC_DIR "/keys");
+	int rc = 0;
+	json_array_foreach(keys, i, k) {
+		const char *kid = json_string_value(json_object_get(k, "kid"));
+		const char *pem = json_string_value(json_object_get(k, "pem"));
+		if (!safe_kid(kid) || pem == NULL || strncmp(pem, "-----BEGIN PUBLIC KEY-----", 26) != 0 ||
+		    i >= CFG_LIST_MAX) {
+			lc_report_add(r, "jwt keys", LC_WARN, NULL, "key %zu of the registration answer "
+			              "skipped (needs a safe kid and a PEM public key)", i);
+			continue;
+		}
+		char path[PATH_MAX + 80];
+		snprintf(path, sizeof(path), "%s/%s.pem", dir, kid);
+		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
+		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
+			break;
+		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s", o ? "," : "",
+		                      lc_target_path(p, path));
+	}
+	json_decref(keys);
+	return rc;
+}
+
 static int install_credentials(const struct lc_install_opts *o, const struct lc_paths *p,
                                const char *cp_url, struct lc_report *r, char *agent_id,
-                               size_t id_cap, char *piko_ep, size_t ep_cap, char *piko_url,
-                               size_t url_cap, struct vm_err *err)
+                               size_t id_cap, struct reg_out *ro, struct vm_err *err)
 {
 	struct lc_creds old;
 	struct vm_err e;
@@ -161,11 +211,15 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 		return rc;
 	}
 	rc = lc_write_credentials(p, &reg, o->tenant_id, cp_url, err);
+	if (rc == 0)
+		rc = write_jwt_keys(p, reg.jwt_keys_json, ro, r, err);
 	if (rc == 0) {
 		snprintf(agent_id, id_cap, "%s", reg.agent_id);
-		snprintf(piko_ep, ep_cap, "%s", reg.piko_endpoint);
+		snprintf(ro->piko_ep, sizeof(ro->piko_ep), "%s", reg.piko_endpoint);
 		if (reg.piko_url[0] != '\0')
-			snprintf(piko_url, url_cap, "%s", reg.piko_url);
+			snprintf(ro->piko_url, sizeof(ro->piko_url), "%s", reg.piko_url);
+		snprintf(ro->jwt_issuer, sizeof(ro->jwt_issuer), "%s",
+		         reg.jwt_issuer[0] ? reg.jwt_issuer : cp_url);
 		lc_report_add(r, "register", LC_CHANGED, NULL, "registered as %s; credentials in %s "
 		              "(0600)", reg.agent_id, lc_target_path(p, p->credentials));
 	}
@@ -174,9 +228,10 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 }
 
 static int install_config(const struct lc_install_opts *o, const struct lc_paths *p,
-                          const char *agent_id, const char *piko_ep, const char *piko_url,
-                          const char *cp_url, struct lc_report *r, struct vm_err *err)
+                          const char *agent_id, const struct reg_out *ro, const char *cp_url,
+                          struct lc_report *r, struct vm_err *err)
 {
+	const char *piko_ep = ro->piko_ep, *piko_url = ro->piko_url;
 	struct lc_cfg_doc doc;
 	int rc = lc_cfg_read(p->config, &doc, err);
 	if (rc != 0) {
@@ -204,6 +259,8 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
 		{"agent.ca_file", o->ca_file},
 		{"agent.proxy_url", o->proxy},
 		{"log.file", LC_LOG_DIR "/agent.log"},
+		{"auth.jwt_keys", ro->jwt_keys},
+		{"auth.issuer", ro->jwt_keys[0] ? ro->jwt_issuer : NULL},
 	};
 	for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (rows[i].value != NULL && rows[i].value[0] != '\0')
@@ -307,6 +364,18 @@ static int install_start(const struct lc_install_opts *o, const struct lc_paths 
 	return 0;
 }
 
+static bool is_url(const char *u)
+{
+	const char *host = strncmp(u, "https://", 8) == 0 ? u + 8 :
+	                   strncmp(u, "http://", 7) == 0  ? u + 7 : NULL;
+	if (host == NULL || *host == '\0' || *host == '/')
+		return false;
+	for (; *u; u++)
+		if ((unsigned char)*u <= 0x20)
+			return false;
+	return true;
+}
+
 int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_err *err)
 {
 	struct lc_paths p;
@@ -317,41 +386,48 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 		return vm_err_set(err, VM_ERR_INVALID, "--tenant-id is required");
 	/* A re-run may omit the URLs: take them from the existing config. */
 	struct lc_cfg_doc cur;
-	char cp_url[CFG_STR_MAX] = "", piko_url[CFG_STR_MAX] = "", piko_ep[CFG_ID_MAX] = "";
+	char cp_url[CFG_STR_MAX] = "";
 	char agent_id[CFG_ID_MAX] = "";
+	struct reg_out *ro = calloc(1, sizeof(*ro));
+	if (ro == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	char *piko_url = ro->piko_url;
+	const size_t piko_url_cap = sizeof(ro->piko_url);
 	if (lc_cfg_read(p.config, &cur, NULL) == 0) {
 		const char *v = lc_cfg_get(&cur, "agent.control_plane_url");
 		snprintf(cp_url, sizeof(cp_url), "%s", v ? v : "");
 		v = lc_cfg_get(&cur, "piko.server_url");
-		snprintf(piko_url, sizeof(piko_url), "%s", v ? v : "");
+		snprintf(piko_url, piko_url_cap, "%s", v ? v : "");
 		lc_cfg_free(&cur);
 	}
 	if (o->control_plane_url)
 		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);
 	if (o->piko_url)
-		snprintf(piko_url, sizeof(piko_url), "%s", o->piko_url);
-	if (cp_url[0] == '\0')
-		return vm_err_set(err, VM_ERR_INVALID, "--control-plane-url is required");
-	if (piko_url[0] == '\0')
-		return vm_err_set(err, VM_ERR_INVALID, "--piko-url is required");
-
+		snprintf(piko_url, piko_url_cap, "%s", o->piko_url);
+	if (!is_url(cp_url)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "--control-plane-url: expected an http(s):// "
+		                "URL with a host");
+		goto out;
+	}
+	if (!is_url(piko_url)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "--piko-url: expected an http(s):// URL with a "
+		                "host");
+		goto out;
+	}
 	if ((rc = lc_install_dirs(&p, r, true, err)) != 0)
-		return rc;
-	rc = install_credentials(o, &p, cp_url, r, agent_id, sizeof(agent_id), piko_ep,
-	                         sizeof(piko_ep), piko_url, sizeof(piko_url), err);
+		goto out;
+	rc = install_credentials(o, &p, cp_url, r, agent_id, sizeof(agent_id), ro, err);
 	if (rc != 0)
-		return rc;
+		goto out;
 	lc_report_fact(r, "agent_id", agent_id);
-	if ((rc = install_config(o, &p, agent_id, piko_ep, piko_url, cp_url, r, err)) != 0)
-		return rc;
-	if ((rc = install_binary(o, &p, r, err)) != 0)
-		return rc;
-	if ((rc = install_unit(&p, r, err)) != 0)
-		return rc;
-	if ((rc = install_start(o, &p, r, err)) != 0)
-		return rc;
+	if ((rc = install_config(o, &p, agent_id, ro, cp_url, r, err)) != 0 ||
+	    (rc = install_binary(o, &p, r, err)) != 0 || (rc = install_unit(&p, r, err)) != 0 ||
+	    (rc = install_start(o, &p, r, err)) != 0)
+		goto out;
 	lc_report_fact(r, "version", o->version);
 	snprintf(r->result, sizeof(r->result), "vm-agent %s installed as agent %s", o->version,
 	         agent_id);
-	return 0;
+out:
+	free(ro);
+	return rc;
 }

@@ -150,6 +150,7 @@ struct lc_registration {
 	char piko_token[8192];
 	char piko_url[512];     /* may be empty: keep the one given at install */
 	char *jwt_keys_json;    /* the "jwt_public_keys" array, malloc'd */
+	char jwt_issuer[512];   /* "iss" of those JWTs; may be empty */
 };
 
 int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const char *tenant_id,

@@ -300,13 +300,27 @@ out:
 
 /* --- restart and health gate ------------------------------------------------------------------ */
 
+/* upgrade.health_timeout from the installed config (60 s when unset). */
+static unsigned configured_health_timeout(const struct job *j)
+{
+	uint64_t ms = 60000;
+	struct lc_cfg_doc doc;
+	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
+		const char *v = lc_cfg_get(&doc, "upgrade.health_timeout");
+		if (v == NULL || cfg_parse_duration(v, &ms) != 0 || ms < 1000)
+			ms = 60000;
+		lc_cfg_free(&doc);
+	}
+	return (unsigned)(ms / 1000);
+}
+
 static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 {
 	if (j->p.root[0] != '\0' || !lc_svc_available(&j->p)) {
 		/* Nothing to restart here: the gate is the installed file itself. */
 		return self_test(j, j->bin, j->o->version, err);
 	}
-	unsigned tmo = j->o->health_timeout_s ? j->o->health_timeout_s : 60;
+	unsigned tmo = j->o->health_timeout_s ? j->o->health_timeout_s : configured_health_timeout(j);
 	int rc = lc_svc_restart(&j->p, err);
 	if (rc != 0)
 		return rc;

@@ -494,3 +494,55 @@ func TestHealthCredentialsFileMustBe0600(t *testing.T) {
 		}
 	}
 }
+
+func TestHealthRoutesWithJWT(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "health:\n  check_interval: 1s\n")
+	if code, body, _ := call(t, a, "GET", "/metrics", "", ""); code != 401 {
+		t.Errorf("/metrics without a token: %d %s", code, body)
+	}
+	if code, body, _ := call(t, a, "GET", "/metrics", is.tok("health:read"), ""); code != 403 {
+		t.Errorf("/metrics with health:read only: %d %s", code, body)
+	}
+	if code, body, _ := call(t, a, "GET", "/v1/health", is.tok("metrics:read"), ""); code != 403 {
+		t.Errorf("/v1/health with metrics:read only: %d %s", code, body)
+	}
+	code, body, hdr := call(t, a, "GET", "/metrics", is.tok("metrics:read"), "")
+	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("/metrics: %d %s %q", code, hdr.Get("Content-Type"), body)
+	}
+	var parser expfmt.TextParser
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil || fams["vm_agent_build_info"] == nil || fams["vm_agent_host_memory_total_bytes"] == nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	code, body, hdr = call(t, a, "GET", "/v1/health", is.tok("health:read"), "")
+	var h map[string]interface{}
+	if code != 200 || json.Unmarshal([]byte(body), &h) != nil || h["agent_id"] != "agent-1" ||
+		h["state"] == nil || hcNum(h, "system", "memory", "total_bytes") <= 0 {
+		t.Fatalf("/v1/health: %d %s", code, body)
+	}
+	assertNoTokenLeak(t, is, a)
+}
+
+func TestHealthReportingSwitchedOnByReload(t *testing.T) {
+	a := startAgent(t, "health:\n  check_interval: 1s\n  report_interval: 1s\n")
+	hcWaitAdmin(t, a)
+	cp := hcFakeCP(t)
+	cfg, _ := os.ReadFile(a.Config)
+	extra := fmt.Sprintf("  control_plane_url: %s\n  credentials_file: %s\n", cp, hcWriteCreds(t, 0600))
+	os.WriteFile(a.Config, []byte(strings.Replace(string(cfg), "agent:\n", "agent:\n"+extra, 1)), 0600)
+	if res := hcAdmin(t, hcSock(a), `{"cmd":"reload"}`); res["reloaded"] != true {
+		t.Fatalf("reload: %v", res)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range hcRequests(t, cp) {
+			if r.Path == "/v1/agents/agent-1/health" && r.Status == 202 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no report after reporting was switched on by a reload\n%s", a.Log.String())
+}

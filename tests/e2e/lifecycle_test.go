@@ -172,6 +172,7 @@ func TestLifecycleInstallWritesFilesModesUnitAndRegistersOnce(t *testing.T) {
 		"var/log/vm-agent":              os.ModeDir | 0750,
 		"var/cache/vm-agent":            os.ModeDir | 0700,
 		"usr/local/bin/vm-agent":        0755,
+		"etc/vm-agent/keys/cp-1.pem":    0644,
 		"etc/systemd/system/vm-agent.service": 0644,
 	}
 	for rel, want := range modes {
@@ -197,7 +198,8 @@ func TestLifecycleInstallWritesFilesModesUnitAndRegistersOnce(t *testing.T) {
 	}
 	cfg, _ := os.ReadFile(filepath.Join(root, "etc/vm-agent/config.yaml"))
 	for _, want := range []string{"tenant_id: \"tenant-a\"", "id: \"" + rep.AgentID + "\"",
-		"token_file: \"/etc/vm-agent/piko.token\"", "control_plane_url: \"" + cp.URL + "\""} {
+		"token_file: \"/etc/vm-agent/piko.token\"", "control_plane_url: \"" + cp.URL + "\"",
+		"jwt_keys: \"/etc/vm-agent/keys/cp-1.pem\"", "issuer: \"fakecp\""} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}
@@ -273,6 +275,8 @@ func lcRunInstalled(t *testing.T, root, bin string, env ...string) *lcProc {
 	p.cmd.Env = append(os.Environ(),
 		"VM_AGENT_AGENT_STATE_DIR="+filepath.Join(root, "var/lib/vm-agent"),
 		"VM_AGENT_AGENT_RUNTIME_DIR="+filepath.Join(root, "run/vm-agent"),
+		"VM_AGENT_AGENT_CREDENTIALS_FILE="+filepath.Join(root, "etc/vm-agent/credentials.json"),
+		"VM_AGENT_AUTH_JWT_KEYS="+filepath.Join(root, "etc/vm-agent/keys/cp-1.pem"),
 		"VM_AGENT_LOG_FILE=", "VM_AGENT_PIKO_SERVER_URL=",
 		fmt.Sprintf("VM_AGENT_WEBHOOK_PORT=%d", p.port))
 	p.cmd.Env = append(p.cmd.Env, env...)

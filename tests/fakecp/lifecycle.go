@@ -79,6 +79,7 @@ func init() {
 				"endpoint": id,
 				"token":    "pt-" + randHex(16),
 			},
+			"jwt_issuer": "fakecp",
 			"jwt_public_keys": []map[string]string{{
 				"kid": "cp-1", "alg": "EdDSA",
 				"pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n",

@@ -57,7 +57,7 @@ static void test_lifecycle_cfg_edit_roundtrip_validates_and_quotes(void **state)
 {
 	(void)state;
 	static const char text[] = "agent:\n  id: a1\npiko:\n  reconnect:\n    max_delay: 30s\n"
-	                           "health:\n";
+	                           "health:\nprobe:\n  allow: [\"/bin/a,b\", \"/bin/c\"]\n";
 	struct lc_cfg_doc doc;
 	struct vm_err err = {0};
 	assert_int_equal(lc_cfg_parse("t", text, strlen(text), &doc, &err), 0);
@@ -73,6 +73,7 @@ static void test_lifecycle_cfg_edit_roundtrip_validates_and_quotes(void **state)
 	assert_int_equal(lc_cfg_parse("t", out, strlen(out), &back, &err), 0);
 	assert_string_equal(lc_cfg_get(&back, "agent.tenant_id"), "te\"n\\ant");
 	assert_string_equal(lc_cfg_get(&back, "piko.reconnect.max_delay"), "30s");
+	assert_non_null(strstr(out, "allow: [\"/bin/a,b\", \"/bin/c\"]")); /* a list stays a list */
 	assert_int_equal(lc_cfg_unset(&back, "webhook.port", &err), 0);
 	assert_null(lc_cfg_get(&back, "webhook.port"));
 	free(out);
