@@ -164,15 +164,15 @@ func TestLifecycleInstallWritesFilesModesUnitAndRegistersOnce(t *testing.T) {
 	}
 
 	modes := map[string]os.FileMode{
-		"etc/vm-agent":                  os.ModeDir | 0750,
-		"etc/vm-agent/config.yaml":      0640,
-		"etc/vm-agent/credentials.json": 0600,
-		"etc/vm-agent/piko.token":       0600,
-		"var/lib/vm-agent":              os.ModeDir | 0700,
-		"var/log/vm-agent":              os.ModeDir | 0750,
-		"var/cache/vm-agent":            os.ModeDir | 0700,
-		"usr/local/bin/vm-agent":        0755,
-		"etc/vm-agent/keys/cp-1.pem":    0644,
+		"etc/vm-agent":                        os.ModeDir | 0750,
+		"etc/vm-agent/config.yaml":            0640,
+		"etc/vm-agent/credentials.json":       0600,
+		"etc/vm-agent/piko.token":             0600,
+		"var/lib/vm-agent":                    os.ModeDir | 0700,
+		"var/log/vm-agent":                    os.ModeDir | 0750,
+		"var/cache/vm-agent":                  os.ModeDir | 0700,
+		"usr/local/bin/vm-agent":              0755,
+		"etc/vm-agent/keys/cp-1.pem":          0644,
 		"etc/systemd/system/vm-agent.service": 0644,
 	}
 	for rel, want := range modes {

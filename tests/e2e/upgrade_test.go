@@ -462,3 +462,30 @@ func TestUpgradeWebhookRouteRequiresAuth(t *testing.T) {
 		t.Errorf("GET: status %d", resp.StatusCode)
 	}
 }
+
+// With a valid token: the wrong scope is 403, malformed requests are 400 (the
+// 202 path would start a real upgrade of this machine, so it is not run here;
+// tests/e2e/nspawn_boot.sh is where that belongs).
+func TestUpgradeWebhookChecksScopeAndRequest(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	good := `{"version":"9.9.9","url":"https://x.invalid/a","checksum":"sha256:` + strings.Repeat("0", 64) + `"}`
+	if code, body, _ := call(t, a, "POST", "/v1/upgrade", is.tok("probe:run"), good); code != 403 {
+		t.Errorf("wrong scope: %d %s", code, body)
+	}
+	tok := func() string { return is.tok("agent:upgrade") }
+	bad := map[string]string{
+		"not json":         `nope`,
+		"no version":       `{"url":"https://x.invalid/a","checksum":"sha256:` + strings.Repeat("0", 64) + `"}`,
+		"file url":         `{"version":"9.9.9","url":"file:///etc/shadow","checksum":"sha256:` + strings.Repeat("0", 64) + `"}`,
+		"short checksum":   `{"version":"9.9.9","url":"https://x.invalid/a","checksum":"sha256:00"}`,
+		"shell in version": `{"version":"1;reboot","url":"https://x.invalid/a","checksum":"sha256:` + strings.Repeat("0", 64) + `"}`,
+		"downgrade type":   `{"version":"9.9.9","url":"https://x.invalid/a","checksum":"sha256:` + strings.Repeat("0", 64) + `","allow_downgrade":"yes"}`,
+	}
+	for name, body := range bad {
+		code, resp, _ := call(t, a, "POST", "/v1/upgrade", tok(), body)
+		if code != 400 || !strings.Contains(resp, "bad_request") {
+			t.Errorf("%s: %d %s", name, code, resp)
+		}
+	}
+}
