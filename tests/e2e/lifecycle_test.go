@@ -556,3 +556,59 @@ func TestLifecycleSubcommandsHaveHelp(t *testing.T) {
 		t.Errorf("uninstall --help lacks the table:\n%s", out)
 	}
 }
+
+func TestLifecycleInstallFromPackageUsesThePackagedBinary(t *testing.T) {
+	cp := lcStartFakeCP(t)
+	root := filepath.Join(t.TempDir(), "root")
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0755)
+	b, _ := os.ReadFile(agentBin(t))
+	os.WriteFile(filepath.Join(root, "usr/bin/vm-agent"), b, 0755)
+	code, out, errOut := runCLI(t, nil, "install", "--root", root, "--from-package", "--tenant-id", "t",
+		"--key", lcInstallKey, "--piko-url", cp.URL, "--control-plane-url", cp.URL)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	unit, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/vm-agent.service"))
+	if !strings.Contains(string(unit), "ExecStart=/usr/bin/vm-agent run") {
+		t.Errorf("unit:\n%s", unit)
+	}
+	if lcExists(filepath.Join(root, "usr/local/bin/vm-agent")) {
+		t.Error("binary copied although the package placed it")
+	}
+	if code, out, _ := runCLI(t, nil, "repair", "--diagnose", "--root", root); code != 0 {
+		t.Errorf("diagnose: %s", out)
+	}
+}
+
+func TestLifecycleRepairReregistersWithKeyWhenCredentialsAreRefused(t *testing.T) {
+	cp := lcStartFakeCP(t)
+	root := lcInstall(t, cp)
+	credPath := filepath.Join(root, "etc/vm-agent/credentials.json")
+	var creds map[string]interface{}
+	b, _ := os.ReadFile(credPath)
+	json.Unmarshal(b, &creds)
+	creds["token"] = "at-revoked"
+	b, _ = json.Marshal(creds)
+	os.WriteFile(credPath, b, 0600)
+
+	code, out, _ := runCLI(t, nil, "repair", "--diagnose", "--root", root)
+	if code == 0 || !strings.Contains(out, "FAIL     credentials") {
+		t.Fatalf("diagnose: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, nil, "repair", "--root", root)
+	if code == 0 || !strings.Contains(out, "--key") {
+		t.Errorf("repair without key should say it needs --key: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, nil, "repair", "--root", root, "--key", lcInstallKey)
+	if code != 0 || !strings.Contains(out, "re-registered") || strings.Contains(out, lcInstallKey) {
+		t.Fatalf("repair --key: exit %d\n%s", code, out)
+	}
+	regs := cp.requests(t, "POST", "/v1/agents/register")
+	if len(regs) != 2 || !strings.Contains(string(regs[1].Body), creds["agent_id"].(string)) {
+		t.Errorf("re-registration did not keep the agent id: %+v", regs)
+	}
+	if code, out, _ := runCLI(t, nil, "repair", "--diagnose", "--root", root); code != 0 {
+		t.Errorf("diagnose after repair: %s", out)
+	}
+	lcGrepTree(t, root, lcInstallKey)
+}
