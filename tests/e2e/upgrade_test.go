@@ -489,3 +489,21 @@ func TestUpgradeWebhookChecksScopeAndRequest(t *testing.T) {
 		}
 	}
 }
+
+// A new binary that passes the self-test but fails the health gate after the
+// swap: the previous binary is restored (the rollback path).
+func TestUpgradeFailingHealthGateRollsBack(t *testing.T) {
+	e := upSetup(t)
+	p := e.publish(t, upFixture(t, "upgrade-stub-flaky"), "flaky", &e.key)
+	code, out := e.upgrade(t, "--version", "99.0.0", "--url", e.url+"/files/flaky", "--checksum", upSum(t, p))
+	if code == 0 {
+		t.Fatalf("upgrade succeeded:\n%s", out)
+	}
+	for _, want := range []string{"OK       swap", "FAIL     health", "CHANGED  rollback"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	os.Remove(filepath.Join(e.root, "usr/local/bin/.stub-flaky-ran"))
+	e.assertUntouched(t)
+}
