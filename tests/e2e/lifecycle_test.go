@@ -35,12 +35,8 @@ type lcCP struct {
 func lcStartFakeCP(t *testing.T) *lcCP {
 	t.Helper()
 	lcFakeCPOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vma-fakecp-")
-		if err != nil {
-			lcFakeCPErr = err
-			return
-		}
-		lcFakeCPBin = filepath.Join(dir, "fakecp")
+		// next to the binary under test: inside the build tree, nothing left in /tmp
+		lcFakeCPBin = filepath.Join(filepath.Dir(agentBin(t)), "e2e-fakecp")
 		cmd := exec.Command("go", "build", "-o", lcFakeCPBin, ".")
 		cmd.Dir = "../fakecp"
 		out, err := cmd.CombinedOutput()
