@@ -133,7 +133,7 @@ int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const c
 	json_decref(o);
 	if (out->agent_id[0] == '\0' || out->token[0] == '\0') {
 		lc_registration_clear(out);
-		return vm_err_set(err, VM_ERR_INVALID, "registration answer lacks agent_id or "
+		return vm_err_set(err, VM_ERR_IO, "registration answer lacks agent_id or "
 		                  "credentials.token");
 	}
 	return 0;
