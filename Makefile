@@ -59,6 +59,11 @@ bench: deps
 	@cmake --build $(BENCH_BUILD) -j $(JOBS)
 	BUILD_DIR=$(CURDIR)/$(BENCH_BUILD) tests/bench/run.sh
 
+# The Debian package (CPack, cmake/package.cmake) from the normal build.
+package: build
+	cd $(BUILD) && cpack -G DEB
+	@ls $(BUILD)/vm-agent_*.deb
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 

@@ -15,6 +15,12 @@ struct cmd_entry {
 
 extern const struct cmd_entry cmd_run_entry;
 extern const struct cmd_entry cmd_version_entry;
+extern const struct cmd_entry cmd_install_entry;
+extern const struct cmd_entry cmd_configure_entry;
+extern const struct cmd_entry cmd_repair_entry;
+extern const struct cmd_entry cmd_upgrade_entry;
+extern const struct cmd_entry cmd_uninstall_entry;
+extern const struct cmd_entry cmd_status_entry;
 
 /* Prints "usage: vm-agent <synopsis>" and the help text. */
 void cmd_print_usage(const struct cmd_entry *e, FILE *out);

@@ -7,14 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "cmd/cmd.h"
+#include "core/admin.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/http.h"
 #include "core/log.h"
+#include "health/health.h"
+#include "lifecycle/lifecycle.h"
+#include "probe/probe.h"
 #include "tunnel/tunnel.h"
 #include "webhook/webhook.h"
 
@@ -40,6 +44,12 @@ struct agent {
 	const char *config_path; /* NULL = built-in defaults */
 	struct wh_server *webhook;
 	struct wh_deps deps; /* filled as modules start; the webhook borrows them */
+	struct health_monitor *health;
+	struct admin_server *admin;
+	/* SIGHUP (main thread) and the admin socket's reload/status (admin thread)
+	 * both touch cfg and the listener: one at a time. */
+	pthread_mutex_t mu;
+	time_t started_at;
 };
 
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
@@ -62,67 +72,142 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 	return rc;
 }
 
-/* The tunnel object lives as long as run (the webhook copied its pointer):
- * a reload hands it new settings; it reconnects with them after a drain. */
+/* The tunnel object lives as long as run, idle while piko.server_url is
+ * empty: the webhook and health borrow its pointer, so a reload hands it new
+ * settings instead of replacing it; it reconnects with them after a drain. */
 static void reload_tunnel(struct agent *ag, const struct cfg *next)
 {
 	struct vm_err err = {0};
-	if (!tun_config_changed(ag->cfg, next))
-		return;
-	if (ag->deps.tunnel != NULL) {
-		if (tun_reload(ag->deps.tunnel, next, &err) != 0)
-			log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
-			          err.msg);
-		return;
-	}
-	if (next->piko.server_url[0] == '\0')
-		return;
-	/* Off at startup, on now. The webhook's copy of deps keeps NULL until its
-	 * listener restarts; only status reporting is affected. */
-	ag->deps.tunnel = tun_start(next, NULL, &err);
-	if (ag->deps.tunnel == NULL)
-		log_error("tunnel", "cannot start the tunnel: %s", err.msg);
+	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0)
+		log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
+		          err.msg);
 }
 
-/* SIGHUP: validate the new file fully before touching anything. */
-static void reload(struct agent *ag)
+/* health_sources adapters: what the monitor samples from other modules. */
+static void tunnel_source(void *ctx, struct health_tunnel_state *out)
 {
-	struct vm_err err = {0};
+	const struct agent *ag = ctx;
+	struct tun_stats st;
+	tun_stats(ag->deps.tunnel, &st);
+	out->enabled = st.enabled;
+	out->connected = st.connected;
+	out->changed_at = (int64_t)st.since;
+	out->reconnects = st.reconnects;
+}
+
+static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
+{
+	const struct agent *ag = ctx;
+	probe_queue_depth(ag->deps.probe, queued, running);
+}
+
+/* SIGHUP: validate the new file fully before touching anything. Returns 0
+ * when the new configuration was taken, else -1 with the reason in err. */
+static int reload(struct agent *ag, struct vm_err *err)
+{
 	struct cfg *next = malloc(sizeof(*next));
 	if (next == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		log_error("config", "reload failed: out of memory; keeping the current configuration");
-		return;
+		return -1;
 	}
-	if (cfg_load(next, ag->config_path, NULL, &err) != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
+	if (cfg_load(next, ag->config_path, NULL, err) != 0) {
+		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
 		free(next);
-		return;
+		return -1;
 	}
 	int rc;
-	apply_log_config(next, &err, &rc);
+	apply_log_config(next, err, &rc);
 	if (rc != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err.msg);
+		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
 		free(next);
-		return;
+		return -1;
 	}
 	if (wh_listener_changed(ag->cfg, next)) {
 		wh_stop(ag->webhook);
-		ag->webhook = wh_start(next, &ag->deps, &err);
+		ag->webhook = wh_start(next, &ag->deps, err);
 		if (ag->webhook == NULL) {
-			log_error("config", "reload rejected: %s; restoring the previous listener", err.msg);
-			ag->webhook = wh_start(ag->cfg, &ag->deps, &err);
-			apply_log_config(ag->cfg, &err, &rc);
+			log_error("config", "reload rejected: %s; restoring the previous listener", err->msg);
+			struct vm_err e2 = {0};
+			ag->webhook = wh_start(ag->cfg, &ag->deps, &e2);
+			apply_log_config(ag->cfg, &e2, &rc);
 			if (ag->webhook == NULL)
-				log_error("webhook", "previous listener could not be restored: %s", err.msg);
+				log_error("webhook", "previous listener could not be restored: %s", e2.msg);
 			free(next);
-			return;
+			return -1;
 		}
 	}
 	reload_tunnel(ag, next);
+	health_reconfigure(ag->health, next);
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
+	return 0;
 }
+
+/* --- admin socket commands (run on the admin thread) --------------------------------- */
+
+static json_t *admin_reload(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	log_info("agent", "admin socket: reloading configuration");
+	pthread_mutex_lock(&ag->mu);
+	struct vm_err why = {0};
+	int rc = reload(ag, &why);
+	json_t *res = json_pack("{s:b,s:s,s:s?}", "reloaded", rc == 0, "config", ag->cfg->source,
+	                        "error", rc == 0 ? NULL : why.msg);
+	pthread_mutex_unlock(&ag->mu);
+	if (res == NULL)
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	return res;
+}
+
+static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	char started[32] = "";
+	struct tm tm;
+	if (gmtime_r(&ag->started_at, &tm) != NULL)
+		strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char *health = ag->health != NULL ? health_json(ag->health) : NULL;
+	json_t *hj = health != NULL ? json_loads(health, 0, NULL) : NULL;
+	free(health);
+	pthread_mutex_lock(&ag->mu);
+	char listen[96];
+	snprintf(listen, sizeof(listen), "%s:%d", ag->cfg->webhook.listen_addr, ag->cfg->webhook.port);
+	json_t *res = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:{s:s},s:o}", "service", "running",
+	                        "pid", (json_int_t)getpid(), "version", vma_build_version, "commit",
+	                        vma_build_commit, "started_at", started, "uptime_seconds",
+	                        (json_int_t)(time(NULL) - ag->started_at), "config", ag->cfg->source,
+	                        "webhook", "listen", listen, "health", hj ? hj : json_null());
+	pthread_mutex_unlock(&ag->mu);
+	if (res == NULL)
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	return res;
+}
+
+/* The Prometheus text, for local scrapers and tests (no JWT needed locally). */
+static json_t *admin_metrics(void *ctx, json_t *req, struct vm_err *err)
+{
+	(void)req;
+	struct agent *ag = ctx;
+	char *text = ag->health != NULL ? health_prometheus(ag->health) : NULL;
+	if (text == NULL) {
+		vm_err_set(err, VM_ERR_INTERNAL, "the health monitor is not running");
+		return NULL;
+	}
+	json_t *res = json_pack("{s:s}", "text", text);
+	free(text);
+	return res;
+}
+
+static const struct admin_cmd admin_cmds[] = {
+	{"status", admin_status},
+	{"metrics", admin_metrics},
+	{"reload", admin_reload},
+};
 
 /* The main thread only waits for signals; every module runs its own threads. */
 static int serve(struct agent *ag, const sigset_t *sigs)
@@ -133,12 +218,45 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 			continue;
 		if (sig == SIGHUP) {
 			log_info("agent", "SIGHUP: reloading configuration");
-			reload(ag);
+			struct vm_err err = {0};
+			pthread_mutex_lock(&ag->mu);
+			int ok = reload(ag, &err) == 0;
+			/* `vm-agent configure` reads the outcome when the admin socket is absent */
+			lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, ok,
+			                       ok ? "reloaded" : err.msg);
+			pthread_mutex_unlock(&ag->mu);
 			continue;
 		}
 		log_info("agent", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		return VM_EXIT_OK;
 	}
+}
+
+/* An upgrade killed before it was committed is undone here, before anything
+ * starts; when the binary this process came from was replaced by the previous
+ * one, run that instead (argv as given to `run`). */
+static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
+{
+	char bin[PATH_MAX], msg[512];
+	enum lc_recover_result rr = lc_upgrade_recover(cfg->agent.state_dir, bin, sizeof(bin), msg,
+	                                               sizeof(msg));
+	if (rr == LC_RECOVER_NOTHING || rr == LC_RECOVER_BUSY)
+		return;
+	log_warn("upgrade", "%s", msg);
+	if (rr != LC_RECOVER_ROLLED_BACK)
+		return;
+	char **args = calloc((size_t)argc + 2, sizeof(*args));
+	if (args == NULL)
+		return;
+	args[0] = bin;
+	for (int i = 0; i < argc; i++)
+		args[i + 1] = argv[i];
+	log_warn("upgrade", "re-executing the restored binary %s", bin);
+	log_shutdown();
+	execv(bin, args);
+	log_error("upgrade", "cannot execute %s: %s; continuing with this binary", bin,
+	          strerror(errno));
+	free(args);
 }
 
 static const char *pick_config(const char *flag)
@@ -167,7 +285,8 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (optind < argc)
 		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
 
-	struct agent ag = {.config_path = pick_config(config_flag)};
+	struct agent ag = {.config_path = pick_config(config_flag), .started_at = time(NULL)};
+	pthread_mutex_init(&ag.mu, NULL);
 	struct vm_err err = {0};
 	ag.cfg = malloc(sizeof(*ag.cfg));
 	if (ag.cfg == NULL)
@@ -184,10 +303,9 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		free(ag.cfg);
 		return VM_EXIT_CONFIG;
 	}
+	recover_upgrade(ag.cfg, argc, argv);
 	log_info("agent", "vm-agent %s (%s) starting; configuration: %s", vma_build_version,
 	         vma_build_commit, ag.cfg->source);
-	if (ag.cfg->piko.server_url[0] == '\0')
-		log_info("agent", "tunnel off: piko.server_url is not set");
 
 	/* Signals are handled synchronously by this thread; block them before any
 	 * other thread exists so that every thread inherits the mask. */
@@ -200,35 +318,60 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* Once, before any module thread exists: curl_easy_init would otherwise do
 	 * it lazily, which is not thread-safe. */
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (http_global_init(&err) != 0) {
+		log_error("agent", "%s", err.msg);
+		free(ag.cfg);
+		return VM_EXIT_RUNTIME;
+	}
 
 	int exit_code = VM_EXIT_RUNTIME;
 	if (prepare_dirs(ag.cfg, &err) != 0) {
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
-	/* The tunnel starts first because wh_start copies deps; a stream that
-	 * arrives before the listener is up is reset (the proxy answers 502). */
-	if (ag.cfg->piko.server_url[0] != '\0') {
-		ag.deps.tunnel = tun_start(ag.cfg, NULL, &err);
-		if (ag.deps.tunnel == NULL) {
-			log_error("agent", "%s", err.msg);
-			goto out;
-		}
+	/* The executor first: the webhook borrows it, and stops before it. */
+	ag.deps.probe = probe_exec_start(ag.cfg, &err);
+	if (ag.deps.probe == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
 	}
+	/* Always started (idle without piko.server_url) so its pointer, which the
+	 * webhook and health borrow, never changes. */
+	ag.deps.tunnel = tun_start(ag.cfg, NULL, &err);
+	if (ag.deps.tunnel == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
+	/* Health is not essential to serving: without it /v1/health answers 503. */
+	struct health_sources sources = {&ag, tunnel_source, probe_source};
+	ag.health = health_start(ag.cfg, &sources, &err);
+	if (ag.health == NULL)
+		log_error("health", "health monitor not started: %s", err.msg);
+	ag.deps.health = ag.health;
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);
+		health_stop(ag.health); /* before the tunnel: it samples the tunnel */
 		tun_stop(ag.deps.tunnel, 0);
 		goto out;
 	}
+	lc_pid_file_write(ag.cfg->agent.state_dir);
+	/* Neither is the admin socket: `status` then reports the agent as absent. */
+	ag.admin = admin_start(ag.cfg->agent.runtime_dir, admin_cmds,
+	                       sizeof(admin_cmds) / sizeof(admin_cmds[0]), &ag, &err);
+	if (ag.admin == NULL)
+		log_error("agent", "admin socket not available: %s", err.msg);
 	exit_code = serve(&ag, &sigs);
+	admin_stop(ag.admin);
+	health_stop(ag.health); /* before the tunnel and probes: it samples both */
 	/* GoAway first so no new request arrives, then let in-flight ones finish. */
 	tun_stop(ag.deps.tunnel, ag.cfg->piko.stop_grace_ms);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");
 out:
-	curl_global_cleanup();
+	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
+	http_global_cleanup();
+	pthread_mutex_destroy(&ag.mu);
 	free(ag.cfg);
 	log_shutdown();
 	return exit_code;

@@ -17,7 +17,7 @@
 
 #define CFG_FILE_MAX (1024 * 1024)
 
-enum cfg_type { T_STR, T_INT, T_BOOL, T_DURATION, T_SIZE, T_FLOAT, T_ENUM };
+enum cfg_type { T_STR, T_INT, T_BOOL, T_DURATION, T_SIZE, T_FLOAT, T_ENUM, T_STRLIST };
 
 struct cfg_key {
 	const char *name;
@@ -39,6 +39,7 @@ struct cfg_key {
 #define SIZE(n, f, d, lo, hi) {n, T_SIZE, FIELD(f), d, lo, hi, NULL, false}
 #define FLOAT(n, f, d, lo, hi) {n, T_FLOAT, FIELD(f), d, lo, hi, NULL, false}
 #define ENUM(n, f, d, ch) {n, T_ENUM, FIELD(f), d, 0, 0, ch, false}
+#define LIST(n, f, d) {n, T_STRLIST, FIELD(f), d, 0, 0, NULL, false}
 
 #define DAY_MS 86400000.0
 #define GIB 1073741824.0
@@ -49,6 +50,9 @@ static const struct cfg_key keys[] = {
 	STR("agent.control_plane_url", agent.control_plane_url, ""),
 	STR("agent.state_dir", agent.state_dir, ""),
 	STR("agent.credentials_file", agent.credentials_file, ""),
+	STR("agent.runtime_dir", agent.runtime_dir, ""),
+	STR("agent.ca_file", agent.ca_file, ""),
+	STR("agent.proxy_url", agent.proxy_url, ""),
 
 	STR("piko.server_url", piko.server_url, ""),
 	STR("piko.endpoint", piko.endpoint, ""),
@@ -76,18 +80,45 @@ static const struct cfg_key keys[] = {
 	DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000),
 	INT("webhook.num_threads", webhook.num_threads, "16", 2, 256),
 
+	LIST("auth.jwt_keys", auth.jwt_keys, ""),
+	STR("auth.issuer", auth.issuer, ""),
+	DUR("auth.max_token_lifetime", auth.max_token_lifetime_ms, "1h", 1000, DAY_MS),
+	INT("auth.replay_cache_size", auth.replay_cache_size, "50000", 16, 10000000),
+	STR("auth.audit_file", auth.audit_file, ""),
+	SIZE("auth.audit_max_size", auth.audit_max_size, "10MiB", 4096, 64 * GIB),
+	INT("auth.audit_max_files", auth.audit_max_files, "5", 0, 100),
+
 	STR("probe.work_dir", probe.work_dir, ""),
 	DUR("probe.default_timeout", probe.default_timeout_ms, "300s", 100, 7 * DAY_MS),
 	INT("probe.max_concurrent", probe.max_concurrent, "5", 1, 256),
+	INT("probe.queue_size", probe.queue_size, "64", 1, 100000),
+	SIZE("probe.output_cap", probe.output_cap, "1MiB", 1024, GIB),
+	INT("probe.retention_count", probe.retention_count, "1000", 1, 1000000),
+	DUR("probe.retention_age", probe.retention_age_ms, "7d", 1000, 365 * DAY_MS),
+	DUR("probe.cancel_grace", probe.cancel_grace_ms, "5s", 0, 600000),
+	LIST("probe.allow", probe.allow, ""),
 
 	DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS),
 	DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS),
+	STR("health.proc_root", health.proc_root, "/proc"),
+	FLOAT("health.disk_warn_percent", health.disk_warn_percent, "90", 1, 100),
+	FLOAT("health.disk_critical_percent", health.disk_critical_percent, "95", 1, 100),
+	FLOAT("health.memory_warn_percent", health.memory_warn_percent, "95", 1, 100),
+	DUR("health.tunnel_down_after", health.tunnel_down_after_ms, "5m", 1000, DAY_MS),
+	DUR("health.control_plane_unreachable_after", health.control_plane_unreachable_after_ms,
+	    "15m", 1000, 7 * DAY_MS),
+	DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS),
+	INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000),
+	SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB),
 
 	ENUM("log.level", log.level, "info", "debug|info|warn|error"),
 	ENUM("log.format", log.format, "text", "text|json"),
 	STR("log.file", log.file, ""),
 	SIZE("log.max_size", log.max_size, "10MiB", 4096, 64 * GIB),
 	INT("log.max_files", log.max_files, "5", 0, 100),
+
+	STR("upgrade.public_keys", upgrade.public_keys, ""),
+	DUR("upgrade.health_timeout", upgrade.health_timeout_ms, "60s", 1000, 3600000),
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -216,7 +247,41 @@ static void describe_range(const struct cfg_key *k, char *why, size_t cap)
 	case T_STR:
 		snprintf(why, cap, "value too long (at most %zu bytes)", k->size - 1);
 		break;
+	case T_STRLIST:
+		snprintf(why, cap, "expected a list of at most %d non-empty strings of at most %d bytes",
+		         CFG_LIST_MAX, CFG_STR_MAX - 1);
+		break;
 	}
+}
+
+/* Appends one entry to a list key; -1 when it is empty, too long or one too many. */
+static int list_append(struct cfg_strlist *l, const char *val, size_t len)
+{
+	if (len == 0 || len >= CFG_STR_MAX || l->count >= CFG_LIST_MAX)
+		return -1;
+	memcpy(l->items[l->count], val, len);
+	l->items[l->count++][len] = '\0';
+	return 0;
+}
+
+/* A scalar list value (defaults, environment): comma-separated, spaces trimmed. */
+static int parse_list(const char *val, struct cfg_strlist *l)
+{
+	memset(l, 0, sizeof(*l));
+	for (const char *p = val; *p != '\0';) {
+		size_t n = strcspn(p, ",");
+		const char *b = p, *e = p + n;
+		while (b < e && isspace((unsigned char)*b))
+			b++;
+		while (e > b && isspace((unsigned char)e[-1]))
+			e--;
+		if (list_append(l, b, (size_t)(e - b)) != 0)
+			return -1;
+		p += n;
+		if (*p == ',' && *++p == '\0')
+			return -1; /* a trailing comma hides an empty entry */
+	}
+	return 0;
 }
 
 /* Stores the text value of key k into cfg; on error writes the reason to why. */
@@ -266,6 +331,9 @@ static int set_value(struct cfg *cfg, const struct cfg_key *k, const char *val, 
 	}
 	case T_ENUM:
 		rc = parse_enum(val, k->choices, (int *)(void *)field);
+		break;
+	case T_STRLIST:
+		rc = parse_list(val, (struct cfg_strlist *)(void *)field);
 		break;
 	}
 	if (rc != 0)
@@ -379,6 +447,34 @@ static bool is_null_scalar(const yaml_node_t *n)
 static int walk_mapping(struct loader *ld, yaml_document_t *doc, yaml_node_t *map,
                         const char *prefix);
 
+/* A YAML sequence of plain strings into a list key; errors point at the entry. */
+static int walk_list(struct loader *ld, yaml_document_t *doc, yaml_node_t *seq,
+                     const struct cfg_key *k, const char *full)
+{
+	struct cfg_strlist *l = (struct cfg_strlist *)(void *)((char *)ld->cfg + k->off);
+	memset(l, 0, sizeof(*l));
+	int i = 0;
+	for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+	     it++, i++) {
+		yaml_node_t *n = yaml_document_get_node(doc, *it);
+		if (n == NULL)
+			return vm_err_set(ld->err, VM_ERR_INVALID, "%s: malformed document", ld->name);
+		if (n->type != YAML_SCALAR_NODE)
+			return fail_at(ld, n, full, "entry %d: expected a string, not a %s", i,
+			               n->type == YAML_MAPPING_NODE ? "mapping" : "list");
+		if (i >= CFG_LIST_MAX)
+			return fail_at(ld, n, full, "too many entries (at most %d)", CFG_LIST_MAX);
+		size_t len = n->data.scalar.length;
+		if (len == 0 || is_null_scalar(n))
+			return fail_at(ld, n, full, "entry %d: must not be empty", i);
+		if (len >= CFG_STR_MAX || strlen((const char *)n->data.scalar.value) != len)
+			return fail_at(ld, n, full, "entry %d: too long (at most %d bytes)", i,
+			               CFG_STR_MAX - 1);
+		(void)list_append(l, (const char *)n->data.scalar.value, len);
+	}
+	return 0;
+}
+
 static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *pair,
                      const char *prefix)
 {
@@ -412,8 +508,17 @@ static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *
 	if (ld->origin[idx].line != 0)
 		return fail_at(ld, kn, full, "duplicate key (first set on line %d)",
 		               ld->origin[idx].line);
+	if (k->type == T_STRLIST && vn->type == YAML_SEQUENCE_NODE) {
+		int rc = walk_list(ld, doc, vn, k, full);
+		if (rc != 0)
+			return rc;
+		ld->origin[idx].line = (int)vn->start_mark.line + 1;
+		ld->origin[idx].col = (int)vn->start_mark.column + 1;
+		return 0;
+	}
 	if (vn->type != YAML_SCALAR_NODE)
-		return fail_at(ld, vn, full, "expected a single value, not a %s",
+		return fail_at(ld, vn, full, "expected %s, not a %s",
+		               k->type == T_STRLIST ? "a list of strings" : "a single value",
 		               vn->type == YAML_MAPPING_NODE ? "mapping" : "list");
 
 	const char *val = (const char *)vn->data.scalar.value;
@@ -458,7 +563,7 @@ static int parse_yaml(struct loader *ld, const char *data, size_t len)
 	yaml_node_t *root = yaml_document_get_root_node(&doc);
 	if (root != NULL && !(root->type == YAML_SCALAR_NODE && is_null_scalar(root))) {
 		if (root->type != YAML_MAPPING_NODE)
-			rc = fail_at(ld, root, "", "expected a mapping with sections agent, piko, "
+			rc = fail_at(ld, root, "", "expected a mapping with sections agent, piko, auth, "
 			                           "webhook, probe, health, log");
 		else
 			rc = walk_mapping(ld, &doc, root, "");
@@ -598,6 +703,11 @@ static int validate(struct loader *ld)
 		return fail_key(ld, "webhook.listen_addr", "must not be empty (use 127.0.0.1)");
 	if (c->piko.server_url[0] && !is_http_url(c->piko.server_url))
 		return fail_key(ld, "piko.server_url", "expected an http:// or https:// URL");
+	if (c->agent.proxy_url[0] && !is_http_url(c->agent.proxy_url) &&
+	    strncmp(c->agent.proxy_url, "socks", 5) != 0)
+		return fail_key(ld, "agent.proxy_url", "expected an http://, https:// or socks5:// URL");
+	if (c->health.disk_warn_percent > c->health.disk_critical_percent)
+		return fail_key(ld, "health.disk_warn_percent", "must not exceed disk_critical_percent");
 	if (c->agent.control_plane_url[0] && !is_http_url(c->agent.control_plane_url))
 		return fail_key(ld, "agent.control_plane_url", "expected an http:// or https:// URL");
 	if (c->piko.token[0] && c->piko.token_file[0])
@@ -613,6 +723,12 @@ static int validate(struct loader *ld)
 	if (c->piko.forward_addr[0] && !is_forward_addr(c->piko.forward_addr))
 		return fail_key(ld, "piko.forward_addr", "expected IP:PORT with a numeric address, "
 		                "e.g. 127.0.0.1:9999 or [::1]:9999");
+	/* Tokens are checked against all three: a key without them would accept anything. */
+	if (c->auth.jwt_keys.count > 0 && c->auth.issuer[0] == '\0')
+		return fail_key(ld, "auth.issuer", "required when auth.jwt_keys is set");
+	if (c->auth.jwt_keys.count > 0 && (c->agent.id[0] == '\0' || c->agent.tenant_id[0] == '\0'))
+		return fail_key(ld, "auth.jwt_keys", "agent.id and agent.tenant_id are required: "
+		                "tokens are checked against them (aud, tenant_id)");
 	return 0;
 }
 
@@ -630,9 +746,24 @@ static void resolve_paths(struct cfg *c, bool from_file)
 		else
 			snprintf(c->agent.state_dir, sizeof(c->agent.state_dir), ".vm-agent");
 	}
+	if (c->agent.runtime_dir[0] == '\0') {
+		/* The admin socket lives here: root gets /run, users their runtime dir. */
+		const char *xrd = getenv("XDG_RUNTIME_DIR");
+		if (geteuid() == 0)
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "/run/vm-agent");
+		else if (xrd != NULL && xrd[0] == '/')
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "%.*s/vm-agent",
+			         (int)(sizeof(c->agent.runtime_dir) - 10), xrd);
+		else
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "%.*s/run",
+			         (int)(sizeof(c->agent.runtime_dir) - 5), c->agent.state_dir);
+	}
 	if (c->probe.work_dir[0] == '\0')
 		snprintf(c->probe.work_dir, sizeof(c->probe.work_dir), "%.*s/work",
 		         (int)(sizeof(c->probe.work_dir) - 6), c->agent.state_dir);
+	if (c->auth.audit_file[0] == '\0')
+		snprintf(c->auth.audit_file, sizeof(c->auth.audit_file), "%.*s/audit.log",
+		         (int)(sizeof(c->auth.audit_file) - 11), c->agent.state_dir);
 }
 
 static int load_common(struct cfg *cfg, const char *name, const char *data, size_t len,
@@ -714,6 +845,15 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 		snprintf(out, cap, "%.*s", (int)len, p ? p : "");
 		break;
 	}
+	case T_STRLIST: {
+		const struct cfg_strlist *l = (const struct cfg_strlist *)(const void *)field;
+		size_t o = (size_t)snprintf(out, cap, "[");
+		for (int i = 0; i < l->count && o < cap; i++)
+			o += (size_t)snprintf(out + o, cap - o, "%s\"%s\"", i ? ", " : "", l->items[i]);
+		if (o < cap)
+			snprintf(out + o, cap - o, "]");
+		break;
+	}
 	}
 }
 
@@ -742,7 +882,7 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 			}
 			snprintf(prev, sizeof(prev), "%.*s", (int)plen, name);
 		}
-		char val[PATH_MAX + 8];
+		char val[CFG_LIST_MAX * (CFG_STR_MAX + 4) + PATH_MAX];
 		format_value(cfg, &keys[i], val, sizeof(val));
 		if (o < cap)
 			o += (size_t)snprintf(buf + o, cap - o, "%*s%s: %s\n", (depth + 1) * 2, "", leaf, val);

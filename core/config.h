@@ -14,6 +14,14 @@
 #define CFG_STR_MAX 512
 #define CFG_ID_MAX 128
 #define CFG_TOKEN_MAX 8192
+#define CFG_LIST_MAX 16 /* entries of a list key */
+
+/* A list key: a YAML sequence of strings (or, in the environment, a
+ * comma-separated value), at most CFG_LIST_MAX entries of CFG_STR_MAX-1 bytes. */
+struct cfg_strlist {
+	int count;
+	char items[CFG_LIST_MAX][CFG_STR_MAX];
+};
 
 #define CFG_SYSTEM_PATH "/etc/vm-agent/config.yaml"
 
@@ -33,6 +41,9 @@ struct cfg {
 		char control_plane_url[CFG_STR_MAX];
 		char state_dir[PATH_MAX];
 		char credentials_file[PATH_MAX];
+		char runtime_dir[PATH_MAX];   /* admin socket; default depends on uid */
+		char ca_file[PATH_MAX];       /* control-plane CA bundle; "" = system */
+		char proxy_url[CFG_STR_MAX];  /* "" = libcurl's HTTPS_PROXY/NO_PROXY */
 	} agent;
 
 	struct {
@@ -64,14 +75,39 @@ struct cfg {
 	} webhook;
 
 	struct {
+		struct cfg_strlist jwt_keys; /* PEM public key files; kid = basename without extension */
+		char issuer[CFG_STR_MAX];
+		uint64_t max_token_lifetime_ms;
+		int replay_cache_size;
+		char audit_file[PATH_MAX]; /* default <state_dir>/audit.log */
+		uint64_t audit_max_size;
+		int audit_max_files;
+	} auth;
+
+	struct {
 		char work_dir[PATH_MAX];
 		uint64_t default_timeout_ms;
 		int max_concurrent;
+		int queue_size;
+		uint64_t output_cap;
+		int retention_count;
+		uint64_t retention_age_ms;
+		uint64_t cancel_grace_ms;
+		struct cfg_strlist allow; /* argv[0] paths or globs; empty = anything */
 	} probe;
 
 	struct {
 		uint64_t check_interval_ms;
 		uint64_t report_interval_ms;
+		char proc_root[PATH_MAX];
+		double disk_warn_percent;
+		double disk_critical_percent;
+		double memory_warn_percent;
+		uint64_t tunnel_down_after_ms;
+		uint64_t control_plane_unreachable_after_ms;
+		uint64_t clock_skew_max_ms;
+		int spool_max_entries;
+		uint64_t spool_max_bytes;
 	} health;
 
 	struct {
@@ -81,6 +117,13 @@ struct cfg {
 		uint64_t max_size;
 		int max_files;
 	} log;
+
+	struct {
+		/* minisign public keys (base64 key lines) trusted for upgrades, in
+		 * addition to the key compiled into the binary; comma-separated */
+		char public_keys[2048];
+		uint64_t health_timeout_ms;
+	} upgrade;
 };
 
 /* Fills cfg with the built-in defaults (no file, no environment). */

@@ -10,6 +10,7 @@ enum vm_exit {
 	VM_EXIT_RUNTIME = 1,
 	VM_EXIT_NOT_RUNNING = 3,
 	VM_EXIT_USAGE = 64,
+	VM_EXIT_NOPERM = 77, /* e.g. status without access to the admin socket */
 	VM_EXIT_CONFIG = 78,
 };
 

@@ -636,6 +636,9 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 {
 	settings_free(t->set);
 	t->set = ts;
+	pthread_mutex_lock(&t->lock);
+	t->stats.enabled = ts->server_url[0] != '\0';
+	pthread_mutex_unlock(&t->lock);
 	snprintf(t->bo.forward_host, sizeof(t->bo.forward_host), "%s", ts->forward_host);
 	t->bo.forward_port = ts->forward_port;
 	t->bo.max_streams = ts->max_streams;

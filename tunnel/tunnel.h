@@ -25,6 +25,7 @@ struct tun_hooks {
 };
 
 struct tun_stats {
+	bool enabled;            /* piko.server_url is set */
 	bool connected;
 	time_t since;            /* when the current state (connected or not) began */
 	uint64_t reconnects;     /* sessions established after the first one */

@@ -4,6 +4,7 @@
 
 #include <civetweb.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,12 +13,28 @@
 #define WH_MAX_PARAMS 4
 
 struct wh_server;
+struct wh_route;
+
+/* Who called, once wh_auth_check has accepted the token (for handlers and audit). */
+struct wh_claims {
+	bool verified;
+	char sub[256];
+	char jti[256];
+	char tenant[256];
+};
 
 struct wh_req {
 	struct mg_connection *conn;
 	const struct mg_request_info *info;
 	struct wh_server *srv;
 	char params[WH_MAX_PARAMS][128]; /* {name} segments of the route, in order */
+	const struct wh_route *route;
+	struct wh_claims claims;
+	/* What was answered, for the audit line: set by wh_reply_*; a handler that
+	 * writes its own response (SSE) sets status itself. */
+	int status;
+	char err_code[48];
+	char probe_id[64]; /* the probe a handler acted on, when any */
 };
 
 typedef void (*wh_handler_fn)(struct wh_req *req);
@@ -29,9 +46,26 @@ struct wh_route {
 	const char *scope;   /* JWT scope the caller needs; NULL = no auth (livez only) */
 };
 
-/* Authorizes req for scope (auth.c). Returns 0 when allowed; otherwise it has
- * already answered 401/403 and returns -1. */
+/* Authorizes req for scope (auth.c). Returns 0 when allowed and fills
+ * req->claims; otherwise it has already answered 401/403/503 and returns -1. */
 int wh_auth_check(struct wh_req *req, const char *scope);
+
+/* Token verification state: keys, issuer, replay cache (auth.c). */
+struct wh_auth;
+struct wh_auth *wh_auth_new(const struct cfg *cfg, struct vm_err *err);
+void wh_auth_free(struct wh_auth *auth);
+struct wh_auth *wh_auth_of(const struct wh_req *req);
+
+/* Audit log of remote actions (audit.c): one JSON line per authenticated-route
+ * request, written by the dispatcher after the handler returns. */
+struct wh_audit;
+struct wh_audit *wh_audit_open(const struct cfg *cfg, struct vm_err *err);
+void wh_audit_close(struct wh_audit *audit);
+void wh_audit_request(struct wh_audit *audit, const struct wh_req *req);
+struct wh_audit *wh_audit_of(const struct wh_req *req);
+
+/* True once wh_stop began: handlers that stream (SSE) must return soon. */
+bool wh_stopping(const struct wh_req *req);
 
 /* The modules handlers call (copied from wh_start's deps). */
 const struct wh_deps *wh_deps_of(const struct wh_req *req);
@@ -40,6 +74,10 @@ const struct wh_deps *wh_deps_of(const struct wh_req *req);
 void wh_reply_json(struct wh_req *req, int status, json_t *body); /* steals body */
 void wh_reply_error(struct wh_req *req, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Same with extra header lines ("Retry-After: 1\r\n"). */
+void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers,
+                        const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 void wh_reply_raw(struct mg_connection *conn, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 
@@ -54,5 +92,13 @@ extern const size_t wh_route_count;
 
 /* Handlers. */
 void wh_api_livez(struct wh_req *req);
+void wh_api_health(struct wh_req *req);
+void wh_api_metrics(struct wh_req *req);
+void wh_api_upgrade(struct wh_req *req);
+void wh_api_probe_create(struct wh_req *req);
+void wh_api_probe_list(struct wh_req *req);
+void wh_api_probe_get(struct wh_req *req);
+void wh_api_probe_events(struct wh_req *req);
+void wh_api_probe_cancel(struct wh_req *req);
 
 #endif

@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@
 struct wh_server {
 	struct mg_context *ctx;
 	struct wh_deps deps;
+	struct wh_auth *auth;
+	struct wh_audit *audit;
+	atomic_bool stopping; /* long-lived handlers (SSE) end when set */
 	uint64_t max_body;
 	char tls_cert_file[PATH_MAX];
 	char tls_key_file[PATH_MAX];
@@ -64,6 +68,7 @@ static void reply_json_headers(struct mg_connection *conn, int status, const cha
 
 void wh_reply_json(struct wh_req *req, int status, json_t *body)
 {
+	req->status = status;
 	reply_json_headers(req->conn, status, NULL, body);
 }
 
@@ -78,14 +83,31 @@ static void reply_error_conn(struct mg_connection *conn, int status, const char 
 	reply_json_headers(conn, status, extra, error_body(code, msg));
 }
 
-void wh_reply_error(struct wh_req *req, int status, const char *code, const char *fmt, ...)
+static void reply_error_v(struct wh_req *req, int status, const char *extra, const char *code,
+                          const char *fmt, va_list ap)
 {
 	char msg[512];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	req->status = status;
+	snprintf(req->err_code, sizeof(req->err_code), "%s", code);
+	reply_error_conn(req->conn, status, extra, code, msg);
+}
+
+void wh_reply_error(struct wh_req *req, int status, const char *code, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	reply_error_v(req, status, NULL, code, fmt, ap);
 	va_end(ap);
-	reply_error_conn(req->conn, status, NULL, code, msg);
+}
+
+void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers,
+                        const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	reply_error_v(req, status, extra_headers, code, fmt, ap);
+	va_end(ap);
 }
 
 int wh_read_body(struct wh_req *req, char **out, size_t *len)
@@ -186,8 +208,14 @@ static int dispatch(struct mg_connection *conn)
 		if (!route_match(r->pattern, uri, &req))
 			continue;
 		if (strcmp(r->method, req.info->request_method) == 0) {
-			if (r->scope == NULL || wh_auth_check(&req, r->scope) == 0)
+			req.route = r;
+			if (r->scope == NULL) {
 				r->fn(&req);
+				return 1;
+			}
+			if (wh_auth_check(&req, r->scope) == 0)
+				r->fn(&req);
+			wh_audit_request(req.srv->audit, &req);
 			return 1;
 		}
 		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
@@ -252,7 +280,11 @@ int wh_listener_changed(const struct cfg *a, const struct cfg *b)
 	       strcmp(a->webhook.tls_key_file, b->webhook.tls_key_file) != 0 ||
 	       a->webhook.num_threads != b->webhook.num_threads ||
 	       a->webhook.request_timeout_ms != b->webhook.request_timeout_ms ||
-	       a->webhook.max_body != b->webhook.max_body;
+	       a->webhook.max_body != b->webhook.max_body ||
+	       /* keys and audit settings live in the server: restart it to apply them */
+	       memcmp(&a->auth, &b->auth, sizeof(a->auth)) != 0 ||
+	       strcmp(a->agent.id, b->agent.id) != 0 ||
+	       strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0;
 }
 
 static bool is_loopback(const char *addr)
@@ -266,6 +298,28 @@ const struct wh_deps *wh_deps_of(const struct wh_req *req)
 	return &req->srv->deps;
 }
 
+bool wh_stopping(const struct wh_req *req)
+{
+	return atomic_load(&req->srv->stopping);
+}
+
+struct wh_auth *wh_auth_of(const struct wh_req *req)
+{
+	return req->srv->auth;
+}
+
+struct wh_audit *wh_audit_of(const struct wh_req *req)
+{
+	return req->srv->audit;
+}
+
+static void free_server(struct wh_server *srv)
+{
+	wh_auth_free(srv->auth);
+	wh_audit_close(srv->audit);
+	free(srv);
+}
+
 struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
                            struct vm_err *err)
 {
@@ -277,6 +331,16 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
 	if (deps != NULL)
 		srv->deps = *deps;
 	srv->max_body = cfg->webhook.max_body;
+	srv->auth = wh_auth_new(cfg, err);
+	if (srv->auth == NULL) {
+		free_server(srv);
+		return NULL;
+	}
+	srv->audit = wh_audit_open(cfg, err);
+	if (srv->audit == NULL) {
+		free_server(srv);
+		return NULL;
+	}
 	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
 	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);
 
@@ -312,7 +376,7 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
 		bool busy = strstr(etext, "in use") != NULL || strstr(etext, "bind") != NULL;
 		vm_err_set(err, busy ? VM_ERR_BUSY : VM_ERR_IO, "webhook: cannot listen on %s: %s",
 		           ports, etext[0] ? etext : "civetweb failed to start");
-		free(srv);
+		free_server(srv);
 		return NULL;
 	}
 	if (!is_loopback(addr))
@@ -326,6 +390,7 @@ void wh_stop(struct wh_server *srv)
 {
 	if (srv == NULL)
 		return;
+	atomic_store(&srv->stopping, true);
 	mg_stop(srv->ctx);
-	free(srv);
+	free_server(srv);
 }

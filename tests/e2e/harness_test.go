@@ -72,7 +72,9 @@ type Agent struct {
 func writeConfig(t *testing.T, dir string, port int, extra string) string {
 	t.Helper()
 	cfg := fmt.Sprintf("agent:\n  id: agent-1\n  tenant_id: tenant-a\n  state_dir: %s\n"+
-		"webhook:\n  listen_addr: 127.0.0.1\n  port: %d\n", filepath.Join(dir, "state"), port)
+		"  runtime_dir: %s\n"+
+		"webhook:\n  listen_addr: 127.0.0.1\n  port: %d\n", filepath.Join(dir, "state"),
+		filepath.Join(dir, "run"), port)
 	cfg = mergeYAML(cfg, extra)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0600); err != nil {

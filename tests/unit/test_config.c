@@ -302,6 +302,79 @@ static void test_config_dump_redacts_token(void **state)
 	free(c);
 }
 
+static void test_config_list_from_yaml_sequence_and_env(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	const char *yaml = "agent:\n  id: a\n  tenant_id: t\n"
+	                   "auth:\n  issuer: https://cp\n  jwt_keys:\n    - /k/a.pem\n    - /k/b.pem\n"
+	                   "probe:\n  allow: [/bin/*, /usr/bin/true]\n";
+	assert_int_equal(load(c, yaml, NULL, &err), 0);
+	assert_int_equal(c->auth.jwt_keys.count, 2);
+	assert_string_equal(c->auth.jwt_keys.items[1], "/k/b.pem");
+	assert_int_equal(c->probe.allow.count, 2);
+	assert_string_equal(c->probe.allow.items[0], "/bin/*");
+	char *env[] = {"VM_AGENT_PROBE_ALLOW= /bin/a , /bin/b", NULL};
+	assert_int_equal(load(c, yaml, env, &err), 0);
+	assert_int_equal(c->probe.allow.count, 2);
+	assert_string_equal(c->probe.allow.items[0], "/bin/a");
+	assert_string_equal(c->probe.allow.items[1], "/bin/b");
+	/* a scalar in the file is read like the environment */
+	assert_int_equal(load(c, "probe:\n  allow: /bin/x\n", NULL, &err), 0);
+	assert_int_equal(c->probe.allow.count, 1);
+	assert_int_equal(load(c, "probe:\n  allow:\n", NULL, &err), 0);
+	assert_int_equal(c->probe.allow.count, 0);
+	char buf[65536];
+	assert_int_equal(load(c, yaml, NULL, &err), 0);
+	assert_int_equal(cfg_dump(c, buf, sizeof(buf)), 0);
+	assert_non_null(strstr(buf, "jwt_keys: [\"/k/a.pem\", \"/k/b.pem\"]"));
+	free(c);
+}
+
+static void test_config_list_errors(void **state)
+{
+	(void)state;
+	expect_error("probe:\n  allow:\n    - a\n    - [b]\n",
+	             "config.yaml:4:7: probe.allow: entry 1: expected a string, not a list");
+	expect_error("probe:\n  allow:\n    - a\n    - \"\"\n", "probe.allow: entry 1: must not be empty");
+	expect_error("probe:\n  allow: {a: b}\n", "probe.allow: expected a list of strings, not a mapping");
+	expect_error("probe:\n  max_concurrent: [1]\n", "expected a single value, not a list");
+	char yaml[4096] = "probe:\n  allow:\n";
+	for (int i = 0; i < CFG_LIST_MAX + 1; i++)
+		strcat(yaml, "    - x\n");
+	expect_error(yaml, "probe.allow: too many entries (at most 16)");
+	char big[1024] = "probe:\n  allow:\n    - ";
+	memset(big + strlen(big), 'x', 600);
+	strcat(big, "\n");
+	expect_error(big, "entry 0: too long");
+	expect_error("auth:\n  jwt_keys: [/k.pem]\n", "auth.issuer: required when auth.jwt_keys");
+	expect_error("auth:\n  jwt_keys: [/k.pem]\n  issuer: x\n", "agent.id and agent.tenant_id");
+
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	char *env1[] = {"VM_AGENT_PROBE_ALLOW=a,,b", NULL};
+	assert_int_not_equal(load(c, "", env1, &err), 0);
+	assert_non_null(strstr(err.msg, "environment VM_AGENT_PROBE_ALLOW: probe.allow: expected a list"));
+	char *env2[] = {"VM_AGENT_PROBE_ALLOW=a,", NULL};
+	assert_int_not_equal(load(c, "", env2, &err), 0);
+	free(c);
+}
+
+static void test_config_auth_and_probe_defaults(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "agent:\n  state_dir: /tmp/s\n", NULL, &err), 0);
+	assert_string_equal(c->auth.audit_file, "/tmp/s/audit.log");
+	assert_int_equal(c->auth.jwt_keys.count, 0);
+	assert_int_equal(c->probe.output_cap, 1024 * 1024);
+	assert_int_equal(c->probe.queue_size, 64);
+	assert_int_equal(c->probe.allow.count, 0);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -322,6 +395,9 @@ int main(void)
 		cmocka_unit_test(test_config_durations),
 		cmocka_unit_test(test_config_sizes),
 		cmocka_unit_test(test_config_dump_redacts_token),
+		cmocka_unit_test(test_config_list_from_yaml_sequence_and_env),
+		cmocka_unit_test(test_config_list_errors),
+		cmocka_unit_test(test_config_auth_and_probe_defaults),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,291 @@
+/* libcurl client: one easy handle per request (calls are rare: reports,
+ * registration, downloads), bounded bodies, cancellable transfers. */
+#include "core/http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+struct xfer {
+	CURL *curl;
+	struct http_resp *resp;
+	size_t cap;       /* memory body cap */
+	uint64_t file_cap;
+	int fd;           /* download target, -1 when none */
+	bool overflow;
+	bool write_failed;
+	int write_errno;
+	const atomic_bool *cancel;
+};
+
+int http_global_init(struct vm_err *err)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return vm_err_set(err, VM_ERR_INTERNAL, "libcurl initialisation failed");
+	return 0;
+}
+
+void http_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+void http_resp_free(struct http_resp *resp)
+{
+	if (resp == NULL)
+		return;
+	free(resp->body);
+	resp->body = NULL;
+	resp->len = 0;
+}
+
+static int append_mem(struct xfer *x, const char *data, size_t n, size_t cap)
+{
+	struct http_resp *r = x->resp;
+	if (r->len + n > cap) {
+		x->overflow = true;
+		return -1;
+	}
+	char *nb = realloc(r->body, r->len + n + 1);
+	if (nb == NULL) {
+		x->overflow = true;
+		return -1;
+	}
+	memcpy(nb + r->len, data, n);
+	r->body = nb;
+	r->len += n;
+	r->body[r->len] = '\0';
+	return 0;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct xfer *x = userp;
+	size_t n = size * nmemb;
+	long status = 0;
+	curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
+	/* Only a successful answer goes to the download file; an error page is
+	 * kept in memory (small) so the caller can report it. */
+	if (x->fd >= 0 && status >= 200 && status < 300) {
+		if (x->resp->downloaded + n > x->file_cap) {
+			x->overflow = true;
+			return 0;
+		}
+		size_t off = 0;
+		while (off < n) {
+			ssize_t w = write(x->fd, data + off, n - off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				x->write_failed = true;
+				x->write_errno = w < 0 ? errno : EIO;
+				return 0;
+			}
+			off += (size_t)w;
+		}
+		x->resp->downloaded += n;
+		return n;
+	}
+	size_t cap = x->fd >= 0 ? HTTP_ERROR_BODY_MAX : x->cap;
+	return append_mem(x, data, n, cap) == 0 ? n : 0;
+}
+
+static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	(void)dt, (void)dn, (void)ut, (void)un;
+	const struct xfer *x = userp;
+	return x->cancel != NULL && atomic_load(x->cancel) ? 1 : 0;
+}
+
+static int setup(CURL *c, const struct http_opts *o, const char *method, const char *url,
+                 struct curl_slist *hdrs, const void *body, size_t body_len, struct xfer *x,
+                 char *errbuf)
+{
+	long connect_ms = (long)(o->connect_timeout_ms ? o->connect_timeout_ms
+	                                               : HTTP_DEFAULT_CONNECT_MS);
+	long total_ms = (long)(o->total_timeout_ms ? o->total_timeout_ms : HTTP_DEFAULT_TOTAL_MS);
+	int bad = 0;
+	bad |= (int)curl_easy_setopt(c, CURLOPT_URL, url);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	/* Threads: no signals for DNS timeouts. */
+	bad |= (int)curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	bad |= (int)curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, total_ms);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (strcmp(method, "HEAD") == 0)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	if (body != NULL) {
+		bad |= (int)curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		bad |= (int)curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	}
+	if (hdrs != NULL)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	if (o->ca_file != NULL && o->ca_file[0] != '\0')
+		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
+	if (o->proxy != NULL && o->proxy[0] != '\0')
+		bad |= (int)curl_easy_setopt(c, CURLOPT_PROXY, o->proxy);
+	if (o->user_agent != NULL)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_USERAGENT, o->user_agent);
+	if (o->follow_redirects) {
+		bad |= (int)curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+		bad |= (int)curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	}
+	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	return bad;
+}
+
+static void strip_query(const char *url, char *out, size_t cap)
+{
+	/* URLs in messages lose their query: it may carry a signed token. */
+	snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+}
+
+int http_request(const struct http_opts *opts, const char *method, const char *url,
+                 const char *const *headers, const void *body, size_t body_len,
+                 struct http_resp *resp, struct vm_err *err)
+{
+	static const struct http_opts none = {0};
+	const struct http_opts *o = opts != NULL ? opts : &none;
+	memset(resp, 0, sizeof(*resp));
+	resp->retry_after_s = -1;
+	char shown[256];
+	strip_query(url, shown, sizeof(shown));
+
+	struct xfer x = {
+		.resp = resp,
+		.cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
+		.file_cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
+		.fd = -1,
+		.cancel = o->cancel,
+	};
+	struct curl_slist *hdrs = NULL;
+	int rc = 0;
+	CURL *c = curl_easy_init();
+	if (c == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "cannot create an HTTP handle");
+	x.curl = c;
+	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+		struct curl_slist *n = curl_slist_append(hdrs, headers[i]);
+		if (n == NULL) {
+			rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		hdrs = n;
+	}
+	if (o->download_path != NULL) {
+		x.fd = open(o->download_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (x.fd < 0) {
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "cannot create %s", o->download_path);
+			goto out;
+		}
+	}
+	char errbuf[CURL_ERROR_SIZE] = "";
+	if (setup(c, o, method, url, hdrs, body, body_len, &x, errbuf) != 0) {
+		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method, shown);
+		goto out;
+	}
+	CURLcode cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	curl_off_t ra = -1;
+	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+		resp->retry_after_s = (long)ra;
+	if (x.overflow) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes", method,
+		                shown, (unsigned long long)x.cap);
+	} else if (x.write_failed) {
+		rc = vm_err_errno(err, VM_ERR_IO, x.write_errno, "%s %s: writing %s", method, shown,
+		                  o->download_path);
+	} else if (cc == CURLE_ABORTED_BY_CALLBACK) {
+		rc = vm_err_set(err, VM_ERR_BUSY, "%s %s: cancelled", method, shown);
+	} else if (cc != CURLE_OK) {
+		resp->status = 0;
+		rc = vm_err_set(err, VM_ERR_IO, "%s %s: %s", method, shown,
+		                errbuf[0] ? errbuf : curl_easy_strerror(cc));
+	} else if (x.fd >= 0 && fsync(x.fd) != 0) {
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "fsync %s", o->download_path);
+	}
+out:
+	if (x.fd >= 0)
+		close(x.fd);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(c);
+	return rc;
+}
+
+/* --- retries ------------------------------------------------------------------------ */
+
+bool http_should_retry(int rc, long status)
+{
+	if (rc == -VM_ERR_IO)
+		return true;
+	if (rc != 0)
+		return false; /* cancelled, oversized, local failure: trying again will not help */
+	return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retry_after_s,
+                         uint32_t rnd)
+{
+	double initial = r->initial_delay_ms ? (double)r->initial_delay_ms : 1000.0;
+	double max = r->max_delay_ms ? (double)r->max_delay_ms : 300000.0;
+	double mult = r->multiplier >= 1.0 ? r->multiplier : 2.0;
+	double jitter = r->jitter < 0 ? 0 : r->jitter > 1 ? 1 : r->jitter;
+	double d = initial;
+	for (unsigned i = 1; i < attempt && d < max; i++)
+		d *= mult;
+	if (d > max)
+		d = max;
+	/* Spread retries of many agents: uniform in [d(1-j), d(1+j)]. */
+	double u = (double)rnd / 4294967295.0;
+	d *= 1.0 - jitter + 2.0 * jitter * u;
+	if (retry_after_s > 0 && (double)retry_after_s * 1000.0 > d)
+		d = (double)retry_after_s * 1000.0;
+	if (d > max)
+		d = max;
+	return (uint64_t)d;
+}
+
+static int default_sleep(void *ctx, uint64_t ms)
+{
+	(void)ctx;
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
+                       const char *method, const char *url, const char *const *headers,
+                       const void *body, size_t body_len, struct http_resp *resp,
+                       struct vm_err *err)
+{
+	unsigned max = r != NULL && r->max_attempts ? r->max_attempts : 1;
+	int (*sleep_fn)(void *, uint64_t) = r != NULL && r->sleep_fn ? r->sleep_fn : default_sleep;
+	int rc = 0;
+	for (unsigned attempt = 1;; attempt++) {
+		rc = http_request(opts, method, url, headers, body, body_len, resp, err);
+		if (attempt >= max || !http_should_retry(rc, resp->status))
+			return rc;
+		uint32_t rnd = 0;
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+			rnd = (uint32_t)time(NULL) * 2654435761u;
+		uint64_t delay = http_backoff_ms(r, attempt, resp->retry_after_s, rnd);
+		http_resp_free(resp);
+		if (sleep_fn(r->sleep_ctx, delay) != 0)
+			return rc != 0 ? rc : vm_err_set(err, VM_ERR_BUSY, "%s: retry cancelled", method);
+		if (opts != NULL && opts->cancel != NULL && atomic_load(opts->cancel))
+			return vm_err_set(err, VM_ERR_BUSY, "%s: cancelled", method);
+	}
+}

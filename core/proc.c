@@ -1,0 +1,444 @@
+/* Process runner: fork+exec (the child only makes async-signal-safe calls),
+ * one poll() loop over stdin/stdout/stderr and a pidfd, SIGTERM then SIGKILL
+ * to the whole process group on deadline or cancel. */
+#include "core/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_CHUNK 16384
+#define TICK_MS 50 /* cancel flag poll interval; the pidfd wakes us on exit */
+
+int64_t proc_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err)
+{
+	if (name[0] == '\0')
+		return vm_err_set(err, VM_ERR_INVALID, "empty command");
+	if (strchr(name, '/') != NULL) {
+		if ((size_t)snprintf(out, cap, "%s", name) >= cap)
+			return vm_err_set(err, VM_ERR_INVALID, "command path too long");
+		return 0;
+	}
+	const char *p = PROC_DEFAULT_PATH;
+	while (*p != '\0') {
+		size_t n = strcspn(p, ":");
+		if ((size_t)snprintf(out, cap, "%.*s/%s", (int)n, p, name) < cap &&
+		    access(out, X_OK) == 0)
+			return 0;
+		p += n;
+		p += *p == ':';
+	}
+	return vm_err_set(err, VM_ERR_NOTFOUND, "%s: command not found in %s", name,
+	                  PROC_DEFAULT_PATH);
+}
+
+static int parse_id(const char *s, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v > 0x7fffffffUL)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+int proc_lookup_ids(const char *user, const char *group, uid_t *uid, gid_t *gid, bool *set,
+                    struct vm_err *err)
+{
+	char buf[4096];
+	*set = false;
+	*uid = getuid();
+	*gid = getgid();
+	if (user[0] == '\0' && group[0] == '\0')
+		return 0;
+	unsigned id;
+	if (user[0] != '\0') {
+		struct passwd pw, *pp = NULL;
+		if (getpwnam_r(user, &pw, buf, sizeof(buf), &pp) == 0 && pp != NULL) {
+			*uid = pp->pw_uid;
+			*gid = pp->pw_gid;
+		} else if (parse_id(user, &id) == 0) {
+			*uid = (uid_t)id;
+		} else {
+			return vm_err_set(err, VM_ERR_NOTFOUND, "no such user: %s", user);
+		}
+	}
+	if (group[0] != '\0') {
+		struct group gr, *gp = NULL;
+		if (getgrnam_r(group, &gr, buf, sizeof(buf), &gp) == 0 && gp != NULL)
+			*gid = gp->gr_gid;
+		else if (parse_id(group, &id) == 0)
+			*gid = (gid_t)id;
+		else
+			return vm_err_set(err, VM_ERR_NOTFOUND, "no such group: %s", group);
+	}
+	*set = true;
+	return 0;
+}
+
+/* --- the child ------------------------------------------------------------------------ */
+
+static void child_fail(int fd, int what)
+{
+	int e = errno;
+	int msg[2] = {what, e};
+	ssize_t w = write(fd, msg, sizeof(msg));
+	(void)w;
+	_exit(127);
+}
+
+enum { STEP_SETUP = 1, STEP_CHDIR, STEP_IDS, STEP_EXEC };
+
+/* Between fork and exec: async-signal-safe calls only (other threads may hold
+ * malloc or stdio locks in the parent). */
+static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd,
+                       int report_fd)
+{
+	setpgid(0, 0);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* The agent ignores SIGPIPE and blocks others; a child must start clean. */
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		(void)sigaction(s, &dfl, NULL);
+	if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
+	    dup2(report_fd, 3) < 0)
+		child_fail(report_fd, STEP_SETUP);
+	report_fd = 3;
+	(void)fcntl(3, F_SETFD, FD_CLOEXEC);
+	/* Nothing of the agent's (sockets, state files) leaks into the step. */
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
+		for (int fd = 4; fd < 1024; fd++)
+			close(fd);
+	if (spec->cwd != NULL && chdir(spec->cwd) != 0)
+		child_fail(report_fd, STEP_CHDIR);
+	if (spec->set_ids) {
+		if (setgroups(1, &spec->gid) != 0 && getuid() == 0)
+			child_fail(report_fd, STEP_IDS);
+		if (setgid(spec->gid) != 0 || setuid(spec->uid) != 0)
+			child_fail(report_fd, STEP_IDS);
+	}
+	execve(spec->path, spec->argv, spec->envp);
+	child_fail(report_fd, STEP_EXEC);
+}
+
+/* --- the parent ----------------------------------------------------------------------- */
+
+struct capture {
+	char *buf;
+	size_t len, cap, limit;
+	bool truncated;
+};
+
+static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept)
+{
+	size_t room = c->limit - c->len;
+	*kept = n < room ? n : room;
+	if (*kept < n)
+		c->truncated = true;
+	if (*kept == 0)
+		return 0;
+	if (c->len + *kept + 1 > c->cap) {
+		size_t ncap = c->cap ? c->cap : 4096;
+		while (ncap < c->len + *kept + 1)
+			ncap *= 2;
+		if (ncap > c->limit + 1)
+			ncap = c->limit + 1;
+		char *nb = realloc(c->buf, ncap);
+		if (nb == NULL)
+			return -1;
+		c->buf = nb;
+		c->cap = ncap;
+	}
+	memcpy(c->buf + c->len, data, *kept);
+	c->len += *kept;
+	c->buf[c->len] = '\0';
+	return 0;
+}
+
+static int pidfd_for(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	return -1;
+#endif
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+struct run {
+	const struct proc_spec *spec;
+	pid_t pid;
+	int in_fd, out_fd, err_fd, pidfd;
+	size_t in_off;
+	struct capture cap[2];
+	int status;
+	bool reaped;
+	int64_t term_at, kill_at; /* when SIGTERM was sent / SIGKILL is due; 0 = not yet */
+};
+
+static void read_stream(struct run *r, int *fd, enum proc_stream which)
+{
+	char buf[READ_CHUNK];
+	for (int i = 0; i < 16; i++) {
+		ssize_t n = read(*fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			close_fd(fd);
+			return;
+		}
+		size_t kept = 0;
+		struct capture *c = &r->cap[which - 1];
+		if (capture_add(c, buf, (size_t)n, &kept) != 0)
+			c->truncated = true; /* out of memory: keep draining, report truncation */
+		if (kept > 0 && r->spec->on_output != NULL)
+			r->spec->on_output(r->spec->ctx, which, buf, kept);
+	}
+}
+
+static void write_stdin(struct run *r)
+{
+	const char *data = r->spec->stdin_data;
+	while (r->in_off < r->spec->stdin_len) {
+		ssize_t n = write(r->in_fd, data + r->in_off, r->spec->stdin_len - r->in_off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n < 0)
+			break; /* EPIPE: the child does not read its input; not our error */
+		r->in_off += (size_t)n;
+	}
+	close_fd(&r->in_fd);
+}
+
+static void try_reap(struct run *r)
+{
+	if (r->reaped)
+		return;
+	pid_t w = waitpid(r->pid, &r->status, WNOHANG);
+	if (w == r->pid)
+		r->reaped = true;
+}
+
+static void signal_group(struct run *r, int sig)
+{
+	/* The group outlives its leader while grandchildren run: signal it either way. */
+	(void)kill(-r->pid, sig);
+}
+
+/* Deadline, cancel and the SIGTERM → SIGKILL escalation. */
+static void enforce(struct run *r, struct proc_result *res, int64_t now)
+{
+	const struct proc_spec *s = r->spec;
+	if (r->term_at == 0) {
+		bool cancel = s->cancel != NULL && atomic_load(s->cancel);
+		bool late = s->deadline_ms > 0 && now >= s->deadline_ms;
+		if (!cancel && !late)
+			return;
+		res->canceled = cancel;
+		res->timed_out = !cancel && late;
+		signal_group(r, SIGTERM);
+		r->term_at = now;
+		r->kill_at = now + (int64_t)s->grace_ms;
+	}
+	if (r->kill_at != 0 && now >= r->kill_at) {
+		signal_group(r, SIGKILL);
+		r->kill_at = 0;
+	}
+}
+
+static int poll_timeout(const struct run *r, int64_t now)
+{
+	int64_t t = r->pidfd >= 0 ? TICK_MS : 5;
+	if (r->spec->deadline_ms > 0 && r->term_at == 0 && r->spec->deadline_ms - now < t)
+		t = r->spec->deadline_ms - now;
+	if (r->kill_at != 0 && r->kill_at - now < t)
+		t = r->kill_at - now;
+	return t < 0 ? 0 : (int)t;
+}
+
+static void loop(struct run *r, struct proc_result *res)
+{
+	/* After the leader exits, pipes held open by stray grandchildren must not
+	 * keep us waiting: the rest of the group is killed and drained briefly. */
+	int64_t drain_until = 0;
+	for (;;) {
+		int64_t now = proc_now_ms();
+		enforce(r, res, now);
+		if (r->reaped && drain_until == 0) {
+			signal_group(r, SIGKILL);
+			drain_until = now + 200;
+		}
+		if (r->reaped && ((r->out_fd < 0 && r->err_fd < 0) || now >= drain_until))
+			return;
+		struct pollfd pfd[4];
+		int n = 0, iin = -1, iout = -1, ierr = -1, ipid = -1;
+		if (r->in_fd >= 0)
+			pfd[iin = n++] = (struct pollfd){r->in_fd, POLLOUT, 0};
+		if (r->out_fd >= 0)
+			pfd[iout = n++] = (struct pollfd){r->out_fd, POLLIN, 0};
+		if (r->err_fd >= 0)
+			pfd[ierr = n++] = (struct pollfd){r->err_fd, POLLIN, 0};
+		if (r->pidfd >= 0 && !r->reaped)
+			pfd[ipid = n++] = (struct pollfd){r->pidfd, POLLIN, 0};
+		int pr = poll(pfd, (nfds_t)n, poll_timeout(r, now));
+		if (pr < 0 && errno != EINTR)
+			return;
+		if (pr > 0) {
+			if (iin >= 0 && pfd[iin].revents)
+				write_stdin(r);
+			if (iout >= 0 && pfd[iout].revents)
+				read_stream(r, &r->out_fd, PROC_STDOUT);
+			if (ierr >= 0 && pfd[ierr].revents)
+				read_stream(r, &r->err_fd, PROC_STDERR);
+		}
+		if (r->pidfd < 0 || (ipid >= 0 && pr > 0 && pfd[ipid].revents) ||
+		    (r->out_fd < 0 && r->err_fd < 0))
+			try_reap(r);
+	}
+}
+
+static int make_pipe(int fds[2])
+{
+	return pipe2(fds, O_CLOEXEC);
+}
+
+int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_err *err)
+{
+	memset(res, 0, sizeof(*res));
+	res->exit_code = -1;
+	int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
+	int rc = 0;
+	struct run r;
+	memset(&r, 0, sizeof(r));
+	r.spec = spec;
+	r.in_fd = r.out_fd = r.err_fd = r.pidfd = -1;
+	r.cap[0].limit = r.cap[1].limit = spec->out_cap;
+	int64_t start = proc_now_ms();
+
+	if (spec->stdin_data != NULL)
+		rc = make_pipe(in);
+	else
+		in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (rc != 0 || in[0] < 0 || make_pipe(out) != 0 || make_pipe(errp) != 0 ||
+	    make_pipe(rep) != 0) {
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "pipe");
+		goto out;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "fork");
+		goto out;
+	}
+	if (pid == 0)
+		child_exec(spec, in[0], out[1], errp[1], rep[1]);
+	/* Also from the parent: no window where the child is not yet its own group. */
+	(void)setpgid(pid, pid);
+	r.pid = pid;
+	close_fd(&in[0]);
+	close_fd(&out[1]);
+	close_fd(&errp[1]);
+	close_fd(&rep[1]);
+
+	int report[2] = {0, 0};
+	ssize_t got;
+	do
+		got = read(rep[0], report, sizeof(report));
+	while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)sizeof(report)) {
+		/* exec did not happen: the child exits 127 at once */
+		(void)waitpid(pid, NULL, 0);
+		static const char *const what[] = {"", "set up stdio", "chdir", "switch user/group",
+		                                   "exec"};
+		int code = report[1] == ENOENT ? VM_ERR_NOTFOUND
+		           : report[1] == EACCES || report[1] == EPERM ? VM_ERR_PERM
+		                                                       : VM_ERR_IO;
+		rc = vm_err_errno(err, code, report[1], "%s %s",
+		                  what[report[0] >= 1 && report[0] <= 4 ? report[0] : 0],
+		                  report[0] == STEP_CHDIR && spec->cwd ? spec->cwd : spec->path);
+		goto out;
+	}
+	r.in_fd = in[1];
+	in[1] = -1;
+	r.out_fd = out[0];
+	out[0] = -1;
+	r.err_fd = errp[0];
+	errp[0] = -1;
+	for (int *fd = &r.in_fd; fd <= &r.err_fd; fd++)
+		if (*fd >= 0)
+			(void)fcntl(*fd, F_SETFL, O_NONBLOCK);
+	r.pidfd = pidfd_for(pid);
+	if (r.in_fd >= 0 && spec->stdin_len == 0)
+		close_fd(&r.in_fd);
+	loop(&r, res);
+	if (!r.reaped) {
+		/* poll failed: make sure nothing is left behind */
+		signal_group(&r, SIGKILL);
+		(void)waitpid(pid, &r.status, 0);
+	}
+	if (WIFEXITED(r.status)) {
+		res->exit_code = WEXITSTATUS(r.status);
+	} else if (WIFSIGNALED(r.status)) {
+		res->term_signal = WTERMSIG(r.status);
+	}
+out:
+	for (int i = 0; i < 2; i++) {
+		close_fd(&in[i]);
+		close_fd(&out[i]);
+		close_fd(&errp[i]);
+		close_fd(&rep[i]);
+	}
+	close_fd(&r.in_fd);
+	close_fd(&r.out_fd);
+	close_fd(&r.err_fd);
+	close_fd(&r.pidfd);
+	res->out = r.cap[0].buf;
+	res->out_len = r.cap[0].len;
+	res->out_truncated = r.cap[0].truncated;
+	res->err = r.cap[1].buf;
+	res->err_len = r.cap[1].len;
+	res->err_truncated = r.cap[1].truncated;
+	res->duration_ms = (uint64_t)(proc_now_ms() - start);
+	return rc;
+}
+
+void proc_result_free(struct proc_result *res)
+{
+	free(res->out);
+	free(res->err);
+	res->out = res->err = NULL;
+}

@@ -1,0 +1,69 @@
+/* Health: collectors (/proc, filesystems, the agent itself), threshold checks
+ * (healthy | degraded | unhealthy with reasons), the Prometheus exposition,
+ * and the reporter that delivers reports to the control plane through an
+ * on-disk spool. One thread; readers get copies under a lock. */
+#ifndef VMA_HEALTH_HEALTH_H
+#define VMA_HEALTH_HEALTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/err.h"
+
+struct health_monitor;
+
+/* Values other modules own, asked for at every check. Every callback may be
+ * NULL (that module is not running); they must be quick and non-blocking. */
+struct health_tunnel_state {
+	bool enabled;
+	bool connected;
+	int64_t changed_at;  /* unix seconds of the last connect/disconnect; 0 = unknown */
+	uint64_t reconnects; /* since start */
+};
+
+struct health_sources {
+	void *ctx;
+	void (*tunnel)(void *ctx, struct health_tunnel_state *out);
+	/* Probes waiting in the queue and running now. */
+	void (*probe_queue)(void *ctx, uint64_t *queued, uint64_t *running);
+};
+
+enum health_state { HEALTH_HEALTHY = 0, HEALTH_DEGRADED = 1, HEALTH_UNHEALTHY = 2 };
+
+const char *health_state_name(enum health_state s);
+
+/* Starts the monitor thread (first check at once) and the reporter (when
+ * agent.control_plane_url is set). Copies what it needs from cfg. sources is
+ * copied; its ctx is borrowed and must outlive the monitor. */
+struct health_monitor *health_start(const struct cfg *cfg, const struct health_sources *sources,
+                                    struct vm_err *err);
+
+/* Stops both threads (an in-flight report is cancelled; its entry stays in
+ * the spool) and frees. NULL is fine. */
+void health_stop(struct health_monitor *m);
+
+/* Takes new thresholds and intervals after a reload (paths stay). */
+void health_reconfigure(struct health_monitor *m, const struct cfg *cfg);
+
+/* The latest snapshot as JSON text (GET /v1/health, status). Caller frees.
+ * NULL on out-of-memory. */
+char *health_json(struct health_monitor *m);
+
+/* The latest snapshot in Prometheus text exposition format 0.0.4. Caller frees. */
+char *health_prometheus(struct health_monitor *m);
+
+/* Current state (for status and the systemd watchdog later). */
+enum health_state health_current_state(struct health_monitor *m);
+
+/* Files the reporter leaves under state_dir, for `status` when the agent is
+ * not running: "<state_dir>/health/last_report.json" and the spool directory. */
+void health_paths(const char *state_dir, char *last_report, size_t lr_cap, char *spool_dir,
+                  size_t sd_cap);
+
+/* Entries and bytes in a spool directory (status without the agent). */
+int health_spool_usage(const char *spool_dir, uint64_t *entries, uint64_t *bytes,
+                       struct vm_err *err);
+
+#endif

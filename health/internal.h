@@ -1,0 +1,225 @@
+/* Health internals shared by the module's files, its unit tests and fuzz
+ * targets. Nothing outside health/ and tests/ includes this. */
+#ifndef VMA_HEALTH_INTERNAL_H
+#define VMA_HEALTH_INTERNAL_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/statvfs.h>
+
+#include "core/secret.h"
+#include "health/health.h"
+
+#define HEALTH_MAX_FS 32
+#define HEALTH_MAX_NET 16
+#define HEALTH_MAX_REASONS 16
+#define HEALTH_PROC_FILE_MAX (1024 * 1024)
+
+struct health_fs {
+	char mount[256];
+	char fstype[32];
+	char device[128];
+	uint64_t size_bytes, avail_bytes, free_bytes;
+	uint64_t inodes_total, inodes_free;
+};
+
+struct health_net {
+	char iface[32];
+	uint64_t rx_bytes, tx_bytes;
+};
+
+/* Raw CPU tick counters from /proc/stat: the percent needs two samples. */
+struct health_cpu_ticks {
+	uint64_t total, idle;
+};
+
+struct health_system {
+	double cpu_percent; /* -1 until two samples exist */
+	struct health_cpu_ticks ticks;
+	uint64_t ncpu;
+	double load1, load5, load15;
+	uint64_t mem_total, mem_available, swap_total, swap_free;
+	double uptime_s;
+	uint64_t processes;
+	size_t nfs;
+	struct health_fs fs[HEALTH_MAX_FS];
+	size_t nnet;
+	struct health_net net[HEALTH_MAX_NET];
+	uint64_t self_rss_bytes, self_fds, self_threads;
+	double self_cpu_seconds;
+	int64_t boot_time;  /* unix seconds, from btime */
+	uint32_t errors;    /* bit i: collector i failed this round */
+};
+
+/* Everything the checks and exporters see: one consistent copy. */
+struct health_snapshot {
+	int64_t time;          /* unix seconds of this check */
+	int64_t started_at;    /* agent start */
+	struct health_system sys;
+	struct health_tunnel_state tunnel;
+	bool probe_enabled;
+	uint64_t probe_queued, probe_running;
+	/* reporter */
+	bool reporting_enabled;
+	int64_t last_report_at;      /* unix s of the last attempt; 0 = none */
+	int64_t last_report_ok_at;   /* last success; 0 = none */
+	int last_report_status;      /* HTTP status, 0 = no answer */
+	char last_report_error[160];
+	int64_t cp_unreachable_since; /* 0 = reachable or unknown */
+	bool clock_skew_known;
+	double clock_skew_s;         /* control plane time - local time */
+	uint64_t reports_sent, reports_failed, spool_entries, spool_bytes, spool_dropped;
+	/* checks */
+	enum health_state state;
+	size_t nreasons;
+	char reasons[HEALTH_MAX_REASONS][160];
+};
+
+/* --- collectors (proc_linux.c) ------------------------------------------------------ */
+
+struct health_proc_ctx {
+	const char *proc_root;  /* "/proc", or a fixture directory */
+	/* statvfs, replaceable by tests; NULL = the real one */
+	int (*statvfs_fn)(const char *path, struct statvfs *out);
+	int self_pid;           /* 0 = "self" */
+};
+
+/* Runs every collector; prev holds the previous CPU ticks (for cpu_percent). */
+void health_collect(const struct health_proc_ctx *ctx, const struct health_cpu_ticks *prev,
+                    struct health_system *out);
+
+/* Parsers of /proc text, one per format (fuzzed). Each returns 0 or -1 on
+ * malformed input; partial results are not used. */
+int health_parse_stat(const char *text, struct health_cpu_ticks *ticks, uint64_t *ncpu,
+                      int64_t *btime, uint64_t *procs_running);
+int health_parse_loadavg(const char *text, double *l1, double *l5, double *l15);
+int health_parse_meminfo(const char *text, struct health_system *out);
+int health_parse_uptime(const char *text, double *uptime_s);
+int health_parse_netdev(const char *text, struct health_net *out, size_t cap, size_t *n);
+/* /proc/self/mounts: real filesystems only (pseudo ones skipped), mount
+ * points unescaped (\040 → space). */
+int health_parse_mounts(const char *text, struct health_fs *out, size_t cap, size_t *n);
+int health_parse_self_status(const char *text, uint64_t *rss_bytes, uint64_t *threads);
+bool health_fs_is_pseudo(const char *fstype);
+double health_cpu_percent(const struct health_cpu_ticks *prev,
+                          const struct health_cpu_ticks *cur);
+
+/* --- checks (checks.c) ----------------------------------------------------------------- */
+
+struct health_thresholds {
+	double disk_warn_percent, disk_critical_percent, memory_warn_percent;
+	uint64_t tunnel_down_after_ms, cp_unreachable_after_ms, clock_skew_max_ms;
+};
+
+void health_thresholds_from_cfg(const struct cfg *cfg, struct health_thresholds *t);
+
+/* Fills snap->state and snap->reasons from the table of checks. */
+void health_evaluate(struct health_snapshot *snap, const struct health_thresholds *t);
+
+/* --- exporters (prometheus.c, json.c) ------------------------------------------------ */
+
+char *health_format_prometheus(const struct health_snapshot *s, const char *version);
+json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_id,
+                             const char *version);
+
+/* --- spool (spool.c) ----------------------------------------------------------------- */
+
+#define HEALTH_SPOOL_MAGIC "vmspool1"
+#define HEALTH_ID_LEN 36 /* UUID text */
+
+struct health_spool;
+
+struct health_spool_limits {
+	uint64_t max_entries;
+	uint64_t max_bytes;
+};
+
+/* Opens (creating) dir, removes temp files a crash left behind, indexes the
+ * entries in order. Corrupt entries are moved aside as *.corrupt and counted. */
+struct health_spool *health_spool_open(const char *dir, const struct health_spool_limits *lim,
+                                       struct vm_err *err);
+void health_spool_close(struct health_spool *sp);
+void health_spool_set_limits(struct health_spool *sp, const struct health_spool_limits *lim);
+
+/* Appends one report (its id and JSON body), atomically and durably. Drops the
+ * oldest entries first when the limits would be exceeded. */
+int health_spool_push(struct health_spool *sp, const char *id, const char *body, size_t len,
+                      struct vm_err *err);
+
+/* The oldest entry: id and body (malloc'd, caller frees). -VM_ERR_NOTFOUND when empty. */
+int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body,
+                      size_t *len, struct vm_err *err);
+
+/* Removes the oldest entry (after it was delivered). */
+int health_spool_pop(struct health_spool *sp, struct vm_err *err);
+
+void health_spool_stats(const struct health_spool *sp, uint64_t *entries, uint64_t *bytes,
+                        uint64_t *dropped, uint64_t *corrupt);
+
+/* One spool entry file: "vmspool1 <sha256 hex of body> <id>\n<body>". */
+int health_spool_parse_entry(const char *data, size_t len, char id[HEALTH_ID_LEN + 1],
+                             const char **body, size_t *body_len);
+size_t health_spool_format_header(const char *id, const char *body, size_t len, char *out,
+                                  size_t cap);
+
+/* --- credentials (reporter.c) ----------------------------------------------------------- */
+
+struct health_credentials {
+	char agent_id[128];
+	char tenant_id[128];
+	struct secret token;
+};
+
+/* Parses the credentials JSON (see docs/control-plane-api.md). */
+int health_parse_credentials(const char *text, size_t len, struct health_credentials *out,
+                             struct vm_err *err);
+/* Loads path (must be 0600 or stricter) and parses it. */
+int health_load_credentials(const char *path, struct health_credentials *out,
+                            struct vm_err *err);
+void health_credentials_clear(struct health_credentials *c);
+
+/* --- the monitor (monitor.c) and the reporter thread (reporter.c) --------------------- */
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct health_monitor {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	atomic_bool stop;
+	bool have_monitor, have_reporter;
+	pthread_t monitor_thr, reporter_thr;
+	struct health_sources src;
+	struct health_proc_ctx proc;
+	char proc_root[PATH_MAX];
+	/* settings, under mu */
+	struct health_thresholds th;
+	uint64_t check_interval_ms, report_interval_ms;
+	struct health_spool_limits spool_lim;
+	bool spool_lim_changed;
+	/* the latest snapshot, under mu */
+	struct health_snapshot cur;
+	bool state_changed; /* wakes the reporter at once */
+	/* reporter settings: ids and paths fixed at start; the endpoint, CA, proxy
+	 * and credentials file follow reloads (under mu) */
+	char agent_id[CFG_ID_MAX], tenant_id[CFG_ID_MAX];
+	char cp_url[CFG_STR_MAX], ca_file[PATH_MAX], proxy[CFG_STR_MAX];
+	char credentials_file[PATH_MAX];
+	bool creds_reload; /* the reporter must re-read the credentials file */
+	char last_report_path[PATH_MAX], spool_dir[PATH_MAX];
+	struct health_spool *spool; /* reporter thread only */
+};
+
+/* Reporter thread body (reporter.c). */
+void *health_reporter_main(void *arg);
+
+/* Copies the latest snapshot under the lock. */
+void health_snapshot_copy(struct health_monitor *m, struct health_snapshot *out);
+
+/* Random UUID v4 text. */
+void health_uuid4(char out[HEALTH_ID_LEN + 1]);
+
+#endif

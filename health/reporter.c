@@ -1,0 +1,504 @@
+/* Reporter: builds a report every report_interval (and at once when the state
+ * changes) and delivers it to POST {control_plane_url}/v1/agents/{id}/health.
+ * When the spool is empty a report is sent directly; if that fails, or when
+ * older reports wait, it goes to the spool first and the spool is drained
+ * oldest first, so the control plane sees reports in order, each at least
+ * once (ids let it de-duplicate). Runs on its own thread: a hung control
+ * plane never delays checks, the tunnel or the webhook. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "core/fs.h"
+#include "core/http.h"
+#include "core/log.h"
+#include "health/internal.h"
+
+extern const char vma_build_version[];
+
+#define CRED_FILE_MAX 65536
+
+/* --- ids and credentials ------------------------------------------------------------- */
+
+void health_uuid4(char out[HEALTH_ID_LEN + 1])
+{
+	uint8_t b[16];
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		/* getrandom cannot fail for 16 bytes after boot; keep ids unique anyway */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (uint8_t)(((uint64_t)ts.tv_nsec >> (i % 4 * 8)) ^ (uint64_t)ts.tv_sec ^ i);
+	}
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	snprintf(out, HEALTH_ID_LEN + 1,
+	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+	         b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+	         b[15]);
+}
+
+void health_credentials_clear(struct health_credentials *c)
+{
+	secret_clear(&c->token);
+	memset(c->agent_id, 0, sizeof(c->agent_id));
+	memset(c->tenant_id, 0, sizeof(c->tenant_id));
+}
+
+static bool printable_id(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '/')
+			return false;
+	return true;
+}
+
+int health_parse_credentials(const char *text, size_t len, struct health_credentials *out,
+                             struct vm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	json_error_t je;
+	json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+	if (doc == NULL)
+		/* No je.text: it may quote the token. */
+		return vm_err_set(err, VM_ERR_INVALID, "credentials: not valid JSON (line %d)",
+		                  je.line);
+	int rc = 0;
+	json_t *ver = json_object_get(doc, "version");
+	const char *aid = json_string_value(json_object_get(doc, "agent_id"));
+	const char *tid = json_string_value(json_object_get(doc, "tenant_id"));
+	const char *tok = json_string_value(json_object_get(doc, "token"));
+	if (!json_is_object(doc)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: expected a JSON object");
+	} else if (ver != NULL && (!json_is_integer(ver) || json_integer_value(ver) != 1)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: unsupported version (expected 1)");
+	} else if (aid == NULL || aid[0] == '\0' || strlen(aid) >= sizeof(out->agent_id) ||
+	           !printable_id(aid)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: agent_id missing or invalid");
+	} else if (tid != NULL && (strlen(tid) >= sizeof(out->tenant_id) || !printable_id(tid))) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: tenant_id invalid");
+	} else if (tok == NULL || tok[0] == '\0' || strlen(tok) > 8192 ||
+	           strpbrk(tok, "\r\n") != NULL) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: token missing or invalid");
+	} else {
+		snprintf(out->agent_id, sizeof(out->agent_id), "%s", aid);
+		snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", tid ? tid : "");
+		rc = secret_set(&out->token, tok, err);
+	}
+	/* jansson keeps its own copy of the token: wipe it before freeing. */
+	if (tok != NULL)
+		explicit_bzero((char *)tok, strlen(tok));
+	json_decref(doc);
+	return rc;
+}
+
+int health_load_credentials(const char *path, struct health_credentials *out,
+                            struct vm_err *err)
+{
+	struct secret raw = {0};
+	int rc = secret_load_file(&raw, path, err);
+	if (rc != 0)
+		return rc;
+	rc = health_parse_credentials(raw.value ? raw.value : "", raw.len, out, err);
+	secret_clear(&raw);
+	if (rc != 0) {
+		char msg[sizeof(err->msg)];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		vm_err_set(err, VM_ERR_INVALID, "%s: %s", path, msg);
+	}
+	return rc;
+}
+
+/* --- one delivery --------------------------------------------------------------------- */
+
+struct outcome {
+	int rc;          /* http_request's */
+	long status;
+	long retry_after_s;
+	bool has_time;
+	double server_time;
+	char error[160];
+};
+
+static bool delivered(const struct outcome *o)
+{
+	/* 409: the control plane already has this id (a resend after a lost answer). */
+	return o->rc == 0 && ((o->status >= 200 && o->status < 300) || o->status == 409);
+}
+
+/* A report the control plane will never take (malformed for it): drop it
+ * instead of blocking every later one behind it. */
+static bool rejected(const struct outcome *o)
+{
+	return o->rc == 0 && (o->status == 400 || o->status == 413 || o->status == 422);
+}
+
+static void send_report(struct health_monitor *m, const struct health_credentials *cred,
+                        const char *id, const char *body, size_t len, struct outcome *out)
+{
+	char url[CFG_STR_MAX + 200], cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX];
+	pthread_mutex_lock(&m->mu);
+	memcpy(cp, m->cp_url, sizeof(cp));
+	memcpy(ca, m->ca_file, sizeof(ca));
+	memcpy(proxy, m->proxy, sizeof(proxy));
+	uint64_t interval = m->report_interval_ms;
+	pthread_mutex_unlock(&m->mu);
+	size_t ul = strlen(cp);
+	while (ul > 0 && cp[ul - 1] == '/')
+		ul--;
+	snprintf(url, sizeof(url), "%.*s/v1/agents/%s/health", (int)ul, cp, cred->agent_id);
+	size_t alen = cred->token.len + 32;
+	char *auth = malloc(alen);
+	char agent_h[200], tenant_h[200], idem[80];
+	memset(out, 0, sizeof(*out));
+	if (auth == NULL) {
+		out->rc = -VM_ERR_NOMEM;
+		snprintf(out->error, sizeof(out->error), "out of memory");
+		return;
+	}
+	snprintf(auth, alen, "Authorization: Bearer %s", cred->token.value);
+	snprintf(agent_h, sizeof(agent_h), "X-Agent-Id: %s", cred->agent_id);
+	snprintf(tenant_h, sizeof(tenant_h), "X-Tenant-Id: %s",
+	         cred->tenant_id[0] ? cred->tenant_id : m->tenant_id);
+	snprintf(idem, sizeof(idem), "Idempotency-Key: %s", id);
+	const char *hdrs[] = {"Content-Type: application/json", auth, agent_h, tenant_h, idem, NULL};
+	char ua[64];
+	snprintf(ua, sizeof(ua), "vm-agent/%s", vma_build_version);
+	/* A call never outlives the interval by much, nor takes more than 30 s. */
+	uint64_t total = interval < 2000 ? 2000 : interval > 30000 ? 30000 : interval;
+	struct http_opts o = {
+		.ca_file = ca,
+		.proxy = proxy,
+		.connect_timeout_ms = total < 10000 ? total : 10000,
+		.total_timeout_ms = total,
+		.max_body = 64 * 1024,
+		.user_agent = ua,
+		.cancel = &m->stop,
+	};
+	struct http_resp r;
+	struct vm_err err = {0};
+	out->rc = http_request(&o, "POST", url, hdrs, body, len, &r, &err);
+	explicit_bzero(auth, alen);
+	free(auth);
+	out->status = r.status;
+	out->retry_after_s = r.retry_after_s;
+	if (out->rc != 0)
+		snprintf(out->error, sizeof(out->error), "%.*s", (int)sizeof(out->error) - 1, err.msg);
+	else if (!delivered(out))
+		snprintf(out->error, sizeof(out->error), "HTTP %ld", r.status);
+	if (out->rc == 0 && r.body != NULL) {
+		json_t *j = json_loads(r.body, 0, NULL);
+		json_t *st = json_object_get(j, "server_time");
+		if (json_is_number(st)) {
+			out->has_time = true;
+			out->server_time = json_number_value(st);
+		}
+		json_decref(j);
+	}
+	http_resp_free(&r);
+}
+
+/* --- the loop ----------------------------------------------------------------------- */
+
+struct reporter {
+	struct health_monitor *m;
+	struct health_credentials cred;
+	bool have_cred;
+	char cred_error[256];
+	unsigned failures; /* consecutive, for backoff */
+};
+
+static void write_last_report(struct health_monitor *m, const char *id, const struct outcome *o,
+                              enum health_state state)
+{
+	json_t *j = json_pack("{s:s,s:I,s:b,s:i,s:s?,s:s}", "id", id, "at", (json_int_t)time(NULL),
+	                      "delivered", delivered(o), "status", (int)o->status, "error",
+	                      o->error[0] ? o->error : NULL, "state", health_state_name(state));
+	char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+	json_decref(j);
+	if (text != NULL) {
+		struct vm_err err;
+		if (fs_write_atomic(m->last_report_path, text, strlen(text), 0600, &err) != 0)
+			log_warn("health", "%s", err.msg);
+		free(text);
+	}
+}
+
+static void record(struct reporter *rp, const char *id, const struct outcome *o)
+{
+	struct health_monitor *m = rp->m;
+	int64_t now = (int64_t)time(NULL);
+	pthread_mutex_lock(&m->mu);
+	struct health_snapshot *s = &m->cur;
+	s->last_report_at = now;
+	s->last_report_status = (int)o->status;
+	snprintf(s->last_report_error, sizeof(s->last_report_error), "%s", o->error);
+	if (delivered(o)) {
+		s->last_report_ok_at = now;
+		s->reports_sent++;
+		s->cp_unreachable_since = 0;
+	} else {
+		s->reports_failed++;
+		if (s->cp_unreachable_since == 0 && (o->rc != 0 || o->status >= 500))
+			s->cp_unreachable_since = now;
+	}
+	if (o->has_time) {
+		s->clock_skew_known = true;
+		s->clock_skew_s = o->server_time - (double)now;
+	}
+	enum health_state st = s->state;
+	pthread_mutex_unlock(&m->mu);
+	write_last_report(m, id, o, st);
+}
+
+static void publish_spool(struct reporter *rp)
+{
+	uint64_t n, b, d, c;
+	health_spool_stats(rp->m->spool, &n, &b, &d, &c);
+	pthread_mutex_lock(&rp->m->mu);
+	rp->m->cur.spool_entries = n;
+	rp->m->cur.spool_bytes = b;
+	rp->m->cur.spool_dropped = d;
+	pthread_mutex_unlock(&rp->m->mu);
+}
+
+static bool ensure_credentials(struct reporter *rp)
+{
+	if (rp->have_cred)
+		return true;
+	struct vm_err err = {0};
+	struct health_monitor *m = rp->m;
+	char path[PATH_MAX];
+	pthread_mutex_lock(&m->mu);
+	memcpy(path, m->credentials_file, sizeof(path));
+	pthread_mutex_unlock(&m->mu);
+	int rc;
+	if (path[0] == '\0')
+		rc = vm_err_set(&err, VM_ERR_INVALID, "agent.credentials_file is not set");
+	else
+		rc = health_load_credentials(path, &rp->cred, &err);
+	if (rc == 0) {
+		rp->have_cred = true;
+		rp->cred_error[0] = '\0';
+		return true;
+	}
+	/* Say it once per distinct problem, not every interval. */
+	if (strcmp(rp->cred_error, err.msg) != 0) {
+		log_error("health", "cannot report to the control plane: %s", err.msg);
+		snprintf(rp->cred_error, sizeof(rp->cred_error), "%s", err.msg);
+	}
+	pthread_mutex_lock(&m->mu);
+	snprintf(m->cur.last_report_error, sizeof(m->cur.last_report_error), "credentials: %.*s",
+	         (int)sizeof(m->cur.last_report_error) - 14, err.msg);
+	pthread_mutex_unlock(&m->mu);
+	return false;
+}
+
+static char *build_report(struct health_monitor *m, const char *id, const char *trigger,
+                          size_t *len)
+{
+	struct health_snapshot *s = malloc(sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	health_snapshot_copy(m, s);
+	json_t *h = health_snapshot_json(s, m->agent_id, vma_build_version);
+	/* Milliseconds: the control plane orders reports by it. */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct tm tm;
+	char created[40] = "", sec[32] = "";
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(created, sizeof(created), "%s.%03ldZ", sec, now.tv_nsec / 1000000L);
+	json_t *doc = h ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", id, "created_at", created,
+	                            "trigger", trigger, "state", health_state_name(s->state),
+	                            "health", h)
+	                : NULL;
+	free(s);
+	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+	json_decref(doc);
+	if (text != NULL)
+		*len = strlen(text);
+	return text;
+}
+
+/* Sends spooled reports oldest first until one fails. Returns true when the
+ * spool is empty afterwards. */
+static bool drain(struct reporter *rp, struct outcome *last)
+{
+	struct health_monitor *m = rp->m;
+	for (;;) {
+		if (atomic_load(&m->stop))
+			return false;
+		char id[HEALTH_ID_LEN + 1], *body;
+		size_t len;
+		struct vm_err err = {0};
+		int rc = health_spool_peek(m->spool, id, &body, &len, &err);
+		if (rc == -VM_ERR_NOTFOUND) {
+			publish_spool(rp);
+			return true;
+		}
+		if (rc != 0) {
+			log_warn("health", "spool: %s", err.msg);
+			publish_spool(rp);
+			return false;
+		}
+		send_report(m, &rp->cred, id, body, len, last);
+		free(body);
+		record(rp, id, last);
+		if (delivered(last) || rejected(last)) {
+			if (rejected(last))
+				log_warn("health", "control plane rejected report %s (%s); dropped", id,
+				         last->error);
+			health_spool_pop(m->spool, NULL);
+			publish_spool(rp);
+			continue;
+		}
+		if (last->status == 401 || last->status == 403) {
+			/* maybe rotated on disk: read the file again next time */
+			health_credentials_clear(&rp->cred);
+			rp->have_cred = false;
+		}
+		publish_spool(rp);
+		return false;
+	}
+}
+
+static void report_once(struct reporter *rp, const char *trigger, struct outcome *last)
+{
+	struct health_monitor *m = rp->m;
+	char id[HEALTH_ID_LEN + 1];
+	health_uuid4(id);
+	size_t len = 0;
+	char *body = build_report(m, id, trigger, &len);
+	if (body == NULL)
+		return;
+	uint64_t queued, b, d, c;
+	health_spool_stats(m->spool, &queued, &b, &d, &c);
+	bool creds = ensure_credentials(rp);
+	if (creds && queued == 0) {
+		send_report(m, &rp->cred, id, body, len, last);
+		record(rp, id, last);
+		if (delivered(last) || rejected(last)) {
+			free(body);
+			return;
+		}
+		if (last->status == 401 || last->status == 403) {
+			/* maybe rotated on disk: read the file again next time */
+			health_credentials_clear(&rp->cred);
+			rp->have_cred = false;
+		}
+	}
+	struct vm_err err = {0};
+	if (health_spool_push(m->spool, id, body, len, &err) != 0)
+		log_error("health", "report %s lost: %s", id, err.msg);
+	free(body);
+	publish_spool(rp);
+	if (creds && queued > 0)
+		drain(rp, last);
+}
+
+void *health_reporter_main(void *arg)
+{
+	struct reporter rp = {.m = arg};
+	struct health_monitor *m = rp.m;
+	const char *trigger = "startup";
+	struct timespec next = {0, 0};
+	for (;;) {
+		if (atomic_load(&m->stop))
+			break;
+		pthread_mutex_lock(&m->mu);
+		if (m->spool_lim_changed) {
+			health_spool_set_limits(m->spool, &m->spool_lim);
+			m->spool_lim_changed = false;
+		}
+		if (m->creds_reload) {
+			health_credentials_clear(&rp.cred);
+			rp.have_cred = false;
+			rp.failures = 0;
+			m->creds_reload = false;
+		}
+		uint64_t interval = m->report_interval_ms;
+		bool enabled = m->cp_url[0] != '\0';
+		pthread_mutex_unlock(&m->mu);
+
+		/* Switched off by a reload: keep the spool, report nothing. */
+		struct outcome last = {.status = enabled ? 0 : 202};
+		if (enabled)
+			report_once(&rp, trigger, &last);
+		uint64_t wait = interval;
+		if (!delivered(&last) && !rejected(&last)) {
+			rp.failures++;
+			/* retry the spool sooner than the next report when the interval is long */
+			struct http_retry rt = {.initial_delay_ms = 1000, .max_delay_ms = interval,
+			                        .multiplier = 2, .jitter = 0.2};
+			uint32_t rnd = 0;
+			(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+			wait = http_backoff_ms(&rt, rp.failures, last.retry_after_s, rnd);
+		} else {
+			rp.failures = 0;
+		}
+
+		/* Sleep until the next report, a state change, or stop; retry the
+		 * spool on the backoff schedule in between. */
+		clock_gettime(CLOCK_MONOTONIC, &next);
+		uint64_t next_ms = (uint64_t)next.tv_sec * 1000 + (uint64_t)next.tv_nsec / 1000000 +
+		                   interval;
+		trigger = "interval";
+		for (;;) {
+			pthread_mutex_lock(&m->mu);
+			bool changed = m->state_changed;
+			m->state_changed = false;
+			pthread_mutex_unlock(&m->mu);
+			if (changed) {
+				trigger = "state_change";
+				break;
+			}
+			if (atomic_load(&m->stop))
+				break;
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			uint64_t now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+			if (now_ms >= next_ms)
+				break;
+			uint64_t left = next_ms - now_ms;
+			uint64_t chunk = wait < left ? wait : left;
+			/* timed wait on the monitor's condition (state change, stop) */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (time_t)(chunk / 1000);
+			ts.tv_nsec += (long)(chunk % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_mutex_lock(&m->mu);
+			if (!m->state_changed && !atomic_load(&m->stop))
+				pthread_cond_timedwait(&m->cond, &m->mu, &ts);
+			pthread_mutex_unlock(&m->mu);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+			uint64_t queued, b, d, c;
+			health_spool_stats(m->spool, &queued, &b, &d, &c);
+			if (enabled && now_ms < next_ms && queued > 0 && ensure_credentials(&rp)) {
+				struct outcome o = {0};
+				if (drain(&rp, &o))
+					rp.failures = 0;
+				else if (!delivered(&o)) {
+					rp.failures++;
+					struct http_retry rt = {.initial_delay_ms = 1000, .max_delay_ms = interval,
+					                        .multiplier = 2, .jitter = 0.2};
+					uint32_t rnd = 0;
+					(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+					wait = http_backoff_ms(&rt, rp.failures, o.retry_after_s, rnd);
+				}
+			}
+		}
+	}
+	health_credentials_clear(&rp.cred);
+	return NULL;
+}

@@ -1,0 +1,272 @@
+/* vm-agent configure: edit keys, validate the whole file before writing it
+ * (atomic replace, previous file kept as .bak), then make the running agent
+ * reload (SIGHUP) and report whether it took the new file. */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/admin.h"
+#include "core/config.h"
+#include "core/fs.h"
+#include "lifecycle/internal.h"
+
+int lc_config_check(const char *path, FILE *out, struct vm_err *err)
+{
+	static char *const no_env[] = {NULL};
+	struct cfg *c = malloc(sizeof(*c));
+	if (c == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = cfg_load(c, path, no_env, err);
+	if (rc == 0 && out != NULL) {
+		char *buf = malloc(256 * 1024);
+		if (buf != NULL && cfg_dump(c, buf, 256 * 1024) == 0)
+			fputs(buf, out);
+		free(buf);
+	}
+	explicit_bzero(c, sizeof(*c));
+	free(c);
+	return rc;
+}
+
+int lc_config_show(const char *path, FILE *out, struct vm_err *err)
+{
+	return lc_config_check(path, out, err);
+}
+
+static double now_real(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
+                            const char *message)
+{
+	char path[PATH_MAX], sha[65] = "";
+	if (snprintf(path, sizeof(path), "%s/reload.json", state_dir) >= (int)sizeof(path))
+		return;
+	if (config_path != NULL)
+		(void)lc_sha256_hex(config_path, sha, NULL);
+	json_t *o = json_pack("{s:f,s:b,s:s,s:s,s:I}", "time", now_real(), "ok", ok, "message",
+	                      message ? message : "", "config_sha256", sha, "pid",
+	                      (json_int_t)getpid());
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text != NULL)
+		(void)fs_write_atomic(path, text, strlen(text), 0600, NULL);
+	free(text);
+}
+
+void lc_pid_file_write(const char *state_dir)
+{
+	char path[PATH_MAX], text[32];
+	if (snprintf(path, sizeof(path), "%s/agent.pid", state_dir) >= (int)sizeof(path))
+		return;
+	int n = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+	(void)fs_write_atomic(path, text, (size_t)n, 0644, NULL);
+}
+
+/* True when pid is a running "vm-agent … run" (a stale pid file must not
+ * make us signal some other process). */
+static bool is_agent_process(pid_t pid)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	bool agent = strstr(buf, "vm-agent") != NULL;
+	bool run = false;
+	for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+		run |= strcmp(buf + i, "run") == 0;
+	return agent && run;
+}
+
+static pid_t find_agent(const struct lc_paths *p, const char *state_dir, char *how, size_t cap)
+{
+	pid_t pid = lc_svc_main_pid(p);
+	if (pid > 0) {
+		snprintf(how, cap, "systemd MainPID");
+		return pid;
+	}
+	char path[PATH_MAX + 16], *text = NULL;
+	size_t len;
+	snprintf(path, sizeof(path), "%s/agent.pid", state_dir);
+	if (fs_read_file(path, 64, &text, &len, NULL) != 0)
+		return 0;
+	pid = (pid_t)strtol(text, NULL, 10);
+	free(text);
+	if (pid <= 0 || !is_agent_process(pid))
+		return 0;
+	snprintf(how, cap, "pid file %s", path);
+	return pid;
+}
+
+/* Waits for the agent's reload.json entry written after `since` for pid. */
+static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned timeout_s,
+                       bool *ok, char *msg, size_t cap)
+{
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/reload.json", state_dir);
+	double deadline = now_real() + timeout_s;
+	while (now_real() < deadline) {
+		json_t *o = json_load_file(path, 0, NULL);
+		double t = json_number_value(json_object_get(o, "time"));
+		json_int_t who = json_integer_value(json_object_get(o, "pid"));
+		if (o != NULL && t >= since && who == pid) {
+			*ok = json_is_true(json_object_get(o, "ok"));
+			const char *m = json_string_value(json_object_get(o, "message"));
+			snprintf(msg, cap, "%s", m ? m : "");
+			json_decref(o);
+			return 0;
+		}
+		json_decref(o);
+		struct timespec ts = {0, 50 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return -1;
+}
+
+/* The admin socket's "reload" answers with the outcome directly. Returns -1
+ * when no agent listens there (the caller falls back to SIGHUP). */
+static int reload_admin(const struct lc_configure_opts *o, const struct lc_paths *p,
+                        const struct lc_cfg_doc *doc, struct lc_report *r)
+{
+	const char *rd = lc_cfg_get(doc, "agent.runtime_dir");
+	char dir[PATH_MAX], sock[PATH_MAX + 32];
+	/* the installed agent runs as root: its default is /run/vm-agent */
+	lc_join(dir, sizeof(dir), p->root, rd != NULL && rd[0] == '/' ? rd : "/run/vm-agent");
+	admin_socket_path(dir, sock, sizeof(sock));
+	if (!lc_exists(sock))
+		return -1;
+	char *reply = NULL;
+	struct vm_err e = {0};
+	int tmo = (int)(o->reload_timeout_s ? o->reload_timeout_s : 10) * 1000;
+	if (admin_call(sock, "{\"cmd\":\"reload\"}", tmo, &reply, &e) != 0) {
+		free(reply);
+		if (e.code == VM_ERR_NOTFOUND)
+			return -1; /* a stale socket: nobody listens */
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "admin socket %s: %s",
+		              sock, e.msg);
+		return 0;
+	}
+	json_t *j = json_loads(reply, 0, NULL);
+	free(reply);
+	json_t *res = json_object_get(j, "result");
+	if (!json_is_true(json_object_get(j, "ok")) || res == NULL)
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "admin socket refused "
+		              "the reload command");
+	else if (json_is_true(json_object_get(res, "reloaded")))
+		lc_report_add(r, "reload", LC_CHANGED, NULL, "the running agent reloaded the new "
+		              "configuration (admin socket)");
+	else
+		lc_report_add(r, "reload", LC_FAIL, "fix the file; the agent keeps its previous "
+		              "configuration", "the running agent rejected it: %s",
+		              json_string_value(json_object_get(res, "error")) ?
+		              json_string_value(json_object_get(res, "error")) : "no reason given");
+	json_decref(j);
+	return 0;
+}
+
+static void reload_agent(const struct lc_configure_opts *o, const struct lc_paths *p,
+                         const struct lc_cfg_doc *doc, struct lc_report *r)
+{
+	if (reload_admin(o, p, doc, r) == 0)
+		return;
+	const char *sd = lc_cfg_get(doc, "agent.state_dir");
+	char state_dir[PATH_MAX];
+	if (sd != NULL && sd[0] == '/')
+		lc_join(state_dir, sizeof(state_dir), p->root, sd);
+	else
+		snprintf(state_dir, sizeof(state_dir), "%s", p->state_dir);
+	char how[PATH_MAX + 32];
+	pid_t pid = find_agent(p, state_dir, how, sizeof(how));
+	if (pid <= 0) {
+		lc_report_add(r, "reload", LC_SKIPPED, NULL, "no running agent found (systemd or %s/"
+		              "agent.pid): the new file applies at the next start", state_dir);
+		return;
+	}
+	double since = now_real() - 0.001;
+	if (kill(pid, SIGHUP) != 0) {
+		lc_report_add(r, "reload", LC_FAIL, NULL, "SIGHUP to pid %ld (%s): %s", (long)pid, how,
+		              strerror(errno));
+		return;
+	}
+	bool ok = false;
+	char msg[300] = "";
+	if (wait_reload(state_dir, pid, since, o->reload_timeout_s ? o->reload_timeout_s : 10, &ok,
+	                msg, sizeof(msg)) != 0)
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "sent SIGHUP to pid %ld "
+		              "(%s) but it did not report a reload in time", (long)pid, how);
+	else if (ok)
+		lc_report_add(r, "reload", LC_CHANGED, NULL, "agent pid %ld reloaded the new "
+		              "configuration", (long)pid);
+	else
+		lc_report_add(r, "reload", LC_FAIL, "fix the file; the agent keeps its previous "
+		              "configuration", "agent pid %ld rejected it: %s", (long)pid, msg);
+}
+
+int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct vm_err *err)
+{
+	struct lc_paths p;
+	int rc = lc_paths_init(&p, o->root, NULL, err);
+	if (rc != 0)
+		return rc;
+	const char *path = o->config ? o->config : p.config;
+	struct lc_cfg_doc doc;
+	if ((rc = lc_cfg_read(path, &doc, err)) != 0)
+		return rc;
+	char *before = lc_cfg_render(&doc);
+	for (size_t i = 0; rc == 0 && i < o->nset; i++) {
+		const char *eq = strchr(o->set[i], '=');
+		char key[128];
+		if (eq == NULL || eq == o->set[i] || (size_t)(eq - o->set[i]) >= sizeof(key)) {
+			rc = vm_err_set(err, VM_ERR_INVALID, "--set %s: expected section.key=value",
+			                o->set[i]);
+			break;
+		}
+		snprintf(key, sizeof(key), "%.*s", (int)(eq - o->set[i]), o->set[i]);
+		rc = lc_cfg_set(&doc, key, eq + 1, err);
+		if (rc == 0)
+			lc_report_add(r, "set", LC_CHANGED, NULL, "%s", key); /* value may be secret */
+	}
+	for (size_t i = 0; rc == 0 && i < o->nunset; i++) {
+		rc = lc_cfg_unset(&doc, o->unset[i], err);
+		if (rc == 0)
+			lc_report_add(r, "unset", LC_CHANGED, NULL, "%s", o->unset[i]);
+	}
+	char *after = rc == 0 ? lc_cfg_render(&doc) : NULL;
+	if (rc == 0 && after == NULL)
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	if (rc == 0 && (rc = lc_cfg_validate_text(path, after, err)) != 0)
+		lc_report_add(r, "validate", LC_FAIL, NULL, "%s (nothing written)", err->msg);
+	bool same = rc == 0 && before != NULL && strcmp(before, after) == 0 && lc_exists(path);
+	if (rc == 0 && same) {
+		lc_report_add(r, "write", LC_OK, NULL, "%s unchanged", lc_target_path(&p, path));
+	} else if (rc == 0) {
+		rc = lc_cfg_write(path, &doc, err);
+		if (rc == 0)
+			lc_report_add(r, "write", LC_CHANGED, NULL, "%s written (previous in %s.bak)",
+			              lc_target_path(&p, path), lc_target_path(&p, path));
+	}
+	if (rc == 0 && !same && !o->no_reload)
+		reload_agent(o, &p, &doc, r);
+	if (rc == 0)
+		snprintf(r->result, sizeof(r->result), "%s", same ? "configuration unchanged" :
+		         "configuration updated");
+	free(before);
+	if (after)
+		explicit_bzero(after, strlen(after));
+	free(after);
+	lc_cfg_free(&doc);
+	return rc;
+}

@@ -1,0 +1,433 @@
+/* vm-agent install: register (once), write config and credentials, place the
+ * binary, write and enable the unit, start and wait for health. Every step
+ * checks what is already there, so running it again is safe. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fs.h"
+#include "core/http.h"
+#include "lifecycle/internal.h"
+
+struct dir_row {
+	size_t off; /* offset of the path in struct lc_paths */
+	mode_t mode;
+};
+
+/* The directories install creates, with their modes (repair checks the same). */
+static const struct dir_row dirs[] = {
+	{offsetof(struct lc_paths, etc_dir), 0750},
+	{offsetof(struct lc_paths, state_dir), 0700},
+	{offsetof(struct lc_paths, log_dir), 0750},
+	{offsetof(struct lc_paths, cache_dir), 0700},
+};
+
+int lc_install_dirs(const struct lc_paths *p, struct lc_report *r, bool fix, struct vm_err *err)
+{
+	int failed = 0;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		const char *d = (const char *)p + dirs[i].off;
+		struct stat st;
+		bool ok = stat(d, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == dirs[i].mode;
+		if (ok) {
+			lc_report_add(r, "dir", LC_OK, NULL, "%s (%04o)", lc_target_path(p, d),
+			              (unsigned)dirs[i].mode);
+			continue;
+		}
+		if (!fix) {
+			lc_report_add(r, "dir", LC_FAIL, "run 'vm-agent repair'", "%s missing or not mode %04o",
+			              lc_target_path(p, d), (unsigned)dirs[i].mode);
+			failed = 1;
+			continue;
+		}
+		struct vm_err e = {0};
+		if (lc_ensure_dir(d, dirs[i].mode, NULL, &e) != 0) {
+			lc_report_add(r, "dir", LC_FAIL, NULL, "%s", e.msg);
+			failed = 1;
+			if (err)
+				*err = e;
+			continue;
+		}
+		lc_report_add(r, "dir", LC_CHANGED, NULL, "%s created or set to %04o",
+		              lc_target_path(p, d), (unsigned)dirs[i].mode);
+	}
+	return failed ? -VM_ERR_IO : 0;
+}
+
+static void sanitize_endpoint(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (; *in && o + 1 < cap; in++) {
+		char c = *in;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		          c == '-' || c == '_' || c == '.' || c == '~';
+		out[o++] = ok ? c : '-';
+	}
+	out[o] = '\0';
+}
+
+int lc_write_credentials(const struct lc_paths *p, const struct lc_registration *reg,
+                         const char *tenant_id, const char *cp_url, struct vm_err *err)
+{
+	char when[32];
+	lc_now_iso(when, sizeof(when));
+	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
+	json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id",
+	                      reg->agent_id, "tenant_id", tenant_id, "token", reg->token,
+	                      "control_plane_url", cp_url, "issued_at", when, "jwt_public_keys",
+	                      keys ? keys : json_array());
+	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+	json_decref(o);
+	if (text == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = fs_write_atomic(p->credentials, text, strlen(text), 0600, err);
+	explicit_bzero(text, strlen(text));
+	free(text);
+	if (rc == 0 && reg->piko_token[0] != '\0')
+		rc = fs_write_atomic(p->piko_token, reg->piko_token, strlen(reg->piko_token), 0600, err);
+	return rc;
+}
+
+/* Polls GET /v1/livez on the configured port until it answers 200. */
+int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *err)
+{
+	struct cfg *c = malloc(sizeof(*c));
+	if (c == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = cfg_load(c, config_path, NULL, err);
+	char url[128];
+	const char *host = c->webhook.listen_addr;
+	if (strcmp(host, "0.0.0.0") == 0 || host[0] == '\0')
+		host = "127.0.0.1";
+	snprintf(url, sizeof(url), strchr(host, ':') ? "%s://[%s]:%d/v1/livez" : "%s://%s:%d/v1/livez",
+	         c->webhook.tls_enabled ? "https" : "http", host, c->webhook.port);
+	free(c);
+	if (rc != 0)
+		return rc;
+	time_t deadline = time(NULL) + (time_t)timeout_s;
+	struct http_opts o = {.connect_timeout_ms = 1000, .total_timeout_ms = 2000};
+	for (;;) {
+		struct http_resp resp;
+		struct vm_err e;
+		int r = http_request(&o, "GET", url, NULL, NULL, 0, &resp, &e);
+		long status = resp.status;
+		http_resp_free(&resp);
+		if (r == 0 && status == 200)
+			return 0;
+		if (time(NULL) >= deadline)
+			return vm_err_set(err, VM_ERR_IO, "the agent did not answer %s within %us "
+			                  "(last: %s); see 'journalctl -u vm-agent'", url, timeout_s,
+			                  r == 0 ? "non-200 answer" : e.msg);
+		struct timespec ts = {0, 250 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* What registration hands to the config besides the ids. */
+struct reg_out {
+	char piko_ep[CFG_ID_MAX];
+	char piko_url[CFG_STR_MAX];
+	char jwt_keys[CFG_LIST_MAX * 96]; /* comma-separated key files, "" = unchanged */
+	char jwt_issuer[CFG_STR_MAX];
+};
+
+static bool safe_kid(const char *k)
+{
+	if (k == NULL || k[0] == '\0' || k[0] == '.' || strlen(k) > 64)
+		return false;
+	for (; *k; k++)
+		if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || (*k >= '0' && *k <= '9') ||
+		      *k == '-' || *k == '_' || *k == '.'))
+			return false;
+	return true;
+}
+
+/* The webhook's JWT keys: one PEM file per key, /etc/vm-agent/keys/<kid>.pem
+ * (the webhook takes the kid from the file name), listed in auth.jwt_keys. */
+static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struct reg_out *ro,
+                          struct lc_report *r, struct vm_err *err)
+{
+	json_t *keys = json_loads(keys_json ? keys_json : "[]", 0, NULL);
+	size_t i, o = 0;
+	json_t *k;
+	char dir[PATH_MAX];
+	lc_join(dir, sizeof(dir), p->root, LC_ETC_DIR "/keys");
+	int rc = 0;
+	json_array_foreach(keys, i, k) {
+		const char *kid = json_string_value(json_object_get(k, "kid"));
+		const char *pem = json_string_value(json_object_get(k, "pem"));
+		if (!safe_kid(kid) || pem == NULL || strncmp(pem, "-----BEGIN PUBLIC KEY-----", 26) != 0 ||
+		    i >= CFG_LIST_MAX) {
+			lc_report_add(r, "jwt keys", LC_WARN, NULL, "key %zu of the registration answer "
+			              "skipped (needs a safe kid and a PEM public key)", i);
+			continue;
+		}
+		char path[PATH_MAX + 80];
+		snprintf(path, sizeof(path), "%s/%s.pem", dir, kid);
+		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
+		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
+			break;
+		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s", o ? "," : "",
+		                      lc_target_path(p, path));
+	}
+	json_decref(keys);
+	return rc;
+}
+
+static int install_credentials(const struct lc_install_opts *o, const struct lc_paths *p,
+                               const char *cp_url, struct lc_report *r, char *agent_id,
+                               size_t id_cap, struct reg_out *ro, struct vm_err *err)
+{
+	struct lc_creds old;
+	struct vm_err e;
+	bool have = lc_creds_read(p->credentials, &old, &e) == 0;
+	if (have && !old.deregistered && !o->reregister &&
+	    strcmp(old.tenant_id, o->tenant_id) == 0) {
+		snprintf(agent_id, id_cap, "%s", old.agent_id);
+		lc_report_add(r, "register", LC_SKIPPED, NULL, "already registered as %s (use "
+		              "--reregister to register again)", old.agent_id);
+		lc_creds_clear(&old);
+		return 0;
+	}
+	if (o->install_key == NULL || o->install_key[0] == '\0') {
+		lc_creds_clear(&old);
+		return vm_err_set(err, VM_ERR_INVALID, "--key (the one-time install key) is required "
+		                  "to register this machine");
+	}
+	const char *want_id = o->agent_id ? o->agent_id : (have ? old.agent_id : NULL);
+	struct lc_cp_opts cp = {cp_url, o->ca_file, o->proxy};
+	struct lc_registration reg;
+	int rc = lc_cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
+	lc_creds_clear(&old);
+	if (rc != 0) {
+		lc_report_add(r, "register", LC_FAIL, "check --control-plane-url, --key and the network "
+		              "('vm-agent repair --diagnose')", "%s", err ? err->msg : "failed");
+		return rc;
+	}
+	rc = lc_write_credentials(p, &reg, o->tenant_id, cp_url, err);
+	if (rc == 0)
+		rc = write_jwt_keys(p, reg.jwt_keys_json, ro, r, err);
+	if (rc == 0) {
+		snprintf(agent_id, id_cap, "%s", reg.agent_id);
+		snprintf(ro->piko_ep, sizeof(ro->piko_ep), "%s", reg.piko_endpoint);
+		if (reg.piko_url[0] != '\0')
+			snprintf(ro->piko_url, sizeof(ro->piko_url), "%s", reg.piko_url);
+		snprintf(ro->jwt_issuer, sizeof(ro->jwt_issuer), "%s",
+		         reg.jwt_issuer[0] ? reg.jwt_issuer : cp_url);
+		lc_report_add(r, "register", LC_CHANGED, NULL, "registered as %s; credentials in %s "
+		              "(0600)", reg.agent_id, lc_target_path(p, p->credentials));
+	}
+	lc_registration_clear(&reg);
+	return rc;
+}
+
+static int install_config(const struct lc_install_opts *o, const struct lc_paths *p,
+                          const char *agent_id, const struct reg_out *ro, const char *cp_url,
+                          struct lc_report *r, struct vm_err *err)
+{
+	const char *piko_ep = ro->piko_ep, *piko_url = ro->piko_url;
+	struct lc_cfg_doc doc;
+	int rc = lc_cfg_read(p->config, &doc, err);
+	if (rc != 0) {
+		lc_report_add(r, "config", LC_FAIL, "fix or remove the file, then re-run", "%s",
+		              err ? err->msg : "unreadable");
+		return rc;
+	}
+	char *before = lc_cfg_render(&doc);
+	char ep[CFG_ID_MAX];
+	sanitize_endpoint(piko_ep[0] ? piko_ep : (lc_cfg_get(&doc, "piko.endpoint") ?
+	                  lc_cfg_get(&doc, "piko.endpoint") : agent_id), ep, sizeof(ep));
+	struct {
+		const char *key, *value;
+	} const rows[] = {
+		{"agent.id", agent_id},
+		{"agent.tenant_id", o->tenant_id},
+		{"agent.control_plane_url", cp_url},
+		{"agent.state_dir", LC_STATE_DIR},
+		{"agent.credentials_file", LC_CREDENTIALS},
+		{"piko.server_url", piko_url},
+		{"piko.endpoint", ep},
+		{"piko.token_file", lc_exists(p->piko_token) ? LC_PIKO_TOKEN : NULL},
+		{"piko.ca_file", o->ca_file},
+		{"piko.proxy_url", o->proxy},
+		{"agent.ca_file", o->ca_file},
+		{"agent.proxy_url", o->proxy},
+		{"log.file", LC_LOG_DIR "/agent.log"},
+		{"auth.jwt_keys", ro->jwt_keys},
+		{"auth.issuer", ro->jwt_keys[0] ? ro->jwt_issuer : NULL},
+	};
+	for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)
+		if (rows[i].value != NULL && rows[i].value[0] != '\0')
+			rc = lc_cfg_set(&doc, rows[i].key, rows[i].value, err);
+	if (rc == 0 && lc_cfg_get(&doc, "piko.token_file") != NULL)
+		rc = lc_cfg_unset(&doc, "piko.token", err); /* token_file wins; both is an error */
+	char *after = rc == 0 ? lc_cfg_render(&doc) : NULL;
+	bool same = before && after && strcmp(before, after) == 0 && lc_exists(p->config);
+	if (rc == 0 && !same)
+		rc = lc_cfg_write(p->config, &doc, err);
+	if (rc == 0)
+		lc_report_add(r, "config", same ? LC_OK : LC_CHANGED, NULL, "%s%s",
+		              lc_target_path(p, p->config), same ? " unchanged" : " written");
+	else
+		lc_report_add(r, "config", LC_FAIL, NULL, "%s", err ? err->msg : "failed");
+	free(before);
+	free(after);
+	lc_cfg_free(&doc);
+	return rc;
+}
+
+static int install_binary(const struct lc_install_opts *o, const struct lc_paths *p,
+                          struct lc_report *r, struct vm_err *err)
+{
+	const char *self = o->self_path ? o->self_path : "/proc/self/exe";
+	struct lc_record rec = {0};
+	snprintf(rec.bin, sizeof(rec.bin), "%s", lc_target_path(p, p->bin));
+	snprintf(rec.version, sizeof(rec.version), "%s", o->version);
+	rec.from_package = o->from_package;
+	int rc;
+	if (o->from_package) {
+		/* dpkg placed it; nothing to copy */
+		rc = lc_sha256_hex(p->bin, rec.sha256, err);
+		if (rc == 0)
+			lc_report_add(r, "binary", LC_OK, NULL, "%s (from the package)", rec.bin);
+	} else {
+		char have[65] = "", want[65];
+		rc = lc_sha256_hex(self, want, err);
+		if (rc == 0 && lc_exists(p->bin))
+			(void)lc_sha256_hex(p->bin, have, NULL);
+		if (rc == 0 && strcmp(have, want) == 0) {
+			lc_report_add(r, "binary", LC_OK, NULL, "%s already this version", rec.bin);
+		} else if (rc == 0) {
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%s", p->bin);
+			*strrchr(dir, '/') = '\0';
+			rc = fs_mkdir_p(dir, 0755, err);
+			if (rc == 0)
+				rc = lc_copy_file(self, p->bin, 0755, err);
+			if (rc == 0)
+				lc_report_add(r, "binary", LC_CHANGED, NULL, "%s placed (version %s)", rec.bin,
+				              o->version);
+		}
+		memcpy(rec.sha256, want, sizeof(want));
+	}
+	if (rc == 0)
+		rc = lc_record_write(p, &rec, err);
+	if (rc != 0)
+		lc_report_add(r, "binary", LC_FAIL, NULL, "%s", err ? err->msg : "failed");
+	return rc;
+}
+
+static int install_unit(const struct lc_paths *p, struct lc_report *r, struct vm_err *err)
+{
+	bool changed = false;
+	int rc = lc_svc_write_unit(p, lc_target_path(p, p->bin), &changed, err);
+	if (rc != 0) {
+		lc_report_add(r, "unit", LC_FAIL, NULL, "%s", err ? err->msg : "failed");
+		return rc;
+	}
+	lc_report_add(r, "unit", changed ? LC_CHANGED : LC_OK, NULL, "%s%s",
+	              lc_target_path(p, p->unit), changed ? " written" : " unchanged");
+	bool was = lc_svc_is_enabled(p);
+	rc = lc_svc_enable(p, err);
+	if (rc != 0) {
+		lc_report_add(r, "enable", LC_FAIL, NULL, "%s", err ? err->msg : "failed");
+		return rc;
+	}
+	lc_report_add(r, "enable", was ? LC_OK : LC_CHANGED, NULL, "%s enabled%s", LC_UNIT_NAME,
+	              p->root[0] ? " (offline, under --root)" : "");
+	return 0;
+}
+
+static int install_start(const struct lc_install_opts *o, const struct lc_paths *p,
+                         struct lc_report *r, struct vm_err *err)
+{
+	if (p->root[0] != '\0' || o->no_start) {
+		lc_report_add(r, "start", LC_SKIPPED, NULL, "%s", p->root[0] ? "not started under "
+		              "--root" : "not started (--no-start)");
+		return 0;
+	}
+	int rc = lc_svc_restart(p, err);
+	if (rc == 0)
+		rc = lc_wait_healthy(p->config, o->health_timeout_s ? o->health_timeout_s : 30, err);
+	if (rc != 0) {
+		lc_report_add(r, "start", LC_FAIL, "'vm-agent repair --diagnose', 'journalctl -u "
+		              "vm-agent'", "%s", err ? err->msg : "failed");
+		return rc;
+	}
+	lc_report_add(r, "start", LC_CHANGED, NULL, "running and answering /v1/livez");
+	return 0;
+}
+
+static bool is_url(const char *u)
+{
+	const char *host = strncmp(u, "https://", 8) == 0 ? u + 8 :
+	                   strncmp(u, "http://", 7) == 0  ? u + 7 : NULL;
+	if (host == NULL || *host == '\0' || *host == '/')
+		return false;
+	for (; *u; u++)
+		if ((unsigned char)*u <= 0x20)
+			return false;
+	return true;
+}
+
+int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_err *err)
+{
+	struct lc_paths p;
+	int rc = lc_paths_init(&p, o->root, o->from_package ? LC_BIN_PACKAGE : LC_BIN_LOCAL, err);
+	if (rc != 0)
+		return rc;
+	if (o->tenant_id == NULL || o->tenant_id[0] == '\0')
+		return vm_err_set(err, VM_ERR_INVALID, "--tenant-id is required");
+	/* A re-run may omit the URLs: take them from the existing config. */
+	struct lc_cfg_doc cur;
+	char cp_url[CFG_STR_MAX] = "";
+	char agent_id[CFG_ID_MAX] = "";
+	struct reg_out *ro = calloc(1, sizeof(*ro));
+	if (ro == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	char *piko_url = ro->piko_url;
+	const size_t piko_url_cap = sizeof(ro->piko_url);
+	if (lc_cfg_read(p.config, &cur, NULL) == 0) {
+		const char *v = lc_cfg_get(&cur, "agent.control_plane_url");
+		snprintf(cp_url, sizeof(cp_url), "%s", v ? v : "");
+		v = lc_cfg_get(&cur, "piko.server_url");
+		snprintf(piko_url, piko_url_cap, "%s", v ? v : "");
+		lc_cfg_free(&cur);
+	}
+	if (o->control_plane_url)
+		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);
+	if (o->piko_url)
+		snprintf(piko_url, piko_url_cap, "%s", o->piko_url);
+	if (!is_url(cp_url)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "--control-plane-url: expected an http(s):// "
+		                "URL with a host");
+		goto out;
+	}
+	if (!is_url(piko_url)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "--piko-url: expected an http(s):// URL with a "
+		                "host");
+		goto out;
+	}
+	if ((rc = lc_install_dirs(&p, r, true, err)) != 0)
+		goto out;
+	rc = install_credentials(o, &p, cp_url, r, agent_id, sizeof(agent_id), ro, err);
+	if (rc != 0)
+		goto out;
+	lc_report_fact(r, "agent_id", agent_id);
+	if ((rc = install_config(o, &p, agent_id, ro, cp_url, r, err)) != 0 ||
+	    (rc = install_binary(o, &p, r, err)) != 0 || (rc = install_unit(&p, r, err)) != 0 ||
+	    (rc = install_start(o, &p, r, err)) != 0)
+		goto out;
+	lc_report_fact(r, "version", o->version);
+	snprintf(r->result, sizeof(r->result), "vm-agent %s installed as agent %s", o->version,
+	         agent_id);
+out:
+	free(ro);
+	return rc;
+}

@@ -1,0 +1,224 @@
+/* Lifecycle: install, configure, repair, upgrade (with rollback) and uninstall
+ * of the agent on one machine. Everything can be applied under a root
+ * directory (--root) for tests and image building; then the live system's
+ * systemd is never touched. */
+#ifndef VMA_LIFECYCLE_LIFECYCLE_H
+#define VMA_LIFECYCLE_LIFECYCLE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "core/err.h"
+
+#define LC_UNIT_NAME "vm-agent.service"
+
+/* Paths as the lifecycle code uses them: root-prefixed. */
+struct lc_paths {
+	char root[PATH_MAX]; /* "" = the live system */
+	char etc_dir[PATH_MAX];
+	char config[PATH_MAX];
+	char credentials[PATH_MAX]; /* credentials.json, 0600 */
+	char piko_token[PATH_MAX];  /* piko.token, 0600 */
+	char bin[PATH_MAX];
+	char unit[PATH_MAX];
+	char unit_wants[PATH_MAX]; /* the multi-user.target.wants symlink */
+	char state_dir[PATH_MAX];
+	char log_dir[PATH_MAX];
+	char cache_dir[PATH_MAX];
+	char install_record[PATH_MAX]; /* state_dir/install.json */
+	char journal[PATH_MAX];        /* state_dir/upgrade.journal */
+	char pid_file[PATH_MAX];       /* state_dir/agent.pid */
+	char reload_status[PATH_MAX];  /* state_dir/reload.json */
+};
+
+/* Fills p for root (NULL or "" = live system). The binary path is the one
+ * recorded at install time when there is a record, else bin_default (NULL =
+ * /usr/local/bin/vm-agent). */
+int lc_paths_init(struct lc_paths *p, const char *root, const char *bin_default,
+                  struct vm_err *err);
+
+/* The path as the installed system sees it (root prefix removed). */
+const char *lc_target_path(const struct lc_paths *p, const char *full);
+
+/* --- reports: what a subcommand did or found, one line per step ----------------------- */
+
+enum lc_status { LC_OK = 0, LC_CHANGED, LC_SKIPPED, LC_WARN, LC_FAIL };
+
+struct lc_step {
+	char name[48];
+	enum lc_status status;
+	char detail[400];
+	char hint[240];
+};
+
+#define LC_REPORT_MAX 64
+
+struct lc_report {
+	const char *command;
+	struct lc_step steps[LC_REPORT_MAX];
+	size_t n;
+	char result[400]; /* one-line outcome */
+	/* a few named facts for --json (agent_id, version…) */
+	char facts[8][2][256];
+	size_t nfacts;
+};
+
+void lc_report_init(struct lc_report *r, const char *command);
+void lc_report_add(struct lc_report *r, const char *name, enum lc_status st, const char *hint,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void lc_report_fact(struct lc_report *r, const char *key, const char *value);
+/* Worst status of all steps. */
+enum lc_status lc_report_worst(const struct lc_report *r);
+/* Human text or one JSON document. */
+void lc_report_print(const struct lc_report *r, FILE *out, bool json);
+
+/* --- install ---------------------------------------------------------------------------------- */
+
+struct lc_install_opts {
+	const char *root;
+	const char *tenant_id;
+	const char *install_key; /* secret; only sent to the control plane */
+	const char *piko_url;
+	const char *control_plane_url;
+	const char *agent_id; /* requested id; NULL = the control plane picks */
+	const char *ca_file;
+	const char *proxy;
+	const char *self_path;    /* the binary to place; NULL = /proc/self/exe */
+	const char *version;      /* of this binary */
+	bool from_package;        /* the binary is already in /usr/bin (dpkg put it there) */
+	bool no_start;
+	bool reregister;          /* register again even with valid credentials */
+	unsigned health_timeout_s;
+};
+
+int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_err *err);
+
+/* --- configure -------------------------------------------------------------------------------- */
+
+struct lc_configure_opts {
+	const char *root;
+	const char *config; /* NULL = <root>/etc/vm-agent/config.yaml */
+	const char *const *set;   /* "section.key=value" */
+	size_t nset;
+	const char *const *unset; /* "section.key" */
+	size_t nunset;
+	bool no_reload;
+	unsigned reload_timeout_s;
+};
+
+int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct vm_err *err);
+
+/* Validates a config file; on success writes the redacted effective config
+ * to out (when not NULL). */
+int lc_config_check(const char *path, FILE *out, struct vm_err *err);
+
+/* Prints the effective configuration with secrets redacted. */
+int lc_config_show(const char *path, FILE *out, struct vm_err *err);
+
+/* The agent (cmd/cmd_run.c) records each reload's outcome here so that
+ * `configure` can tell whether the agent took the new file. */
+void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
+                            const char *message);
+/* Writes state_dir/agent.pid (the pid file configure falls back to). */
+void lc_pid_file_write(const char *state_dir);
+
+/* --- repair ----------------------------------------------------------------------------------- */
+
+struct lc_repair_opts {
+	const char *root;
+	bool diagnose_only;
+	const char *install_key; /* to re-register when the credentials are invalid */
+	const char *version;     /* of this binary */
+	bool offline;            /* skip the network checks */
+};
+
+/* Returns 0 when everything is OK (diagnose) or was fixed (repair). */
+int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err *err);
+
+/* --- upgrade ---------------------------------------------------------------------------------- */
+
+struct lc_upgrade_opts {
+	const char *root;
+	const char *version;       /* the version being installed */
+	const char *url;           /* http(s)://, file:// or a local path */
+	const char *checksum;      /* "sha256:HEX" */
+	const char *signature_url; /* NULL = url + ".minisig" */
+	const char *current_version;
+	const char *builtin_key;   /* compiled-in minisign key (base64), may be "" */
+	bool allow_downgrade;
+	unsigned self_test_timeout_s;  /* 0 = 10 */
+	unsigned health_timeout_s;     /* 0 = 60 */
+	const char *ca_file;
+	const char *proxy;
+};
+
+/* Runs the whole upgrade; on any failure after the swap, the previous binary
+ * is restored (and restarted). Returns 0 when the new version is installed and
+ * healthy. */
+int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_err *err);
+
+/* An upgrade asked for remotely (POST /v1/upgrade). */
+struct lc_upgrade_request {
+	const char *version;
+	const char *url;           /* http(s) only */
+	const char *checksum;      /* sha256:HEX */
+	const char *signature_url; /* NULL = url + ".minisig" */
+	bool allow_downgrade;
+};
+
+/* Checks the request and starts `vm-agent upgrade` as a separate process
+ * (a transient systemd unit when systemd runs, so that the restart it
+ * triggers does not kill it; else a detached session). Returns at once; the
+ * upgrade reports its outcome to the control plane (events). */
+int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err);
+
+enum lc_recover_result {
+	LC_RECOVER_NOTHING = 0,  /* no interrupted upgrade */
+	LC_RECOVER_CLEANED,      /* interrupted before the swap: leftovers removed */
+	LC_RECOVER_ROLLED_BACK,  /* the binary was swapped but never confirmed: restored */
+	LC_RECOVER_BUSY,         /* an upgrade is running right now (its lock is held) */
+};
+
+/* Finishes or undoes an interrupted upgrade described by the journal in
+ * state_dir. Call early at start: when it returns LC_RECOVER_ROLLED_BACK the
+ * file this process was started from has been replaced by the previous binary
+ * and the caller should re-exec it. */
+enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size_t bin_cap,
+                                          char *msg, size_t cap);
+
+/* --- uninstall -------------------------------------------------------------------------------- */
+
+struct lc_uninstall_opts {
+	const char *root;
+	bool keep_data;
+	bool keep_logs;
+	bool purge;
+	const char *ca_file;
+};
+
+int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct vm_err *err);
+
+/* The minisign key compiled in (cmake -DVMA_UPGRADE_PUBKEY=…), "" when none. */
+extern const char lc_builtin_upgrade_key[];
+
+/* What uninstall removes for each flag (--help and docs/lifecycle.md). */
+#define LC_UNINSTALL_TABLE \
+	"  what                     default  --keep-data  --keep-logs  --purge\n" \
+	"  service unit (stopped,   removed  removed      removed      removed\n" \
+	"    disabled)\n" \
+	"  binary, binary.prev      removed  removed      removed      removed\n" \
+	"  config.yaml (+ .bak)     removed  removed      removed      removed\n" \
+	"  /var/lib/vm-agent        removed  KEPT         removed      removed\n" \
+	"    (state, records, spool)\n" \
+	"  /var/log/vm-agent        removed  removed      KEPT         removed\n" \
+	"  credentials.json,        KEPT     KEPT         KEPT         removed\n" \
+	"    piko.token, /etc/vm-agent\n" \
+	"  /var/cache/vm-agent      KEPT     KEPT         KEPT         removed\n" \
+	"\n  --purge cannot be combined with --keep-data or --keep-logs. Kept\n" \
+	"  credentials are marked \"deregistered\" after a successful deregistration:\n" \
+	"  a later install registers again (same agent id) and needs --key.\n"
+
+
+#endif

@@ -1,0 +1,655 @@
+/* vm-agent upgrade: download next to the binary → sha256 → minisign (always)
+ * → version not older → the new binary's self-test → keep .prev → atomic
+ * rename → restart → health gate → commit, or restore .prev. A journal in the
+ * state dir names the phase reached; lc_upgrade_recover (called at every
+ * start) undoes an upgrade that was interrupted before it was committed. An
+ * flock on upgrade.lock is held for the whole upgrade, so the agent restarted
+ * by the upgrade itself does not mistake it for an interrupted one. */
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/codec.h"
+#include "core/config.h"
+#include "core/fs.h"
+#include "core/minisign.h"
+#include "lifecycle/internal.h"
+
+#define BINARY_MAX ((size_t)512 * 1024 * 1024)
+#define SIGNATURE_MAX ((size_t)64 * 1024)
+#define MAX_KEYS 16
+
+/* Journal phases, in order. Before "swapped" the old binary was never touched. */
+static const char *const phases[] = {"downloading", "verified", "prev_saved", "swapped"};
+enum phase { PH_DOWNLOADING, PH_VERIFIED, PH_PREV_SAVED, PH_SWAPPED, PH_COUNT };
+
+struct job {
+	const struct lc_upgrade_opts *o;
+	struct lc_paths p;
+	char from[64];
+	char bin[PATH_MAX], prev[PATH_MAX + 8], fresh[PATH_MAX + 40], sig[PATH_MAX + 64];
+	int lock_fd;
+	struct lc_report *r;
+};
+
+/* --- journal and lock --------------------------------------------------------------------- */
+
+static int journal_write(const struct job *j, enum phase ph, struct vm_err *err)
+{
+	char when[32];
+	lc_now_iso(when, sizeof(when));
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "phase", phases[ph], "bin", j->bin,
+	                      "prev", j->prev, "new", j->fresh, "signature", j->sig, "from", j->from,
+	                      "to", j->o->version, "time", when);
+	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+	json_decref(o);
+	if (text == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = fs_write_atomic(j->p.journal, text, strlen(text), 0600, err);
+	free(text);
+	return rc;
+}
+
+static void journal_remove(const char *path)
+{
+	if (unlink(path) == 0)
+		(void)fs_sync_parent(path, NULL);
+}
+
+static int lock_open(const char *state_dir, bool wait)
+{
+	char path[PATH_MAX + 16];
+	if (snprintf(path, sizeof(path), "%s/upgrade.lock", state_dir) >= (int)sizeof(path))
+		return -1;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+		close(fd);
+		return -2;
+	}
+	return fd;
+}
+
+/* Puts prev back as bin without losing prev: link to a temp name, rename. */
+static int restore_prev(const char *prev, const char *bin, struct vm_err *err)
+{
+	char tmp[PATH_MAX + 16];
+	if (snprintf(tmp, sizeof(tmp), "%s.rollback", bin) >= (int)sizeof(tmp))
+		return vm_err_set(err, VM_ERR_INVALID, "path too long");
+	unlink(tmp);
+	if (link(prev, tmp) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "link %s", prev);
+	if (rename(tmp, bin) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return vm_err_errno(err, VM_ERR_IO, e, "rename %s over %s", tmp, bin);
+	}
+	return fs_sync_parent(bin, err);
+}
+
+enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size_t bin_cap,
+                                          char *msg, size_t cap)
+{
+	char journal[PATH_MAX + 16];
+	if (bin_cap > 0)
+		bin[0] = '\0';
+	if (cap > 0)
+		msg[0] = '\0';
+	if (snprintf(journal, sizeof(journal), "%s/upgrade.journal", state_dir) >= (int)sizeof(journal) ||
+	    !lc_exists(journal))
+		return LC_RECOVER_NOTHING;
+	int fd = lock_open(state_dir, false);
+	if (fd == -2) {
+		snprintf(msg, cap, "an upgrade is in progress (upgrade.lock is held)");
+		return LC_RECOVER_BUSY;
+	}
+	json_t *o = json_load_file(journal, 0, NULL);
+	const char *ph = json_string_value(json_object_get(o, "phase"));
+	const char *jbin = json_string_value(json_object_get(o, "bin"));
+	const char *jprev = json_string_value(json_object_get(o, "prev"));
+	const char *jnew = json_string_value(json_object_get(o, "new"));
+	const char *jsig = json_string_value(json_object_get(o, "signature"));
+	const char *to = json_string_value(json_object_get(o, "to"));
+	enum lc_recover_result res = LC_RECOVER_CLEANED;
+	if (jnew != NULL && jnew[0] != '\0')
+		unlink(jnew);
+	if (jsig != NULL && jsig[0] != '\0')
+		unlink(jsig);
+	if (ph != NULL && strcmp(ph, phases[PH_SWAPPED]) == 0 && jbin && jprev) {
+		struct vm_err e = {0};
+		if (restore_prev(jprev, jbin, &e) == 0) {
+			res = LC_RECOVER_ROLLED_BACK;
+			snprintf(bin, bin_cap, "%s", jbin);
+			snprintf(msg, cap, "interrupted upgrade to %s was never confirmed healthy: "
+			         "previous binary restored", to ? to : "?");
+		} else {
+			snprintf(msg, cap, "interrupted upgrade to %s: cannot restore the previous "
+			         "binary: %s", to ? to : "?", e.msg);
+		}
+	} else {
+		snprintf(msg, cap, "interrupted upgrade to %s (phase %s) cleaned up; the installed "
+		         "binary was not changed", to ? to : "?", ph ? ph : "unknown");
+	}
+	json_decref(o);
+	journal_remove(journal);
+	if (fd >= 0)
+		close(fd);
+	return res;
+}
+
+/* --- checks ------------------------------------------------------------------------------------ */
+
+static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n,
+                     struct vm_err *err)
+{
+	*n = 0;
+	const char *b = j->o->builtin_key;
+	if (b != NULL && b[0] != '\0' && msig_parse_pubkey(b, strlen(b), &keys[*n], NULL) == 0)
+		(*n)++;
+	struct lc_cfg_doc doc;
+	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
+		const char *list = lc_cfg_get(&doc, "upgrade.public_keys");
+		char buf[2048];
+		snprintf(buf, sizeof(buf), "%s", list ? list : "");
+		char *save = NULL;
+		for (char *tok = strtok_r(buf, ", \t", &save); tok && *n < MAX_KEYS;
+		     tok = strtok_r(NULL, ", \t", &save)) {
+			struct vm_err e;
+			if (msig_parse_pubkey(tok, strlen(tok), &keys[*n], &e) != 0) {
+				lc_cfg_free(&doc);
+				return vm_err_set(err, VM_ERR_INVALID, "upgrade.public_keys: %s", e.msg);
+			}
+			(*n)++;
+		}
+		lc_cfg_free(&doc);
+	}
+	if (*n == 0)
+		return vm_err_set(err, VM_ERR_INVALID, "no trusted upgrade key: none is compiled in "
+		                  "and upgrade.public_keys is empty (signatures are mandatory)");
+	return 0;
+}
+
+static int check_checksum(const struct job *j, struct vm_err *err)
+{
+	const char *want = j->o->checksum + strlen("sha256:");
+	char got[65];
+	int rc = lc_sha256_hex(j->fresh, got, err);
+	if (rc != 0)
+		return rc;
+	if (strcasecmp(got, want) != 0)
+		return vm_err_set(err, VM_ERR_INVALID, "checksum mismatch: expected sha256:%s, the "
+		                  "download has sha256:%s (truncated or altered)", want, got);
+	return 0;
+}
+
+static int check_signature(const struct job *j, struct vm_err *err)
+{
+	struct msig_pubkey keys[MAX_KEYS];
+	size_t nkeys;
+	int rc = load_keys(j, keys, &nkeys, err);
+	if (rc != 0)
+		return rc;
+	char url[2048];
+	if (j->o->signature_url != NULL)
+		snprintf(url, sizeof(url), "%s", j->o->signature_url);
+	else
+		snprintf(url, sizeof(url), "%s.minisig", j->o->url);
+	struct lc_cp_opts cp = {NULL, j->o->ca_file, j->o->proxy};
+	struct vm_err e;
+	if (lc_fetch(&cp, url, j->sig, SIGNATURE_MAX, &e) != 0)
+		return vm_err_set(err, VM_ERR_PERM, "signature missing: %s (signatures are mandatory)",
+		                  e.msg);
+	char *text;
+	size_t len;
+	if ((rc = fs_read_file(j->sig, SIGNATURE_MAX, &text, &len, err)) != 0)
+		return rc;
+	struct msig_sig sig;
+	rc = msig_parse_sig(text, len, &sig, err);
+	free(text);
+	if (rc == 0)
+		rc = msig_verify_file(keys, nkeys, &sig, j->fresh, BINARY_MAX, err);
+	if (rc != 0) {
+		char why[256];
+		snprintf(why, sizeof(why), "%s", err ? err->msg : "");
+		return vm_err_set(err, VM_ERR_PERM, "bad signature: %s", why);
+	}
+	return 0;
+}
+
+/* The ELF class, byte order and machine of path must be this process's. */
+static int check_elf(const char *path, struct vm_err *err)
+{
+	unsigned char a[EI_NIDENT + 4], b[EI_NIDENT + 4];
+	int fa = open(path, O_RDONLY | O_CLOEXEC), fb = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	ssize_t na = fa >= 0 ? read(fa, a, sizeof(a)) : -1;
+	ssize_t nb = fb >= 0 ? read(fb, b, sizeof(b)) : -1;
+	if (fa >= 0)
+		close(fa);
+	if (fb >= 0)
+		close(fb);
+	if (na != (ssize_t)sizeof(a) || memcmp(a, ELFMAG, SELFMAG) != 0)
+		return vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary is not an ELF "
+		                  "executable");
+	if (nb != (ssize_t)sizeof(b))
+		return 0; /* cannot compare: the execution below decides */
+	/* e_machine is the 2 bytes after e_type, right after e_ident */
+	if (a[EI_CLASS] != b[EI_CLASS] || a[EI_DATA] != b[EI_DATA] ||
+	    memcmp(a + EI_NIDENT + 2, b + EI_NIDENT + 2, 2) != 0)
+		return vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary is for another "
+		                  "architecture");
+	return 0;
+}
+
+static int self_test(const struct job *j, const char *path, const char *want_version,
+                     struct vm_err *err)
+{
+	int rc = check_elf(path, err);
+	if (rc != 0)
+		return rc;
+	uint64_t tmo = (j->o->self_test_timeout_s ? j->o->self_test_timeout_s : 10) * 1000ull;
+	const char *argv[] = {path, "version", "--json", NULL};
+	struct lc_proc_result *res = malloc(sizeof(*res));
+	if (res == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	char how[160];
+	if ((rc = lc_proc_run(argv, false, tmo, res, err)) != 0)
+		goto out;
+	lc_proc_describe(res, how, sizeof(how));
+	if (!res->exited || res->exit_code != 0) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: 'version --json' failed: %s", how);
+		goto out;
+	}
+	json_t *o = json_loads(res->out, 0, NULL);
+	const char *v = json_string_value(json_object_get(o, "version"));
+	const char *arch = json_string_value(json_object_get(o, "arch"));
+	struct utsname u;
+	uname(&u);
+	if (v == NULL || strcmp(v, want_version) != 0)
+		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary reports version %s, "
+		                "expected %s", v ? v : "(none)", want_version);
+	else if (arch == NULL || strcmp(arch, u.machine) != 0)
+		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary reports arch %s, this "
+		                "machine is %s", arch ? arch : "(none)", u.machine);
+	json_decref(o);
+	if (rc != 0 || !lc_exists(j->p.config))
+		goto out;
+	/* The new binary must accept the configuration it will run with. */
+	const char *check[] = {path, "configure", "--check", j->p.config, NULL};
+	if ((rc = lc_proc_run(check, false, tmo, res, err)) != 0)
+		goto out;
+	if (!res->exited || res->exit_code != 0) {
+		lc_proc_describe(res, how, sizeof(how));
+		size_t n = strcspn(res->err, "\n");
+		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary rejects %s: %s: %.*s",
+		                lc_target_path(&j->p, j->p.config), how, (int)n, res->err);
+	}
+out:
+	free(res);
+	return rc;
+}
+
+/* --- restart and health gate ------------------------------------------------------------------ */
+
+/* upgrade.health_timeout from the installed config (60 s when unset). */
+static unsigned configured_health_timeout(const struct job *j)
+{
+	uint64_t ms = 60000;
+	struct lc_cfg_doc doc;
+	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
+		const char *v = lc_cfg_get(&doc, "upgrade.health_timeout");
+		if (v == NULL || cfg_parse_duration(v, &ms) != 0 || ms < 1000)
+			ms = 60000;
+		lc_cfg_free(&doc);
+	}
+	return (unsigned)(ms / 1000);
+}
+
+static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
+{
+	if (j->p.root[0] != '\0' || !lc_svc_available(&j->p)) {
+		/* Nothing to restart here: the gate is the installed file itself. */
+		return self_test(j, j->bin, j->o->version, err);
+	}
+	unsigned tmo = j->o->health_timeout_s ? j->o->health_timeout_s : configured_health_timeout(j);
+	int rc = lc_svc_restart(&j->p, err);
+	if (rc != 0)
+		return rc;
+	time_t deadline = time(NULL) + (time_t)tmo;
+	for (;;) {
+		pid_t pid = lc_svc_main_pid(&j->p);
+		struct vm_err e;
+		if (pid > 0 && pid != old_pid && lc_wait_healthy(j->p.config, 2, &e) == 0) {
+			/* still the same process a moment later: not a crash loop */
+			sleep(2);
+			if (lc_svc_main_pid(&j->p) == pid && lc_svc_is_active(&j->p))
+				return 0;
+		}
+		if (time(NULL) >= deadline)
+			return vm_err_set(err, VM_ERR_IO, "health gate: the new version did not become "
+			                  "healthy within %us", tmo);
+		sleep(1);
+	}
+}
+
+/* --- events ------------------------------------------------------------------------------------ */
+
+static void uuid4(char out[37])
+{
+	uint8_t b[16] = {0};
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n = read(fd, b, sizeof(b));
+		(void)n;
+		close(fd);
+	}
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	char hex[33];
+	hex_encode(b, 16, hex);
+	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+static void report_event(const struct job *j, const char *outcome, const char *reason)
+{
+	struct lc_creds c;
+	if (lc_creds_read(j->p.credentials, &c, NULL) != 0)
+		return;
+	struct lc_cfg_doc doc;
+	char url[512] = "";
+	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
+		const char *v = lc_cfg_get(&doc, "agent.control_plane_url");
+		snprintf(url, sizeof(url), "%s", v ? v : "");
+		lc_cfg_free(&doc);
+	}
+	char id[37], when[32];
+	uuid4(id);
+	lc_now_iso(when, sizeof(when));
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "id", id, "type", "upgrade", "time",
+	                      when, "outcome", outcome, "from_version", j->from, "to_version",
+	                      j->o->version, "reason", reason);
+	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	struct lc_cp_opts cp = {url, j->o->ca_file, j->o->proxy};
+	struct vm_err e;
+	if (body != NULL && url[0] != '\0' && lc_cp_event(&cp, &c, body, &e) != 0)
+		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", e.msg);
+	else if (body != NULL && url[0] != '\0')
+		lc_report_add(j->r, "report", LC_OK, NULL, "outcome reported to the control plane");
+	free(body);
+	lc_creds_clear(&c);
+}
+
+/* --- the upgrade ------------------------------------------------------------------------------- */
+
+static bool valid_checksum(const char *s)
+{
+	if (s == NULL || strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
+		return false;
+	for (s += 7; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+			return false;
+	return true;
+}
+
+static int step(struct job *j, const char *name, int rc, const struct vm_err *err,
+                const char *okfmt)
+{
+	if (rc == 0)
+		lc_report_add(j->r, name, LC_OK, NULL, "%s", okfmt);
+	else
+		lc_report_add(j->r, name, LC_FAIL, NULL, "%s", err ? err->msg : "failed");
+	return rc;
+}
+
+static int prepare(struct job *j, struct vm_err *err)
+{
+	const struct lc_upgrade_opts *o = j->o;
+	if (o->version == NULL || o->url == NULL)
+		return vm_err_set(err, VM_ERR_INVALID, "--version and --url are required");
+	if (!valid_checksum(o->checksum))
+		return vm_err_set(err, VM_ERR_INVALID, "--checksum must be sha256:<64 hex digits>");
+	int rc = lc_paths_init(&j->p, o->root, NULL, err);
+	if (rc != 0)
+		return rc;
+	if (!lc_exists(j->p.bin))
+		return vm_err_set(err, VM_ERR_NOTFOUND, "%s is not installed (run 'vm-agent install' "
+		                  "first)", lc_target_path(&j->p, j->p.bin));
+	struct lc_record rec;
+	snprintf(j->from, sizeof(j->from), "%s", o->current_version ? o->current_version : "0");
+	if (lc_record_read(&j->p, &rec, NULL) == 0 && rec.version[0] != '\0')
+		snprintf(j->from, sizeof(j->from), "%s", rec.version);
+	snprintf(j->bin, sizeof(j->bin), "%s", j->p.bin);
+	snprintf(j->prev, sizeof(j->prev), "%s.prev", j->p.bin);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", j->p.bin);
+	*strrchr(dir, '/') = '\0';
+	/* same directory as the binary: the final rename cannot cross filesystems */
+	snprintf(j->fresh, sizeof(j->fresh), "%s/.vm-agent.new.%ld", dir, (long)getpid());
+	snprintf(j->sig, sizeof(j->sig), "%s.minisig", j->fresh);
+	return 0;
+}
+
+static int swap_in(struct job *j, struct vm_err *err)
+{
+	char tmp[PATH_MAX + 16];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", j->prev);
+	unlink(tmp);
+	if (link(j->bin, tmp) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "keep the previous binary: link %s", j->bin);
+	if (rename(tmp, j->prev) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return vm_err_errno(err, VM_ERR_IO, e, "rename %s", tmp);
+	}
+	int rc = fs_sync_parent(j->prev, err);
+	if (rc == 0)
+		rc = journal_write(j, PH_PREV_SAVED, err);
+	if (rc != 0)
+		return rc;
+	if (rename(j->fresh, j->bin) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "rename %s over %s", j->fresh, j->bin);
+	rc = fs_sync_parent(j->bin, err);
+	if (rc == 0)
+		rc = journal_write(j, PH_SWAPPED, err);
+	return rc;
+}
+
+static void rollback(struct job *j, const char *why)
+{
+	struct vm_err e = {0};
+	if (restore_prev(j->prev, j->bin, &e) != 0) {
+		lc_report_add(j->r, "rollback", LC_FAIL, "restore the .prev binary by hand", "%s",
+		              e.msg);
+		return;
+	}
+	lc_report_add(j->r, "rollback", LC_CHANGED, NULL, "previous binary (%s) restored: %s",
+	              j->from, why);
+	if (j->p.root[0] == '\0' && lc_svc_available(&j->p)) {
+		if (lc_svc_restart(&j->p, &e) != 0 || lc_wait_healthy(j->p.config, 30, &e) != 0)
+			lc_report_add(j->r, "restart", LC_FAIL, "'vm-agent repair'", "after rollback: %s",
+			              e.msg);
+		else
+			lc_report_add(j->r, "restart", LC_OK, NULL, "previous version running again");
+	}
+}
+
+static int run(struct job *j, struct vm_err *err)
+{
+	const struct lc_upgrade_opts *o = j->o;
+	bool ok;
+	int cmp = lc_version_cmp(o->version, j->from, &ok);
+	if (!ok)
+		return step(j, "version", vm_err_set(err, VM_ERR_INVALID, "cannot compare versions "
+		            "%s and %s", o->version, j->from), err, "");
+	if (cmp < 0 && !o->allow_downgrade)
+		return step(j, "version", vm_err_set(err, VM_ERR_INVALID, "%s is older than the "
+		            "installed %s (use --allow-downgrade)", o->version, j->from), err, "");
+	lc_report_add(j->r, "version", LC_OK, NULL, "%s -> %s", j->from, o->version);
+
+	int rc = journal_write(j, PH_DOWNLOADING, err);
+	struct lc_cp_opts cp = {NULL, o->ca_file, o->proxy};
+	if (rc == 0)
+		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, BINARY_MAX, err), err,
+		          o->url);
+	if (rc == 0)
+		rc = step(j, "checksum", check_checksum(j, err), err, "sha256 matches");
+	if (rc == 0)
+		rc = step(j, "signature", check_signature(j, err), err, "minisign signature valid");
+	if (rc == 0 && chmod(j->fresh, 0755) != 0)
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "chmod %s", j->fresh);
+	if (rc == 0)
+		rc = step(j, "self-test", self_test(j, j->fresh, o->version, err), err,
+		          "version --json and configure --check pass");
+	if (rc == 0)
+		rc = journal_write(j, PH_VERIFIED, err);
+	if (rc != 0) {
+		unlink(j->fresh);
+		unlink(j->sig);
+		journal_remove(j->p.journal);
+		return rc;
+	}
+	pid_t old_pid = lc_svc_main_pid(&j->p);
+	rc = step(j, "swap", swap_in(j, err), err, "new binary in place, previous kept as .prev");
+	if (rc == 0)
+		rc = step(j, "health", health_gate(j, old_pid, err), err,
+		          j->p.root[0] ? "installed binary verified (no restart under --root)"
+		                       : "restarted and healthy");
+	if (rc != 0) {
+		if (lc_exists(j->prev))
+			rollback(j, err ? err->msg : "failed");
+		unlink(j->fresh);
+		unlink(j->sig);
+		journal_remove(j->p.journal);
+		return rc;
+	}
+	unlink(j->sig);
+	struct lc_record rec = {0};
+	if (lc_record_read(&j->p, &rec, NULL) != 0)
+		snprintf(rec.bin, sizeof(rec.bin), "%s", lc_target_path(&j->p, j->bin));
+	snprintf(rec.version, sizeof(rec.version), "%s", o->version);
+	(void)lc_sha256_hex(j->bin, rec.sha256, NULL);
+	struct vm_err e;
+	if (lc_record_write(&j->p, &rec, &e) != 0)
+		lc_report_add(j->r, "record", LC_WARN, NULL, "%s", e.msg);
+	journal_remove(j->p.journal); /* committed */
+	return 0;
+}
+
+int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_err *err)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	j->o = o;
+	j->r = r;
+	j->lock_fd = -1;
+	int rc = prepare(j, err);
+	if (rc != 0)
+		goto out;
+	if ((rc = lc_ensure_dir(j->p.state_dir, 0700, NULL, err)) != 0)
+		goto out;
+	j->lock_fd = lock_open(j->p.state_dir, false);
+	if (j->lock_fd < 0) {
+		rc = vm_err_set(err, VM_ERR_BUSY, j->lock_fd == -2 ? "another upgrade is running" :
+		                "cannot open %s/upgrade.lock", j->p.state_dir);
+		goto out;
+	}
+	/* A journal left by a killed upgrade: settle it before starting anew. */
+	if (lc_exists(j->p.journal)) {
+		close(j->lock_fd);
+		char b[PATH_MAX], msg[512];
+		if (lc_upgrade_recover(j->p.state_dir, b, sizeof(b), msg, sizeof(msg)) !=
+		    LC_RECOVER_NOTHING)
+			lc_report_add(r, "recover", LC_WARN, NULL, "%s", msg);
+		j->lock_fd = lock_open(j->p.state_dir, false);
+		if (j->lock_fd < 0) {
+			rc = vm_err_set(err, VM_ERR_BUSY, "another upgrade is running");
+			goto out;
+		}
+	}
+	lc_report_fact(r, "from_version", j->from);
+	lc_report_fact(r, "to_version", o->version);
+	rc = run(j, err);
+	if (rc == 0)
+		snprintf(r->result, sizeof(r->result), "upgraded %s -> %s", j->from, o->version);
+	else
+		snprintf(r->result, sizeof(r->result), "upgrade %s -> %s failed; %s is still "
+		         "installed", j->from, o->version, j->from);
+	report_event(j, rc == 0 ? "succeeded" : "failed", rc == 0 ? "" : err ? err->msg : "");
+out:
+	if (j->lock_fd >= 0)
+		close(j->lock_fd);
+	free(j);
+	return rc;
+}
+
+/* --- started remotely -------------------------------------------------------------------------- */
+
+static bool valid_version(const char *v)
+{
+	if (v == NULL || v[0] == '\0' || strlen(v) > 63)
+		return false;
+	for (; *v; v++)
+		if (!((*v >= '0' && *v <= '9') || (*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') ||
+		      *v == '.' || *v == '-' || *v == '+'))
+			return false;
+	return true;
+}
+
+static bool valid_remote_url(const char *u)
+{
+	if (u == NULL || strlen(u) > 2000)
+		return false;
+	if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+		return false;
+	for (; *u; u++)
+		if ((unsigned char)*u <= 0x20 || *u == 0x7f)
+			return false;
+	return true;
+}
+
+int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)
+{
+	if (!valid_version(rq->version))
+		return vm_err_set(err, VM_ERR_INVALID, "version: expected something like 1.2.3");
+	if (!valid_remote_url(rq->url))
+		return vm_err_set(err, VM_ERR_INVALID, "url: expected an http(s) URL");
+	if (!valid_checksum(rq->checksum))
+		return vm_err_set(err, VM_ERR_INVALID, "checksum: expected sha256:<64 hex digits>");
+	if (rq->signature_url != NULL && !valid_remote_url(rq->signature_url))
+		return vm_err_set(err, VM_ERR_INVALID, "signature_url: expected an http(s) URL");
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "readlink /proc/self/exe");
+	self[n] = '\0';
+	/* the arguments go straight to execv: nothing is interpreted by a shell */
+	const char *argv[16];
+	size_t i = 0;
+	argv[i++] = self;
+	argv[i++] = "upgrade";
+	argv[i++] = "--version";
+	argv[i++] = rq->version;
+	argv[i++] = "--url";
+	argv[i++] = rq->url;
+	argv[i++] = "--checksum";
+	argv[i++] = rq->checksum;
+	if (rq->signature_url != NULL) {
+		argv[i++] = "--signature-url";
+		argv[i++] = rq->signature_url;
+	}
+	if (rq->allow_downgrade)
+		argv[i++] = "--allow-downgrade";
+	argv[i] = NULL;
+	return lc_svc_spawn_detached(argv, err);
+}

@@ -1,0 +1,800 @@
+/* The probe executor: the in-memory index of probes (newest last), a bounded
+ * queue, probe.max_concurrent worker threads, per-probe event rings for
+ * streaming, persistence at submit and at the end, and retention. One mutex
+ * guards everything here; processes and disk writes run outside it. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/proc.h"
+#include "probe/internal.h"
+
+#define EV_RING 64          /* events kept per probe for late or slow readers */
+#define EV_CHUNK 4096       /* output bytes per event */
+#define RINGS_AFTER_END 8   /* finished probes whose event ring is still kept */
+#define LOAD_SLACK 1024     /* records loaded beyond retention_count (unfinished ones) */
+
+enum pstate { P_QUEUED, P_RUNNING, P_SUCCEEDED, P_FAILED, P_CANCELED, P_TIMED_OUT,
+              P_INTERRUPTED };
+
+static const char *const state_names[] = {"queued", "running", "succeeded", "failed",
+                                          "canceled", "timed_out", "interrupted"};
+#define NSTATES ((int)(sizeof(state_names) / sizeof(state_names[0])))
+
+static const char *const step_status_names[] = {
+	[STEP_OK] = "succeeded", [STEP_FAILED] = "failed", [STEP_TIMED_OUT] = "timed_out",
+	[STEP_CANCELED] = "canceled"};
+
+struct ev {
+	uint64_t seq;
+	char type[16];
+	char *data;
+};
+
+struct probe {
+	char id[PROBE_ID_MAX];
+	enum pstate state;
+	int64_t created_ms, finished_ms; /* wall clock */
+	char idem[PROBE_IDEM_MAX + 1];
+	uint8_t body_hash[SHA256_LEN];
+	json_t *rec;                /* full record while unfinished; NULL once on disk */
+	struct probe_request *req;  /* while unfinished */
+	atomic_bool cancel;
+	bool interrupt;             /* cancel came from shutdown */
+	bool persisting;            /* submit has not written the first record yet */
+	bool in_queue;              /* referenced by the queue: retention must not free it */
+	struct ev ring[EV_RING];
+	uint64_t ev_first, ev_next; /* seq range held in ring */
+	bool ended;
+	struct probe *prev, *next;
+};
+
+struct probe_exec {
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv, ev_cv;
+	struct probe *head, *tail;
+	int nfinished;
+	struct probe **queue;
+	int qcap, qhead, qlen, qreserved;
+	pthread_t *workers;
+	int nworkers;
+	bool stopping;
+	char work_dir[PATH_MAX];
+	char runs_dir[PATH_MAX + 8];
+	uint64_t default_timeout_ms, output_cap, grace_ms, retention_age_ms;
+	int retention_count;
+	struct cfg_strlist allow;
+};
+
+static int64_t wall_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static json_t *time_json(int64_t ms)
+{
+	if (ms == 0)
+		return json_null();
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	char buf[64];
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	return json_string(buf);
+}
+
+static bool terminal(enum pstate s)
+{
+	return s != P_QUEUED && s != P_RUNNING;
+}
+
+bool probe_state_valid(const char *s)
+{
+	for (int i = 0; i < NSTATES; i++)
+		if (strcmp(state_names[i], s) == 0)
+			return true;
+	return false;
+}
+
+static int state_of(const char *s)
+{
+	for (int i = 0; i < NSTATES; i++)
+		if (s != NULL && strcmp(state_names[i], s) == 0)
+			return i;
+	return -1;
+}
+
+/* --- index ----------------------------------------------------------------------------- */
+
+static struct probe *find(struct probe_exec *ex, const char *id)
+{
+	for (struct probe *p = ex->tail; p != NULL; p = p->prev)
+		if (strcmp(p->id, id) == 0)
+			return p;
+	return NULL;
+}
+
+static void link_probe(struct probe_exec *ex, struct probe *p)
+{
+	p->prev = ex->tail;
+	p->next = NULL;
+	if (ex->tail != NULL)
+		ex->tail->next = p;
+	else
+		ex->head = p;
+	ex->tail = p;
+}
+
+static void ring_clear(struct probe *p)
+{
+	for (int i = 0; i < EV_RING; i++) {
+		free(p->ring[i].data);
+		p->ring[i].data = NULL;
+	}
+	p->ev_first = p->ev_next;
+}
+
+static void free_probe(struct probe *p)
+{
+	ring_clear(p);
+	json_decref(p->rec);
+	if (p->req != NULL) {
+		probe_request_free(p->req);
+		free(p->req);
+	}
+	free(p);
+}
+
+static void unlink_probe(struct probe_exec *ex, struct probe *p)
+{
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		ex->head = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	else
+		ex->tail = p->prev;
+}
+
+/* Appends an event (data is a JSON object, consumed); drops the oldest when full. */
+static void emit(struct probe_exec *ex, struct probe *p, const char *type, json_t *data)
+{
+	char *text = json_dumps(data, JSON_COMPACT);
+	json_decref(data);
+	if (text == NULL)
+		return;
+	struct ev *e = &p->ring[p->ev_next % EV_RING];
+	if (p->ev_next - p->ev_first == EV_RING) {
+		free(e->data);
+		p->ev_first++;
+	}
+	e->seq = p->ev_next++;
+	snprintf(e->type, sizeof(e->type), "%s", type);
+	e->data = text;
+	pthread_cond_broadcast(&ex->ev_cv);
+}
+
+/* Retention: finished records beyond retention_count or older than retention_age. */
+static void retain(struct probe_exec *ex)
+{
+	int64_t horizon = wall_ms() - (int64_t)ex->retention_age_ms;
+	struct probe *p = ex->head;
+	while (p != NULL && (ex->nfinished > ex->retention_count || p->created_ms < horizon)) {
+		struct probe *next = p->next;
+		if (terminal(p->state) && p->ended && !p->in_queue && (ex->nfinished > ex->retention_count ||
+		                                       p->finished_ms < horizon)) {
+			unlink_probe(ex, p);
+			probe_store_remove(ex->runs_dir, p->id);
+			ex->nfinished--;
+			free_probe(p);
+		}
+		p = next;
+	}
+	/* Event rings of all but the most recently finished probes are dropped. */
+	int kept = 0;
+	for (p = ex->tail; p != NULL; p = p->prev)
+		if (p->ended && p->ev_first + 1 < p->ev_next && ++kept > RINGS_AFTER_END) {
+			/* keep only the final `end` event */
+			struct ev end = p->ring[(p->ev_next - 1) % EV_RING];
+			p->ring[(p->ev_next - 1) % EV_RING].data = NULL;
+			ring_clear(p);
+			p->ev_first = p->ev_next - 1;
+			p->ring[end.seq % EV_RING] = end;
+		}
+}
+
+/* --- records --------------------------------------------------------------------------- */
+
+static json_t *new_record(const struct probe *p, const struct probe_request *req,
+                          uint64_t timeout_ms)
+{
+	char hex[2 * SHA256_LEN + 1];
+	hex_encode(req->body_hash, SHA256_LEN, hex);
+	json_t *steps = json_array();
+	for (int i = 0; i < req->nsteps; i++) {
+		const struct probe_step_req *st = &req->steps[i];
+		json_t *s = json_pack("{s:i,s:s,s:s}", "index", i, "type", probe_steps[st->type].name,
+		                      "status", "pending");
+		if (st->name != NULL)
+			json_object_set_new(s, "name", json_string(st->name));
+		json_array_append_new(steps, s);
+	}
+	json_t *rec = json_pack("{s:s,s:s,s:o,s:I,s:o,s:o,s:I,s:b,s:s,s:o}", "id", p->id, "state",
+	                        "queued", "created_at", time_json(p->created_ms), "created_ms",
+	                        (json_int_t)p->created_ms, "started_at", json_null(), "finished_at",
+	                        json_null(), "timeout_ms", (json_int_t)timeout_ms,
+	                        "continue_on_error", req->continue_on_error, "request_sha256", hex,
+	                        "steps", steps);
+	if (rec != NULL && p->idem[0] != '\0')
+		json_object_set_new(rec, "idempotency_key", json_string(p->idem));
+	return rec;
+}
+
+static void set_state(struct probe_exec *ex, struct probe *p, enum pstate st)
+{
+	p->state = st;
+	json_object_set_new(p->rec, "state", json_string(state_names[st]));
+	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
+}
+
+/* Ends a probe: final state, record written outside the lock, memory dropped,
+ * `end` event. Called with the lock held; returns with it held. */
+static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
+                          const char *error)
+{
+	p->finished_ms = wall_ms();
+	json_object_set_new(p->rec, "finished_at", time_json(p->finished_ms));
+	json_object_set_new(p->rec, "finished_ms", json_integer(p->finished_ms));
+	if (error != NULL)
+		json_object_set_new(p->rec, "error", json_string(error));
+	/* steps that never ran */
+	size_t i;
+	json_t *s;
+	json_array_foreach(json_object_get(p->rec, "steps"), i, s) {
+		const char *ss = json_string_value(json_object_get(s, "status"));
+		if (ss != NULL && strcmp(ss, "pending") == 0)
+			json_object_set_new(s, "status", json_string("skipped"));
+	}
+	set_state(ex, p, st);
+	char *text = json_dumps(p->rec, JSON_COMPACT);
+	pthread_mutex_unlock(&ex->mu);
+	struct vm_err err = {0};
+	if (text == NULL || probe_store_write(ex->runs_dir, p->id, text, &err) != 0)
+		log_error("probe", "%s: cannot persist the final record: %s", p->id,
+		          text == NULL ? "out of memory" : err.msg);
+	free(text);
+	pthread_mutex_lock(&ex->mu);
+	json_decref(p->rec);
+	p->rec = NULL;
+	if (p->req != NULL) {
+		probe_request_free(p->req);
+		free(p->req);
+		p->req = NULL;
+	}
+	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
+	p->ended = true;
+	ex->nfinished++;
+	log_info("probe", "%s %s", p->id, state_names[st]);
+	retain(ex);
+}
+
+/* --- running ----------------------------------------------------------------------------- */
+
+struct out_ctx {
+	struct probe_exec *ex;
+	struct probe *p;
+	int step;
+};
+
+static void on_output(void *c, int stream, const char *data, size_t len)
+{
+	struct out_ctx *oc = c;
+	pthread_mutex_lock(&oc->ex->mu);
+	for (size_t off = 0; off < len; off += EV_CHUNK) {
+		size_t n = len - off < EV_CHUNK ? len - off : EV_CHUNK;
+		json_t *ev = json_pack("{s:i,s:s}", "step", oc->step, "stream",
+		                       stream == 1 ? "stdout" : "stderr");
+		probe_json_set_bytes(ev, "data", data + off, n);
+		emit(oc->ex, oc->p, "output", ev);
+	}
+	pthread_mutex_unlock(&oc->ex->mu);
+}
+
+static void run_probe(struct probe_exec *ex, struct probe *p)
+{
+	/* p->req is only read (not freed) until finish_locked, which this thread calls. */
+	const struct probe_request *req = p->req;
+	uint64_t timeout = req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms;
+	int64_t deadline = proc_now_ms() + (int64_t)timeout;
+	enum pstate final = P_SUCCEEDED;
+	const char *error = NULL;
+	json_t *steps = json_object_get(p->rec, "steps");
+	for (int i = 0; i < req->nsteps; i++) {
+		const struct probe_step_req *st = &req->steps[i];
+		if (atomic_load(&p->cancel)) {
+			final = p->interrupt ? P_INTERRUPTED : P_CANCELED;
+			break;
+		}
+		int64_t now = proc_now_ms();
+		if (now >= deadline) {
+			final = P_TIMED_OUT;
+			error = "probe timeout reached";
+			break;
+		}
+		int64_t dl = st->timeout_ms ? now + (int64_t)st->timeout_ms : deadline;
+		struct out_ctx oc = {ex, p, i};
+		struct probe_step_ctx ctx = {ex->work_dir, ex->output_cap, ex->grace_ms, &ex->allow,
+		                             dl < deadline ? dl : deadline, &p->cancel, on_output, &oc};
+		pthread_mutex_lock(&ex->mu);
+		json_t *srec = json_array_get(steps, (size_t)i);
+		json_object_set_new(srec, "status", json_string("running"));
+		json_object_set_new(srec, "started_at", time_json(wall_ms()));
+		emit(ex, p, "step", json_pack("{s:i,s:s}", "step", i, "status", "running"));
+		pthread_mutex_unlock(&ex->mu);
+
+		json_t *result = json_object();
+		int64_t t0 = proc_now_ms();
+		enum probe_step_status ss = probe_steps[st->type].run(st, &ctx, result);
+		json_object_set_new(result, "duration_ms", json_integer(proc_now_ms() - t0));
+		json_object_set_new(result, "status", json_string(step_status_names[ss]));
+
+		pthread_mutex_lock(&ex->mu);
+		json_object_update(srec, result);
+		json_t *ev = json_pack("{s:i,s:s}", "step", i, "status", step_status_names[ss]);
+		json_t *code = json_object_get(result, "exit_code");
+		if (code != NULL)
+			json_object_set(ev, "exit_code", code);
+		emit(ex, p, "step", ev);
+		pthread_mutex_unlock(&ex->mu);
+		json_decref(result);
+
+		if (ss == STEP_CANCELED) {
+			final = p->interrupt ? P_INTERRUPTED : P_CANCELED;
+			break;
+		}
+		if (ss == STEP_TIMED_OUT && proc_now_ms() >= deadline) {
+			final = P_TIMED_OUT;
+			error = "probe timeout reached";
+			break;
+		}
+		if (ss != STEP_OK) {
+			final = ss == STEP_TIMED_OUT ? P_TIMED_OUT : P_FAILED;
+			if (!req->continue_on_error)
+				break;
+		}
+	}
+	if (final == P_SUCCEEDED && atomic_load(&p->cancel))
+		final = p->interrupt ? P_INTERRUPTED : P_CANCELED;
+	if (final == P_INTERRUPTED)
+		error = "the agent was shutting down";
+	pthread_mutex_lock(&ex->mu);
+	finish_locked(ex, p, final, error);
+	pthread_mutex_unlock(&ex->mu);
+}
+
+static void *worker(void *arg)
+{
+	struct probe_exec *ex = arg;
+	pthread_mutex_lock(&ex->mu);
+	for (;;) {
+		while (ex->qlen == 0 && !ex->stopping)
+			pthread_cond_wait(&ex->work_cv, &ex->mu);
+		if (ex->qlen == 0)
+			break; /* stopping and nothing left */
+		struct probe *p = ex->queue[ex->qhead];
+		ex->qhead = (ex->qhead + 1) % ex->qcap;
+		ex->qlen--;
+		p->in_queue = false;
+		if (p->state != P_QUEUED)
+			continue; /* canceled while queued */
+		if (ex->stopping || atomic_load(&p->cancel)) {
+			finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
+			              ex->stopping ? "the agent was shutting down" : NULL);
+			continue;
+		}
+		set_state(ex, p, P_RUNNING);
+		json_object_set_new(p->rec, "started_at", time_json(wall_ms()));
+		pthread_mutex_unlock(&ex->mu);
+		run_probe(ex, p);
+		pthread_mutex_lock(&ex->mu);
+	}
+	pthread_mutex_unlock(&ex->mu);
+	return NULL;
+}
+
+/* --- API ----------------------------------------------------------------------------------- */
+
+static void new_id(char *out, size_t cap)
+{
+	uint8_t rnd[5] = {0};
+	char hex[11];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0, sizeof(rnd)); /* time still makes it unique enough to retry */
+	hex_encode(rnd, sizeof(rnd), hex);
+	snprintf(out, cap, "p-%012" PRIx64 "-%s", (uint64_t)wall_ms(), hex);
+}
+
+int probe_submit(struct probe_exec *ex, const char *body, size_t len,
+                 struct probe_submit_out *out, struct vm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	struct probe_request *req = calloc(1, sizeof(*req));
+	struct probe *p = calloc(1, sizeof(*p));
+	if (req == NULL || p == NULL) {
+		free(req);
+		free(p);
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		return PROBE_E_IO;
+	}
+	if (probe_request_parse(body, len, req, out->err_path, sizeof(out->err_path), err) != 0) {
+		probe_request_free(req);
+		free(req);
+		free(p);
+		return PROBE_E_INVALID;
+	}
+	int rc = PROBE_CREATED;
+	pthread_mutex_lock(&ex->mu);
+	if (ex->stopping) {
+		rc = PROBE_E_STOPPED;
+		vm_err_set(err, VM_ERR_BUSY, "the agent is shutting down");
+		goto unlock_fail;
+	}
+	if (req->idempotency_key != NULL) {
+		for (struct probe *q = ex->tail; q != NULL; q = q->prev) {
+			if (strcmp(q->idem, req->idempotency_key) != 0)
+				continue;
+			snprintf(out->id, sizeof(out->id), "%s", q->id);
+			if (memcmp(q->body_hash, req->body_hash, SHA256_LEN) != 0) {
+				rc = PROBE_E_CONFLICT;
+				vm_err_set(err, VM_ERR_INVALID, "idempotency_key was used by probe %s with a "
+				           "different request", q->id);
+				goto unlock_fail;
+			}
+			rc = PROBE_EXISTING;
+			json_t *rec = q->rec != NULL ? json_deep_copy(q->rec) : NULL;
+			pthread_mutex_unlock(&ex->mu);
+			out->record = rec != NULL ? rec : probe_get(ex, q->id);
+			probe_request_free(req);
+			free(req);
+			free(p);
+			return out->record != NULL ? rc : (vm_err_set(err, VM_ERR_IO, "record unreadable"),
+			                                    PROBE_E_IO);
+		}
+	}
+	if (ex->qlen + ex->qreserved >= ex->qcap) {
+		rc = PROBE_E_FULL;
+		vm_err_set(err, VM_ERR_BUSY, "the probe queue is full (%d queued, probe.queue_size)",
+		           ex->qcap);
+		goto unlock_fail;
+	}
+	ex->qreserved++;
+	new_id(p->id, sizeof(p->id));
+	p->created_ms = wall_ms();
+	p->state = P_QUEUED;
+	p->persisting = true;
+	p->req = req;
+	memcpy(p->body_hash, req->body_hash, SHA256_LEN);
+	if (req->idempotency_key != NULL)
+		snprintf(p->idem, sizeof(p->idem), "%s", req->idempotency_key);
+	p->rec = new_record(p, req, req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms);
+	char *text = p->rec != NULL ? json_dumps(p->rec, JSON_COMPACT) : NULL;
+	link_probe(ex, p);
+	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", "queued"));
+	pthread_mutex_unlock(&ex->mu);
+
+	/* Durable before it can run: a crash from here on shows it as interrupted. */
+	struct vm_err werr = {0};
+	int wrc = text != NULL ? probe_store_write(ex->runs_dir, p->id, text, &werr) : -1;
+	free(text);
+
+	pthread_mutex_lock(&ex->mu);
+	ex->qreserved--;
+	p->persisting = false;
+	if (wrc != 0) {
+		unlink_probe(ex, p);
+		pthread_mutex_unlock(&ex->mu);
+		vm_err_set(err, VM_ERR_IO, "cannot persist the probe record: %s",
+		           text == NULL ? "out of memory" : werr.msg);
+		free_probe(p);
+		return PROBE_E_IO;
+	}
+	snprintf(out->id, sizeof(out->id), "%s", p->id);
+	out->record = json_deep_copy(p->rec);
+	if (atomic_load(&p->cancel) || ex->stopping) {
+		finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED, NULL);
+	} else {
+		ex->queue[(ex->qhead + ex->qlen) % ex->qcap] = p;
+		ex->qlen++;
+		p->in_queue = true;
+		pthread_cond_signal(&ex->work_cv);
+	}
+	pthread_mutex_unlock(&ex->mu);
+	return PROBE_CREATED;
+
+unlock_fail:
+	pthread_mutex_unlock(&ex->mu);
+	probe_request_free(req);
+	free(req);
+	free(p);
+	return rc;
+}
+
+json_t *probe_get(struct probe_exec *ex, const char *id)
+{
+	pthread_mutex_lock(&ex->mu);
+	struct probe *p = find(ex, id);
+	json_t *rec = p != NULL && p->rec != NULL ? json_deep_copy(p->rec) : NULL;
+	bool on_disk = p != NULL && p->rec == NULL;
+	pthread_mutex_unlock(&ex->mu);
+	if (on_disk)
+		rec = probe_store_read(ex->runs_dir, id);
+	return rec;
+}
+
+json_t *probe_list(struct probe_exec *ex, const char *state, int limit)
+{
+	json_t *arr = json_array();
+	int want = state_of(state);
+	pthread_mutex_lock(&ex->mu);
+	for (struct probe *p = ex->tail; p != NULL && (int)json_array_size(arr) < limit;
+	     p = p->prev) {
+		if (want >= 0 && (int)p->state != want)
+			continue;
+		json_t *s = json_pack("{s:s,s:s,s:o,s:o}", "id", p->id, "state",
+		                      state_names[p->state], "created_at", time_json(p->created_ms),
+		                      "finished_at", time_json(p->finished_ms));
+		if (p->idem[0] != '\0')
+			json_object_set_new(s, "idempotency_key", json_string(p->idem));
+		json_array_append_new(arr, s);
+	}
+	pthread_mutex_unlock(&ex->mu);
+	return arr;
+}
+
+int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
+{
+	*record = NULL;
+	pthread_mutex_lock(&ex->mu);
+	struct probe *p = find(ex, id);
+	if (p == NULL) {
+		pthread_mutex_unlock(&ex->mu);
+		return -1;
+	}
+	if (terminal(p->state)) {
+		pthread_mutex_unlock(&ex->mu);
+		*record = probe_get(ex, id);
+		return -2;
+	}
+	atomic_store(&p->cancel, true);
+	/* queued: nothing to kill; the worker skips it. Running: proc_run sees the flag. */
+	if (p->state == P_QUEUED && !p->persisting)
+		finish_locked(ex, p, P_CANCELED, NULL);
+	json_t *rec = p->rec != NULL ? json_deep_copy(p->rec) : NULL;
+	pthread_mutex_unlock(&ex->mu);
+	*record = rec != NULL ? rec : probe_get(ex, id);
+	if (*record != NULL)
+		json_object_set_new(*record, "cancel_requested", json_true());
+	return 0;
+}
+
+void probe_event_free(struct probe_event *ev)
+{
+	free(ev->data);
+	ev->data = NULL;
+}
+
+int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq,
+                      struct probe_event *evs, int max, int timeout_ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	int n = 0;
+	pthread_mutex_lock(&ex->mu);
+	for (;;) {
+		struct probe *p = find(ex, id);
+		if (p == NULL || ex->stopping) {
+			n = -1;
+			break;
+		}
+		if (p->ev_next > *seq) {
+			if (*seq < p->ev_first && n < max) {
+				char buf[64];
+				snprintf(buf, sizeof(buf), "{\"lost\":%" PRIu64 "}", p->ev_first - *seq);
+				evs[n].seq = p->ev_first - 1;
+				snprintf(evs[n].type, sizeof(evs[n].type), "lost");
+				evs[n++].data = strdup(buf);
+				*seq = p->ev_first;
+			}
+			for (; *seq < p->ev_next && n < max; (*seq)++) {
+				const struct ev *e = &p->ring[*seq % EV_RING];
+				evs[n].seq = e->seq;
+				snprintf(evs[n].type, sizeof(evs[n].type), "%s", e->type);
+				evs[n++].data = strdup(e->data != NULL ? e->data : "{}");
+			}
+			break;
+		}
+		if (pthread_cond_timedwait(&ex->ev_cv, &ex->mu, &until) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&ex->mu);
+	return n;
+}
+
+/* --- start / stop ------------------------------------------------------------------------- */
+
+struct load_ctx {
+	struct probe_exec *ex;
+	int interrupted;
+};
+
+/* A record found at startup. Unfinished ones ran (or were about to) when the
+ * agent died: they become interrupted, and are never run again. */
+static void load_one(void *c, const char *id, json_t *rec)
+{
+	struct load_ctx *lc = c;
+	struct probe_exec *ex = lc->ex;
+	struct probe *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return;
+	snprintf(p->id, sizeof(p->id), "%s", id);
+	int st = state_of(json_string_value(json_object_get(rec, "state")));
+	p->created_ms = (int64_t)json_integer_value(json_object_get(rec, "created_ms"));
+	p->finished_ms = (int64_t)json_integer_value(json_object_get(rec, "finished_ms"));
+	const char *idem = json_string_value(json_object_get(rec, "idempotency_key"));
+	if (idem != NULL)
+		snprintf(p->idem, sizeof(p->idem), "%s", idem);
+	const char *hash = json_string_value(json_object_get(rec, "request_sha256"));
+	for (size_t i = 0; hash != NULL && strlen(hash) == 64 && i < SHA256_LEN; i++) {
+		unsigned b;
+		if (sscanf(hash + 2 * i, "%2x", &b) == 1)
+			p->body_hash[i] = (uint8_t)b;
+	}
+	if (st < 0 || !terminal((enum pstate)st)) {
+		p->finished_ms = wall_ms();
+		json_object_set_new(rec, "state", json_string("interrupted"));
+		json_object_set_new(rec, "error", json_string("the agent stopped while this probe was "
+		                                              "queued or running; it was not re-run"));
+		json_object_set_new(rec, "finished_at", time_json(p->finished_ms));
+		json_object_set_new(rec, "finished_ms", json_integer(p->finished_ms));
+		size_t i;
+		json_t *s;
+		json_array_foreach(json_object_get(rec, "steps"), i, s) {
+			const char *ss = json_string_value(json_object_get(s, "status"));
+			if (ss != NULL && strcmp(ss, "running") == 0)
+				json_object_set_new(s, "status", json_string("interrupted"));
+			else if (ss != NULL && strcmp(ss, "pending") == 0)
+				json_object_set_new(s, "status", json_string("skipped"));
+		}
+		char *text = json_dumps(rec, JSON_COMPACT);
+		struct vm_err err = {0};
+		if (text == NULL || probe_store_write(ex->runs_dir, id, text, &err) != 0)
+			log_error("probe", "%s: cannot mark interrupted: %s", id, err.msg);
+		free(text);
+		st = P_INTERRUPTED;
+		lc->interrupted++;
+	}
+	p->state = (enum pstate)st;
+	p->ended = true;
+	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
+	link_probe(ex, p);
+	ex->nfinished++;
+}
+
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
+{
+	struct probe_exec *ex = calloc(1, sizeof(*ex));
+	if (ex == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&ex->mu, NULL);
+	pthread_cond_init(&ex->work_cv, NULL);
+	pthread_cond_init(&ex->ev_cv, NULL);
+	snprintf(ex->work_dir, sizeof(ex->work_dir), "%s", cfg->probe.work_dir);
+	snprintf(ex->runs_dir, sizeof(ex->runs_dir), "%s/runs", cfg->probe.work_dir);
+	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
+	ex->output_cap = cfg->probe.output_cap;
+	ex->grace_ms = cfg->probe.cancel_grace_ms;
+	ex->retention_age_ms = cfg->probe.retention_age_ms;
+	ex->retention_count = cfg->probe.retention_count;
+	ex->allow = cfg->probe.allow;
+	ex->qcap = cfg->probe.queue_size;
+	ex->queue = calloc((size_t)ex->qcap, sizeof(*ex->queue));
+	ex->workers = calloc((size_t)cfg->probe.max_concurrent, sizeof(*ex->workers));
+	if (ex->queue == NULL || ex->workers == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	char scripts[PATH_MAX + 16];
+	snprintf(scripts, sizeof(scripts), "%s/scripts", ex->work_dir);
+	if (fs_mkdir_p(ex->runs_dir, 0700, err) != 0 || fs_mkdir_p(scripts, 0700, err) != 0)
+		goto fail;
+	struct load_ctx lc = {ex, 0};
+	pthread_mutex_lock(&ex->mu);
+	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, load_one, &lc,
+	                          err);
+	retain(ex);
+	pthread_mutex_unlock(&ex->mu);
+	if (rc != 0)
+		goto fail;
+	if (lc.interrupted > 0)
+		log_warn("probe", "%d probe(s) were unfinished when the agent stopped: marked "
+		         "interrupted, not re-run", lc.interrupted);
+	for (int i = 0; i < cfg->probe.max_concurrent; i++) {
+		if (pthread_create(&ex->workers[i], NULL, worker, ex) != 0) {
+			vm_err_set(err, VM_ERR_NOMEM, "cannot start probe workers");
+			probe_exec_stop(ex);
+			return NULL;
+		}
+		ex->nworkers++;
+	}
+	log_info("probe", "executor: %d workers, queue %d, records in %s", ex->nworkers, ex->qcap,
+	         ex->runs_dir);
+	return ex;
+fail:
+	probe_exec_stop(ex);
+	return NULL;
+}
+
+void probe_exec_stop(struct probe_exec *ex)
+{
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->mu);
+	ex->stopping = true;
+	for (struct probe *p = ex->head; p != NULL; p = p->next) {
+		if (terminal(p->state))
+			continue;
+		p->interrupt = true;
+		atomic_store(&p->cancel, true);
+	}
+	pthread_cond_broadcast(&ex->work_cv);
+	pthread_cond_broadcast(&ex->ev_cv);
+	pthread_mutex_unlock(&ex->mu);
+	/* Workers drain the queue (each queued probe is recorded interrupted) and
+	 * their running step is terminated within probe.cancel_grace. */
+	for (int i = 0; i < ex->nworkers; i++)
+		pthread_join(ex->workers[i], NULL);
+	while (ex->head != NULL) {
+		struct probe *p = ex->head;
+		unlink_probe(ex, p);
+		free_probe(p);
+	}
+	free(ex->queue);
+	free(ex->workers);
+	pthread_cond_destroy(&ex->work_cv);
+	pthread_cond_destroy(&ex->ev_cv);
+	pthread_mutex_destroy(&ex->mu);
+	free(ex);
+}
+
+void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running)
+{
+	*queued = *running = 0;
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->mu);
+	*queued = (uint64_t)ex->qlen;
+	/* the list holds at most retention_count + LOAD_SLACK records: cheap to walk */
+	for (struct probe *p = ex->head; p != NULL; p = p->next)
+		*running += p->state == P_RUNNING;
+	pthread_mutex_unlock(&ex->mu);
+}

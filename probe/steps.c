@@ -1,0 +1,190 @@
+/* The step table (adding a step type is adding a row and a file under steps/)
+ * and what exec and script share: the process fields and running an argv under
+ * the probe.allow policy. */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/proc.h"
+#include "probe/internal.h"
+#include "probe/steps/steps.h"
+
+const struct probe_step_type probe_steps[] = {
+	{"exec", probe_exec_parse, probe_exec_run},
+	{"script", probe_script_parse, probe_script_run},
+	{"file.read", probe_file_read_parse, probe_file_read_run},
+	{"file.write", probe_file_write_parse, probe_file_write_run},
+};
+const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
+
+void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_t len)
+{
+	json_t *s = json_stringn(data != NULL ? data : "", data != NULL ? len : 0);
+	if (s != NULL) {
+		json_object_set_new(obj, name, s);
+		return;
+	}
+	/* not UTF-8: binary output goes as base64 under name_b64 */
+	char key[64];
+	snprintf(key, sizeof(key), "%s_b64", name);
+	char *b = malloc(b64_encoded_len(len) + 1);
+	if (b == NULL)
+		return;
+	b64_encode((const uint8_t *)data, len, b, 0);
+	json_object_set_new(obj, key, json_string(b));
+	free(b);
+}
+
+static int env_fields(json_t *obj, struct probe_step_req *st, const char *path, char *epath,
+                      size_t ecap, struct vm_err *err)
+{
+	json_t *env = json_object_get(obj, "env");
+	if (env == NULL || json_is_null(env))
+		return 0;
+	char p[64];
+	snprintf(p, sizeof(p), "%s.env", path);
+	if (!json_is_object(env) || json_object_size(env) > PROBE_MAX_ENV) {
+		snprintf(epath, ecap, "%s", p);
+		return vm_err_set(err, VM_ERR_INVALID, "%s: must be an object of at most %d strings", p,
+		                  PROBE_MAX_ENV);
+	}
+	size_t total = 0;
+	const char *key;
+	json_t *v;
+	json_object_foreach(env, key, v) {
+		const char *val;
+		if (key[0] == '\0' || strchr(key, '=') != NULL || strlen(key) > 256) {
+			snprintf(epath, ecap, "%s.%.64s", p, key);
+			return vm_err_set(err, VM_ERR_INVALID, "%s: not a valid variable name", epath);
+		}
+		if (probe_field_str(env, key, true, PROBE_ARG_MAX, &val, p, epath, ecap, err) != 0)
+			return -1;
+		total += strlen(key) + strlen(val) + 2;
+	}
+	st->envbuf = malloc(total + 1);
+	if (st->envbuf == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	size_t o = 0;
+	json_object_foreach(env, key, v) {
+		st->env[st->nenv++] = st->envbuf + o;
+		o += (size_t)sprintf(st->envbuf + o, "%s=%s", key, json_string_value(v)) + 1;
+	}
+	return 0;
+}
+
+int probe_proc_fields(json_t *obj, struct probe_step_req *st, const char *path, char *epath,
+                      size_t ecap, struct vm_err *err)
+{
+	const char *in = NULL;
+	if (env_fields(obj, st, path, epath, ecap, err) != 0 ||
+	    probe_field_str(obj, "cwd", false, PATH_MAX - 1, &st->cwd, path, epath, ecap, err) != 0 ||
+	    probe_field_str(obj, "stdin", false, 16u << 20, &in, path, epath, ecap, err) != 0 ||
+	    probe_field_str(obj, "user", false, 64, &st->user, path, epath, ecap, err) != 0 ||
+	    probe_field_str(obj, "group", false, 64, &st->group, path, epath, ecap, err) != 0 ||
+	    probe_field_duration(obj, "timeout", &st->timeout_ms, path, epath, ecap, err) != 0)
+		return -1;
+	if (st->cwd != NULL && st->cwd[0] != '/') {
+		snprintf(epath, ecap, "%s.cwd", path);
+		return vm_err_set(err, VM_ERR_INVALID, "%s: must be an absolute path", epath);
+	}
+	if (in != NULL) {
+		st->stdin_data = in;
+		st->stdin_len = strlen(in);
+	}
+	return 0;
+}
+
+/* The policy: argv[0], resolved to a path, must match one pattern (fnmatch). */
+static bool allowed(const struct cfg_strlist *allow, const char *path)
+{
+	if (allow == NULL || allow->count == 0)
+		return true;
+	for (int i = 0; i < allow->count; i++)
+		if (fnmatch(allow->items[i], path, FNM_PATHNAME) == 0)
+			return true;
+	return false;
+}
+
+struct out_fwd {
+	const struct probe_step_ctx *ctx;
+};
+
+static void forward(void *p, enum proc_stream stream, const char *data, size_t len)
+{
+	const struct probe_step_ctx *ctx = p;
+	if (ctx->on_output != NULL)
+		ctx->on_output(ctx->out_ctx, (int)stream, data, len);
+}
+
+static enum probe_step_status refuse(json_t *result, int code, const char *why)
+{
+	json_object_set_new(result, "exit_code", json_integer(code));
+	json_object_set_new(result, "error", json_string(why));
+	return STEP_FAILED;
+}
+
+enum probe_step_status probe_run_argv(const struct probe_step_req *st, const char *const *argv,
+                                      const struct probe_step_ctx *ctx, json_t *result)
+{
+	char path[PATH_MAX];
+	struct vm_err err = {0};
+	if (proc_resolve(argv[0], path, sizeof(path), &err) != 0)
+		return refuse(result, 127, err.msg);
+	if (!allowed(ctx->allow, path)) {
+		char why[PATH_MAX + 64];
+		snprintf(why, sizeof(why), "denied by probe.allow: %s matches no allowed pattern", path);
+		return refuse(result, 126, why);
+	}
+	struct proc_spec spec = {
+		.path = path,
+		.argv = (char *const *)argv,
+		.cwd = st->cwd,
+		.stdin_data = st->stdin_data,
+		.stdin_len = st->stdin_len,
+		.deadline_ms = ctx->deadline_ms,
+		.grace_ms = ctx->grace_ms,
+		.out_cap = (size_t)ctx->output_cap,
+		.cancel = ctx->cancel,
+		.on_output = forward,
+		.ctx = (void *)ctx,
+	};
+	if (proc_lookup_ids(st->user ? st->user : "", st->group ? st->group : "", &spec.uid,
+	                    &spec.gid, &spec.set_ids, &err) != 0)
+		return refuse(result, 126, err.msg);
+	/* A clean environment: the agent's own (which may hold secrets) never leaks. */
+	const char *envp[PROBE_MAX_ENV + 3];
+	int n = 0;
+	bool has_path = false;
+	for (int i = 0; i < st->nenv; i++) {
+		has_path = has_path || strncmp(st->env[i], "PATH=", 5) == 0;
+		envp[n++] = st->env[i];
+	}
+	if (!has_path)
+		envp[n++] = "PATH=" PROC_DEFAULT_PATH;
+	envp[n] = NULL;
+	spec.envp = (char *const *)envp;
+
+	struct proc_result res;
+	int rc = proc_run(&spec, &res, &err);
+	enum probe_step_status status;
+	if (rc != 0) {
+		status = refuse(result, err.code == VM_ERR_NOTFOUND ? 127 : 126, err.msg);
+	} else {
+		json_object_set_new(result, "exit_code", json_integer(res.exit_code));
+		if (res.term_signal != 0)
+			json_object_set_new(result, "signal", json_integer(res.term_signal));
+		status = res.canceled                                  ? STEP_CANCELED
+		         : res.timed_out                               ? STEP_TIMED_OUT
+		         : res.exit_code == 0 && res.term_signal == 0 ? STEP_OK
+		                                                       : STEP_FAILED;
+	}
+	probe_json_set_bytes(result, "stdout", res.out, res.out_len);
+	probe_json_set_bytes(result, "stderr", res.err, res.err_len);
+	json_object_set_new(result, "stdout_truncated", json_boolean(res.out_truncated));
+	json_object_set_new(result, "stderr_truncated", json_boolean(res.err_truncated));
+	proc_result_free(&res);
+	return status;
+}

@@ -1,0 +1,258 @@
+/* Unit tests for the health spool (order, bounds, drop-oldest, crash
+ * leftovers, corrupt entries) and the credentials file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "health/internal.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/vma-test-spool-XXXXXX");
+	return mkdtemp(dir) == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd);
+}
+
+static void make_id(int i, char id[HEALTH_ID_LEN + 1])
+{
+	snprintf(id, HEALTH_ID_LEN + 1, "00000000-0000-4000-8000-%012d", i);
+}
+
+static void push_n(struct health_spool *sp, int from, int n)
+{
+	for (int i = from; i < from + n; i++) {
+		char id[HEALTH_ID_LEN + 1], body[64];
+		make_id(i, id);
+		int len = snprintf(body, sizeof(body), "{\"n\":%d}", i);
+		struct vm_err err = {0};
+		assert_int_equal(health_spool_push(sp, id, body, (size_t)len, &err), 0);
+	}
+}
+
+/* Pops everything, checking the ids come back as want[0..n). */
+static void expect_order(struct health_spool *sp, const int *want, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char id[HEALTH_ID_LEN + 1], exp[HEALTH_ID_LEN + 1], *body;
+		size_t len;
+		struct vm_err err = {0};
+		assert_int_equal(health_spool_peek(sp, id, &body, &len, &err), 0);
+		make_id(want[i], exp);
+		assert_string_equal(id, exp);
+		char eb[64];
+		snprintf(eb, sizeof(eb), "{\"n\":%d}", want[i]);
+		assert_string_equal(body, eb);
+		free(body);
+		assert_int_equal(health_spool_pop(sp, &err), 0);
+	}
+	char id[HEALTH_ID_LEN + 1], *body;
+	size_t len;
+	assert_int_equal(health_spool_peek(sp, id, &body, &len, NULL), -VM_ERR_NOTFOUND);
+}
+
+static void test_spool_replays_in_order_across_reopen(void **state)
+{
+	(void)state;
+	struct health_spool_limits lim = {100, 1 << 20};
+	struct vm_err err = {0};
+	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	assert_non_null(sp);
+	push_n(sp, 1, 12); /* crosses a hex digit boundary in the file names */
+	health_spool_close(sp);
+	sp = health_spool_open(dir, &lim, &err);
+	assert_non_null(sp);
+	uint64_t n, b, d, c;
+	health_spool_stats(sp, &n, &b, &d, &c);
+	assert_int_equal(n, 12);
+	int want[12];
+	for (int i = 0; i < 12; i++)
+		want[i] = i + 1;
+	expect_order(sp, want, 12);
+	/* sequence continues after the old entries even when they are gone */
+	push_n(sp, 50, 1);
+	health_spool_close(sp);
+	assert_int_equal(health_spool_usage(dir, &n, &b, &err), 0);
+	assert_int_equal(n, 1);
+}
+
+static void test_spool_drops_oldest_when_full_by_count_and_bytes(void **state)
+{
+	(void)state;
+	struct health_spool_limits lim = {3, 1 << 20};
+	struct vm_err err = {0};
+	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	push_n(sp, 1, 5);
+	uint64_t n, b, d, c;
+	health_spool_stats(sp, &n, &b, &d, &c);
+	assert_int_equal(n, 3);
+	assert_int_equal(d, 2);
+	expect_order(sp, (int[]){3, 4, 5}, 3);
+	/* by bytes: each entry is header (111) + body (8 or 9) */
+	lim.max_entries = 100;
+	lim.max_bytes = 2 * 120;
+	health_spool_set_limits(sp, &lim);
+	push_n(sp, 6, 3);
+	health_spool_stats(sp, &n, &b, &d, &c);
+	assert_int_equal(n, 2);
+	assert_true(b <= lim.max_bytes);
+	assert_int_equal(d, 3);
+	expect_order(sp, (int[]){7, 8}, 2);
+	/* one report bigger than the whole spool is refused */
+	char big[300];
+	memset(big, 'x', sizeof(big));
+	char id[HEALTH_ID_LEN + 1];
+	make_id(9, id);
+	assert_int_equal(health_spool_push(sp, id, big, sizeof(big), &err), -VM_ERR_INVALID);
+	health_spool_close(sp);
+}
+
+static void write_file(const char *name, const char *data, size_t len)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	fwrite(data, 1, len, f);
+	fclose(f);
+}
+
+static bool exists(const char *name)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
+static void test_spool_recovers_from_crash_leftovers_and_corrupt_entries(void **state)
+{
+	(void)state;
+	struct health_spool_limits lim = {100, 1 << 20};
+	struct vm_err err = {0};
+	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	push_n(sp, 1, 3);
+	health_spool_close(sp);
+	/* a write interrupted by kill -9: the temp file never got renamed */
+	write_file("0000000000000004.rep.tmp.AbC123", "vmspool1 garbage", 16);
+	/* a torn/foreign entry in the middle and a truncated tail entry */
+	char p2[256];
+	snprintf(p2, sizeof(p2), "%s/0000000000000002.rep", dir);
+	char *data;
+	size_t len;
+	assert_int_equal(fs_read_file(p2, 4096, &data, &len, &err), 0);
+	data[len - 2] ^= 1; /* bit flip in the body: checksum mismatch */
+	write_file("0000000000000002.rep", data, len);
+	write_file("0000000000000005.rep", data, 40); /* truncated header */
+	free(data);
+	write_file("README", "not an entry", 12);
+
+	sp = health_spool_open(dir, &lim, &err);
+	assert_non_null(sp);
+	assert_false(exists("0000000000000004.rep.tmp.AbC123"));
+	expect_order(sp, (int[]){1, 3}, 2);
+	uint64_t n, b, d, c;
+	health_spool_stats(sp, &n, &b, &d, &c);
+	assert_int_equal(c, 2);
+	assert_true(exists("0000000000000002.rep.corrupt"));
+	assert_true(exists("README"));
+	/* new entries go after the highest sequence seen, even a corrupt one */
+	push_n(sp, 10, 1);
+	assert_true(exists("0000000000000006.rep"));
+	health_spool_close(sp);
+}
+
+static void test_spool_entry_parser(void **state)
+{
+	(void)state;
+	char hdr[200], id[HEALTH_ID_LEN + 1], want[HEALTH_ID_LEN + 1];
+	make_id(7, want);
+	size_t hl = health_spool_format_header(want, "{}", 2, hdr, sizeof(hdr));
+	assert_int_equal(hl, 111);
+	char entry[256];
+	memcpy(entry, hdr, hl);
+	memcpy(entry + hl, "{}", 2);
+	const char *body;
+	size_t bl;
+	assert_int_equal(health_spool_parse_entry(entry, hl + 2, id, &body, &bl), 0);
+	assert_string_equal(id, want);
+	assert_int_equal(bl, 2);
+	assert_int_equal(health_spool_parse_entry(entry, hl + 1, id, &body, &bl), -1);
+	entry[70] = 'G';
+	assert_int_equal(health_spool_parse_entry(entry, hl + 2, id, &body, &bl), -1);
+	assert_int_equal(health_spool_parse_entry("", 0, id, &body, &bl), -1);
+}
+
+static void test_credentials_parse_and_mode(void **state)
+{
+	(void)state;
+	struct health_credentials c;
+	struct vm_err err = {0};
+	const char *good = "{\"version\":1,\"agent_id\":\"a-1\",\"tenant_id\":\"t\","
+	                   "\"token\":\"s3cr3t-token\"}";
+	assert_int_equal(health_parse_credentials(good, strlen(good), &c, &err), 0);
+	assert_string_equal(c.agent_id, "a-1");
+	assert_string_equal(c.token.value, "s3cr3t-token");
+	health_credentials_clear(&c);
+	static const char *const bad[] = {
+		"", "[]", "{\"agent_id\":\"a\"}", "{\"agent_id\":\"a/b\",\"token\":\"x\"}",
+		"{\"agent_id\":\"a\",\"token\":\"x\\ny\"}", "{\"version\":2,\"agent_id\":\"a\",\"token\":\"x\"}",
+		"{\"agent_id\":\"a\",\"token\":\"s3cr3t\",\"token\":\"x\"}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(health_parse_credentials(bad[i], strlen(bad[i]), &c, &err),
+		                 -VM_ERR_INVALID);
+		assert_null(strstr(err.msg, "s3cr3t"));
+	}
+	char path[128];
+	snprintf(path, sizeof(path), "%s/cred.json", dir);
+	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0644, &err), 0);
+	assert_int_equal(health_load_credentials(path, &c, &err), -VM_ERR_PERM);
+	assert_non_null(strstr(err.msg, "chmod 600"));
+	chmod(path, 0600);
+	assert_int_equal(health_load_credentials(path, &c, &err), 0);
+	health_credentials_clear(&c);
+}
+
+static void test_uuid4_format(void **state)
+{
+	(void)state;
+	char a[HEALTH_ID_LEN + 1], b[HEALTH_ID_LEN + 1];
+	health_uuid4(a);
+	health_uuid4(b);
+	assert_int_equal(strlen(a), 36);
+	assert_int_equal(a[14], '4');
+	assert_true(strchr("89ab", a[19]) != NULL);
+	assert_string_not_equal(a, b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_spool_replays_in_order_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spool_drops_oldest_when_full_by_count_and_bytes, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_spool_recovers_from_crash_leftovers_and_corrupt_entries,
+		                                setup, teardown),
+		cmocka_unit_test(test_spool_entry_parser),
+		cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, setup, teardown),
+		cmocka_unit_test(test_uuid4_format),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,209 @@
+/* Unit tests for lifecycle internals: version ordering, the flat config
+ * editor, the unit template, remote upgrade request checks and journal
+ * recovery. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "lifecycle/internal.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/vma-test-lc-XXXXXX");
+	return mkdtemp(dir) == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	return lc_remove_tree(dir, NULL);
+}
+
+static void test_lifecycle_version_order(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *a, *b;
+		int want;
+	} rows[] = {
+		{"1.2.3", "1.2.3", 0},   {"1.2.10", "1.2.9", 1}, {"0.9", "0.10", -1},
+		{"1.2", "1.2.1", -1},    {"v2.0.0", "1.9.9", 1}, {"1.0.0-rc1", "1.0.0", -1},
+		{"1.0.0-rc2", "1.0.0-rc1", 1}, {"99.0.0", "0.1.0", 1},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		bool ok;
+		int got = lc_version_cmp(rows[i].a, rows[i].b, &ok);
+		assert_true(ok);
+		assert_int_equal(got, rows[i].want);
+	}
+	bool ok;
+	lc_version_cmp("abc", "1.0", &ok);
+	assert_false(ok);
+	lc_version_cmp("1.0x", "1.0", &ok);
+	assert_false(ok);
+}
+
+static void test_lifecycle_cfg_edit_roundtrip_validates_and_quotes(void **state)
+{
+	(void)state;
+	static const char text[] = "agent:\n  id: a1\npiko:\n  reconnect:\n    max_delay: 30s\n"
+	                           "health:\nprobe:\n  allow: [\"/bin/a,b\", \"/bin/c\"]\n";
+	struct lc_cfg_doc doc;
+	struct vm_err err = {0};
+	assert_int_equal(lc_cfg_parse("t", text, strlen(text), &doc, &err), 0);
+	assert_string_equal(lc_cfg_get(&doc, "piko.reconnect.max_delay"), "30s");
+	assert_int_equal(lc_cfg_set(&doc, "agent.tenant_id", "te\"n\\ant", &err), 0);
+	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9100", &err), 0);
+	assert_int_not_equal(lc_cfg_set(&doc, "agent.nope", "1", &err), 0);
+	assert_int_not_equal(lc_cfg_set(&doc, "agent.id", "a\nb", &err), 0);
+	char *out = lc_cfg_render(&doc);
+	assert_non_null(out);
+	assert_int_equal(lc_cfg_validate_text("t", out, &err), 0);
+	struct lc_cfg_doc back;
+	assert_int_equal(lc_cfg_parse("t", out, strlen(out), &back, &err), 0);
+	assert_string_equal(lc_cfg_get(&back, "agent.tenant_id"), "te\"n\\ant");
+	assert_string_equal(lc_cfg_get(&back, "piko.reconnect.max_delay"), "30s");
+	assert_non_null(strstr(out, "allow: [\"/bin/a,b\", \"/bin/c\"]")); /* a list stays a list */
+	assert_int_equal(lc_cfg_unset(&back, "webhook.port", &err), 0);
+	assert_null(lc_cfg_get(&back, "webhook.port"));
+	free(out);
+	lc_cfg_free(&doc);
+	lc_cfg_free(&back);
+}
+
+static void test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid(void **state)
+{
+	(void)state;
+	char path[128], bak[140];
+	snprintf(path, sizeof(path), "%s/config.yaml", dir);
+	snprintf(bak, sizeof(bak), "%s.bak", path);
+	struct lc_cfg_doc doc;
+	struct vm_err err = {0};
+	assert_int_equal(lc_cfg_read(path, &doc, &err), 0); /* missing: empty */
+	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9100", &err), 0);
+	assert_int_equal(lc_cfg_write(path, &doc, &err), 0);
+	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9200", &err), 0);
+	assert_int_equal(lc_cfg_write(path, &doc, &err), 0);
+	char *data;
+	size_t len;
+	assert_int_equal(fs_read_file(bak, 4096, &data, &len, &err), 0);
+	assert_non_null(strstr(data, "9100"));
+	free(data);
+	assert_int_equal(lc_cfg_set(&doc, "piko.endpoint", "a/b", &err), 0);
+	assert_int_not_equal(lc_cfg_write(path, &doc, &err), 0);
+	assert_int_equal(fs_read_file(path, 4096, &data, &len, &err), 0);
+	assert_non_null(strstr(data, "9200")); /* unchanged */
+	free(data);
+	lc_cfg_free(&doc);
+}
+
+static void test_lifecycle_unit_template_has_the_binary_and_hardening(void **state)
+{
+	(void)state;
+	char *u = lc_svc_render_unit("/opt/x/vm-agent");
+	assert_non_null(u);
+	assert_non_null(strstr(u, "ExecStart=/opt/x/vm-agent run --config /etc/vm-agent/config.yaml"));
+	assert_null(strstr(u, "@BIN@"));
+	assert_non_null(strstr(u, "Restart=on-failure"));
+	assert_non_null(strstr(u, "After=network-online.target"));
+	assert_non_null(strstr(u, "WantedBy=multi-user.target"));
+	free(u);
+	struct lc_paths p;
+	assert_int_equal(lc_paths_init(&p, dir, NULL, NULL), 0);
+	struct vm_err err;
+	assert_int_not_equal(lc_svc_write_unit(&p, "/bad path/vm-agent", NULL, &err), 0);
+}
+
+static void test_lifecycle_remote_upgrade_request_is_checked(void **state)
+{
+	(void)state;
+	static const char sum[] =
+		"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	const struct lc_upgrade_request bad[] = {
+		{NULL, "https://a/b", sum, NULL, false},
+		{"1.0;rm -rf /", "https://a/b", sum, NULL, false},
+		{"1.0", "file:///etc/shadow", sum, NULL, false},
+		{"1.0", "https://a/b c", sum, NULL, false},
+		{"1.0", "https://a/b", "sha256:00", NULL, false},
+		{"1.0", "https://a/b", "md5:0123456789abcdef0123456789abcdef", NULL, false},
+		{"1.0", "https://a/b", sum, "ftp://x/y", false},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct vm_err err = {0};
+		assert_int_not_equal(lc_upgrade_start_background(&bad[i], &err), 0);
+		assert_int_equal(err.code, VM_ERR_INVALID);
+	}
+}
+
+static void write_file(const char *path, const char *text)
+{
+	assert_int_equal(fs_write_atomic(path, text, strlen(text), 0755, NULL), 0);
+}
+
+static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
+{
+	(void)state;
+	char bin[128], prev[140], journal[160], text[1024];
+	snprintf(bin, sizeof(bin), "%s/vm-agent", dir);
+	snprintf(prev, sizeof(prev), "%s.prev", bin);
+	snprintf(journal, sizeof(journal), "%s/upgrade.journal", dir);
+	char out[256], msg[256];
+	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
+	                 LC_RECOVER_NOTHING);
+	write_file(bin, "new");
+	write_file(prev, "old");
+	snprintf(text, sizeof(text), "{\"phase\":\"swapped\",\"bin\":\"%s\",\"prev\":\"%s\","
+	         "\"new\":\"\",\"to\":\"2.0\"}", bin, prev);
+	write_file(journal, text);
+	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
+	                 LC_RECOVER_ROLLED_BACK);
+	assert_string_equal(out, bin);
+	char *data;
+	size_t len;
+	assert_int_equal(fs_read_file(bin, 64, &data, &len, NULL), 0);
+	assert_string_equal(data, "old");
+	free(data);
+	assert_true(lc_exists(prev));
+	assert_false(lc_exists(journal));
+
+	/* before the swap: the download goes, the binary stays */
+	char fresh[140];
+	snprintf(fresh, sizeof(fresh), "%s/.vm-agent.new.1", dir);
+	write_file(fresh, "dl");
+	snprintf(text, sizeof(text), "{\"phase\":\"verified\",\"bin\":\"%s\",\"prev\":\"%s\","
+	         "\"new\":\"%s\",\"to\":\"2.0\"}", bin, prev, fresh);
+	write_file(journal, text);
+	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
+	                 LC_RECOVER_CLEANED);
+	assert_false(lc_exists(fresh));
+	assert_false(lc_exists(journal));
+	assert_int_equal(fs_read_file(bin, 64, &data, &len, NULL), 0);
+	assert_string_equal(data, "old");
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lifecycle_version_order),
+		cmocka_unit_test(test_lifecycle_cfg_edit_roundtrip_validates_and_quotes),
+		cmocka_unit_test_setup_teardown(test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lifecycle_unit_template_has_the_binary_and_hardening,
+		                                setup, teardown),
+		cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
+		cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
+		                                setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
