@@ -37,17 +37,25 @@ var (
 func hcFakeCP(t *testing.T) string {
 	t.Helper()
 	hcFakeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fakecp-bin-")
-		if err != nil {
-			hcFakeErr = err
-			return
+		// Under the build's GOCACHE when set (rebuilt each run, nothing left in /tmp).
+		dir := os.Getenv("GOCACHE")
+		if dir == "" {
+			var err error
+			if dir, err = os.MkdirTemp("", "fakecp-bin-"); err != nil {
+				hcFakeErr = err
+				return
+			}
 		}
-		hcFakeBin = filepath.Join(dir, "fakecp")
-		cmd := exec.Command("go", "build", "-o", hcFakeBin, ".")
+		// Build beside, then rename: another run may be executing the old one.
+		hcFakeBin = filepath.Join(dir, "fakecp-e2e")
+		tmp := fmt.Sprintf("%s.%d", hcFakeBin, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, ".")
 		cmd.Dir = filepath.Join("..", "fakecp")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			hcFakeErr = fmt.Errorf("go build fakecp: %v\n%s", err, out)
+		} else if err := os.Rename(tmp, hcFakeBin); err != nil {
+			hcFakeErr = err
 		}
 	})
 	if hcFakeErr != nil {
