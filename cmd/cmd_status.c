@@ -1,5 +1,6 @@
 /* vm-agent status [--json]: asks the running agent over its admin socket;
  * when none runs, says so, shows what the state directory tells, exit 3. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -201,6 +202,13 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (config == NULL && access(CFG_SYSTEM_PATH, F_OK) == 0)
 		config = CFG_SYSTEM_PATH;
 
+	/* The system config is usually root-only: that is a permission problem,
+	 * not a broken configuration. */
+	if (config != NULL && access(config, R_OK) != 0 && errno == EACCES) {
+		fprintf(stderr, "vm-agent status: permission denied reading %s: run as root (or as "
+		        "the agent's user)\n", config);
+		return VM_EXIT_NOPERM;
+	}
 	struct cfg *cfg = malloc(sizeof(*cfg));
 	struct vm_err err = {0};
 	if (cfg == NULL)

@@ -37,17 +37,25 @@ var (
 func hcFakeCP(t *testing.T) string {
 	t.Helper()
 	hcFakeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fakecp-bin-")
-		if err != nil {
-			hcFakeErr = err
-			return
+		// Under the build's GOCACHE when set (rebuilt each run, nothing left in /tmp).
+		dir := os.Getenv("GOCACHE")
+		if dir == "" {
+			var err error
+			if dir, err = os.MkdirTemp("", "fakecp-bin-"); err != nil {
+				hcFakeErr = err
+				return
+			}
 		}
-		hcFakeBin = filepath.Join(dir, "fakecp")
-		cmd := exec.Command("go", "build", "-o", hcFakeBin, ".")
+		// Build beside, then rename: another run may be executing the old one.
+		hcFakeBin = filepath.Join(dir, "fakecp-e2e")
+		tmp := fmt.Sprintf("%s.%d", hcFakeBin, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, ".")
 		cmd.Dir = filepath.Join("..", "fakecp")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			hcFakeErr = fmt.Errorf("go build fakecp: %v\n%s", err, out)
+		} else if err := os.Rename(tmp, hcFakeBin); err != nil {
+			hcFakeErr = err
 		}
 	})
 	if hcFakeErr != nil {
@@ -545,4 +553,39 @@ func TestHealthReportingSwitchedOnByReload(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no report after reporting was switched on by a reload\n%s", a.Log.String())
+}
+
+func TestHealthHungControlPlaneBlocksNothing(t *testing.T) {
+	cp := hcFakeCP(t)
+	hcFault(t, cp, "/v1/agents/", "hang", 0)
+	a := startAgent(t, hcConfig(cp, hcWriteCreds(t, 0600)))
+	hcWaitAdmin(t, a)
+	// Wait until a report is in flight (the fake records a hang only when it ends,
+	// so give the reporter time to connect).
+	time.Sleep(1500 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		resp, err := http.Get(a.URL("/v1/livez"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		hcAdmin(t, hcSock(a), `{"cmd":"status"}`)
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("webhook/admin took %v while the control plane hangs", d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	start := time.Now()
+	a.Signal(syscall.SIGTERM)
+	if c := a.Wait(10 * time.Second); c != 0 {
+		t.Fatalf("exit %d", c)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("shutdown took %v with a report in flight", d)
+	}
+	// The report that hung is kept for later.
+	if n := len(hcSpoolEntries(t, filepath.Join(a.Dir, "state", "health", "spool"))); n == 0 {
+		t.Errorf("the undelivered report is not in the spool")
+	}
 }

@@ -106,6 +106,16 @@ func TestStatusSocketPermissionDenied(t *testing.T) {
 	if strings.Contains(string(out), "not running") {
 		t.Errorf("a permission problem must not look like a stopped agent:\n%s", out)
 	}
+	if os.Geteuid() == 0 {
+		// A root-only config file is a permission problem too, not a config error.
+		cmd = exec.Command(agentBin(t), "status", "--config", a.Config)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err = cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 77 ||
+			!strings.Contains(string(out), "permission denied reading") {
+			t.Errorf("unreadable config: %v\n%s", err, out)
+		}
+	}
 }
 
 func TestStatusHelpAndAdminReload(t *testing.T) {
