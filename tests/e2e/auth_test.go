@@ -91,7 +91,7 @@ func TestAuthMatrix(t *testing.T) {
 	}
 
 	// one audit line per attempt, with the outcome; the reason is logged
-	lines := auditLines(t, a)
+	lines := waitAudit(t, a, len(cases))
 	if len(lines) != len(cases) {
 		t.Fatalf("%d audit lines for %d requests", len(lines), len(cases))
 	}
@@ -142,7 +142,7 @@ func TestAuthLivezNeedsNoTokenAndScopesAreEnforcedPerRoute(t *testing.T) {
 	}
 	var rec map[string]interface{}
 	_ = json.Unmarshal([]byte(body), &rec)
-	lines := auditLines(t, a)
+	lines := waitAudit(t, a, 3)
 	last := lines[len(lines)-1]
 	if last["forwarded_for"] != "203.0.113.7" || last["probe_id"] != rec["id"] {
 		t.Errorf("audit line: %v", last)

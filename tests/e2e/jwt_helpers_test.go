@@ -249,3 +249,17 @@ func callXFF(t *testing.T, a *Agent, method, path, token, body, xff string) (int
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), resp.Header
 }
+
+// waitAudit returns the audit lines once there are at least n (the line is
+// written right after the response is sent), waiting at most 3 s.
+func waitAudit(t *testing.T, a *Agent, n int) []map[string]interface{} {
+	t.Helper()
+	var lines []map[string]interface{}
+	for i := 0; i < 150; i++ {
+		if lines = auditLines(t, a); len(lines) >= n {
+			return lines
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return lines
+}
