@@ -69,6 +69,7 @@ struct probe_exec {
 	bool stopping;
 	char work_dir[PATH_MAX];
 	char runs_dir[PATH_MAX + 8];
+	struct probe_committer *store;
 	uint64_t default_timeout_ms, output_cap, grace_ms, retention_age_ms;
 	int retention_count;
 	struct cfg_strlist allow;
@@ -271,7 +272,7 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	char *text = json_dumps(p->rec, JSON_COMPACT);
 	pthread_mutex_unlock(&ex->mu);
 	struct vm_err err = {0};
-	if (text == NULL || probe_store_write(ex->runs_dir, p->id, text, &err) != 0)
+	if (text == NULL || probe_committer_write(ex->store, p->id, text, &err) != 0)
 		log_error("probe", "%s: cannot persist the final record: %s", p->id,
 		          text == NULL ? "out of memory" : err.msg);
 	free(text);
@@ -496,7 +497,7 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 
 	/* Durable before it can run: a crash from here on shows it as interrupted. */
 	struct vm_err werr = {0};
-	int wrc = text != NULL ? probe_store_write(ex->runs_dir, p->id, text, &werr) : -1;
+	int wrc = text != NULL ? probe_committer_write(ex->store, p->id, text, &werr) : -1;
 	free(text);
 
 	pthread_mutex_lock(&ex->mu);
@@ -735,6 +736,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)
 		goto fail;
+	ex->store = probe_committer_start(ex->runs_dir, err);
+	if (ex->store == NULL)
+		goto fail;
 	if (lc.interrupted > 0)
 		log_warn("probe", "%d probe(s) were unfinished when the agent stopped: marked "
 		         "interrupted, not re-run", lc.interrupted);
@@ -773,6 +777,7 @@ void probe_exec_stop(struct probe_exec *ex)
 	 * their running step is terminated within probe.cancel_grace. */
 	for (int i = 0; i < ex->nworkers; i++)
 		pthread_join(ex->workers[i], NULL);
+	probe_committer_stop(ex->store);
 	while (ex->head != NULL) {
 		struct probe *p = ex->head;
 		unlink_probe(ex, p);

@@ -119,6 +119,14 @@ void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_
 
 /* Writes <dir>/<id>.json atomically (text is the record's JSON). */
 int probe_store_write(const char *dir, const char *id, const char *text, struct vm_err *err);
+/* Batched durable writes from many threads (group commit); each call returns
+ * once its record is durable. After stop began, writes go straight to disk. */
+struct probe_committer;
+struct probe_committer *probe_committer_start(const char *dir, struct vm_err *err);
+int probe_committer_write(struct probe_committer *c, const char *id, const char *text,
+                          struct vm_err *err);
+void probe_committer_stop(struct probe_committer *c);
+
 /* Reads one record (NULL when missing or unreadable). */
 json_t *probe_store_read(const char *dir, const char *id);
 void probe_store_remove(const char *dir, const char *id);
