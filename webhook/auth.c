@@ -167,11 +167,24 @@ static void deny401(struct wh_req *req, const char *code, const char *why)
 	wh_reply_error_hdr(req, 401, hdr, code, "%s", why);
 }
 
+/* Copies s with control characters replaced: the path (URL-decoded) and a
+ * token's kid are the caller's bytes and must not forge log lines. */
+static void printable(char *out, size_t cap, const char *s)
+{
+	size_t o = 0;
+	for (; s != NULL && *s != '\0' && o + 1 < cap; s++)
+		out[o++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+	out[o] = '\0';
+}
+
 static void log_denied(const struct wh_req *req, int status, const char *code, const char *why)
 {
 	/* The reason and the route, never the token. */
-	log_warn("auth", "denied %s %s: %d %s: %s", req->info->request_method,
-	         req->info->local_uri ? req->info->local_uri : "", status, code, why);
+	char path[256], reason[300];
+	printable(path, sizeof(path), req->info->local_uri);
+	printable(reason, sizeof(reason), why);
+	log_warn("auth", "denied %s %s: %d %s: %s", req->info->request_method, path, status, code,
+	         reason);
 }
 
 int wh_auth_check(struct wh_req *req, const char *scope)

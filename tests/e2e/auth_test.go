@@ -5,6 +5,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +173,25 @@ func TestAuthReplayCacheFullFailsClosed(t *testing.T) {
 	status, body, hdr := call(t, a, "GET", "/v1/probes", is.tok("probe:read"), "")
 	if status != 503 || hdr.Get("Retry-After") == "" || decodeError(t, body).Error.Code != "replay_cache_full" {
 		t.Fatalf("17th live token: %d %s", status, body)
+	}
+}
+
+// The audit log rotates by size and keeps audit_max_files old files.
+func TestAuthAuditLogRotates(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "auth:\n  audit_max_size: 4KiB\n  audit_max_files: 2\n")
+	for i := 0; i < 60; i++ {
+		call(t, a, "GET", "/v1/probes", is.tok("probe:read"), "")
+	}
+	time.Sleep(100 * time.Millisecond)
+	base := filepath.Join(a.Dir, "state", "audit.log")
+	for _, p := range []string{base, base + ".1", base + ".2"} {
+		st, err := os.Stat(p)
+		if err != nil || st.Size() > 4096 || st.Mode().Perm() != 0600 {
+			t.Errorf("%s: %v %v", p, st, err)
+		}
+	}
+	if _, err := os.Stat(base + ".3"); err == nil {
+		t.Errorf("more than audit_max_files rotated files")
 	}
 }
