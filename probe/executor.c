@@ -21,6 +21,7 @@
 #define EV_CHUNK 4096       /* output bytes per event */
 #define RINGS_AFTER_END 8   /* finished probes whose event ring is still kept */
 #define LOAD_SLACK 1024     /* records loaded beyond retention_count (unfinished ones) */
+#define RETAIN_EVERY_S 60   /* idle workers check retention by age this often */
 
 enum pstate { P_QUEUED, P_RUNNING, P_SUCCEEDED, P_FAILED, P_CANCELED, P_TIMED_OUT,
               P_INTERRUPTED };
@@ -390,8 +391,14 @@ static void *worker(void *arg)
 	struct probe_exec *ex = arg;
 	pthread_mutex_lock(&ex->mu);
 	for (;;) {
-		while (ex->qlen == 0 && !ex->stopping)
-			pthread_cond_wait(&ex->work_cv, &ex->mu);
+		while (ex->qlen == 0 && !ex->stopping) {
+			/* idle: apply retention by age now and then, not only when probes end */
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += RETAIN_EVERY_S;
+			if (pthread_cond_timedwait(&ex->work_cv, &ex->mu, &until) == ETIMEDOUT)
+				retain(ex);
+		}
 		if (ex->qlen == 0)
 			break; /* stopping and nothing left */
 		struct probe *p = ex->queue[ex->qhead];

@@ -55,6 +55,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"not yet valid", is.sign("EdDSA", "ed", with(map[string]interface{}{"nbf": now + 600, "exp": now + 900})), 401, "not_yet_valid"},
 		{"lifetime too long", is.sign("EdDSA", "ed", with(map[string]interface{}{"exp": now + 2*86400})), 401, "lifetime_too_long"},
 		{"wrong issuer", is.sign("EdDSA", "ed", with(map[string]interface{}{"iss": "https://evil.test"})), 401, "wrong_issuer"},
+		{"issued before the agent started", is.sign("EdDSA", "ed", with(map[string]interface{}{"iat": now - 200, "nbf": now - 200, "exp": now + 100})), 401, "issued_before_start"},
 		{"no jti", is.sign("EdDSA", "ed", with(map[string]interface{}{"jti": nil})), 401, "missing_jti"},
 		{"alg none", is.sign("none", "ed", is.claims(allScopes)), 401, "alg_not_allowed"},
 		{"HS256 signed with the public key", is.sign("HS256-pubkey", "rsa", is.claims(allScopes)), 401, "alg_not_allowed"},
