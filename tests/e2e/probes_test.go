@@ -478,3 +478,29 @@ func TestProbeEventsStream(t *testing.T) {
 		t.Errorf("events %v outputs %q", events, joined)
 	}
 }
+
+// SIGTERM stops the running step's process group and records the probe as
+// interrupted (not re-run after the restart).
+func TestProbeGracefulShutdownInterrupts(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "probe:\n  cancel_grace: 300ms\n")
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	_, r, raw := submit(t, a, is, mustJSON(map[string]interface{}{
+		"steps": []interface{}{map[string]interface{}{"type": "script", "body": fmt.Sprintf("echo $$ > %s\nexec sleep 300\n", pidfile)}}}))
+	if r.ID == "" {
+		t.Fatal(raw)
+	}
+	waitProbe(t, a, is, r.ID, 10*time.Second, "running")
+	for i := 0; i < 200 && len(pidsFrom(t, pidfile)) == 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.Signal(syscall.SIGTERM)
+	if code := a.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, a.Log.String())
+	}
+	waitDead(t, pidsFrom(t, pidfile), 2*time.Second)
+	b := restartAgent(t, a)
+	if got := getProbe(t, b, is, r.ID); got.State != "interrupted" || !strings.Contains(got.Error, "shutting down") {
+		t.Errorf("after SIGTERM: %+v", got)
+	}
+}
