@@ -176,9 +176,13 @@ func call(t *testing.T, a *Agent, method, path, token, body string) (int, string
 }
 
 // startAuthAgent starts an agent that trusts is; extra is appended YAML.
+// Every such test ends with a check that no token reached the agent's output
+// or any file it wrote.
 func startAuthAgent(t *testing.T, is *issuer, extra string) *Agent {
 	t.Helper()
-	return startAgent(t, is.yaml()+extra)
+	a := startAgent(t, is.yaml()+extra)
+	t.Cleanup(func() { assertNoTokenLeak(t, is, a) })
+	return a
 }
 
 // auditLines reads the agent's audit log (default <state>/audit.log).

@@ -317,21 +317,23 @@ func TestProbeIdempotency(t *testing.T) {
 	if code := a.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	b := restartAgent(t, a)
+	b := restartAgent(t, a, is)
 	s4, r4, raw := submit(t, b, is, body)
 	if s4 != 200 || r4.ID != r1.ID || r4.State != "succeeded" {
 		t.Fatalf("after restart: %d %s", s4, raw)
 	}
 }
 
-// restartAgent starts the same configuration again after a stopped.
-func restartAgent(t *testing.T, a *Agent) *Agent {
+// restartAgent starts the same configuration again after a stopped (and
+// checks, at the end of the test, that no token of is reached its output).
+func restartAgent(t *testing.T, a *Agent, is *issuer) *Agent {
 	t.Helper()
 	b := &Agent{t: t, Dir: a.Dir, Config: a.Config, Port: a.Port, Log: &syncBuffer{}, done: make(chan struct{})}
 	b.start()
 	if err := b.waitReady(10 * time.Second); err != nil {
 		t.Fatalf("restart: %v\n%s", err, b.Log.String())
 	}
+	t.Cleanup(func() { assertNoTokenLeak(t, is, b) })
 	return b
 }
 
@@ -354,7 +356,7 @@ func TestProbeInterruptedAfterKill9(t *testing.T) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 	})
-	b := restartAgent(t, a)
+	b := restartAgent(t, a, is)
 	for _, id := range []string{r.ID, queued.ID} {
 		got := getProbe(t, b, is, id)
 		if got.State != "interrupted" || !strings.Contains(got.Error, "not re-run") {
@@ -499,7 +501,7 @@ func TestProbeGracefulShutdownInterrupts(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, a.Log.String())
 	}
 	waitDead(t, pidsFrom(t, pidfile), 2*time.Second)
-	b := restartAgent(t, a)
+	b := restartAgent(t, a, is)
 	if got := getProbe(t, b, is, r.ID); got.State != "interrupted" || !strings.Contains(got.Error, "shutting down") {
 		t.Errorf("after SIGTERM: %+v", got)
 	}
