@@ -68,6 +68,7 @@ struct probe_exec {
 	pthread_t *workers;
 	int nworkers;
 	bool stopping;
+	int streams; /* event readers (probe_events_acquire) */
 	char work_dir[PATH_MAX];
 	char runs_dir[PATH_MAX + 8];
 	struct probe_committer *store;
@@ -477,8 +478,11 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 			probe_request_free(req);
 			free(req);
 			free(p);
-			return out->record != NULL ? rc : (vm_err_set(err, VM_ERR_IO, "record unreadable"),
-			                                    PROBE_E_IO);
+			if (out->record == NULL) {
+				vm_err_set(err, VM_ERR_IO, "the record of probe %s is unreadable", out->id);
+				return PROBE_E_IO;
+			}
+			return rc;
 		}
 	}
 	if (ex->qlen + ex->qreserved >= ex->qcap) {
@@ -595,6 +599,22 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 	if (*record != NULL)
 		json_object_set_new(*record, "cancel_requested", json_true());
 	return 0;
+}
+
+bool probe_events_acquire(struct probe_exec *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	bool ok = ex->streams < PROBE_MAX_STREAMS;
+	ex->streams += ok;
+	pthread_mutex_unlock(&ex->mu);
+	return ok;
+}
+
+void probe_events_release(struct probe_exec *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	ex->streams--;
+	pthread_mutex_unlock(&ex->mu);
 }
 
 void probe_event_free(struct probe_event *ev)

@@ -108,10 +108,6 @@ static bool allowed(const struct cfg_strlist *allow, const char *path)
 	return false;
 }
 
-struct out_fwd {
-	const struct probe_step_ctx *ctx;
-};
-
 static void forward(void *p, enum proc_stream stream, const char *data, size_t len)
 {
 	const struct probe_step_ctx *ctx = p;

@@ -210,10 +210,13 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 		wh_reply_error(req, 503, "unavailable", "out of memory");
 		return -1;
 	}
-	int rc = jwt_keyset_count(a->keys) == 0
-	             ? -(vm_err_set(&err, VM_ERR_INVALID, "no keys configured (auth.jwt_keys)"),
-	                JWT_E_KID)
-	             : jwt_parse(tok_s, tok_len, tok, &err);
+	int rc;
+	if (jwt_keyset_count(a->keys) == 0) {
+		vm_err_set(&err, VM_ERR_INVALID, "no keys configured (auth.jwt_keys)");
+		rc = -JWT_E_KID;
+	} else {
+		rc = jwt_parse(tok_s, tok_len, tok, &err);
+	}
 	if (rc == 0)
 		rc = jwt_verify_signature(a->keys, tok, tok_s, &err);
 	if (rc == 0) {
