@@ -73,6 +73,7 @@ struct probe_exec {
 	char runs_dir[PATH_MAX + 8];
 	struct probe_committer *store;
 	uint64_t default_timeout_ms, output_cap, grace_ms, retention_age_ms;
+	size_t record_max; /* largest record file we may have written */
 	int retention_count;
 	struct cfg_strlist allow;
 };
@@ -551,7 +552,7 @@ json_t *probe_get(struct probe_exec *ex, const char *id)
 	bool on_disk = p != NULL && p->rec == NULL;
 	pthread_mutex_unlock(&ex->mu);
 	if (on_disk)
-		rec = probe_store_read(ex->runs_dir, id);
+		rec = probe_store_read(ex->runs_dir, id, ex->record_max);
 	return rec;
 }
 
@@ -740,6 +741,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	snprintf(ex->runs_dir, sizeof(ex->runs_dir), "%s/runs", cfg->probe.work_dir);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->output_cap = cfg->probe.output_cap;
+	/* every step's two streams at the cap, JSON-escaped (≤ 2x: see
+	 * probe_json_set_bytes), plus the rest of the record */
+	ex->record_max = (size_t)(PROBE_MAX_STEPS * 2 * 2 * ex->output_cap) + (16u << 20);
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
@@ -757,8 +761,8 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 		goto fail;
 	struct load_ctx lc = {ex, 0};
 	pthread_mutex_lock(&ex->mu);
-	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, load_one, &lc,
-	                          err);
+	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, ex->record_max,
+	                          load_one, &lc, err);
 	retain(ex);
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)

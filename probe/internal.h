@@ -128,11 +128,12 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
 void probe_committer_stop(struct probe_committer *c);
 
 /* Reads one record (NULL when missing or unreadable). */
-json_t *probe_store_read(const char *dir, const char *id);
+json_t *probe_store_read(const char *dir, const char *id, size_t max);
 void probe_store_remove(const char *dir, const char *id);
 
 /* Calls fn for each record in dir, oldest id first; at most max records. */
-int probe_store_scan(const char *dir, int max, void (*fn)(void *ctx, const char *id, json_t *rec),
-                     void *ctx, struct vm_err *err);
+int probe_store_scan(const char *dir, int max, size_t record_max,
+                     void (*fn)(void *ctx, const char *id, json_t *rec), void *ctx,
+                     struct vm_err *err);
 
 #endif

@@ -14,7 +14,6 @@
 #include "core/log.h"
 #include "probe/internal.h"
 
-#define RECORD_MAX (256u << 20) /* 32 steps × 2 streams × output cap, with slack */
 
 static int record_path(const char *dir, const char *id, char *out, size_t cap)
 {
@@ -29,7 +28,7 @@ int probe_store_write(const char *dir, const char *id, const char *text, struct 
 	return fs_write_atomic(path, text, strlen(text), 0600, err);
 }
 
-json_t *probe_store_read(const char *dir, const char *id)
+json_t *probe_store_read(const char *dir, const char *id, size_t max)
 {
 	char path[PATH_MAX];
 	if (record_path(dir, id, path, sizeof(path)) != 0)
@@ -37,7 +36,7 @@ json_t *probe_store_read(const char *dir, const char *id)
 	char *data;
 	size_t len;
 	struct vm_err err;
-	if (fs_read_file(path, RECORD_MAX, &data, &len, &err) != 0)
+	if (fs_read_file(path, max, &data, &len, &err) != 0)
 		return NULL;
 	json_error_t jerr;
 	json_t *rec = json_loadb(data, len, 0, &jerr);
@@ -74,8 +73,9 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int probe_store_scan(const char *dir, int max, void (*fn)(void *ctx, const char *id, json_t *rec),
-                     void *ctx, struct vm_err *err)
+int probe_store_scan(const char *dir, int max, size_t record_max,
+                     void (*fn)(void *ctx, const char *id, json_t *rec), void *ctx,
+                     struct vm_err *err)
 {
 	DIR *d = opendir(dir);
 	if (d == NULL)
@@ -119,7 +119,7 @@ int probe_store_scan(const char *dir, int max, void (*fn)(void *ctx, const char 
 			probe_store_remove(dir, names[i]);
 			continue;
 		}
-		json_t *rec = probe_store_read(dir, names[i]);
+		json_t *rec = probe_store_read(dir, names[i], record_max);
 		if (rec == NULL) {
 			log_warn("probe", "%s/%s.json is unreadable or not JSON; ignored", dir, names[i]);
 			continue;
