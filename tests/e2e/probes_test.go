@@ -506,3 +506,17 @@ func TestProbeGracefulShutdownInterrupts(t *testing.T) {
 		t.Errorf("after SIGTERM: %+v", got)
 	}
 }
+
+// Binary output is returned base64-encoded under stdout_b64.
+func TestProbeBinaryOutputIsBase64(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	_, r, raw := submit(t, a, is, `{"steps":[{"type":"exec","argv":["printf","\\001\\002\\377"]}]}`)
+	if r.ID == "" {
+		t.Fatal(raw)
+	}
+	r = waitProbe(t, a, is, r.ID, 10*time.Second)
+	if r.Steps[0]["stdout_b64"] != "AQL/" || r.Steps[0]["stdout"] != nil {
+		t.Errorf("binary stdout: %v", r.Steps[0])
+	}
+}
