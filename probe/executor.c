@@ -52,6 +52,9 @@ struct probe {
 	bool interrupt;             /* cancel came from shutdown */
 	bool persisting;            /* submit has not written the first record yet */
 	bool in_queue;              /* referenced by the queue: retention must not free it */
+	bool finishing;             /* final record is being written; final_state once durable */
+	enum pstate final_state;
+	struct probe_exec *ex;      /* for the write-completion callback */
 	struct ev ring[EV_RING];
 	uint64_t ev_first, ev_next; /* seq range held in ring */
 	bool ended;
@@ -253,8 +256,41 @@ static void set_state(struct probe_exec *ex, struct probe *p, enum pstate st)
 	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
 }
 
-/* Ends a probe: final state, record written outside the lock, memory dropped,
- * `end` event. Called with the lock held; returns with it held. */
+/* The final record is durable: the final state becomes visible, memory is
+ * dropped, the `end` event goes out. */
+static void finish_done_locked(struct probe_exec *ex, struct probe *p)
+{
+	enum pstate st = p->final_state;
+	set_state(ex, p, st);
+	json_decref(p->rec);
+	p->rec = NULL;
+	if (p->req != NULL) {
+		probe_request_free(p->req);
+		free(p->req);
+		p->req = NULL;
+	}
+	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
+	p->ended = true;
+	ex->nfinished++;
+	log_info("probe", "%s %s", p->id, state_names[st]);
+	retain(ex);
+}
+
+static void on_committed(void *ctx, int rc, const char *msg)
+{
+	struct probe *p = ctx;
+	struct probe_exec *ex = p->ex;
+	if (rc != 0)
+		log_error("probe", "%s: cannot persist the final record: %s", p->id, msg);
+	pthread_mutex_lock(&ex->mu);
+	finish_done_locked(ex, p);
+	pthread_mutex_unlock(&ex->mu);
+}
+
+/* Ends a probe. The final record goes to the group-commit writer without
+ * waiting (workers go on with the next probe); until it is durable, readers
+ * still see the previous state, so no one sees an outcome a crash could undo.
+ * Called with the lock held; never releases it. */
 static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
                           const char *error)
 {
@@ -271,27 +307,21 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 		if (ss != NULL && strcmp(ss, "pending") == 0)
 			json_object_set_new(s, "status", json_string("skipped"));
 	}
-	set_state(ex, p, st);
+	p->finishing = true;
+	p->final_state = st;
+	p->ex = ex;
+	json_object_set_new(p->rec, "state", json_string(state_names[st]));
 	char *text = json_dumps(p->rec, JSON_COMPACT);
-	pthread_mutex_unlock(&ex->mu);
+	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
+	if (text != NULL && probe_committer_write_async(ex->store, p->id, text, on_committed, p) == 0)
+		return;
+	/* no writer (shutting down, out of memory): write here, under the lock */
 	struct vm_err err = {0};
-	if (text == NULL || probe_committer_write(ex->store, p->id, text, &err) != 0)
+	if (text == NULL || probe_store_write(ex->runs_dir, p->id, text, &err) != 0)
 		log_error("probe", "%s: cannot persist the final record: %s", p->id,
 		          text == NULL ? "out of memory" : err.msg);
 	free(text);
-	pthread_mutex_lock(&ex->mu);
-	json_decref(p->rec);
-	p->rec = NULL;
-	if (p->req != NULL) {
-		probe_request_free(p->req);
-		free(p->req);
-		p->req = NULL;
-	}
-	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
-	p->ended = true;
-	ex->nfinished++;
-	log_info("probe", "%s %s", p->id, state_names[st]);
-	retain(ex);
+	finish_done_locked(ex, p);
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -318,7 +348,8 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 
 static void run_probe(struct probe_exec *ex, struct probe *p)
 {
-	/* p->req is only read (not freed) until finish_locked, which this thread calls. */
+	/* p->req is only read (not freed) until finish_locked, which this thread calls
+	 * (it is freed once the final record is durable). */
 	const struct probe_request *req = p->req;
 	uint64_t timeout = req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms;
 	int64_t deadline = proc_now_ms() + (int64_t)timeout;
@@ -407,7 +438,7 @@ static void *worker(void *arg)
 		ex->qhead = (ex->qhead + 1) % ex->qcap;
 		ex->qlen--;
 		p->in_queue = false;
-		if (p->state != P_QUEUED)
+		if (p->state != P_QUEUED || p->finishing)
 			continue; /* canceled while queued */
 		if (ex->stopping || atomic_load(&p->cancel)) {
 			finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
@@ -585,7 +616,7 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 		pthread_mutex_unlock(&ex->mu);
 		return -1;
 	}
-	if (terminal(p->state)) {
+	if (terminal(p->state) || p->finishing) {
 		pthread_mutex_unlock(&ex->mu);
 		*record = probe_get(ex, id);
 		return -2;
@@ -796,7 +827,7 @@ void probe_exec_stop(struct probe_exec *ex)
 	pthread_mutex_lock(&ex->mu);
 	ex->stopping = true;
 	for (struct probe *p = ex->head; p != NULL; p = p->next) {
-		if (terminal(p->state))
+		if (terminal(p->state) || p->finishing)
 			continue;
 		p->interrupt = true;
 		atomic_store(&p->cancel, true);

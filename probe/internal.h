@@ -125,6 +125,13 @@ struct probe_committer;
 struct probe_committer *probe_committer_start(const char *dir, struct vm_err *err);
 int probe_committer_write(struct probe_committer *c, const char *id, const char *text,
                           struct vm_err *err);
+/* Queues a write and returns at once; on_done(ctx, rc, msg) runs on the writer
+ * thread once it is durable (or failed). Takes text (malloc'd). Returns -1
+ * (text not taken) when the writer is stopping or out of memory. Stop drains
+ * every queued write and its callback first. */
+typedef void (*probe_commit_done_fn)(void *ctx, int rc, const char *msg);
+int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
+                                probe_commit_done_fn on_done, void *ctx);
 void probe_committer_stop(struct probe_committer *c);
 
 /* Reads one record (NULL when missing or unreadable). */

@@ -148,6 +148,11 @@ struct commit_item {
 	char tmp[PATH_MAX + 64];
 	char msg[200];
 	bool done;
+	/* asynchronous writes: the item, its id and text are owned by the writer thread */
+	probe_commit_done_fn on_done;
+	void *ctx;
+	char *owned_text;
+	char idbuf[PROBE_ID_MAX];
 	struct commit_item *next;
 };
 
@@ -228,10 +233,19 @@ static void *committer_main(void *arg)
 		c->head = c->tail = NULL;
 		pthread_mutex_unlock(&c->mu);
 		commit_batch(c, batch);
+		/* callbacks run without our lock: they take their own (the executor's) */
+		for (struct commit_item *it = batch; it != NULL; it = it->next)
+			if (it->on_done != NULL)
+				it->on_done(it->ctx, it->rc, it->msg);
 		pthread_mutex_lock(&c->mu);
 		for (struct commit_item *it = batch, *next; it != NULL; it = next) {
 			next = it->next; /* the writer may return (and its item vanish) once done */
-			it->done = true;
+			if (it->on_done != NULL) {
+				free(it->owned_text);
+				free(it);
+			} else {
+				it->done = true;
+			}
 		}
 		pthread_cond_broadcast(&c->done_cv);
 	}
@@ -284,6 +298,33 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
 	pthread_mutex_unlock(&c->mu);
 	if (it.rc != 0)
 		return vm_err_set(err, VM_ERR_IO, "%s", it.msg);
+	return 0;
+}
+
+int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
+                                probe_commit_done_fn on_done, void *ctx)
+{
+	struct commit_item *it = calloc(1, sizeof(*it));
+	if (it == NULL)
+		return -1;
+	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
+	it->id = it->idbuf;
+	it->text = it->owned_text = text;
+	it->on_done = on_done;
+	it->ctx = ctx;
+	pthread_mutex_lock(&c->mu);
+	if (c->stop) {
+		pthread_mutex_unlock(&c->mu);
+		free(it);
+		return -1;
+	}
+	if (c->tail != NULL)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
 	return 0;
 }
 
