@@ -21,6 +21,7 @@
 #define EV_CHUNK 4096       /* output bytes per event */
 #define RINGS_AFTER_END 8   /* finished probes whose event ring is still kept */
 #define LOAD_SLACK 1024     /* records loaded beyond retention_count (unfinished ones) */
+#define RETAIN_EVERY_S 60   /* idle workers check retention by age this often */
 
 enum pstate { P_QUEUED, P_RUNNING, P_SUCCEEDED, P_FAILED, P_CANCELED, P_TIMED_OUT,
               P_INTERRUPTED };
@@ -51,6 +52,9 @@ struct probe {
 	bool interrupt;             /* cancel came from shutdown */
 	bool persisting;            /* submit has not written the first record yet */
 	bool in_queue;              /* referenced by the queue: retention must not free it */
+	bool finishing;             /* final record is being written; final_state once durable */
+	enum pstate final_state;
+	struct probe_exec *ex;      /* for the write-completion callback */
 	struct ev ring[EV_RING];
 	uint64_t ev_first, ev_next; /* seq range held in ring */
 	bool ended;
@@ -67,9 +71,12 @@ struct probe_exec {
 	pthread_t *workers;
 	int nworkers;
 	bool stopping;
+	int streams; /* event readers (probe_events_acquire) */
 	char work_dir[PATH_MAX];
 	char runs_dir[PATH_MAX + 8];
+	struct probe_committer *store;
 	uint64_t default_timeout_ms, output_cap, grace_ms, retention_age_ms;
+	size_t record_max; /* largest record file we may have written */
 	int retention_count;
 	struct cfg_strlist allow;
 };
@@ -249,8 +256,41 @@ static void set_state(struct probe_exec *ex, struct probe *p, enum pstate st)
 	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
 }
 
-/* Ends a probe: final state, record written outside the lock, memory dropped,
- * `end` event. Called with the lock held; returns with it held. */
+/* The final record is durable: the final state becomes visible, memory is
+ * dropped, the `end` event goes out. */
+static void finish_done_locked(struct probe_exec *ex, struct probe *p)
+{
+	enum pstate st = p->final_state;
+	set_state(ex, p, st);
+	json_decref(p->rec);
+	p->rec = NULL;
+	if (p->req != NULL) {
+		probe_request_free(p->req);
+		free(p->req);
+		p->req = NULL;
+	}
+	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
+	p->ended = true;
+	ex->nfinished++;
+	log_info("probe", "%s %s", p->id, state_names[st]);
+	retain(ex);
+}
+
+static void on_committed(void *ctx, int rc, const char *msg)
+{
+	struct probe *p = ctx;
+	struct probe_exec *ex = p->ex;
+	if (rc != 0)
+		log_error("probe", "%s: cannot persist the final record: %s", p->id, msg);
+	pthread_mutex_lock(&ex->mu);
+	finish_done_locked(ex, p);
+	pthread_mutex_unlock(&ex->mu);
+}
+
+/* Ends a probe. The final record goes to the group-commit writer without
+ * waiting (workers go on with the next probe); until it is durable, readers
+ * still see the previous state, so no one sees an outcome a crash could undo.
+ * Called with the lock held; never releases it. */
 static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
                           const char *error)
 {
@@ -267,27 +307,21 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 		if (ss != NULL && strcmp(ss, "pending") == 0)
 			json_object_set_new(s, "status", json_string("skipped"));
 	}
-	set_state(ex, p, st);
+	p->finishing = true;
+	p->final_state = st;
+	p->ex = ex;
+	json_object_set_new(p->rec, "state", json_string(state_names[st]));
 	char *text = json_dumps(p->rec, JSON_COMPACT);
-	pthread_mutex_unlock(&ex->mu);
+	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
+	if (text != NULL && probe_committer_write_async(ex->store, p->id, text, on_committed, p) == 0)
+		return;
+	/* no writer (shutting down, out of memory): write here, under the lock */
 	struct vm_err err = {0};
 	if (text == NULL || probe_store_write(ex->runs_dir, p->id, text, &err) != 0)
 		log_error("probe", "%s: cannot persist the final record: %s", p->id,
 		          text == NULL ? "out of memory" : err.msg);
 	free(text);
-	pthread_mutex_lock(&ex->mu);
-	json_decref(p->rec);
-	p->rec = NULL;
-	if (p->req != NULL) {
-		probe_request_free(p->req);
-		free(p->req);
-		p->req = NULL;
-	}
-	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
-	p->ended = true;
-	ex->nfinished++;
-	log_info("probe", "%s %s", p->id, state_names[st]);
-	retain(ex);
+	finish_done_locked(ex, p);
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -314,7 +348,8 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 
 static void run_probe(struct probe_exec *ex, struct probe *p)
 {
-	/* p->req is only read (not freed) until finish_locked, which this thread calls. */
+	/* p->req is only read (not freed) until finish_locked, which this thread calls
+	 * (it is freed once the final record is durable). */
 	const struct probe_request *req = p->req;
 	uint64_t timeout = req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms;
 	int64_t deadline = proc_now_ms() + (int64_t)timeout;
@@ -389,15 +424,21 @@ static void *worker(void *arg)
 	struct probe_exec *ex = arg;
 	pthread_mutex_lock(&ex->mu);
 	for (;;) {
-		while (ex->qlen == 0 && !ex->stopping)
-			pthread_cond_wait(&ex->work_cv, &ex->mu);
+		while (ex->qlen == 0 && !ex->stopping) {
+			/* idle: apply retention by age now and then, not only when probes end */
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += RETAIN_EVERY_S;
+			if (pthread_cond_timedwait(&ex->work_cv, &ex->mu, &until) == ETIMEDOUT)
+				retain(ex);
+		}
 		if (ex->qlen == 0)
 			break; /* stopping and nothing left */
 		struct probe *p = ex->queue[ex->qhead];
 		ex->qhead = (ex->qhead + 1) % ex->qcap;
 		ex->qlen--;
 		p->in_queue = false;
-		if (p->state != P_QUEUED)
+		if (p->state != P_QUEUED || p->finishing)
 			continue; /* canceled while queued */
 		if (ex->stopping || atomic_load(&p->cancel)) {
 			finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
@@ -469,8 +510,11 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 			probe_request_free(req);
 			free(req);
 			free(p);
-			return out->record != NULL ? rc : (vm_err_set(err, VM_ERR_IO, "record unreadable"),
-			                                    PROBE_E_IO);
+			if (out->record == NULL) {
+				vm_err_set(err, VM_ERR_IO, "the record of probe %s is unreadable", out->id);
+				return PROBE_E_IO;
+			}
+			return rc;
 		}
 	}
 	if (ex->qlen + ex->qreserved >= ex->qcap) {
@@ -496,7 +540,7 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 
 	/* Durable before it can run: a crash from here on shows it as interrupted. */
 	struct vm_err werr = {0};
-	int wrc = text != NULL ? probe_store_write(ex->runs_dir, p->id, text, &werr) : -1;
+	int wrc = text != NULL ? probe_committer_write(ex->store, p->id, text, &werr) : -1;
 	free(text);
 
 	pthread_mutex_lock(&ex->mu);
@@ -539,7 +583,7 @@ json_t *probe_get(struct probe_exec *ex, const char *id)
 	bool on_disk = p != NULL && p->rec == NULL;
 	pthread_mutex_unlock(&ex->mu);
 	if (on_disk)
-		rec = probe_store_read(ex->runs_dir, id);
+		rec = probe_store_read(ex->runs_dir, id, ex->record_max);
 	return rec;
 }
 
@@ -572,7 +616,7 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 		pthread_mutex_unlock(&ex->mu);
 		return -1;
 	}
-	if (terminal(p->state)) {
+	if (terminal(p->state) || p->finishing) {
 		pthread_mutex_unlock(&ex->mu);
 		*record = probe_get(ex, id);
 		return -2;
@@ -587,6 +631,22 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 	if (*record != NULL)
 		json_object_set_new(*record, "cancel_requested", json_true());
 	return 0;
+}
+
+bool probe_events_acquire(struct probe_exec *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	bool ok = ex->streams < PROBE_MAX_STREAMS;
+	ex->streams += ok;
+	pthread_mutex_unlock(&ex->mu);
+	return ok;
+}
+
+void probe_events_release(struct probe_exec *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	ex->streams--;
+	pthread_mutex_unlock(&ex->mu);
 }
 
 void probe_event_free(struct probe_event *ev)
@@ -712,6 +772,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	snprintf(ex->runs_dir, sizeof(ex->runs_dir), "%s/runs", cfg->probe.work_dir);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->output_cap = cfg->probe.output_cap;
+	/* every step's two streams at the cap, JSON-escaped (≤ 2x: see
+	 * probe_json_set_bytes), plus the rest of the record */
+	ex->record_max = (size_t)(PROBE_MAX_STEPS * 2 * 2 * ex->output_cap) + (16u << 20);
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
@@ -729,11 +792,14 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 		goto fail;
 	struct load_ctx lc = {ex, 0};
 	pthread_mutex_lock(&ex->mu);
-	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, load_one, &lc,
-	                          err);
+	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, ex->record_max,
+	                          load_one, &lc, err);
 	retain(ex);
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)
+		goto fail;
+	ex->store = probe_committer_start(ex->runs_dir, err);
+	if (ex->store == NULL)
 		goto fail;
 	if (lc.interrupted > 0)
 		log_warn("probe", "%d probe(s) were unfinished when the agent stopped: marked "
@@ -761,7 +827,7 @@ void probe_exec_stop(struct probe_exec *ex)
 	pthread_mutex_lock(&ex->mu);
 	ex->stopping = true;
 	for (struct probe *p = ex->head; p != NULL; p = p->next) {
-		if (terminal(p->state))
+		if (terminal(p->state) || p->finishing)
 			continue;
 		p->interrupt = true;
 		atomic_store(&p->cancel, true);
@@ -773,6 +839,7 @@ void probe_exec_stop(struct probe_exec *ex)
 	 * their running step is terminated within probe.cancel_grace. */
 	for (int i = 0; i < ex->nworkers; i++)
 		pthread_join(ex->workers[i], NULL);
+	probe_committer_stop(ex->store);
 	while (ex->head != NULL) {
 		struct probe *p = ex->head;
 		unlink_probe(ex, p);

@@ -119,12 +119,28 @@ void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_
 
 /* Writes <dir>/<id>.json atomically (text is the record's JSON). */
 int probe_store_write(const char *dir, const char *id, const char *text, struct vm_err *err);
+/* Batched durable writes from many threads (group commit); each call returns
+ * once its record is durable. After stop began, writes go straight to disk. */
+struct probe_committer;
+struct probe_committer *probe_committer_start(const char *dir, struct vm_err *err);
+int probe_committer_write(struct probe_committer *c, const char *id, const char *text,
+                          struct vm_err *err);
+/* Queues a write and returns at once; on_done(ctx, rc, msg) runs on the writer
+ * thread once it is durable (or failed). Takes text (malloc'd). Returns -1
+ * (text not taken) when the writer is stopping or out of memory. Stop drains
+ * every queued write and its callback first. */
+typedef void (*probe_commit_done_fn)(void *ctx, int rc, const char *msg);
+int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
+                                probe_commit_done_fn on_done, void *ctx);
+void probe_committer_stop(struct probe_committer *c);
+
 /* Reads one record (NULL when missing or unreadable). */
-json_t *probe_store_read(const char *dir, const char *id);
+json_t *probe_store_read(const char *dir, const char *id, size_t max);
 void probe_store_remove(const char *dir, const char *id);
 
 /* Calls fn for each record in dir, oldest id first; at most max records. */
-int probe_store_scan(const char *dir, int max, void (*fn)(void *ctx, const char *id, json_t *rec),
-                     void *ctx, struct vm_err *err);
+int probe_store_scan(const char *dir, int max, size_t record_max,
+                     void (*fn)(void *ctx, const char *id, json_t *rec), void *ctx,
+                     struct vm_err *err);
 
 #endif

@@ -66,6 +66,12 @@ bool probe_state_valid(const char *s);
  * -1 unknown id, -2 already finished (record in *record). */
 int probe_cancel(struct probe_exec *ex, const char *id, json_t **record);
 
+/* Event streams hold an HTTP worker each: at most PROBE_MAX_STREAMS at a time.
+ * acquire returns false when the limit is reached; each true needs a release. */
+#define PROBE_MAX_STREAMS 8
+bool probe_events_acquire(struct probe_exec *ex);
+void probe_events_release(struct probe_exec *ex);
+
 /* Events of one probe for streaming: `state`, `step` and `output` events as
  * JSON objects, in order, with increasing sequence numbers, ending with one
  * `end` event carrying the final record. */

@@ -20,14 +20,27 @@ const struct probe_step_type probe_steps[] = {
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 
+/* Control characters other than tab/CR/LF would be escaped as \uXXXX (6 bytes
+ * each): such output is binary in all but name and goes as base64 (4/3), which
+ * bounds a record at twice the captured bytes (quotes and backslashes). */
+static bool texty(const char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)data[i];
+		if ((c < 0x20 && c != '\n' && c != '\r' && c != '\t') || c == 0x7f)
+			return false;
+	}
+	return true;
+}
+
 void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_t len)
 {
-	json_t *s = json_stringn(data != NULL ? data : "", data != NULL ? len : 0);
+	json_t *s = data == NULL ? json_string("") : texty(data, len) ? json_stringn(data, len) : NULL;
 	if (s != NULL) {
 		json_object_set_new(obj, name, s);
 		return;
 	}
-	/* not UTF-8: binary output goes as base64 under name_b64 */
+	/* not UTF-8 text: binary output goes as base64 under name_b64 */
 	char key[64];
 	snprintf(key, sizeof(key), "%s_b64", name);
 	char *b = malloc(b64_encoded_len(len) + 1);
@@ -107,10 +120,6 @@ static bool allowed(const struct cfg_strlist *allow, const char *path)
 			return true;
 	return false;
 }
-
-struct out_fwd {
-	const struct probe_step_ctx *ctx;
-};
 
 static void forward(void *p, enum proc_stream stream, const char *data, size_t len)
 {

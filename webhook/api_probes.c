@@ -174,6 +174,12 @@ void wh_api_probe_events(struct wh_req *req)
 	}
 	json_decref(rec);
 	snprintf(req->probe_id, sizeof(req->probe_id), "%.63s", id);
+	/* each stream holds a webhook worker thread: keep most of them for the API */
+	if (!probe_events_acquire(ex)) {
+		wh_reply_error_hdr(req, 503, "Retry-After: 5\r\n", "too_many_streams",
+		                   "at most %d event streams at a time", PROBE_MAX_STREAMS);
+		return;
+	}
 	/* Chunked, so the connection stays reusable and proxies see message boundaries. */
 	mg_printf(req->conn, "HTTP/1.1 200 OK\r\n"
 	                     "Content-Type: text/event-stream\r\n"
@@ -217,4 +223,5 @@ void wh_api_probe_events(struct wh_req *req)
 		}
 	}
 	mg_write(req->conn, "0\r\n\r\n", 5);
+	probe_events_release(ex);
 }

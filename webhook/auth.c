@@ -19,7 +19,9 @@
  * still full, every entry belongs to a token that could still be replayed, so
  * forgetting any of them would reopen a replay window: we refuse new tokens
  * instead (503, Retry-After) until the oldest expire. Memory is fixed by
- * auth.replay_cache_size; size it above (peak requests/s × max token lifetime). */
+ * auth.replay_cache_size; size it above (peak requests/s × max token lifetime).
+ * Across restarts the cache is not kept; tokens issued before the start are
+ * refused instead (issued_before_start). */
 struct replay_entry {
 	uint8_t id[16]; /* first bytes of sha256(jti): fixed size, no attacker-sized keys */
 	int64_t until;  /* 0 = empty slot */
@@ -38,6 +40,7 @@ struct wh_auth {
 	char audience[CFG_ID_MAX];
 	char tenant[CFG_ID_MAX];
 	int64_t max_lifetime;
+	int64_t started; /* the replay cache is empty before this: see wh_auth_check */
 	pthread_mutex_t mu;
 	struct replay_cache replay;
 };
@@ -121,6 +124,7 @@ struct wh_auth *wh_auth_new(const struct cfg *cfg, struct vm_err *err)
 	snprintf(a->audience, sizeof(a->audience), "%s", cfg->agent.id);
 	snprintf(a->tenant, sizeof(a->tenant), "%s", cfg->agent.tenant_id);
 	a->max_lifetime = (int64_t)(cfg->auth.max_token_lifetime_ms / 1000);
+	a->started = (int64_t)time(NULL);
 	a->replay.capacity = (size_t)cfg->auth.replay_cache_size;
 	a->replay.nslots = 16;
 	while (a->replay.nslots < a->replay.capacity * 2)
@@ -167,11 +171,24 @@ static void deny401(struct wh_req *req, const char *code, const char *why)
 	wh_reply_error_hdr(req, 401, hdr, code, "%s", why);
 }
 
+/* Copies s with control characters replaced: the path (URL-decoded) and a
+ * token's kid are the caller's bytes and must not forge log lines. */
+static void printable(char *out, size_t cap, const char *s)
+{
+	size_t o = 0;
+	for (; s != NULL && *s != '\0' && o + 1 < cap; s++)
+		out[o++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+	out[o] = '\0';
+}
+
 static void log_denied(const struct wh_req *req, int status, const char *code, const char *why)
 {
 	/* The reason and the route, never the token. */
-	log_warn("auth", "denied %s %s: %d %s: %s", req->info->request_method,
-	         req->info->local_uri ? req->info->local_uri : "", status, code, why);
+	char path[256], reason[300];
+	printable(path, sizeof(path), req->info->local_uri);
+	printable(reason, sizeof(reason), why);
+	log_warn("auth", "denied %s %s: %d %s: %s", req->info->request_method, path, status, code,
+	         reason);
 }
 
 int wh_auth_check(struct wh_req *req, const char *scope)
@@ -193,10 +210,13 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 		wh_reply_error(req, 503, "unavailable", "out of memory");
 		return -1;
 	}
-	int rc = jwt_keyset_count(a->keys) == 0
-	             ? -(vm_err_set(&err, VM_ERR_INVALID, "no keys configured (auth.jwt_keys)"),
-	                JWT_E_KID)
-	             : jwt_parse(tok_s, tok_len, tok, &err);
+	int rc;
+	if (jwt_keyset_count(a->keys) == 0) {
+		vm_err_set(&err, VM_ERR_INVALID, "no keys configured (auth.jwt_keys)");
+		rc = -JWT_E_KID;
+	} else {
+		rc = jwt_parse(tok_s, tok_len, tok, &err);
+	}
 	if (rc == 0)
 		rc = jwt_verify_signature(a->keys, tok, tok_s, &err);
 	if (rc == 0) {
@@ -218,6 +238,15 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 			deny401(req, code, err.msg);
 		else
 			wh_reply_error(req, 403, code, "%s", err.msg);
+		goto fail;
+	}
+	/* The replay cache lives in memory and starts empty (agent start, listener
+	 * restart). A token issued before that could have been used already; refuse
+	 * it rather than accept a possible replay. The control plane mints a fresh one. */
+	if (tok->iat + JWT_SKEW_S < a->started) {
+		log_denied(req, 401, "issued_before_start", "token issued before the agent started");
+		deny401(req, "issued_before_start", "the token was issued before the agent (re)started; "
+		        "use a new token");
 		goto fail;
 	}
 	if (!jwt_has_scope(tok, scope)) {

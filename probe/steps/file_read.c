@@ -70,13 +70,15 @@ enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 	if (fd < 0)
 		return failed(result, errno, "open", st->path);
 	struct stat sb;
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+	if (fstat(fd, &sb) != 0) {
 		int e = errno;
 		close(fd);
-		if (e == 0 || S_ISREG(sb.st_mode) == 0)
-			e = EINVAL;
+		return failed(result, e, "stat", st->path);
+	}
+	/* devices and FIFOs could block or never end */
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
 		json_object_set_new(result, "error", json_string("not a regular file"));
-		(void)e;
 		return STEP_FAILED;
 	}
 	size_t want = (size_t)st->max_bytes;

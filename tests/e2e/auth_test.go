@@ -5,6 +5,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +55,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"not yet valid", is.sign("EdDSA", "ed", with(map[string]interface{}{"nbf": now + 600, "exp": now + 900})), 401, "not_yet_valid"},
 		{"lifetime too long", is.sign("EdDSA", "ed", with(map[string]interface{}{"exp": now + 2*86400})), 401, "lifetime_too_long"},
 		{"wrong issuer", is.sign("EdDSA", "ed", with(map[string]interface{}{"iss": "https://evil.test"})), 401, "wrong_issuer"},
+		{"issued before the agent started", is.sign("EdDSA", "ed", with(map[string]interface{}{"iat": now - 200, "nbf": now - 200, "exp": now + 100})), 401, "issued_before_start"},
 		{"no jti", is.sign("EdDSA", "ed", with(map[string]interface{}{"jti": nil})), 401, "missing_jti"},
 		{"alg none", is.sign("none", "ed", is.claims(allScopes)), 401, "alg_not_allowed"},
 		{"HS256 signed with the public key", is.sign("HS256-pubkey", "rsa", is.claims(allScopes)), 401, "alg_not_allowed"},
@@ -91,7 +94,7 @@ func TestAuthMatrix(t *testing.T) {
 	}
 
 	// one audit line per attempt, with the outcome; the reason is logged
-	lines := auditLines(t, a)
+	lines := waitAudit(t, a, len(cases))
 	if len(lines) != len(cases) {
 		t.Fatalf("%d audit lines for %d requests", len(lines), len(cases))
 	}
@@ -142,7 +145,7 @@ func TestAuthLivezNeedsNoTokenAndScopesAreEnforcedPerRoute(t *testing.T) {
 	}
 	var rec map[string]interface{}
 	_ = json.Unmarshal([]byte(body), &rec)
-	lines := auditLines(t, a)
+	lines := waitAudit(t, a, 3)
 	last := lines[len(lines)-1]
 	if last["forwarded_for"] != "203.0.113.7" || last["probe_id"] != rec["id"] {
 		t.Errorf("audit line: %v", last)
@@ -171,5 +174,25 @@ func TestAuthReplayCacheFullFailsClosed(t *testing.T) {
 	status, body, hdr := call(t, a, "GET", "/v1/probes", is.tok("probe:read"), "")
 	if status != 503 || hdr.Get("Retry-After") == "" || decodeError(t, body).Error.Code != "replay_cache_full" {
 		t.Fatalf("17th live token: %d %s", status, body)
+	}
+}
+
+// The audit log rotates by size and keeps audit_max_files old files.
+func TestAuthAuditLogRotates(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "auth:\n  audit_max_size: 4KiB\n  audit_max_files: 2\n")
+	for i := 0; i < 60; i++ {
+		call(t, a, "GET", "/v1/probes", is.tok("probe:read"), "")
+	}
+	time.Sleep(100 * time.Millisecond)
+	base := filepath.Join(a.Dir, "state", "audit.log")
+	for _, p := range []string{base, base + ".1", base + ".2"} {
+		st, err := os.Stat(p)
+		if err != nil || st.Size() > 4096 || st.Mode().Perm() != 0600 {
+			t.Errorf("%s: %v %v", p, st, err)
+		}
+	}
+	if _, err := os.Stat(base + ".3"); err == nil {
+		t.Errorf("more than audit_max_files rotated files")
 	}
 }

@@ -176,9 +176,13 @@ func call(t *testing.T, a *Agent, method, path, token, body string) (int, string
 }
 
 // startAuthAgent starts an agent that trusts is; extra is appended YAML.
+// Every such test ends with a check that no token reached the agent's output
+// or any file it wrote.
 func startAuthAgent(t *testing.T, is *issuer, extra string) *Agent {
 	t.Helper()
-	return startAgent(t, is.yaml()+extra)
+	a := startAgent(t, is.yaml()+extra)
+	t.Cleanup(func() { assertNoTokenLeak(t, is, a) })
+	return a
 }
 
 // auditLines reads the agent's audit log (default <state>/audit.log).
@@ -248,4 +252,18 @@ func callXFF(t *testing.T, a *Agent, method, path, token, body, xff string) (int
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), resp.Header
+}
+
+// waitAudit returns the audit lines once there are at least n (the line is
+// written right after the response is sent), waiting at most 3 s.
+func waitAudit(t *testing.T, a *Agent, n int) []map[string]interface{} {
+	t.Helper()
+	var lines []map[string]interface{}
+	for i := 0; i < 150; i++ {
+		if lines = auditLines(t, a); len(lines) >= n {
+			return lines
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return lines
 }

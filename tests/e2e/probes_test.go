@@ -317,21 +317,23 @@ func TestProbeIdempotency(t *testing.T) {
 	if code := a.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	b := restartAgent(t, a)
+	b := restartAgent(t, a, is)
 	s4, r4, raw := submit(t, b, is, body)
 	if s4 != 200 || r4.ID != r1.ID || r4.State != "succeeded" {
 		t.Fatalf("after restart: %d %s", s4, raw)
 	}
 }
 
-// restartAgent starts the same configuration again after a stopped.
-func restartAgent(t *testing.T, a *Agent) *Agent {
+// restartAgent starts the same configuration again after a stopped (and
+// checks, at the end of the test, that no token of is reached its output).
+func restartAgent(t *testing.T, a *Agent, is *issuer) *Agent {
 	t.Helper()
 	b := &Agent{t: t, Dir: a.Dir, Config: a.Config, Port: a.Port, Log: &syncBuffer{}, done: make(chan struct{})}
 	b.start()
 	if err := b.waitReady(10 * time.Second); err != nil {
 		t.Fatalf("restart: %v\n%s", err, b.Log.String())
 	}
+	t.Cleanup(func() { assertNoTokenLeak(t, is, b) })
 	return b
 }
 
@@ -354,7 +356,7 @@ func TestProbeInterruptedAfterKill9(t *testing.T) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 	})
-	b := restartAgent(t, a)
+	b := restartAgent(t, a, is)
 	for _, id := range []string{r.ID, queued.ID} {
 		got := getProbe(t, b, is, id)
 		if got.State != "interrupted" || !strings.Contains(got.Error, "not re-run") {
@@ -476,5 +478,45 @@ func TestProbeEventsStream(t *testing.T) {
 	joined := strings.Join(outputs, "")
 	if joined != "first\nsecond\n" || events[len(events)-1] != "end" {
 		t.Errorf("events %v outputs %q", events, joined)
+	}
+}
+
+// SIGTERM stops the running step's process group and records the probe as
+// interrupted (not re-run after the restart).
+func TestProbeGracefulShutdownInterrupts(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "probe:\n  cancel_grace: 300ms\n")
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	_, r, raw := submit(t, a, is, mustJSON(map[string]interface{}{
+		"steps": []interface{}{map[string]interface{}{"type": "script", "body": fmt.Sprintf("echo $$ > %s\nexec sleep 300\n", pidfile)}}}))
+	if r.ID == "" {
+		t.Fatal(raw)
+	}
+	waitProbe(t, a, is, r.ID, 10*time.Second, "running")
+	for i := 0; i < 200 && len(pidsFrom(t, pidfile)) == 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.Signal(syscall.SIGTERM)
+	if code := a.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, a.Log.String())
+	}
+	waitDead(t, pidsFrom(t, pidfile), 2*time.Second)
+	b := restartAgent(t, a, is)
+	if got := getProbe(t, b, is, r.ID); got.State != "interrupted" || !strings.Contains(got.Error, "shutting down") {
+		t.Errorf("after SIGTERM: %+v", got)
+	}
+}
+
+// Binary output is returned base64-encoded under stdout_b64.
+func TestProbeBinaryOutputIsBase64(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	_, r, raw := submit(t, a, is, `{"steps":[{"type":"exec","argv":["printf","\\001\\002\\377"]}]}`)
+	if r.ID == "" {
+		t.Fatal(raw)
+	}
+	r = waitProbe(t, a, is, r.ID, 10*time.Second)
+	if r.Steps[0]["stdout_b64"] != "AQL/" || r.Steps[0]["stdout"] != nil {
+		t.Errorf("binary stdout: %v", r.Steps[0])
 	}
 }

@@ -155,6 +155,15 @@ static void test_jwt_keyset_refuses_bad_keys(void **state)
 	assert_int_not_equal(jwt_keyset_add_file(ks, path, &err), 0);
 	assert_non_null(strstr(err.msg, "twice"));
 	assert_int_not_equal(jwt_keyset_add_file(ks, "/nonexistent/k.pem", &err), 0);
+	/* weak or unexpected key types are refused at load time */
+	const char *weak[] = {"weak-rsa1024.pem", "ec-p384.pem"};
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/jwt/%s", data_dir(), weak[i]);
+		assert_int_not_equal(jwt_keyset_add_file(ks, path, &err), 0);
+		if (strstr(err.msg, "unsupported key type") == NULL)
+			fail_msg("%s: %s", weak[i], err.msg);
+	}
+	assert_int_equal(jwt_keyset_count(ks), 1);
 	jwt_keyset_free(ks);
 	jwt_keyset_free(NULL);
 }

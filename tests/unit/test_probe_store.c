@@ -103,7 +103,7 @@ static void test_probe_store_unfinished_records_become_interrupted(void **state)
 	probe_exec_stop(ex);
 
 	/* the change is on disk: a second start sees interrupted, not running */
-	rec = probe_store_read(runs, "p-000000000001-aa");
+	rec = probe_store_read(runs, "p-000000000001-aa", 1 << 20);
 	assert_string_equal(state_of(rec), "interrupted");
 	json_decref(rec);
 	rm_tree(c);

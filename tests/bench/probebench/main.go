@@ -144,7 +144,7 @@ func main() {
 		}
 	})
 	// done when nothing is queued or running any more
-	for i := 0; i < 6000; i++ {
+	for i := 0; i < 60000; i++ {
 		busy := false
 		for _, st := range []string{"queued", "running"} {
 			_, b, err := do("GET", base+"/v1/probes?limit=1&state="+st, m.token("probe:read"), "")
@@ -154,7 +154,7 @@ func main() {
 		if !busy {
 			break
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	e2e := time.Since(start)
 	_, b, err := do("GET", base+fmt.Sprintf("/v1/probes?limit=%d&state=succeeded", 1000), m.token("probe:read"), "")
