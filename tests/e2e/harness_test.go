@@ -62,6 +62,8 @@ type Agent struct {
 	Dir     string // temp dir holding config.yaml and state/
 	Config  string // path of config.yaml
 	Port    int
+	Base    string // when set (through a relay), API calls go here instead of loopback
+	Relay   *Relay // the relay the agent's tunnel connects to, if any
 	Log     *syncBuffer
 	done    chan struct{}
 	exitErr error

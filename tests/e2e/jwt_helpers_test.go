@@ -34,6 +34,9 @@ const testIssuer = "https://cp.test"
 // apiURL is how every probe/auth test reaches the agent's API. Today: straight
 // to the webhook on loopback; later: through the relay and tunnel.
 func apiURL(a *Agent, path string) string {
+	if a.Base != "" {
+		return a.Base + path
+	}
 	return a.URL(path)
 }
 
@@ -178,9 +181,12 @@ func call(t *testing.T, a *Agent, method, path, token, body string) (int, string
 // startAuthAgent starts an agent that trusts is; extra is appended YAML.
 // Every such test ends with a check that no token reached the agent's output
 // or any file it wrote.
+// startAuthAgent starts an agent with JWT auth whose API is reached the way
+// the control plane reaches it: through a Piko-compatible relay and the tunnel.
 func startAuthAgent(t *testing.T, is *issuer, extra string) *Agent {
 	t.Helper()
-	a := startAgent(t, is.yaml()+extra)
+	a, r := startTunnelPairRelay(t, mergeYAML(is.yaml(), extra))
+	a.Base, a.Relay = r.ProxyURL(), r
 	t.Cleanup(func() { assertNoTokenLeak(t, is, a) })
 	return a
 }

@@ -328,10 +328,18 @@ func TestProbeIdempotency(t *testing.T) {
 // checks, at the end of the test, that no token of is reached its output).
 func restartAgent(t *testing.T, a *Agent, is *issuer) *Agent {
 	t.Helper()
-	b := &Agent{t: t, Dir: a.Dir, Config: a.Config, Port: a.Port, Log: &syncBuffer{}, done: make(chan struct{})}
-	b.start()
+	b := &Agent{t: t, Dir: a.Dir, Config: a.Config, Port: a.Port, Base: a.Base, Relay: a.Relay,
+		Log: &syncBuffer{}, done: make(chan struct{})}
+	var conns int64
+	if b.Relay != nil {
+		conns = b.Relay.Status().Connections
+	}
+	b.start(fastReconnect...)
 	if err := b.waitReady(10 * time.Second); err != nil {
 		t.Fatalf("restart: %v\n%s", err, b.Log.String())
+	}
+	if b.Relay != nil && !b.Relay.WaitConnections(conns+1, 15*time.Second) {
+		t.Fatalf("restarted agent did not reconnect to the relay\n%s", b.Log.String())
 	}
 	t.Cleanup(func() { assertNoTokenLeak(t, is, b) })
 	return b
