@@ -27,7 +27,7 @@ void cmd_print_usage(const struct cmd_entry *e, FILE *out);
 
 /* Reports a usage error (unknown flag, missing value) and returns exit code 64. */
 int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* getopt_long over argv with --help handled (shortopts must start with ':'
  * and contain 'h'); returns the option character,

@@ -12,26 +12,28 @@
 static int configure_exec(const struct cmd_entry *self, int argc, char **argv);
 
 const struct cmd_entry cmd_configure_entry = {
-	"configure", "change, show or check the configuration (then reload the agent)",
-	"Edits /etc/vm-agent/config.yaml. The whole new file is validated before\n"
-	"anything is written; it then replaces the old one atomically (the previous\n"
-	"file is kept as config.yaml.bak) and the running agent is told to reload\n"
-	"(SIGHUP to the systemd MainPID, or to the pid in <state_dir>/agent.pid).\n"
-	"The report says whether the agent took the new configuration.\n"
-	"Comments in the file are not preserved by --set/--unset.\n\n"
-	"Flags:\n"
-	"  --set section.key=value   set a key (repeatable)\n"
-	"  --unset section.key       remove a key: back to its default (repeatable)\n"
-	"  --show                    print the effective configuration, secrets redacted\n"
-	"  --check [FILE]            validate FILE (default: the installed file); exit 78\n"
-	"                            when invalid\n"
-	"  --config FILE             edit FILE instead of /etc/vm-agent/config.yaml\n"
-	"  --no-reload               do not signal the running agent\n"
-	"  --reload-timeout SECS     how long to wait for the agent's answer (default 10)\n"
-	"  --root DIR                files under DIR\n"
-	"  --json                    machine-readable report\n"
-	"  -h, --help\n",
-	"configure [--set K=V]… [--unset K]… | --show | --check [FILE]", configure_exec,
+    "configure",
+    "change, show or check the configuration (then reload the agent)",
+    "Edits /etc/vm-agent/config.yaml. The whole new file is validated before\n"
+    "anything is written; it then replaces the old one atomically (the previous\n"
+    "file is kept as config.yaml.bak) and the running agent is told to reload\n"
+    "(SIGHUP to the systemd MainPID, or to the pid in <state_dir>/agent.pid).\n"
+    "The report says whether the agent took the new configuration.\n"
+    "Comments in the file are not preserved by --set/--unset.\n\n"
+    "Flags:\n"
+    "  --set section.key=value   set a key (repeatable)\n"
+    "  --unset section.key       remove a key: back to its default (repeatable)\n"
+    "  --show                    print the effective configuration, secrets redacted\n"
+    "  --check [FILE]            validate FILE (default: the installed file); exit 78\n"
+    "                            when invalid\n"
+    "  --config FILE             edit FILE instead of /etc/vm-agent/config.yaml\n"
+    "  --no-reload               do not signal the running agent\n"
+    "  --reload-timeout SECS     how long to wait for the agent's answer (default 10)\n"
+    "  --root DIR                files under DIR\n"
+    "  --json                    machine-readable report\n"
+    "  -h, --help\n",
+    "configure [--set K=V]… [--unset K]… | --show | --check [FILE]",
+    configure_exec,
 };
 
 enum { O_SET = 256, O_UNSET, O_SHOW, O_CHECK, O_CONFIG, O_NORELOAD, O_RT, O_ROOT, O_JSON };
@@ -41,17 +43,17 @@ enum { O_SET = 256, O_UNSET, O_SHOW, O_CHECK, O_CONFIG, O_NORELOAD, O_RT, O_ROOT
 static int configure_exec(const struct cmd_entry *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"set", required_argument, NULL, O_SET},
-		{"unset", required_argument, NULL, O_UNSET},
-		{"show", no_argument, NULL, O_SHOW},
-		{"check", optional_argument, NULL, O_CHECK},
-		{"config", required_argument, NULL, O_CONFIG},
-		{"no-reload", no_argument, NULL, O_NORELOAD},
-		{"reload-timeout", required_argument, NULL, O_RT},
-		{"root", required_argument, NULL, O_ROOT},
-		{"json", no_argument, NULL, O_JSON},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"set", required_argument, NULL, O_SET},
+	    {"unset", required_argument, NULL, O_UNSET},
+	    {"show", no_argument, NULL, O_SHOW},
+	    {"check", optional_argument, NULL, O_CHECK},
+	    {"config", required_argument, NULL, O_CONFIG},
+	    {"no-reload", no_argument, NULL, O_NORELOAD},
+	    {"reload-timeout", required_argument, NULL, O_RT},
+	    {"root", required_argument, NULL, O_ROOT},
+	    {"json", no_argument, NULL, O_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *set[MAX_EDITS], *unset[MAX_EDITS];
 	struct lc_configure_opts o = {.set = set, .unset = unset};
@@ -72,7 +74,9 @@ static int configure_exec(const struct cmd_entry *self, int argc, char **argv)
 				return cmd_usage_error(self, "too many --unset");
 			unset[o.nunset++] = optarg;
 			break;
-		case O_SHOW: show = true; break;
+		case O_SHOW:
+			show = true;
+			break;
 		case O_CHECK:
 			check = true;
 			check_file = optarg;
@@ -80,11 +84,21 @@ static int configure_exec(const struct cmd_entry *self, int argc, char **argv)
 			if (check_file == NULL && optind < argc && argv[optind][0] != '-')
 				check_file = argv[optind++];
 			break;
-		case O_CONFIG: o.config = optarg; break;
-		case O_NORELOAD: o.no_reload = true; break;
-		case O_RT: o.reload_timeout_s = (unsigned)strtoul(optarg, NULL, 10); break;
-		case O_ROOT: o.root = optarg; break;
-		case O_JSON: json = true; break;
+		case O_CONFIG:
+			o.config = optarg;
+			break;
+		case O_NORELOAD:
+			o.no_reload = true;
+			break;
+		case O_RT:
+			o.reload_timeout_s = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case O_ROOT:
+			o.root = optarg;
+			break;
+		case O_JSON:
+			json = true;
+			break;
 		}
 	}
 	if (optind < argc)
@@ -103,8 +117,8 @@ static int configure_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (show || check) {
 		rc = lc_config_check(path, show ? stdout : NULL, &err);
 		if (json && check) {
-			json_t *doc = json_pack("{s:b,s:s,s:s}", "ok", rc == 0, "file", path, "error",
-			                        rc == 0 ? "" : err.msg);
+			json_t *doc = json_pack("{s:b,s:s,s:s}", "ok", rc == 0, "file", path,
+			                        "error", rc == 0 ? "" : err.msg);
 			json_dumpf(doc, stdout, JSON_INDENT(2));
 			putchar('\n');
 			json_decref(doc);

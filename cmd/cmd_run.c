@@ -25,18 +25,20 @@
 static int run_exec(const struct cmd_entry *self, int argc, char **argv);
 
 const struct cmd_entry cmd_run_entry = {
-	"run", "run the agent in the foreground (what the systemd unit starts)",
-	"Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration; a\n"
-	"new configuration that does not validate is rejected and the old one kept.\n\n"
-	"Without --config, uses " CFG_SYSTEM_PATH " when it exists, else\n"
-	"built-in defaults that need no root: webhook on 127.0.0.1:9999, tunnel off,\n"
-	"state under $XDG_STATE_HOME/vm-agent or ./.vm-agent.\n"
-	"Environment variables VM_AGENT_<SECTION>_<KEY> override the file\n"
-	"(e.g. VM_AGENT_WEBHOOK_PORT=9100).\n\n"
-	"Flags:\n"
-	"  -c, --config FILE   configuration file (YAML)\n"
-	"  -h, --help\n",
-	"run [--config FILE]", run_exec,
+    "run",
+    "run the agent in the foreground (what the systemd unit starts)",
+    "Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration; a\n"
+    "new configuration that does not validate is rejected and the old one kept.\n\n"
+    "Without --config, uses " CFG_SYSTEM_PATH " when it exists, else\n"
+    "built-in defaults that need no root: webhook on 127.0.0.1:9999, tunnel off,\n"
+    "state under $XDG_STATE_HOME/vm-agent or ./.vm-agent.\n"
+    "Environment variables VM_AGENT_<SECTION>_<KEY> override the file\n"
+    "(e.g. VM_AGENT_WEBHOOK_PORT=9100).\n\n"
+    "Flags:\n"
+    "  -c, --config FILE   configuration file (YAML)\n"
+    "  -h, --help\n",
+    "run [--config FILE]",
+    run_exec,
 };
 
 struct agent {
@@ -55,11 +57,11 @@ struct agent {
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
 {
 	struct log_opts lo = {
-		.level = (enum log_level)cfg->log.level,
-		.format = (enum log_format)cfg->log.format,
-		.file = cfg->log.file,
-		.max_size = cfg->log.max_size,
-		.max_files = cfg->log.max_files,
+	    .level = (enum log_level)cfg->log.level,
+	    .format = (enum log_format)cfg->log.format,
+	    .file = cfg->log.file,
+	    .max_size = cfg->log.max_size,
+	    .max_files = cfg->log.max_files,
 	};
 	*rc = log_configure(&lo, err);
 }
@@ -108,18 +110,21 @@ static int reload(struct agent *ag, struct vm_err *err)
 	struct cfg *next = malloc(sizeof(*next));
 	if (next == NULL) {
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-		log_error("config", "reload failed: out of memory; keeping the current configuration");
+		log_error("config",
+		          "reload failed: out of memory; keeping the current configuration");
 		return -1;
 	}
 	if (cfg_load(next, ag->config_path, NULL, err) != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
+		log_error("config", "reload rejected: %s; keeping the current configuration",
+		          err->msg);
 		free(next);
 		return -1;
 	}
 	int rc;
 	apply_log_config(next, err, &rc);
 	if (rc != 0) {
-		log_error("config", "reload rejected: %s; keeping the current configuration", err->msg);
+		log_error("config", "reload rejected: %s; keeping the current configuration",
+		          err->msg);
 		free(next);
 		return -1;
 	}
@@ -127,12 +132,14 @@ static int reload(struct agent *ag, struct vm_err *err)
 		wh_stop(ag->webhook);
 		ag->webhook = wh_start(next, &ag->deps, err);
 		if (ag->webhook == NULL) {
-			log_error("config", "reload rejected: %s; restoring the previous listener", err->msg);
+			log_error("config", "reload rejected: %s; restoring the previous listener",
+			          err->msg);
 			struct vm_err e2 = {0};
 			ag->webhook = wh_start(ag->cfg, &ag->deps, &e2);
 			apply_log_config(ag->cfg, &e2, &rc);
 			if (ag->webhook == NULL)
-				log_error("webhook", "previous listener could not be restored: %s", e2.msg);
+				log_error("webhook", "previous listener could not be restored: %s",
+				          e2.msg);
 			free(next);
 			return -1;
 		}
@@ -176,12 +183,14 @@ static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
 	free(health);
 	pthread_mutex_lock(&ag->mu);
 	char listen[96];
-	snprintf(listen, sizeof(listen), "%s:%d", ag->cfg->webhook.listen_addr, ag->cfg->webhook.port);
-	json_t *res = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:{s:s},s:o}", "service", "running",
-	                        "pid", (json_int_t)getpid(), "version", vma_build_version, "commit",
-	                        vma_build_commit, "started_at", started, "uptime_seconds",
-	                        (json_int_t)(time(NULL) - ag->started_at), "config", ag->cfg->source,
-	                        "webhook", "listen", listen, "health", hj ? hj : json_null());
+	snprintf(listen, sizeof(listen), "%s:%d", ag->cfg->webhook.listen_addr,
+	         ag->cfg->webhook.port);
+	json_t *res =
+	    json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:{s:s},s:o}", "service", "running", "pid",
+	              (json_int_t)getpid(), "version", vma_build_version, "commit",
+	              vma_build_commit, "started_at", started, "uptime_seconds",
+	              (json_int_t)(time(NULL) - ag->started_at), "config", ag->cfg->source,
+	              "webhook", "listen", listen, "health", hj ? hj : json_null());
 	pthread_mutex_unlock(&ag->mu);
 	if (res == NULL)
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -204,9 +213,9 @@ static json_t *admin_metrics(void *ctx, json_t *req, struct vm_err *err)
 }
 
 static const struct admin_cmd admin_cmds[] = {
-	{"status", admin_status},
-	{"metrics", admin_metrics},
-	{"reload", admin_reload},
+    {"status", admin_status},
+    {"metrics", admin_metrics},
+    {"reload", admin_reload},
 };
 
 /* The main thread only waits for signals; every module runs its own threads. */
@@ -238,8 +247,8 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
 {
 	char bin[PATH_MAX], msg[512];
-	enum lc_recover_result rr = lc_upgrade_recover(cfg->agent.state_dir, bin, sizeof(bin), msg,
-	                                               sizeof(msg));
+	enum lc_recover_result rr =
+	    lc_upgrade_recover(cfg->agent.state_dir, bin, sizeof(bin), msg, sizeof(msg));
 	if (rr == LC_RECOVER_NOTHING || rr == LC_RECOVER_BUSY)
 		return;
 	log_warn("upgrade", "%s", msg);
@@ -271,9 +280,9 @@ static const char *pick_config(const char *flag)
 static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *config_flag = NULL;
 	int rc = -1, c;

@@ -18,19 +18,21 @@
 static int status_exec(const struct cmd_entry *self, int argc, char **argv);
 
 const struct cmd_entry cmd_status_entry = {
-	"status", "show whether the agent runs, its health, tunnel and reports",
-	"Asks the running agent (over the admin socket <agent.runtime_dir>/admin.sock)\n"
-	"for its state: service, version, uptime, tunnel, health state and reasons,\n"
-	"probe queue, last health report. When no agent runs, says so and shows what\n"
-	"the state directory holds (spool, last report) and exits 3.\n\n"
-	"Flags:\n"
-	"  -c, --config FILE   configuration file that names the directories\n"
-	"                      (default " CFG_SYSTEM_PATH " when present)\n"
-	"  --json              machine-readable output\n"
-	"  -h, --help\n\n"
-	"Exit codes: 0 running, 3 not running, 77 no permission to ask the agent,\n"
-	"78 configuration error.\n",
-	"status [--json] [--config FILE]", status_exec,
+    "status",
+    "show whether the agent runs, its health, tunnel and reports",
+    "Asks the running agent (over the admin socket <agent.runtime_dir>/admin.sock)\n"
+    "for its state: service, version, uptime, tunnel, health state and reasons,\n"
+    "probe queue, last health report. When no agent runs, says so and shows what\n"
+    "the state directory holds (spool, last report) and exits 3.\n\n"
+    "Flags:\n"
+    "  -c, --config FILE   configuration file that names the directories\n"
+    "                      (default " CFG_SYSTEM_PATH " when present)\n"
+    "  --json              machine-readable output\n"
+    "  -h, --help\n\n"
+    "Exit codes: 0 running, 3 not running, 77 no permission to ask the agent,\n"
+    "78 configuration error.\n",
+    "status [--json] [--config FILE]",
+    status_exec,
 };
 
 static const char *str(json_t *o, const char *path)
@@ -81,8 +83,10 @@ static void print_running(json_t *r)
 	char up[64];
 	human_duration(num(r, "uptime_seconds"), up, sizeof(up));
 	printf("vm-agent: running (pid %lld), version %s (%s)\n", num(r, "pid"),
-	       str(r, "version") ? str(r, "version") : "?", str(r, "commit") ? str(r, "commit") : "?");
-	printf("  uptime:      %s (since %s)\n", up, str(r, "started_at") ? str(r, "started_at") : "?");
+	       str(r, "version") ? str(r, "version") : "?",
+	       str(r, "commit") ? str(r, "commit") : "?");
+	printf("  uptime:      %s (since %s)\n", up,
+	       str(r, "started_at") ? str(r, "started_at") : "?");
 	printf("  config:      %s\n", str(r, "config") ? str(r, "config") : "?");
 	json_t *h = get(r, "health");
 	if (h == NULL || json_is_null(h)) {
@@ -93,7 +97,7 @@ static void print_running(json_t *r)
 	size_t i;
 	json_t *reason;
 	json_array_foreach(get(h, "reasons"), i, reason)
-		printf("                 - %s\n", json_string_value(reason));
+	    printf("                 - %s\n", json_string_value(reason));
 	if (!json_is_true(get(h, "tunnel.enabled")))
 		printf("  tunnel:      off (piko.server_url is not set)\n");
 	else
@@ -116,7 +120,8 @@ static void print_running(json_t *r)
 	if (at == NULL)
 		printf("  last report: none yet\n");
 	else if (e == NULL)
-		printf("  last report: %s, delivered (HTTP %lld)\n", at, num(h, "reporting.last_status"));
+		printf("  last report: %s, delivered (HTTP %lld)\n", at,
+		       num(h, "reporting.last_status"));
 	else
 		printf("  last report: %s, failed: %s%s%s\n", at, e, ok ? "; last delivered " : "",
 		       ok ? ok : "");
@@ -133,8 +138,8 @@ static json_t *offline_info(const struct cfg *cfg)
 	uint64_t entries = 0, bytes = 0;
 	struct vm_err err = {0};
 	json_t *spool_j = health_spool_usage(spool, &entries, &bytes, &err) == 0
-	                      ? json_pack("{s:s,s:I,s:I}", "dir", spool, "entries", (json_int_t)entries,
-	                                  "bytes", (json_int_t)bytes)
+	                      ? json_pack("{s:s,s:I,s:I}", "dir", spool, "entries",
+	                                  (json_int_t)entries, "bytes", (json_int_t)bytes)
 	                      : json_pack("{s:s,s:I,s:I}", "dir", spool, "entries", (json_int_t)0,
 	                                  "bytes", (json_int_t)0);
 	char *data = NULL;
@@ -181,10 +186,10 @@ static void print_json(json_t *doc)
 static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *config = NULL;
 	bool json = false;
@@ -205,8 +210,10 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 	/* The system config is usually root-only: that is a permission problem,
 	 * not a broken configuration. */
 	if (config != NULL && access(config, R_OK) != 0 && errno == EACCES) {
-		fprintf(stderr, "vm-agent status: permission denied reading %s: run as root (or as "
-		        "the agent's user)\n", config);
+		fprintf(stderr,
+		        "vm-agent status: permission denied reading %s: run as root (or as "
+		        "the agent's user)\n",
+		        config);
 		return VM_EXIT_NOPERM;
 	}
 	struct cfg *cfg = malloc(sizeof(*cfg));

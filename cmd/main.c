@@ -10,21 +10,17 @@
 static int cmd_help_exec(const struct cmd_entry *self, int argc, char **argv);
 
 static const struct cmd_entry cmd_help_entry = {
-	"help", "show help for vm-agent or one subcommand",
-	"Shows the list of subcommands, or the full help of one.\n", "help [SUBCOMMAND]",
-	cmd_help_exec,
+    "help",
+    "show help for vm-agent or one subcommand",
+    "Shows the list of subcommands, or the full help of one.\n",
+    "help [SUBCOMMAND]",
+    cmd_help_exec,
 };
 
 static const struct cmd_entry *const commands[] = {
-	&cmd_run_entry,
-	&cmd_install_entry,
-	&cmd_configure_entry,
-	&cmd_repair_entry,
-	&cmd_upgrade_entry,
-	&cmd_uninstall_entry,
-	&cmd_status_entry,
-	&cmd_version_entry,
-	&cmd_help_entry,
+    &cmd_run_entry,    &cmd_install_entry, &cmd_configure_entry,
+    &cmd_repair_entry, &cmd_upgrade_entry, &cmd_uninstall_entry,
+    &cmd_status_entry, &cmd_version_entry, &cmd_help_entry,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -50,7 +50,8 @@ int admin_parse_request(const char *line, size_t len, char *cmd, size_t cmd_cap,
 	const char *c = json_string_value(json_object_get(j, "cmd"));
 	if (!json_is_object(j) || c == NULL || c[0] == '\0' || strlen(c) >= cmd_cap) {
 		json_decref(j);
-		return vm_err_set(err, VM_ERR_INVALID, "request must be an object with a string \"cmd\"");
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "request must be an object with a string \"cmd\"");
 	}
 	snprintf(cmd, cmd_cap, "%s", c);
 	*req = j;
@@ -78,8 +79,8 @@ static void reply(int fd, json_t *doc)
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);
 	if (text == NULL) {
-		static const char oom[] =
-			"{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+		static const char oom[] = "{\"ok\":false,\"error\":{\"code\":\"internal\","
+		                          "\"message\":\"out of memory\"}}\n";
 		(void)write_all(fd, oom, sizeof(oom) - 1);
 		return;
 	}
@@ -229,15 +230,16 @@ struct admin_server *admin_start(const char *runtime_dir, const struct admin_cmd
 	srv->ncmds = n;
 	srv->ctx = ctx;
 	if (strlen(runtime_dir) + 1 + strlen(ADMIN_SOCKET_NAME) >= sizeof(srv->path)) {
-		vm_err_set(err, VM_ERR_INVALID, "agent.runtime_dir %s: too long for a unix socket path",
-		           runtime_dir);
+		vm_err_set(err, VM_ERR_INVALID,
+		           "agent.runtime_dir %s: too long for a unix socket path", runtime_dir);
 		goto fail;
 	}
 	admin_socket_path(runtime_dir, srv->path, sizeof(srv->path));
 	if (fs_mkdir_p(runtime_dir, 0700, err) != 0)
 		goto fail;
 	if (socket_alive(srv->path)) {
-		vm_err_set(err, VM_ERR_BUSY, "%s is in use: is another vm-agent running?", srv->path);
+		vm_err_set(err, VM_ERR_BUSY, "%s is in use: is another vm-agent running?",
+		           srv->path);
 		srv->path[0] = '\0'; /* not ours: never unlink it */
 		goto fail;
 	}
@@ -315,10 +317,13 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 		int e = errno;
 		close(fd);
 		if (e == EACCES || e == EPERM)
-			return vm_err_set(err, VM_ERR_PERM, "permission denied on %s: run as root (or as "
-			                  "the agent's user)", path);
+			return vm_err_set(err, VM_ERR_PERM,
+			                  "permission denied on %s: run as root (or as "
+			                  "the agent's user)",
+			                  path);
 		if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
-			return vm_err_set(err, VM_ERR_NOTFOUND, "no agent is listening on %s", path);
+			return vm_err_set(err, VM_ERR_NOTFOUND, "no agent is listening on %s",
+			                  path);
 		return vm_err_errno(err, VM_ERR_IO, e, "connect %s", path);
 	}
 	size_t rl = strlen(request);
@@ -351,7 +356,8 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 			free(buf);
 			close(fd);
 			if (e == EAGAIN || e == EWOULDBLOCK)
-				return vm_err_set(err, VM_ERR_IO, "no answer from the agent on %s within %d ms",
+				return vm_err_set(err, VM_ERR_IO,
+				                  "no answer from the agent on %s within %d ms",
 				                  path, timeout_ms);
 			return vm_err_errno(err, VM_ERR_IO, e, "read from %s", path);
 		}

@@ -16,7 +16,7 @@
 #include "core/err.h"
 
 #define ADMIN_REQUEST_MAX (64 * 1024)
-#define ADMIN_REPLY_MAX (1024 * 1024)
+#define ADMIN_REPLY_MAX   (1024 * 1024)
 #define ADMIN_SOCKET_NAME "admin.sock"
 
 struct admin_server;

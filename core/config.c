@@ -31,94 +31,121 @@ struct cfg_key {
 };
 
 #define FIELD(f) offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f)
-#define STR(n, f, d) {n, T_STR, FIELD(f), d, 0, 0, NULL, false}
-#define SECRET(n, f, d) {n, T_STR, FIELD(f), d, 0, 0, NULL, true}
-#define INT(n, f, d, lo, hi) {n, T_INT, FIELD(f), d, lo, hi, NULL, false}
-#define BOOL(n, f, d) {n, T_BOOL, FIELD(f), d, 0, 0, NULL, false}
-#define DUR(n, f, d, lo, hi) {n, T_DURATION, FIELD(f), d, lo, hi, NULL, false}
-#define SIZE(n, f, d, lo, hi) {n, T_SIZE, FIELD(f), d, lo, hi, NULL, false}
-#define FLOAT(n, f, d, lo, hi) {n, T_FLOAT, FIELD(f), d, lo, hi, NULL, false}
-#define ENUM(n, f, d, ch) {n, T_ENUM, FIELD(f), d, 0, 0, ch, false}
-#define LIST(n, f, d) {n, T_STRLIST, FIELD(f), d, 0, 0, NULL, false}
+#define STR(n, f, d)                                     \
+	{                                                \
+		n, T_STR, FIELD(f), d, 0, 0, NULL, false \
+	}
+#define SECRET(n, f, d)                                 \
+	{                                               \
+		n, T_STR, FIELD(f), d, 0, 0, NULL, true \
+	}
+#define INT(n, f, d, lo, hi)                               \
+	{                                                  \
+		n, T_INT, FIELD(f), d, lo, hi, NULL, false \
+	}
+#define BOOL(n, f, d)                                     \
+	{                                                 \
+		n, T_BOOL, FIELD(f), d, 0, 0, NULL, false \
+	}
+#define DUR(n, f, d, lo, hi)                                    \
+	{                                                       \
+		n, T_DURATION, FIELD(f), d, lo, hi, NULL, false \
+	}
+#define SIZE(n, f, d, lo, hi)                               \
+	{                                                   \
+		n, T_SIZE, FIELD(f), d, lo, hi, NULL, false \
+	}
+#define FLOAT(n, f, d, lo, hi)                               \
+	{                                                    \
+		n, T_FLOAT, FIELD(f), d, lo, hi, NULL, false \
+	}
+#define ENUM(n, f, d, ch)                               \
+	{                                               \
+		n, T_ENUM, FIELD(f), d, 0, 0, ch, false \
+	}
+#define LIST(n, f, d)                                        \
+	{                                                    \
+		n, T_STRLIST, FIELD(f), d, 0, 0, NULL, false \
+	}
 
 #define DAY_MS 86400000.0
-#define GIB 1073741824.0
+#define GIB    1073741824.0
 
 static const struct cfg_key keys[] = {
-	STR("agent.id", agent.id, ""),
-	STR("agent.tenant_id", agent.tenant_id, ""),
-	STR("agent.control_plane_url", agent.control_plane_url, ""),
-	STR("agent.state_dir", agent.state_dir, ""),
-	STR("agent.credentials_file", agent.credentials_file, ""),
-	STR("agent.runtime_dir", agent.runtime_dir, ""),
-	STR("agent.ca_file", agent.ca_file, ""),
-	STR("agent.proxy_url", agent.proxy_url, ""),
+    STR("agent.id", agent.id, ""),
+    STR("agent.tenant_id", agent.tenant_id, ""),
+    STR("agent.control_plane_url", agent.control_plane_url, ""),
+    STR("agent.state_dir", agent.state_dir, ""),
+    STR("agent.credentials_file", agent.credentials_file, ""),
+    STR("agent.runtime_dir", agent.runtime_dir, ""),
+    STR("agent.ca_file", agent.ca_file, ""),
+    STR("agent.proxy_url", agent.proxy_url, ""),
 
-	STR("piko.server_url", piko.server_url, ""),
-	STR("piko.endpoint", piko.endpoint, ""),
-	SECRET("piko.token", piko.token, ""),
-	STR("piko.token_file", piko.token_file, ""),
-	STR("piko.ca_file", piko.ca_file, ""),
-	BOOL("piko.insecure_skip_verify", piko.insecure_skip_verify, "false"),
-	STR("piko.proxy_url", piko.proxy_url, ""),
-	DUR("piko.connect_timeout", piko.connect_timeout_ms, "10s", 100, 600000),
-	DUR("piko.reconnect.initial_delay", piko.reconnect.initial_delay_ms, "1s", 10, DAY_MS),
-	DUR("piko.reconnect.max_delay", piko.reconnect.max_delay_ms, "60s", 10, DAY_MS),
-	FLOAT("piko.reconnect.multiplier", piko.reconnect.multiplier, "2.0", 1.0, 10.0),
-	STR("piko.forward_addr", piko.forward_addr, ""),
-	INT("piko.max_streams", piko.max_streams, "1024", 1, 65536),
-	DUR("piko.keepalive_interval", piko.keepalive_interval_ms, "30s", 100, 3600000),
-	DUR("piko.keepalive_timeout", piko.keepalive_timeout_ms, "10s", 100, 600000),
-	DUR("piko.stop_grace", piko.stop_grace_ms, "10s", 0, 600000),
+    STR("piko.server_url", piko.server_url, ""),
+    STR("piko.endpoint", piko.endpoint, ""),
+    SECRET("piko.token", piko.token, ""),
+    STR("piko.token_file", piko.token_file, ""),
+    STR("piko.ca_file", piko.ca_file, ""),
+    BOOL("piko.insecure_skip_verify", piko.insecure_skip_verify, "false"),
+    STR("piko.proxy_url", piko.proxy_url, ""),
+    DUR("piko.connect_timeout", piko.connect_timeout_ms, "10s", 100, 600000),
+    DUR("piko.reconnect.initial_delay", piko.reconnect.initial_delay_ms, "1s", 10, DAY_MS),
+    DUR("piko.reconnect.max_delay", piko.reconnect.max_delay_ms, "60s", 10, DAY_MS),
+    FLOAT("piko.reconnect.multiplier", piko.reconnect.multiplier, "2.0", 1.0, 10.0),
+    STR("piko.forward_addr", piko.forward_addr, ""),
+    INT("piko.max_streams", piko.max_streams, "1024", 1, 65536),
+    DUR("piko.keepalive_interval", piko.keepalive_interval_ms, "30s", 100, 3600000),
+    DUR("piko.keepalive_timeout", piko.keepalive_timeout_ms, "10s", 100, 600000),
+    DUR("piko.stop_grace", piko.stop_grace_ms, "10s", 0, 600000),
 
-	STR("webhook.listen_addr", webhook.listen_addr, "127.0.0.1"),
-	INT("webhook.port", webhook.port, "9999", 1, 65535),
-	BOOL("webhook.tls_enabled", webhook.tls_enabled, "false"),
-	STR("webhook.tls_cert_file", webhook.tls_cert_file, ""),
-	STR("webhook.tls_key_file", webhook.tls_key_file, ""),
-	SIZE("webhook.max_body", webhook.max_body, "4MiB", 1024, GIB),
-	DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000),
-	INT("webhook.num_threads", webhook.num_threads, "16", 2, 256),
+    STR("webhook.listen_addr", webhook.listen_addr, "127.0.0.1"),
+    INT("webhook.port", webhook.port, "9999", 1, 65535),
+    BOOL("webhook.tls_enabled", webhook.tls_enabled, "false"),
+    STR("webhook.tls_cert_file", webhook.tls_cert_file, ""),
+    STR("webhook.tls_key_file", webhook.tls_key_file, ""),
+    SIZE("webhook.max_body", webhook.max_body, "4MiB", 1024, GIB),
+    DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000),
+    INT("webhook.num_threads", webhook.num_threads, "16", 2, 256),
 
-	LIST("auth.jwt_keys", auth.jwt_keys, ""),
-	STR("auth.issuer", auth.issuer, ""),
-	DUR("auth.max_token_lifetime", auth.max_token_lifetime_ms, "1h", 1000, DAY_MS),
-	INT("auth.replay_cache_size", auth.replay_cache_size, "50000", 16, 10000000),
-	STR("auth.audit_file", auth.audit_file, ""),
-	SIZE("auth.audit_max_size", auth.audit_max_size, "10MiB", 4096, 64 * GIB),
-	INT("auth.audit_max_files", auth.audit_max_files, "5", 0, 100),
+    LIST("auth.jwt_keys", auth.jwt_keys, ""),
+    STR("auth.issuer", auth.issuer, ""),
+    DUR("auth.max_token_lifetime", auth.max_token_lifetime_ms, "1h", 1000, DAY_MS),
+    INT("auth.replay_cache_size", auth.replay_cache_size, "50000", 16, 10000000),
+    STR("auth.audit_file", auth.audit_file, ""),
+    SIZE("auth.audit_max_size", auth.audit_max_size, "10MiB", 4096, 64 * GIB),
+    INT("auth.audit_max_files", auth.audit_max_files, "5", 0, 100),
 
-	STR("probe.work_dir", probe.work_dir, ""),
-	DUR("probe.default_timeout", probe.default_timeout_ms, "300s", 100, 7 * DAY_MS),
-	INT("probe.max_concurrent", probe.max_concurrent, "5", 1, 256),
-	INT("probe.queue_size", probe.queue_size, "64", 1, 100000),
-	SIZE("probe.output_cap", probe.output_cap, "1MiB", 1024, GIB),
-	INT("probe.retention_count", probe.retention_count, "1000", 1, 1000000),
-	DUR("probe.retention_age", probe.retention_age_ms, "7d", 1000, 365 * DAY_MS),
-	DUR("probe.cancel_grace", probe.cancel_grace_ms, "5s", 0, 600000),
-	LIST("probe.allow", probe.allow, ""),
+    STR("probe.work_dir", probe.work_dir, ""),
+    DUR("probe.default_timeout", probe.default_timeout_ms, "300s", 100, 7 * DAY_MS),
+    INT("probe.max_concurrent", probe.max_concurrent, "5", 1, 256),
+    INT("probe.queue_size", probe.queue_size, "64", 1, 100000),
+    SIZE("probe.output_cap", probe.output_cap, "1MiB", 1024, GIB),
+    INT("probe.retention_count", probe.retention_count, "1000", 1, 1000000),
+    DUR("probe.retention_age", probe.retention_age_ms, "7d", 1000, 365 * DAY_MS),
+    DUR("probe.cancel_grace", probe.cancel_grace_ms, "5s", 0, 600000),
+    LIST("probe.allow", probe.allow, ""),
 
-	DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS),
-	DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS),
-	STR("health.proc_root", health.proc_root, "/proc"),
-	FLOAT("health.disk_warn_percent", health.disk_warn_percent, "90", 1, 100),
-	FLOAT("health.disk_critical_percent", health.disk_critical_percent, "95", 1, 100),
-	FLOAT("health.memory_warn_percent", health.memory_warn_percent, "95", 1, 100),
-	DUR("health.tunnel_down_after", health.tunnel_down_after_ms, "5m", 1000, DAY_MS),
-	DUR("health.control_plane_unreachable_after", health.control_plane_unreachable_after_ms,
-	    "15m", 1000, 7 * DAY_MS),
-	DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS),
-	INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000),
-	SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB),
+    DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS),
+    DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS),
+    STR("health.proc_root", health.proc_root, "/proc"),
+    FLOAT("health.disk_warn_percent", health.disk_warn_percent, "90", 1, 100),
+    FLOAT("health.disk_critical_percent", health.disk_critical_percent, "95", 1, 100),
+    FLOAT("health.memory_warn_percent", health.memory_warn_percent, "95", 1, 100),
+    DUR("health.tunnel_down_after", health.tunnel_down_after_ms, "5m", 1000, DAY_MS),
+    DUR("health.control_plane_unreachable_after", health.control_plane_unreachable_after_ms, "15m",
+        1000, 7 * DAY_MS),
+    DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS),
+    INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000),
+    SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB),
 
-	ENUM("log.level", log.level, "info", "debug|info|warn|error"),
-	ENUM("log.format", log.format, "text", "text|json"),
-	STR("log.file", log.file, ""),
-	SIZE("log.max_size", log.max_size, "10MiB", 4096, 64 * GIB),
-	INT("log.max_files", log.max_files, "5", 0, 100),
+    ENUM("log.level", log.level, "info", "debug|info|warn|error"),
+    ENUM("log.format", log.format, "text", "text|json"),
+    STR("log.file", log.file, ""),
+    SIZE("log.max_size", log.max_size, "10MiB", 4096, 64 * GIB),
+    INT("log.max_files", log.max_files, "5", 0, 100),
 
-	STR("upgrade.public_keys", upgrade.public_keys, ""),
-	DUR("upgrade.health_timeout", upgrade.health_timeout_ms, "60s", 1000, 3600000),
+    STR("upgrade.public_keys", upgrade.public_keys, ""),
+    DUR("upgrade.health_timeout", upgrade.health_timeout_ms, "60s", 1000, 3600000),
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -134,8 +161,8 @@ const char *cfg_key_name(size_t i)
 
 /* Where a key's value came from, for error messages after the walk. */
 struct cfg_origin {
-	int line, col;        /* 1-based; 0 = not from the file */
-	char env[96];         /* environment variable name, or "" */
+	int line, col; /* 1-based; 0 = not from the file */
+	char env[96];  /* environment variable name, or "" */
 };
 
 struct loader {
@@ -147,7 +174,10 @@ struct loader {
 
 /* --- scalar parsing ------------------------------------------------------------------ */
 
-struct unit { const char *suffix; double mult; };
+struct unit {
+	const char *suffix;
+	double mult;
+};
 
 static int parse_with_units(const char *s, const struct unit *units, double dflt_mult,
                             uint64_t *out)
@@ -178,7 +208,7 @@ static int parse_with_units(const char *s, const struct unit *units, double dflt
 int cfg_parse_duration(const char *s, uint64_t *ms)
 {
 	static const struct unit units[] = {
-		{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {NULL, 0},
+	    {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {NULL, 0},
 	};
 	return parse_with_units(s, units, 1000, ms);
 }
@@ -186,9 +216,9 @@ int cfg_parse_duration(const char *s, uint64_t *ms)
 int cfg_parse_size(const char *s, uint64_t *bytes)
 {
 	static const struct unit units[] = {
-		{"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1024.0}, {"M", 1048576.0},
-		{"G", 1073741824.0}, {NULL, 0},
+	    {"B", 1},         {"KiB", 1024.0},     {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+	    {"KB", 1e3},      {"MB", 1e6},         {"GB", 1e9},        {"K", 1024.0},
+	    {"M", 1048576.0}, {"G", 1073741824.0}, {NULL, 0},
 	};
 	return parse_with_units(s, units, 1, bytes);
 }
@@ -231,7 +261,8 @@ static void describe_range(const struct cfg_key *k, char *why, size_t cap)
 		snprintf(why, cap, "expected true or false");
 		break;
 	case T_DURATION:
-		snprintf(why, cap, "expected a duration like 500ms, 30s, 5m between %.0fms and %.0fms",
+		snprintf(why, cap,
+		         "expected a duration like 500ms, 30s, 5m between %.0fms and %.0fms",
 		         k->min, k->max);
 		break;
 	case T_SIZE:
@@ -248,7 +279,8 @@ static void describe_range(const struct cfg_key *k, char *why, size_t cap)
 		snprintf(why, cap, "value too long (at most %zu bytes)", k->size - 1);
 		break;
 	case T_STRLIST:
-		snprintf(why, cap, "expected a list of at most %d non-empty strings of at most %d bytes",
+		snprintf(why, cap,
+		         "expected a list of at most %d non-empty strings of at most %d bytes",
 		         CFG_LIST_MAX, CFG_STR_MAX - 1);
 		break;
 	}
@@ -302,7 +334,8 @@ static int set_value(struct cfg *cfg, const struct cfg_key *k, const char *val, 
 		char *end;
 		errno = 0;
 		long v = strtol(val, &end, 10);
-		if (errno != 0 || end == val || *end != '\0' || v < (long)k->min || v > (long)k->max)
+		if (errno != 0 || end == val || *end != '\0' || v < (long)k->min ||
+		    v > (long)k->max)
 			rc = -1;
 		else
 			*(int *)(void *)field = (int)v;
@@ -454,11 +487,12 @@ static int walk_list(struct loader *ld, yaml_document_t *doc, yaml_node_t *seq,
 	struct cfg_strlist *l = (struct cfg_strlist *)(void *)((char *)ld->cfg + k->off);
 	memset(l, 0, sizeof(*l));
 	int i = 0;
-	for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
-	     it++, i++) {
+	for (yaml_node_item_t *it = seq->data.sequence.items.start;
+	     it < seq->data.sequence.items.top; it++, i++) {
 		yaml_node_t *n = yaml_document_get_node(doc, *it);
 		if (n == NULL)
-			return vm_err_set(ld->err, VM_ERR_INVALID, "%s: malformed document", ld->name);
+			return vm_err_set(ld->err, VM_ERR_INVALID, "%s: malformed document",
+			                  ld->name);
 		if (n->type != YAML_SCALAR_NODE)
 			return fail_at(ld, n, full, "entry %d: expected a string, not a %s", i,
 			               n->type == YAML_MAPPING_NODE ? "mapping" : "list");
@@ -549,13 +583,15 @@ static int parse_yaml(struct loader *ld, const char *data, size_t len)
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	if (!yaml_parser_initialize(&parser))
-		return vm_err_set(ld->err, VM_ERR_NOMEM, "%s: cannot initialize YAML parser", ld->name);
+		return vm_err_set(ld->err, VM_ERR_NOMEM, "%s: cannot initialize YAML parser",
+		                  ld->name);
 	yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
 	if (!yaml_parser_load(&parser, &doc)) {
-		int rc = vm_err_set(ld->err, VM_ERR_INVALID, "%s:%zu:%zu: %s%s%s", ld->name,
-		                    parser.problem_mark.line + 1, parser.problem_mark.column + 1,
-		                    parser.problem ? parser.problem : "YAML syntax error",
-		                    parser.context ? " " : "", parser.context ? parser.context : "");
+		int rc =
+		    vm_err_set(ld->err, VM_ERR_INVALID, "%s:%zu:%zu: %s%s%s", ld->name,
+		               parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+		               parser.problem ? parser.problem : "YAML syntax error",
+		               parser.context ? " " : "", parser.context ? parser.context : "");
 		yaml_parser_delete(&parser);
 		return rc;
 	}
@@ -563,8 +599,9 @@ static int parse_yaml(struct loader *ld, const char *data, size_t len)
 	yaml_node_t *root = yaml_document_get_root_node(&doc);
 	if (root != NULL && !(root->type == YAML_SCALAR_NODE && is_null_scalar(root))) {
 		if (root->type != YAML_MAPPING_NODE)
-			rc = fail_at(ld, root, "", "expected a mapping with sections agent, piko, auth, "
-			                           "webhook, probe, health, log");
+			rc = fail_at(ld, root, "",
+			             "expected a mapping with sections agent, piko, auth, "
+			             "webhook, probe, health, log");
 		else
 			rc = walk_mapping(ld, &doc, root, "");
 	}
@@ -572,8 +609,10 @@ static int parse_yaml(struct loader *ld, const char *data, size_t len)
 	/* A second document in the same file is almost certainly a mistake. */
 	if (rc == 0 && yaml_parser_load(&parser, &doc)) {
 		if (yaml_document_get_root_node(&doc) != NULL)
-			rc = vm_err_set(ld->err, VM_ERR_INVALID, "%s:%zu:%zu: only one YAML document "
-			                "is allowed", ld->name, parser.mark.line + 1, parser.mark.column + 1);
+			rc = vm_err_set(ld->err, VM_ERR_INVALID,
+			                "%s:%zu:%zu: only one YAML document "
+			                "is allowed",
+			                ld->name, parser.mark.line + 1, parser.mark.column + 1);
 		yaml_document_delete(&doc);
 	}
 	yaml_parser_delete(&parser);
@@ -619,7 +658,7 @@ static int apply_env(struct loader *ld, char *const *envp)
 /* --- validation across keys ------------------------------------------------------ */
 
 static int fail_key(struct loader *ld, const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail_key(struct loader *ld, const char *key, const char *fmt, ...)
 {
@@ -663,9 +702,11 @@ static int validate_endpoint(struct loader *ld, const char *ep)
 	for (const char *p = ep; *p && i + 1 < sizeof(hint); p++)
 		hint[i++] = is_endpoint_char(*p) ? *p : '-';
 	hint[i] = '\0';
-	return fail_key(ld, "piko.endpoint",
-	                "\"%s\" is not a single path segment (letters, digits, '-', '_', '.', '~'); "
-	                "Piko endpoint IDs cannot contain '/': use e.g. \"%s\"", ep, hint);
+	return fail_key(
+	    ld, "piko.endpoint",
+	    "\"%s\" is not a single path segment (letters, digits, '-', '_', '.', '~'); "
+	    "Piko endpoint IDs cannot contain '/': use e.g. \"%s\"",
+	    ep, hint);
 }
 
 /* piko.forward_addr: "IP:PORT" or "[IPv6]:PORT"; the tunnel connects there. */
@@ -696,23 +737,30 @@ static int validate(struct loader *ld)
 {
 	struct cfg *c = ld->cfg;
 	if (c->webhook.tls_enabled && c->webhook.tls_cert_file[0] == '\0')
-		return fail_key(ld, "webhook.tls_cert_file", "required when webhook.tls_enabled is true");
+		return fail_key(ld, "webhook.tls_cert_file",
+		                "required when webhook.tls_enabled is true");
 	if (c->webhook.tls_enabled && c->webhook.tls_key_file[0] == '\0')
-		return fail_key(ld, "webhook.tls_key_file", "required when webhook.tls_enabled is true");
+		return fail_key(ld, "webhook.tls_key_file",
+		                "required when webhook.tls_enabled is true");
 	if (c->webhook.listen_addr[0] == '\0')
 		return fail_key(ld, "webhook.listen_addr", "must not be empty (use 127.0.0.1)");
 	if (c->piko.server_url[0] && !is_http_url(c->piko.server_url))
 		return fail_key(ld, "piko.server_url", "expected an http:// or https:// URL");
 	if (c->agent.proxy_url[0] && !is_http_url(c->agent.proxy_url) &&
 	    strncmp(c->agent.proxy_url, "socks", 5) != 0)
-		return fail_key(ld, "agent.proxy_url", "expected an http://, https:// or socks5:// URL");
+		return fail_key(ld, "agent.proxy_url",
+		                "expected an http://, https:// or socks5:// URL");
 	if (c->health.disk_warn_percent > c->health.disk_critical_percent)
-		return fail_key(ld, "health.disk_warn_percent", "must not exceed disk_critical_percent");
+		return fail_key(ld, "health.disk_warn_percent",
+		                "must not exceed disk_critical_percent");
 	if (c->agent.control_plane_url[0] && !is_http_url(c->agent.control_plane_url))
-		return fail_key(ld, "agent.control_plane_url", "expected an http:// or https:// URL");
+		return fail_key(ld, "agent.control_plane_url",
+		                "expected an http:// or https:// URL");
 	if (c->piko.token[0] && c->piko.token_file[0])
-		return fail_key(ld, "piko.token_file", "piko.token and piko.token_file are both set; "
-		                "keep one (token_file is preferred: it keeps the secret out of this file)");
+		return fail_key(
+		    ld, "piko.token_file",
+		    "piko.token and piko.token_file are both set; "
+		    "keep one (token_file is preferred: it keeps the secret out of this file)");
 	if (c->piko.reconnect.initial_delay_ms > c->piko.reconnect.max_delay_ms)
 		return fail_key(ld, "piko.reconnect.initial_delay", "must not exceed max_delay");
 	int rc = validate_endpoint(ld, c->piko.endpoint);
@@ -721,13 +769,15 @@ static int validate(struct loader *ld)
 	if (c->piko.server_url[0] && c->piko.endpoint[0] == '\0')
 		return fail_key(ld, "piko.endpoint", "required when piko.server_url is set");
 	if (c->piko.forward_addr[0] && !is_forward_addr(c->piko.forward_addr))
-		return fail_key(ld, "piko.forward_addr", "expected IP:PORT with a numeric address, "
+		return fail_key(ld, "piko.forward_addr",
+		                "expected IP:PORT with a numeric address, "
 		                "e.g. 127.0.0.1:9999 or [::1]:9999");
 	/* Tokens are checked against all three: a key without them would accept anything. */
 	if (c->auth.jwt_keys.count > 0 && c->auth.issuer[0] == '\0')
 		return fail_key(ld, "auth.issuer", "required when auth.jwt_keys is set");
 	if (c->auth.jwt_keys.count > 0 && (c->agent.id[0] == '\0' || c->agent.tenant_id[0] == '\0'))
-		return fail_key(ld, "auth.jwt_keys", "agent.id and agent.tenant_id are required: "
+		return fail_key(ld, "auth.jwt_keys",
+		                "agent.id and agent.tenant_id are required: "
 		                "tokens are checked against them (aud, tenant_id)");
 	return 0;
 }
@@ -739,7 +789,8 @@ static void resolve_paths(struct cfg *c, bool from_file)
 	if (c->agent.state_dir[0] == '\0') {
 		const char *xdg = getenv("XDG_STATE_HOME");
 		if (from_file && geteuid() == 0)
-			snprintf(c->agent.state_dir, sizeof(c->agent.state_dir), "/var/lib/vm-agent");
+			snprintf(c->agent.state_dir, sizeof(c->agent.state_dir),
+			         "/var/lib/vm-agent");
 		else if (xdg != NULL && xdg[0] == '/')
 			snprintf(c->agent.state_dir, sizeof(c->agent.state_dir), "%.*s/vm-agent",
 			         (int)(sizeof(c->agent.state_dir) - 10), xdg);
@@ -750,10 +801,11 @@ static void resolve_paths(struct cfg *c, bool from_file)
 		/* The admin socket lives here: root gets /run, users their runtime dir. */
 		const char *xrd = getenv("XDG_RUNTIME_DIR");
 		if (geteuid() == 0)
-			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "/run/vm-agent");
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir),
+			         "/run/vm-agent");
 		else if (xrd != NULL && xrd[0] == '/')
-			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "%.*s/vm-agent",
-			         (int)(sizeof(c->agent.runtime_dir) - 10), xrd);
+			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir),
+			         "%.*s/vm-agent", (int)(sizeof(c->agent.runtime_dir) - 10), xrd);
 		else
 			snprintf(c->agent.runtime_dir, sizeof(c->agent.runtime_dir), "%.*s/run",
 			         (int)(sizeof(c->agent.runtime_dir) - 5), c->agent.state_dir);
@@ -828,10 +880,12 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 		snprintf(out, cap, "%s", *(const bool *)(const void *)field ? "true" : "false");
 		break;
 	case T_DURATION:
-		snprintf(out, cap, "%llums", (unsigned long long)*(const uint64_t *)(const void *)field);
+		snprintf(out, cap, "%llums",
+		         (unsigned long long)*(const uint64_t *)(const void *)field);
 		break;
 	case T_SIZE:
-		snprintf(out, cap, "%llu", (unsigned long long)*(const uint64_t *)(const void *)field);
+		snprintf(out, cap, "%llu",
+		         (unsigned long long)*(const uint64_t *)(const void *)field);
 		break;
 	case T_FLOAT:
 		snprintf(out, cap, "%g", *(const double *)(const void *)field);
@@ -849,7 +903,8 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 		const struct cfg_strlist *l = (const struct cfg_strlist *)(const void *)field;
 		size_t o = (size_t)snprintf(out, cap, "[");
 		for (int i = 0; i < l->count && o < cap; i++)
-			o += (size_t)snprintf(out + o, cap - o, "%s\"%s\"", i ? ", " : "", l->items[i]);
+			o += (size_t)snprintf(out + o, cap - o, "%s\"%s\"", i ? ", " : "",
+			                      l->items[i]);
 		if (o < cap)
 			snprintf(out + o, cap - o, "]");
 		break;
@@ -875,9 +930,10 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 			for (int d = 0; d <= depth; d++) {
 				const char *dot = strchr(seg, '.');
 				size_t upto = (size_t)(dot - name);
-				if (strncmp(prev, name, upto) != 0 || (prev[upto] != '.' && prev[upto] != 0))
-					o += (size_t)snprintf(buf + o, cap - o, "%*s%.*s:\n", d * 2, "",
-					                      (int)(dot - seg), seg);
+				if (strncmp(prev, name, upto) != 0 ||
+				    (prev[upto] != '.' && prev[upto] != 0))
+					o += (size_t)snprintf(buf + o, cap - o, "%*s%.*s:\n", d * 2,
+					                      "", (int)(dot - seg), seg);
 				seg = dot + 1;
 			}
 			snprintf(prev, sizeof(prev), "%.*s", (int)plen, name);
@@ -885,7 +941,8 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 		char val[CFG_LIST_MAX * (CFG_STR_MAX + 4) + PATH_MAX];
 		format_value(cfg, &keys[i], val, sizeof(val));
 		if (o < cap)
-			o += (size_t)snprintf(buf + o, cap - o, "%*s%s: %s\n", (depth + 1) * 2, "", leaf, val);
+			o += (size_t)snprintf(buf + o, cap - o, "%*s%s: %s\n", (depth + 1) * 2, "",
+			                      leaf, val);
 	}
 	return o < cap ? 0 : -1;
 }

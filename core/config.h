@@ -11,10 +11,10 @@
 
 #include "core/err.h"
 
-#define CFG_STR_MAX 512
-#define CFG_ID_MAX 128
+#define CFG_STR_MAX   512
+#define CFG_ID_MAX    128
 #define CFG_TOKEN_MAX 8192
-#define CFG_LIST_MAX 16 /* entries of a list key */
+#define CFG_LIST_MAX  16 /* entries of a list key */
 
 /* A list key: a YAML sequence of strings (or, in the environment, a
  * comma-separated value), at most CFG_LIST_MAX entries of CFG_STR_MAX-1 bytes. */
@@ -41,9 +41,9 @@ struct cfg {
 		char control_plane_url[CFG_STR_MAX];
 		char state_dir[PATH_MAX];
 		char credentials_file[PATH_MAX];
-		char runtime_dir[PATH_MAX];   /* admin socket; default depends on uid */
-		char ca_file[PATH_MAX];       /* control-plane CA bundle; "" = system */
-		char proxy_url[CFG_STR_MAX];  /* "" = libcurl's HTTPS_PROXY/NO_PROXY */
+		char runtime_dir[PATH_MAX];  /* admin socket; default depends on uid */
+		char ca_file[PATH_MAX];      /* control-plane CA bundle; "" = system */
+		char proxy_url[CFG_STR_MAX]; /* "" = libcurl's HTTPS_PROXY/NO_PROXY */
 	} agent;
 
 	struct {
@@ -75,7 +75,8 @@ struct cfg {
 	} webhook;
 
 	struct {
-		struct cfg_strlist jwt_keys; /* PEM public key files; kid = basename without extension */
+		struct cfg_strlist
+		    jwt_keys; /* PEM public key files; kid = basename without extension */
 		char issuer[CFG_STR_MAX];
 		uint64_t max_token_lifetime_ms;
 		int replay_cache_size;

@@ -17,11 +17,11 @@ enum vm_exit {
 /* Error codes: negative in return values, positive in struct vm_err. */
 enum vm_errcode {
 	VM_OK = 0,
-	VM_ERR_INVALID = 1,  /* bad input: config, flags, request */
-	VM_ERR_IO = 2,       /* file or socket I/O */
+	VM_ERR_INVALID = 1, /* bad input: config, flags, request */
+	VM_ERR_IO = 2,      /* file or socket I/O */
 	VM_ERR_NOMEM = 3,
 	VM_ERR_NOTFOUND = 4,
-	VM_ERR_BUSY = 5,     /* resource in use (port, lock) */
+	VM_ERR_BUSY = 5, /* resource in use (port, lock) */
 	VM_ERR_PERM = 6,
 	VM_ERR_INTERNAL = 7,
 };
@@ -33,11 +33,11 @@ struct vm_err {
 
 /* Sets err (when not NULL) and returns -code, so `return vm_err_set(...)` works. */
 int vm_err_set(struct vm_err *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Like vm_err_set, appending ": strerror(errnum)". */
 int vm_err_errno(struct vm_err *err, int code, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 void vm_err_clear(struct vm_err *err);
 

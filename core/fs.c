@@ -49,8 +49,7 @@ int fs_sync_parent(const char *path, struct vm_err *err)
 	return 0;
 }
 
-int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                    struct vm_err *err)
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct vm_err *err)
 {
 	char tmp[PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
@@ -117,8 +116,7 @@ int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err)
 	return 0;
 }
 
-int fs_read_file(const char *path, size_t max, char **out, size_t *len,
-                 struct vm_err *err)
+int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
 {
 	*out = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -136,14 +134,16 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len,
 			if (cap > max) {
 				free(buf);
 				close(fd);
-				return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes", path, max);
+				return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes",
+				                  path, max);
 			}
 			cap *= 2;
 			char *nb = realloc(buf, cap + 1);
 			if (nb == NULL) {
 				free(buf);
 				close(fd);
-				return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path);
+				return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s",
+				                  path);
 			}
 			buf = nb;
 		}

@@ -18,8 +18,7 @@ int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err);
 
 /* Reads at most max bytes of path into a NUL-terminated buffer the caller
  * frees. A file larger than max is an error (VM_ERR_INVALID). */
-int fs_read_file(const char *path, size_t max, char **out, size_t *len,
-                 struct vm_err *err);
+int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err);
 
 /* fsyncs the directory that contains path. */
 int fs_sync_parent(const char *path, struct vm_err *err);

@@ -15,9 +15,9 @@
 struct xfer {
 	CURL *curl;
 	struct http_resp *resp;
-	size_t cap;       /* memory body cap */
+	size_t cap; /* memory body cap */
 	uint64_t file_cap;
-	int fd;           /* download target, -1 when none */
+	int fd; /* download target, -1 when none */
 	bool overflow;
 	bool write_failed;
 	int write_errno;
@@ -107,8 +107,8 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
                  struct curl_slist *hdrs, const void *body, size_t body_len, struct xfer *x,
                  char *errbuf)
 {
-	long connect_ms = (long)(o->connect_timeout_ms ? o->connect_timeout_ms
-	                                               : HTTP_DEFAULT_CONNECT_MS);
+	long connect_ms =
+	    (long)(o->connect_timeout_ms ? o->connect_timeout_ms : HTTP_DEFAULT_CONNECT_MS);
 	long total_ms = (long)(o->total_timeout_ms ? o->total_timeout_ms : HTTP_DEFAULT_TOTAL_MS);
 	int bad = 0;
 	bad |= (int)curl_easy_setopt(c, CURLOPT_URL, url);
@@ -164,11 +164,11 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	strip_query(url, shown, sizeof(shown));
 
 	struct xfer x = {
-		.resp = resp,
-		.cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
-		.file_cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
-		.fd = -1,
-		.cancel = o->cancel,
+	    .resp = resp,
+	    .cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
+	    .file_cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
+	    .fd = -1,
+	    .cancel = o->cancel,
 	};
 	struct curl_slist *hdrs = NULL;
 	int rc = 0;
@@ -187,13 +187,15 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	if (o->download_path != NULL) {
 		x.fd = open(o->download_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (x.fd < 0) {
-			rc = vm_err_errno(err, VM_ERR_IO, errno, "cannot create %s", o->download_path);
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "cannot create %s",
+			                  o->download_path);
 			goto out;
 		}
 	}
 	char errbuf[CURL_ERROR_SIZE] = "";
 	if (setup(c, o, method, url, hdrs, body, body_len, &x, errbuf) != 0) {
-		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method, shown);
+		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method,
+		                shown);
 		goto out;
 	}
 	CURLcode cc = curl_easy_perform(c);
@@ -202,8 +204,8 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 		resp->retry_after_s = (long)ra;
 	if (x.overflow) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes", method,
-		                shown, (unsigned long long)x.cap);
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
+		                method, shown, (unsigned long long)x.cap);
 	} else if (x.write_failed) {
 		rc = vm_err_errno(err, VM_ERR_IO, x.write_errno, "%s %s: writing %s", method, shown,
 		                  o->download_path);
@@ -266,10 +268,9 @@ static int default_sleep(void *ctx, uint64_t ms)
 	return 0;
 }
 
-int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
-                       const char *method, const char *url, const char *const *headers,
-                       const void *body, size_t body_len, struct http_resp *resp,
-                       struct vm_err *err)
+int http_request_retry(const struct http_opts *opts, const struct http_retry *r, const char *method,
+                       const char *url, const char *const *headers, const void *body,
+                       size_t body_len, struct http_resp *resp, struct vm_err *err)
 {
 	unsigned max = r != NULL && r->max_attempts ? r->max_attempts : 1;
 	int (*sleep_fn)(void *, uint64_t) = r != NULL && r->sleep_fn ? r->sleep_fn : default_sleep;
@@ -284,7 +285,9 @@ int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
 		uint64_t delay = http_backoff_ms(r, attempt, resp->retry_after_s, rnd);
 		http_resp_free(resp);
 		if (sleep_fn(r->sleep_ctx, delay) != 0)
-			return rc != 0 ? rc : vm_err_set(err, VM_ERR_BUSY, "%s: retry cancelled", method);
+			return rc != 0
+			           ? rc
+			           : vm_err_set(err, VM_ERR_BUSY, "%s: retry cancelled", method);
 		if (opts != NULL && opts->cancel != NULL && atomic_load(opts->cancel))
 			return vm_err_set(err, VM_ERR_BUSY, "%s: cancelled", method);
 	}

@@ -12,32 +12,33 @@
 #include "core/err.h"
 
 #define HTTP_DEFAULT_CONNECT_MS 10000
-#define HTTP_DEFAULT_TOTAL_MS 30000
-#define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
+#define HTTP_DEFAULT_TOTAL_MS   30000
+#define HTTP_DEFAULT_MAX_BODY   (1024 * 1024)
 /* Error bodies kept in memory in download mode (non-2xx answers). */
 #define HTTP_ERROR_BODY_MAX (64 * 1024)
 
 struct http_opts {
-	const char *ca_file;       /* NULL or "" = system CA bundle */
-	const char *proxy;         /* NULL or "" = libcurl's environment handling
-	                            * (HTTPS_PROXY, NO_PROXY…); else an explicit URL */
+	const char *ca_file;         /* NULL or "" = system CA bundle */
+	const char *proxy;           /* NULL or "" = libcurl's environment handling
+	                              * (HTTPS_PROXY, NO_PROXY…); else an explicit URL */
 	uint64_t connect_timeout_ms; /* 0 = HTTP_DEFAULT_CONNECT_MS */
 	uint64_t total_timeout_ms;   /* 0 = HTTP_DEFAULT_TOTAL_MS; a download should set more */
-	size_t max_body;           /* response (or downloaded file) cap; 0 = HTTP_DEFAULT_MAX_BODY */
+	size_t max_body; /* response (or downloaded file) cap; 0 = HTTP_DEFAULT_MAX_BODY */
 	const char *download_path; /* when set, a 2xx body is written to this file (created
 	                            * 0600, truncated, fsync'd) instead of resp->body */
 	bool follow_redirects;     /* at most 5, http/https only */
-	const char *user_agent;    /* NULL = "vm-agent/<version>" is up to the caller; curl's default */
+	const char
+	    *user_agent; /* NULL = "vm-agent/<version>" is up to the caller; curl's default */
 	/* Borrowed. When it becomes true the transfer is aborted (shutdown). */
 	const atomic_bool *cancel;
 };
 
 struct http_resp {
-	long status;          /* HTTP status; 0 when no response arrived */
-	char *body;           /* NUL-terminated, malloc'd; NULL when empty or downloaded */
+	long status; /* HTTP status; 0 when no response arrived */
+	char *body;  /* NUL-terminated, malloc'd; NULL when empty or downloaded */
 	size_t len;
-	long retry_after_s;   /* Retry-After in seconds (date or delta), -1 when absent */
-	uint64_t downloaded;  /* bytes written to download_path */
+	long retry_after_s;  /* Retry-After in seconds (date or delta), -1 when absent */
+	uint64_t downloaded; /* bytes written to download_path */
 };
 
 /* Call once from the main thread before any other thread uses http_ (curl's
@@ -81,9 +82,8 @@ uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retr
 
 /* http_request, retried per r while http_should_retry says so. resp holds
  * the last answer. Returns like http_request. */
-int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
-                       const char *method, const char *url, const char *const *headers,
-                       const void *body, size_t body_len, struct http_resp *resp,
-                       struct vm_err *err);
+int http_request_retry(const struct http_opts *opts, const struct http_retry *r, const char *method,
+                       const char *url, const char *const *headers, const void *body,
+                       size_t body_len, struct http_resp *resp, struct vm_err *err);
 
 #endif

@@ -24,24 +24,24 @@ static const struct {
 	enum jwt_alg alg;
 	size_t sig_min, sig_max;
 } alg_table[] = {
-	{"EdDSA", JWT_ALG_EDDSA, 64, 64},
-	{"ES256", JWT_ALG_ES256, 64, 64},
-	{"RS256", JWT_ALG_RS256, 256, JWT_SIG_MAX},
+    {"EdDSA", JWT_ALG_EDDSA, 64, 64},
+    {"ES256", JWT_ALG_ES256, 64, 64},
+    {"RS256", JWT_ALG_RS256, 256, JWT_SIG_MAX},
 };
 
 static const char *const reason_names[] = {
-	[JWT_OK] = "ok",
-	[JWT_E_MALFORMED] = "malformed",
-	[JWT_E_ALG] = "alg_not_allowed",
-	[JWT_E_KID] = "unknown_kid",
-	[JWT_E_SIGNATURE] = "bad_signature",
-	[JWT_E_EXPIRED] = "expired",
-	[JWT_E_NOT_YET_VALID] = "not_yet_valid",
-	[JWT_E_LIFETIME] = "lifetime_too_long",
-	[JWT_E_ISSUER] = "wrong_issuer",
-	[JWT_E_JTI] = "missing_jti",
-	[JWT_E_AUDIENCE] = "wrong_audience",
-	[JWT_E_TENANT] = "wrong_tenant",
+    [JWT_OK] = "ok",
+    [JWT_E_MALFORMED] = "malformed",
+    [JWT_E_ALG] = "alg_not_allowed",
+    [JWT_E_KID] = "unknown_kid",
+    [JWT_E_SIGNATURE] = "bad_signature",
+    [JWT_E_EXPIRED] = "expired",
+    [JWT_E_NOT_YET_VALID] = "not_yet_valid",
+    [JWT_E_LIFETIME] = "lifetime_too_long",
+    [JWT_E_ISSUER] = "wrong_issuer",
+    [JWT_E_JTI] = "missing_jti",
+    [JWT_E_AUDIENCE] = "wrong_audience",
+    [JWT_E_TENANT] = "wrong_tenant",
 };
 
 const char *jwt_reason_name(int reason)
@@ -130,15 +130,16 @@ static int parse_header(json_t *h, struct jwt_token *out, struct vm_err *err)
 		if (strcmp(alg, alg_table[i].name) == 0)
 			out->alg = alg_table[i].alg;
 	if (out->alg == JWT_ALG_NONE)
-		return fail(err, JWT_E_ALG, "algorithm %s is not allowed (EdDSA, ES256, RS256 only)",
-		            alg);
+		return fail(err, JWT_E_ALG,
+		            "algorithm %s is not allowed (EdDSA, ES256, RS256 only)", alg);
 	char typ[32];
 	if (get_str(h, "typ", typ, sizeof(typ)) != 0 ||
 	    (typ[0] != '\0' && strcasecmp(typ, "JWT") != 0))
 		return fail(err, JWT_E_MALFORMED, "header: typ must be JWT%s", "");
 	/* We understand no extension, so any critical one makes the token unusable. */
 	if (json_object_get(h, "crit") != NULL)
-		return fail(err, JWT_E_MALFORMED, "header: crit extensions are not supported%s", "");
+		return fail(err, JWT_E_MALFORMED, "header: crit extensions are not supported%s",
+		            "");
 	if (get_str(h, "kid", out->kid, sizeof(out->kid)) != 0 || out->kid[0] == '\0')
 		return fail(err, JWT_E_KID, "header: kid missing, not a string or too long%s", "");
 	return 0;
@@ -150,11 +151,11 @@ static int parse_payload(json_t *p, struct jwt_token *out, struct vm_err *err)
 		const char *name;
 		size_t off, cap;
 	} strs[] = {
-		{"iss", offsetof(struct jwt_token, iss), JWT_CLAIM_MAX},
-		{"sub", offsetof(struct jwt_token, sub), JWT_CLAIM_MAX},
-		{"tenant_id", offsetof(struct jwt_token, tenant_id), JWT_CLAIM_MAX},
-		{"jti", offsetof(struct jwt_token, jti), JWT_CLAIM_MAX},
-		{"scope", offsetof(struct jwt_token, scope), JWT_SCOPE_MAX},
+	    {"iss", offsetof(struct jwt_token, iss), JWT_CLAIM_MAX},
+	    {"sub", offsetof(struct jwt_token, sub), JWT_CLAIM_MAX},
+	    {"tenant_id", offsetof(struct jwt_token, tenant_id), JWT_CLAIM_MAX},
+	    {"jti", offsetof(struct jwt_token, jti), JWT_CLAIM_MAX},
+	    {"scope", offsetof(struct jwt_token, scope), JWT_SCOPE_MAX},
 	};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (get_str(p, strs[i].name, (char *)out + strs[i].off, strs[i].cap) != 0)
@@ -175,14 +176,16 @@ static int parse_payload(json_t *p, struct jwt_token *out, struct vm_err *err)
 		return 0;
 	}
 	if (!json_is_array(aud) || json_array_size(aud) > JWT_MAX_AUD)
-		return fail(err, JWT_E_MALFORMED, "claim aud: a string or a short array of strings%s",
-		            "");
+		return fail(err, JWT_E_MALFORMED,
+		            "claim aud: a string or a short array of strings%s", "");
 	size_t i;
 	json_t *v;
-	json_array_foreach(aud, i, v) {
+	json_array_foreach(aud, i, v)
+	{
 		if (!json_is_string(v) || json_string_length(v) >= JWT_CLAIM_MAX ||
 		    strlen(json_string_value(v)) != json_string_length(v))
-			return fail(err, JWT_E_MALFORMED, "claim aud: entries must be short strings%s", "");
+			return fail(err, JWT_E_MALFORMED,
+			            "claim aud: entries must be short strings%s", "");
 		memcpy(out->aud[i], json_string_value(v), json_string_length(v) + 1);
 		out->naud++;
 	}
@@ -198,10 +201,12 @@ int jwt_parse(const char *s, size_t len, struct jwt_token *out, struct vm_err *e
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] == '.') {
 			if (nd == 2)
-				return fail(err, JWT_E_MALFORMED, "token has more than three parts%s", "");
+				return fail(err, JWT_E_MALFORMED,
+				            "token has more than three parts%s", "");
 			dots[nd++] = i;
 		} else if (!is_b64url(s[i])) {
-			return fail(err, JWT_E_MALFORMED, "token has characters outside base64url%s", "");
+			return fail(err, JWT_E_MALFORMED,
+			            "token has characters outside base64url%s", "");
 		}
 	}
 	if (nd != 2)
@@ -307,13 +312,17 @@ int jwt_keyset_add_pem(struct jwt_keyset *ks, const char *kid, const char *pem, 
 	EVP_PKEY *pkey = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
 	BIO_free(bio);
 	if (pkey == NULL)
-		return vm_err_set(err, VM_ERR_INVALID, "key %s: not a PEM public key "
-		                  "(-----BEGIN PUBLIC KEY-----)", kid);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "key %s: not a PEM public key "
+		                  "(-----BEGIN PUBLIC KEY-----)",
+		                  kid);
 	enum jwt_alg alg = alg_for_key(pkey);
 	if (alg == JWT_ALG_NONE) {
 		EVP_PKEY_free(pkey);
-		return vm_err_set(err, VM_ERR_INVALID, "key %s: unsupported key type (Ed25519, "
-		                  "EC P-256 or RSA of at least 2048 bits)", kid);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "key %s: unsupported key type (Ed25519, "
+		                  "EC P-256 or RSA of at least 2048 bits)",
+		                  kid);
 	}
 	struct jwt_key *k = &ks->keys[ks->n++];
 	snprintf(k->kid, sizeof(k->kid), "%s", kid);
@@ -329,8 +338,8 @@ int jwt_keyset_add_file(struct jwt_keyset *ks, const char *path, struct vm_err *
 	char kid[JWT_KID_MAX];
 	size_t n = strcspn(base, ".");
 	if (n == 0 || n >= sizeof(kid))
-		return vm_err_set(err, VM_ERR_INVALID, "%s: cannot derive a key id from the file name",
-		                  path);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "%s: cannot derive a key id from the file name", path);
 	memcpy(kid, base, n);
 	kid[n] = '\0';
 	char *pem;
@@ -372,8 +381,8 @@ out:
 	return rc;
 }
 
-int jwt_verify_signature(const struct jwt_keyset *ks, const struct jwt_token *tok,
-                         const char *s, struct vm_err *err)
+int jwt_verify_signature(const struct jwt_keyset *ks, const struct jwt_token *tok, const char *s,
+                         struct vm_err *err)
 {
 	const struct jwt_key *k = NULL;
 	for (size_t i = 0; ks != NULL && i < ks->n; i++)
@@ -397,8 +406,9 @@ int jwt_verify_signature(const struct jwt_keyset *ks, const struct jwt_token *to
 		return fail(err, JWT_E_SIGNATURE, "out of memory%s", "");
 	/* Ed25519 hashes internally: OpenSSL wants no digest for it. */
 	const EVP_MD *md = tok->alg == JWT_ALG_EDDSA ? NULL : EVP_sha256();
-	int ok = EVP_DigestVerifyInit(ctx, NULL, md, NULL, k->pkey) == 1 &&
-	         EVP_DigestVerify(ctx, sig, sig_len, (const unsigned char *)s, tok->signed_len) == 1;
+	int ok =
+	    EVP_DigestVerifyInit(ctx, NULL, md, NULL, k->pkey) == 1 &&
+	    EVP_DigestVerify(ctx, sig, sig_len, (const unsigned char *)s, tok->signed_len) == 1;
 	EVP_MD_CTX_free(ctx);
 	if (!ok)
 		return fail(err, JWT_E_SIGNATURE, "signature does not verify with key %s", k->kid);
@@ -407,8 +417,7 @@ int jwt_verify_signature(const struct jwt_keyset *ks, const struct jwt_token *to
 
 /* --- claims ---------------------------------------------------------------------------- */
 
-int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol,
-                     struct vm_err *err)
+int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol, struct vm_err *err)
 {
 	if (!tok->has_exp || !tok->has_iat)
 		return fail(err, JWT_E_LIFETIME, "exp and iat are required%s", "");
@@ -429,7 +438,8 @@ int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol,
 	for (int i = 0; i < tok->naud; i++)
 		aud_ok = aud_ok || strcmp(tok->aud[i], pol->audience) == 0;
 	if (!aud_ok)
-		return fail(err, JWT_E_AUDIENCE, "token audience is not this agent (%s)", pol->audience);
+		return fail(err, JWT_E_AUDIENCE, "token audience is not this agent (%s)",
+		            pol->audience);
 	if (strcmp(tok->tenant_id, pol->tenant) != 0)
 		return fail(err, JWT_E_TENANT, "token is for another tenant than %s", pol->tenant);
 	return 0;

@@ -10,14 +10,14 @@
 
 #include "core/err.h"
 
-#define JWT_MAX_LEN 8192   /* longer tokens are refused before any decoding */
-#define JWT_KID_MAX 128
-#define JWT_CLAIM_MAX 256  /* iss, sub, aud entries, tenant_id, jti */
+#define JWT_MAX_LEN   8192 /* longer tokens are refused before any decoding */
+#define JWT_KID_MAX   128
+#define JWT_CLAIM_MAX 256 /* iss, sub, aud entries, tenant_id, jti */
 #define JWT_SCOPE_MAX 1024
-#define JWT_MAX_AUD 4
-#define JWT_SIG_MAX 512    /* RSA-4096 */
-#define JWT_MAX_KEYS 16
-#define JWT_SKEW_S 60      /* clock skew tolerated on exp, nbf and iat */
+#define JWT_MAX_AUD   4
+#define JWT_SIG_MAX   512 /* RSA-4096 */
+#define JWT_MAX_KEYS  16
+#define JWT_SKEW_S    60 /* clock skew tolerated on exp, nbf and iat */
 
 /* Only these are accepted. `none`, HS* and everything else is refused at parse
  * time, and each key is bound to one algorithm by its type (no confusion). */
@@ -35,8 +35,8 @@ enum jwt_reason {
 	JWT_E_NOT_YET_VALID, /* nbf or iat in the future */
 	JWT_E_LIFETIME,      /* exp - iat beyond the allowed maximum, or claim missing */
 	JWT_E_ISSUER,
-	JWT_E_JTI,           /* jti missing */
-	JWT_E_AUDIENCE,      /* from here: a valid token for something else (403) */
+	JWT_E_JTI,      /* jti missing */
+	JWT_E_AUDIENCE, /* from here: a valid token for something else (403) */
 	JWT_E_TENANT,
 };
 
@@ -81,21 +81,20 @@ int jwt_keyset_add_file(struct jwt_keyset *ks, const char *path, struct vm_err *
 size_t jwt_keyset_count(const struct jwt_keyset *ks);
 
 /* Checks the signature of a token parsed from s with the key its kid names. */
-int jwt_verify_signature(const struct jwt_keyset *ks, const struct jwt_token *tok,
-                         const char *s, struct vm_err *err);
+int jwt_verify_signature(const struct jwt_keyset *ks, const struct jwt_token *tok, const char *s,
+                         struct vm_err *err);
 
 struct jwt_policy {
 	const char *issuer;
-	const char *audience;     /* agent.id */
-	const char *tenant;       /* agent.tenant_id */
-	int64_t now;              /* seconds since the epoch */
-	int64_t max_lifetime;     /* seconds; exp - iat must not exceed it */
+	const char *audience; /* agent.id */
+	const char *tenant;   /* agent.tenant_id */
+	int64_t now;          /* seconds since the epoch */
+	int64_t max_lifetime; /* seconds; exp - iat must not exceed it */
 };
 
 /* Time, issuer, jti, audience and tenant checks (in that order, so the 401
  * reasons win over the 403 ones). */
-int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol,
-                     struct vm_err *err);
+int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol, struct vm_err *err);
 
 /* True when the space-separated scope claim holds scope exactly. */
 bool jwt_has_scope(const struct jwt_token *tok, const char *scope);

@@ -26,9 +26,9 @@ static struct {
 	pthread_mutex_t lock;
 	enum log_level level;
 	enum log_format format;
-	int fd;             /* -1 = stderr */
+	int fd; /* -1 = stderr */
 	char path[PATH_MAX];
-	uint64_t size;      /* current file size */
+	uint64_t size; /* current file size */
 	uint64_t max_size;
 	int max_files;
 } g_log = {PTHREAD_MUTEX_INITIALIZER, LOG_INFO, LOG_FORMAT_TEXT, -1, "", 0, 0, 0};
@@ -127,8 +127,8 @@ static bool ieq_prefix(const char *s, const char *word)
 }
 
 static const char *const secret_words[] = {
-	"token", "password", "passwd", "secret", "apikey", "api_key", "api-key",
-	"authorization", "credential", "private_key", "install_key", "key",
+    "token",   "password",      "passwd",     "secret",      "apikey",      "api_key",
+    "api-key", "authorization", "credential", "private_key", "install_key", "key",
 };
 
 /* Length of a secret-naming key ending at s[end) (the word just before a
@@ -136,8 +136,8 @@ static const char *const secret_words[] = {
 static size_t secret_key_before(const char *s, size_t end)
 {
 	size_t start = end;
-	while (start > 0 && (isalnum((unsigned char)s[start - 1]) || s[start - 1] == '_' ||
-	                     s[start - 1] == '-'))
+	while (start > 0 &&
+	       (isalnum((unsigned char)s[start - 1]) || s[start - 1] == '_' || s[start - 1] == '-'))
 		start--;
 	if (start == end)
 		return 0;
@@ -295,9 +295,10 @@ void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 	if (g_log.format == LOG_FORMAT_JSON) {
 		char esc[LOG_LINE_MAX * 2];
 		json_escape(esc, sizeof(esc), msg);
-		n = snprintf(line, sizeof(line),
-		             "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"%s\"}\n",
-		             ts, log_level_name(level), module, esc);
+		n = snprintf(
+		    line, sizeof(line),
+		    "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"%s\"}\n", ts,
+		    log_level_name(level), module, esc);
 	} else if (journald) {
 		/* journald adds its own timestamps and maps <N> to a priority. */
 		n = snprintf(line, sizeof(line), "<%d>%s: %s\n", level_syslog[level], module, msg);

@@ -14,9 +14,9 @@ enum log_format { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON };
 struct log_opts {
 	enum log_level level;
 	enum log_format format;
-	const char *file;   /* NULL or "" = stderr */
-	uint64_t max_size;  /* rotate when the file would exceed this many bytes */
-	int max_files;      /* rotated files kept: file.1 … file.N */
+	const char *file;  /* NULL or "" = stderr */
+	uint64_t max_size; /* rotate when the file would exceed this many bytes */
+	int max_files;     /* rotated files kept: file.1 … file.N */
 };
 
 /* (Re)configures the logger. Safe to call again (SIGHUP); on error the previous
@@ -27,11 +27,11 @@ int log_configure(const struct log_opts *opts, struct vm_err *err);
 void log_shutdown(void);
 
 void log_msg(enum log_level level, const char *module, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_debug(mod, ...) log_msg(LOG_DEBUG, mod, __VA_ARGS__)
-#define log_info(mod, ...) log_msg(LOG_INFO, mod, __VA_ARGS__)
-#define log_warn(mod, ...) log_msg(LOG_WARN, mod, __VA_ARGS__)
+#define log_info(mod, ...)  log_msg(LOG_INFO, mod, __VA_ARGS__)
+#define log_warn(mod, ...)  log_msg(LOG_WARN, mod, __VA_ARGS__)
 #define log_error(mod, ...) log_msg(LOG_ERROR, mod, __VA_ARGS__)
 
 /* Rewrites secrets in s (in place) as "[REDACTED]": bearer tokens, JWTs,

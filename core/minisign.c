@@ -15,15 +15,18 @@
 #include "core/fs.h"
 
 #define PUBKEY_RAW_LEN (2 + MSIG_KEYID_LEN + MSIG_PK_LEN)
-#define SIG_RAW_LEN (2 + MSIG_KEYID_LEN + MSIG_SIG_LEN)
-#define BLAKE2B_LEN 64
-#define LINE_MAX_LEN 2048
+#define SIG_RAW_LEN    (2 + MSIG_KEYID_LEN + MSIG_SIG_LEN)
+#define BLAKE2B_LEN    64
+#define LINE_MAX_LEN   2048
 
 static const char untrusted_prefix[] = "untrusted comment: ";
 static const char trusted_prefix[] = "trusted comment: ";
 
 /* Splits text into lines (\n or \r\n) without copying; at most max lines. */
-struct line { const char *p; size_t n; };
+struct line {
+	const char *p;
+	size_t n;
+};
 
 static size_t split_lines(const char *text, size_t len, struct line *lines, size_t max)
 {
@@ -68,8 +71,7 @@ static int decode_exact(const struct line *l, uint8_t *out, size_t want)
 	return 0;
 }
 
-int msig_parse_pubkey(const char *text, size_t len, struct msig_pubkey *out,
-                      struct vm_err *err)
+int msig_parse_pubkey(const char *text, size_t len, struct msig_pubkey *out, struct vm_err *err)
 {
 	struct line lines[3];
 	size_t n = split_lines(text, len, lines, 3);
@@ -79,14 +81,17 @@ int msig_parse_pubkey(const char *text, size_t len, struct msig_pubkey *out,
 	else if (n == 2 && has_prefix(&lines[0], untrusted_prefix))
 		b64 = &lines[1];
 	if (b64 == NULL)
-		return vm_err_set(err, VM_ERR_INVALID, "minisign public key: expected an "
-		                  "'untrusted comment:' line and a base64 line, or the base64 line alone");
+		return vm_err_set(
+		    err, VM_ERR_INVALID,
+		    "minisign public key: expected an "
+		    "'untrusted comment:' line and a base64 line, or the base64 line alone");
 	uint8_t raw[PUBKEY_RAW_LEN];
 	if (decode_exact(b64, raw, sizeof(raw)) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "minisign public key: not base64 of %d bytes",
-		                  PUBKEY_RAW_LEN);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign public key: not base64 of %d bytes", PUBKEY_RAW_LEN);
 	if (raw[0] != 'E' || raw[1] != 'd')
-		return vm_err_set(err, VM_ERR_INVALID, "minisign public key: unsupported algorithm "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign public key: unsupported algorithm "
 		                  "(expected Ed25519, \"Ed\")");
 	memcpy(out->keyid, raw + 2, MSIG_KEYID_LEN);
 	memcpy(out->pk, raw + 2 + MSIG_KEYID_LEN, MSIG_PK_LEN);
@@ -100,12 +105,15 @@ int msig_parse_sig(const char *text, size_t len, struct msig_sig *out, struct vm
 	if (split_lines(text, len, l, 5) != 4)
 		return vm_err_set(err, VM_ERR_INVALID, "minisign signature: expected 4 lines");
 	if (!has_prefix(&l[0], untrusted_prefix))
-		return vm_err_set(err, VM_ERR_INVALID, "minisign signature: line 1 must start with "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign signature: line 1 must start with "
 		                  "'untrusted comment: '");
 	uint8_t raw[SIG_RAW_LEN];
 	if (decode_exact(&l[1], raw, sizeof(raw)) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "minisign signature: line 2 is not base64 of "
-		                  "%d bytes", SIG_RAW_LEN);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign signature: line 2 is not base64 of "
+		                  "%d bytes",
+		                  SIG_RAW_LEN);
 	if (raw[0] == 'E' && raw[1] == 'D')
 		out->prehashed = true;
 	else if (raw[0] == 'E' && raw[1] == 'd')
@@ -116,17 +124,21 @@ int msig_parse_sig(const char *text, size_t len, struct msig_sig *out, struct vm
 	memcpy(out->sig, raw + 2 + MSIG_KEYID_LEN, MSIG_SIG_LEN);
 
 	if (!has_prefix(&l[2], trusted_prefix) || has_nul(&l[2]))
-		return vm_err_set(err, VM_ERR_INVALID, "minisign signature: line 3 must start with "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign signature: line 3 must start with "
 		                  "'trusted comment: '");
 	size_t tlen = l[2].n - strlen(trusted_prefix);
 	if (tlen >= sizeof(out->trusted_comment))
-		return vm_err_set(err, VM_ERR_INVALID, "minisign signature: trusted comment too long");
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign signature: trusted comment too long");
 	memcpy(out->trusted_comment, l[2].p + strlen(trusted_prefix), tlen);
 	out->trusted_comment[tlen] = '\0';
 
 	if (decode_exact(&l[3], out->global_sig, MSIG_SIG_LEN) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "minisign signature: line 4 is not base64 of "
-		                  "%d bytes", MSIG_SIG_LEN);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "minisign signature: line 4 is not base64 of "
+		                  "%d bytes",
+		                  MSIG_SIG_LEN);
 	return 0;
 }
 
@@ -162,8 +174,8 @@ static int verify_common(const struct msig_pubkey *key, const struct msig_sig *s
 	if (memcmp(key->keyid, sig->keyid, MSIG_KEYID_LEN) != 0) {
 		msig_keyid_hex(key->keyid, want);
 		msig_keyid_hex(sig->keyid, got);
-		return vm_err_set(err, VM_ERR_PERM, "signed by key %s, not by the trusted key %s", got,
-		                  want);
+		return vm_err_set(err, VM_ERR_PERM, "signed by key %s, not by the trusted key %s",
+		                  got, want);
 	}
 	if (!ed25519_ok(key->pk, sig->sig, msg, len))
 		return vm_err_set(err, VM_ERR_PERM, "signature does not match the file");
@@ -173,7 +185,8 @@ static int verify_common(const struct msig_pubkey *key, const struct msig_sig *s
 	memcpy(buf, sig->sig, MSIG_SIG_LEN);
 	memcpy(buf + MSIG_SIG_LEN, sig->trusted_comment, tlen);
 	if (!ed25519_ok(key->pk, sig->global_sig, buf, MSIG_SIG_LEN + tlen))
-		return vm_err_set(err, VM_ERR_PERM, "trusted comment signature is invalid (the "
+		return vm_err_set(err, VM_ERR_PERM,
+		                  "trusted comment signature is invalid (the "
 		                  "comment was altered)");
 	return 0;
 }
@@ -181,9 +194,8 @@ static int verify_common(const struct msig_pubkey *key, const struct msig_sig *s
 static int blake2b_buf(const void *data, size_t len, uint8_t out[BLAKE2B_LEN])
 {
 	unsigned int n = 0;
-	return EVP_Digest(data, len, out, &n, EVP_blake2b512(), NULL) == 1 && n == BLAKE2B_LEN
-	               ? 0
-	               : -1;
+	return EVP_Digest(data, len, out, &n, EVP_blake2b512(), NULL) == 1 && n == BLAKE2B_LEN ? 0
+	                                                                                       : -1;
 }
 
 int msig_verify_buf(const struct msig_pubkey *key, const struct msig_sig *sig, const void *data,
@@ -240,8 +252,10 @@ int msig_verify_file(const struct msig_pubkey *keys, size_t nkeys, const struct 
 	if (key == NULL) {
 		char got[17];
 		msig_keyid_hex(sig->keyid, got);
-		return vm_err_set(err, VM_ERR_PERM, "signed by key %s, which is not one of the %zu "
-		                  "trusted upgrade key(s)", got, nkeys);
+		return vm_err_set(err, VM_ERR_PERM,
+		                  "signed by key %s, which is not one of the %zu "
+		                  "trusted upgrade key(s)",
+		                  got, nkeys);
 	}
 	if (sig->prehashed) {
 		uint8_t h[BLAKE2B_LEN];

@@ -11,9 +11,9 @@
 
 #include "core/err.h"
 
-#define MSIG_KEYID_LEN 8
-#define MSIG_PK_LEN 32
-#define MSIG_SIG_LEN 64
+#define MSIG_KEYID_LEN   8
+#define MSIG_PK_LEN      32
+#define MSIG_SIG_LEN     64
 #define MSIG_COMMENT_MAX 1024
 
 struct msig_pubkey {
@@ -31,8 +31,7 @@ struct msig_sig {
 
 /* Parses a public key: either the whole .pub file ("untrusted comment: …"
  * line, then the base64 line) or just the base64 line. */
-int msig_parse_pubkey(const char *text, size_t len, struct msig_pubkey *out,
-                      struct vm_err *err);
+int msig_parse_pubkey(const char *text, size_t len, struct msig_pubkey *out, struct vm_err *err);
 
 /* Parses a .minisig file (4 lines). Does not verify anything. */
 int msig_parse_sig(const char *text, size_t len, struct msig_sig *out, struct vm_err *err);

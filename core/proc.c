@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #define READ_CHUNK 16384
-#define TICK_MS 50 /* cancel flag poll interval; the pidfd wakes us on exit */
+#define TICK_MS    50 /* cancel flag poll interval; the pidfd wakes us on exit */
 
 int64_t proc_now_ms(void)
 {
@@ -151,8 +151,8 @@ static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int 
 /* Without an identity switch, glibc's posix_spawn does everything we need in
  * the child: own process group, clean signal state, stdio, closing every
  * other descriptor, chdir. It returns the exec error itself. */
-static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd,
-                       pid_t *pid, struct vm_err *err)
+static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd, pid_t *pid,
+                       struct vm_err *err)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -167,8 +167,9 @@ static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int 
 	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	if (rc == 0 && spec->cwd != NULL)
 		rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
-	rc = rc ? rc : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-	                                                 POSIX_SPAWN_SETSIGDEF);
+	rc = rc ? rc
+	        : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+	                                            POSIX_SPAWN_SETSIGDEF);
 	rc = rc ? rc : posix_spawnattr_setpgroup(&at, 0);
 	rc = rc ? rc : posix_spawnattr_setsigmask(&at, &none);
 	rc = rc ? rc : posix_spawnattr_setsigdefault(&at, &all);
@@ -181,9 +182,10 @@ static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int 
 	struct stat st;
 	if (spec->cwd != NULL && stat(spec->cwd, &st) != 0)
 		return vm_err_errno(err, VM_ERR_NOTFOUND, rc, "chdir %s", spec->cwd);
-	return vm_err_errno(err, rc == ENOENT ? VM_ERR_NOTFOUND
-	                         : rc == EACCES || rc == EPERM ? VM_ERR_PERM
-	                                                       : VM_ERR_IO,
+	return vm_err_errno(err,
+	                    rc == ENOENT                  ? VM_ERR_NOTFOUND
+	                    : rc == EACCES || rc == EPERM ? VM_ERR_PERM
+	                                                  : VM_ERR_IO,
 	                    rc, "exec %s", spec->path);
 }
 
@@ -434,7 +436,7 @@ spawned:
 		(void)waitpid(pid, NULL, 0);
 		static const char *const what[] = {"", "set up stdio", "chdir", "switch user/group",
 		                                   "exec"};
-		int code = report[1] == ENOENT ? VM_ERR_NOTFOUND
+		int code = report[1] == ENOENT                         ? VM_ERR_NOTFOUND
 		           : report[1] == EACCES || report[1] == EPERM ? VM_ERR_PERM
 		                                                       : VM_ERR_IO;
 		rc = vm_err_errno(err, code, report[1], "%s %s",

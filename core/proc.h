@@ -21,13 +21,13 @@ enum proc_stream { PROC_STDOUT = 1, PROC_STDERR = 2 };
 typedef void (*proc_output_fn)(void *ctx, enum proc_stream stream, const char *data, size_t len);
 
 struct proc_spec {
-	const char *path;          /* absolute path to execute (see proc_resolve) */
-	char *const *argv;         /* NULL-terminated; argv[0] is passed as is */
-	char *const *envp;         /* NULL-terminated; the child gets only this */
-	const char *cwd;           /* NULL = inherit */
-	const void *stdin_data;    /* NULL = /dev/null */
+	const char *path;       /* absolute path to execute (see proc_resolve) */
+	char *const *argv;      /* NULL-terminated; argv[0] is passed as is */
+	char *const *envp;      /* NULL-terminated; the child gets only this */
+	const char *cwd;        /* NULL = inherit */
+	const void *stdin_data; /* NULL = /dev/null */
 	size_t stdin_len;
-	bool set_ids;              /* switch to uid/gid before exec */
+	bool set_ids; /* switch to uid/gid before exec */
 	uid_t uid;
 	gid_t gid;
 	int64_t deadline_ms;       /* monotonic ms (proc_now_ms); 0 = none */
@@ -39,10 +39,10 @@ struct proc_spec {
 };
 
 struct proc_result {
-	int exit_code;             /* -1 when killed by a signal */
-	int term_signal;           /* 0 when it exited */
+	int exit_code;   /* -1 when killed by a signal */
+	int term_signal; /* 0 when it exited */
 	bool timed_out, canceled;
-	char *out, *err;           /* malloc'd, NUL-terminated, at most out_cap bytes */
+	char *out, *err; /* malloc'd, NUL-terminated, at most out_cap bytes */
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
 	uint64_t duration_ms;

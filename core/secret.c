@@ -22,7 +22,8 @@ void secret_clear(struct secret *s)
 
 static size_t trimmed_len(const char *v, size_t n)
 {
-	while (n > 0 && (v[n - 1] == '\n' || v[n - 1] == '\r' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+	while (n > 0 &&
+	       (v[n - 1] == '\n' || v[n - 1] == '\r' || v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
 	return n;
 }
@@ -54,13 +55,15 @@ int secret_load_file(struct secret *s, const char *path, struct vm_err *err)
 	}
 	if ((st.st_mode & 077) != 0) {
 		close(fd);
-		return vm_err_set(err, VM_ERR_PERM, "%s has mode %04o; secret files must not be "
-		                  "accessible to group or others (chmod 600 %s)", path,
-		                  (unsigned)(st.st_mode & 07777), path);
+		return vm_err_set(err, VM_ERR_PERM,
+		                  "%s has mode %04o; secret files must not be "
+		                  "accessible to group or others (chmod 600 %s)",
+		                  path, (unsigned)(st.st_mode & 07777), path);
 	}
 	if (st.st_size > SECRET_FILE_MAX) {
 		close(fd);
-		return vm_err_set(err, VM_ERR_INVALID, "%s is larger than %d bytes", path, SECRET_FILE_MAX);
+		return vm_err_set(err, VM_ERR_INVALID, "%s is larger than %d bytes", path,
+		                  SECRET_FILE_MAX);
 	}
 	char *buf = malloc((size_t)st.st_size + 1);
 	if (buf == NULL) {

@@ -23,7 +23,7 @@ void health_thresholds_from_cfg(const struct cfg *cfg, struct health_thresholds 
 }
 
 static void add(struct health_snapshot *s, enum health_state level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void add(struct health_snapshot *s, enum health_state level, const char *fmt, ...)
 {
@@ -56,12 +56,14 @@ static void check_disk(struct health_snapshot *s, const struct health_thresholds
 			add(s, HEALTH_DEGRADED, "disk %s is %.0f%% full", f->mount, pct);
 		if (f->inodes_total == 0)
 			continue;
-		double ipct = (double)(f->inodes_total - f->inodes_free) * 100.0 /
-		              (double)f->inodes_total;
+		double ipct =
+		    (double)(f->inodes_total - f->inodes_free) * 100.0 / (double)f->inodes_total;
 		if (ipct >= t->disk_critical_percent)
-			add(s, HEALTH_UNHEALTHY, "disk %s has %.0f%% of inodes used", f->mount, ipct);
+			add(s, HEALTH_UNHEALTHY, "disk %s has %.0f%% of inodes used", f->mount,
+			    ipct);
 		else if (ipct >= t->disk_warn_percent)
-			add(s, HEALTH_DEGRADED, "disk %s has %.0f%% of inodes used", f->mount, ipct);
+			add(s, HEALTH_DEGRADED, "disk %s has %.0f%% of inodes used", f->mount,
+			    ipct);
 	}
 }
 
@@ -69,8 +71,8 @@ static void check_memory(struct health_snapshot *s, const struct health_threshol
 {
 	if (s->sys.mem_total == 0)
 		return;
-	uint64_t avail = s->sys.mem_available < s->sys.mem_total ? s->sys.mem_available
-	                                                         : s->sys.mem_total;
+	uint64_t avail =
+	    s->sys.mem_available < s->sys.mem_total ? s->sys.mem_available : s->sys.mem_total;
 	double pct = (double)(s->sys.mem_total - avail) * 100.0 / (double)s->sys.mem_total;
 	if (pct >= t->memory_warn_percent)
 		add(s, HEALTH_DEGRADED, "memory is %.0f%% used", pct);
@@ -100,7 +102,8 @@ static void check_control_plane(struct health_snapshot *s, const struct health_t
 	int64_t down_s = s->time - s->cp_unreachable_since;
 	if (down_s >= 0 && (uint64_t)down_s * 1000 >= t->cp_unreachable_after_ms)
 		add(s, HEALTH_DEGRADED, "control plane unreachable for %llds (%.100s)",
-		    (long long)down_s, s->last_report_error[0] ? s->last_report_error : "no answer");
+		    (long long)down_s,
+		    s->last_report_error[0] ? s->last_report_error : "no answer");
 }
 
 static void check_clock(struct health_snapshot *s, const struct health_thresholds *t)
@@ -109,7 +112,8 @@ static void check_clock(struct health_snapshot *s, const struct health_threshold
 		return;
 	double skew = s->clock_skew_s < 0 ? -s->clock_skew_s : s->clock_skew_s;
 	if (skew * 1000.0 > (double)t->clock_skew_max_ms)
-		add(s, HEALTH_DEGRADED, "clock skew %.0fs against the control plane", s->clock_skew_s);
+		add(s, HEALTH_DEGRADED, "clock skew %.0fs against the control plane",
+		    s->clock_skew_s);
 }
 
 static void check_collectors(struct health_snapshot *s, const struct health_thresholds *t)
@@ -132,9 +136,10 @@ static const struct {
 	const char *name;
 	void (*fn)(struct health_snapshot *, const struct health_thresholds *);
 } checks[] = {
-	{"disk", check_disk},       {"memory", check_memory},         {"tunnel", check_tunnel},
-	{"control_plane", check_control_plane}, {"clock", check_clock},
-	{"collectors", check_collectors},       {"spool", check_spool},
+    {"disk", check_disk},     {"memory", check_memory},
+    {"tunnel", check_tunnel}, {"control_plane", check_control_plane},
+    {"clock", check_clock},   {"collectors", check_collectors},
+    {"spool", check_spool},
 };
 
 void health_evaluate(struct health_snapshot *s, const struct health_thresholds *t)

@@ -13,9 +13,9 @@
 #include "core/secret.h"
 #include "health/health.h"
 
-#define HEALTH_MAX_FS 32
-#define HEALTH_MAX_NET 16
-#define HEALTH_MAX_REASONS 16
+#define HEALTH_MAX_FS        32
+#define HEALTH_MAX_NET       16
+#define HEALTH_MAX_REASONS   16
 #define HEALTH_PROC_FILE_MAX (1024 * 1024)
 
 struct health_fs {
@@ -50,27 +50,27 @@ struct health_system {
 	struct health_net net[HEALTH_MAX_NET];
 	uint64_t self_rss_bytes, self_fds, self_threads;
 	double self_cpu_seconds;
-	int64_t boot_time;  /* unix seconds, from btime */
-	uint32_t errors;    /* bit i: collector i failed this round */
+	int64_t boot_time; /* unix seconds, from btime */
+	uint32_t errors;   /* bit i: collector i failed this round */
 };
 
 /* Everything the checks and exporters see: one consistent copy. */
 struct health_snapshot {
-	int64_t time;          /* unix seconds of this check */
-	int64_t started_at;    /* agent start */
+	int64_t time;       /* unix seconds of this check */
+	int64_t started_at; /* agent start */
 	struct health_system sys;
 	struct health_tunnel_state tunnel;
 	bool probe_enabled;
 	uint64_t probe_queued, probe_running;
 	/* reporter */
 	bool reporting_enabled;
-	int64_t last_report_at;      /* unix s of the last attempt; 0 = none */
-	int64_t last_report_ok_at;   /* last success; 0 = none */
-	int last_report_status;      /* HTTP status, 0 = no answer */
+	int64_t last_report_at;    /* unix s of the last attempt; 0 = none */
+	int64_t last_report_ok_at; /* last success; 0 = none */
+	int last_report_status;    /* HTTP status, 0 = no answer */
 	char last_report_error[160];
 	int64_t cp_unreachable_since; /* 0 = reachable or unknown */
 	bool clock_skew_known;
-	double clock_skew_s;         /* control plane time - local time */
+	double clock_skew_s; /* control plane time - local time */
 	uint64_t reports_sent, reports_failed, spool_entries, spool_bytes, spool_dropped;
 	/* checks */
 	enum health_state state;
@@ -81,10 +81,10 @@ struct health_snapshot {
 /* --- collectors (proc_linux.c) ------------------------------------------------------ */
 
 struct health_proc_ctx {
-	const char *proc_root;  /* "/proc", or a fixture directory */
+	const char *proc_root; /* "/proc", or a fixture directory */
 	/* statvfs, replaceable by tests; NULL = the real one */
 	int (*statvfs_fn)(const char *path, struct statvfs *out);
-	int self_pid;           /* 0 = "self" */
+	int self_pid; /* 0 = "self" */
 };
 
 /* Runs every collector; prev holds the previous CPU ticks (for cpu_percent). */
@@ -104,8 +104,7 @@ int health_parse_netdev(const char *text, struct health_net *out, size_t cap, si
 int health_parse_mounts(const char *text, struct health_fs *out, size_t cap, size_t *n);
 int health_parse_self_status(const char *text, uint64_t *rss_bytes, uint64_t *threads);
 bool health_fs_is_pseudo(const char *fstype);
-double health_cpu_percent(const struct health_cpu_ticks *prev,
-                          const struct health_cpu_ticks *cur);
+double health_cpu_percent(const struct health_cpu_ticks *prev, const struct health_cpu_ticks *cur);
 
 /* --- checks (checks.c) ----------------------------------------------------------------- */
 
@@ -128,7 +127,7 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 /* --- spool (spool.c) ----------------------------------------------------------------- */
 
 #define HEALTH_SPOOL_MAGIC "vmspool1"
-#define HEALTH_ID_LEN 36 /* UUID text */
+#define HEALTH_ID_LEN      36 /* UUID text */
 
 struct health_spool;
 
@@ -150,8 +149,8 @@ int health_spool_push(struct health_spool *sp, const char *id, const char *body,
                       struct vm_err *err);
 
 /* The oldest entry: id and body (malloc'd, caller frees). -VM_ERR_NOTFOUND when empty. */
-int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body,
-                      size_t *len, struct vm_err *err);
+int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body, size_t *len,
+                      struct vm_err *err);
 
 /* Removes the oldest entry (after it was delivered). */
 int health_spool_pop(struct health_spool *sp, struct vm_err *err);
@@ -177,8 +176,7 @@ struct health_credentials {
 int health_parse_credentials(const char *text, size_t len, struct health_credentials *out,
                              struct vm_err *err);
 /* Loads path (must be 0600 or stricter) and parses it. */
-int health_load_credentials(const char *path, struct health_credentials *out,
-                            struct vm_err *err);
+int health_load_credentials(const char *path, struct health_credentials *out, struct vm_err *err);
 void health_credentials_clear(struct health_credentials *c);
 
 /* --- the monitor (monitor.c) and the reporter thread (reporter.c) --------------------- */

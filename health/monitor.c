@@ -40,7 +40,8 @@ void health_paths(const char *state_dir, char *last_report, size_t lr_cap, char 
                   size_t sd_cap)
 {
 	if (last_report != NULL)
-		snprintf(last_report, lr_cap, "%.*s/health/last_report.json", PATH_MAX - 32, state_dir);
+		snprintf(last_report, lr_cap, "%.*s/health/last_report.json", PATH_MAX - 32,
+		         state_dir);
 	if (spool_dir != NULL)
 		snprintf(spool_dir, sd_cap, "%.*s/health/spool", PATH_MAX - 32, state_dir);
 }

@@ -119,10 +119,10 @@ int health_parse_meminfo(const char *text, struct health_system *out)
 		const char *key;
 		size_t off;
 	} fields[] = {
-		{"MemTotal:", offsetof(struct health_system, mem_total)},
-		{"MemAvailable:", offsetof(struct health_system, mem_available)},
-		{"SwapTotal:", offsetof(struct health_system, swap_total)},
-		{"SwapFree:", offsetof(struct health_system, swap_free)},
+	    {"MemTotal:", offsetof(struct health_system, mem_total)},
+	    {"MemAvailable:", offsetof(struct health_system, mem_available)},
+	    {"SwapTotal:", offsetof(struct health_system, swap_total)},
+	    {"SwapFree:", offsetof(struct health_system, swap_free)},
 	};
 	unsigned found = 0;
 	for (const char *p = text; *p != '\0'; p = next_line(p)) {
@@ -185,11 +185,14 @@ bool health_fs_is_pseudo(const char *fstype)
 	 * (squashfs snaps, iso9660), and network filesystems whose statvfs can
 	 * block for minutes when the server is gone. */
 	static const char *const skip[] = {
-		"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgroup2", "securityfs",
-		"pstore", "bpf", "debugfs", "tracefs", "configfs", "fusectl", "mqueue", "hugetlbfs",
-		"autofs", "binfmt_misc", "rpc_pipefs", "nsfs", "efivarfs", "selinuxfs", "squashfs",
-		"iso9660", "ramfs", "fuse.lxcfs", "fuse.gvfsd-fuse", "nfs", "nfs4", "cifs", "smb3",
-		"fuse.sshfs", "ceph", "glusterfs", "9p", "overlayfs-none",
+	    "proc",           "sysfs",           "devtmpfs",    "devpts",     "tmpfs",
+	    "cgroup",         "cgroup2",         "securityfs",  "pstore",     "bpf",
+	    "debugfs",        "tracefs",         "configfs",    "fusectl",    "mqueue",
+	    "hugetlbfs",      "autofs",          "binfmt_misc", "rpc_pipefs", "nsfs",
+	    "efivarfs",       "selinuxfs",       "squashfs",    "iso9660",    "ramfs",
+	    "fuse.lxcfs",     "fuse.gvfsd-fuse", "nfs",         "nfs4",       "cifs",
+	    "smb3",           "fuse.sshfs",      "ceph",        "glusterfs",  "9p",
+	    "overlayfs-none",
 	};
 	for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
 		if (strcmp(fstype, skip[i]) == 0)
@@ -455,9 +458,9 @@ static const struct {
 	int (*fn)(const struct health_proc_ctx *, const struct health_cpu_ticks *,
 	          struct health_system *);
 } collectors[] = {
-	{"stat", collect_stat},       {"loadavg", collect_loadavg}, {"meminfo", collect_meminfo},
-	{"uptime", collect_uptime},   {"net", collect_net},         {"filesystems", collect_fs},
-	{"processes", collect_procs}, {"self", collect_self},
+    {"stat", collect_stat},       {"loadavg", collect_loadavg}, {"meminfo", collect_meminfo},
+    {"uptime", collect_uptime},   {"net", collect_net},         {"filesystems", collect_fs},
+    {"processes", collect_procs}, {"self", collect_self},
 };
 
 void health_collect(const struct health_proc_ctx *ctx, const struct health_cpu_ticks *prev,

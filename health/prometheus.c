@@ -86,10 +86,10 @@ static void value(struct pbuf *b, double v)
 
 typedef double (*getter)(const struct health_snapshot *);
 
-#define G(fnname, expr)                                                                        \
-	static double fnname(const struct health_snapshot *s)                                      \
-	{                                                                                          \
-		return (double)(expr);                                                                 \
+#define G(fnname, expr)                                       \
+	static double fnname(const struct health_snapshot *s) \
+	{                                                     \
+		return (double)(expr);                        \
 	}
 
 G(g_start, s->started_at)
@@ -127,47 +127,44 @@ static const struct {
 	const char *name, *type, *help;
 	getter get;
 } scalars[] = {
-	{"vm_agent_start_time_seconds", "gauge", "Unix time the agent started.", g_start},
-	{"vm_agent_health_check_timestamp_seconds", "gauge", "Unix time of the last health check.",
-	 g_check_time},
-	{"vm_agent_health_reasons", "gauge", "Number of reasons behind the current state.",
-	 g_reasons},
-	{"vm_agent_host_cpu_usage_ratio", "gauge",
-	 "Share of CPU time not idle since the previous check (0-1).", g_cpu},
-	{"vm_agent_host_cpus", "gauge", "Number of CPUs.", g_ncpu},
-	{"vm_agent_host_load1", "gauge", "1-minute load average.", g_load1},
-	{"vm_agent_host_load5", "gauge", "5-minute load average.", g_load5},
-	{"vm_agent_host_load15", "gauge", "15-minute load average.", g_load15},
-	{"vm_agent_host_memory_total_bytes", "gauge", "Physical memory.", g_memtotal},
-	{"vm_agent_host_memory_available_bytes", "gauge", "Memory available for new work.",
-	 g_memavail},
-	{"vm_agent_host_swap_total_bytes", "gauge", "Swap space.", g_swaptotal},
-	{"vm_agent_host_swap_free_bytes", "gauge", "Unused swap space.", g_swapfree},
-	{"vm_agent_host_uptime_seconds", "gauge", "Time since boot.", g_uptime},
-	{"vm_agent_host_boot_time_seconds", "gauge", "Unix time of the last boot.", g_boot},
-	{"vm_agent_host_processes", "gauge", "Processes on the host.", g_procs},
-	{"vm_agent_process_resident_memory_bytes", "gauge", "Resident memory of the agent.", g_rss},
-	{"vm_agent_process_open_fds", "gauge", "Open file descriptors of the agent.", g_fds},
-	{"vm_agent_process_threads", "gauge", "Threads of the agent.", g_threads},
-	{"vm_agent_tunnel_enabled", "gauge", "1 when the Piko tunnel is configured.", g_tun_enabled},
-	{"vm_agent_tunnel_connected", "gauge", "1 when the Piko tunnel is up.", g_tun_up},
-	{"vm_agent_tunnel_reconnects_total", "counter", "Tunnel reconnections since start.",
-	 g_tun_reconn},
-	{"vm_agent_probe_queue_depth", "gauge", "Probes waiting to run.", g_probe_q},
-	{"vm_agent_probe_running", "gauge", "Probes running now.", g_probe_run},
-	{"vm_agent_health_reports_sent_total", "counter",
-	 "Health reports the control plane accepted.", g_sent},
-	{"vm_agent_health_reports_failed_total", "counter",
-	 "Health report deliveries that failed (each is retried from the spool).", g_failed},
-	{"vm_agent_health_spool_entries", "gauge", "Reports waiting in the on-disk spool.",
-	 g_spool_n},
-	{"vm_agent_health_spool_bytes", "gauge", "Size of the on-disk spool.", g_spool_b},
-	{"vm_agent_health_spool_dropped_total", "counter",
-	 "Reports dropped because the spool was full (oldest first).", g_spool_drop},
-	{"vm_agent_health_last_report_success_timestamp_seconds", "gauge",
-	 "Unix time of the last delivered report (0 = none yet).", g_last_ok},
-	{"vm_agent_clock_skew_seconds", "gauge",
-	 "Control-plane clock minus local clock, from the last report answer.", g_skew},
+    {"vm_agent_start_time_seconds", "gauge", "Unix time the agent started.", g_start},
+    {"vm_agent_health_check_timestamp_seconds", "gauge", "Unix time of the last health check.",
+     g_check_time},
+    {"vm_agent_health_reasons", "gauge", "Number of reasons behind the current state.", g_reasons},
+    {"vm_agent_host_cpu_usage_ratio", "gauge",
+     "Share of CPU time not idle since the previous check (0-1).", g_cpu},
+    {"vm_agent_host_cpus", "gauge", "Number of CPUs.", g_ncpu},
+    {"vm_agent_host_load1", "gauge", "1-minute load average.", g_load1},
+    {"vm_agent_host_load5", "gauge", "5-minute load average.", g_load5},
+    {"vm_agent_host_load15", "gauge", "15-minute load average.", g_load15},
+    {"vm_agent_host_memory_total_bytes", "gauge", "Physical memory.", g_memtotal},
+    {"vm_agent_host_memory_available_bytes", "gauge", "Memory available for new work.", g_memavail},
+    {"vm_agent_host_swap_total_bytes", "gauge", "Swap space.", g_swaptotal},
+    {"vm_agent_host_swap_free_bytes", "gauge", "Unused swap space.", g_swapfree},
+    {"vm_agent_host_uptime_seconds", "gauge", "Time since boot.", g_uptime},
+    {"vm_agent_host_boot_time_seconds", "gauge", "Unix time of the last boot.", g_boot},
+    {"vm_agent_host_processes", "gauge", "Processes on the host.", g_procs},
+    {"vm_agent_process_resident_memory_bytes", "gauge", "Resident memory of the agent.", g_rss},
+    {"vm_agent_process_open_fds", "gauge", "Open file descriptors of the agent.", g_fds},
+    {"vm_agent_process_threads", "gauge", "Threads of the agent.", g_threads},
+    {"vm_agent_tunnel_enabled", "gauge", "1 when the Piko tunnel is configured.", g_tun_enabled},
+    {"vm_agent_tunnel_connected", "gauge", "1 when the Piko tunnel is up.", g_tun_up},
+    {"vm_agent_tunnel_reconnects_total", "counter", "Tunnel reconnections since start.",
+     g_tun_reconn},
+    {"vm_agent_probe_queue_depth", "gauge", "Probes waiting to run.", g_probe_q},
+    {"vm_agent_probe_running", "gauge", "Probes running now.", g_probe_run},
+    {"vm_agent_health_reports_sent_total", "counter", "Health reports the control plane accepted.",
+     g_sent},
+    {"vm_agent_health_reports_failed_total", "counter",
+     "Health report deliveries that failed (each is retried from the spool).", g_failed},
+    {"vm_agent_health_spool_entries", "gauge", "Reports waiting in the on-disk spool.", g_spool_n},
+    {"vm_agent_health_spool_bytes", "gauge", "Size of the on-disk spool.", g_spool_b},
+    {"vm_agent_health_spool_dropped_total", "counter",
+     "Reports dropped because the spool was full (oldest first).", g_spool_drop},
+    {"vm_agent_health_last_report_success_timestamp_seconds", "gauge",
+     "Unix time of the last delivered report (0 = none yet).", g_last_ok},
+    {"vm_agent_clock_skew_seconds", "gauge",
+     "Control-plane clock minus local clock, from the last report answer.", g_skew},
 };
 
 static void fs_family(struct pbuf *b, const struct health_snapshot *s, const char *name,
@@ -210,7 +207,8 @@ char *health_format_prometheus(const struct health_snapshot *s, const char *vers
 	put(&b, "vm_agent_build_info{version=\"%s\"} 1\n", ver);
 	family(&b, "vm_agent_health_state", "gauge",
 	       "1 for the current health state (healthy, degraded, unhealthy), 0 for the others.");
-	static const enum health_state states[] = {HEALTH_HEALTHY, HEALTH_DEGRADED, HEALTH_UNHEALTHY};
+	static const enum health_state states[] = {HEALTH_HEALTHY, HEALTH_DEGRADED,
+	                                           HEALTH_UNHEALTHY};
 	for (size_t i = 0; i < 3; i++)
 		put(&b, "vm_agent_health_state{state=\"%s\"} %d\n", health_state_name(states[i]),
 		    s->state == states[i]);

@@ -32,7 +32,8 @@ void health_uuid4(char out[HEALTH_ID_LEN + 1])
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		for (size_t i = 0; i < sizeof(b); i++)
-			b[i] = (uint8_t)(((uint64_t)ts.tv_nsec >> (i % 4 * 8)) ^ (uint64_t)ts.tv_sec ^ i);
+			b[i] = (uint8_t)(((uint64_t)ts.tv_nsec >> (i % 4 * 8)) ^
+			                 (uint64_t)ts.tv_sec ^ i);
 	}
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
@@ -75,7 +76,8 @@ int health_parse_credentials(const char *text, size_t len, struct health_credent
 	if (!json_is_object(doc)) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: expected a JSON object");
 	} else if (ver != NULL && (!json_is_integer(ver) || json_integer_value(ver) != 1)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: unsupported version (expected 1)");
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "credentials: unsupported version (expected 1)");
 	} else if (aid == NULL || aid[0] == '\0' || strlen(aid) >= sizeof(out->agent_id) ||
 	           !printable_id(aid)) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: agent_id missing or invalid");
@@ -96,8 +98,7 @@ int health_parse_credentials(const char *text, size_t len, struct health_credent
 	return rc;
 }
 
-int health_load_credentials(const char *path, struct health_credentials *out,
-                            struct vm_err *err)
+int health_load_credentials(const char *path, struct health_credentials *out, struct vm_err *err)
 {
 	struct secret raw = {0};
 	int rc = secret_load_file(&raw, path, err);
@@ -116,7 +117,7 @@ int health_load_credentials(const char *path, struct health_credentials *out,
 /* --- one delivery --------------------------------------------------------------------- */
 
 struct outcome {
-	int rc;          /* http_request's */
+	int rc; /* http_request's */
 	long status;
 	long retry_after_s;
 	bool has_time;
@@ -165,19 +166,20 @@ static void send_report(struct health_monitor *m, const struct health_credential
 	snprintf(tenant_h, sizeof(tenant_h), "X-Tenant-Id: %s",
 	         cred->tenant_id[0] ? cred->tenant_id : m->tenant_id);
 	snprintf(idem, sizeof(idem), "Idempotency-Key: %s", id);
-	const char *hdrs[] = {"Content-Type: application/json", auth, agent_h, tenant_h, idem, NULL};
+	const char *hdrs[] = {
+	    "Content-Type: application/json", auth, agent_h, tenant_h, idem, NULL};
 	char ua[64];
 	snprintf(ua, sizeof(ua), "vm-agent/%s", vma_build_version);
 	/* A call never outlives the interval by much, nor takes more than 30 s. */
 	uint64_t total = interval < 2000 ? 2000 : interval > 30000 ? 30000 : interval;
 	struct http_opts o = {
-		.ca_file = ca,
-		.proxy = proxy,
-		.connect_timeout_ms = total < 10000 ? total : 10000,
-		.total_timeout_ms = total,
-		.max_body = 64 * 1024,
-		.user_agent = ua,
-		.cancel = &m->stop,
+	    .ca_file = ca,
+	    .proxy = proxy,
+	    .connect_timeout_ms = total < 10000 ? total : 10000,
+	    .total_timeout_ms = total,
+	    .max_body = 64 * 1024,
+	    .user_agent = ua,
+	    .cancel = &m->stop,
 	};
 	struct http_resp r;
 	struct vm_err err = {0};
@@ -187,7 +189,8 @@ static void send_report(struct health_monitor *m, const struct health_credential
 	out->status = r.status;
 	out->retry_after_s = r.retry_after_s;
 	if (out->rc != 0)
-		snprintf(out->error, sizeof(out->error), "%.*s", (int)sizeof(out->error) - 1, err.msg);
+		snprintf(out->error, sizeof(out->error), "%.*s", (int)sizeof(out->error) - 1,
+		         err.msg);
 	else if (!delivered(out))
 		snprintf(out->error, sizeof(out->error), "HTTP %ld", r.status);
 	if (out->rc == 0 && r.body != NULL) {
@@ -314,10 +317,10 @@ static char *build_report(struct health_monitor *m, const char *id, const char *
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(created, sizeof(created), "%s.%03ldZ", sec, now.tv_nsec / 1000000L);
-	json_t *doc = h ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", id, "created_at", created,
-	                            "trigger", trigger, "state", health_state_name(s->state),
-	                            "health", h)
-	                : NULL;
+	json_t *doc =
+	    h ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", id, "created_at", created, "trigger",
+	                  trigger, "state", health_state_name(s->state), "health", h)
+	      : NULL;
 	free(s);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
 	json_decref(doc);
@@ -352,8 +355,8 @@ static bool drain(struct reporter *rp, struct outcome *last)
 		record(rp, id, last);
 		if (delivered(last) || rejected(last)) {
 			if (rejected(last))
-				log_warn("health", "control plane rejected report %s (%s); dropped", id,
-				         last->error);
+				log_warn("health", "control plane rejected report %s (%s); dropped",
+				         id, last->error);
 			health_spool_pop(m->spool, NULL);
 			publish_spool(rp);
 			continue;
@@ -434,8 +437,10 @@ void *health_reporter_main(void *arg)
 		if (!delivered(&last) && !rejected(&last)) {
 			rp.failures++;
 			/* retry the spool sooner than the next report when the interval is long */
-			struct http_retry rt = {.initial_delay_ms = 1000, .max_delay_ms = interval,
-			                        .multiplier = 2, .jitter = 0.2};
+			struct http_retry rt = {.initial_delay_ms = 1000,
+			                        .max_delay_ms = interval,
+			                        .multiplier = 2,
+			                        .jitter = 0.2};
 			uint32_t rnd = 0;
 			(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
 			wait = http_backoff_ms(&rt, rp.failures, last.retry_after_s, rnd);
@@ -446,8 +451,8 @@ void *health_reporter_main(void *arg)
 		/* Sleep until the next report, a state change, or stop; retry the
 		 * spool on the backoff schedule in between. */
 		clock_gettime(CLOCK_MONOTONIC, &next);
-		uint64_t next_ms = (uint64_t)next.tv_sec * 1000 + (uint64_t)next.tv_nsec / 1000000 +
-		                   interval;
+		uint64_t next_ms =
+		    (uint64_t)next.tv_sec * 1000 + (uint64_t)next.tv_nsec / 1000000 + interval;
 		trigger = "interval";
 		for (;;) {
 			pthread_mutex_lock(&m->mu);
@@ -462,7 +467,8 @@ void *health_reporter_main(void *arg)
 				break;
 			struct timespec now;
 			clock_gettime(CLOCK_MONOTONIC, &now);
-			uint64_t now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+			uint64_t now_ms =
+			    (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 			if (now_ms >= next_ms)
 				break;
 			uint64_t left = next_ms - now_ms;
@@ -490,11 +496,14 @@ void *health_reporter_main(void *arg)
 					rp.failures = 0;
 				else if (!delivered(&o)) {
 					rp.failures++;
-					struct http_retry rt = {.initial_delay_ms = 1000, .max_delay_ms = interval,
-					                        .multiplier = 2, .jitter = 0.2};
+					struct http_retry rt = {.initial_delay_ms = 1000,
+					                        .max_delay_ms = interval,
+					                        .multiplier = 2,
+					                        .jitter = 0.2};
 					uint32_t rnd = 0;
 					(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-					wait = http_backoff_ms(&rt, rp.failures, o.retry_after_s, rnd);
+					wait =
+					    http_backoff_ms(&rt, rp.failures, o.retry_after_s, rnd);
 				}
 			}
 		}

@@ -18,9 +18,9 @@
 #include "health/internal.h"
 
 #define ENTRY_SUFFIX ".rep"
-#define ENTRY_MAX (4 * 1024 * 1024)
-#define HEADER_LEN (sizeof(HEALTH_SPOOL_MAGIC) - 1 + 1 + 64 + 1 + HEALTH_ID_LEN + 1)
-#define INDEX_MAX 1000000
+#define ENTRY_MAX    (4 * 1024 * 1024)
+#define HEADER_LEN   (sizeof(HEALTH_SPOOL_MAGIC) - 1 + 1 + 64 + 1 + HEALTH_ID_LEN + 1)
+#define INDEX_MAX    1000000
 
 struct spool_entry {
 	uint64_t seq;
@@ -210,8 +210,10 @@ int health_spool_push(struct health_spool *sp, const char *id, const char *body,
 		return vm_err_set(err, VM_ERR_INVALID, "spool: bad report id");
 	size_t total = HEADER_LEN + len;
 	if (total > sp->lim.max_bytes || total > ENTRY_MAX)
-		return vm_err_set(err, VM_ERR_INVALID, "spool: report of %zu bytes exceeds the spool "
-		                  "limit", total);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "spool: report of %zu bytes exceeds the spool "
+		                  "limit",
+		                  total);
 	char *buf = malloc(total);
 	if (buf == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -233,8 +235,8 @@ int health_spool_push(struct health_spool *sp, const char *id, const char *body,
 	return 0;
 }
 
-int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body,
-                      size_t *len, struct vm_err *err)
+int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body, size_t *len,
+                      struct vm_err *err)
 {
 	while (sp->n > 0) {
 		char path[PATH_MAX];
@@ -304,7 +306,8 @@ int health_spool_usage(const char *spool_dir, uint64_t *entries, uint64_t *bytes
 		struct stat st;
 		if (parse_name(de->d_name, &seq) != 0)
 			continue;
-		if (snprintf(path, sizeof(path), "%s/%s", spool_dir, de->d_name) >= (int)sizeof(path) ||
+		if (snprintf(path, sizeof(path), "%s/%s", spool_dir, de->d_name) >=
+		        (int)sizeof(path) ||
 		    stat(path, &st) != 0)
 			continue;
 		(*entries)++;

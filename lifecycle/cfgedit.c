@@ -33,11 +33,12 @@ static int flatten_list(yaml_document_t *doc, yaml_node_t *seq, const char *key,
 	char buf[sizeof(out->pairs[0].value)];
 	size_t o = 0;
 	buf[o++] = LIST_MARK;
-	for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
-	     it++) {
+	for (yaml_node_item_t *it = seq->data.sequence.items.start;
+	     it < seq->data.sequence.items.top; it++) {
 		yaml_node_t *n = yaml_document_get_node(doc, *it);
 		if (n == NULL || n->type != YAML_SCALAR_NODE)
-			return vm_err_set(err, VM_ERR_INVALID, "%s: list entries must be strings", key);
+			return vm_err_set(err, VM_ERR_INVALID, "%s: list entries must be strings",
+			                  key);
 		size_t len = n->data.scalar.length;
 		if (o + len + 2 >= sizeof(buf) || memchr(n->data.scalar.value, LIST_MARK, len))
 			return vm_err_set(err, VM_ERR_INVALID, "%s: list too long", key);
@@ -89,8 +90,9 @@ static int flatten(yaml_document_t *doc, yaml_node_t *map, const char *prefix,
 		if (v->type != YAML_SCALAR_NODE)
 			return vm_err_set(err, VM_ERR_INVALID, "%s: unexpected value", full);
 		const char *val = (const char *)v->data.scalar.value;
-		bool null_plain = v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-		                  (val[0] == '\0' || strcmp(val, "~") == 0 || strcmp(val, "null") == 0);
+		bool null_plain =
+		    v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		    (val[0] == '\0' || strcmp(val, "~") == 0 || strcmp(val, "null") == 0);
 		if (null_plain && !known_key(full))
 			continue; /* an empty section such as "health:" */
 		int rc = lc_cfg_set(out, full, null_plain ? "" : val, err);
@@ -116,7 +118,8 @@ int lc_cfg_parse(const char *name, const char *data, size_t len, struct lc_cfg_d
 	yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
 	int rc = 0;
 	if (!yaml_parser_load(&parser, &ydoc)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "%s:%zu: %s", name, parser.problem_mark.line + 1,
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s:%zu: %s", name,
+		                parser.problem_mark.line + 1,
 		                parser.problem ? parser.problem : "YAML syntax error");
 		yaml_parser_delete(&parser);
 		lc_cfg_free(doc);
@@ -125,8 +128,7 @@ int lc_cfg_parse(const char *name, const char *data, size_t len, struct lc_cfg_d
 	yaml_node_t *root = yaml_document_get_root_node(&ydoc);
 	if (root != NULL && root->type == YAML_MAPPING_NODE)
 		rc = flatten(&ydoc, root, "", doc, err);
-	else if (root != NULL && !(root->type == YAML_SCALAR_NODE &&
-	                           root->data.scalar.length == 0))
+	else if (root != NULL && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0))
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s: expected a mapping of sections", name);
 	yaml_document_delete(&ydoc);
 	yaml_parser_delete(&parser);
@@ -161,14 +163,16 @@ const char *lc_cfg_get(const struct lc_cfg_doc *doc, const char *key)
 int lc_cfg_set(struct lc_cfg_doc *doc, const char *key, const char *value, struct vm_err *err)
 {
 	if (!known_key(key))
-		return vm_err_set(err, VM_ERR_INVALID, "%s: unknown configuration key (see "
-		                  "'vm-agent configure --show' for the list)", key);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "%s: unknown configuration key (see "
+		                  "'vm-agent configure --show' for the list)",
+		                  key);
 	if (strlen(value) >= sizeof(doc->pairs[0].value))
 		return vm_err_set(err, VM_ERR_INVALID, "%s: value too long", key);
 	for (const char *c = value; *c; c++)
 		if ((unsigned char)*c < 0x20 && *c != '\t')
-			return vm_err_set(err, VM_ERR_INVALID, "%s: control characters are not allowed",
-			                  key);
+			return vm_err_set(err, VM_ERR_INVALID,
+			                  "%s: control characters are not allowed", key);
 	struct lc_cfg_pair *slot = NULL;
 	for (size_t i = 0; i < doc->n && slot == NULL; i++)
 		if (strcmp(doc->pairs[i].key, key) == 0)
@@ -190,7 +194,8 @@ int lc_cfg_unset(struct lc_cfg_doc *doc, const char *key, struct vm_err *err)
 	for (size_t i = 0; i < doc->n; i++)
 		if (strcmp(doc->pairs[i].key, key) == 0) {
 			explicit_bzero(doc->pairs[i].value, sizeof(doc->pairs[i].value));
-			memmove(&doc->pairs[i], &doc->pairs[i + 1], (doc->n - i - 1) * sizeof(doc->pairs[0]));
+			memmove(&doc->pairs[i], &doc->pairs[i + 1],
+			        (doc->n - i - 1) * sizeof(doc->pairs[0]));
 			doc->n--;
 			return 0;
 		}
@@ -217,8 +222,9 @@ char *lc_cfg_render(const struct lc_cfg_doc *doc)
 	char *buf = malloc(cap);
 	if (buf == NULL)
 		return NULL;
-	size_t o = (size_t)snprintf(buf, cap, "# vm-agent configuration (written by vm-agent; "
-	                                      "see config.example.yaml for every key)\n");
+	size_t o = (size_t)snprintf(buf, cap,
+	                            "# vm-agent configuration (written by vm-agent; "
+	                            "see config.example.yaml for every key)\n");
 	char prev[160] = "";
 	for (size_t i = 0; i < cfg_key_count(); i++) {
 		const char *key = cfg_key_name(i);
@@ -231,7 +237,8 @@ char *lc_cfg_render(const struct lc_cfg_doc *doc)
 		for (const char *seg = key; seg < leaf; depth++) {
 			const char *dot = strchr(seg, '.');
 			size_t upto = (size_t)(dot - key);
-			if (strncmp(prev, key, upto) != 0 || (prev[upto] != '.' && prev[upto] != '\0'))
+			if (strncmp(prev, key, upto) != 0 ||
+			    (prev[upto] != '.' && prev[upto] != '\0'))
 				o += (size_t)snprintf(buf + o, cap - o, "%*s%.*s:\n", depth * 2, "",
 				                      (int)(dot - seg), seg);
 			seg = dot + 1;

@@ -53,9 +53,9 @@ void lc_reload_status_write(const char *state_dir, const char *config_path, bool
 		return;
 	if (config_path != NULL)
 		(void)lc_sha256_hex(config_path, sha, NULL);
-	json_t *o = json_pack("{s:f,s:b,s:s,s:s,s:I}", "time", now_real(), "ok", ok, "message",
-	                      message ? message : "", "config_sha256", sha, "pid",
-	                      (json_int_t)getpid());
+	json_t *o =
+	    json_pack("{s:f,s:b,s:s,s:s,s:I}", "time", now_real(), "ok", ok, "message",
+	              message ? message : "", "config_sha256", sha, "pid", (json_int_t)getpid());
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (text != NULL)
@@ -112,8 +112,8 @@ static pid_t find_agent(const struct lc_paths *p, const char *state_dir, char *h
 }
 
 /* Waits for the agent's reload.json entry written after `since` for pid. */
-static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned timeout_s,
-                       bool *ok, char *msg, size_t cap)
+static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned timeout_s, bool *ok,
+                       char *msg, size_t cap)
 {
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/reload.json", state_dir);
@@ -163,16 +163,21 @@ static int reload_admin(const struct lc_configure_opts *o, const struct lc_paths
 	free(reply);
 	json_t *res = json_object_get(j, "result");
 	if (!json_is_true(json_object_get(j, "ok")) || res == NULL)
-		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "admin socket refused "
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log",
+		              "admin socket refused "
 		              "the reload command");
 	else if (json_is_true(json_object_get(res, "reloaded")))
-		lc_report_add(r, "reload", LC_CHANGED, NULL, "the running agent reloaded the new "
+		lc_report_add(r, "reload", LC_CHANGED, NULL,
+		              "the running agent reloaded the new "
 		              "configuration (admin socket)");
 	else
-		lc_report_add(r, "reload", LC_FAIL, "fix the file; the agent keeps its previous "
-		              "configuration", "the running agent rejected it: %s",
-		              json_string_value(json_object_get(res, "error")) ?
-		              json_string_value(json_object_get(res, "error")) : "no reason given");
+		lc_report_add(r, "reload", LC_FAIL,
+		              "fix the file; the agent keeps its previous "
+		              "configuration",
+		              "the running agent rejected it: %s",
+		              json_string_value(json_object_get(res, "error"))
+		                  ? json_string_value(json_object_get(res, "error"))
+		                  : "no reason given");
 	json_decref(j);
 	return 0;
 }
@@ -191,28 +196,36 @@ static void reload_agent(const struct lc_configure_opts *o, const struct lc_path
 	char how[PATH_MAX + 32];
 	pid_t pid = find_agent(p, state_dir, how, sizeof(how));
 	if (pid <= 0) {
-		lc_report_add(r, "reload", LC_SKIPPED, NULL, "no running agent found (systemd or %s/"
-		              "agent.pid): the new file applies at the next start", state_dir);
+		lc_report_add(r, "reload", LC_SKIPPED, NULL,
+		              "no running agent found (systemd or %s/"
+		              "agent.pid): the new file applies at the next start",
+		              state_dir);
 		return;
 	}
 	double since = now_real() - 0.001;
 	if (kill(pid, SIGHUP) != 0) {
-		lc_report_add(r, "reload", LC_FAIL, NULL, "SIGHUP to pid %ld (%s): %s", (long)pid, how,
-		              strerror(errno));
+		lc_report_add(r, "reload", LC_FAIL, NULL, "SIGHUP to pid %ld (%s): %s", (long)pid,
+		              how, strerror(errno));
 		return;
 	}
 	bool ok = false;
 	char msg[300] = "";
 	if (wait_reload(state_dir, pid, since, o->reload_timeout_s ? o->reload_timeout_s : 10, &ok,
 	                msg, sizeof(msg)) != 0)
-		lc_report_add(r, "reload", LC_WARN, "check the agent's log", "sent SIGHUP to pid %ld "
-		              "(%s) but it did not report a reload in time", (long)pid, how);
+		lc_report_add(r, "reload", LC_WARN, "check the agent's log",
+		              "sent SIGHUP to pid %ld "
+		              "(%s) but it did not report a reload in time",
+		              (long)pid, how);
 	else if (ok)
-		lc_report_add(r, "reload", LC_CHANGED, NULL, "agent pid %ld reloaded the new "
-		              "configuration", (long)pid);
+		lc_report_add(r, "reload", LC_CHANGED, NULL,
+		              "agent pid %ld reloaded the new "
+		              "configuration",
+		              (long)pid);
 	else
-		lc_report_add(r, "reload", LC_FAIL, "fix the file; the agent keeps its previous "
-		              "configuration", "agent pid %ld rejected it: %s", (long)pid, msg);
+		lc_report_add(r, "reload", LC_FAIL,
+		              "fix the file; the agent keeps its previous "
+		              "configuration",
+		              "agent pid %ld rejected it: %s", (long)pid, msg);
 }
 
 int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct vm_err *err)
@@ -237,7 +250,8 @@ int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct 
 		snprintf(key, sizeof(key), "%.*s", (int)(eq - o->set[i]), o->set[i]);
 		rc = lc_cfg_set(&doc, key, eq + 1, err);
 		if (rc == 0)
-			lc_report_add(r, "set", LC_CHANGED, NULL, "%s", key); /* value may be secret */
+			lc_report_add(r, "set", LC_CHANGED, NULL, "%s",
+			              key); /* value may be secret */
 	}
 	for (size_t i = 0; rc == 0 && i < o->nunset; i++) {
 		rc = lc_cfg_unset(&doc, o->unset[i], err);
@@ -255,14 +269,15 @@ int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct 
 	} else if (rc == 0) {
 		rc = lc_cfg_write(path, &doc, err);
 		if (rc == 0)
-			lc_report_add(r, "write", LC_CHANGED, NULL, "%s written (previous in %s.bak)",
-			              lc_target_path(&p, path), lc_target_path(&p, path));
+			lc_report_add(r, "write", LC_CHANGED, NULL,
+			              "%s written (previous in %s.bak)", lc_target_path(&p, path),
+			              lc_target_path(&p, path));
 	}
 	if (rc == 0 && !same && !o->no_reload)
 		reload_agent(o, &p, &doc, r);
 	if (rc == 0)
-		snprintf(r->result, sizeof(r->result), "%s", same ? "configuration unchanged" :
-		         "configuration updated");
+		snprintf(r->result, sizeof(r->result), "%s",
+		         same ? "configuration unchanged" : "configuration updated");
 	free(before);
 	if (after)
 		explicit_bzero(after, strlen(after));

@@ -14,8 +14,8 @@
 #include "core/http.h"
 #include "lifecycle/internal.h"
 
-#define CP_TIMEOUT_MS 30000
-#define CP_MAX_BODY (256 * 1024)
+#define CP_TIMEOUT_MS       30000
+#define CP_MAX_BODY         (256 * 1024)
 #define DOWNLOAD_TIMEOUT_MS (15 * 60 * 1000)
 
 static void http_opts_of(const struct lc_cp_opts *cp, struct http_opts *o)
@@ -42,14 +42,15 @@ static int url_join(char *out, size_t cap, const char *base, const char *path)
 static void describe_answer(const struct http_resp *resp, char *out, size_t cap)
 {
 	json_t *o = resp->body ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
-	const char *msg = json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+	const char *msg =
+	    json_string_value(json_object_get(json_object_get(o, "error"), "message"));
 	snprintf(out, cap, "HTTP %ld%s%s", resp->status, msg ? ": " : "", msg ? msg : "");
 	json_decref(o);
 }
 
 static int call(const struct lc_cp_opts *cp, const char *method, const char *path,
-                const char *bearer, const char *agent_id, const char *tenant_id,
-                const char *body, struct http_resp *resp, struct vm_err *err)
+                const char *bearer, const char *agent_id, const char *tenant_id, const char *body,
+                struct http_resp *resp, struct vm_err *err)
 {
 	char url[1024];
 	if (cp->url == NULL || cp->url[0] == '\0')
@@ -102,8 +103,8 @@ int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const c
 	if (body == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	struct http_resp resp;
-	int rc = call(cp, "POST", "/v1/agents/register", install_key, NULL, tenant_id, body, &resp,
-	              err);
+	int rc =
+	    call(cp, "POST", "/v1/agents/register", install_key, NULL, tenant_id, body, &resp, err);
 	free(body);
 	if (rc != 0) {
 		http_resp_free(&resp);
@@ -113,9 +114,9 @@ int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const c
 		char why[300];
 		describe_answer(&resp, why, sizeof(why));
 		http_resp_free(&resp);
-		return vm_err_set(err, resp.status == 401 || resp.status == 403 ? VM_ERR_PERM
-		                                                                 : VM_ERR_IO,
-		                  "registration refused: %s", why);
+		return vm_err_set(
+		    err, resp.status == 401 || resp.status == 403 ? VM_ERR_PERM : VM_ERR_IO,
+		    "registration refused: %s", why);
 	}
 	json_t *o = json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL);
 	if (resp.body != NULL)
@@ -133,7 +134,8 @@ int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const c
 	json_decref(o);
 	if (out->agent_id[0] == '\0' || out->token[0] == '\0') {
 		lc_registration_clear(out);
-		return vm_err_set(err, VM_ERR_IO, "registration answer lacks agent_id or "
+		return vm_err_set(err, VM_ERR_IO,
+		                  "registration answer lacks agent_id or "
 		                  "credentials.token");
 	}
 	return 0;
@@ -196,8 +198,10 @@ int lc_fetch(const struct lc_cp_opts *cp, const char *url, const char *path, siz
 	if (url[0] == '/')
 		return copy_local(url, path, max, err);
 	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "%s: expected an http(s):// or file:// URL or "
-		                  "an absolute path", url);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "%s: expected an http(s):// or file:// URL or "
+		                  "an absolute path",
+		                  url);
 	struct http_opts o;
 	http_opts_of(cp, &o);
 	o.total_timeout_ms = DOWNLOAD_TIMEOUT_MS;

@@ -22,10 +22,10 @@ struct dir_row {
 
 /* The directories install creates, with their modes (repair checks the same). */
 static const struct dir_row dirs[] = {
-	{offsetof(struct lc_paths, etc_dir), 0750},
-	{offsetof(struct lc_paths, state_dir), 0700},
-	{offsetof(struct lc_paths, log_dir), 0750},
-	{offsetof(struct lc_paths, cache_dir), 0700},
+    {offsetof(struct lc_paths, etc_dir), 0750},
+    {offsetof(struct lc_paths, state_dir), 0700},
+    {offsetof(struct lc_paths, log_dir), 0750},
+    {offsetof(struct lc_paths, cache_dir), 0700},
 };
 
 int lc_install_dirs(const struct lc_paths *p, struct lc_report *r, bool fix, struct vm_err *err)
@@ -34,15 +34,17 @@ int lc_install_dirs(const struct lc_paths *p, struct lc_report *r, bool fix, str
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		const char *d = (const char *)p + dirs[i].off;
 		struct stat st;
-		bool ok = stat(d, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == dirs[i].mode;
+		bool ok = stat(d, &st) == 0 && S_ISDIR(st.st_mode) &&
+		          (st.st_mode & 07777) == dirs[i].mode;
 		if (ok) {
 			lc_report_add(r, "dir", LC_OK, NULL, "%s (%04o)", lc_target_path(p, d),
 			              (unsigned)dirs[i].mode);
 			continue;
 		}
 		if (!fix) {
-			lc_report_add(r, "dir", LC_FAIL, "run 'vm-agent repair'", "%s missing or not mode %04o",
-			              lc_target_path(p, d), (unsigned)dirs[i].mode);
+			lc_report_add(r, "dir", LC_FAIL, "run 'vm-agent repair'",
+			              "%s missing or not mode %04o", lc_target_path(p, d),
+			              (unsigned)dirs[i].mode);
 			failed = 1;
 			continue;
 		}
@@ -65,8 +67,8 @@ static void sanitize_endpoint(const char *in, char *out, size_t cap)
 	size_t o = 0;
 	for (; *in && o + 1 < cap; in++) {
 		char c = *in;
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		          c == '-' || c == '_' || c == '.' || c == '~';
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
 		out[o++] = ok ? c : '-';
 	}
 	out[o] = '\0';
@@ -78,10 +80,10 @@ int lc_write_credentials(const struct lc_paths *p, const struct lc_registration 
 	char when[32];
 	lc_now_iso(when, sizeof(when));
 	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
-	json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id",
-	                      reg->agent_id, "tenant_id", tenant_id, "token", reg->token,
-	                      "control_plane_url", cp_url, "issued_at", when, "jwt_public_keys",
-	                      keys ? keys : json_array());
+	json_t *o =
+	    json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id", reg->agent_id,
+	              "tenant_id", tenant_id, "token", reg->token, "control_plane_url", cp_url,
+	              "issued_at", when, "jwt_public_keys", keys ? keys : json_array());
 	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (text == NULL)
@@ -90,7 +92,8 @@ int lc_write_credentials(const struct lc_paths *p, const struct lc_registration 
 	explicit_bzero(text, strlen(text));
 	free(text);
 	if (rc == 0 && reg->piko_token[0] != '\0')
-		rc = fs_write_atomic(p->piko_token, reg->piko_token, strlen(reg->piko_token), 0600, err);
+		rc = fs_write_atomic(p->piko_token, reg->piko_token, strlen(reg->piko_token), 0600,
+		                     err);
 	return rc;
 }
 
@@ -105,7 +108,8 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 	const char *host = c->webhook.listen_addr;
 	if (strcmp(host, "0.0.0.0") == 0 || host[0] == '\0')
 		host = "127.0.0.1";
-	snprintf(url, sizeof(url), strchr(host, ':') ? "%s://[%s]:%d/v1/livez" : "%s://%s:%d/v1/livez",
+	snprintf(url, sizeof(url),
+	         strchr(host, ':') ? "%s://[%s]:%d/v1/livez" : "%s://%s:%d/v1/livez",
 	         c->webhook.tls_enabled ? "https" : "http", host, c->webhook.port);
 	free(c);
 	if (rc != 0)
@@ -121,9 +125,10 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 		if (r == 0 && status == 200)
 			return 0;
 		if (time(NULL) >= deadline)
-			return vm_err_set(err, VM_ERR_IO, "the agent did not answer %s within %us "
-			                  "(last: %s); see 'journalctl -u vm-agent'", url, timeout_s,
-			                  r == 0 ? "non-200 answer" : e.msg);
+			return vm_err_set(err, VM_ERR_IO,
+			                  "the agent did not answer %s within %us "
+			                  "(last: %s); see 'journalctl -u vm-agent'",
+			                  url, timeout_s, r == 0 ? "non-200 answer" : e.msg);
 		struct timespec ts = {0, 250 * 1000000};
 		nanosleep(&ts, NULL);
 	}
@@ -142,8 +147,8 @@ static bool safe_kid(const char *k)
 	if (k == NULL || k[0] == '\0' || k[0] == '.' || strlen(k) > 64)
 		return false;
 	for (; *k; k++)
-		if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || (*k >= '0' && *k <= '9') ||
-		      *k == '-' || *k == '_' || *k == '.'))
+		if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') ||
+		      (*k >= '0' && *k <= '9') || *k == '-' || *k == '_' || *k == '.'))
 			return false;
 	return true;
 }
@@ -159,13 +164,16 @@ static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struc
 	char dir[PATH_MAX];
 	lc_join(dir, sizeof(dir), p->root, LC_ETC_DIR "/keys");
 	int rc = 0;
-	json_array_foreach(keys, i, k) {
+	json_array_foreach(keys, i, k)
+	{
 		const char *kid = json_string_value(json_object_get(k, "kid"));
 		const char *pem = json_string_value(json_object_get(k, "pem"));
-		if (!safe_kid(kid) || pem == NULL || strncmp(pem, "-----BEGIN PUBLIC KEY-----", 26) != 0 ||
-		    i >= CFG_LIST_MAX) {
-			lc_report_add(r, "jwt keys", LC_WARN, NULL, "key %zu of the registration answer "
-			              "skipped (needs a safe kid and a PEM public key)", i);
+		if (!safe_kid(kid) || pem == NULL ||
+		    strncmp(pem, "-----BEGIN PUBLIC KEY-----", 26) != 0 || i >= CFG_LIST_MAX) {
+			lc_report_add(r, "jwt keys", LC_WARN, NULL,
+			              "key %zu of the registration answer "
+			              "skipped (needs a safe kid and a PEM public key)",
+			              i);
 			continue;
 		}
 		char path[PATH_MAX + 80];
@@ -173,8 +181,8 @@ static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struc
 		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
 		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
 			break;
-		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s", o ? "," : "",
-		                      lc_target_path(p, path));
+		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s",
+		                      o ? "," : "", lc_target_path(p, path));
 	}
 	json_decref(keys);
 	return rc;
@@ -190,14 +198,17 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 	if (have && !old.deregistered && !o->reregister &&
 	    strcmp(old.tenant_id, o->tenant_id) == 0) {
 		snprintf(agent_id, id_cap, "%s", old.agent_id);
-		lc_report_add(r, "register", LC_SKIPPED, NULL, "already registered as %s (use "
-		              "--reregister to register again)", old.agent_id);
+		lc_report_add(r, "register", LC_SKIPPED, NULL,
+		              "already registered as %s (use "
+		              "--reregister to register again)",
+		              old.agent_id);
 		lc_creds_clear(&old);
 		return 0;
 	}
 	if (o->install_key == NULL || o->install_key[0] == '\0') {
 		lc_creds_clear(&old);
-		return vm_err_set(err, VM_ERR_INVALID, "--key (the one-time install key) is required "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "--key (the one-time install key) is required "
 		                  "to register this machine");
 	}
 	const char *want_id = o->agent_id ? o->agent_id : (have ? old.agent_id : NULL);
@@ -206,8 +217,10 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 	int rc = lc_cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
 	lc_creds_clear(&old);
 	if (rc != 0) {
-		lc_report_add(r, "register", LC_FAIL, "check --control-plane-url, --key and the network "
-		              "('vm-agent repair --diagnose')", "%s", err ? err->msg : "failed");
+		lc_report_add(r, "register", LC_FAIL,
+		              "check --control-plane-url, --key and the network "
+		              "('vm-agent repair --diagnose')",
+		              "%s", err ? err->msg : "failed");
 		return rc;
 	}
 	rc = lc_write_credentials(p, &reg, o->tenant_id, cp_url, err);
@@ -220,8 +233,10 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 			snprintf(ro->piko_url, sizeof(ro->piko_url), "%s", reg.piko_url);
 		snprintf(ro->jwt_issuer, sizeof(ro->jwt_issuer), "%s",
 		         reg.jwt_issuer[0] ? reg.jwt_issuer : cp_url);
-		lc_report_add(r, "register", LC_CHANGED, NULL, "registered as %s; credentials in %s "
-		              "(0600)", reg.agent_id, lc_target_path(p, p->credentials));
+		lc_report_add(r, "register", LC_CHANGED, NULL,
+		              "registered as %s; credentials in %s "
+		              "(0600)",
+		              reg.agent_id, lc_target_path(p, p->credentials));
 	}
 	lc_registration_clear(&reg);
 	return rc;
@@ -241,26 +256,29 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
 	}
 	char *before = lc_cfg_render(&doc);
 	char ep[CFG_ID_MAX];
-	sanitize_endpoint(piko_ep[0] ? piko_ep : (lc_cfg_get(&doc, "piko.endpoint") ?
-	                  lc_cfg_get(&doc, "piko.endpoint") : agent_id), ep, sizeof(ep));
+	sanitize_endpoint(piko_ep[0] ? piko_ep
+	                             : (lc_cfg_get(&doc, "piko.endpoint")
+	                                    ? lc_cfg_get(&doc, "piko.endpoint")
+	                                    : agent_id),
+	                  ep, sizeof(ep));
 	struct {
 		const char *key, *value;
 	} const rows[] = {
-		{"agent.id", agent_id},
-		{"agent.tenant_id", o->tenant_id},
-		{"agent.control_plane_url", cp_url},
-		{"agent.state_dir", LC_STATE_DIR},
-		{"agent.credentials_file", LC_CREDENTIALS},
-		{"piko.server_url", piko_url},
-		{"piko.endpoint", ep},
-		{"piko.token_file", lc_exists(p->piko_token) ? LC_PIKO_TOKEN : NULL},
-		{"piko.ca_file", o->ca_file},
-		{"piko.proxy_url", o->proxy},
-		{"agent.ca_file", o->ca_file},
-		{"agent.proxy_url", o->proxy},
-		{"log.file", LC_LOG_DIR "/agent.log"},
-		{"auth.jwt_keys", ro->jwt_keys},
-		{"auth.issuer", ro->jwt_keys[0] ? ro->jwt_issuer : NULL},
+	    {"agent.id", agent_id},
+	    {"agent.tenant_id", o->tenant_id},
+	    {"agent.control_plane_url", cp_url},
+	    {"agent.state_dir", LC_STATE_DIR},
+	    {"agent.credentials_file", LC_CREDENTIALS},
+	    {"piko.server_url", piko_url},
+	    {"piko.endpoint", ep},
+	    {"piko.token_file", lc_exists(p->piko_token) ? LC_PIKO_TOKEN : NULL},
+	    {"piko.ca_file", o->ca_file},
+	    {"piko.proxy_url", o->proxy},
+	    {"agent.ca_file", o->ca_file},
+	    {"agent.proxy_url", o->proxy},
+	    {"log.file", LC_LOG_DIR "/agent.log"},
+	    {"auth.jwt_keys", ro->jwt_keys},
+	    {"auth.issuer", ro->jwt_keys[0] ? ro->jwt_issuer : NULL},
 	};
 	for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (rows[i].value != NULL && rows[i].value[0] != '\0')
@@ -311,8 +329,8 @@ static int install_binary(const struct lc_install_opts *o, const struct lc_paths
 			if (rc == 0)
 				rc = lc_copy_file(self, p->bin, 0755, err);
 			if (rc == 0)
-				lc_report_add(r, "binary", LC_CHANGED, NULL, "%s placed (version %s)", rec.bin,
-				              o->version);
+				lc_report_add(r, "binary", LC_CHANGED, NULL,
+				              "%s placed (version %s)", rec.bin, o->version);
 		}
 		memcpy(rec.sha256, want, sizeof(want));
 	}
@@ -348,16 +366,21 @@ static int install_start(const struct lc_install_opts *o, const struct lc_paths 
                          struct lc_report *r, struct vm_err *err)
 {
 	if (p->root[0] != '\0' || o->no_start) {
-		lc_report_add(r, "start", LC_SKIPPED, NULL, "%s", p->root[0] ? "not started under "
-		              "--root" : "not started (--no-start)");
+		lc_report_add(r, "start", LC_SKIPPED, NULL, "%s",
+		              p->root[0] ? "not started under "
+		                           "--root"
+		                         : "not started (--no-start)");
 		return 0;
 	}
 	int rc = lc_svc_restart(p, err);
 	if (rc == 0)
-		rc = lc_wait_healthy(p->config, o->health_timeout_s ? o->health_timeout_s : 30, err);
+		rc =
+		    lc_wait_healthy(p->config, o->health_timeout_s ? o->health_timeout_s : 30, err);
 	if (rc != 0) {
-		lc_report_add(r, "start", LC_FAIL, "'vm-agent repair --diagnose', 'journalctl -u "
-		              "vm-agent'", "%s", err ? err->msg : "failed");
+		lc_report_add(r, "start", LC_FAIL,
+		              "'vm-agent repair --diagnose', 'journalctl -u "
+		              "vm-agent'",
+		              "%s", err ? err->msg : "failed");
 		return rc;
 	}
 	lc_report_add(r, "start", LC_CHANGED, NULL, "running and answering /v1/livez");
@@ -366,8 +389,9 @@ static int install_start(const struct lc_install_opts *o, const struct lc_paths 
 
 static bool is_url(const char *u)
 {
-	const char *host = strncmp(u, "https://", 8) == 0 ? u + 8 :
-	                   strncmp(u, "http://", 7) == 0  ? u + 7 : NULL;
+	const char *host = strncmp(u, "https://", 8) == 0  ? u + 8
+	                   : strncmp(u, "http://", 7) == 0 ? u + 7
+	                                                   : NULL;
 	if (host == NULL || *host == '\0' || *host == '/')
 		return false;
 	for (; *u; u++)
@@ -405,12 +429,14 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 	if (o->piko_url)
 		snprintf(piko_url, piko_url_cap, "%s", o->piko_url);
 	if (!is_url(cp_url)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "--control-plane-url: expected an http(s):// "
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "--control-plane-url: expected an http(s):// "
 		                "URL with a host");
 		goto out;
 	}
 	if (!is_url(piko_url)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "--piko-url: expected an http(s):// URL with a "
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "--piko-url: expected an http(s):// URL with a "
 		                "host");
 		goto out;
 	}

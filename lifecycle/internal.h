@@ -13,28 +13,28 @@
 #include "lifecycle/lifecycle.h"
 
 /* Target paths (as the installed system sees them). */
-#define LC_ETC_DIR "/etc/vm-agent"
-#define LC_CONFIG "/etc/vm-agent/config.yaml"
+#define LC_ETC_DIR     "/etc/vm-agent"
+#define LC_CONFIG      "/etc/vm-agent/config.yaml"
 #define LC_CREDENTIALS "/etc/vm-agent/credentials.json"
-#define LC_PIKO_TOKEN "/etc/vm-agent/piko.token"
-#define LC_BIN_LOCAL "/usr/local/bin/vm-agent"
+#define LC_PIKO_TOKEN  "/etc/vm-agent/piko.token"
+#define LC_BIN_LOCAL   "/usr/local/bin/vm-agent"
 #define LC_BIN_PACKAGE "/usr/bin/vm-agent"
-#define LC_UNIT_DIR "/etc/systemd/system"
-#define LC_STATE_DIR "/var/lib/vm-agent"
-#define LC_LOG_DIR "/var/log/vm-agent"
-#define LC_CACHE_DIR "/var/cache/vm-agent"
+#define LC_UNIT_DIR    "/etc/systemd/system"
+#define LC_STATE_DIR   "/var/lib/vm-agent"
+#define LC_LOG_DIR     "/var/log/vm-agent"
+#define LC_CACHE_DIR   "/var/cache/vm-agent"
 
 /* --- child processes (lifecycle/proc.c) ---------------------------------------------------- */
 
 struct lc_proc_result {
-	int exited;       /* 1 when it exited normally */
-	int exit_code;    /* when exited */
-	int signal;       /* when killed by a signal */
-	int timed_out;    /* killed by us after the timeout */
-	int exec_failed;  /* execve itself failed (errno in exec_errno) */
+	int exited;      /* 1 when it exited normally */
+	int exit_code;   /* when exited */
+	int signal;      /* when killed by a signal */
+	int timed_out;   /* killed by us after the timeout */
+	int exec_failed; /* execve itself failed (errno in exec_errno) */
 	int exec_errno;
-	char out[8192];   /* stdout, truncated, NUL-terminated */
-	char err[2048];   /* stderr, truncated */
+	char out[8192]; /* stdout, truncated, NUL-terminated */
+	char err[2048]; /* stderr, truncated */
 };
 
 /* Runs argv[0] (a path, no shell, no PATH search unless search is true) in its
@@ -145,12 +145,12 @@ struct lc_cp_opts {
 
 struct lc_registration {
 	char agent_id[128];
-	char token[4096];       /* agent credential */
+	char token[4096]; /* agent credential */
 	char piko_endpoint[128];
 	char piko_token[8192];
-	char piko_url[512];     /* may be empty: keep the one given at install */
-	char *jwt_keys_json;    /* the "jwt_public_keys" array, malloc'd */
-	char jwt_issuer[512];   /* "iss" of those JWTs; may be empty */
+	char piko_url[512];   /* may be empty: keep the one given at install */
+	char *jwt_keys_json;  /* the "jwt_public_keys" array, malloc'd */
+	char jwt_issuer[512]; /* "iss" of those JWTs; may be empty */
 };
 
 int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const char *tenant_id,

@@ -85,11 +85,11 @@ struct lc_install_opts {
 	const char *agent_id; /* requested id; NULL = the control plane picks */
 	const char *ca_file;
 	const char *proxy;
-	const char *self_path;    /* the binary to place; NULL = /proc/self/exe */
-	const char *version;      /* of this binary */
-	bool from_package;        /* the binary is already in /usr/bin (dpkg put it there) */
+	const char *self_path; /* the binary to place; NULL = /proc/self/exe */
+	const char *version;   /* of this binary */
+	bool from_package;     /* the binary is already in /usr/bin (dpkg put it there) */
 	bool no_start;
-	bool reregister;          /* register again even with valid credentials */
+	bool reregister; /* register again even with valid credentials */
 	unsigned health_timeout_s;
 };
 
@@ -99,8 +99,8 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 
 struct lc_configure_opts {
 	const char *root;
-	const char *config; /* NULL = <root>/etc/vm-agent/config.yaml */
-	const char *const *set;   /* "section.key=value" */
+	const char *config;     /* NULL = <root>/etc/vm-agent/config.yaml */
+	const char *const *set; /* "section.key=value" */
 	size_t nset;
 	const char *const *unset; /* "section.key" */
 	size_t nunset;
@@ -146,10 +146,10 @@ struct lc_upgrade_opts {
 	const char *checksum;      /* "sha256:HEX" */
 	const char *signature_url; /* NULL = url + ".minisig" */
 	const char *current_version;
-	const char *builtin_key;   /* compiled-in minisign key (base64), may be "" */
+	const char *builtin_key; /* compiled-in minisign key (base64), may be "" */
 	bool allow_downgrade;
-	unsigned self_test_timeout_s;  /* 0 = 10 */
-	unsigned health_timeout_s;     /* 0 = 60 */
+	unsigned self_test_timeout_s; /* 0 = 10 */
+	unsigned health_timeout_s;    /* 0 = 60 */
 	const char *ca_file;
 	const char *proxy;
 };
@@ -175,10 +175,10 @@ struct lc_upgrade_request {
 int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err);
 
 enum lc_recover_result {
-	LC_RECOVER_NOTHING = 0,  /* no interrupted upgrade */
-	LC_RECOVER_CLEANED,      /* interrupted before the swap: leftovers removed */
-	LC_RECOVER_ROLLED_BACK,  /* the binary was swapped but never confirmed: restored */
-	LC_RECOVER_BUSY,         /* an upgrade is running right now (its lock is held) */
+	LC_RECOVER_NOTHING = 0, /* no interrupted upgrade */
+	LC_RECOVER_CLEANED,     /* interrupted before the swap: leftovers removed */
+	LC_RECOVER_ROLLED_BACK, /* the binary was swapped but never confirmed: restored */
+	LC_RECOVER_BUSY,        /* an upgrade is running right now (its lock is held) */
 };
 
 /* Finishes or undoes an interrupted upgrade described by the journal in
@@ -204,21 +204,20 @@ int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct 
 extern const char lc_builtin_upgrade_key[];
 
 /* What uninstall removes for each flag (--help and docs/lifecycle.md). */
-#define LC_UNINSTALL_TABLE \
-	"  what                     default  --keep-data  --keep-logs  --purge\n" \
-	"  service unit (stopped,   removed  removed      removed      removed\n" \
-	"    disabled)\n" \
-	"  binary, binary.prev      removed  removed      removed      removed\n" \
-	"  config.yaml (+ .bak)     removed  removed      removed      removed\n" \
-	"  /var/lib/vm-agent        removed  KEPT         removed      removed\n" \
-	"    (state, records, spool)\n" \
-	"  /var/log/vm-agent        removed  removed      KEPT         removed\n" \
-	"  credentials.json,        KEPT     KEPT         KEPT         removed\n" \
-	"    piko.token, /etc/vm-agent\n" \
-	"  /var/cache/vm-agent      KEPT     KEPT         KEPT         removed\n" \
-	"\n  --purge cannot be combined with --keep-data or --keep-logs. Kept\n" \
+#define LC_UNINSTALL_TABLE                                                               \
+	"  what                     default  --keep-data  --keep-logs  --purge\n"        \
+	"  service unit (stopped,   removed  removed      removed      removed\n"        \
+	"    disabled)\n"                                                                \
+	"  binary, binary.prev      removed  removed      removed      removed\n"        \
+	"  config.yaml (+ .bak)     removed  removed      removed      removed\n"        \
+	"  /var/lib/vm-agent        removed  KEPT         removed      removed\n"        \
+	"    (state, records, spool)\n"                                                  \
+	"  /var/log/vm-agent        removed  removed      KEPT         removed\n"        \
+	"  credentials.json,        KEPT     KEPT         KEPT         removed\n"        \
+	"    piko.token, /etc/vm-agent\n"                                                \
+	"  /var/cache/vm-agent      KEPT     KEPT         KEPT         removed\n"        \
+	"\n  --purge cannot be combined with --keep-data or --keep-logs. Kept\n"         \
 	"  credentials are marked \"deregistered\" after a successful deregistration:\n" \
 	"  a later install registers again (same agent id) and needs --key.\n"
-
 
 #endif

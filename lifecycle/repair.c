@@ -13,8 +13,8 @@
 #include "core/config.h"
 #include "lifecycle/internal.h"
 
-#define DISK_WARN_BYTES (200ull * 1024 * 1024)
-#define DISK_FAIL_BYTES (20ull * 1024 * 1024)
+#define DISK_WARN_BYTES   (200ull * 1024 * 1024)
+#define DISK_FAIL_BYTES   (20ull * 1024 * 1024)
 #define CLOCK_SKEW_WARN_S 60
 
 struct ctx {
@@ -32,14 +32,16 @@ static const char *cfg_val(const struct ctx *c, const char *key)
 	return v ? v : "";
 }
 
-/* --- checks ------------------------------------------------------------------------------------ */
+/* --- checks ------------------------------------------------------------------------------------
+ */
 
 static void check_binary(struct ctx *c)
 {
 	struct lc_record rec;
 	const char *shown = lc_target_path(&c->p, c->p.bin);
 	if (!lc_exists(c->p.bin)) {
-		lc_report_add(c->r, "binary", LC_FAIL, "re-run 'vm-agent install'", "%s missing", shown);
+		lc_report_add(c->r, "binary", LC_FAIL, "re-run 'vm-agent install'", "%s missing",
+		              shown);
 		return;
 	}
 	char sha[65];
@@ -49,43 +51,48 @@ static void check_binary(struct ctx *c)
 		return;
 	}
 	if (strcmp(sha, rec.sha256) != 0)
-		lc_report_add(c->r, "binary", LC_FAIL, "re-run 'vm-agent install' or 'vm-agent upgrade'",
-		              "%s does not match its recorded sha256 (modified or corrupted)", shown);
+		lc_report_add(
+		    c->r, "binary", LC_FAIL, "re-run 'vm-agent install' or 'vm-agent upgrade'",
+		    "%s does not match its recorded sha256 (modified or corrupted)", shown);
 	else
-		lc_report_add(c->r, "binary", LC_OK, NULL, "%s %s, sha256 matches", shown, rec.version);
+		lc_report_add(c->r, "binary", LC_OK, NULL, "%s %s, sha256 matches", shown,
+		              rec.version);
 }
 
 static void check_config(struct ctx *c)
 {
 	struct vm_err e = {0};
 	if (lc_config_check(c->p.config, NULL, &e) == 0) {
-		lc_report_add(c->r, "config", LC_OK, NULL, "%s valid", lc_target_path(&c->p, c->p.config));
+		lc_report_add(c->r, "config", LC_OK, NULL, "%s valid",
+		              lc_target_path(&c->p, c->p.config));
 		return;
 	}
 	char bak[PATH_MAX + 8];
 	snprintf(bak, sizeof(bak), "%s.bak", c->p.config);
 	bool bak_ok = lc_config_check(bak, NULL, NULL) == 0;
 	if (c->fix && bak_ok && lc_copy_file(bak, c->p.config, 0640, NULL) == 0) {
-		lc_report_add(c->r, "config", LC_CHANGED, NULL, "invalid (%s); restored %s.bak", e.msg,
-		              lc_target_path(&c->p, c->p.config));
+		lc_report_add(c->r, "config", LC_CHANGED, NULL, "invalid (%s); restored %s.bak",
+		              e.msg, lc_target_path(&c->p, c->p.config));
 		c->restart_needed = true;
 		return;
 	}
-	lc_report_add(c->r, "config", LC_FAIL, bak_ok ? "run 'vm-agent repair' to restore the .bak"
-	              : "fix the line named, check with 'vm-agent configure --check'", "%s", e.msg);
+	lc_report_add(c->r, "config", LC_FAIL,
+	              bak_ok ? "run 'vm-agent repair' to restore the .bak"
+	                     : "fix the line named, check with 'vm-agent configure --check'",
+	              "%s", e.msg);
 }
 
 struct perm_row {
 	size_t off;
-	mode_t mode;     /* expected exact mode */
+	mode_t mode; /* expected exact mode */
 	const char *why;
 };
 
 static const struct perm_row perms[] = {
-	{offsetof(struct lc_paths, credentials), 0600, "holds the agent credential"},
-	{offsetof(struct lc_paths, piko_token), 0600, "holds the Piko token"},
-	{offsetof(struct lc_paths, config), 0640, "configuration"},
-	{offsetof(struct lc_paths, unit), 0644, "systemd unit"},
+    {offsetof(struct lc_paths, credentials), 0600, "holds the agent credential"},
+    {offsetof(struct lc_paths, piko_token), 0600, "holds the Piko token"},
+    {offsetof(struct lc_paths, config), 0640, "configuration"},
+    {offsetof(struct lc_paths, unit), 0644, "systemd unit"},
 };
 
 static void check_permissions(struct ctx *c)
@@ -98,17 +105,19 @@ static void check_permissions(struct ctx *c)
 		const char *shown = lc_target_path(&c->p, path);
 		mode_t m = st.st_mode & 07777;
 		if (S_ISREG(st.st_mode) && m == perms[i].mode) {
-			lc_report_add(c->r, "permissions", LC_OK, NULL, "%s %04o", shown, (unsigned)m);
+			lc_report_add(c->r, "permissions", LC_OK, NULL, "%s %04o", shown,
+			              (unsigned)m);
 			continue;
 		}
 		if (c->fix && S_ISREG(st.st_mode) && chmod(path, perms[i].mode) == 0) {
-			lc_report_add(c->r, "permissions", LC_CHANGED, NULL, "%s %04o -> %04o (%s)", shown,
-			              (unsigned)m, (unsigned)perms[i].mode, perms[i].why);
+			lc_report_add(c->r, "permissions", LC_CHANGED, NULL, "%s %04o -> %04o (%s)",
+			              shown, (unsigned)m, (unsigned)perms[i].mode, perms[i].why);
 			continue;
 		}
-		lc_report_add(c->r, "permissions", LC_FAIL, "run 'vm-agent repair'", "%s is %04o, "
-		              "expected %04o (%s)", shown, (unsigned)m, (unsigned)perms[i].mode,
-		              perms[i].why);
+		lc_report_add(c->r, "permissions", LC_FAIL, "run 'vm-agent repair'",
+		              "%s is %04o, "
+		              "expected %04o (%s)",
+		              shown, (unsigned)m, (unsigned)perms[i].mode, perms[i].why);
 	}
 }
 
@@ -152,20 +161,25 @@ static void check_unit(struct ctx *c)
 	} else if (c->fix) {
 		struct vm_err e = {0};
 		if (lc_svc_enable(&c->p, &e) == 0)
-			lc_report_add(c->r, "enabled", LC_CHANGED, NULL, "%s enabled", LC_UNIT_NAME);
+			lc_report_add(c->r, "enabled", LC_CHANGED, NULL, "%s enabled",
+			              LC_UNIT_NAME);
 		else
 			lc_report_add(c->r, "enabled", LC_FAIL, NULL, "%s", e.msg);
 	} else {
-		lc_report_add(c->r, "enabled", LC_FAIL, "run 'vm-agent repair'", "%s not enabled (will "
-		              "not start at boot)", LC_UNIT_NAME);
+		lc_report_add(c->r, "enabled", LC_FAIL, "run 'vm-agent repair'",
+		              "%s not enabled (will "
+		              "not start at boot)",
+		              LC_UNIT_NAME);
 	}
 }
 
 static void check_active(struct ctx *c)
 {
 	if (!lc_svc_available(&c->p)) {
-		lc_report_add(c->r, "active", LC_SKIPPED, NULL, "%s", c->p.root[0] ? "not checked "
-		              "under --root" : "systemd is not running");
+		lc_report_add(c->r, "active", LC_SKIPPED, NULL, "%s",
+		              c->p.root[0] ? "not checked "
+		                             "under --root"
+		                           : "systemd is not running");
 		return;
 	}
 	bool active = lc_svc_is_active(&c->p);
@@ -174,8 +188,10 @@ static void check_active(struct ctx *c)
 		return;
 	}
 	if (!c->fix) {
-		lc_report_add(c->r, "active", LC_FAIL, "run 'vm-agent repair'; see 'journalctl -u "
-		              "vm-agent'", "%s not running", LC_UNIT_NAME);
+		lc_report_add(c->r, "active", LC_FAIL,
+		              "run 'vm-agent repair'; see 'journalctl -u "
+		              "vm-agent'",
+		              "%s not running", LC_UNIT_NAME);
 		return;
 	}
 	struct vm_err e = {0};
@@ -189,20 +205,27 @@ static void check_active(struct ctx *c)
 static void check_disk(struct ctx *c)
 {
 	struct statvfs sv;
-	const char *where = lc_is_dir(c->p.state_dir) ? c->p.state_dir : (c->p.root[0] ? c->p.root : "/");
+	const char *where =
+	    lc_is_dir(c->p.state_dir) ? c->p.state_dir : (c->p.root[0] ? c->p.root : "/");
 	if (statvfs(where, &sv) != 0) {
-		lc_report_add(c->r, "disk", LC_WARN, NULL, "statvfs %s: %s", where, strerror(errno));
+		lc_report_add(c->r, "disk", LC_WARN, NULL, "statvfs %s: %s", where,
+		              strerror(errno));
 		return;
 	}
 	unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
-	enum lc_status st = avail < DISK_FAIL_BYTES ? LC_FAIL : avail < DISK_WARN_BYTES ? LC_WARN : LC_OK;
-	lc_report_add(c->r, "disk", st, "free space on the filesystem of the state dir (upgrades "
-	              "need about twice the binary)", "%llu MiB free on %s", avail >> 20,
-	              lc_target_path(&c->p, where));
+	enum lc_status st = avail < DISK_FAIL_BYTES   ? LC_FAIL
+	                    : avail < DISK_WARN_BYTES ? LC_WARN
+	                                              : LC_OK;
+	lc_report_add(c->r, "disk", st,
+	              "free space on the filesystem of the state dir (upgrades "
+	              "need about twice the binary)",
+	              "%llu MiB free on %s", avail >> 20, lc_target_path(&c->p, where));
 }
 
 /* One GET: DNS + TCP + TLS, and the server's Date header for the clock. */
-struct probe { time_t date; };
+struct probe {
+	time_t date;
+};
 
 static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 {
@@ -233,7 +256,8 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 		return;
 	}
 	if (url[0] == '\0') {
-		lc_report_add(c->r, name, LC_WARN, "vm-agent configure --set …", "no URL configured");
+		lc_report_add(c->r, name, LC_WARN, "vm-agent configure --set …",
+		              "no URL configured");
 		return;
 	}
 	CURL *h = curl_easy_init();
@@ -259,13 +283,19 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_cleanup(h);
 	if (cc != CURLE_OK) {
-		lc_report_add(c->r, name, LC_FAIL, cc == CURLE_COULDNT_RESOLVE_HOST ? "check DNS "
-		              "(/etc/resolv.conf)" : "check the firewall, the proxy and CA settings of "
-		              "this section", "%s: %s", url, curl_easy_strerror(cc));
+		lc_report_add(c->r, name, LC_FAIL,
+		              cc == CURLE_COULDNT_RESOLVE_HOST
+		                  ? "check DNS "
+		                    "(/etc/resolv.conf)"
+		                  : "check the firewall, the proxy and CA settings of "
+		                    "this section",
+		              "%s: %s", url, curl_easy_strerror(cc));
 		return;
 	}
-	lc_report_add(c->r, name, LC_OK, NULL, "%s answers (HTTP %ld): DNS, connection and TLS "
-	              "work", url, status);
+	lc_report_add(c->r, name, LC_OK, NULL,
+	              "%s answers (HTTP %ld): DNS, connection and TLS "
+	              "work",
+	              url, status);
 	if (!clock)
 		return;
 	if (pr.date <= 0) {
@@ -306,35 +336,39 @@ static void check_credentials(struct ctx *c)
 		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
 		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url")};
 		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
-			snprintf(problem, sizeof(problem), "the control plane refused the credential: %s",
-			         e.msg);
+			snprintf(problem, sizeof(problem),
+			         "the control plane refused the credential: %s", e.msg);
 	}
 	char id[128];
 	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : cfg_val(c, "agent.id"));
 	lc_creds_clear(&cr);
 	if (problem[0] == '\0') {
 		lc_report_add(c->r, "credentials", LC_OK, NULL, "agent %s%s", id,
-		              c->o->offline ? " (not verified online)" : ", accepted by the control plane");
+		              c->o->offline ? " (not verified online)"
+		                            : ", accepted by the control plane");
 		return;
 	}
 	if (c->fix && c->o->install_key != NULL) {
 		if (reregister(c, id[0] ? id : NULL, &e) == 0) {
-			lc_report_add(c->r, "credentials", LC_CHANGED, NULL, "re-registered (%s)", problem);
+			lc_report_add(c->r, "credentials", LC_CHANGED, NULL, "re-registered (%s)",
+			              problem);
 			c->restart_needed = true;
 		} else {
-			lc_report_add(c->r, "credentials", LC_FAIL, NULL, "re-registration failed: %s",
-			              e.msg);
+			lc_report_add(c->r, "credentials", LC_FAIL, NULL,
+			              "re-registration failed: %s", e.msg);
 		}
 		return;
 	}
-	lc_report_add(c->r, "credentials", LC_FAIL, "run 'vm-agent repair --key <install key>' to "
-	              "register again", "%s", problem);
+	lc_report_add(c->r, "credentials", LC_FAIL,
+	              "run 'vm-agent repair --key <install key>' to "
+	              "register again",
+	              "%s", problem);
 }
 
 /* Order matters in fix mode: files first, the restart last. */
 static void (*const checks[])(struct ctx *) = {
-	check_binary, check_dirs, check_config, check_permissions, check_unit, check_disk,
-	check_credentials,
+    check_binary, check_dirs, check_config,      check_permissions,
+    check_unit,   check_disk, check_credentials,
 };
 
 int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err *err)
@@ -357,11 +391,15 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	check_active(c);
 	enum lc_status worst = lc_report_worst(r);
 	if (o->diagnose_only)
-		snprintf(r->result, sizeof(r->result), "%s", worst == LC_OK ? "all checks OK" :
-		         "problems found: run 'vm-agent repair' to fix what can be fixed");
+		snprintf(r->result, sizeof(r->result), "%s",
+		         worst == LC_OK
+		             ? "all checks OK"
+		             : "problems found: run 'vm-agent repair' to fix what can be fixed");
 	else
-		snprintf(r->result, sizeof(r->result), "%s", worst < LC_WARN ? "everything OK or "
-		         "fixed" : "some problems remain: see the lines above");
+		snprintf(r->result, sizeof(r->result), "%s",
+		         worst < LC_WARN ? "everything OK or "
+		                           "fixed"
+		                         : "some problems remain: see the lines above");
 	if (o->diagnose_only ? worst != LC_OK : worst >= LC_FAIL)
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s", r->result);
 out:

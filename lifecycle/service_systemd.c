@@ -46,8 +46,10 @@ int lc_svc_write_unit(const struct lc_paths *p, const char *bin_target, bool *ch
 {
 	/* systemd would split an ExecStart path with spaces into arguments */
 	if (strpbrk(bin_target, " \t\n\"'\\%$;") != NULL)
-		return vm_err_set(err, VM_ERR_INVALID, "binary path %s has characters a unit "
-		                  "file cannot carry safely", bin_target);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "binary path %s has characters a unit "
+		                  "file cannot carry safely",
+		                  bin_target);
 	char *text = lc_svc_render_unit(bin_target);
 	if (text == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -109,7 +111,8 @@ int lc_svc_enable(const struct lc_paths *p, struct vm_err *err)
 {
 	if (p->root[0] == '\0') {
 		if (!lc_svc_available(p))
-			return vm_err_set(err, VM_ERR_NOTFOUND, "systemd is not running on this machine");
+			return vm_err_set(err, VM_ERR_NOTFOUND,
+			                  "systemd is not running on this machine");
 		const char *reload[] = {"daemon-reload", NULL};
 		int rc = systemctl(p, reload, err);
 		if (rc != 0)

@@ -21,18 +21,18 @@ struct rm_row {
 };
 
 static const struct rm_row rows[] = {
-	{"unit", offsetof(struct lc_paths, unit), "", GO_ALWAYS},
-	{"binary", offsetof(struct lc_paths, bin), "", GO_ALWAYS},
-	{"binary.prev", offsetof(struct lc_paths, bin), ".prev", GO_ALWAYS},
-	{"config", offsetof(struct lc_paths, config), "", GO_ALWAYS},
-	{"config.bak", offsetof(struct lc_paths, config), ".bak", GO_ALWAYS},
-	{"install record", offsetof(struct lc_paths, install_record), "", GO_ALWAYS},
-	{"state", offsetof(struct lc_paths, state_dir), "", KEEP_DATA},
-	{"logs", offsetof(struct lc_paths, log_dir), "", KEEP_LOGS},
-	{"credentials", offsetof(struct lc_paths, credentials), "", ONLY_PURGE},
-	{"piko token", offsetof(struct lc_paths, piko_token), "", ONLY_PURGE},
-	{"config dir", offsetof(struct lc_paths, etc_dir), "", ONLY_PURGE},
-	{"cache", offsetof(struct lc_paths, cache_dir), "", ONLY_PURGE},
+    {"unit", offsetof(struct lc_paths, unit), "", GO_ALWAYS},
+    {"binary", offsetof(struct lc_paths, bin), "", GO_ALWAYS},
+    {"binary.prev", offsetof(struct lc_paths, bin), ".prev", GO_ALWAYS},
+    {"config", offsetof(struct lc_paths, config), "", GO_ALWAYS},
+    {"config.bak", offsetof(struct lc_paths, config), ".bak", GO_ALWAYS},
+    {"install record", offsetof(struct lc_paths, install_record), "", GO_ALWAYS},
+    {"state", offsetof(struct lc_paths, state_dir), "", KEEP_DATA},
+    {"logs", offsetof(struct lc_paths, log_dir), "", KEEP_LOGS},
+    {"credentials", offsetof(struct lc_paths, credentials), "", ONLY_PURGE},
+    {"piko token", offsetof(struct lc_paths, piko_token), "", ONLY_PURGE},
+    {"config dir", offsetof(struct lc_paths, etc_dir), "", ONLY_PURGE},
+    {"cache", offsetof(struct lc_paths, cache_dir), "", ONLY_PURGE},
 };
 
 static bool removes(const struct lc_uninstall_opts *o, enum keep_rule rule)
@@ -95,11 +95,13 @@ static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths 
 	}
 	struct lc_cp_opts cp = {url, o->ca_file, NULL};
 	if (lc_cp_deregister(&cp, &c, &e) != 0) {
-		lc_report_add(r, "deregister", LC_WARN, "remove the agent in the control plane by hand",
+		lc_report_add(r, "deregister", LC_WARN,
+		              "remove the agent in the control plane by hand",
 		              "agent %s could not be deregistered (%s); it will show as offline",
 		              c.agent_id, e.msg);
 	} else {
-		lc_report_add(r, "deregister", LC_CHANGED, NULL, "agent %s deregistered", c.agent_id);
+		lc_report_add(r, "deregister", LC_CHANGED, NULL, "agent %s deregistered",
+		              c.agent_id);
 		if (!o->purge)
 			mark_deregistered(p);
 	}
@@ -109,7 +111,8 @@ static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths 
 int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct vm_err *err)
 {
 	if (o->purge && (o->keep_data || o->keep_logs))
-		return vm_err_set(err, VM_ERR_INVALID, "--purge removes everything: it cannot be "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "--purge removes everything: it cannot be "
 		                  "combined with --keep-data or --keep-logs");
 	struct lc_paths p;
 	int rc = lc_paths_init(&p, o->root, NULL, err);
@@ -122,8 +125,10 @@ int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct 
 		else
 			lc_report_add(r, "stop", LC_CHANGED, NULL, "service stopped");
 	} else {
-		lc_report_add(r, "stop", LC_SKIPPED, NULL, "%s", p.root[0] ? "not stopping anything "
-		              "under --root" : "systemd is not running");
+		lc_report_add(r, "stop", LC_SKIPPED, NULL, "%s",
+		              p.root[0] ? "not stopping anything "
+		                          "under --root"
+		                        : "systemd is not running");
 	}
 	if (lc_svc_disable(&p, &e) != 0)
 		lc_report_add(r, "disable", LC_WARN, NULL, "%s", e.msg);
@@ -134,7 +139,8 @@ int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct 
 	int failed = 0;
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s%s", (const char *)&p + rows[i].off, rows[i].suffix);
+		snprintf(path, sizeof(path), "%s%s", (const char *)&p + rows[i].off,
+		         rows[i].suffix);
 		const char *shown = lc_target_path(&p, path);
 		if (!removes(o, rows[i].rule)) {
 			if (lc_exists(path))
@@ -155,7 +161,9 @@ int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct 
 		struct lc_proc_result res;
 		(void)lc_proc_run(argv, true, 60000, &res, NULL);
 	}
-	snprintf(r->result, sizeof(r->result), "%s", failed ? "uninstall incomplete: see FAIL "
-	         "lines" : "vm-agent uninstalled");
+	snprintf(r->result, sizeof(r->result), "%s",
+	         failed ? "uninstall incomplete: see FAIL "
+	                  "lines"
+	                : "vm-agent uninstalled");
 	return failed ? vm_err_set(err, VM_ERR_IO, "some files could not be removed") : 0;
 }

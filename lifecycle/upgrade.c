@@ -24,9 +24,9 @@
 #include "core/minisign.h"
 #include "lifecycle/internal.h"
 
-#define BINARY_MAX ((size_t)512 * 1024 * 1024)
+#define BINARY_MAX    ((size_t)512 * 1024 * 1024)
 #define SIGNATURE_MAX ((size_t)64 * 1024)
-#define MAX_KEYS 16
+#define MAX_KEYS      16
 
 /* Journal phases, in order. Before "swapped" the old binary was never touched. */
 static const char *const phases[] = {"downloading", "verified", "prev_saved", "swapped"};
@@ -47,9 +47,9 @@ static int journal_write(const struct job *j, enum phase ph, struct vm_err *err)
 {
 	char when[32];
 	lc_now_iso(when, sizeof(when));
-	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "phase", phases[ph], "bin", j->bin,
-	                      "prev", j->prev, "new", j->fresh, "signature", j->sig, "from", j->from,
-	                      "to", j->o->version, "time", when);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "phase", phases[ph], "bin",
+	                      j->bin, "prev", j->prev, "new", j->fresh, "signature", j->sig, "from",
+	                      j->from, "to", j->o->version, "time", when);
 	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (text == NULL)
@@ -105,7 +105,8 @@ enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size
 		bin[0] = '\0';
 	if (cap > 0)
 		msg[0] = '\0';
-	if (snprintf(journal, sizeof(journal), "%s/upgrade.journal", state_dir) >= (int)sizeof(journal) ||
+	if (snprintf(journal, sizeof(journal), "%s/upgrade.journal", state_dir) >=
+	        (int)sizeof(journal) ||
 	    !lc_exists(journal))
 		return LC_RECOVER_NOTHING;
 	int fd = lock_open(state_dir, false);
@@ -130,15 +131,21 @@ enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size
 		if (restore_prev(jprev, jbin, &e) == 0) {
 			res = LC_RECOVER_ROLLED_BACK;
 			snprintf(bin, bin_cap, "%s", jbin);
-			snprintf(msg, cap, "interrupted upgrade to %s was never confirmed healthy: "
-			         "previous binary restored", to ? to : "?");
+			snprintf(msg, cap,
+			         "interrupted upgrade to %s was never confirmed healthy: "
+			         "previous binary restored",
+			         to ? to : "?");
 		} else {
-			snprintf(msg, cap, "interrupted upgrade to %s: cannot restore the previous "
-			         "binary: %s", to ? to : "?", e.msg);
+			snprintf(msg, cap,
+			         "interrupted upgrade to %s: cannot restore the previous "
+			         "binary: %s",
+			         to ? to : "?", e.msg);
 		}
 	} else {
-		snprintf(msg, cap, "interrupted upgrade to %s (phase %s) cleaned up; the installed "
-		         "binary was not changed", to ? to : "?", ph ? ph : "unknown");
+		snprintf(msg, cap,
+		         "interrupted upgrade to %s (phase %s) cleaned up; the installed "
+		         "binary was not changed",
+		         to ? to : "?", ph ? ph : "unknown");
 	}
 	json_decref(o);
 	journal_remove(journal);
@@ -147,10 +154,10 @@ enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size
 	return res;
 }
 
-/* --- checks ------------------------------------------------------------------------------------ */
+/* --- checks ------------------------------------------------------------------------------------
+ */
 
-static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n,
-                     struct vm_err *err)
+static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n, struct vm_err *err)
 {
 	*n = 0;
 	const char *b = j->o->builtin_key;
@@ -167,14 +174,16 @@ static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n,
 			struct vm_err e;
 			if (msig_parse_pubkey(tok, strlen(tok), &keys[*n], &e) != 0) {
 				lc_cfg_free(&doc);
-				return vm_err_set(err, VM_ERR_INVALID, "upgrade.public_keys: %s", e.msg);
+				return vm_err_set(err, VM_ERR_INVALID, "upgrade.public_keys: %s",
+				                  e.msg);
 			}
 			(*n)++;
 		}
 		lc_cfg_free(&doc);
 	}
 	if (*n == 0)
-		return vm_err_set(err, VM_ERR_INVALID, "no trusted upgrade key: none is compiled in "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "no trusted upgrade key: none is compiled in "
 		                  "and upgrade.public_keys is empty (signatures are mandatory)");
 	return 0;
 }
@@ -187,8 +196,10 @@ static int check_checksum(const struct job *j, struct vm_err *err)
 	if (rc != 0)
 		return rc;
 	if (strcasecmp(got, want) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "checksum mismatch: expected sha256:%s, the "
-		                  "download has sha256:%s (truncated or altered)", want, got);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "checksum mismatch: expected sha256:%s, the "
+		                  "download has sha256:%s (truncated or altered)",
+		                  want, got);
 	return 0;
 }
 
@@ -207,8 +218,8 @@ static int check_signature(const struct job *j, struct vm_err *err)
 	struct lc_cp_opts cp = {NULL, j->o->ca_file, j->o->proxy};
 	struct vm_err e;
 	if (lc_fetch(&cp, url, j->sig, SIGNATURE_MAX, &e) != 0)
-		return vm_err_set(err, VM_ERR_PERM, "signature missing: %s (signatures are mandatory)",
-		                  e.msg);
+		return vm_err_set(err, VM_ERR_PERM,
+		                  "signature missing: %s (signatures are mandatory)", e.msg);
 	char *text;
 	size_t len;
 	if ((rc = fs_read_file(j->sig, SIGNATURE_MAX, &text, &len, err)) != 0)
@@ -230,7 +241,8 @@ static int check_signature(const struct job *j, struct vm_err *err)
 static int check_elf(const char *path, struct vm_err *err)
 {
 	unsigned char a[EI_NIDENT + 4], b[EI_NIDENT + 4];
-	int fa = open(path, O_RDONLY | O_CLOEXEC), fb = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	int fa = open(path, O_RDONLY | O_CLOEXEC),
+	    fb = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 	ssize_t na = fa >= 0 ? read(fa, a, sizeof(a)) : -1;
 	ssize_t nb = fb >= 0 ? read(fb, b, sizeof(b)) : -1;
 	if (fa >= 0)
@@ -238,14 +250,16 @@ static int check_elf(const char *path, struct vm_err *err)
 	if (fb >= 0)
 		close(fb);
 	if (na != (ssize_t)sizeof(a) || memcmp(a, ELFMAG, SELFMAG) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary is not an ELF "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "self-test: the new binary is not an ELF "
 		                  "executable");
 	if (nb != (ssize_t)sizeof(b))
 		return 0; /* cannot compare: the execution below decides */
 	/* e_machine is the 2 bytes after e_type, right after e_ident */
 	if (a[EI_CLASS] != b[EI_CLASS] || a[EI_DATA] != b[EI_DATA] ||
 	    memcmp(a + EI_NIDENT + 2, b + EI_NIDENT + 2, 2) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary is for another "
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "self-test: the new binary is for another "
 		                  "architecture");
 	return 0;
 }
@@ -275,11 +289,15 @@ static int self_test(const struct job *j, const char *path, const char *want_ver
 	struct utsname u;
 	uname(&u);
 	if (v == NULL || strcmp(v, want_version) != 0)
-		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary reports version %s, "
-		                "expected %s", v ? v : "(none)", want_version);
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "self-test: the new binary reports version %s, "
+		                "expected %s",
+		                v ? v : "(none)", want_version);
 	else if (arch == NULL || strcmp(arch, u.machine) != 0)
-		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary reports arch %s, this "
-		                "machine is %s", arch ? arch : "(none)", u.machine);
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "self-test: the new binary reports arch %s, this "
+		                "machine is %s",
+		                arch ? arch : "(none)", u.machine);
 	json_decref(o);
 	if (rc != 0 || !lc_exists(j->p.config))
 		goto out;
@@ -290,7 +308,8 @@ static int self_test(const struct job *j, const char *path, const char *want_ver
 	if (!res->exited || res->exit_code != 0) {
 		lc_proc_describe(res, how, sizeof(how));
 		size_t n = strcspn(res->err, "\n");
-		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: the new binary rejects %s: %s: %.*s",
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "self-test: the new binary rejects %s: %s: %.*s",
 		                lc_target_path(&j->p, j->p.config), how, (int)n, res->err);
 	}
 out:
@@ -320,7 +339,8 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 		/* Nothing to restart here: the gate is the installed file itself. */
 		return self_test(j, j->bin, j->o->version, err);
 	}
-	unsigned tmo = j->o->health_timeout_s ? j->o->health_timeout_s : configured_health_timeout(j);
+	unsigned tmo =
+	    j->o->health_timeout_s ? j->o->health_timeout_s : configured_health_timeout(j);
 	int rc = lc_svc_restart(&j->p, err);
 	if (rc != 0)
 		return rc;
@@ -335,13 +355,16 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 				return 0;
 		}
 		if (time(NULL) >= deadline)
-			return vm_err_set(err, VM_ERR_IO, "health gate: the new version did not become "
-			                  "healthy within %us", tmo);
+			return vm_err_set(err, VM_ERR_IO,
+			                  "health gate: the new version did not become "
+			                  "healthy within %us",
+			                  tmo);
 		sleep(1);
 	}
 }
 
-/* --- events ------------------------------------------------------------------------------------ */
+/* --- events ------------------------------------------------------------------------------------
+ */
 
 static void uuid4(char out[37])
 {
@@ -389,14 +412,16 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 	lc_creds_clear(&c);
 }
 
-/* --- the upgrade ------------------------------------------------------------------------------- */
+/* --- the upgrade -------------------------------------------------------------------------------
+ */
 
 static bool valid_checksum(const char *s)
 {
 	if (s == NULL || strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
 		return false;
 	for (s += 7; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
+		      (*s >= 'A' && *s <= 'F')))
 			return false;
 	return true;
 }
@@ -422,8 +447,10 @@ static int prepare(struct job *j, struct vm_err *err)
 	if (rc != 0)
 		return rc;
 	if (!lc_exists(j->p.bin))
-		return vm_err_set(err, VM_ERR_NOTFOUND, "%s is not installed (run 'vm-agent install' "
-		                  "first)", lc_target_path(&j->p, j->p.bin));
+		return vm_err_set(err, VM_ERR_NOTFOUND,
+		                  "%s is not installed (run 'vm-agent install' "
+		                  "first)",
+		                  lc_target_path(&j->p, j->p.bin));
 	struct lc_record rec;
 	snprintf(j->from, sizeof(j->from), "%s", o->current_version ? o->current_version : "0");
 	if (lc_record_read(&j->p, &rec, NULL) == 0 && rec.version[0] != '\0')
@@ -445,7 +472,8 @@ static int swap_in(struct job *j, struct vm_err *err)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", j->prev);
 	unlink(tmp);
 	if (link(j->bin, tmp) != 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "keep the previous binary: link %s", j->bin);
+		return vm_err_errno(err, VM_ERR_IO, errno, "keep the previous binary: link %s",
+		                    j->bin);
 	if (rename(tmp, j->prev) != 0) {
 		int e = errno;
 		unlink(tmp);
@@ -476,10 +504,11 @@ static void rollback(struct job *j, const char *why)
 	              j->from, why);
 	if (j->p.root[0] == '\0' && lc_svc_available(&j->p)) {
 		if (lc_svc_restart(&j->p, &e) != 0 || lc_wait_healthy(j->p.config, 30, &e) != 0)
-			lc_report_add(j->r, "restart", LC_FAIL, "'vm-agent repair'", "after rollback: %s",
-			              e.msg);
+			lc_report_add(j->r, "restart", LC_FAIL, "'vm-agent repair'",
+			              "after rollback: %s", e.msg);
 		else
-			lc_report_add(j->r, "restart", LC_OK, NULL, "previous version running again");
+			lc_report_add(j->r, "restart", LC_OK, NULL,
+			              "previous version running again");
 	}
 }
 
@@ -489,11 +518,19 @@ static int run(struct job *j, struct vm_err *err)
 	bool ok;
 	int cmp = lc_version_cmp(o->version, j->from, &ok);
 	if (!ok)
-		return step(j, "version", vm_err_set(err, VM_ERR_INVALID, "cannot compare versions "
-		            "%s and %s", o->version, j->from), err, "");
+		return step(j, "version",
+		            vm_err_set(err, VM_ERR_INVALID,
+		                       "cannot compare versions "
+		                       "%s and %s",
+		                       o->version, j->from),
+		            err, "");
 	if (cmp < 0 && !o->allow_downgrade)
-		return step(j, "version", vm_err_set(err, VM_ERR_INVALID, "%s is older than the "
-		            "installed %s (use --allow-downgrade)", o->version, j->from), err, "");
+		return step(j, "version",
+		            vm_err_set(err, VM_ERR_INVALID,
+		                       "%s is older than the "
+		                       "installed %s (use --allow-downgrade)",
+		                       o->version, j->from),
+		            err, "");
 	lc_report_add(j->r, "version", LC_OK, NULL, "%s -> %s", j->from, o->version);
 
 	int rc = journal_write(j, PH_DOWNLOADING, err);
@@ -560,8 +597,10 @@ int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_e
 		goto out;
 	j->lock_fd = lock_open(j->p.state_dir, false);
 	if (j->lock_fd < 0) {
-		rc = vm_err_set(err, VM_ERR_BUSY, j->lock_fd == -2 ? "another upgrade is running" :
-		                "cannot open %s/upgrade.lock", j->p.state_dir);
+		rc = vm_err_set(err, VM_ERR_BUSY,
+		                j->lock_fd == -2 ? "another upgrade is running"
+		                                 : "cannot open %s/upgrade.lock",
+		                j->p.state_dir);
 		goto out;
 	}
 	/* A journal left by a killed upgrade: settle it before starting anew. */
@@ -583,8 +622,10 @@ int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_e
 	if (rc == 0)
 		snprintf(r->result, sizeof(r->result), "upgraded %s -> %s", j->from, o->version);
 	else
-		snprintf(r->result, sizeof(r->result), "upgrade %s -> %s failed; %s is still "
-		         "installed", j->from, o->version, j->from);
+		snprintf(r->result, sizeof(r->result),
+		         "upgrade %s -> %s failed; %s is still "
+		         "installed",
+		         j->from, o->version, j->from);
 	report_event(j, rc == 0 ? "succeeded" : "failed", rc == 0 ? "" : err ? err->msg : "");
 out:
 	if (j->lock_fd >= 0)
@@ -593,15 +634,16 @@ out:
 	return rc;
 }
 
-/* --- started remotely -------------------------------------------------------------------------- */
+/* --- started remotely --------------------------------------------------------------------------
+ */
 
 static bool valid_version(const char *v)
 {
 	if (v == NULL || v[0] == '\0' || strlen(v) > 63)
 		return false;
 	for (; *v; v++)
-		if (!((*v >= '0' && *v <= '9') || (*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') ||
-		      *v == '.' || *v == '-' || *v == '+'))
+		if (!((*v >= '0' && *v <= '9') || (*v >= 'a' && *v <= 'z') ||
+		      (*v >= 'A' && *v <= 'Z') || *v == '.' || *v == '-' || *v == '+'))
 			return false;
 	return true;
 }

@@ -26,13 +26,13 @@ int lc_join(char *out, size_t cap, const char *root, const char *target)
 	return 0;
 }
 
-int lc_paths_init(struct lc_paths *p, const char *root, const char *bin_default,
-                  struct vm_err *err)
+int lc_paths_init(struct lc_paths *p, const char *root, const char *bin_default, struct vm_err *err)
 {
 	memset(p, 0, sizeof(*p));
 	if (root != NULL && root[0] != '\0') {
 		if (root[0] != '/')
-			return vm_err_set(err, VM_ERR_INVALID, "--root must be an absolute path: %s", root);
+			return vm_err_set(err, VM_ERR_INVALID,
+			                  "--root must be an absolute path: %s", root);
 		snprintf(p->root, sizeof(p->root), "%s", root);
 		size_t n = strlen(p->root);
 		while (n > 1 && p->root[n - 1] == '/')
@@ -45,19 +45,19 @@ int lc_paths_init(struct lc_paths *p, const char *root, const char *bin_default,
 		char *dst;
 		const char *target;
 	} const rows[] = {
-		{p->etc_dir, LC_ETC_DIR},
-		{p->config, LC_CONFIG},
-		{p->credentials, LC_CREDENTIALS},
-		{p->piko_token, LC_PIKO_TOKEN},
-		{p->unit, LC_UNIT_DIR "/" LC_UNIT_NAME},
-		{p->unit_wants, LC_UNIT_DIR "/multi-user.target.wants/" LC_UNIT_NAME},
-		{p->state_dir, LC_STATE_DIR},
-		{p->log_dir, LC_LOG_DIR},
-		{p->cache_dir, LC_CACHE_DIR},
-		{p->install_record, LC_STATE_DIR "/install.json"},
-		{p->journal, LC_STATE_DIR "/upgrade.journal"},
-		{p->pid_file, LC_STATE_DIR "/agent.pid"},
-		{p->reload_status, LC_STATE_DIR "/reload.json"},
+	    {p->etc_dir, LC_ETC_DIR},
+	    {p->config, LC_CONFIG},
+	    {p->credentials, LC_CREDENTIALS},
+	    {p->piko_token, LC_PIKO_TOKEN},
+	    {p->unit, LC_UNIT_DIR "/" LC_UNIT_NAME},
+	    {p->unit_wants, LC_UNIT_DIR "/multi-user.target.wants/" LC_UNIT_NAME},
+	    {p->state_dir, LC_STATE_DIR},
+	    {p->log_dir, LC_LOG_DIR},
+	    {p->cache_dir, LC_CACHE_DIR},
+	    {p->install_record, LC_STATE_DIR "/install.json"},
+	    {p->journal, LC_STATE_DIR "/upgrade.journal"},
+	    {p->pid_file, LC_STATE_DIR "/agent.pid"},
+	    {p->reload_status, LC_STATE_DIR "/reload.json"},
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (lc_join(rows[i].dst, PATH_MAX, r, rows[i].target) != 0)
@@ -135,7 +135,8 @@ void lc_report_print(const struct lc_report *r, FILE *out, bool json)
 	if (!json) {
 		for (size_t i = 0; i < r->n; i++) {
 			const struct lc_step *s = &r->steps[i];
-			fprintf(out, "%-8s %-22s %s\n", status_labels[s->status], s->name, s->detail);
+			fprintf(out, "%-8s %-22s %s\n", status_labels[s->status], s->name,
+			        s->detail);
 			if (s->hint[0] != '\0' && s->status >= LC_WARN)
 				fprintf(out, "         %-22s fix: %s\n", "", s->hint);
 		}
@@ -153,9 +154,10 @@ void lc_report_print(const struct lc_report *r, FILE *out, bool json)
 		json_array_append_new(steps, o);
 	}
 	enum lc_status worst = lc_report_worst(r);
-	json_t *doc = json_pack("{s:s,s:b,s:s,s:o}", "command", r->command, "ok", worst < LC_WARN ||
-	                        (worst == LC_WARN && strcmp(r->command, "repair") != 0),
-	                        "result", r->result, "steps", steps);
+	json_t *doc =
+	    json_pack("{s:s,s:b,s:s,s:o}", "command", r->command, "ok",
+	              worst < LC_WARN || (worst == LC_WARN && strcmp(r->command, "repair") != 0),
+	              "result", r->result, "steps", steps);
 	for (size_t i = 0; doc != NULL && i < r->nfacts; i++)
 		json_object_set_new(doc, r->facts[i][0], json_string(r->facts[i][1]));
 	char *text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
@@ -332,9 +334,9 @@ int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struc
 {
 	char when[32];
 	lc_now_iso(when, sizeof(when));
-	json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:s}", "bin", rec->bin, "sha256", rec->sha256,
-	                      "version", rec->version, "from_package", rec->from_package,
-	                      "updated_at", when);
+	json_t *o =
+	    json_pack("{s:s,s:s,s:s,s:b,s:s}", "bin", rec->bin, "sha256", rec->sha256, "version",
+	              rec->version, "from_package", rec->from_package, "updated_at", when);
 	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (text == NULL)
@@ -355,7 +357,8 @@ int lc_creds_read(const char *path, struct lc_creds *c, struct vm_err *err)
 	json_error_t jerr;
 	json_t *o = json_load_file(path, 0, &jerr);
 	if (o == NULL)
-		return vm_err_set(err, VM_ERR_INVALID, "%s: not valid JSON (line %d)", path, jerr.line);
+		return vm_err_set(err, VM_ERR_INVALID, "%s: not valid JSON (line %d)", path,
+		                  jerr.line);
 	copy_json_str(o, "agent_id", c->agent_id, sizeof(c->agent_id));
 	copy_json_str(o, "tenant_id", c->tenant_id, sizeof(c->tenant_id));
 	copy_json_str(o, "token", c->token, sizeof(c->token));

@@ -17,22 +17,22 @@
 #include "core/proc.h"
 #include "probe/internal.h"
 
-#define EV_RING 64          /* events kept per probe for late or slow readers */
-#define EV_CHUNK 4096       /* output bytes per event */
-#define RINGS_AFTER_END 8   /* finished probes whose event ring is still kept */
-#define LOAD_SLACK 1024     /* records loaded beyond retention_count (unfinished ones) */
-#define RETAIN_EVERY_S 60   /* idle workers check retention by age this often */
+#define EV_RING         64   /* events kept per probe for late or slow readers */
+#define EV_CHUNK        4096 /* output bytes per event */
+#define RINGS_AFTER_END 8    /* finished probes whose event ring is still kept */
+#define LOAD_SLACK      1024 /* records loaded beyond retention_count (unfinished ones) */
+#define RETAIN_EVERY_S  60   /* idle workers check retention by age this often */
 
-enum pstate { P_QUEUED, P_RUNNING, P_SUCCEEDED, P_FAILED, P_CANCELED, P_TIMED_OUT,
-              P_INTERRUPTED };
+enum pstate { P_QUEUED, P_RUNNING, P_SUCCEEDED, P_FAILED, P_CANCELED, P_TIMED_OUT, P_INTERRUPTED };
 
-static const char *const state_names[] = {"queued", "running", "succeeded", "failed",
+static const char *const state_names[] = {"queued",   "running",   "succeeded",  "failed",
                                           "canceled", "timed_out", "interrupted"};
 #define NSTATES ((int)(sizeof(state_names) / sizeof(state_names[0])))
 
-static const char *const step_status_names[] = {
-	[STEP_OK] = "succeeded", [STEP_FAILED] = "failed", [STEP_TIMED_OUT] = "timed_out",
-	[STEP_CANCELED] = "canceled"};
+static const char *const step_status_names[] = {[STEP_OK] = "succeeded",
+                                                [STEP_FAILED] = "failed",
+                                                [STEP_TIMED_OUT] = "timed_out",
+                                                [STEP_CANCELED] = "canceled"};
 
 struct ev {
 	uint64_t seq;
@@ -46,15 +46,15 @@ struct probe {
 	int64_t created_ms, finished_ms; /* wall clock */
 	char idem[PROBE_IDEM_MAX + 1];
 	uint8_t body_hash[SHA256_LEN];
-	json_t *rec;                /* full record while unfinished; NULL once on disk */
-	struct probe_request *req;  /* while unfinished */
+	json_t *rec;               /* full record while unfinished; NULL once on disk */
+	struct probe_request *req; /* while unfinished */
 	atomic_bool cancel;
-	bool interrupt;             /* cancel came from shutdown */
-	bool persisting;            /* submit has not written the first record yet */
-	bool in_queue;              /* referenced by the queue: retention must not free it */
-	bool finishing;             /* final record is being written; final_state once durable */
+	bool interrupt;  /* cancel came from shutdown */
+	bool persisting; /* submit has not written the first record yet */
+	bool in_queue;   /* referenced by the queue: retention must not free it */
+	bool finishing;  /* final record is being written; final_state once durable */
 	enum pstate final_state;
-	struct probe_exec *ex;      /* for the write-completion callback */
+	struct probe_exec *ex; /* for the write-completion callback */
 	struct ev ring[EV_RING];
 	uint64_t ev_first, ev_next; /* seq range held in ring */
 	bool ended;
@@ -200,8 +200,8 @@ static void retain(struct probe_exec *ex)
 	struct probe *p = ex->head;
 	while (p != NULL && (ex->nfinished > ex->retention_count || p->created_ms < horizon)) {
 		struct probe *next = p->next;
-		if (terminal(p->state) && p->ended && !p->in_queue && (ex->nfinished > ex->retention_count ||
-		                                       p->finished_ms < horizon)) {
+		if (terminal(p->state) && p->ended && !p->in_queue &&
+		    (ex->nfinished > ex->retention_count || p->finished_ms < horizon)) {
 			unlink_probe(ex, p);
 			probe_store_remove(ex->runs_dir, p->id);
 			ex->nfinished--;
@@ -232,18 +232,18 @@ static json_t *new_record(const struct probe *p, const struct probe_request *req
 	json_t *steps = json_array();
 	for (int i = 0; i < req->nsteps; i++) {
 		const struct probe_step_req *st = &req->steps[i];
-		json_t *s = json_pack("{s:i,s:s,s:s}", "index", i, "type", probe_steps[st->type].name,
-		                      "status", "pending");
+		json_t *s = json_pack("{s:i,s:s,s:s}", "index", i, "type",
+		                      probe_steps[st->type].name, "status", "pending");
 		if (st->name != NULL)
 			json_object_set_new(s, "name", json_string(st->name));
 		json_array_append_new(steps, s);
 	}
-	json_t *rec = json_pack("{s:s,s:s,s:o,s:I,s:o,s:o,s:I,s:b,s:s,s:o}", "id", p->id, "state",
-	                        "queued", "created_at", time_json(p->created_ms), "created_ms",
-	                        (json_int_t)p->created_ms, "started_at", json_null(), "finished_at",
-	                        json_null(), "timeout_ms", (json_int_t)timeout_ms,
-	                        "continue_on_error", req->continue_on_error, "request_sha256", hex,
-	                        "steps", steps);
+	json_t *rec =
+	    json_pack("{s:s,s:s,s:o,s:I,s:o,s:o,s:I,s:b,s:s,s:o}", "id", p->id, "state", "queued",
+	              "created_at", time_json(p->created_ms), "created_ms",
+	              (json_int_t)p->created_ms, "started_at", json_null(), "finished_at",
+	              json_null(), "timeout_ms", (json_int_t)timeout_ms, "continue_on_error",
+	              req->continue_on_error, "request_sha256", hex, "steps", steps);
 	if (rec != NULL && p->idem[0] != '\0')
 		json_object_set_new(rec, "idempotency_key", json_string(p->idem));
 	return rec;
@@ -291,8 +291,7 @@ static void on_committed(void *ctx, int rc, const char *msg)
  * waiting (workers go on with the next probe); until it is durable, readers
  * still see the previous state, so no one sees an outcome a crash could undo.
  * Called with the lock held; never releases it. */
-static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
-                          const char *error)
+static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st, const char *error)
 {
 	p->finished_ms = wall_ms();
 	json_object_set_new(p->rec, "finished_at", time_json(p->finished_ms));
@@ -302,7 +301,8 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	/* steps that never ran */
 	size_t i;
 	json_t *s;
-	json_array_foreach(json_object_get(p->rec, "steps"), i, s) {
+	json_array_foreach(json_object_get(p->rec, "steps"), i, s)
+	{
 		const char *ss = json_string_value(json_object_get(s, "status"));
 		if (ss != NULL && strcmp(ss, "pending") == 0)
 			json_object_set_new(s, "status", json_string("skipped"));
@@ -313,7 +313,8 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	json_object_set_new(p->rec, "state", json_string(state_names[st]));
 	char *text = json_dumps(p->rec, JSON_COMPACT);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
-	if (text != NULL && probe_committer_write_async(ex->store, p->id, text, on_committed, p) == 0)
+	if (text != NULL &&
+	    probe_committer_write_async(ex->store, p->id, text, on_committed, p) == 0)
 		return;
 	/* no writer (shutting down, out of memory): write here, under the lock */
 	struct vm_err err = {0};
@@ -370,8 +371,14 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		}
 		int64_t dl = st->timeout_ms ? now + (int64_t)st->timeout_ms : deadline;
 		struct out_ctx oc = {ex, p, i};
-		struct probe_step_ctx ctx = {ex->work_dir, ex->output_cap, ex->grace_ms, &ex->allow,
-		                             dl < deadline ? dl : deadline, &p->cancel, on_output, &oc};
+		struct probe_step_ctx ctx = {ex->work_dir,
+		                             ex->output_cap,
+		                             ex->grace_ms,
+		                             &ex->allow,
+		                             dl < deadline ? dl : deadline,
+		                             &p->cancel,
+		                             on_output,
+		                             &oc};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
@@ -441,7 +448,8 @@ static void *worker(void *arg)
 		if (p->state != P_QUEUED || p->finishing)
 			continue; /* canceled while queued */
 		if (ex->stopping || atomic_load(&p->cancel)) {
-			finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
+			finish_locked(ex, p,
+			              ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
 			              ex->stopping ? "the agent was shutting down" : NULL);
 			continue;
 		}
@@ -467,8 +475,8 @@ static void new_id(char *out, size_t cap)
 	snprintf(out, cap, "p-%012" PRIx64 "-%s", (uint64_t)wall_ms(), hex);
 }
 
-int probe_submit(struct probe_exec *ex, const char *body, size_t len,
-                 struct probe_submit_out *out, struct vm_err *err)
+int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct probe_submit_out *out,
+                 struct vm_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	struct probe_request *req = calloc(1, sizeof(*req));
@@ -499,8 +507,10 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 			snprintf(out->id, sizeof(out->id), "%s", q->id);
 			if (memcmp(q->body_hash, req->body_hash, SHA256_LEN) != 0) {
 				rc = PROBE_E_CONFLICT;
-				vm_err_set(err, VM_ERR_INVALID, "idempotency_key was used by probe %s with a "
-				           "different request", q->id);
+				vm_err_set(err, VM_ERR_INVALID,
+				           "idempotency_key was used by probe %s with a "
+				           "different request",
+				           q->id);
 				goto unlock_fail;
 			}
 			rc = PROBE_EXISTING;
@@ -511,7 +521,8 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 			free(req);
 			free(p);
 			if (out->record == NULL) {
-				vm_err_set(err, VM_ERR_IO, "the record of probe %s is unreadable", out->id);
+				vm_err_set(err, VM_ERR_IO, "the record of probe %s is unreadable",
+				           out->id);
 				return PROBE_E_IO;
 			}
 			return rc;
@@ -519,8 +530,8 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 	}
 	if (ex->qlen + ex->qreserved >= ex->qcap) {
 		rc = PROBE_E_FULL;
-		vm_err_set(err, VM_ERR_BUSY, "the probe queue is full (%d queued, probe.queue_size)",
-		           ex->qcap);
+		vm_err_set(err, VM_ERR_BUSY,
+		           "the probe queue is full (%d queued, probe.queue_size)", ex->qcap);
 		goto unlock_fail;
 	}
 	ex->qreserved++;
@@ -557,7 +568,8 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 	snprintf(out->id, sizeof(out->id), "%s", p->id);
 	out->record = json_deep_copy(p->rec);
 	if (atomic_load(&p->cancel) || ex->stopping) {
-		finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED, NULL);
+		finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
+		              NULL);
 	} else {
 		ex->queue[(ex->qhead + ex->qlen) % ex->qcap] = p;
 		ex->qlen++;
@@ -655,8 +667,8 @@ void probe_event_free(struct probe_event *ev)
 	ev->data = NULL;
 }
 
-int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq,
-                      struct probe_event *evs, int max, int timeout_ms)
+int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq, struct probe_event *evs,
+                      int max, int timeout_ms)
 {
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -677,7 +689,8 @@ int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq,
 		if (p->ev_next > *seq) {
 			if (*seq < p->ev_first && n < max) {
 				char buf[64];
-				snprintf(buf, sizeof(buf), "{\"lost\":%" PRIu64 "}", p->ev_first - *seq);
+				snprintf(buf, sizeof(buf), "{\"lost\":%" PRIu64 "}",
+				         p->ev_first - *seq);
 				evs[n].seq = p->ev_first - 1;
 				snprintf(evs[n].type, sizeof(evs[n].type), "lost");
 				evs[n++].data = strdup(buf);
@@ -730,13 +743,15 @@ static void load_one(void *c, const char *id, json_t *rec)
 	if (st < 0 || !terminal((enum pstate)st)) {
 		p->finished_ms = wall_ms();
 		json_object_set_new(rec, "state", json_string("interrupted"));
-		json_object_set_new(rec, "error", json_string("the agent stopped while this probe was "
-		                                              "queued or running; it was not re-run"));
+		json_object_set_new(rec, "error",
+		                    json_string("the agent stopped while this probe was "
+		                                "queued or running; it was not re-run"));
 		json_object_set_new(rec, "finished_at", time_json(p->finished_ms));
 		json_object_set_new(rec, "finished_ms", json_integer(p->finished_ms));
 		size_t i;
 		json_t *s;
-		json_array_foreach(json_object_get(rec, "steps"), i, s) {
+		json_array_foreach(json_object_get(rec, "steps"), i, s)
+		{
 			const char *ss = json_string_value(json_object_get(s, "status"));
 			if (ss != NULL && strcmp(ss, "running") == 0)
 				json_object_set_new(s, "status", json_string("interrupted"));
@@ -802,8 +817,10 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	if (ex->store == NULL)
 		goto fail;
 	if (lc.interrupted > 0)
-		log_warn("probe", "%d probe(s) were unfinished when the agent stopped: marked "
-		         "interrupted, not re-run", lc.interrupted);
+		log_warn("probe",
+		         "%d probe(s) were unfinished when the agent stopped: marked "
+		         "interrupted, not re-run",
+		         lc.interrupted);
 	for (int i = 0; i < cfg->probe.max_concurrent; i++) {
 		if (pthread_create(&ex->workers[i], NULL, worker, ex) != 0) {
 			vm_err_set(err, VM_ERR_NOMEM, "cannot start probe workers");

@@ -1,5 +1,6 @@
 /* Probe internals: the typed request (request.c), the step
- * table (steps.c, one file per type in steps/) and the persistence helpers (store.c) the executor uses. */
+ * table (steps.c, one file per type in steps/) and the persistence helpers (store.c) the executor
+ * uses. */
 #ifndef VMA_PROBE_INTERNAL_H
 #define VMA_PROBE_INTERNAL_H
 
@@ -16,11 +17,11 @@
 #include "probe/probe.h"
 
 #define PROBE_MAX_STEPS 32
-#define PROBE_MAX_ARGV 256
-#define PROBE_MAX_ENV 64
-#define PROBE_ARG_MAX 8192
-#define PROBE_NAME_MAX 64
-#define PROBE_IDEM_MAX 128
+#define PROBE_MAX_ARGV  256
+#define PROBE_MAX_ENV   64
+#define PROBE_ARG_MAX   8192
+#define PROBE_NAME_MAX  64
+#define PROBE_IDEM_MAX  128
 
 /* One step of a request. Strings point into the request's JSON document. */
 struct probe_step_req {
@@ -43,7 +44,7 @@ struct probe_step_req {
 	uint64_t max_bytes;
 	uint8_t *content; /* decoded content_b64 */
 	size_t content_len;
-	int mode;         /* -1 = keep / 0644 for new files */
+	int mode; /* -1 = keep / 0644 for new files */
 	const char *owner;
 	bool backup, create_only, has_sha256;
 	uint8_t sha256[SHA256_LEN];
@@ -74,7 +75,7 @@ struct probe_step_ctx {
 	uint64_t output_cap;
 	uint64_t grace_ms;
 	const struct cfg_strlist *allow;
-	int64_t deadline_ms;       /* monotonic: min(step timeout, probe deadline) */
+	int64_t deadline_ms; /* monotonic: min(step timeout, probe deadline) */
 	const atomic_bool *cancel;
 	void (*on_output)(void *ctx, int stream, const char *data, size_t len);
 	void *out_ctx;

@@ -14,7 +14,7 @@
 #include "core/config.h"
 #include "core/err.h"
 
-#define PROBE_ID_MAX 40
+#define PROBE_ID_MAX       40
 #define PROBE_ERR_PATH_MAX 128
 
 struct probe_exec;
@@ -34,13 +34,13 @@ void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *runnin
 
 /* Results of probe_submit (negative ones are errors). */
 enum probe_submit_rc {
-	PROBE_CREATED = 0,      /* new probe queued: 202 */
-	PROBE_EXISTING = 1,     /* same idempotency_key and same body: 200 */
-	PROBE_E_INVALID = -1,   /* request does not validate: 400, see err_path */
-	PROBE_E_CONFLICT = -2,  /* same idempotency_key, different body: 409 */
-	PROBE_E_FULL = -3,      /* queue full: 429 */
-	PROBE_E_STOPPED = -4,   /* shutting down: 503 */
-	PROBE_E_IO = -5,        /* the record could not be persisted: 500 */
+	PROBE_CREATED = 0,     /* new probe queued: 202 */
+	PROBE_EXISTING = 1,    /* same idempotency_key and same body: 200 */
+	PROBE_E_INVALID = -1,  /* request does not validate: 400, see err_path */
+	PROBE_E_CONFLICT = -2, /* same idempotency_key, different body: 409 */
+	PROBE_E_FULL = -3,     /* queue full: 429 */
+	PROBE_E_STOPPED = -4,  /* shutting down: 503 */
+	PROBE_E_IO = -5,       /* the record could not be persisted: 500 */
 };
 
 struct probe_submit_out {
@@ -50,8 +50,8 @@ struct probe_submit_out {
 };
 
 /* Parses and queues a request body (JSON). err says why on failure. */
-int probe_submit(struct probe_exec *ex, const char *body, size_t len,
-                 struct probe_submit_out *out, struct vm_err *err);
+int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct probe_submit_out *out,
+                 struct vm_err *err);
 
 /* The record of one probe (new reference), or NULL when unknown (or unreadable). */
 json_t *probe_get(struct probe_exec *ex, const char *id);
@@ -86,8 +86,8 @@ struct probe_event {
  * on timeout, -1 when the id is unknown or the executor is stopping. After the
  * `end` event nothing more comes. A reader too slow for a noisy step skips the
  * oldest chunks (a `lost` event says how many); the final record has them. */
-int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq,
-                      struct probe_event *evs, int max, int timeout_ms);
+int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq, struct probe_event *evs,
+                      int max, int timeout_ms);
 void probe_event_free(struct probe_event *ev);
 
 #endif

@@ -10,8 +10,8 @@
 
 #define MAX_TIMEOUT_MS (7ULL * 86400 * 1000)
 
-static int bad(char *epath, size_t ecap, const char *path, const char *field,
-               struct vm_err *err, const char *why)
+static int bad(char *epath, size_t ecap, const char *path, const char *field, struct vm_err *err,
+               const char *why)
 {
 	if (field != NULL && field[0] != '\0')
 		snprintf(epath, ecap, "%s%s%s", path, path[0] ? "." : "", field);
@@ -26,7 +26,8 @@ int probe_fields_known(json_t *obj, const char *const *known, const char *path, 
 {
 	const char *key;
 	json_t *v;
-	json_object_foreach(obj, key, v) {
+	json_object_foreach(obj, key, v)
+	{
 		const char *const *k = known;
 		while (*k != NULL && strcmp(*k, key) != 0)
 			k++;
@@ -91,8 +92,9 @@ int probe_field_duration(json_t *obj, const char *name, uint64_t *out, const cha
 	else if (!json_is_string(v) || cfg_parse_duration(json_string_value(v), &ms) != 0)
 		ms = 0;
 	if (ms == 0 || ms > MAX_TIMEOUT_MS)
-		return bad(epath, ecap, path, name, err,
-		           "expected a duration like \"30s\", \"5m\" or seconds, between 1ms and 7d");
+		return bad(
+		    epath, ecap, path, name, err,
+		    "expected a duration like \"30s\", \"5m\" or seconds, between 1ms and 7d");
 	*out = ms;
 	return 0;
 }
@@ -174,7 +176,8 @@ int probe_request_parse(const char *body, size_t len, struct probe_request *req,
 	}
 	size_t i;
 	json_t *s;
-	json_array_foreach(steps, i, s) {
+	json_array_foreach(steps, i, s)
+	{
 		char path[32];
 		snprintf(path, sizeof(path), "steps[%zu]", i);
 		if (parse_step(s, &req->steps[i], path, epath, ecap, err) != 0)

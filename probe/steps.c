@@ -13,10 +13,10 @@
 #include "probe/steps/steps.h"
 
 const struct probe_step_type probe_steps[] = {
-	{"exec", probe_exec_parse, probe_exec_run},
-	{"script", probe_script_parse, probe_script_run},
-	{"file.read", probe_file_read_parse, probe_file_read_run},
-	{"file.write", probe_file_write_parse, probe_file_write_run},
+    {"exec", probe_exec_parse, probe_exec_run},
+    {"script", probe_script_parse, probe_script_run},
+    {"file.read", probe_file_read_parse, probe_file_read_run},
+    {"file.write", probe_file_write_parse, probe_file_write_run},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 
@@ -35,7 +35,9 @@ static bool texty(const char *data, size_t len)
 
 void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_t len)
 {
-	json_t *s = data == NULL ? json_string("") : texty(data, len) ? json_stringn(data, len) : NULL;
+	json_t *s = data == NULL       ? json_string("")
+	            : texty(data, len) ? json_stringn(data, len)
+	                               : NULL;
 	if (s != NULL) {
 		json_object_set_new(obj, name, s);
 		return;
@@ -61,17 +63,19 @@ static int env_fields(json_t *obj, struct probe_step_req *st, const char *path, 
 	snprintf(p, sizeof(p), "%s.env", path);
 	if (!json_is_object(env) || json_object_size(env) > PROBE_MAX_ENV) {
 		snprintf(epath, ecap, "%s", p);
-		return vm_err_set(err, VM_ERR_INVALID, "%s: must be an object of at most %d strings", p,
-		                  PROBE_MAX_ENV);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "%s: must be an object of at most %d strings", p, PROBE_MAX_ENV);
 	}
 	size_t total = 0;
 	const char *key;
 	json_t *v;
-	json_object_foreach(env, key, v) {
+	json_object_foreach(env, key, v)
+	{
 		const char *val;
 		if (key[0] == '\0' || strchr(key, '=') != NULL || strlen(key) > 256) {
 			snprintf(epath, ecap, "%s.%.64s", p, key);
-			return vm_err_set(err, VM_ERR_INVALID, "%s: not a valid variable name", epath);
+			return vm_err_set(err, VM_ERR_INVALID, "%s: not a valid variable name",
+			                  epath);
 		}
 		if (probe_field_str(env, key, true, PROBE_ARG_MAX, &val, p, epath, ecap, err) != 0)
 			return -1;
@@ -81,7 +85,8 @@ static int env_fields(json_t *obj, struct probe_step_req *st, const char *path, 
 	if (st->envbuf == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	size_t o = 0;
-	json_object_foreach(env, key, v) {
+	json_object_foreach(env, key, v)
+	{
 		st->env[st->nenv++] = st->envbuf + o;
 		o += (size_t)sprintf(st->envbuf + o, "%s=%s", key, json_string_value(v)) + 1;
 	}
@@ -93,7 +98,8 @@ int probe_proc_fields(json_t *obj, struct probe_step_req *st, const char *path, 
 {
 	const char *in = NULL;
 	if (env_fields(obj, st, path, epath, ecap, err) != 0 ||
-	    probe_field_str(obj, "cwd", false, PATH_MAX - 1, &st->cwd, path, epath, ecap, err) != 0 ||
+	    probe_field_str(obj, "cwd", false, PATH_MAX - 1, &st->cwd, path, epath, ecap, err) !=
+	        0 ||
 	    probe_field_str(obj, "stdin", false, 16u << 20, &in, path, epath, ecap, err) != 0 ||
 	    probe_field_str(obj, "user", false, 64, &st->user, path, epath, ecap, err) != 0 ||
 	    probe_field_str(obj, "group", false, 64, &st->group, path, epath, ecap, err) != 0 ||
@@ -144,21 +150,22 @@ enum probe_step_status probe_run_argv(const struct probe_step_req *st, const cha
 		return refuse(result, 127, err.msg);
 	if (!allowed(ctx->allow, path)) {
 		char why[PATH_MAX + 64];
-		snprintf(why, sizeof(why), "denied by probe.allow: %s matches no allowed pattern", path);
+		snprintf(why, sizeof(why), "denied by probe.allow: %s matches no allowed pattern",
+		         path);
 		return refuse(result, 126, why);
 	}
 	struct proc_spec spec = {
-		.path = path,
-		.argv = (char *const *)argv,
-		.cwd = st->cwd,
-		.stdin_data = st->stdin_data,
-		.stdin_len = st->stdin_len,
-		.deadline_ms = ctx->deadline_ms,
-		.grace_ms = ctx->grace_ms,
-		.out_cap = (size_t)ctx->output_cap,
-		.cancel = ctx->cancel,
-		.on_output = forward,
-		.ctx = (void *)ctx,
+	    .path = path,
+	    .argv = (char *const *)argv,
+	    .cwd = st->cwd,
+	    .stdin_data = st->stdin_data,
+	    .stdin_len = st->stdin_len,
+	    .deadline_ms = ctx->deadline_ms,
+	    .grace_ms = ctx->grace_ms,
+	    .out_cap = (size_t)ctx->output_cap,
+	    .cancel = ctx->cancel,
+	    .on_output = forward,
+	    .ctx = (void *)ctx,
 	};
 	if (proc_lookup_ids(st->user ? st->user : "", st->group ? st->group : "", &spec.uid,
 	                    &spec.gid, &spec.set_ids, &err) != 0)
@@ -185,10 +192,10 @@ enum probe_step_status probe_run_argv(const struct probe_step_req *st, const cha
 		json_object_set_new(result, "exit_code", json_integer(res.exit_code));
 		if (res.term_signal != 0)
 			json_object_set_new(result, "signal", json_integer(res.term_signal));
-		status = res.canceled                                  ? STEP_CANCELED
-		         : res.timed_out                               ? STEP_TIMED_OUT
+		status = res.canceled                                 ? STEP_CANCELED
+		         : res.timed_out                              ? STEP_TIMED_OUT
 		         : res.exit_code == 0 && res.term_signal == 0 ? STEP_OK
-		                                                       : STEP_FAILED;
+		                                                      : STEP_FAILED;
 	}
 	probe_json_set_bytes(result, "stdout", res.out, res.out_len);
 	probe_json_set_bytes(result, "stderr", res.err, res.err_len);

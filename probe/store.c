@@ -14,7 +14,6 @@
 #include "core/log.h"
 #include "probe/internal.h"
 
-
 static int record_path(const char *dir, const char *id, char *out, size_t cap)
 {
 	return (size_t)snprintf(out, cap, "%s/%s.json", dir, id) < cap ? 0 : -1;
@@ -121,7 +120,8 @@ int probe_store_scan(const char *dir, int max, size_t record_max,
 		}
 		json_t *rec = probe_store_read(dir, names[i], record_max);
 		if (rec == NULL) {
-			log_warn("probe", "%s/%s.json is unreadable or not JSON; ignored", dir, names[i]);
+			log_warn("probe", "%s/%s.json is unreadable or not JSON; ignored", dir,
+			         names[i]);
 			continue;
 		}
 		fn(ctx, names[i], rec);
@@ -176,12 +176,12 @@ static void commit_batch(struct probe_committer *c, struct commit_item *batch)
 	int n = 0;
 	for (struct commit_item *it = batch; it != NULL; it = it->next, n++) {
 		it->fd = -1;
-		if ((size_t)snprintf(it->tmp, sizeof(it->tmp), "%s/%s.json.tmp-%d", c->dir, it->id, n) >=
-	    sizeof(it->tmp)) {
-		errno = ENAMETOOLONG;
-		item_fail(it, "create");
-		continue;
-	}
+		if ((size_t)snprintf(it->tmp, sizeof(it->tmp), "%s/%s.json.tmp-%d", c->dir, it->id,
+		                     n) >= sizeof(it->tmp)) {
+			errno = ENAMETOOLONG;
+			item_fail(it, "create");
+			continue;
+		}
 		it->fd = open(it->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (it->fd < 0) {
 			item_fail(it, "create");
@@ -216,7 +216,8 @@ static void commit_batch(struct probe_committer *c, struct commit_item *batch)
 	for (struct commit_item *it = batch; rc != 0 && it != NULL; it = it->next)
 		if (it->rc == 0) {
 			it->rc = -1;
-			snprintf(it->msg, sizeof(it->msg), "fsync %.100s: %.60s", c->dir, strerror(e));
+			snprintf(it->msg, sizeof(it->msg), "fsync %.100s: %.60s", c->dir,
+			         strerror(e));
 		}
 }
 

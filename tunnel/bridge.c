@@ -29,11 +29,11 @@
 /* All streams together buffer at most this much from the server; above it the
  * WebSocket is not read until the webhook drains some (each stream is also
  * bounded by its 256 KiB window). */
-#define RX_BUDGET (16u * 1024u * 1024u)
-#define RBUF_LEN (64u * 1024u)
+#define RX_BUDGET      (16u * 1024u * 1024u)
+#define RBUF_LEN       (64u * 1024u)
 #define DATA_FRAME_MAX (64u * 1024u)
-#define RECV_BURST 64
-#define FLUSH_MS 1000
+#define RECV_BURST     64
+#define FLUSH_MS       1000
 
 struct br_conn {
 	int fd;
@@ -70,7 +70,7 @@ struct bridge {
 };
 
 static void end_session(struct bridge *b, enum tun_end end, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void end_session(struct bridge *b, enum tun_end end, const char *fmt, ...)
 {
@@ -186,7 +186,8 @@ static void conn_read(struct bridge *b, struct br_conn *c)
 		}
 		/* want <= send_window, so every byte fits in one or more frames now. */
 		for (size_t off = 0; off < (size_t)n;) {
-			long w = ymx_stream_write(&b->ymx, st, b->rbuf + off, (size_t)n - off, DATA_FRAME_MAX);
+			long w = ymx_stream_write(&b->ymx, st, b->rbuf + off, (size_t)n - off,
+			                          DATA_FRAME_MAX);
 			if (w <= 0) {
 				end_session(b, TUN_END_ERROR, "send queue full");
 				return;
@@ -206,9 +207,10 @@ static void warn_unreachable(struct bridge *b, int e)
 		b->warn_dropped++;
 		return;
 	}
-	log_warn("tunnel", "cannot reach the local webhook at %s:%d: %s (stream reset; %u similar "
-	         "lines suppressed)", b->o->forward_host, b->o->forward_port, strerror(e),
-	         b->warn_dropped);
+	log_warn("tunnel",
+	         "cannot reach the local webhook at %s:%d: %s (stream reset; %u similar "
+	         "lines suppressed)",
+	         b->o->forward_host, b->o->forward_port, strerror(e), b->warn_dropped);
 	b->warn_ms = now;
 	b->warn_dropped = 0;
 }
@@ -302,11 +304,11 @@ static void on_reset(void *ctx, struct ymx_stream *st)
 }
 
 static const struct ymx_ops bridge_ymx_ops = {
-	.send = ymx_send_cb,
-	.on_open = on_open,
-	.on_data = on_data,
-	.on_reset = on_reset,
-	.on_window = NULL,
+    .send = ymx_send_cb,
+    .on_open = on_open,
+    .on_data = on_data,
+    .on_reset = on_reset,
+    .on_window = NULL,
 };
 
 static void conn_free(struct bridge *b, struct br_conn *c)
@@ -352,7 +354,8 @@ static void ws_process(struct bridge *b, const uint8_t *in, size_t len)
 		switch (ev.type) {
 		case WS_EV_DATA:
 			if (ymx_feed(&b->ymx, ev.data, ev.len) != 0)
-				end_session(b, TUN_END_ERROR, "yamux protocol error: %s", b->ymx.err);
+				end_session(b, TUN_END_ERROR, "yamux protocol error: %s",
+				            b->ymx.err);
 			break;
 		case WS_EV_PING:
 			if (queue_frame(b, WS_OP_PONG, ev.data, ev.len, NULL, 0) != 0)
@@ -533,8 +536,10 @@ static int tick(struct bridge *b, struct timers *tm)
 	}
 	if (b->ymx.ping_outstanding) {
 		if (now - tm->last_ping >= o->keepalive_timeout_ms) {
-			end_session(b, TUN_END_ERROR, "keepalive timeout: no ping answer from the "
-			            "server within %llu ms", (unsigned long long)o->keepalive_timeout_ms);
+			end_session(b, TUN_END_ERROR,
+			            "keepalive timeout: no ping answer from the "
+			            "server within %llu ms",
+			            (unsigned long long)o->keepalive_timeout_ms);
 			return 0;
 		}
 	} else if (now - tm->last_ping >= o->keepalive_ms) {
@@ -545,8 +550,8 @@ static int tick(struct bridge *b, struct timers *tm)
 	/* Sleep until the next timer, at most a second (the stop flag is also
 	 * signalled through wake_fd). */
 	uint64_t next = now + 1000;
-	uint64_t ka = tm->last_ping + (b->ymx.ping_outstanding ? o->keepalive_timeout_ms
-	                                                       : o->keepalive_ms);
+	uint64_t ka =
+	    tm->last_ping + (b->ymx.ping_outstanding ? o->keepalive_timeout_ms : o->keepalive_ms);
 	if (ka < next)
 		next = ka;
 	if (tm->drain_deadline && tm->drain_deadline < next)
@@ -585,7 +590,8 @@ static void loop(struct bridge *b)
 		}
 		size_t n = 0;
 		/* Once a drain has started the wake fd stays readable: stop watching it. */
-		b->pfd[n++] = (struct pollfd){.fd = tm.drain_deadline ? -1 : b->o->wake_fd, .events = POLLIN};
+		b->pfd[n++] =
+		    (struct pollfd){.fd = tm.drain_deadline ? -1 : b->o->wake_fd, .events = POLLIN};
 		short wsev = (short)((can_read ? POLLIN : 0) | (b->tx.len > 0 ? POLLOUT : 0));
 		b->pfd[n++] = (struct pollfd){.fd = b->fd, .events = wsev};
 		for (struct br_conn *c = b->conns; c != NULL; c = c->next) {

@@ -27,11 +27,14 @@ uint8_t *tbuf_reserve(struct tbuf *b, size_t n);
 void tbuf_commit(struct tbuf *b, size_t n);
 int tbuf_append(struct tbuf *b, const void *data, size_t n);
 void tbuf_consume(struct tbuf *b, size_t n);
-static inline const uint8_t *tbuf_data(const struct tbuf *b) { return b->p + b->off; }
+static inline const uint8_t *tbuf_data(const struct tbuf *b)
+{
+	return b->p + b->off;
+}
 
 /* --- WebSocket (ws.c) ------------------------------------------------------------ */
 
-#define WS_HDR_MAX 14
+#define WS_HDR_MAX     14
 #define WS_MAX_CONTROL 125
 /* Piko's gorilla writer sends frames of a few KiB; anything above this is an attack. */
 #define WS_MAX_FRAME (1u << 20)
@@ -116,7 +119,7 @@ long ws_handshake_parse(const char *buf, size_t len, const char *key, int *statu
 /* --- yamux (yamux.c), hashicorp spec --------------------------------------------- */
 
 #define YMX_HDR_LEN 12
-#define YMX_WINDOW (256u * 1024u)
+#define YMX_WINDOW  (256u * 1024u)
 #define YMX_BUCKETS 512
 
 enum ymx_type { YMX_T_DATA = 0, YMX_T_WINDOW = 1, YMX_T_PING = 2, YMX_T_GOAWAY = 3 };
@@ -195,8 +198,8 @@ int ymx_go_away(struct ymx_session *s, uint32_t code);
 
 /* Sends up to len bytes within the send window; returns bytes queued (0 when
  * the window is closed) or -1 when the frame could not be queued. */
-long ymx_stream_write(struct ymx_session *s, struct ymx_stream *st, const uint8_t *data,
-                      size_t len, size_t max_frame);
+long ymx_stream_write(struct ymx_session *s, struct ymx_stream *st, const uint8_t *data, size_t len,
+                      size_t max_frame);
 /* The application took n bytes from st->rx: gives credit back to the peer. */
 int ymx_stream_consume(struct ymx_session *s, struct ymx_stream *st, size_t n);
 /* Half-close (FIN) and reset (RST). */
@@ -220,12 +223,12 @@ enum tun_end {
 };
 
 struct bridge_opts {
-	int wake_fd;                /* readable when tun_stop was called */
+	int wake_fd; /* readable when tun_stop was called */
 	const _Atomic bool *stop;
 	_Atomic bool *reload;
 	_Atomic uint64_t stop_grace_ms; /* tun_stop may change it */
 	uint64_t keepalive_ms, keepalive_timeout_ms;
-	uint64_t refresh_at_ms;     /* monotonic ms when to reconnect for a token; 0 = never */
+	uint64_t refresh_at_ms; /* monotonic ms when to reconnect for a token; 0 = never */
 	size_t max_streams;
 	char forward_host[64];
 	int forward_port;

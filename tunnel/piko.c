@@ -158,7 +158,8 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 			h = "::1";
 		size_t l = strlen(h);
 		if (h[0] == '[' && l > 2 && h[l - 1] == ']')
-			snprintf(bo->forward_host, sizeof(bo->forward_host), "%.*s", (int)(l - 2), h + 1);
+			snprintf(bo->forward_host, sizeof(bo->forward_host), "%.*s", (int)(l - 2),
+			         h + 1);
 		else
 			snprintf(bo->forward_host, sizeof(bo->forward_host), "%s", h);
 		bo->forward_port = cfg->webhook.port;
@@ -175,8 +176,10 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 	long port = colon ? strtol(colon + 1, &end, 10) : 0;
 	if (colon == NULL || hlen == 0 || hlen >= sizeof(bo->forward_host) || end == colon + 1 ||
 	    *end != '\0' || port < 1 || port > 65535)
-		return vm_err_set(err, VM_ERR_INVALID, "piko.forward_addr: expected HOST:PORT with a "
-		                  "numeric IP, e.g. 127.0.0.1:9999 or [::1]:9999, not \"%s\"", fa);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "piko.forward_addr: expected HOST:PORT with a "
+		                  "numeric IP, e.g. 127.0.0.1:9999 or [::1]:9999, not \"%s\"",
+		                  fa);
 	memcpy(bo->forward_host, host, hlen);
 	bo->forward_host[hlen] = '\0';
 	bo->forward_port = (int)port;
@@ -219,7 +222,8 @@ static int wait_fd(struct tun *t, int fd, short events, uint64_t deadline)
 		uint64_t now = tun_now_ms();
 		if (now >= deadline)
 			return -1;
-		struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = t->wake_fd, .events = POLLIN}};
+		struct pollfd p[2] = {{.fd = fd, .events = events},
+		                      {.fd = t->wake_fd, .events = POLLIN}};
 		int r = poll(p, 2, (int)(deadline - now));
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -265,11 +269,13 @@ static int send_all(struct tun *t, CURL *c, int fd, const char *buf, size_t len,
 		CURLcode rc = curl_easy_send(c, buf, len, &n);
 		if (rc == CURLE_AGAIN) {
 			if (wait_fd(t, fd, POLLOUT, deadline) != 0)
-				return vm_err_set(err, VM_ERR_IO, "timed out sending the WebSocket handshake");
+				return vm_err_set(err, VM_ERR_IO,
+				                  "timed out sending the WebSocket handshake");
 			continue;
 		}
 		if (rc != CURLE_OK)
-			return vm_err_set(err, VM_ERR_IO, "sending the handshake: %s", curl_easy_strerror(rc));
+			return vm_err_set(err, VM_ERR_IO, "sending the handshake: %s",
+			                  curl_easy_strerror(rc));
 		buf += n;
 		len -= n;
 	}
@@ -279,10 +285,10 @@ static int send_all(struct tun *t, CURL *c, int fd, const char *buf, size_t len,
 struct dial {
 	CURL *curl;
 	int fd;
-	int status;        /* HTTP status of the upgrade response */
+	int status; /* HTTP status of the upgrade response */
 	char head[HANDSHAKE_MAX + 1];
-	size_t head_len;   /* bytes read */
-	size_t early_off;  /* where the WebSocket stream starts in head */
+	size_t head_len;  /* bytes read */
+	size_t early_off; /* where the WebSocket stream starts in head */
 };
 
 /* Header values go into the request verbatim: no CR/LF or other controls. */
@@ -297,9 +303,11 @@ static bool header_safe(const char *v)
 static int dial(struct tun *t, const struct secret *token, struct dial *d, struct vm_err *err)
 {
 	if (!header_safe(token->value))
-		return vm_err_set(err, VM_ERR_INVALID, "the Piko token contains control characters");
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "the Piko token contains control characters");
 	if (!header_safe(t->set->tenant))
-		return vm_err_set(err, VM_ERR_INVALID, "agent.tenant_id contains control characters");
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "agent.tenant_id contains control characters");
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char host[CFG_STR_MAX], path[CFG_STR_MAX + CFG_ID_MAX + 32];
 	int rc = upstream_target(t, host, sizeof(host), path, sizeof(path), err);
@@ -330,7 +338,8 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	}
 	CURLcode cr = curl_easy_perform(c);
 	if (cr != CURLE_OK)
-		return vm_err_set(err, VM_ERR_IO, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cr));
+		return vm_err_set(err, VM_ERR_IO, "%s",
+		                  errbuf[0] ? errbuf : curl_easy_strerror(cr));
 	curl_socket_t s = CURL_SOCKET_BAD;
 	if (curl_easy_getinfo(c, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK || s == CURL_SOCKET_BAD)
 		return vm_err_set(err, VM_ERR_IO, "no socket after connecting");
@@ -345,14 +354,15 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	char *req = malloc(reqcap);
 	if (req == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	int n = snprintf(req, reqcap,
-	                 "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-	                 "User-Agent: vm-agent\r\n%s%s%s%s%s%s\r\n",
-	                 path, host, key, token->value ? "Authorization: Bearer " : "",
-	                 token->value ? token->value : "", token->value ? "\r\n" : "",
-	                 t->set->tenant[0] ? "x-piko-tenant-id: " : "", t->set->tenant,
-	                 t->set->tenant[0] ? "\r\n" : "");
+	int n =
+	    snprintf(req, reqcap,
+	             "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	             "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+	             "User-Agent: vm-agent\r\n%s%s%s%s%s%s\r\n",
+	             path, host, key, token->value ? "Authorization: Bearer " : "",
+	             token->value ? token->value : "", token->value ? "\r\n" : "",
+	             t->set->tenant[0] ? "x-piko-tenant-id: " : "", t->set->tenant,
+	             t->set->tenant[0] ? "\r\n" : "");
 	uint64_t deadline = tun_now_ms() + t->set->connect_timeout_ms;
 	rc = n > 0 && (size_t)n < reqcap ? send_all(t, c, d->fd, req, (size_t)n, deadline, err)
 	                                 : vm_err_set(err, VM_ERR_INVALID, "handshake too long");
@@ -365,13 +375,16 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 		cr = curl_easy_recv(c, d->head + d->head_len, HANDSHAKE_MAX - d->head_len, &got);
 		if (cr == CURLE_AGAIN) {
 			if (wait_fd(t, d->fd, POLLIN, deadline) != 0)
-				return vm_err_set(err, VM_ERR_IO, "timed out waiting for the handshake response");
+				return vm_err_set(err, VM_ERR_IO,
+				                  "timed out waiting for the handshake response");
 			continue;
 		}
 		if (cr != CURLE_OK)
-			return vm_err_set(err, VM_ERR_IO, "reading the handshake: %s", curl_easy_strerror(cr));
+			return vm_err_set(err, VM_ERR_IO, "reading the handshake: %s",
+			                  curl_easy_strerror(cr));
 		if (got == 0)
-			return vm_err_set(err, VM_ERR_IO, "server closed the connection during the handshake");
+			return vm_err_set(err, VM_ERR_IO,
+			                  "server closed the connection during the handshake");
 		d->head_len += got;
 		long hl = ws_handshake_parse(d->head, d->head_len, key, &d->status, err);
 		if (hl < 0)
@@ -386,8 +399,10 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	if (d->status == 401 || d->status == 403)
 		return vm_err_set(err, VM_ERR_PERM, "HTTP %d", d->status);
 	if (d->status != 101)
-		return vm_err_set(err, VM_ERR_IO, "server answered HTTP %d instead of 101 (check "
-		                  "piko.server_url and piko.endpoint)", d->status);
+		return vm_err_set(err, VM_ERR_IO,
+		                  "server answered HTTP %d instead of 101 (check "
+		                  "piko.server_url and piko.endpoint)",
+		                  d->status);
 	return 0;
 }
 
@@ -438,7 +453,8 @@ static uint64_t jittered(struct tun *t, uint64_t delay)
 static uint64_t next_delay(const struct tun *t, uint64_t delay)
 {
 	double d = (double)delay * t->set->reconnect.multiplier;
-	return d > (double)t->set->reconnect.max_delay_ms ? t->set->reconnect.max_delay_ms : (uint64_t)d;
+	return d > (double)t->set->reconnect.max_delay_ms ? t->set->reconnect.max_delay_ms
+	                                                  : (uint64_t)d;
 }
 
 /* When to reconnect for a fresh token, or 0 when the token has no exp or no
@@ -449,8 +465,10 @@ static uint64_t refresh_time(struct tun *t, int64_t exp)
 	if (exp == 0)
 		return 0;
 	if (exp <= now) {
-		log_warn("tunnel", "the Piko token expired %" PRId64 " s ago; the server will refuse "
-		         "it (refresh piko.token_file)", now - exp);
+		log_warn("tunnel",
+		         "the Piko token expired %" PRId64 " s ago; the server will refuse "
+		         "it (refresh piko.token_file)",
+		         now - exp);
 		return 0;
 	}
 	if (t->hooks.token_refresh == NULL && t->set->token_file[0] == '\0')
@@ -479,9 +497,12 @@ static void refresh_token(struct tun *t)
 static const char *end_reason(enum tun_end e)
 {
 	static const char *const names[] = {
-		[TUN_END_STOP] = "stopped", [TUN_END_CLOSED] = "connection closed",
-		[TUN_END_GOAWAY] = "server sent GoAway", [TUN_END_REFRESH] = "token refresh",
-		[TUN_END_ERROR] = "error", [TUN_END_RELOAD] = "configuration reloaded",
+	    [TUN_END_STOP] = "stopped",
+	    [TUN_END_CLOSED] = "connection closed",
+	    [TUN_END_GOAWAY] = "server sent GoAway",
+	    [TUN_END_REFRESH] = "token refresh",
+	    [TUN_END_ERROR] = "error",
+	    [TUN_END_RELOAD] = "configuration reloaded",
 	};
 	return names[e];
 }
@@ -509,8 +530,8 @@ static void *tun_main(void *arg)
 		}
 		if (load_token(t, &tok, &err) != 0) {
 			wait = jittered(t, delay);
-			log_error("tunnel", "cannot read the Piko token: %s; retrying in %.1fs", err.msg,
-			          (double)wait / 1000.0);
+			log_error("tunnel", "cannot read the Piko token: %s; retrying in %.1fs",
+			          err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot read the Piko token: %s", err.msg);
 			nap(t, wait);
 			delay = next_delay(t, delay);
@@ -525,7 +546,8 @@ static void *tun_main(void *arg)
 		d->fd = -1;
 		int rc = dial(t, &tok, d, &err);
 		if (rc == 0) {
-			log_info("tunnel", "connected to %s as endpoint %s", t->set->server_url, t->set->endpoint);
+			log_info("tunnel", "connected to %s as endpoint %s", t->set->server_url,
+			         t->set->endpoint);
 			set_connected(t, true, ever_connected);
 			ever_connected = true;
 			uint64_t started = tun_now_ms();
@@ -534,8 +556,9 @@ static void *tun_main(void *arg)
 			int64_t exp = tok.value ? tun_jwt_exp(tok.value) : 0;
 			t->bo.refresh_at_ms = exp != refreshed_exp ? refresh_time(t, exp) : 0;
 			secret_clear(&tok);
-			enum tun_end end = bridge_run(t, d->curl, d->fd, (uint8_t *)d->head + d->early_off,
-			                              d->head_len - d->early_off, &t->bo);
+			enum tun_end end =
+			    bridge_run(t, d->curl, d->fd, (uint8_t *)d->head + d->early_off,
+			               d->head_len - d->early_off, &t->bo);
 			set_connected(t, false, false);
 			curl_easy_cleanup(d->curl);
 			free(d);
@@ -550,21 +573,23 @@ static void *tun_main(void *arg)
 					refreshed_exp = exp;
 					refresh_token(t);
 				}
-				log_info("tunnel", "disconnected (%s); reconnecting now", end_reason(end));
+				log_info("tunnel", "disconnected (%s); reconnecting now",
+				         end_reason(end));
 				continue;
 			}
 			if (end == TUN_END_GOAWAY) {
 				/* A server going away is normal (restart, rebalancing): come back
 				 * soon, but not in a tight loop if it keeps doing it. */
 				wait = jittered(t, t->set->reconnect.initial_delay_ms);
-				log_info("tunnel", "disconnected (%s); reconnecting in %.1fs", end_reason(end),
-				         (double)wait / 1000.0);
+				log_info("tunnel", "disconnected (%s); reconnecting in %.1fs",
+				         end_reason(end), (double)wait / 1000.0);
 				nap(t, wait);
 				continue;
 			}
 			wait = jittered(t, delay);
 			log_warn("tunnel", "disconnected: %s; reconnecting in %.1fs",
-			         st.last_error[0] ? st.last_error : end_reason(end), (double)wait / 1000.0);
+			         st.last_error[0] ? st.last_error : end_reason(end),
+			         (double)wait / 1000.0);
 			delay = next_delay(t, delay);
 			nap(t, wait);
 			continue;
@@ -578,15 +603,17 @@ static void *tun_main(void *arg)
 		if (rc == -VM_ERR_PERM) {
 			/* A rejected token will not fix itself quickly: retry at the max delay. */
 			wait = jittered(t, t->set->reconnect.max_delay_ms);
-			log_error("tunnel", "Piko rejected the agent's credentials (%s) for endpoint %s "
-			          "at %s: check piko.token / piko.token_file (its piko.endpoints claim) "
-			          "and agent.tenant_id; retrying in %.1fs", err.msg, t->set->endpoint,
-			          t->set->server_url, (double)wait / 1000.0);
+			log_error(
+			    "tunnel",
+			    "Piko rejected the agent's credentials (%s) for endpoint %s "
+			    "at %s: check piko.token / piko.token_file (its piko.endpoints claim) "
+			    "and agent.tenant_id; retrying in %.1fs",
+			    err.msg, t->set->endpoint, t->set->server_url, (double)wait / 1000.0);
 			tun_note_error(t, "Piko rejected the agent's credentials (%s)", err.msg);
 		} else {
 			wait = jittered(t, delay);
-			log_warn("tunnel", "cannot connect to %s: %s; retrying in %.1fs", t->set->server_url,
-			         err.msg, (double)wait / 1000.0);
+			log_warn("tunnel", "cannot connect to %s: %s; retrying in %.1fs",
+			         t->set->server_url, err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot connect: %s", err.msg);
 			delay = next_delay(t, delay);
 		}
@@ -651,10 +678,12 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		return;
 	}
 	if (ts->insecure)
-		log_warn("tunnel", "piko.insecure_skip_verify is set: the server's TLS certificate is "
+		log_warn("tunnel",
+		         "piko.insecure_skip_verify is set: the server's TLS certificate is "
 		         "NOT verified; anyone on the path can impersonate the Piko server");
 	if (strncmp(ts->server_url, "http://", 7) == 0)
-		log_warn("tunnel", "piko.server_url uses plain http://: the token and all traffic are "
+		log_warn("tunnel",
+		         "piko.server_url uses plain http://: the token and all traffic are "
 		         "unencrypted");
 	log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d", ts->server_url,
 	         ts->endpoint, ts->forward_host, ts->forward_port);

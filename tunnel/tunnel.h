@@ -25,15 +25,15 @@ struct tun_hooks {
 };
 
 struct tun_stats {
-	bool enabled;            /* piko.server_url is set */
+	bool enabled; /* piko.server_url is set */
 	bool connected;
-	time_t since;            /* when the current state (connected or not) began */
-	uint64_t reconnects;     /* sessions established after the first one */
+	time_t since;        /* when the current state (connected or not) began */
+	uint64_t reconnects; /* sessions established after the first one */
 	uint32_t open_streams;
-	uint64_t streams_total;  /* streams accepted since start */
-	uint64_t bytes_in;       /* WebSocket bytes received (after TLS) */
+	uint64_t streams_total; /* streams accepted since start */
+	uint64_t bytes_in;      /* WebSocket bytes received (after TLS) */
 	uint64_t bytes_out;
-	char last_error[256];    /* "" when none; never contains a token */
+	char last_error[256]; /* "" when none; never contains a token */
 };
 
 /* Starts the tunnel thread for cfg->piko (an empty piko.server_url gives an

@@ -192,7 +192,8 @@ size_t ws_rx_feed(struct ws_rx *rx, const uint8_t *in, size_t len, struct ws_eve
 		size_t take = len < WS_HDR_MAX - rx->hdr_len ? len : WS_HDR_MAX - rx->hdr_len;
 		memcpy(rx->hdr + rx->hdr_len, in, take);
 		const char *why = NULL;
-		int n = ws_frame_hdr_parse(rx->hdr, rx->hdr_len + take, rx->max_frame, &rx->cur, &why);
+		int n =
+		    ws_frame_hdr_parse(rx->hdr, rx->hdr_len + take, rx->max_frame, &rx->cur, &why);
 		if (n < 0)
 			return rx_fail(rx, ev, why, take);
 		if (n == 0) {
@@ -257,7 +258,8 @@ static bool find_header(const char *head, size_t len, const char *name, char *va
 		const char *eol = memchr(line, '\n', (size_t)(end - line));
 		if (eol == NULL)
 			break;
-		if ((size_t)(eol - line) > nlen && strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+		if ((size_t)(eol - line) > nlen && strncasecmp(line, name, nlen) == 0 &&
+		    line[nlen] == ':') {
 			const char *v = line + nlen + 1;
 			while (v < eol && (*v == ' ' || *v == '\t'))
 				v++;
@@ -293,7 +295,8 @@ long ws_handshake_parse(const char *buf, size_t len, const char *key, int *statu
 {
 	const char *end = NULL;
 	for (size_t i = 3; i < len; i++)
-		if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
+		if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' &&
+		    buf[i - 3] == '\r') {
 			end = buf + i + 1;
 			break;
 		}
@@ -310,12 +313,18 @@ long ws_handshake_parse(const char *buf, size_t len, const char *key, int *statu
 	if (code != 101)
 		return (long)hlen;
 	char val[256], want[29];
-	if (!find_header(buf, hlen, "Upgrade", val, sizeof(val)) || strcasecmp(val, "websocket") != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "101 response without Upgrade: websocket"), -1;
+	if (!find_header(buf, hlen, "Upgrade", val, sizeof(val)) ||
+	    strcasecmp(val, "websocket") != 0)
+		return vm_err_set(err, VM_ERR_INVALID, "101 response without Upgrade: websocket"),
+		       -1;
 	if (!find_header(buf, hlen, "Connection", val, sizeof(val)) || !has_token(val, "upgrade"))
-		return vm_err_set(err, VM_ERR_INVALID, "101 response without Connection: Upgrade"), -1;
+		return vm_err_set(err, VM_ERR_INVALID, "101 response without Connection: Upgrade"),
+		       -1;
 	ws_accept_for_key(key, want);
-	if (!find_header(buf, hlen, "Sec-WebSocket-Accept", val, sizeof(val)) || strcmp(val, want) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "Sec-WebSocket-Accept does not match our key"), -1;
+	if (!find_header(buf, hlen, "Sec-WebSocket-Accept", val, sizeof(val)) ||
+	    strcmp(val, want) != 0)
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "Sec-WebSocket-Accept does not match our key"),
+		       -1;
 	return (long)hlen;
 }

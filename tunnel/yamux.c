@@ -96,7 +96,7 @@ static int send_hdr(struct ymx_session *s, uint8_t type, uint16_t flags, uint32_
 }
 
 static int proto_error(struct ymx_session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int proto_error(struct ymx_session *s, const char *fmt, ...)
 {
@@ -193,7 +193,8 @@ static int handle_header(struct ymx_session *s, const struct ymx_hdr *h)
 		break;
 	}
 	if (h->stream_id == 0)
-		return proto_error(s, "%s frame on stream 0", h->type == YMX_T_DATA ? "data" : "window");
+		return proto_error(s, "%s frame on stream 0",
+		                   h->type == YMX_T_DATA ? "data" : "window");
 	struct ymx_stream *st = NULL;
 	if (h->flags & YMX_SYN) {
 		if (stream_accept(s, h->stream_id, &st) != 0)
@@ -238,7 +239,8 @@ int ymx_feed(struct ymx_session *s, const uint8_t *in, size_t len)
 			if (st != NULL) {
 				/* Cannot fail: the window check bounds rx by YMX_WINDOW. */
 				if (tbuf_append(&st->rx, in, take) != 0)
-					return proto_error(s, "stream %u receive buffer full", st->id);
+					return proto_error(s, "stream %u receive buffer full",
+					                   st->id);
 				s->rx_buffered += take;
 			}
 			in += take;
@@ -267,8 +269,8 @@ int ymx_feed(struct ymx_session *s, const uint8_t *in, size_t len)
 	return 0;
 }
 
-long ymx_stream_write(struct ymx_session *s, struct ymx_stream *st, const uint8_t *data,
-                      size_t len, size_t max_frame)
+long ymx_stream_write(struct ymx_session *s, struct ymx_stream *st, const uint8_t *data, size_t len,
+                      size_t max_frame)
 {
 	if (st->local_fin || st->reset)
 		return -1;

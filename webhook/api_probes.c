@@ -8,12 +8,12 @@
 #include "probe/probe.h"
 #include "webhook/internal.h"
 
-#define LIST_DEFAULT 50
-#define LIST_MAX 1000
-#define SSE_BATCH 16
-#define SSE_WAIT_MS 1000
+#define LIST_DEFAULT    50
+#define LIST_MAX        1000
+#define SSE_BATCH       16
+#define SSE_WAIT_MS     1000
 #define SSE_KEEPALIVE_S 15
-#define SSE_MAX_S (8 * 86400) /* longer than any probe can run (timeout ≤ 7d) */
+#define SSE_MAX_S       (8 * 86400) /* longer than any probe can run (timeout ≤ 7d) */
 
 static struct probe_exec *exec_or_503(struct wh_req *req)
 {
@@ -30,7 +30,8 @@ static bool valid_id(const char *id)
 	if (n < 3 || n >= PROBE_ID_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') || id[i] == '-'))
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') ||
+		      id[i] == '-'))
 			return false;
 	return true;
 }
@@ -38,8 +39,9 @@ static bool valid_id(const char *id)
 static void reply_invalid(struct wh_req *req, const char *path, const char *msg)
 {
 	snprintf(req->err_code, sizeof(req->err_code), "invalid_request");
-	wh_reply_json(req, 400, json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "invalid_request",
-	                                  "message", msg, "path", path));
+	wh_reply_json(req, 400,
+	              json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "invalid_request", "message",
+	                        msg, "path", path));
 	req->status = 400;
 }
 
@@ -107,7 +109,8 @@ void wh_api_probe_list(struct wh_req *req)
 		size_t ql = strlen(qs);
 		int sr = mg_get_var(qs, ql, "state", state, sizeof(state));
 		if (sr == -2 || (sr >= 0 && state[0] != '\0' && !probe_state_valid(state))) {
-			reply_invalid(req, "state", "state: expected queued, running, succeeded, failed, "
+			reply_invalid(req, "state",
+			              "state: expected queued, running, succeeded, failed, "
 			              "canceled, timed_out or interrupted");
 			return;
 		}
@@ -116,14 +119,15 @@ void wh_api_probe_list(struct wh_req *req)
 			char *end;
 			long v = strtol(limit_s, &end, 10);
 			if (lr == -2 || end == limit_s || *end != '\0' || v < 1 || v > LIST_MAX) {
-				reply_invalid(req, "limit", "limit: expected an integer from 1 to 1000");
+				reply_invalid(req, "limit",
+				              "limit: expected an integer from 1 to 1000");
 				return;
 			}
 			limit = (int)v;
 		}
 	}
-	wh_reply_json(req, 200, json_pack("{s:o}", "probes",
-	                                  probe_list(ex, state[0] ? state : NULL, limit)));
+	wh_reply_json(req, 200,
+	              json_pack("{s:o}", "probes", probe_list(ex, state[0] ? state : NULL, limit)));
 }
 
 void wh_api_probe_cancel(struct wh_req *req)
@@ -148,8 +152,7 @@ void wh_api_probe_cancel(struct wh_req *req)
 }
 
 /* One SSE message as one HTTP chunk: "id: N\nevent: T\ndata: JSON\n\n". */
-static int send_event(struct mg_connection *conn, uint64_t seq, const char *type,
-                      const char *data)
+static int send_event(struct mg_connection *conn, uint64_t seq, const char *type, const char *data)
 {
 	size_t n = strlen(data) + strlen(type) + 64;
 	char *buf = malloc(n);
@@ -191,7 +194,7 @@ void wh_api_probe_events(struct wh_req *req)
 	struct probe_event evs[SSE_BATCH];
 	bool done = false;
 	int idle = 0;
-	for (int waited = 0; !done && !wh_stopping(req) && waited < SSE_MAX_S; ) {
+	for (int waited = 0; !done && !wh_stopping(req) && waited < SSE_MAX_S;) {
 		int n = probe_events_wait(ex, id, &seq, evs, SSE_BATCH, SSE_WAIT_MS);
 		if (n < 0)
 			break;
@@ -210,13 +213,15 @@ void wh_api_probe_events(struct wh_req *req)
 			const char *data = evs[i].data != NULL ? evs[i].data : "{}";
 			char *final = NULL;
 			if (strcmp(evs[i].type, "end") == 0) {
-				/* the end carries the whole record: whatever chunks a slow reader missed */
+				/* the end carries the whole record: whatever chunks a slow reader
+				 * missed */
 				json_t *r = probe_get(ex, id);
 				final = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
 				json_decref(r);
 				done = true;
 			}
-			if (send_event(req->conn, evs[i].seq, evs[i].type, final ? final : data) != 0)
+			if (send_event(req->conn, evs[i].seq, evs[i].type, final ? final : data) !=
+			    0)
 				done = true;
 			free(final);
 			probe_event_free(&evs[i]);

@@ -19,17 +19,18 @@ void wh_api_upgrade(struct wh_req *req)
 	free(body);
 	if (!json_is_object(o)) {
 		json_decref(o);
-		wh_reply_error(req, 400, "bad_request", "expected a JSON object with version, url "
+		wh_reply_error(req, 400, "bad_request",
+		               "expected a JSON object with version, url "
 		               "and checksum");
 		return;
 	}
 	json_t *down = json_object_get(o, "allow_downgrade");
 	struct lc_upgrade_request rq = {
-		.version = json_string_value(json_object_get(o, "version")),
-		.url = json_string_value(json_object_get(o, "url")),
-		.checksum = json_string_value(json_object_get(o, "checksum")),
-		.signature_url = json_string_value(json_object_get(o, "signature_url")),
-		.allow_downgrade = json_is_true(down),
+	    .version = json_string_value(json_object_get(o, "version")),
+	    .url = json_string_value(json_object_get(o, "url")),
+	    .checksum = json_string_value(json_object_get(o, "checksum")),
+	    .signature_url = json_string_value(json_object_get(o, "signature_url")),
+	    .allow_downgrade = json_is_true(down),
 	};
 	if (down != NULL && !json_is_boolean(down)) {
 		json_decref(o);
@@ -43,12 +44,14 @@ void wh_api_upgrade(struct wh_req *req)
 		if (err.code == VM_ERR_INVALID)
 			wh_reply_error(req, 400, "bad_request", "%s", err.msg);
 		else
-			wh_reply_error(req, 503, "unavailable", "the upgrade could not be started: %s",
-			               err.msg);
+			wh_reply_error(req, 503, "unavailable",
+			               "the upgrade could not be started: %s", err.msg);
 		return;
 	}
-	wh_reply_json(req, 202, json_pack("{s:s,s:s,s:s}", "status", "accepted", "version",
-	                                  rq.version, "report", "the outcome is sent to the control "
-	                                  "plane as an upgrade event"));
+	wh_reply_json(req, 202,
+	              json_pack("{s:s,s:s,s:s}", "status", "accepted", "version", rq.version,
+	                        "report",
+	                        "the outcome is sent to the control "
+	                        "plane as an upgrade event"));
 	json_decref(o);
 }

@@ -132,12 +132,12 @@ void wh_audit_request(struct wh_audit *a, const struct wh_req *req)
 	char fwd[256] = "";
 	if (xff != NULL)
 		snprintf(fwd, sizeof(fwd), "%s", xff);
-	json_t *line = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "time", ts,
-	                         "tenant", req->claims.tenant, "sub", req->claims.sub, "jti",
-	                         req->claims.jti, "route", route, "path",
-	                         req->info->local_uri ? req->info->local_uri : "", "outcome",
-	                         outcome_of(req), "status", req->status, "error", req->err_code,
-	                         "remote_addr", req->info->remote_addr, "forwarded_for", fwd);
+	json_t *line =
+	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "time", ts, "tenant",
+	              req->claims.tenant, "sub", req->claims.sub, "jti", req->claims.jti, "route",
+	              route, "path", req->info->local_uri ? req->info->local_uri : "", "outcome",
+	              outcome_of(req), "status", req->status, "error", req->err_code, "remote_addr",
+	              req->info->remote_addr, "forwarded_for", fwd);
 	if (line != NULL && req->probe_id[0] != '\0')
 		json_object_set_new(line, "probe_id", json_string(req->probe_id));
 	char *text = line != NULL ? json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;

@@ -54,7 +54,8 @@ static size_t slot_of(const struct replay_cache *rc, const uint8_t id[16])
 
 static struct replay_entry *replay_find(struct replay_cache *rc, const uint8_t id[16])
 {
-	for (size_t i = slot_of(rc, id), n = 0; n < rc->nslots; i = (i + 1) & (rc->nslots - 1), n++) {
+	for (size_t i = slot_of(rc, id), n = 0; n < rc->nslots;
+	     i = (i + 1) & (rc->nslots - 1), n++) {
 		struct replay_entry *e = &rc->slots[i];
 		if (e->until == 0 || memcmp(e->id, id, 16) == 0)
 			return e;
@@ -137,7 +138,8 @@ struct wh_auth *wh_auth_new(const struct cfg *cfg, struct vm_err *err)
 		if (jwt_keyset_add_file(a->keys, cfg->auth.jwt_keys.items[i], err) != 0)
 			goto fail;
 	if (cfg->auth.jwt_keys.count == 0)
-		log_warn("auth", "auth.jwt_keys is empty: every route except /v1/livez answers 401");
+		log_warn("auth",
+		         "auth.jwt_keys is empty: every route except /v1/livez answers 401");
 	else
 		log_info("auth", "%d JWT key(s) loaded; issuer %s", cfg->auth.jwt_keys.count,
 		         a->issuer);
@@ -166,8 +168,10 @@ static void deny401(struct wh_req *req, const char *code, const char *why)
 	if (strcmp(code, "missing_token") == 0)
 		snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer realm=\"vm-agent\"\r\n");
 	else
-		snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer realm=\"vm-agent\", "
-		         "error=\"invalid_token\", error_description=\"%s\"\r\n", code);
+		snprintf(hdr, sizeof(hdr),
+		         "WWW-Authenticate: Bearer realm=\"vm-agent\", "
+		         "error=\"invalid_token\", error_description=\"%s\"\r\n",
+		         code);
 	wh_reply_error_hdr(req, 401, hdr, code, "%s", why);
 }
 
@@ -244,8 +248,10 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 	 * restart). A token issued before that could have been used already; refuse
 	 * it rather than accept a possible replay. The control plane mints a fresh one. */
 	if (tok->iat + JWT_SKEW_S < a->started) {
-		log_denied(req, 401, "issued_before_start", "token issued before the agent started");
-		deny401(req, "issued_before_start", "the token was issued before the agent (re)started; "
+		log_denied(req, 401, "issued_before_start",
+		           "token issued before the agent started");
+		deny401(req, "issued_before_start",
+		        "the token was issued before the agent (re)started; "
 		        "use a new token");
 		goto fail;
 	}
@@ -268,8 +274,9 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 	}
 	if (rr == REPLAY_FULL) {
 		log_denied(req, 503, "replay_cache_full", "auth.replay_cache_size live tokens");
-		wh_reply_error_hdr(req, 503, "Retry-After: 5\r\n", "replay_cache_full",
-		                   "too many live tokens to remember (auth.replay_cache_size); retry");
+		wh_reply_error_hdr(
+		    req, 503, "Retry-After: 5\r\n", "replay_cache_full",
+		    "too many live tokens to remember (auth.replay_cache_size); retry");
 		goto fail;
 	}
 	req->claims.verified = true;

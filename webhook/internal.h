@@ -43,7 +43,7 @@ struct wh_route {
 	const char *method;
 	const char *pattern; /* "/v1/probes/{id}": {x} matches one non-empty segment */
 	wh_handler_fn fn;
-	const char *scope;   /* JWT scope the caller needs; NULL = no auth (livez only) */
+	const char *scope; /* JWT scope the caller needs; NULL = no auth (livez only) */
 };
 
 /* Authorizes req for scope (auth.c). Returns 0 when allowed and fills
@@ -73,11 +73,10 @@ const struct wh_deps *wh_deps_of(const struct wh_req *req);
 /* Responses. Every response carries Content-Length and a JSON body. */
 void wh_reply_json(struct wh_req *req, int status, json_t *body); /* steals body */
 void wh_reply_error(struct wh_req *req, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 /* Same with extra header lines ("Retry-After: 1\r\n"). */
-void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers,
-                        const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void wh_reply_raw(struct mg_connection *conn, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 

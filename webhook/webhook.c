@@ -54,7 +54,8 @@ static void reply_json_headers(struct mg_connection *conn, int status, const cha
 {
 	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
 	if (text == NULL) {
-		static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+		static const char oom[] =
+		    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
 		wh_reply_raw(conn, 500, "application/json", extra, oom, sizeof(oom) - 1);
 	} else {
 		size_t n = strlen(text);
@@ -101,8 +102,8 @@ void wh_reply_error(struct wh_req *req, int status, const char *code, const char
 	va_end(ap);
 }
 
-void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers,
-                        const char *code, const char *fmt, ...)
+void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers, const char *code,
+                        const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -116,8 +117,10 @@ int wh_read_body(struct wh_req *req, char **out, size_t *len)
 	long long declared = req->info->content_length;
 	*out = NULL;
 	if (declared > 0 && (uint64_t)declared > max) {
-		wh_reply_error(req, 413, "body_too_large", "request body is %lld bytes; the limit is "
-		               "%llu (webhook.max_body)", declared, (unsigned long long)max);
+		wh_reply_error(req, 413, "body_too_large",
+		               "request body is %lld bytes; the limit is "
+		               "%llu (webhook.max_body)",
+		               declared, (unsigned long long)max);
 		return -1;
 	}
 	size_t cap = declared > 0 ? (size_t)declared : 4096, n = 0;
@@ -146,8 +149,10 @@ int wh_read_body(struct wh_req *req, char **out, size_t *len)
 	}
 	if ((uint64_t)n > max) {
 		free(buf);
-		wh_reply_error(req, 413, "body_too_large", "request body exceeds %llu bytes "
-		               "(webhook.max_body)", (unsigned long long)max);
+		wh_reply_error(req, 413, "body_too_large",
+		               "request body exceeds %llu bytes "
+		               "(webhook.max_body)",
+		               (unsigned long long)max);
 		return -1;
 	}
 	buf[n] = '\0';
@@ -171,7 +176,8 @@ static bool route_match(const char *pattern, const char *uri, struct wh_req *req
 		if (*p == '{') {
 			const char *pend = strchr(p, '}');
 			size_t ulen = strcspn(u, "/");
-			if (pend == NULL || ulen == 0 || ulen >= sizeof(req->params[0]) || np >= WH_MAX_PARAMS)
+			if (pend == NULL || ulen == 0 || ulen >= sizeof(req->params[0]) ||
+			    np >= WH_MAX_PARAMS)
 				return false;
 			memcpy(req->params[np], u, ulen);
 			req->params[np++][ulen] = '\0';
@@ -196,9 +202,10 @@ static int dispatch(struct mg_connection *conn)
 	/* Refuse an oversized body before routing: nothing needs to read it. */
 	long long declared = req.info->content_length;
 	if (declared > 0 && (uint64_t)declared > req.srv->max_body) {
-		wh_reply_error(&req, 413, "body_too_large", "request body is %lld bytes; the limit "
-		               "is %llu (webhook.max_body)", declared,
-		               (unsigned long long)req.srv->max_body);
+		wh_reply_error(&req, 413, "body_too_large",
+		               "request body is %lld bytes; the limit "
+		               "is %llu (webhook.max_body)",
+		               declared, (unsigned long long)req.srv->max_body);
 		return 1;
 	}
 	char allow[128] = "";
@@ -241,7 +248,8 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
 	                   : status == 408                ? "timeout"
 	                   : status >= 500                ? "internal"
 	                                                  : "bad_request";
-	reply_error_conn(conn, status, "Connection: close\r\n", code, msg ? msg : status_text(status));
+	reply_error_conn(conn, status, "Connection: close\r\n", code,
+	                 msg ? msg : status_text(status));
 	return 0;
 }
 
@@ -265,8 +273,10 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, srv->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
-		log_error("webhook", "webhook.tls_key_file %s: cannot load a key matching the "
-		          "certificate: %s", srv->tls_key_file, ERR_reason_error_string(ERR_get_error()));
+		log_error("webhook",
+		          "webhook.tls_key_file %s: cannot load a key matching the "
+		          "certificate: %s",
+		          srv->tls_key_file, ERR_reason_error_string(ERR_get_error()));
 		return -1;
 	}
 	return 1;
@@ -275,7 +285,8 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 int wh_listener_changed(const struct cfg *a, const struct cfg *b)
 {
 	return strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
-	       a->webhook.port != b->webhook.port || a->webhook.tls_enabled != b->webhook.tls_enabled ||
+	       a->webhook.port != b->webhook.port ||
+	       a->webhook.tls_enabled != b->webhook.tls_enabled ||
 	       strcmp(a->webhook.tls_cert_file, b->webhook.tls_cert_file) != 0 ||
 	       strcmp(a->webhook.tls_key_file, b->webhook.tls_key_file) != 0 ||
 	       a->webhook.num_threads != b->webhook.num_threads ||
@@ -320,8 +331,7 @@ static void free_server(struct wh_server *srv)
 	free(srv);
 }
 
-struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
-                           struct vm_err *err)
+struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err)
 {
 	struct wh_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -349,18 +359,26 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
 	snprintf(ports, sizeof(ports), strchr(addr, ':') ? "[%s]:%d%s" : "%s:%d%s", addr,
 	         cfg->webhook.port, cfg->webhook.tls_enabled ? "s" : "");
 	snprintf(threads, sizeof(threads), "%d", cfg->webhook.num_threads);
-	snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)cfg->webhook.request_timeout_ms);
+	snprintf(timeout, sizeof(timeout), "%llu",
+	         (unsigned long long)cfg->webhook.request_timeout_ms);
 	const char *options[] = {
-		"listening_ports", ports,
-		"num_threads", threads,
-		"request_timeout_ms", timeout,
-		"enable_keep_alive", "yes",
-		"keep_alive_timeout_ms", "5000",
-		"max_request_size", "65536", /* headers only; bodies are bounded in wh_read_body */
-		/* headers and body go out in separate writes: without this, Nagle and
-		 * delayed ACKs add ~40 ms to every response */
-		"tcp_nodelay", "1",
-		NULL,
+	    "listening_ports",
+	    ports,
+	    "num_threads",
+	    threads,
+	    "request_timeout_ms",
+	    timeout,
+	    "enable_keep_alive",
+	    "yes",
+	    "keep_alive_timeout_ms",
+	    "5000",
+	    "max_request_size",
+	    "65536", /* headers only; bodies are bounded in wh_read_body */
+	    /* headers and body go out in separate writes: without this, Nagle and
+	     * delayed ACKs add ~40 ms to every response */
+	    "tcp_nodelay",
+	    "1",
+	    NULL,
 	};
 	struct mg_callbacks cb;
 	memset(&cb, 0, sizeof(cb));
@@ -383,8 +401,10 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
 		return NULL;
 	}
 	if (!is_loopback(addr))
-		log_warn("webhook", "listening on %s, which is not a loopback address: the API is "
-		         "reachable from the network; it is meant to be reached through the tunnel", addr);
+		log_warn("webhook",
+		         "listening on %s, which is not a loopback address: the API is "
+		         "reachable from the network; it is meant to be reached through the tunnel",
+		         addr);
 	log_info("webhook", "listening on %s%s", ports, cfg->webhook.tls_enabled ? " (TLS)" : "");
 	return srv;
 }

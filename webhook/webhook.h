@@ -23,8 +23,7 @@ struct wh_deps {
 /* Starts the listener described by cfg->webhook. The server copies what it
  * needs from cfg. A busy port or unreadable TLS files are errors (VM_ERR_BUSY,
  * VM_ERR_IO) with the reason in err. */
-struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps,
-                           struct vm_err *err);
+struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err);
 
 /* Stops accepting, waits for in-flight requests, frees. NULL is fine. */
 void wh_stop(struct wh_server *srv);

@@ -6,8 +6,8 @@
 
 int probe_exec_parse(STEP_PARSE_ARGS)
 {
-	static const char *const known[] = {"type", "name", "argv", "env", "cwd", "stdin",
-	                                    "user", "group", "timeout", NULL};
+	static const char *const known[] = {"type",  "name", "argv",  "env",     "cwd",
+	                                    "stdin", "user", "group", "timeout", NULL};
 	if (probe_fields_known(obj, known, path, epath, ecap, err) != 0)
 		return -1;
 	json_t *argv = json_object_get(obj, "argv");
@@ -21,14 +21,18 @@ int probe_exec_parse(STEP_PARSE_ARGS)
 	}
 	size_t i;
 	json_t *v;
-	json_array_foreach(argv, i, v) {
+	json_array_foreach(argv, i, v)
+	{
 		char ip[96];
 		snprintf(ip, sizeof(ip), "%s[%zu]", p, i);
 		if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||
-		    json_string_length(v) > PROBE_ARG_MAX || (i == 0 && json_string_length(v) == 0)) {
+		    json_string_length(v) > PROBE_ARG_MAX ||
+		    (i == 0 && json_string_length(v) == 0)) {
 			snprintf(epath, ecap, "%s", ip);
-			return vm_err_set(err, VM_ERR_INVALID, "%s: must be a %sstring without NUL of at "
-			                  "most %d bytes", ip, i == 0 ? "non-empty " : "", PROBE_ARG_MAX);
+			return vm_err_set(err, VM_ERR_INVALID,
+			                  "%s: must be a %sstring without NUL of at "
+			                  "most %d bytes",
+			                  ip, i == 0 ? "non-empty " : "", PROBE_ARG_MAX);
 		}
 		st->argv[st->argc++] = json_string_value(v);
 	}

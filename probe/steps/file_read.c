@@ -14,13 +14,14 @@
 #include "probe/steps/steps.h"
 
 #define READ_DEFAULT (1u << 20)
-#define READ_MAX (64u << 20)
+#define READ_MAX     (64u << 20)
 
 int probe_file_read_parse(STEP_PARSE_ARGS)
 {
 	static const char *const known[] = {"type", "name", "path", "max_bytes", NULL};
 	if (probe_fields_known(obj, known, path, epath, ecap, err) != 0 ||
-	    probe_field_str(obj, "path", true, PATH_MAX - 1, &st->path, path, epath, ecap, err) != 0)
+	    probe_field_str(obj, "path", true, PATH_MAX - 1, &st->path, path, epath, ecap, err) !=
+	        0)
 		return -1;
 	if (st->path[0] != '/') {
 		snprintf(epath, ecap, "%s.path", path);
@@ -40,15 +41,13 @@ int probe_file_read_parse(STEP_PARSE_ARGS)
 	return 0;
 }
 
-static enum probe_step_status failed(json_t *result, int errnum, const char *what,
-                                     const char *path)
+static enum probe_step_status failed(json_t *result, int errnum, const char *what, const char *path)
 {
 	char msg[PATH_MAX + 128];
 	snprintf(msg, sizeof(msg), "%s %s: %s", what, path, strerror(errnum));
 	json_object_set_new(result, "error", json_string(msg));
 	return STEP_FAILED;
 }
-
 
 void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
 {

@@ -43,14 +43,14 @@ static int parse_mode(json_t *v, int *mode)
 
 int probe_file_write_parse(STEP_PARSE_ARGS)
 {
-	static const char *const known[] = {"type", "name", "path", "content_b64", "mode",
-	                                    "owner", "group", "backup", "create_only", "sha256",
-	                                    NULL};
+	static const char *const known[] = {"type",        "name",   "path",  "content_b64",
+	                                    "mode",        "owner",  "group", "backup",
+	                                    "create_only", "sha256", NULL};
 	const char *b64 = NULL, *sha = NULL;
 	if (probe_fields_known(obj, known, path, epath, ecap, err) != 0 ||
 	    probe_field_str(obj, "path", true, PATH_MAX - 16, &st->path, path, epath, ecap, err) ||
-	    probe_field_str(obj, "content_b64", true, WRITE_MAX / 3 * 4 + 4, &b64, path, epath, ecap,
-	                    err) ||
+	    probe_field_str(obj, "content_b64", true, WRITE_MAX / 3 * 4 + 4, &b64, path, epath,
+	                    ecap, err) ||
 	    probe_field_str(obj, "owner", false, 64, &st->owner, path, epath, ecap, err) ||
 	    probe_field_str(obj, "group", false, 64, &st->group, path, epath, ecap, err) ||
 	    probe_field_bool(obj, "backup", &st->backup, path, epath, ecap, err) ||
@@ -73,7 +73,8 @@ int probe_file_write_parse(STEP_PARSE_ARGS)
 		static const char hexd[] = "0123456789abcdef";
 		bool ok = strlen(sha) == 64;
 		for (size_t i = 0; ok && i < SHA256_LEN; i++) {
-			const char *hi = strchr(hexd, sha[2 * i] | 0x20), *lo = strchr(hexd, sha[2 * i + 1] | 0x20);
+			const char *hi = strchr(hexd, sha[2 * i] | 0x20),
+			           *lo = strchr(hexd, sha[2 * i + 1] | 0x20);
 			ok = hi != NULL && lo != NULL && sha[2 * i] != 0 && sha[2 * i + 1] != 0;
 			if (ok)
 				st->sha256[i] = (uint8_t)((hi - hexd) << 4 | (lo - hexd));
@@ -114,8 +115,8 @@ static bool unchanged(const char *path, const struct stat *sb, const uint8_t *da
 	return memcmp(a, b, sizeof(a)) == 0;
 }
 
-static int write_temp(const char *path, const uint8_t *data, size_t len, mode_t mode,
-                      bool set_ids, uid_t uid, gid_t gid, char *tmp, size_t cap)
+static int write_temp(const char *path, const uint8_t *data, size_t len, mode_t mode, bool set_ids,
+                      uid_t uid, gid_t gid, char *tmp, size_t cap)
 {
 	snprintf(tmp, cap, "%s.vma-tmp.XXXXXX", path);
 	int fd = mkostemp(tmp, O_CLOEXEC);
@@ -160,7 +161,8 @@ enum probe_step_status probe_file_write_run(STEP_RUN_ARGS)
 	json_object_set_new(result, "size", json_integer((json_int_t)st->content_len));
 	json_object_set_new(result, "changed", json_false());
 	if (st->has_sha256 && memcmp(digest, st->sha256, SHA256_LEN) != 0)
-		return fail_msg(result, "content does not match the expected sha256; nothing written");
+		return fail_msg(result,
+		                "content does not match the expected sha256; nothing written");
 
 	struct vm_err err = {0};
 	uid_t uid;

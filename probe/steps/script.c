@@ -16,8 +16,8 @@
 
 int probe_script_parse(STEP_PARSE_ARGS)
 {
-	static const char *const known[] = {"type", "name", "interpreter", "body", "env", "cwd",
-	                                    "stdin", "user", "group", "timeout", NULL};
+	static const char *const known[] = {"type",  "name", "interpreter", "body",    "env", "cwd",
+	                                    "stdin", "user", "group",       "timeout", NULL};
 	if (probe_fields_known(obj, known, path, epath, ecap, err) != 0 ||
 	    probe_field_str(obj, "interpreter", false, PATH_MAX - 1, &st->interpreter, path, epath,
 	                    ecap, err) != 0 ||

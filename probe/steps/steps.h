@@ -4,10 +4,10 @@
 
 #include "probe/internal.h"
 
-#define STEP_PARSE_ARGS                                                                        \
-	json_t *obj, struct probe_step_req *st, const char *path, char *epath, size_t ecap,       \
-		struct vm_err *err
-#define STEP_RUN_ARGS                                                                          \
+#define STEP_PARSE_ARGS                                                                     \
+	json_t *obj, struct probe_step_req *st, const char *path, char *epath, size_t ecap, \
+	    struct vm_err *err
+#define STEP_RUN_ARGS \
 	const struct probe_step_req *st, const struct probe_step_ctx *ctx, json_t *result
 
 int probe_exec_parse(STEP_PARSE_ARGS);

@@ -25,13 +25,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	double x, y, z;
 	size_t n;
 	switch (data[0] % 7) {
-	case 0: (void)health_parse_stat(text, &t, &a, &bt, &b); break;
-	case 1: (void)health_parse_loadavg(text, &x, &y, &z); break;
-	case 2: (void)health_parse_meminfo(text, &sys); break;
-	case 3: (void)health_parse_uptime(text, &x); break;
-	case 4: (void)health_parse_netdev(text, net, 4, &n); break;
-	case 5: (void)health_parse_mounts(text, fs, 4, &n); break;
-	case 6: (void)health_parse_self_status(text, &a, &b); break;
+	case 0:
+		(void)health_parse_stat(text, &t, &a, &bt, &b);
+		break;
+	case 1:
+		(void)health_parse_loadavg(text, &x, &y, &z);
+		break;
+	case 2:
+		(void)health_parse_meminfo(text, &sys);
+		break;
+	case 3:
+		(void)health_parse_uptime(text, &x);
+		break;
+	case 4:
+		(void)health_parse_netdev(text, net, 4, &n);
+		break;
+	case 5:
+		(void)health_parse_mounts(text, fs, 4, &n);
+		break;
+	case 6:
+		(void)health_parse_self_status(text, &a, &b);
+		break;
 	}
 	free(text);
 	return 0;

@@ -19,8 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		for (int i = 0; i < req.nsteps; i++) {
 			const struct probe_step_req *s = &req.steps[i];
-			if (s->type < 0 || (size_t)s->type >= probe_step_count || s->argc > PROBE_MAX_ARGV ||
-			    s->argv[s->argc] != NULL || s->nenv > PROBE_MAX_ENV)
+			if (s->type < 0 || (size_t)s->type >= probe_step_count ||
+			    s->argc > PROBE_MAX_ARGV || s->argv[s->argc] != NULL ||
+			    s->nenv > PROBE_MAX_ENV)
 				abort();
 			for (int j = 0; j < s->nenv; j++)
 				if (strchr(s->env[j], '=') == NULL)

@@ -39,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 handshake:;
 	struct vm_err err;
 	int status = 0;
-	long hl = ws_handshake_parse((const char *)data, size, "dGhlIHNhbXBsZSBub25jZQ==", &status,
-	                             &err);
+	long hl =
+	    ws_handshake_parse((const char *)data, size, "dGhlIHNhbXBsZSBub25jZQ==", &status, &err);
 	if (hl > (long)size)
 		__builtin_trap();
 	return 0;

@@ -18,14 +18,20 @@ static int f_send(void *ctx, const uint8_t hdr[YMX_HDR_LEN], const uint8_t *payl
 	sent_bytes += YMX_HDR_LEN + len;
 	return 0;
 }
-static void f_open(void *ctx, struct ymx_stream *st) { (void)ctx, (void)st; }
+static void f_open(void *ctx, struct ymx_stream *st)
+{
+	(void)ctx, (void)st;
+}
 static void f_data(void *ctx, struct ymx_stream *st)
 {
 	(void)ctx;
 	if (st->rx.len > YMX_WINDOW)
 		__builtin_trap();
 }
-static void f_reset(void *ctx, struct ymx_stream *st) { (void)ctx, (void)st; }
+static void f_reset(void *ctx, struct ymx_stream *st)
+{
+	(void)ctx, (void)st;
+}
 
 static const struct ymx_ops ops = {f_send, f_open, f_data, f_reset, NULL};
 
@@ -47,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (struct ymx_stream *st = s.head; st != NULL; st = st->next) {
 			if (ymx_stream_consume(&s, st, st->rx.len / 2 + 1) != 0)
 				break;
-			(void)ymx_stream_write(&s, st, out, (size_t)(data[off] % 2) * sizeof(out), 512);
+			(void)ymx_stream_write(&s, st, out, (size_t)(data[off] % 2) * sizeof(out),
+			                       512);
 			if (data[off] == 0xFF)
 				(void)ymx_stream_close(&s, st);
 		}

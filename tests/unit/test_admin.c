@@ -83,7 +83,8 @@ static void test_admin_round_trip_and_errors(void **state)
 	assert_int_equal(err.code, VM_ERR_BUSY);
 	admin_stop(srv);
 	assert_int_equal(access(sock, F_OK), -1);
-	assert_int_equal(admin_call(sock, "{\"cmd\":\"echo\"}", 2000, &reply, &err), -VM_ERR_NOTFOUND);
+	assert_int_equal(admin_call(sock, "{\"cmd\":\"echo\"}", 2000, &reply, &err),
+	                 -VM_ERR_NOTFOUND);
 }
 
 static void test_admin_replaces_stale_socket(void **state)
@@ -111,16 +112,21 @@ static void test_admin_parse_request(void **state)
 	char cmd[16];
 	json_t *req;
 	struct vm_err err = {0};
-	assert_int_equal(admin_parse_request("{\"cmd\":\"status\"}", 16, cmd, sizeof(cmd), &req, &err),
-	                 0);
+	assert_int_equal(
+	    admin_parse_request("{\"cmd\":\"status\"}", 16, cmd, sizeof(cmd), &req, &err), 0);
 	assert_string_equal(cmd, "status");
 	json_decref(req);
-	static const char *const bad[] = {"", "[]", "{}", "{\"cmd\":1}", "{\"cmd\":\"\"}",
+	static const char *const bad[] = {"",
+	                                  "[]",
+	                                  "{}",
+	                                  "{\"cmd\":1}",
+	                                  "{\"cmd\":\"\"}",
 	                                  "{\"cmd\":\"waytoolongcommandname\"}",
 	                                  "{\"cmd\":\"a\",\"cmd\":\"b\"}"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(admin_parse_request(bad[i], strlen(bad[i]), cmd, sizeof(cmd), &req, &err),
-		                 -VM_ERR_INVALID);
+		assert_int_equal(
+		    admin_parse_request(bad[i], strlen(bad[i]), cmd, sizeof(cmd), &req, &err),
+		    -VM_ERR_INVALID);
 		assert_null(req);
 	}
 }
@@ -128,9 +134,9 @@ static void test_admin_parse_request(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_admin_round_trip_and_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_admin_replaces_stale_socket, setup, teardown),
-		cmocka_unit_test(test_admin_parse_request),
+	    cmocka_unit_test_setup_teardown(test_admin_round_trip_and_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_replaces_stale_socket, setup, teardown),
+	    cmocka_unit_test(test_admin_parse_request),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,13 +124,17 @@ static void test_config_error_unknown_key_suggests(void **state)
 static void test_config_error_types(void **state)
 {
 	(void)state;
-	expect_error("webhook:\n  tls_enabled: maybe\n", "2:16: webhook.tls_enabled: expected true or false");
-	expect_error("probe:\n  default_timeout: 5 minutes\n", "probe.default_timeout: expected a duration");
+	expect_error("webhook:\n  tls_enabled: maybe\n",
+	             "2:16: webhook.tls_enabled: expected true or false");
+	expect_error("probe:\n  default_timeout: 5 minutes\n",
+	             "probe.default_timeout: expected a duration");
 	expect_error("log:\n  max_size: lots\n", "log.max_size: expected a size");
 	expect_error("log:\n  level: loud\n", "log.level: expected one of debug|info|warn|error");
-	expect_error("piko:\n  reconnect:\n    multiplier: 0.5\n", "3:17: piko.reconnect.multiplier: expected a number");
+	expect_error("piko:\n  reconnect:\n    multiplier: 0.5\n",
+	             "3:17: piko.reconnect.multiplier: expected a number");
 	expect_error("webhook: 5\n", "1:10: webhook: expected a mapping");
-	expect_error("webhook:\n  port: [1, 2]\n", "webhook.port: expected a single value, not a list");
+	expect_error("webhook:\n  port: [1, 2]\n",
+	             "webhook.port: expected a single value, not a list");
 	expect_error("- a\n- b\n", "1:1: (top level): expected a mapping");
 }
 
@@ -144,14 +148,16 @@ static void test_config_error_yaml_syntax_has_position(void **state)
 static void test_config_error_duplicate_key(void **state)
 {
 	(void)state;
-	expect_error("webhook:\n  port: 1\n  port: 2\n", "3:3: webhook.port: duplicate key (first set on line 2)");
+	expect_error("webhook:\n  port: 1\n  port: 2\n",
+	             "3:3: webhook.port: duplicate key (first set on line 2)");
 }
 
 static void test_config_error_endpoint_with_slash_suggests_form(void **state)
 {
 	(void)state;
-	expect_error("piko:\n  server_url: https://p\n  endpoint: tenant-acme/server-001\n",
-	             "3:13: piko.endpoint: \"tenant-acme/server-001\" is not a single path segment");
+	expect_error(
+	    "piko:\n  server_url: https://p\n  endpoint: tenant-acme/server-001\n",
+	    "3:13: piko.endpoint: \"tenant-acme/server-001\" is not a single path segment");
 	expect_error("piko:\n  server_url: https://p\n  endpoint: tenant-acme/server-001\n",
 	             "use e.g. \"tenant-acme-server-001\"");
 }
@@ -159,14 +165,19 @@ static void test_config_error_endpoint_with_slash_suggests_form(void **state)
 static void test_config_error_cross_field(void **state)
 {
 	(void)state;
-	expect_error("webhook:\n  tls_enabled: true\n",
-	             "config.yaml: webhook.tls_cert_file: required when webhook.tls_enabled is true");
-	expect_error("piko:\n  server_url: ftp://x\n  endpoint: a\n", "2:15: piko.server_url: expected an http");
-	expect_error("piko:\n  server_url: https://x\n", "piko.endpoint: required when piko.server_url is set");
+	expect_error(
+	    "webhook:\n  tls_enabled: true\n",
+	    "config.yaml: webhook.tls_cert_file: required when webhook.tls_enabled is true");
+	expect_error("piko:\n  server_url: ftp://x\n  endpoint: a\n",
+	             "2:15: piko.server_url: expected an http");
+	expect_error("piko:\n  server_url: https://x\n",
+	             "piko.endpoint: required when piko.server_url is set");
 	expect_error("piko:\n  reconnect:\n    initial_delay: 2m\n    max_delay: 1m\n",
 	             "3:20: piko.reconnect.initial_delay: must not exceed max_delay");
-	expect_error("piko:\n  token: a\n  token_file: /x\n", "piko.token and piko.token_file are both set");
-	expect_error("piko:\n  forward_addr: localhost:80\n", "2:17: piko.forward_addr: expected IP:PORT");
+	expect_error("piko:\n  token: a\n  token_file: /x\n",
+	             "piko.token and piko.token_file are both set");
+	expect_error("piko:\n  forward_addr: localhost:80\n",
+	             "2:17: piko.forward_addr: expected IP:PORT");
 	expect_error("piko:\n  forward_addr: 127.0.0.1\n", "piko.forward_addr: expected IP:PORT");
 	expect_error("piko:\n  forward_addr: 127.0.0.1:0\n", "piko.forward_addr: expected IP:PORT");
 	struct cfg *c = malloc(sizeof(*c));
@@ -224,8 +235,8 @@ static void test_config_env_error_names_variable(void **state)
 	struct cfg *c = malloc(sizeof(*c));
 	struct vm_err err = {0};
 	assert_int_not_equal(load(c, "", env, &err), 0);
-	assert_string_equal(err.msg,
-	                    "environment VM_AGENT_WEBHOOK_PORT: webhook.port: expected integer 1-65535");
+	assert_string_equal(
+	    err.msg, "environment VM_AGENT_WEBHOOK_PORT: webhook.port: expected integer 1-65535");
 	char *env2[] = {"VM_AGENT_WEBHOOK_TLS_ENABLED=true", NULL};
 	assert_int_not_equal(load(c, "", env2, &err), 0);
 	assert_non_null(strstr(err.msg, "webhook.tls_cert_file: required"));
@@ -249,16 +260,20 @@ static void test_config_missing_file_is_notfound(void **state)
 static void test_config_durations(void **state)
 {
 	(void)state;
-	static const struct { const char *in; long long ms; } ok[] = {
-		{"500ms", 500}, {"1s", 1000}, {"5m", 300000}, {"300s", 300000}, {"2h", 7200000},
-		{"1d", 86400000}, {"300", 300000}, {"1.5s", 1500}, {"0s", 0},
+	static const struct {
+		const char *in;
+		long long ms;
+	} ok[] = {
+	    {"500ms", 500},   {"1s", 1000},    {"5m", 300000}, {"300s", 300000}, {"2h", 7200000},
+	    {"1d", 86400000}, {"300", 300000}, {"1.5s", 1500}, {"0s", 0},
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		uint64_t ms = 1;
 		assert_int_equal(cfg_parse_duration(ok[i].in, &ms), 0);
 		assert_int_equal(ms, ok[i].ms);
 	}
-	static const char *const bad[] = {"", "s", "-1s", "1 s", "1x", "1.0005s", "nan", "inf", " 1s", "1e30s"};
+	static const char *const bad[] = {"",        "s",   "-1s", "1 s", "1x",
+	                                  "1.0005s", "nan", "inf", " 1s", "1e30s"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		uint64_t ms;
 		if (cfg_parse_duration(bad[i], &ms) == 0)
@@ -269,9 +284,12 @@ static void test_config_durations(void **state)
 static void test_config_sizes(void **state)
 {
 	(void)state;
-	static const struct { const char *in; long long bytes; } ok[] = {
-		{"10MiB", 10485760}, {"512KiB", 524288}, {"1GiB", 1073741824}, {"100KB", 100000},
-		{"4096", 4096}, {"1.5MiB", 1572864}, {"2M", 2097152},
+	static const struct {
+		const char *in;
+		long long bytes;
+	} ok[] = {
+	    {"10MiB", 10485760}, {"512KiB", 524288},  {"1GiB", 1073741824}, {"100KB", 100000},
+	    {"4096", 4096},      {"1.5MiB", 1572864}, {"2M", 2097152},
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		uint64_t b = 0;
@@ -307,9 +325,10 @@ static void test_config_list_from_yaml_sequence_and_env(void **state)
 	(void)state;
 	struct cfg *c = malloc(sizeof(*c));
 	struct vm_err err = {0};
-	const char *yaml = "agent:\n  id: a\n  tenant_id: t\n"
-	                   "auth:\n  issuer: https://cp\n  jwt_keys:\n    - /k/a.pem\n    - /k/b.pem\n"
-	                   "probe:\n  allow: [/bin/*, /usr/bin/true]\n";
+	const char *yaml =
+	    "agent:\n  id: a\n  tenant_id: t\n"
+	    "auth:\n  issuer: https://cp\n  jwt_keys:\n    - /k/a.pem\n    - /k/b.pem\n"
+	    "probe:\n  allow: [/bin/*, /usr/bin/true]\n";
 	assert_int_equal(load(c, yaml, NULL, &err), 0);
 	assert_int_equal(c->auth.jwt_keys.count, 2);
 	assert_string_equal(c->auth.jwt_keys.items[1], "/k/b.pem");
@@ -337,8 +356,10 @@ static void test_config_list_errors(void **state)
 	(void)state;
 	expect_error("probe:\n  allow:\n    - a\n    - [b]\n",
 	             "config.yaml:4:7: probe.allow: entry 1: expected a string, not a list");
-	expect_error("probe:\n  allow:\n    - a\n    - \"\"\n", "probe.allow: entry 1: must not be empty");
-	expect_error("probe:\n  allow: {a: b}\n", "probe.allow: expected a list of strings, not a mapping");
+	expect_error("probe:\n  allow:\n    - a\n    - \"\"\n",
+	             "probe.allow: entry 1: must not be empty");
+	expect_error("probe:\n  allow: {a: b}\n",
+	             "probe.allow: expected a list of strings, not a mapping");
 	expect_error("probe:\n  max_concurrent: [1]\n", "expected a single value, not a list");
 	char yaml[4096] = "probe:\n  allow:\n";
 	for (int i = 0; i < CFG_LIST_MAX + 1; i++)
@@ -355,7 +376,8 @@ static void test_config_list_errors(void **state)
 	struct vm_err err = {0};
 	char *env1[] = {"VM_AGENT_PROBE_ALLOW=a,,b", NULL};
 	assert_int_not_equal(load(c, "", env1, &err), 0);
-	assert_non_null(strstr(err.msg, "environment VM_AGENT_PROBE_ALLOW: probe.allow: expected a list"));
+	assert_non_null(
+	    strstr(err.msg, "environment VM_AGENT_PROBE_ALLOW: probe.allow: expected a list"));
 	char *env2[] = {"VM_AGENT_PROBE_ALLOW=a,", NULL};
 	assert_int_not_equal(load(c, "", env2, &err), 0);
 	free(c);
@@ -378,26 +400,26 @@ static void test_config_auth_and_probe_defaults(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config_defaults_match_seed),
-		cmocka_unit_test(test_config_full_file_parses),
-		cmocka_unit_test(test_config_error_bad_port_names_line_column_key),
-		cmocka_unit_test(test_config_error_unknown_key_suggests),
-		cmocka_unit_test(test_config_error_types),
-		cmocka_unit_test(test_config_error_yaml_syntax_has_position),
-		cmocka_unit_test(test_config_error_duplicate_key),
-		cmocka_unit_test(test_config_error_endpoint_with_slash_suggests_form),
-		cmocka_unit_test(test_config_error_cross_field),
-		cmocka_unit_test(test_config_error_value_too_long),
-		cmocka_unit_test(test_config_empty_file_and_empty_section_keep_defaults),
-		cmocka_unit_test(test_config_env_overrides_file),
-		cmocka_unit_test(test_config_env_error_names_variable),
-		cmocka_unit_test(test_config_missing_file_is_notfound),
-		cmocka_unit_test(test_config_durations),
-		cmocka_unit_test(test_config_sizes),
-		cmocka_unit_test(test_config_dump_redacts_token),
-		cmocka_unit_test(test_config_list_from_yaml_sequence_and_env),
-		cmocka_unit_test(test_config_list_errors),
-		cmocka_unit_test(test_config_auth_and_probe_defaults),
+	    cmocka_unit_test(test_config_defaults_match_seed),
+	    cmocka_unit_test(test_config_full_file_parses),
+	    cmocka_unit_test(test_config_error_bad_port_names_line_column_key),
+	    cmocka_unit_test(test_config_error_unknown_key_suggests),
+	    cmocka_unit_test(test_config_error_types),
+	    cmocka_unit_test(test_config_error_yaml_syntax_has_position),
+	    cmocka_unit_test(test_config_error_duplicate_key),
+	    cmocka_unit_test(test_config_error_endpoint_with_slash_suggests_form),
+	    cmocka_unit_test(test_config_error_cross_field),
+	    cmocka_unit_test(test_config_error_value_too_long),
+	    cmocka_unit_test(test_config_empty_file_and_empty_section_keep_defaults),
+	    cmocka_unit_test(test_config_env_overrides_file),
+	    cmocka_unit_test(test_config_env_error_names_variable),
+	    cmocka_unit_test(test_config_missing_file_is_notfound),
+	    cmocka_unit_test(test_config_durations),
+	    cmocka_unit_test(test_config_sizes),
+	    cmocka_unit_test(test_config_dump_redacts_token),
+	    cmocka_unit_test(test_config_list_from_yaml_sequence_and_env),
+	    cmocka_unit_test(test_config_list_errors),
+	    cmocka_unit_test(test_config_auth_and_probe_defaults),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -72,8 +72,8 @@ static void test_config_example_mentions_every_key(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config_example_loads),
-		cmocka_unit_test(test_config_example_mentions_every_key),
+	    cmocka_unit_test(test_config_example_loads),
+	    cmocka_unit_test(test_config_example_mentions_every_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,10 +104,10 @@ static void test_fs_read_file_enforces_limit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fs_write_atomic_replaces_with_mode_and_no_temp_left),
-		cmocka_unit_test(test_fs_write_atomic_missing_dir_fails_cleanly),
-		cmocka_unit_test(test_fs_mkdir_p_nested_and_existing),
-		cmocka_unit_test(test_fs_read_file_enforces_limit),
+	    cmocka_unit_test(test_fs_write_atomic_replaces_with_mode_and_no_temp_left),
+	    cmocka_unit_test(test_fs_write_atomic_missing_dir_fails_cleanly),
+	    cmocka_unit_test(test_fs_mkdir_p_nested_and_existing),
+	    cmocka_unit_test(test_fs_read_file_enforces_limit),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

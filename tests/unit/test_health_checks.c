@@ -10,12 +10,12 @@
 #include "health/internal.h"
 
 static const struct health_thresholds th = {
-	.disk_warn_percent = 90,
-	.disk_critical_percent = 95,
-	.memory_warn_percent = 95,
-	.tunnel_down_after_ms = 300000,
-	.cp_unreachable_after_ms = 900000,
-	.clock_skew_max_ms = 60000,
+    .disk_warn_percent = 90,
+    .disk_critical_percent = 95,
+    .memory_warn_percent = 95,
+    .tunnel_down_after_ms = 300000,
+    .cp_unreachable_after_ms = 900000,
+    .clock_skew_max_ms = 60000,
 };
 
 static struct health_snapshot *base(void)
@@ -196,13 +196,13 @@ static void test_health_json_has_state_reasons_and_system(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_health_checks_all_fine_is_healthy),
-		cmocka_unit_test(test_health_checks_disk_thresholds),
-		cmocka_unit_test(test_health_checks_tunnel_down_after_five_minutes),
-		cmocka_unit_test(test_health_checks_control_plane_clock_memory_spool),
-		cmocka_unit_test(test_health_state_names),
-		cmocka_unit_test(test_health_prometheus_format_and_escaping),
-		cmocka_unit_test(test_health_json_has_state_reasons_and_system),
+	    cmocka_unit_test(test_health_checks_all_fine_is_healthy),
+	    cmocka_unit_test(test_health_checks_disk_thresholds),
+	    cmocka_unit_test(test_health_checks_tunnel_down_after_five_minutes),
+	    cmocka_unit_test(test_health_checks_control_plane_clock_memory_spool),
+	    cmocka_unit_test(test_health_state_names),
+	    cmocka_unit_test(test_health_prometheus_format_and_escaping),
+	    cmocka_unit_test(test_health_json_has_state_reasons_and_system),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -107,7 +107,8 @@ static void test_health_parsers_reject_malformed(void **state)
 	size_t cnt;
 	assert_int_equal(health_parse_stat("", &t, &n, &b, &r), -1);
 	assert_int_equal(health_parse_stat("cpu  1 2\n", &t, &n, &b, &r), -1);
-	assert_int_equal(health_parse_stat("cpu  99999999999999999999 1 1 1\n", &t, &n, &b, &r), -1);
+	assert_int_equal(health_parse_stat("cpu  99999999999999999999 1 1 1\n", &t, &n, &b, &r),
+	                 -1);
 	assert_int_equal(health_parse_loadavg("0.1 abc", &x, &y, &z), -1);
 	assert_int_equal(health_parse_loadavg("-1 0 0", &x, &y, &z), -1);
 	assert_int_equal(health_parse_uptime("", &x), -1);
@@ -117,11 +118,13 @@ static void test_health_parsers_reject_malformed(void **state)
 	assert_int_equal(health_parse_netdev("h\nh\n eth0: 1 2\n", net, 2, &cnt), -1);
 	/* more interfaces than room: bounded, not an error */
 	assert_int_equal(health_parse_netdev("h\nh\na: 1 2 3 4 5 6 7 8 9\nb: 1 2 3 4 5 6 7 8 9\n"
-	                                     "c: 1 2 3 4 5 6 7 8 9\n", net, 2, &cnt), 0);
+	                                     "c: 1 2 3 4 5 6 7 8 9\n",
+	                                     net, 2, &cnt),
+	                 0);
 	assert_int_equal(cnt, 2);
 	assert_int_equal(health_parse_mounts("onlydevice\n", fs, 2, &cnt), -1);
-	assert_int_equal(health_parse_mounts("/dev/a /x ext4 rw 0 0\n/dev/b /x xfs rw 0 0\n", fs, 2,
-	                                     &cnt), 0);
+	assert_int_equal(
+	    health_parse_mounts("/dev/a /x ext4 rw 0 0\n/dev/b /x xfs rw 0 0\n", fs, 2, &cnt), 0);
 	assert_int_equal(cnt, 1); /* the later mount hides the earlier */
 	assert_string_equal(fs[0].fstype, "xfs");
 	uint64_t rss, thr;
@@ -167,12 +170,12 @@ int main(void)
 	const char *data = getenv("VMA_TEST_DATA");
 	snprintf(root, sizeof(root), "%s/proc/basic", data ? data : "tests/data");
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_health_collect_fixture_all_fields),
-		cmocka_unit_test(test_health_collect_first_sample_has_no_cpu_percent),
-		cmocka_unit_test(test_health_collect_missing_root_sets_error_bits),
-		cmocka_unit_test(test_health_parsers_reject_malformed),
-		cmocka_unit_test(test_health_pseudo_filesystems_skipped),
-		cmocka_unit_test(test_health_collect_live_system_is_sane),
+	    cmocka_unit_test(test_health_collect_fixture_all_fields),
+	    cmocka_unit_test(test_health_collect_first_sample_has_no_cpu_percent),
+	    cmocka_unit_test(test_health_collect_missing_root_sets_error_bits),
+	    cmocka_unit_test(test_health_parsers_reject_malformed),
+	    cmocka_unit_test(test_health_pseudo_filesystems_skipped),
+	    cmocka_unit_test(test_health_collect_live_system_is_sane),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,9 +211,13 @@ static void test_credentials_parse_and_mode(void **state)
 	assert_string_equal(c.token.value, "s3cr3t-token");
 	health_credentials_clear(&c);
 	static const char *const bad[] = {
-		"", "[]", "{\"agent_id\":\"a\"}", "{\"agent_id\":\"a/b\",\"token\":\"x\"}",
-		"{\"agent_id\":\"a\",\"token\":\"x\\ny\"}", "{\"version\":2,\"agent_id\":\"a\",\"token\":\"x\"}",
-		"{\"agent_id\":\"a\",\"token\":\"s3cr3t\",\"token\":\"x\"}",
+	    "",
+	    "[]",
+	    "{\"agent_id\":\"a\"}",
+	    "{\"agent_id\":\"a/b\",\"token\":\"x\"}",
+	    "{\"agent_id\":\"a\",\"token\":\"x\\ny\"}",
+	    "{\"version\":2,\"agent_id\":\"a\",\"token\":\"x\"}",
+	    "{\"agent_id\":\"a\",\"token\":\"s3cr3t\",\"token\":\"x\"}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(health_parse_credentials(bad[i], strlen(bad[i]), &c, &err),
@@ -245,14 +249,15 @@ static void test_uuid4_format(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_spool_replays_in_order_across_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_spool_drops_oldest_when_full_by_count_and_bytes, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_spool_recovers_from_crash_leftovers_and_corrupt_entries,
-		                                setup, teardown),
-		cmocka_unit_test(test_spool_entry_parser),
-		cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, setup, teardown),
-		cmocka_unit_test(test_uuid4_format),
+	    cmocka_unit_test_setup_teardown(test_spool_replays_in_order_across_reopen, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_spool_drops_oldest_when_full_by_count_and_bytes,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_spool_recovers_from_crash_leftovers_and_corrupt_entries, setup, teardown),
+	    cmocka_unit_test(test_spool_entry_parser),
+	    cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, setup, teardown),
+	    cmocka_unit_test(test_uuid4_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,7 +38,8 @@ static void *serve(void *arg)
 		size_t got = 0;
 		/* read headers (and a small body) */
 		for (;;) {
-			ssize_t r = read(c, s->last_request + got, sizeof(s->last_request) - 1 - got);
+			ssize_t r =
+			    read(c, s->last_request + got, sizeof(s->last_request) - 1 - got);
 			if (r <= 0)
 				break;
 			got += (size_t)r;
@@ -156,19 +157,24 @@ static int counting_sleep(void *ctx, uint64_t ms)
 static void test_http_retry_honours_retry_after_then_succeeds(void **state)
 {
 	(void)state;
-	struct server s = {.n = 3,
-	                   .answers = {"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 0\r\n"
-	                               "Connection: close\r\n\r\n",
-	                               "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n"
-	                               "Connection: close\r\n\r\n",
-	                               "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-	                               "Connection: close\r\n\r\nok"}};
+	struct server s = {
+	    .n = 3,
+	    .answers = {"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 0\r\n"
+	                "Connection: close\r\n\r\n",
+	                "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n"
+	                "Connection: close\r\n\r\n",
+	                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+	                "Connection: close\r\n\r\nok"}};
 	server_start(&s);
 	char url[128];
 	url_of(&s, "/r", url, sizeof(url));
 	uint64_t slept = 0;
-	struct http_retry rt = {.max_attempts = 5, .initial_delay_ms = 10, .max_delay_ms = 60000,
-	                        .multiplier = 2, .jitter = 0, .sleep_fn = counting_sleep,
+	struct http_retry rt = {.max_attempts = 5,
+	                        .initial_delay_ms = 10,
+	                        .max_delay_ms = 60000,
+	                        .multiplier = 2,
+	                        .jitter = 0,
+	                        .sleep_fn = counting_sleep,
 	                        .sleep_ctx = &slept};
 	struct http_resp r;
 	struct vm_err err = {0};
@@ -209,8 +215,8 @@ static void test_http_never_retries_plain_4xx(void **state)
 static void test_http_backoff_grows_caps_and_jitters(void **state)
 {
 	(void)state;
-	struct http_retry rt = {.initial_delay_ms = 1000, .max_delay_ms = 5000, .multiplier = 2,
-	                        .jitter = 0.2};
+	struct http_retry rt = {
+	    .initial_delay_ms = 1000, .max_delay_ms = 5000, .multiplier = 2, .jitter = 0.2};
 	uint64_t d1 = http_backoff_ms(&rt, 1, -1, 0x7fffffffu);
 	assert_true(d1 >= 999 && d1 <= 1000);
 	uint64_t d3 = http_backoff_ms(&rt, 3, -1, 0x7fffffffu);
@@ -263,13 +269,13 @@ static void test_http_download_writes_file_only_on_success(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_http_post_sends_headers_and_body_and_reads_answer),
-		cmocka_unit_test(test_http_body_cap_is_an_error),
-		cmocka_unit_test(test_http_connection_refused_is_io_error),
-		cmocka_unit_test(test_http_retry_honours_retry_after_then_succeeds),
-		cmocka_unit_test(test_http_never_retries_plain_4xx),
-		cmocka_unit_test(test_http_backoff_grows_caps_and_jitters),
-		cmocka_unit_test(test_http_download_writes_file_only_on_success),
+	    cmocka_unit_test(test_http_post_sends_headers_and_body_and_reads_answer),
+	    cmocka_unit_test(test_http_body_cap_is_an_error),
+	    cmocka_unit_test(test_http_connection_refused_is_io_error),
+	    cmocka_unit_test(test_http_retry_honours_retry_after_then_succeeds),
+	    cmocka_unit_test(test_http_never_retries_plain_4xx),
+	    cmocka_unit_test(test_http_backoff_grows_caps_and_jitters),
+	    cmocka_unit_test(test_http_download_writes_file_only_on_success),
 	};
 	assert_int_equal(http_global_init(NULL), 0);
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);

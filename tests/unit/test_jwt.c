@@ -71,7 +71,8 @@ static void test_jwt_fixed_vectors_get_expected_results(void **state)
 		struct vm_err err = {0};
 		int rc = verify(ks, token, tok, &err);
 		if (strcmp(jwt_reason_name(rc), want) != 0)
-			fail_msg("%s: expected %s, got %s (%s)", name, want, jwt_reason_name(rc), err.msg);
+			fail_msg("%s: expected %s, got %s (%s)", name, want, jwt_reason_name(rc),
+			         err.msg);
 		ncases++;
 	}
 	fclose(f);
@@ -199,12 +200,12 @@ static void test_jwt_reason_names_cover_all(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_jwt_fixed_vectors_get_expected_results),
-		cmocka_unit_test(test_jwt_valid_token_claims_are_copied),
-		cmocka_unit_test(test_jwt_scope_matching_is_exact_words),
-		cmocka_unit_test(test_jwt_keyset_refuses_bad_keys),
-		cmocka_unit_test(test_jwt_parse_refuses_oversized_and_truncated),
-		cmocka_unit_test(test_jwt_reason_names_cover_all),
+	    cmocka_unit_test(test_jwt_fixed_vectors_get_expected_results),
+	    cmocka_unit_test(test_jwt_valid_token_claims_are_copied),
+	    cmocka_unit_test(test_jwt_scope_matching_is_exact_words),
+	    cmocka_unit_test(test_jwt_keyset_refuses_bad_keys),
+	    cmocka_unit_test(test_jwt_parse_refuses_oversized_and_truncated),
+	    cmocka_unit_test(test_jwt_reason_names_cover_all),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

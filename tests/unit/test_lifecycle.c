@@ -36,9 +36,9 @@ static void test_lifecycle_version_order(void **state)
 		const char *a, *b;
 		int want;
 	} rows[] = {
-		{"1.2.3", "1.2.3", 0},   {"1.2.10", "1.2.9", 1}, {"0.9", "0.10", -1},
-		{"1.2", "1.2.1", -1},    {"v2.0.0", "1.9.9", 1}, {"1.0.0-rc1", "1.0.0", -1},
-		{"1.0.0-rc2", "1.0.0-rc1", 1}, {"99.0.0", "0.1.0", 1},
+	    {"1.2.3", "1.2.3", 0},         {"1.2.10", "1.2.9", 1}, {"0.9", "0.10", -1},
+	    {"1.2", "1.2.1", -1},          {"v2.0.0", "1.9.9", 1}, {"1.0.0-rc1", "1.0.0", -1},
+	    {"1.0.0-rc2", "1.0.0-rc1", 1}, {"99.0.0", "0.1.0", 1},
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		bool ok;
@@ -112,7 +112,8 @@ static void test_lifecycle_unit_template_has_the_binary_and_hardening(void **sta
 	(void)state;
 	char *u = lc_svc_render_unit("/opt/x/vm-agent");
 	assert_non_null(u);
-	assert_non_null(strstr(u, "ExecStart=/opt/x/vm-agent run --config /etc/vm-agent/config.yaml"));
+	assert_non_null(
+	    strstr(u, "ExecStart=/opt/x/vm-agent run --config /etc/vm-agent/config.yaml"));
 	assert_null(strstr(u, "@BIN@"));
 	assert_non_null(strstr(u, "Restart=on-failure"));
 	assert_non_null(strstr(u, "After=network-online.target"));
@@ -128,15 +129,15 @@ static void test_lifecycle_remote_upgrade_request_is_checked(void **state)
 {
 	(void)state;
 	static const char sum[] =
-		"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 	const struct lc_upgrade_request bad[] = {
-		{NULL, "https://a/b", sum, NULL, false},
-		{"1.0;rm -rf /", "https://a/b", sum, NULL, false},
-		{"1.0", "file:///etc/shadow", sum, NULL, false},
-		{"1.0", "https://a/b c", sum, NULL, false},
-		{"1.0", "https://a/b", "sha256:00", NULL, false},
-		{"1.0", "https://a/b", "md5:0123456789abcdef0123456789abcdef", NULL, false},
-		{"1.0", "https://a/b", sum, "ftp://x/y", false},
+	    {NULL, "https://a/b", sum, NULL, false},
+	    {"1.0;rm -rf /", "https://a/b", sum, NULL, false},
+	    {"1.0", "file:///etc/shadow", sum, NULL, false},
+	    {"1.0", "https://a/b c", sum, NULL, false},
+	    {"1.0", "https://a/b", "sha256:00", NULL, false},
+	    {"1.0", "https://a/b", "md5:0123456789abcdef0123456789abcdef", NULL, false},
+	    {"1.0", "https://a/b", sum, "ftp://x/y", false},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct vm_err err = {0};
@@ -162,8 +163,10 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 	                 LC_RECOVER_NOTHING);
 	write_file(bin, "new");
 	write_file(prev, "old");
-	snprintf(text, sizeof(text), "{\"phase\":\"swapped\",\"bin\":\"%s\",\"prev\":\"%s\","
-	         "\"new\":\"\",\"to\":\"2.0\"}", bin, prev);
+	snprintf(text, sizeof(text),
+	         "{\"phase\":\"swapped\",\"bin\":\"%s\",\"prev\":\"%s\","
+	         "\"new\":\"\",\"to\":\"2.0\"}",
+	         bin, prev);
 	write_file(journal, text);
 	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
 	                 LC_RECOVER_ROLLED_BACK);
@@ -180,8 +183,10 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 	char fresh[140];
 	snprintf(fresh, sizeof(fresh), "%s/.vm-agent.new.1", dir);
 	write_file(fresh, "dl");
-	snprintf(text, sizeof(text), "{\"phase\":\"verified\",\"bin\":\"%s\",\"prev\":\"%s\","
-	         "\"new\":\"%s\",\"to\":\"2.0\"}", bin, prev, fresh);
+	snprintf(text, sizeof(text),
+	         "{\"phase\":\"verified\",\"bin\":\"%s\",\"prev\":\"%s\","
+	         "\"new\":\"%s\",\"to\":\"2.0\"}",
+	         bin, prev, fresh);
 	write_file(journal, text);
 	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
 	                 LC_RECOVER_CLEANED);
@@ -195,15 +200,15 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_lifecycle_version_order),
-		cmocka_unit_test(test_lifecycle_cfg_edit_roundtrip_validates_and_quotes),
-		cmocka_unit_test_setup_teardown(test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lifecycle_unit_template_has_the_binary_and_hardening,
-		                                setup, teardown),
-		cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
-		cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
-		                                setup, teardown),
+	    cmocka_unit_test(test_lifecycle_version_order),
+	    cmocka_unit_test(test_lifecycle_cfg_edit_roundtrip_validates_and_quotes),
+	    cmocka_unit_test_setup_teardown(
+	        test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_lifecycle_unit_template_has_the_binary_and_hardening, setup, teardown),
+	    cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
+	                                    setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,15 +46,18 @@ static void test_log_redacts_key_value_pairs(void **state)
 	expect_redacted("api_key=zzz&x=1", "api_key=[REDACTED]&x=1");
 	expect_redacted("client_secret='abc'", "client_secret='[REDACTED]'");
 	/* names that merely contain "key" elsewhere are left alone */
-	expect_redacted("token_file=/etc/vm-agent/token path", "token_file=/etc/vm-agent/token path");
-	expect_redacted("webhook.port: expected integer 1-65535", "webhook.port: expected integer 1-65535");
+	expect_redacted("token_file=/etc/vm-agent/token path",
+	                "token_file=/etc/vm-agent/token path");
+	expect_redacted("webhook.port: expected integer 1-65535",
+	                "webhook.port: expected integer 1-65535");
 }
 
 static void test_log_redacts_pem_private_key(void **state)
 {
 	(void)state;
-	expect_redacted("key -----BEGIN PRIVATE KEY-----\nMIIEv\nQQ==\n-----END PRIVATE KEY----- done",
-	                "key [REDACTED] done");
+	expect_redacted(
+	    "key -----BEGIN PRIVATE KEY-----\nMIIEv\nQQ==\n-----END PRIVATE KEY----- done",
+	    "key [REDACTED] done");
 	expect_redacted("-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----");
 }
 
@@ -172,13 +175,13 @@ static void test_log_configure_bad_file_keeps_previous(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_log_redacts_bearer_and_jwt),
-		cmocka_unit_test(test_log_redacts_key_value_pairs),
-		cmocka_unit_test(test_log_redacts_pem_private_key),
-		cmocka_unit_test(test_log_redaction_never_overflows),
-		cmocka_unit_test(test_log_json_lines_are_redacted),
-		cmocka_unit_test(test_log_rotates_by_size_and_keeps_max_files),
-		cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
+	    cmocka_unit_test(test_log_redacts_bearer_and_jwt),
+	    cmocka_unit_test(test_log_redacts_key_value_pairs),
+	    cmocka_unit_test(test_log_redacts_pem_private_key),
+	    cmocka_unit_test(test_log_redaction_never_overflows),
+	    cmocka_unit_test(test_log_json_lines_are_redacted),
+	    cmocka_unit_test(test_log_rotates_by_size_and_keeps_max_files),
+	    cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

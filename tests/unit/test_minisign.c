@@ -114,7 +114,8 @@ static void test_minisign_forged_key_id_still_fails_signature(void **state)
 	assert_int_equal(msig_parse_sig(t, n, &s, &err), 0);
 	free(t);
 	memcpy(s.keyid, k.keyid, MSIG_KEYID_LEN);
-	assert_int_not_equal(msig_verify_file(&k, 1, &s, data_path("payload.txt"), 1 << 20, &err), 0);
+	assert_int_not_equal(msig_verify_file(&k, 1, &s, data_path("payload.txt"), 1 << 20, &err),
+	                     0);
 }
 
 static void test_minisign_altered_trusted_comment_is_rejected(void **state)
@@ -164,23 +165,27 @@ static void test_minisign_malformed_inputs_are_errors(void **state)
 {
 	(void)state;
 	static const char *const bad_sigs[] = {
-		"",
-		"untrusted comment: x\n",
-		"untrusted comment: x\nAAAA\ntrusted comment: t\nAAAA\n",
-		"comment: x\nRUS6\ntrusted comment: t\nAAAA\n",
-		"untrusted comment: x\n!!!!\ntrusted comment: t\nAAAA\n",
-		"untrusted comment: a\nb\nc\nd\ne\n",
+	    "",
+	    "untrusted comment: x\n",
+	    "untrusted comment: x\nAAAA\ntrusted comment: t\nAAAA\n",
+	    "comment: x\nRUS6\ntrusted comment: t\nAAAA\n",
+	    "untrusted comment: x\n!!!!\ntrusted comment: t\nAAAA\n",
+	    "untrusted comment: a\nb\nc\nd\ne\n",
 	};
 	struct msig_sig s;
 	struct vm_err err;
 	for (size_t i = 0; i < sizeof(bad_sigs) / sizeof(bad_sigs[0]); i++)
 		assert_int_not_equal(msig_parse_sig(bad_sigs[i], strlen(bad_sigs[i]), &s, &err), 0);
 	static const char *const bad_keys[] = {
-		"", "untrusted comment: x\n", "AAAA", "untrusted comment: x\nAAAA\nBBBB\n",
+	    "",
+	    "untrusted comment: x\n",
+	    "AAAA",
+	    "untrusted comment: x\nAAAA\nBBBB\n",
 	};
 	struct msig_pubkey k;
 	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++)
-		assert_int_not_equal(msig_parse_pubkey(bad_keys[i], strlen(bad_keys[i]), &k, &err), 0);
+		assert_int_not_equal(msig_parse_pubkey(bad_keys[i], strlen(bad_keys[i]), &k, &err),
+		                     0);
 	/* a signature line re-encoded with another algorithm tag */
 	size_t n;
 	char *t = slurp("good.minisig", &n);
@@ -193,15 +198,15 @@ static void test_minisign_malformed_inputs_are_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_minisign_good_prehashed_signature_verifies),
-		cmocka_unit_test(test_minisign_legacy_ed_signature_verifies),
-		cmocka_unit_test(test_minisign_tampered_file_is_rejected),
-		cmocka_unit_test(test_minisign_other_key_is_rejected_by_key_id),
-		cmocka_unit_test(test_minisign_forged_key_id_still_fails_signature),
-		cmocka_unit_test(test_minisign_altered_trusted_comment_is_rejected),
-		cmocka_unit_test(test_minisign_picks_matching_key_among_several),
-		cmocka_unit_test(test_minisign_pubkey_bare_line_and_keyid_display),
-		cmocka_unit_test(test_minisign_malformed_inputs_are_errors),
+	    cmocka_unit_test(test_minisign_good_prehashed_signature_verifies),
+	    cmocka_unit_test(test_minisign_legacy_ed_signature_verifies),
+	    cmocka_unit_test(test_minisign_tampered_file_is_rejected),
+	    cmocka_unit_test(test_minisign_other_key_is_rejected_by_key_id),
+	    cmocka_unit_test(test_minisign_forged_key_id_still_fails_signature),
+	    cmocka_unit_test(test_minisign_altered_trusted_comment_is_rejected),
+	    cmocka_unit_test(test_minisign_picks_matching_key_among_several),
+	    cmocka_unit_test(test_minisign_pubkey_bare_line_and_keyid_display),
+	    cmocka_unit_test(test_minisign_malformed_inputs_are_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

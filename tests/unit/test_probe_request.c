@@ -37,11 +37,13 @@ static void test_probe_request_full_request_is_typed(void **state)
 	const char *body =
 	    "{\"idempotency_key\":\"k\",\"timeout\":\"90s\",\"continue_on_error\":true,\"steps\":["
 	    "{\"type\":\"exec\",\"name\":\"uptime\",\"argv\":[\"/usr/bin/uptime\",\"-p\"],"
-	    "\"env\":{\"A\":\"1\",\"B\":\"two\"},\"cwd\":\"/tmp\",\"stdin\":\"in\",\"user\":\"nobody\","
+	    "\"env\":{\"A\":\"1\",\"B\":\"two\"},\"cwd\":\"/"
+	    "tmp\",\"stdin\":\"in\",\"user\":\"nobody\","
 	    "\"timeout\":5},"
 	    "{\"type\":\"script\",\"body\":\"echo hi\"},"
 	    "{\"type\":\"file.read\",\"path\":\"/etc/hostname\",\"max_bytes\":10},"
-	    "{\"type\":\"file.write\",\"path\":\"/tmp/x\",\"content_b64\":\"aGk=\",\"mode\":\"0600\","
+	    "{\"type\":\"file.write\",\"path\":\"/tmp/"
+	    "x\",\"content_b64\":\"aGk=\",\"mode\":\"0600\","
 	    "\"create_only\":true,\"sha256\":"
 	    "\"8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4\"}]}";
 	struct probe_request *req = malloc(sizeof(*req));
@@ -81,10 +83,14 @@ static void test_probe_request_hash_ignores_formatting(void **state)
 	struct probe_request a, b, c;
 	char path[PROBE_ERR_PATH_MAX];
 	struct vm_err err;
-	assert_int_equal(parse("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}", &a, path, &err), 0);
-	assert_int_equal(parse(" { \"steps\" : [ { \"argv\" : [\"true\"], \"type\" : \"exec\" } ] } ",
-	                       &b, path, &err), 0);
-	assert_int_equal(parse("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"false\"]}]}", &c, path, &err), 0);
+	assert_int_equal(
+	    parse("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}", &a, path, &err), 0);
+	assert_int_equal(
+	    parse(" { \"steps\" : [ { \"argv\" : [\"true\"], \"type\" : \"exec\" } ] } ", &b, path,
+	          &err),
+	    0);
+	assert_int_equal(
+	    parse("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"false\"]}]}", &c, path, &err), 0);
 	assert_memory_equal(a.body_hash, b.body_hash, SHA256_LEN);
 	assert_memory_not_equal(a.body_hash, c.body_hash, SHA256_LEN);
 	probe_request_free(&a);
@@ -102,31 +108,35 @@ static void test_probe_request_errors_name_the_path(void **state)
 	expect_path("{\"steps\":{}}", "steps", "list of 1 to 32");
 	expect_path("{\"steps\":[1]}", "steps[0]", "must be an object");
 	expect_path("{\"steps\":[{}]}", "steps[0].type", "required");
-	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"\"]}]}", "steps[0].argv[0]", "non-empty");
-	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\\u0000b\"]}]}", "$", "not allowed"); /* NUL is refused by the JSON parser already */
-	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"],\"argz\":1}]}", "steps[0].argz",
-	            "unknown field");
+	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"\"]}]}", "steps[0].argv[0]",
+	            "non-empty");
+	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\\u0000b\"]}]}", "$",
+	            "not allowed"); /* NUL is refused by the JSON parser already */
+	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"],\"argz\":1}]}",
+	            "steps[0].argz", "unknown field");
 	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"],\"env\":{\"A=B\":\"x\"}}]}",
 	            "steps[0].env.A=B", "variable name");
-	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"],\"cwd\":\"tmp\"}]}", "steps[0].cwd",
-	            "absolute");
+	expect_path("{\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"],\"cwd\":\"tmp\"}]}",
+	            "steps[0].cwd", "absolute");
 	expect_path("{\"steps\":[{\"type\":\"script\"}]}", "steps[0].body", "required");
 	expect_path("{\"steps\":[{\"type\":\"script\",\"body\":\"x\",\"interpreter\":\"\"}]}",
 	            "steps[0].interpreter", NULL);
 	expect_path("{\"steps\":[{\"type\":\"file.read\",\"path\":\"/x\",\"max_bytes\":-1}]}",
 	            "steps[0].max_bytes", NULL);
 	expect_path("{\"steps\":[{\"type\":\"file.write\",\"path\":\"/x\",\"content_b64\":\"\","
-	            "\"mode\":\"999\"}]}", "steps[0].mode", "octal");
+	            "\"mode\":\"999\"}]}",
+	            "steps[0].mode", "octal");
 	expect_path("{\"steps\":[{\"type\":\"file.write\",\"path\":\"/x\",\"content_b64\":\"\","
-	            "\"sha256\":\"zz\"}]}", "steps[0].sha256", "hex");
+	            "\"sha256\":\"zz\"}]}",
+	            "steps[0].sha256", "hex");
 	expect_path("{\"steps\":[{\"type\":\"file.write\",\"path\":\"/x/\",\"content_b64\":\"\"}]}",
 	            "steps[0].path", NULL);
 	expect_path("{\"idempotency_key\":\"\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"]}]}",
 	            "idempotency_key", "empty");
 	expect_path("{\"continue_on_error\":1,\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"]}]}",
 	            "continue_on_error", NULL);
-	expect_path("{\"timeout\":\"8d\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"]}]}", "timeout",
-	            NULL);
+	expect_path("{\"timeout\":\"8d\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"a\"]}]}",
+	            "timeout", NULL);
 }
 
 static void test_probe_request_limits(void **state)
@@ -136,7 +146,8 @@ static void test_probe_request_limits(void **state)
 	char *body = malloc(65536);
 	strcpy(body, "{\"steps\":[");
 	for (int i = 0; i < PROBE_MAX_STEPS + 1; i++)
-		strcat(body, i ? ",{\"type\":\"exec\",\"argv\":[\"a\"]}" : "{\"type\":\"exec\",\"argv\":[\"a\"]}");
+		strcat(body, i ? ",{\"type\":\"exec\",\"argv\":[\"a\"]}"
+		               : "{\"type\":\"exec\",\"argv\":[\"a\"]}");
 	strcat(body, "]}");
 	expect_path(body, "steps", "1 to 32");
 	/* 257 argv entries */
@@ -151,10 +162,10 @@ static void test_probe_request_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_probe_request_full_request_is_typed),
-		cmocka_unit_test(test_probe_request_hash_ignores_formatting),
-		cmocka_unit_test(test_probe_request_errors_name_the_path),
-		cmocka_unit_test(test_probe_request_limits),
+	    cmocka_unit_test(test_probe_request_full_request_is_typed),
+	    cmocka_unit_test(test_probe_request_hash_ignores_formatting),
+	    cmocka_unit_test(test_probe_request_errors_name_the_path),
+	    cmocka_unit_test(test_probe_request_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

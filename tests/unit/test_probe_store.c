@@ -22,8 +22,8 @@ static struct cfg *make_cfg(const char *extra)
 	snprintf(dir, sizeof(dir), "/tmp/vma-probe-test-XXXXXX");
 	assert_non_null(mkdtemp(dir));
 	char yaml[1024];
-	snprintf(yaml, sizeof(yaml), "agent:\n  state_dir: %s\nprobe:\n  cancel_grace: 100ms\n%s", dir,
-	         extra);
+	snprintf(yaml, sizeof(yaml), "agent:\n  state_dir: %s\nprobe:\n  cancel_grace: 100ms\n%s",
+	         dir, extra);
 	struct cfg *c = malloc(sizeof(*c));
 	struct vm_err err = {0};
 	if (cfg_load_buffer(c, "t.yaml", yaml, strlen(yaml), no_env, &err) != 0)
@@ -76,9 +76,10 @@ static void test_probe_store_unfinished_records_become_interrupted(void **state)
 	snprintf(runs, sizeof(runs), "%s/runs", c->probe.work_dir);
 	struct vm_err err = {0};
 	assert_int_equal(fs_mkdir_p(runs, 0700, &err), 0);
-	const char *running = "{\"id\":\"p-000000000001-aa\",\"state\":\"running\",\"created_ms\":1,"
-	                      "\"steps\":[{\"index\":0,\"status\":\"running\"},"
-	                      "{\"index\":1,\"status\":\"pending\"}]}";
+	const char *running =
+	    "{\"id\":\"p-000000000001-aa\",\"state\":\"running\",\"created_ms\":1,"
+	    "\"steps\":[{\"index\":0,\"status\":\"running\"},"
+	    "{\"index\":1,\"status\":\"pending\"}]}";
 	const char *queued = "{\"id\":\"p-000000000002-aa\",\"state\":\"queued\",\"created_ms\":2,"
 	                     "\"steps\":[{\"index\":0,\"status\":\"pending\"}]}";
 	assert_int_equal(probe_store_write(runs, "p-000000000001-aa", running, &err), 0);
@@ -117,7 +118,8 @@ static void test_probe_store_idempotency_survives_restart(void **state)
 	struct vm_err err = {0};
 	struct probe_exec *ex = probe_exec_start(c, &err);
 	assert_non_null(ex);
-	const char *body = "{\"idempotency_key\":\"abc\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
+	const char *body =
+	    "{\"idempotency_key\":\"abc\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
 	struct probe_submit_out out, again;
 	assert_int_equal(submit(ex, body, &out), PROBE_CREATED);
 	json_decref(wait_done(ex, out.id));
@@ -129,7 +131,8 @@ static void test_probe_store_idempotency_survives_restart(void **state)
 	assert_non_null(ex);
 	assert_int_equal(submit(ex, body, &again), PROBE_EXISTING);
 	assert_string_equal(again.id, out.id);
-	const char *other = "{\"idempotency_key\":\"abc\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"false\"]}]}";
+	const char *other =
+	    "{\"idempotency_key\":\"abc\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"false\"]}]}";
 	assert_int_equal(submit(ex, other, &again), PROBE_E_CONFLICT);
 	json_t *rec = probe_get(ex, out.id);
 	assert_string_equal(state_of(rec), "succeeded");
@@ -163,8 +166,9 @@ static void test_probe_store_retention_by_count(void **state)
 	char ids[4][PROBE_ID_MAX];
 	for (int i = 0; i < 4; i++) {
 		struct probe_submit_out out;
-		assert_int_equal(submit(ex, "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}", &out),
-		                 PROBE_CREATED);
+		assert_int_equal(
+		    submit(ex, "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}", &out),
+		    PROBE_CREATED);
 		json_decref(wait_done(ex, out.id));
 		snprintf(ids[i], sizeof(ids[i]), "%s", out.id);
 	}
@@ -179,7 +183,8 @@ static void test_probe_store_retention_by_count(void **state)
 		usleep(10000);
 	}
 	assert_int_equal(json_array_size(list), 2);
-	assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "id")), ids[3]);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "id")),
+	                    ids[3]);
 	json_decref(list);
 	assert_null(probe_get(ex, ids[0]));
 	assert_int_equal(count_records(c), 2);
@@ -225,10 +230,10 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_probe_store_unfinished_records_become_interrupted),
-		cmocka_unit_test(test_probe_store_idempotency_survives_restart),
-		cmocka_unit_test(test_probe_store_retention_by_count),
-		cmocka_unit_test(test_probe_store_queue_limit_and_shutdown_interrupts),
+	    cmocka_unit_test(test_probe_store_unfinished_records_become_interrupted),
+	    cmocka_unit_test(test_probe_store_idempotency_survives_restart),
+	    cmocka_unit_test(test_probe_store_retention_by_count),
+	    cmocka_unit_test(test_probe_store_queue_limit_and_shutdown_interrupts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,8 +17,11 @@ static char *const clean_env[] = {"PATH=/usr/bin:/bin", NULL};
 static int run_sh(const char *script, struct proc_result *res, struct proc_spec *extra)
 {
 	char *const argv[] = {"/bin/sh", "-c", (char *)script, NULL};
-	struct proc_spec spec = {.path = "/bin/sh", .argv = argv, .envp = clean_env,
-	                         .out_cap = 1 << 20, .grace_ms = 200};
+	struct proc_spec spec = {.path = "/bin/sh",
+	                         .argv = argv,
+	                         .envp = clean_env,
+	                         .out_cap = 1 << 20,
+	                         .grace_ms = 200};
 	if (extra != NULL) {
 		spec.stdin_data = extra->stdin_data;
 		spec.stdin_len = extra->stdin_len;
@@ -101,8 +104,8 @@ static void test_proc_start_errors(void **state)
 {
 	(void)state;
 	char *const argv[] = {"nope", NULL};
-	struct proc_spec spec = {.path = "/nonexistent/nope", .argv = argv, .envp = clean_env,
-	                         .out_cap = 100};
+	struct proc_spec spec = {
+	    .path = "/nonexistent/nope", .argv = argv, .envp = clean_env, .out_cap = 100};
 	struct proc_result r;
 	struct vm_err err = {0};
 	assert_int_not_equal(proc_run(&spec, &r, &err), 0);
@@ -122,12 +125,12 @@ static void test_proc_start_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_proc_exit_code_stdout_stderr),
-		cmocka_unit_test(test_proc_stdin_and_clean_env),
-		cmocka_unit_test(test_proc_output_cap_drains_and_flags),
-		cmocka_unit_test(test_proc_deadline_kills_group),
-		cmocka_unit_test(test_proc_cancel_flag),
-		cmocka_unit_test(test_proc_start_errors),
+	    cmocka_unit_test(test_proc_exit_code_stdout_stderr),
+	    cmocka_unit_test(test_proc_stdin_and_clean_env),
+	    cmocka_unit_test(test_proc_output_cap_drains_and_flags),
+	    cmocka_unit_test(test_proc_deadline_kills_group),
+	    cmocka_unit_test(test_proc_cancel_flag),
+	    cmocka_unit_test(test_proc_start_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,7 +18,8 @@ static void test_ws_frame_hdr_roundtrip_all_length_forms(void **state)
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
 		for (int m = 0; m < 2; m++) {
 			uint8_t buf[WS_HDR_MAX];
-			size_t n = ws_frame_hdr_encode(buf, WS_OP_BINARY, true, lens[i], m ? mask : NULL);
+			size_t n =
+			    ws_frame_hdr_encode(buf, WS_OP_BINARY, true, lens[i], m ? mask : NULL);
 			struct ws_frame_hdr h;
 			const char *why = NULL;
 			assert_int_equal(ws_frame_hdr_parse(buf, n, 1u << 20, &h, &why), (int)n);
@@ -101,11 +102,21 @@ static void feed_all(struct ws_rx *rx, const uint8_t *in, size_t len, size_t ste
 				memcpy(c->data + c->len, ev.data, ev.len);
 				c->len += ev.len;
 				break;
-			case WS_EV_PING: c->pings++; break;
-			case WS_EV_PONG: c->pongs++; break;
-			case WS_EV_CLOSE: c->closes++; c->close_code = ev.close_code; break;
-			case WS_EV_ERROR: c->errors++; return;
-			default: break;
+			case WS_EV_PING:
+				c->pings++;
+				break;
+			case WS_EV_PONG:
+				c->pongs++;
+				break;
+			case WS_EV_CLOSE:
+				c->closes++;
+				c->close_code = ev.close_code;
+				break;
+			case WS_EV_ERROR:
+				c->errors++;
+				return;
+			default:
+				break;
 			}
 			if (n == 0 && ev.type == WS_EV_NONE)
 				break;
@@ -158,14 +169,14 @@ static void test_ws_rx_rejects_bad_sequences(void **state)
 {
 	(void)state;
 	uint8_t wire[64];
-	expect_rx_error(wire, frame(wire, WS_OP_CONT, true, "x", 1));       /* no message */
-	expect_rx_error(wire, frame(wire, WS_OP_TEXT, true, "x", 1));       /* text */
+	expect_rx_error(wire, frame(wire, WS_OP_CONT, true, "x", 1)); /* no message */
+	expect_rx_error(wire, frame(wire, WS_OP_TEXT, true, "x", 1)); /* text */
 	size_t n = frame(wire, WS_OP_BINARY, false, "a", 1);
-	n += frame(wire + n, WS_OP_BINARY, true, "b", 1);                    /* nested */
+	n += frame(wire + n, WS_OP_BINARY, true, "b", 1); /* nested */
 	expect_rx_error(wire, n);
 	const uint8_t masked[] = {0x82, 0x81, 1, 2, 3, 4, 'x' ^ 1};
 	expect_rx_error(masked, sizeof(masked));
-	const uint8_t big[] = {0x82, 126, 0x10, 0x00};                       /* 4096 > 1000 */
+	const uint8_t big[] = {0x82, 126, 0x10, 0x00}; /* 4096 > 1000 */
 	expect_rx_error(big, sizeof(big));
 }
 
@@ -187,9 +198,10 @@ static void test_ws_handshake_parse_statuses_and_accept(void **state)
 	const char *key = "dGhlIHNhbXBsZSBub25jZQ==";
 	struct vm_err err = {0};
 	int status = 0;
-	const char *ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-	                 "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-	                 "\x82\x01x";
+	const char *ok =
+	    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+	    "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+	    "\x82\x01x";
 	size_t head = strlen(ok) - 3;
 	assert_int_equal(ws_handshake_parse(ok, strlen(ok), key, &status, &err), (long)head);
 	assert_int_equal(status, 101);
@@ -215,13 +227,13 @@ static void test_ws_handshake_parse_statuses_and_accept(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ws_frame_hdr_roundtrip_all_length_forms),
-		cmocka_unit_test(test_ws_frame_hdr_rejects_malformed),
-		cmocka_unit_test(test_ws_mask_roundtrip_at_any_offset),
-		cmocka_unit_test(test_ws_rx_fragments_with_interleaved_ping_any_split),
-		cmocka_unit_test(test_ws_rx_rejects_bad_sequences),
-		cmocka_unit_test(test_ws_accept_matches_rfc6455_example),
-		cmocka_unit_test(test_ws_handshake_parse_statuses_and_accept),
+	    cmocka_unit_test(test_ws_frame_hdr_roundtrip_all_length_forms),
+	    cmocka_unit_test(test_ws_frame_hdr_rejects_malformed),
+	    cmocka_unit_test(test_ws_mask_roundtrip_at_any_offset),
+	    cmocka_unit_test(test_ws_rx_fragments_with_interleaved_ping_any_split),
+	    cmocka_unit_test(test_ws_rx_rejects_bad_sequences),
+	    cmocka_unit_test(test_ws_accept_matches_rfc6455_example),
+	    cmocka_unit_test(test_ws_handshake_parse_statuses_and_accept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,10 +33,27 @@ static int f_send(void *ctx, const uint8_t hdr[YMX_HDR_LEN], const uint8_t *payl
 	f->payload_bytes += len;
 	return 0;
 }
-static void f_open(void *ctx, struct ymx_stream *st) { struct fake *f = ctx; f->opens++; f->last_open = st; }
-static void f_data(void *ctx, struct ymx_stream *st) { (void)st; ((struct fake *)ctx)->datas++; }
-static void f_reset(void *ctx, struct ymx_stream *st) { (void)st; ((struct fake *)ctx)->resets++; }
-static void f_window(void *ctx, struct ymx_stream *st) { (void)st; ((struct fake *)ctx)->windows++; }
+static void f_open(void *ctx, struct ymx_stream *st)
+{
+	struct fake *f = ctx;
+	f->opens++;
+	f->last_open = st;
+}
+static void f_data(void *ctx, struct ymx_stream *st)
+{
+	(void)st;
+	((struct fake *)ctx)->datas++;
+}
+static void f_reset(void *ctx, struct ymx_stream *st)
+{
+	(void)st;
+	((struct fake *)ctx)->resets++;
+}
+static void f_window(void *ctx, struct ymx_stream *st)
+{
+	(void)st;
+	((struct fake *)ctx)->windows++;
+}
 
 static const struct ymx_ops fake_ops = {f_send, f_open, f_data, f_reset, f_window};
 
@@ -316,18 +333,18 @@ static void test_yamux_stream_free_mid_payload_discards_rest(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_yamux_hdr_roundtrip_and_rejects),
-		cmocka_unit_test(test_yamux_server_syn_gets_ack_and_data_before_ack),
-		cmocka_unit_test(test_yamux_odd_or_duplicate_stream_is_protocol_error),
-		cmocka_unit_test(test_yamux_window_update_after_consume),
-		cmocka_unit_test(test_yamux_receive_window_exceeded_is_protocol_error),
-		cmocka_unit_test(test_yamux_send_respects_window),
-		cmocka_unit_test(test_yamux_ping_answered_and_ours_acked),
-		cmocka_unit_test(test_yamux_goaway_both_ways),
-		cmocka_unit_test(test_yamux_rst_frees_stream_and_later_data_is_discarded),
-		cmocka_unit_test(test_yamux_stream_limit_resets_extra_streams),
-		cmocka_unit_test(test_yamux_fin_on_window_update_and_close),
-		cmocka_unit_test(test_yamux_stream_free_mid_payload_discards_rest),
+	    cmocka_unit_test(test_yamux_hdr_roundtrip_and_rejects),
+	    cmocka_unit_test(test_yamux_server_syn_gets_ack_and_data_before_ack),
+	    cmocka_unit_test(test_yamux_odd_or_duplicate_stream_is_protocol_error),
+	    cmocka_unit_test(test_yamux_window_update_after_consume),
+	    cmocka_unit_test(test_yamux_receive_window_exceeded_is_protocol_error),
+	    cmocka_unit_test(test_yamux_send_respects_window),
+	    cmocka_unit_test(test_yamux_ping_answered_and_ours_acked),
+	    cmocka_unit_test(test_yamux_goaway_both_ways),
+	    cmocka_unit_test(test_yamux_rst_frees_stream_and_later_data_is_discarded),
+	    cmocka_unit_test(test_yamux_stream_limit_resets_extra_streams),
+	    cmocka_unit_test(test_yamux_fin_on_window_update_and_close),
+	    cmocka_unit_test(test_yamux_stream_free_mid_payload_discards_rest),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
