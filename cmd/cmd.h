@@ -3,7 +3,12 @@
 #define VMA_CMD_CMD_H
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+
+#include "core/err.h"
+#include "core/secret.h"
+#include "lifecycle/lifecycle.h"
 
 struct cmd_entry {
 	const char *name;
@@ -35,6 +40,28 @@ int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
  * the command must stop (64 on error, 0 after --help). */
 int cmd_getopt(const struct cmd_entry *e, int argc, char **argv, const char *shortopts,
                const struct option *longopts, int *exit_code);
+
+/* Lifecycle subcommands (cmd_lifecycle.c). */
+
+/* --key VALUE (wiped from argv once copied) or --key-file FILE (0600). Returns
+ * 0, or the exit code after printing why. */
+int cmd_take_key(const struct cmd_entry *self, bool from_file, char *arg, struct secret *key);
+
+/* A report for self->name, after libcurl's global init when http is set.
+ * NULL when out of memory. */
+struct lc_report *cmd_lc_begin(const struct cmd_entry *self, bool http);
+
+struct cmd_lc_exit {
+	bool json;               /* print the report as JSON */
+	bool http;               /* cmd_lc_begin initialised libcurl */
+	bool echo_error;         /* also print the error on stderr (text mode) */
+	bool fail_step_is_error; /* exit 1 when a step FAILed although rc == 0 */
+	int invalid_exit;        /* exit code for VM_ERR_INVALID; 0 = runtime (1) */
+};
+
+/* Prints and frees r, and turns rc/err into the exit code. */
+int cmd_lc_end(const struct cmd_entry *self, struct lc_report *r, int rc, const struct vm_err *err,
+               const struct cmd_lc_exit *how);
 
 /* Build information (build_info.c, generated). */
 extern const char vma_build_version[];

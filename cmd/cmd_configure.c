@@ -131,20 +131,14 @@ static int configure_exec(const struct cmd_entry *self, int argc, char **argv)
 		}
 		return VM_EXIT_OK;
 	}
-	struct lc_report *r = malloc(sizeof(*r));
+	struct lc_report *r = cmd_lc_begin(self, false);
 	if (r == NULL)
 		return VM_EXIT_RUNTIME;
-	lc_report_init(r, "configure");
 	rc = lc_configure(&o, r, &err);
-	if (rc != 0)
-		snprintf(r->result, sizeof(r->result), "configure failed: %s", err.msg);
-	lc_report_print(r, stdout, json);
-	if (rc != 0 && !json)
-		fprintf(stderr, "vm-agent configure: %s\n", err.msg);
-	enum lc_status worst = lc_report_worst(r);
-	free(r);
-	if (rc != 0)
-		return err.code == VM_ERR_INVALID ? VM_EXIT_CONFIG : VM_EXIT_RUNTIME;
-	/* written, but the agent refused it */
-	return worst == LC_FAIL ? VM_EXIT_RUNTIME : VM_EXIT_OK;
+	/* a FAIL step with rc == 0: written, but the agent refused it */
+	struct cmd_lc_exit how = {.json = json,
+	                          .echo_error = true,
+	                          .fail_step_is_error = true,
+	                          .invalid_exit = VM_EXIT_CONFIG};
+	return cmd_lc_end(self, r, rc, &err, &how);
 }

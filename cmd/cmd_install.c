@@ -92,16 +92,9 @@ static int install_exec(const struct cmd_entry *self, int argc, char **argv)
 			o.tenant_id = optarg;
 			break;
 		case O_KEY:
-			if (secret_set(&key, optarg, &err) != 0)
-				return VM_EXIT_RUNTIME;
-			/* keep it out of /proc/<pid>/cmdline from now on */
-			explicit_bzero(optarg, strlen(optarg));
-			break;
 		case O_KEYFILE:
-			if (secret_load_file(&key, optarg, &err) != 0) {
-				fprintf(stderr, "vm-agent install: %s\n", err.msg);
-				return VM_EXIT_USAGE;
-			}
+			if ((rc = cmd_take_key(self, c == O_KEYFILE, optarg, &key)) != 0)
+				return rc;
 			break;
 		case O_PIKO:
 			o.piko_url = optarg;
@@ -143,23 +136,14 @@ static int install_exec(const struct cmd_entry *self, int argc, char **argv)
 		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
 	}
 	o.install_key = key.value;
-	struct lc_report *r = malloc(sizeof(*r));
-	if (r == NULL || http_global_init(&err) != 0) {
-		free(r);
+	struct lc_report *r = cmd_lc_begin(self, true);
+	if (r == NULL) {
 		secret_clear(&key);
 		return VM_EXIT_RUNTIME;
 	}
-	lc_report_init(r, "install");
 	rc = lc_install(&o, r, &err);
 	secret_clear(&key);
-	if (rc != 0)
-		snprintf(r->result, sizeof(r->result), "install failed: %s", err.msg);
-	lc_report_print(r, stdout, json);
-	if (rc != 0 && !json)
-		fprintf(stderr, "vm-agent install: %s\n", err.msg);
-	free(r);
-	http_global_cleanup();
-	if (rc == 0)
-		return VM_EXIT_OK;
-	return err.code == VM_ERR_INVALID ? VM_EXIT_USAGE : VM_EXIT_RUNTIME;
+	struct cmd_lc_exit how = {
+	    .json = json, .http = true, .echo_error = true, .invalid_exit = VM_EXIT_USAGE};
+	return cmd_lc_end(self, r, rc, &err, &how);
 }

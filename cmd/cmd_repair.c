@@ -63,15 +63,9 @@ static int repair_exec(const struct cmd_entry *self, int argc, char **argv)
 			o.diagnose_only = true;
 			break;
 		case O_KEY:
-			if (secret_set(&key, optarg, &err) != 0)
-				return VM_EXIT_RUNTIME;
-			explicit_bzero(optarg, strlen(optarg));
-			break;
 		case O_KEYFILE:
-			if (secret_load_file(&key, optarg, &err) != 0) {
-				fprintf(stderr, "vm-agent repair: %s\n", err.msg);
-				return VM_EXIT_USAGE;
-			}
+			if ((rc = cmd_take_key(self, c == O_KEYFILE, optarg, &key)) != 0)
+				return rc;
 			break;
 		case O_OFFLINE:
 			o.offline = true;
@@ -89,17 +83,14 @@ static int repair_exec(const struct cmd_entry *self, int argc, char **argv)
 		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
 	}
 	o.install_key = key.value;
-	struct lc_report *r = malloc(sizeof(*r));
-	if (r == NULL || http_global_init(&err) != 0) {
-		free(r);
+	struct lc_report *r = cmd_lc_begin(self, true);
+	if (r == NULL) {
 		secret_clear(&key);
 		return VM_EXIT_RUNTIME;
 	}
-	lc_report_init(r, "repair");
 	rc = lc_repair(&o, r, &err);
 	secret_clear(&key);
-	lc_report_print(r, stdout, json);
-	free(r);
-	http_global_cleanup();
-	return rc == 0 ? VM_EXIT_OK : VM_EXIT_RUNTIME;
+	/* the checklist itself says what failed */
+	struct cmd_lc_exit how = {.json = json, .http = true};
+	return cmd_lc_end(self, r, rc, &err, &how);
 }

@@ -69,17 +69,10 @@ static int uninstall_exec(const struct cmd_entry *self, int argc, char **argv)
 		return cmd_usage_error(self, "--purge cannot be combined with --keep-data or "
 		                             "--keep-logs");
 	struct vm_err err = {0};
-	struct lc_report *r = malloc(sizeof(*r));
-	if (r == NULL || http_global_init(&err) != 0) {
-		free(r);
+	struct lc_report *r = cmd_lc_begin(self, true);
+	if (r == NULL)
 		return VM_EXIT_RUNTIME;
-	}
-	lc_report_init(r, "uninstall");
 	rc = lc_uninstall(&o, r, &err);
-	lc_report_print(r, stdout, json);
-	if (rc != 0 && !json)
-		fprintf(stderr, "vm-agent uninstall: %s\n", err.msg);
-	free(r);
-	http_global_cleanup();
-	return rc == 0 ? VM_EXIT_OK : VM_EXIT_RUNTIME;
+	struct cmd_lc_exit how = {.json = json, .http = true, .echo_error = true};
+	return cmd_lc_end(self, r, rc, &err, &how);
 }

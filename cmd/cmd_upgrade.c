@@ -106,19 +106,10 @@ static int upgrade_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (o.version == NULL || o.url == NULL || o.checksum == NULL)
 		return cmd_usage_error(self, "--version, --url and --checksum are required");
 	struct vm_err err = {0};
-	struct lc_report *r = malloc(sizeof(*r));
-	if (r == NULL || http_global_init(&err) != 0) {
-		free(r);
+	struct lc_report *r = cmd_lc_begin(self, true);
+	if (r == NULL)
 		return VM_EXIT_RUNTIME;
-	}
-	lc_report_init(r, "upgrade");
 	rc = lc_upgrade(&o, r, &err);
-	if (rc != 0 && r->result[0] == '\0')
-		snprintf(r->result, sizeof(r->result), "upgrade failed: %s", err.msg);
-	lc_report_print(r, stdout, json);
-	if (rc != 0 && !json)
-		fprintf(stderr, "vm-agent upgrade: %s\n", err.msg);
-	free(r);
-	http_global_cleanup();
-	return rc == 0 ? VM_EXIT_OK : VM_EXIT_RUNTIME;
+	struct cmd_lc_exit how = {.json = json, .http = true, .echo_error = true};
+	return cmd_lc_end(self, r, rc, &err, &how);
 }

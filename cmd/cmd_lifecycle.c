@@ -1,0 +1,56 @@
+/* What the lifecycle subcommands (install, configure, repair, upgrade,
+ * uninstall) share: taking the install key from a flag, and running one
+ * command with a report that is printed as text or JSON. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "core/err.h"
+#include "core/http.h"
+
+int cmd_take_key(const struct cmd_entry *self, bool from_file, char *arg, struct secret *key)
+{
+	struct vm_err err = {0};
+	if (!from_file) {
+		if (secret_set(key, arg, &err) != 0)
+			return VM_EXIT_RUNTIME;
+		/* keep it out of /proc/<pid>/cmdline from now on */
+		explicit_bzero(arg, strlen(arg));
+		return 0;
+	}
+	if (secret_load_file(key, arg, &err) != 0) {
+		fprintf(stderr, "vm-agent %s: %s\n", self->name, err.msg);
+		return VM_EXIT_USAGE;
+	}
+	return 0;
+}
+
+struct lc_report *cmd_lc_begin(const struct cmd_entry *self, bool http)
+{
+	struct vm_err err = {0};
+	struct lc_report *r = malloc(sizeof(*r));
+	if (r == NULL || (http && http_global_init(&err) != 0)) {
+		free(r);
+		return NULL;
+	}
+	lc_report_init(r, self->name);
+	return r;
+}
+
+int cmd_lc_end(const struct cmd_entry *self, struct lc_report *r, int rc, const struct vm_err *err,
+               const struct cmd_lc_exit *how)
+{
+	if (rc != 0 && r->result[0] == '\0')
+		snprintf(r->result, sizeof(r->result), "%s failed: %s", self->name, err->msg);
+	lc_report_print(r, stdout, how->json);
+	if (rc != 0 && !how->json && how->echo_error)
+		fprintf(stderr, "vm-agent %s: %s\n", self->name, err->msg);
+	enum lc_status worst = lc_report_worst(r);
+	free(r);
+	if (how->http)
+		http_global_cleanup();
+	if (rc != 0)
+		return err->code == VM_ERR_INVALID && how->invalid_exit ? how->invalid_exit
+		                                                        : VM_EXIT_RUNTIME;
+	return how->fail_step_is_error && worst == LC_FAIL ? VM_EXIT_RUNTIME : VM_EXIT_OK;
+}
