@@ -405,12 +405,29 @@ static void report_once(struct reporter *rp, const char *trigger, struct outcome
 		drain(rp, last);
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* After a failed delivery: retry the spool sooner than the next report when
+ * the interval is long (backoff from 1 s up to the interval; Retry-After wins). */
+static uint64_t retry_wait(uint64_t interval, unsigned failures, const struct outcome *o)
+{
+	struct http_retry rt = {
+	    .initial_delay_ms = 1000, .max_delay_ms = interval, .multiplier = 2, .jitter = 0.2};
+	uint32_t rnd = 0;
+	(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	return http_backoff_ms(&rt, failures, o->retry_after_s, rnd);
+}
+
 void *health_reporter_main(void *arg)
 {
 	struct reporter rp = {.m = arg};
 	struct health_monitor *m = rp.m;
 	const char *trigger = "startup";
-	struct timespec next = {0, 0};
 	for (;;) {
 		if (atomic_load(&m->stop))
 			break;
@@ -437,22 +454,14 @@ void *health_reporter_main(void *arg)
 		if (!delivered(&last) && !rejected(&last)) {
 			rp.failures++;
 			/* retry the spool sooner than the next report when the interval is long */
-			struct http_retry rt = {.initial_delay_ms = 1000,
-			                        .max_delay_ms = interval,
-			                        .multiplier = 2,
-			                        .jitter = 0.2};
-			uint32_t rnd = 0;
-			(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-			wait = http_backoff_ms(&rt, rp.failures, last.retry_after_s, rnd);
+			wait = retry_wait(interval, rp.failures, &last);
 		} else {
 			rp.failures = 0;
 		}
 
 		/* Sleep until the next report, a state change, or stop; retry the
 		 * spool on the backoff schedule in between. */
-		clock_gettime(CLOCK_MONOTONIC, &next);
-		uint64_t next_ms =
-		    (uint64_t)next.tv_sec * 1000 + (uint64_t)next.tv_nsec / 1000000 + interval;
+		uint64_t next_ms = mono_ms() + interval;
 		trigger = "interval";
 		for (;;) {
 			pthread_mutex_lock(&m->mu);
@@ -465,10 +474,7 @@ void *health_reporter_main(void *arg)
 			}
 			if (atomic_load(&m->stop))
 				break;
-			struct timespec now;
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			uint64_t now_ms =
-			    (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+			uint64_t now_ms = mono_ms();
 			if (now_ms >= next_ms)
 				break;
 			uint64_t left = next_ms - now_ms;
@@ -486,8 +492,7 @@ void *health_reporter_main(void *arg)
 			if (!m->state_changed && !atomic_load(&m->stop))
 				pthread_cond_timedwait(&m->cond, &m->mu, &ts);
 			pthread_mutex_unlock(&m->mu);
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+			now_ms = mono_ms();
 			uint64_t queued, b, d, c;
 			health_spool_stats(m->spool, &queued, &b, &d, &c);
 			if (enabled && now_ms < next_ms && queued > 0 && ensure_credentials(&rp)) {
@@ -496,14 +501,7 @@ void *health_reporter_main(void *arg)
 					rp.failures = 0;
 				else if (!delivered(&o)) {
 					rp.failures++;
-					struct http_retry rt = {.initial_delay_ms = 1000,
-					                        .max_delay_ms = interval,
-					                        .multiplier = 2,
-					                        .jitter = 0.2};
-					uint32_t rnd = 0;
-					(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-					wait =
-					    http_backoff_ms(&rt, rp.failures, o.retry_after_s, rnd);
+					wait = retry_wait(interval, rp.failures, &o);
 				}
 			}
 		}

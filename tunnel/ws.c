@@ -91,31 +91,11 @@ size_t ws_frame_hdr_encode(uint8_t out[WS_HDR_MAX], uint8_t opcode, bool fin, ui
 	return o;
 }
 
-void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset)
-{
-	size_t i = 0;
-	/* Align to the mask phase, then XOR eight bytes at a time (the bulk path). */
-	while (i < len && ((offset + i) & 3) != 0) {
-		buf[i] ^= mask[(offset + i) & 3];
-		i++;
-	}
-	uint8_t m8[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
-	uint64_t w;
-	memcpy(&w, m8, 8);
-	for (; i + 8 <= len; i += 8) {
-		uint64_t v;
-		memcpy(&v, buf + i, 8);
-		v ^= w;
-		memcpy(buf + i, &v, 8);
-	}
-	for (; i < len; i++)
-		buf[i] ^= mask[(offset + i) & 3];
-}
-
 void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
                   size_t offset)
 {
 	size_t i = 0;
+	/* Align to the mask phase, then XOR eight bytes at a time (the bulk path). */
 	while (i < len && ((offset + i) & 3) != 0) {
 		dst[i] = src[i] ^ mask[(offset + i) & 3];
 		i++;
@@ -131,6 +111,12 @@ void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t ma
 	}
 	for (; i < len; i++)
 		dst[i] = src[i] ^ mask[(offset + i) & 3];
+}
+
+/* In place: ws_mask_copy reads each 8-byte word before writing it back. */
+void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset)
+{
+	ws_mask_copy(buf, buf, len, mask, offset);
 }
 
 void ws_rx_init(struct ws_rx *rx, uint64_t max_frame)
