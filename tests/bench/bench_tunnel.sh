@@ -29,7 +29,7 @@ export GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off CGO_ENABLED
 
 wait_file() { i=0; while [ ! -s "$1" ]; do i=$((i + 1)); [ $i -lt 500 ] || { echo "timeout: $1" >&2; exit 1; }; sleep 0.02; done; }
 json_get() { sed -n "s/.*\"$2\":\"\([^\"]*\)\".*/\1/p" "$1"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$work/loadgen" freeport; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -23,10 +23,11 @@ static char *data_path(const char *name)
 
 static char *slurp(const char *name, size_t *len)
 {
-	char *data;
+	char *data = NULL;
 	struct vm_err err;
-	size_t n;
-	assert_int_equal(fs_read_file(data_path(name), 1 << 20, &data, &n, &err), 0);
+	size_t n = 0;
+	if (fs_read_file(data_path(name), 1 << 20, &data, &n, &err) != 0)
+		fail_msg("%s", err.msg);
 	if (len)
 		*len = n;
 	return data;

@@ -174,7 +174,7 @@ func hold(url string, hs headers, n int, dur time.Duration) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen serve|rps|bulk|hold [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen serve|rps|bulk|hold|freeport [flags]")
 		os.Exit(64)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -196,6 +196,15 @@ func main() {
 		bulk(*url, hs, *n)
 	case "hold":
 		hold(*url, hs, *n, *dur)
+	case "freeport":
+		// a loopback port that was free a moment ago (the shell has no portable way)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
 	default:
 		os.Exit(64)
 	}
