@@ -159,7 +159,10 @@ size_t log_redact(char *s, size_t cap)
 			size_t v = i + 7, e = v;
 			while (e < len && is_value_char(s[e]))
 				e++;
-			if (e > v)
+			/* prose like "no bearer token" names a token, it is not one */
+			bool word = (e - v == 5 && strncasecmp(s + v, "token", 5) == 0) ||
+			            (e - v == 6 && strncasecmp(s + v, "tokens", 6) == 0);
+			if (e > v && !word)
 				i = redact_span(s, &len, cap, v, e) - 1;
 			continue;
 		}

@@ -191,7 +191,8 @@ static void log_denied(const struct wh_req *req, int status, const char *code, c
 	char path[256], reason[300];
 	printable(path, sizeof(path), req->info->local_uri);
 	printable(reason, sizeof(reason), why);
-	log_warn("auth", "denied %s %s: %d %s: %s", req->info->request_method, path, status, code,
+	/* "(401 code)" rather than "code:" so the redactor does not take the code for a key */
+	log_warn("auth", "denied %s %s (%d %s): %s", req->info->request_method, path, status, code,
 	         reason);
 }
 

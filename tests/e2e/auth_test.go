@@ -119,6 +119,10 @@ func TestAuthMatrix(t *testing.T) {
 	if !a.WaitLog("wrong_tenant", 2*time.Second) || !a.WaitLog("alg_not_allowed", time.Second) {
 		t.Errorf("denial reasons are not logged")
 	}
+	// readable, not eaten by the secret redactor
+	if !strings.Contains(a.Log.String(), "(401 missing_token): no bearer token") {
+		t.Errorf("the missing-token reason is not logged readably:\n%s", a.Log.String())
+	}
 	assertNoTokenLeak(t, is, a)
 }
 

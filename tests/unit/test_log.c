@@ -32,6 +32,10 @@ static void test_log_redacts_bearer_and_jwt(void **state)
 	(void)state;
 	expect_redacted("Authorization: Bearer abc.def.ghi", "Authorization: Bearer [REDACTED]");
 	expect_redacted("sent bearer s3cr3t to x", "sent bearer [REDACTED] to x");
+	/* the words "bearer token" in a message are not a secret */
+	expect_redacted("denied GET /v1/health (401 missing_token): no bearer token",
+	                "denied GET /v1/health (401 missing_token): no bearer token");
+	expect_redacted("Bearer tokenABCDEF123", "Bearer [REDACTED]");
 	expect_redacted("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_value- rejected",
 	                "token [REDACTED] rejected");
 }
