@@ -37,7 +37,9 @@ void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 /* Rewrites secrets in s (in place) as "[REDACTED]": bearer tokens, JWTs,
  * PEM private keys, and values of key=value / "key": "value" pairs whose
  * key names a secret (token, password, secret, key, authorization, credential).
- * Returns the new length. Exposed for tests and for other writers (audit). */
+ * Returns the new length. Exposed for tests and for other writers (audit).
+ * Prose that names a secret should not look like a pair: write
+ * "cannot read the token (%s)", not "token: %s", or the reason is redacted. */
 size_t log_redact(char *s, size_t cap);
 
 const char *log_level_name(enum log_level level);

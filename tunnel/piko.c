@@ -530,9 +530,9 @@ static void *tun_main(void *arg)
 		}
 		if (load_token(t, &tok, &err) != 0) {
 			wait = jittered(t, delay);
-			log_error("tunnel", "cannot read the Piko token: %s; retrying in %.1fs",
+			log_error("tunnel", "cannot read the Piko token (%s); retrying in %.1fs",
 			          err.msg, (double)wait / 1000.0);
-			tun_note_error(t, "cannot read the Piko token: %s", err.msg);
+			tun_note_error(t, "cannot read the Piko token (%s)", err.msg);
 			nap(t, wait);
 			delay = next_delay(t, delay);
 			continue;
