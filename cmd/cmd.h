@@ -47,6 +47,29 @@ int cmd_getopt(const struct cmd_entry *e, int argc, char **argv, const char *sho
  * 0, or the exit code after printing why. */
 int cmd_take_key(const struct cmd_entry *self, bool from_file, char *arg, struct secret *key);
 
+/* Flags as a table: each lands at an offset in the command's args struct. */
+enum cmd_flag_kind {
+	CMD_FLAG_STR,      /* const char * = the value */
+	CMD_FLAG_BOOL,     /* bool = true; takes no value */
+	CMD_FLAG_SECONDS,  /* unsigned = whole seconds, 0-86400 */
+	CMD_FLAG_KEY,      /* struct secret = the value, wiped from argv */
+	CMD_FLAG_KEY_FILE, /* struct secret = a 0600 file's content */
+};
+
+struct cmd_flag {
+	const char *name;
+	enum cmd_flag_kind kind;
+	size_t off;
+};
+
+#define CMD_FLAGS_MAX 32
+
+/* Parses argv against flags (and --help). Returns -1 when every flag was taken,
+ * else the exit code to stop with (0 after --help, 64 on a usage error); on
+ * that path the secrets already taken are cleared. */
+int cmd_parse_flags(const struct cmd_entry *self, int argc, char **argv,
+                    const struct cmd_flag *flags, size_t nflags, void *args);
+
 /* A report for self->name, after libcurl's global init when http is set.
  * NULL when out of memory. */
 struct lc_report *cmd_lc_begin(const struct cmd_entry *self, bool http);

@@ -1,4 +1,5 @@
 /* vm-agent install: flags → lc_install; the report as text or JSON. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,109 +42,47 @@ const struct cmd_entry cmd_install_entry = {
     install_exec,
 };
 
-enum {
-	O_TENANT = 256,
-	O_KEY,
-	O_KEYFILE,
-	O_PIKO,
-	O_CP,
-	O_AGENT,
-	O_CA,
-	O_PROXY,
-	O_NOSTART,
-	O_REREG,
-	O_PKG,
-	O_HT,
-	O_ROOT,
-	O_JSON
+struct install_args {
+	struct lc_install_opts o;
+	struct secret key;
+	bool json;
+};
+
+#define IA(f) offsetof(struct install_args, f)
+static const struct cmd_flag install_flags[] = {
+    {"tenant-id", CMD_FLAG_STR, IA(o.tenant_id)},
+    {"key", CMD_FLAG_KEY, IA(key)},
+    {"key-file", CMD_FLAG_KEY_FILE, IA(key)},
+    {"piko-url", CMD_FLAG_STR, IA(o.piko_url)},
+    {"control-plane-url", CMD_FLAG_STR, IA(o.control_plane_url)},
+    {"agent-id", CMD_FLAG_STR, IA(o.agent_id)},
+    {"ca-file", CMD_FLAG_STR, IA(o.ca_file)},
+    {"proxy", CMD_FLAG_STR, IA(o.proxy)},
+    {"no-start", CMD_FLAG_BOOL, IA(o.no_start)},
+    {"reregister", CMD_FLAG_BOOL, IA(o.reregister)},
+    {"from-package", CMD_FLAG_BOOL, IA(o.from_package)},
+    {"health-timeout", CMD_FLAG_SECONDS, IA(o.health_timeout_s)},
+    {"root", CMD_FLAG_STR, IA(o.root)},
+    {"json", CMD_FLAG_BOOL, IA(json)},
 };
 
 static int install_exec(const struct cmd_entry *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"tenant-id", required_argument, NULL, O_TENANT},
-	    {"key", required_argument, NULL, O_KEY},
-	    {"key-file", required_argument, NULL, O_KEYFILE},
-	    {"piko-url", required_argument, NULL, O_PIKO},
-	    {"control-plane-url", required_argument, NULL, O_CP},
-	    {"agent-id", required_argument, NULL, O_AGENT},
-	    {"ca-file", required_argument, NULL, O_CA},
-	    {"proxy", required_argument, NULL, O_PROXY},
-	    {"no-start", no_argument, NULL, O_NOSTART},
-	    {"reregister", no_argument, NULL, O_REREG},
-	    {"from-package", no_argument, NULL, O_PKG},
-	    {"health-timeout", required_argument, NULL, O_HT},
-	    {"root", required_argument, NULL, O_ROOT},
-	    {"json", no_argument, NULL, O_JSON},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	struct lc_install_opts o = {.version = vma_build_version};
-	struct secret key = {0};
+	struct install_args a = {.o = {.version = vma_build_version}};
+	int rc = cmd_parse_flags(self, argc, argv, install_flags,
+	                         sizeof(install_flags) / sizeof(install_flags[0]), &a);
+	if (rc >= 0)
+		return rc;
 	struct vm_err err = {0};
-	bool json = false;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":h", opts, &rc)) != -1) {
-		switch (c) {
-		case '?':
-			secret_clear(&key);
-			return rc;
-		case O_TENANT:
-			o.tenant_id = optarg;
-			break;
-		case O_KEY:
-		case O_KEYFILE:
-			if ((rc = cmd_take_key(self, c == O_KEYFILE, optarg, &key)) != 0)
-				return rc;
-			break;
-		case O_PIKO:
-			o.piko_url = optarg;
-			break;
-		case O_CP:
-			o.control_plane_url = optarg;
-			break;
-		case O_AGENT:
-			o.agent_id = optarg;
-			break;
-		case O_CA:
-			o.ca_file = optarg;
-			break;
-		case O_PROXY:
-			o.proxy = optarg;
-			break;
-		case O_NOSTART:
-			o.no_start = true;
-			break;
-		case O_REREG:
-			o.reregister = true;
-			break;
-		case O_PKG:
-			o.from_package = true;
-			break;
-		case O_HT:
-			o.health_timeout_s = (unsigned)strtoul(optarg, NULL, 10);
-			break;
-		case O_ROOT:
-			o.root = optarg;
-			break;
-		case O_JSON:
-			json = true;
-			break;
-		}
-	}
-	if (optind < argc) {
-		secret_clear(&key);
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
-	}
-	o.install_key = key.value;
+	a.o.install_key = a.key.value;
 	struct lc_report *r = cmd_lc_begin(self, true);
 	if (r == NULL) {
-		secret_clear(&key);
+		secret_clear(&a.key);
 		return VM_EXIT_RUNTIME;
 	}
-	rc = lc_install(&o, r, &err);
-	secret_clear(&key);
+	rc = lc_install(&a.o, r, &err);
+	secret_clear(&a.key);
 	struct cmd_lc_exit how = {
-	    .json = json, .http = true, .echo_error = true, .invalid_exit = VM_EXIT_USAGE};
+	    .json = a.json, .http = true, .echo_error = true, .invalid_exit = VM_EXIT_USAGE};
 	return cmd_lc_end(self, r, rc, &err, &how);
 }

@@ -1,4 +1,5 @@
 /* vm-agent repair: --diagnose prints the checklist; without it, fixes. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,62 +36,39 @@ const struct cmd_entry cmd_repair_entry = {
     repair_exec,
 };
 
-enum { O_DIAG = 256, O_KEY, O_KEYFILE, O_OFFLINE, O_ROOT, O_JSON };
+struct repair_args {
+	struct lc_repair_opts o;
+	struct secret key;
+	bool json;
+};
+
+#define RA(f) offsetof(struct repair_args, f)
+static const struct cmd_flag repair_flags[] = {
+    {"diagnose", CMD_FLAG_BOOL, RA(o.diagnose_only)},
+    {"key", CMD_FLAG_KEY, RA(key)},
+    {"key-file", CMD_FLAG_KEY_FILE, RA(key)},
+    {"offline", CMD_FLAG_BOOL, RA(o.offline)},
+    {"root", CMD_FLAG_STR, RA(o.root)},
+    {"json", CMD_FLAG_BOOL, RA(json)},
+};
 
 static int repair_exec(const struct cmd_entry *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"diagnose", no_argument, NULL, O_DIAG},
-	    {"key", required_argument, NULL, O_KEY},
-	    {"key-file", required_argument, NULL, O_KEYFILE},
-	    {"offline", no_argument, NULL, O_OFFLINE},
-	    {"root", required_argument, NULL, O_ROOT},
-	    {"json", no_argument, NULL, O_JSON},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	struct lc_repair_opts o = {.version = vma_build_version};
-	struct secret key = {0};
+	struct repair_args a = {.o = {.version = vma_build_version}};
+	int rc = cmd_parse_flags(self, argc, argv, repair_flags,
+	                         sizeof(repair_flags) / sizeof(repair_flags[0]), &a);
+	if (rc >= 0)
+		return rc;
 	struct vm_err err = {0};
-	bool json = false;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":h", opts, &rc)) != -1) {
-		switch (c) {
-		case '?':
-			secret_clear(&key);
-			return rc;
-		case O_DIAG:
-			o.diagnose_only = true;
-			break;
-		case O_KEY:
-		case O_KEYFILE:
-			if ((rc = cmd_take_key(self, c == O_KEYFILE, optarg, &key)) != 0)
-				return rc;
-			break;
-		case O_OFFLINE:
-			o.offline = true;
-			break;
-		case O_ROOT:
-			o.root = optarg;
-			break;
-		case O_JSON:
-			json = true;
-			break;
-		}
-	}
-	if (optind < argc) {
-		secret_clear(&key);
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
-	}
-	o.install_key = key.value;
+	a.o.install_key = a.key.value;
 	struct lc_report *r = cmd_lc_begin(self, true);
 	if (r == NULL) {
-		secret_clear(&key);
+		secret_clear(&a.key);
 		return VM_EXIT_RUNTIME;
 	}
-	rc = lc_repair(&o, r, &err);
-	secret_clear(&key);
+	rc = lc_repair(&a.o, r, &err);
+	secret_clear(&a.key);
 	/* the checklist itself says what failed */
-	struct cmd_lc_exit how = {.json = json, .http = true};
+	struct cmd_lc_exit how = {.json = a.json, .http = true};
 	return cmd_lc_end(self, r, rc, &err, &how);
 }

@@ -1,4 +1,5 @@
 /* vm-agent uninstall: stop, disable, deregister, remove per the flag table. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,53 +27,36 @@ const struct cmd_entry cmd_uninstall_entry = {
     uninstall_exec,
 };
 
-enum { O_DATA = 256, O_LOGS, O_PURGE, O_CA, O_ROOT, O_JSON };
+struct uninstall_args {
+	struct lc_uninstall_opts o;
+	bool json;
+};
+
+#define UA(f) offsetof(struct uninstall_args, f)
+static const struct cmd_flag uninstall_flags[] = {
+    {"keep-data", CMD_FLAG_BOOL, UA(o.keep_data)},
+    {"keep-logs", CMD_FLAG_BOOL, UA(o.keep_logs)},
+    {"purge", CMD_FLAG_BOOL, UA(o.purge)},
+    {"ca-file", CMD_FLAG_STR, UA(o.ca_file)},
+    {"root", CMD_FLAG_STR, UA(o.root)},
+    {"json", CMD_FLAG_BOOL, UA(json)},
+};
 
 static int uninstall_exec(const struct cmd_entry *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"keep-data", no_argument, NULL, O_DATA},  {"keep-logs", no_argument, NULL, O_LOGS},
-	    {"purge", no_argument, NULL, O_PURGE},     {"ca-file", required_argument, NULL, O_CA},
-	    {"root", required_argument, NULL, O_ROOT}, {"json", no_argument, NULL, O_JSON},
-	    {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
-	};
-	struct lc_uninstall_opts o = {0};
-	bool json = false;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":h", opts, &rc)) != -1) {
-		switch (c) {
-		case '?':
-			return rc;
-		case O_DATA:
-			o.keep_data = true;
-			break;
-		case O_LOGS:
-			o.keep_logs = true;
-			break;
-		case O_PURGE:
-			o.purge = true;
-			break;
-		case O_CA:
-			o.ca_file = optarg;
-			break;
-		case O_ROOT:
-			o.root = optarg;
-			break;
-		case O_JSON:
-			json = true;
-			break;
-		}
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
-	if (o.purge && (o.keep_data || o.keep_logs))
+	struct uninstall_args a = {0};
+	int rc = cmd_parse_flags(self, argc, argv, uninstall_flags,
+	                         sizeof(uninstall_flags) / sizeof(uninstall_flags[0]), &a);
+	if (rc >= 0)
+		return rc;
+	if (a.o.purge && (a.o.keep_data || a.o.keep_logs))
 		return cmd_usage_error(self, "--purge cannot be combined with --keep-data or "
 		                             "--keep-logs");
 	struct vm_err err = {0};
 	struct lc_report *r = cmd_lc_begin(self, true);
 	if (r == NULL)
 		return VM_EXIT_RUNTIME;
-	rc = lc_uninstall(&o, r, &err);
-	struct cmd_lc_exit how = {.json = json, .http = true, .echo_error = true};
+	rc = lc_uninstall(&a.o, r, &err);
+	struct cmd_lc_exit how = {.json = a.json, .http = true, .echo_error = true};
 	return cmd_lc_end(self, r, rc, &err, &how);
 }

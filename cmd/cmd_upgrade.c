@@ -1,5 +1,6 @@
 /* vm-agent upgrade: flags → lc_upgrade (download, verify, self-test, swap,
  * health gate, rollback). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,77 +40,41 @@ const struct cmd_entry cmd_upgrade_entry = {
     upgrade_exec,
 };
 
-enum { O_VERSION = 256, O_URL, O_SUM, O_SIG, O_DOWN, O_STT, O_HT, O_CA, O_PROXY, O_ROOT, O_JSON };
+struct upgrade_args {
+	struct lc_upgrade_opts o;
+	bool json;
+};
+
+#define UA(f) offsetof(struct upgrade_args, f)
+static const struct cmd_flag upgrade_flags[] = {
+    {"version", CMD_FLAG_STR, UA(o.version)},
+    {"url", CMD_FLAG_STR, UA(o.url)},
+    {"checksum", CMD_FLAG_STR, UA(o.checksum)},
+    {"signature-url", CMD_FLAG_STR, UA(o.signature_url)},
+    {"allow-downgrade", CMD_FLAG_BOOL, UA(o.allow_downgrade)},
+    {"self-test-timeout", CMD_FLAG_SECONDS, UA(o.self_test_timeout_s)},
+    {"health-timeout", CMD_FLAG_SECONDS, UA(o.health_timeout_s)},
+    {"ca-file", CMD_FLAG_STR, UA(o.ca_file)},
+    {"proxy", CMD_FLAG_STR, UA(o.proxy)},
+    {"root", CMD_FLAG_STR, UA(o.root)},
+    {"json", CMD_FLAG_BOOL, UA(json)},
+};
 
 static int upgrade_exec(const struct cmd_entry *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"version", required_argument, NULL, O_VERSION},
-	    {"url", required_argument, NULL, O_URL},
-	    {"checksum", required_argument, NULL, O_SUM},
-	    {"signature-url", required_argument, NULL, O_SIG},
-	    {"allow-downgrade", no_argument, NULL, O_DOWN},
-	    {"self-test-timeout", required_argument, NULL, O_STT},
-	    {"health-timeout", required_argument, NULL, O_HT},
-	    {"ca-file", required_argument, NULL, O_CA},
-	    {"proxy", required_argument, NULL, O_PROXY},
-	    {"root", required_argument, NULL, O_ROOT},
-	    {"json", no_argument, NULL, O_JSON},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	struct lc_upgrade_opts o = {.current_version = vma_build_version,
-	                            .builtin_key = lc_builtin_upgrade_key};
-	bool json = false;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":h", opts, &rc)) != -1) {
-		switch (c) {
-		case '?':
-			return rc;
-		case O_VERSION:
-			o.version = optarg;
-			break;
-		case O_URL:
-			o.url = optarg;
-			break;
-		case O_SUM:
-			o.checksum = optarg;
-			break;
-		case O_SIG:
-			o.signature_url = optarg;
-			break;
-		case O_DOWN:
-			o.allow_downgrade = true;
-			break;
-		case O_STT:
-			o.self_test_timeout_s = (unsigned)strtoul(optarg, NULL, 10);
-			break;
-		case O_HT:
-			o.health_timeout_s = (unsigned)strtoul(optarg, NULL, 10);
-			break;
-		case O_CA:
-			o.ca_file = optarg;
-			break;
-		case O_PROXY:
-			o.proxy = optarg;
-			break;
-		case O_ROOT:
-			o.root = optarg;
-			break;
-		case O_JSON:
-			json = true;
-			break;
-		}
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
-	if (o.version == NULL || o.url == NULL || o.checksum == NULL)
+	struct upgrade_args a = {
+	    .o = {.current_version = vma_build_version, .builtin_key = lc_builtin_upgrade_key}};
+	int rc = cmd_parse_flags(self, argc, argv, upgrade_flags,
+	                         sizeof(upgrade_flags) / sizeof(upgrade_flags[0]), &a);
+	if (rc >= 0)
+		return rc;
+	if (a.o.version == NULL || a.o.url == NULL || a.o.checksum == NULL)
 		return cmd_usage_error(self, "--version, --url and --checksum are required");
 	struct vm_err err = {0};
 	struct lc_report *r = cmd_lc_begin(self, true);
 	if (r == NULL)
 		return VM_EXIT_RUNTIME;
-	rc = lc_upgrade(&o, r, &err);
-	struct cmd_lc_exit how = {.json = json, .http = true, .echo_error = true};
+	rc = lc_upgrade(&a.o, r, &err);
+	struct cmd_lc_exit how = {.json = a.json, .http = true, .echo_error = true};
 	return cmd_lc_end(self, r, rc, &err, &how);
 }

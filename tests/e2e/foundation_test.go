@@ -61,7 +61,11 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 	if code != 64 || !strings.Contains(stderr, "needs a value") {
 		t.Errorf("missing value: exit %d, stderr %q", code, stderr)
 	}
-	for _, sub := range []string{"run", "version", "help"} {
+	code, _, stderr = runCLI(t, nil, "upgrade", "--version", "1", "--url", "x", "--checksum", "sha256:00", "--health-timeout", "soon")
+	if code != 64 || !strings.Contains(stderr, "--health-timeout: expected whole seconds") {
+		t.Errorf("bad seconds: exit %d, stderr %q", code, stderr)
+	}
+	for _, sub := range []string{"run", "version", "help", "install", "configure", "repair", "upgrade", "uninstall", "status"} {
 		code, stdout, _ := runCLI(t, nil, sub, "--help")
 		if code != 0 || !strings.HasPrefix(stdout, "usage: vm-agent "+sub) {
 			t.Errorf("%s --help: exit %d, stdout %q", sub, code, stdout)
