@@ -33,6 +33,7 @@ struct wh_req {
 	/* What was answered, for the audit line: set by wh_reply_*; a handler that
 	 * writes its own response (SSE) sets status itself. */
 	int status;
+	bool audited; /* the audit line is written (before the response goes out) */
 	char err_code[48];
 	char probe_id[64]; /* the probe a handler acted on, when any */
 };

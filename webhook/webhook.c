@@ -67,9 +67,20 @@ static void reply_json_headers(struct mg_connection *conn, int status, const cha
 	json_decref(body);
 }
 
+/* A remote action is audited before it is acknowledged: a crash right after
+ * the answer cannot lose the line, and sequential calls are logged in order. */
+static void audit_before_reply(struct wh_req *req)
+{
+	if (req->audited || req->route == NULL || req->route->scope == NULL)
+		return;
+	wh_audit_request(req->srv->audit, req);
+	req->audited = true;
+}
+
 void wh_reply_json(struct wh_req *req, int status, json_t *body)
 {
 	req->status = status;
+	audit_before_reply(req);
 	reply_json_headers(req->conn, status, NULL, body);
 }
 
@@ -91,6 +102,7 @@ static void reply_error_v(struct wh_req *req, int status, const char *extra, con
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	req->status = status;
 	snprintf(req->err_code, sizeof(req->err_code), "%s", code);
+	audit_before_reply(req);
 	reply_error_conn(req->conn, status, extra, code, msg);
 }
 
@@ -222,7 +234,9 @@ static int dispatch(struct mg_connection *conn)
 			}
 			if (wh_auth_check(&req, r->scope) == 0)
 				r->fn(&req);
-			wh_audit_request(req.srv->audit, &req);
+			/* handlers that stream (SSE, metrics text) are audited when done */
+			if (!req.audited)
+				wh_audit_request(req.srv->audit, &req);
 			return 1;
 		}
 		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
