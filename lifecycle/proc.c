@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,9 +22,15 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void child(const char *const argv[], bool search, int out_w, int err_w, int exec_w)
+static void child(const char *const argv[], bool search, int out_w, int err_w, int exec_w,
+                  pid_t parent)
 {
 	setpgid(0, 0);
+	/* A killed `vm-agent upgrade` must not leave a hung self-test running
+	 * forever: the child dies with us (and checks we did not die already). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
 	int devnull = open("/dev/null", O_RDONLY);
 	if (devnull >= 0)
 		dup2(devnull, 0);
@@ -69,6 +76,7 @@ int lc_proc_run(const char *const argv[], bool search, uint64_t timeout_ms,
 		close(outp[0]), close(outp[1]), close(errp[0]), close(errp[1]);
 		return vm_err_errno(err, VM_ERR_IO, errno, "pipe");
 	}
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		int e = errno;
@@ -77,7 +85,7 @@ int lc_proc_run(const char *const argv[], bool search, uint64_t timeout_ms,
 		return vm_err_errno(err, VM_ERR_IO, e, "fork");
 	}
 	if (pid == 0)
-		child(argv, search, outp[1], errp[1], execp[1]);
+		child(argv, search, outp[1], errp[1], execp[1], parent);
 	setpgid(pid, pid); /* also here: no race with the kill below */
 	close(outp[1]), close(errp[1]), close(execp[1]);
 

@@ -371,7 +371,10 @@ func TestUpgradeKilledDuringSelfTestIsCleanedAtNextStart(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the stub (its own group) is bounded anyway
+	// the hung self-test dies with the upgrade that started it (no orphan left)
+	if !upNoProcessUnder(e.root, 5*time.Second) {
+		t.Errorf("the self-test of a killed upgrade is still running")
+	}
 	if !lcExists(journal) {
 		t.Fatal("journal missing after the kill")
 	}
@@ -506,4 +509,27 @@ func TestUpgradeFailingHealthGateRollsBack(t *testing.T) {
 	}
 	os.Remove(filepath.Join(e.root, "usr/local/bin/.stub-flaky-ran"))
 	e.assertUntouched(t)
+}
+
+// upNoProcessUnder waits until no process runs a binary from under root.
+func upNoProcessUnder(root string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		found := false
+		dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, d := range dirs {
+			b, err := os.ReadFile(d)
+			if err == nil && strings.HasPrefix(string(b), root) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
