@@ -12,22 +12,7 @@
 
 #include "core/admin.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/vma-test-admin-XXXXXX");
-	return mkdtemp(dir) == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd);
-}
+#include "test_dir.h"
 
 static json_t *cmd_echo(void *ctx, json_t *req, struct vm_err *err)
 {
@@ -51,7 +36,7 @@ static void test_admin_round_trip_and_errors(void **state)
 	(void)state;
 	int calls = 0;
 	char rt[128], sock[160];
-	snprintf(rt, sizeof(rt), "%s/run", dir);
+	snprintf(rt, sizeof(rt), "%s/run", test_dir);
 	struct vm_err err = {0};
 	struct admin_server *srv = admin_start(rt, cmds, 2, &calls, &err);
 	assert_non_null(srv);
@@ -78,7 +63,7 @@ static void test_admin_round_trip_and_errors(void **state)
 	assert_non_null(strstr(reply, "bad_request"));
 	free(reply);
 
-	/* a second server on the same dir sees a live socket and refuses */
+	/* a second server on the same directory sees a live socket and refuses */
 	assert_null(admin_start(rt, cmds, 2, &calls, &err));
 	assert_int_equal(err.code, VM_ERR_BUSY);
 	admin_stop(srv);
@@ -92,7 +77,7 @@ static void test_admin_replaces_stale_socket(void **state)
 	(void)state;
 	int calls = 0;
 	char rt[128], sock[160];
-	snprintf(rt, sizeof(rt), "%s/run", dir);
+	snprintf(rt, sizeof(rt), "%s/run", test_dir);
 	admin_socket_path(rt, sock, sizeof(sock));
 	mkdir(rt, 0700);
 	FILE *f = fopen(sock, "w"); /* left behind by a killed agent */
@@ -134,8 +119,10 @@ static void test_admin_parse_request(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_admin_round_trip_and_errors, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_admin_replaces_stale_socket, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_round_trip_and_errors, test_dir_setup,
+	                                    test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_replaces_stale_socket, test_dir_setup,
+	                                    test_dir_teardown),
 	    cmocka_unit_test(test_admin_parse_request),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

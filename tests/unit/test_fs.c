@@ -11,29 +11,14 @@
 
 #include "core/fs.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/vma-test-fs-XXXXXX");
-	return mkdtemp(dir) == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd);
-}
+#include "test_dir.h"
 
 static void test_fs_write_atomic_replaces_with_mode_and_no_temp_left(void **state)
 {
 	(void)state;
 	char path[128];
 	struct vm_err err;
-	snprintf(path, sizeof(path), "%s/secret.txt", dir);
+	snprintf(path, sizeof(path), "%s/secret.txt", test_dir);
 	assert_int_equal(fs_write_atomic(path, "one", 3, 0600, &err), 0);
 	assert_int_equal(fs_write_atomic(path, "second", 6, 0600, &err), 0);
 	char *data;
@@ -45,7 +30,7 @@ static void test_fs_write_atomic_replaces_with_mode_and_no_temp_left(void **stat
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	DIR *d = opendir(dir);
+	DIR *d = opendir(test_dir);
 	struct dirent *e;
 	int entries = 0;
 	while ((e = readdir(d)) != NULL)
@@ -59,7 +44,7 @@ static void test_fs_write_atomic_missing_dir_fails_cleanly(void **state)
 	(void)state;
 	char path[128];
 	struct vm_err err = {0};
-	snprintf(path, sizeof(path), "%s/missing/x", dir);
+	snprintf(path, sizeof(path), "%s/missing/x", test_dir);
 	assert_int_not_equal(fs_write_atomic(path, "x", 1, 0600, &err), 0);
 	assert_non_null(strstr(err.msg, "missing/x"));
 }
@@ -69,14 +54,14 @@ static void test_fs_mkdir_p_nested_and_existing(void **state)
 	(void)state;
 	char path[128];
 	struct vm_err err;
-	snprintf(path, sizeof(path), "%s/a/b/c", dir);
+	snprintf(path, sizeof(path), "%s/a/b/c", test_dir);
 	assert_int_equal(fs_mkdir_p(path, 0700, &err), 0);
 	assert_int_equal(fs_mkdir_p(path, 0700, &err), 0);
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	char file[160];
-	snprintf(file, sizeof(file), "%s/file", dir);
+	snprintf(file, sizeof(file), "%s/file", test_dir);
 	assert_int_equal(fs_write_atomic(file, "x", 1, 0600, &err), 0);
 	assert_int_not_equal(fs_mkdir_p(file, 0700, &err), 0);
 	assert_non_null(strstr(err.msg, "not a directory"));
@@ -87,7 +72,7 @@ static void test_fs_read_file_enforces_limit(void **state)
 	(void)state;
 	char path[128];
 	struct vm_err err;
-	snprintf(path, sizeof(path), "%s/big", dir);
+	snprintf(path, sizeof(path), "%s/big", test_dir);
 	char buf[10000];
 	memset(buf, 'a', sizeof(buf));
 	assert_int_equal(fs_write_atomic(path, buf, sizeof(buf), 0600, &err), 0);
@@ -109,5 +94,5 @@ int main(void)
 	    cmocka_unit_test(test_fs_mkdir_p_nested_and_existing),
 	    cmocka_unit_test(test_fs_read_file_enforces_limit),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

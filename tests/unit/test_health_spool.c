@@ -14,22 +14,7 @@
 #include "core/fs.h"
 #include "health/internal.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/vma-test-spool-XXXXXX");
-	return mkdtemp(dir) == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd);
-}
+#include "test_dir.h"
 
 static void make_id(int i, char id[HEALTH_ID_LEN + 1])
 {
@@ -73,11 +58,11 @@ static void test_spool_replays_in_order_across_reopen(void **state)
 	(void)state;
 	struct health_spool_limits lim = {100, 1 << 20};
 	struct vm_err err = {0};
-	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	struct health_spool *sp = health_spool_open(test_dir, &lim, &err);
 	assert_non_null(sp);
 	push_n(sp, 1, 12); /* crosses a hex digit boundary in the file names */
 	health_spool_close(sp);
-	sp = health_spool_open(dir, &lim, &err);
+	sp = health_spool_open(test_dir, &lim, &err);
 	assert_non_null(sp);
 	uint64_t n, b, d, c;
 	health_spool_stats(sp, &n, &b, &d, &c);
@@ -89,7 +74,7 @@ static void test_spool_replays_in_order_across_reopen(void **state)
 	/* sequence continues after the old entries even when they are gone */
 	push_n(sp, 50, 1);
 	health_spool_close(sp);
-	assert_int_equal(health_spool_usage(dir, &n, &b, &err), 0);
+	assert_int_equal(health_spool_usage(test_dir, &n, &b, &err), 0);
 	assert_int_equal(n, 1);
 }
 
@@ -98,7 +83,7 @@ static void test_spool_drops_oldest_when_full_by_count_and_bytes(void **state)
 	(void)state;
 	struct health_spool_limits lim = {3, 1 << 20};
 	struct vm_err err = {0};
-	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	struct health_spool *sp = health_spool_open(test_dir, &lim, &err);
 	push_n(sp, 1, 5);
 	uint64_t n, b, d, c;
 	health_spool_stats(sp, &n, &b, &d, &c);
@@ -127,7 +112,7 @@ static void test_spool_drops_oldest_when_full_by_count_and_bytes(void **state)
 static void write_file(const char *name, const char *data, size_t len)
 {
 	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(path, sizeof(path), "%s/%s", test_dir, name);
 	FILE *f = fopen(path, "wb");
 	assert_non_null(f);
 	fwrite(data, 1, len, f);
@@ -137,7 +122,7 @@ static void write_file(const char *name, const char *data, size_t len)
 static bool exists(const char *name)
 {
 	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(path, sizeof(path), "%s/%s", test_dir, name);
 	return access(path, F_OK) == 0;
 }
 
@@ -146,14 +131,14 @@ static void test_spool_recovers_from_crash_leftovers_and_corrupt_entries(void **
 	(void)state;
 	struct health_spool_limits lim = {100, 1 << 20};
 	struct vm_err err = {0};
-	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	struct health_spool *sp = health_spool_open(test_dir, &lim, &err);
 	push_n(sp, 1, 3);
 	health_spool_close(sp);
 	/* a write interrupted by kill -9: the temp file never got renamed */
 	write_file("0000000000000004.rep.tmp.AbC123", "vmspool1 garbage", 16);
 	/* a torn/foreign entry in the middle and a truncated tail entry */
 	char p2[256];
-	snprintf(p2, sizeof(p2), "%s/0000000000000002.rep", dir);
+	snprintf(p2, sizeof(p2), "%s/0000000000000002.rep", test_dir);
 	char *data;
 	size_t len;
 	assert_int_equal(fs_read_file(p2, 4096, &data, &len, &err), 0);
@@ -163,7 +148,7 @@ static void test_spool_recovers_from_crash_leftovers_and_corrupt_entries(void **
 	free(data);
 	write_file("README", "not an entry", 12);
 
-	sp = health_spool_open(dir, &lim, &err);
+	sp = health_spool_open(test_dir, &lim, &err);
 	assert_non_null(sp);
 	assert_false(exists("0000000000000004.rep.tmp.AbC123"));
 	expect_order(sp, (int[]){1, 3}, 2);
@@ -225,7 +210,7 @@ static void test_credentials_parse_and_mode(void **state)
 		assert_null(strstr(err.msg, "s3cr3t"));
 	}
 	char path[128];
-	snprintf(path, sizeof(path), "%s/cred.json", dir);
+	snprintf(path, sizeof(path), "%s/cred.json", test_dir);
 	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0644, &err), 0);
 	assert_int_equal(health_load_credentials(path, &c, &err), -VM_ERR_PERM);
 	assert_non_null(strstr(err.msg, "chmod 600"));
@@ -249,14 +234,16 @@ static void test_uuid4_format(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_spool_replays_in_order_across_reopen, setup,
-	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_spool_replays_in_order_across_reopen,
+	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_spool_drops_oldest_when_full_by_count_and_bytes,
-	                                    setup, teardown),
+	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(
-	        test_spool_recovers_from_crash_leftovers_and_corrupt_entries, setup, teardown),
+	        test_spool_recovers_from_crash_leftovers_and_corrupt_entries, test_dir_setup,
+	        test_dir_teardown),
 	    cmocka_unit_test(test_spool_entry_parser),
-	    cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, test_dir_setup,
+	                                    test_dir_teardown),
 	    cmocka_unit_test(test_uuid4_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

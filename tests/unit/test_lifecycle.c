@@ -14,20 +14,7 @@
 #include "core/fs.h"
 #include "lifecycle/internal.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/vma-test-lc-XXXXXX");
-	return mkdtemp(dir) == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	return lc_remove_tree(dir, NULL);
-}
+#include "test_dir.h"
 
 static void test_lifecycle_version_order(void **state)
 {
@@ -85,7 +72,7 @@ static void test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid(void **sta
 {
 	(void)state;
 	char path[128], bak[140];
-	snprintf(path, sizeof(path), "%s/config.yaml", dir);
+	snprintf(path, sizeof(path), "%s/config.yaml", test_dir);
 	snprintf(bak, sizeof(bak), "%s.bak", path);
 	struct lc_cfg_doc doc;
 	struct vm_err err = {0};
@@ -120,7 +107,7 @@ static void test_lifecycle_unit_template_has_the_binary_and_hardening(void **sta
 	assert_non_null(strstr(u, "WantedBy=multi-user.target"));
 	free(u);
 	struct lc_paths p;
-	assert_int_equal(lc_paths_init(&p, dir, NULL, NULL), 0);
+	assert_int_equal(lc_paths_init(&p, test_dir, NULL, NULL), 0);
 	struct vm_err err;
 	assert_int_not_equal(lc_svc_write_unit(&p, "/bad path/vm-agent", NULL, &err), 0);
 }
@@ -155,11 +142,11 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 {
 	(void)state;
 	char bin[128], prev[140], journal[160], text[1024];
-	snprintf(bin, sizeof(bin), "%s/vm-agent", dir);
+	snprintf(bin, sizeof(bin), "%s/vm-agent", test_dir);
 	snprintf(prev, sizeof(prev), "%s.prev", bin);
-	snprintf(journal, sizeof(journal), "%s/upgrade.journal", dir);
+	snprintf(journal, sizeof(journal), "%s/upgrade.journal", test_dir);
 	char out[256], msg[256];
-	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
+	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
 	                 LC_RECOVER_NOTHING);
 	write_file(bin, "new");
 	write_file(prev, "old");
@@ -168,7 +155,7 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 	         "\"new\":\"\",\"to\":\"2.0\"}",
 	         bin, prev);
 	write_file(journal, text);
-	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
+	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
 	                 LC_RECOVER_ROLLED_BACK);
 	assert_string_equal(out, bin);
 	char *data;
@@ -181,14 +168,14 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 
 	/* before the swap: the download goes, the binary stays */
 	char fresh[140];
-	snprintf(fresh, sizeof(fresh), "%s/.vm-agent.new.1", dir);
+	snprintf(fresh, sizeof(fresh), "%s/.vm-agent.new.1", test_dir);
 	write_file(fresh, "dl");
 	snprintf(text, sizeof(text),
 	         "{\"phase\":\"verified\",\"bin\":\"%s\",\"prev\":\"%s\","
 	         "\"new\":\"%s\",\"to\":\"2.0\"}",
 	         bin, prev, fresh);
 	write_file(journal, text);
-	assert_int_equal(lc_upgrade_recover(dir, out, sizeof(out), msg, sizeof(msg)),
+	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
 	                 LC_RECOVER_CLEANED);
 	assert_false(lc_exists(fresh));
 	assert_false(lc_exists(journal));
@@ -203,12 +190,14 @@ int main(void)
 	    cmocka_unit_test(test_lifecycle_version_order),
 	    cmocka_unit_test(test_lifecycle_cfg_edit_roundtrip_validates_and_quotes),
 	    cmocka_unit_test_setup_teardown(
-	        test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid, setup, teardown),
+	        test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid, test_dir_setup,
+	        test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(
-	        test_lifecycle_unit_template_has_the_binary_and_hardening, setup, teardown),
+	        test_lifecycle_unit_template_has_the_binary_and_hardening, test_dir_setup,
+	        test_dir_teardown),
 	    cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
-	                                    setup, teardown),
+	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

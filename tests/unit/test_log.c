@@ -79,22 +79,12 @@ static void test_log_redaction_never_overflows(void **state)
 	assert_null(strstr(tiny, "abcd"));
 }
 
-static char tmpdir[64];
-
-static int setup_dir(void **state)
-{
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vma-test-log-XXXXXX");
-	return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
+#include "test_dir.h"
 
 static int teardown_dir(void **state)
 {
-	(void)state;
-	log_shutdown();
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	return system(cmd);
+	log_shutdown(); /* closes the log file inside the directory first */
+	return test_dir_teardown(state);
 }
 
 static char *read_all(const char *path)
@@ -110,7 +100,7 @@ static void test_log_json_lines_are_redacted(void **state)
 {
 	(void)state;
 	char path[128];
-	snprintf(path, sizeof(path), "%s/json.log", tmpdir);
+	snprintf(path, sizeof(path), "%s/json.log", test_dir);
 	struct log_opts o = {LOG_INFO, LOG_FORMAT_JSON, path, 1 << 20, 2};
 	struct vm_err err;
 	assert_int_equal(log_configure(&o, &err), 0);
@@ -129,7 +119,7 @@ static void test_log_rotates_by_size_and_keeps_max_files(void **state)
 {
 	(void)state;
 	char path[128], rotated[160];
-	snprintf(path, sizeof(path), "%s/rot.log", tmpdir);
+	snprintf(path, sizeof(path), "%s/rot.log", test_dir);
 	struct log_opts o = {LOG_INFO, LOG_FORMAT_TEXT, path, 4096, 2};
 	struct vm_err err;
 	assert_int_equal(log_configure(&o, &err), 0);
@@ -163,7 +153,7 @@ static void test_log_configure_bad_file_keeps_previous(void **state)
 {
 	(void)state;
 	char path[128];
-	snprintf(path, sizeof(path), "%s/keep.log", tmpdir);
+	snprintf(path, sizeof(path), "%s/keep.log", test_dir);
 	struct log_opts good = {LOG_INFO, LOG_FORMAT_TEXT, path, 1 << 20, 1};
 	struct log_opts bad = {LOG_INFO, LOG_FORMAT_TEXT, "/nonexistent/dir/x.log", 1 << 20, 1};
 	struct vm_err err;
@@ -187,5 +177,5 @@ int main(void)
 	    cmocka_unit_test(test_log_rotates_by_size_and_keeps_max_files),
 	    cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
 	};
-	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+	return cmocka_run_group_tests(tests, test_dir_setup, teardown_dir);
 }
