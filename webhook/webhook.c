@@ -89,6 +89,10 @@ void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
 
 void wh_reply_json(struct wh_req *req, int status, json_t *body)
 {
+	if (body == NULL) { /* what reply_json_headers will answer, audited as such */
+		status = 500;
+		snprintf(req->err_code, sizeof(req->err_code), "internal");
+	}
 	req->status = status;
 	audit_before_reply(req);
 	reply_json_headers(req->conn, status, NULL, body);
@@ -102,16 +106,19 @@ static json_t *error_body(const char *code, const char *msg)
 static void reply_error_conn(struct mg_connection *conn, int status, const char *extra,
                              const char *code, const char *msg)
 {
-	reply_json_headers(conn, status, extra, error_body(code, msg));
+	/* messages may quote the caller's bytes (path, method, a claim): jansson
+	 * takes valid UTF-8 only, and a cut message may end inside a character */
+	char clean[1024];
+	utf8_escape(clean, sizeof(clean), msg, strlen(msg), 0, NULL);
+	reply_json_headers(conn, status, extra, error_body(code, clean));
 }
 
 static void reply_error_v(struct wh_req *req, int status, const char *extra, const char *code,
                           const char *fmt, va_list ap)
 {
-	char raw[512], msg[512];
-	vsnprintf(raw, sizeof(raw), fmt, ap);
-	/* messages may quote the caller's bytes: jansson takes valid UTF-8 only */
-	utf8_escape(msg, sizeof(msg), raw, strlen(raw), 0, NULL);
+	char msg[512];
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
+		msg[utf8_cut(msg, sizeof(msg) - 1)] = '\0';
 	req->status = status;
 	snprintf(req->err_code, sizeof(req->err_code), "%s", code);
 	audit_before_reply(req);

@@ -341,3 +341,27 @@ func TestAuditFailureRefusesStateChange(t *testing.T) {
 		t.Errorf("the lost read line and the refusal are not logged loudly")
 	}
 }
+
+// A caller's field name longer than the error path's bound, cut inside a
+// character, still gets its 400 with the JSON path (not a 500 from the encoder),
+// and the audit line says 400 as the answer did.
+func TestAuditInvalidRequestWithLongMultibyteKeyIs400(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	key := "xy" + strings.Repeat("€", 60) // the name is cut at 64 bytes: inside a "€"
+	status, b, _ := call(t, a, "POST", "/v1/probes", is.tok("probe:run"),
+		`{"steps":[{"type":"exec","argv":["true"]}],"`+key+`":1}`)
+	var e struct {
+		Error struct{ Code, Message, Path string }
+	}
+	if err := json.Unmarshal([]byte(b), &e); status != 400 || err != nil || e.Error.Code != "invalid_request" ||
+		!strings.HasPrefix(key, e.Error.Path) || e.Error.Path == "" || !utf8.ValidString(e.Error.Path) {
+		t.Fatalf("invalid request with a long multibyte key: %d %s", status, b)
+	}
+	l := waitAuditLine(t, defaultAuditPath(a), func(l map[string]interface{}) bool {
+		return l["route"] == "POST /v1/probes" && l["outcome"] != "started"
+	})
+	if l == nil || l["status"] != float64(400) || l["error"] != "invalid_request" {
+		t.Errorf("audit line %v", l)
+	}
+}
