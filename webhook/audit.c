@@ -185,6 +185,19 @@ int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool dura
 	text[n] = '\n'; /* json_dumps leaves room: the NUL becomes the newline */
 	int rc = 0;
 	pthread_mutex_lock(&a->mu);
+	/* removed from under us (an outside rotation, an operator): lines written
+	 * to an unlinked file are lost to everyone, so start a new one */
+	struct stat st;
+	if (fstat(a->fd, &st) == 0 && st.st_nlink == 0) {
+		int old = a->fd;
+		if (open_file(a, err) != 0) {
+			a->fd = old;
+			pthread_mutex_unlock(&a->mu);
+			free(text);
+			return -1;
+		}
+		close(old);
+	}
 	if (a->size > 0 && a->size + n + 1 > a->max_size)
 		rotate(a);
 	/* One write() per line with O_APPEND: lines never interleave. A short

@@ -251,6 +251,23 @@ static void test_audit_write_never_leaves_a_torn_line(void **state)
 	assert_int_equal(lines, 2);
 }
 
+static void test_audit_write_recreates_a_removed_file(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/removed.log", test_dir);
+	struct wh_audit *a = open_audit(path, 1 << 20);
+	struct vm_err err = {0};
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	wh_audit_close(a);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0); /* the line went somewhere a reader sees */
+	assert_true(st.st_size > 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +279,7 @@ int main(void)
 	    cmocka_unit_test(test_audit_long_multibyte_field_is_cut_on_a_character),
 	    cmocka_unit_test(test_audit_write_reports_a_full_device),
 	    cmocka_unit_test(test_audit_write_never_leaves_a_torn_line),
+	    cmocka_unit_test(test_audit_write_recreates_a_removed_file),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
