@@ -123,13 +123,14 @@ static int put_field(json_t *line, json_t *escaped, json_t *truncated, const cha
                      const char *value, size_t cap)
 {
 	char buf[WH_AUDIT_PATH_MAX];
-	size_t len = value != NULL ? strlen(value) : 0;
+	const char *v = value != NULL ? value : "";
+	size_t len = strlen(v);
 	unsigned res = 0;
 	if (cap > sizeof(buf))
 		cap = sizeof(buf);
-	size_t n = utf8_escape(buf, cap, value != NULL ? value : "", len, UTF8_ESC_CTRL, &res);
+	size_t n = utf8_escape(buf, cap, v, len, UTF8_ESC_CTRL, &res);
 	if (res & UTF8_ESCAPED)
-		n = utf8_escape(buf, cap, value, len, UTF8_ESC_CTRL | UTF8_ESC_BACKSLASH, &res);
+		n = utf8_escape(buf, cap, v, len, UTF8_ESC_CTRL | UTF8_ESC_BACKSLASH, &res);
 	if (json_object_set_new(line, name, json_stringn(buf, n)) != 0)
 		return -1;
 	if ((res & UTF8_ESCAPED) && json_array_append_new(escaped, json_string(name)) != 0)
