@@ -2,6 +2,7 @@
  * owner of "reach a caller's file through an opened directory fd". */
 #include "core/fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -10,13 +11,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Symlinks followed in one resolution, like the kernel's MAXSYMLINKS. */
 #define FS_LINKS_MAX 40
+/* An unlocked temp file older than this is a dead writer's, never a live one
+ * between its create and its flock. */
+#define FS_TMP_STALE_SEC 60
+/* Directory entries looked at when sweeping dead temp files. */
+#define FS_SWEEP_MAX 65536
 
 static int write_all(int fd, const void *data, size_t len)
 {
@@ -411,13 +419,52 @@ static void tmp_name(const char *leaf, char name[FS_NAME_MAX])
 	snprintf(name, FS_NAME_MAX, "%.200s.vma-tmp.%s", leaf, sfx);
 }
 
+/* Removes the temp files of leaf a killed writer left in dirfd (named
+ * fallback, or killed between link and rename): our name pattern, a regular
+ * file with one link, not flocked by a live writer, not fresh. */
+static void tmp_sweep(int dirfd, const char *leaf)
+{
+	char prefix[FS_NAME_MAX];
+	int plen = snprintf(prefix, sizeof(prefix), "%.200s.vma-tmp.", leaf);
+	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup < 0 ? NULL : fdopendir(dup);
+	if (d == NULL) {
+		if (dup >= 0)
+			close(dup);
+		return;
+	}
+	/* wall clock: compared with file timestamps, not used to wait */
+	time_t now = time(NULL);
+	struct dirent *e;
+	for (int n = 0; n < FS_SWEEP_MAX && (e = readdir(d)) != NULL; n++) {
+		if (strncmp(e->d_name, prefix, (size_t)plen) != 0 ||
+		    strlen(e->d_name) != (size_t)plen + 6)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+		    now - st.st_mtime < FS_TMP_STALE_SEC)
+			continue;
+		int fd = openat(dirfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			(void)unlinkat(dirfd, e->d_name, 0);
+		close(fd);
+	}
+	closedir(d);
+}
+
 static int tmp_open(int dirfd, const char *leaf, struct tmpf *t, struct vm_err *err)
 {
 	t->named = false;
 	t->name[0] = '\0';
+	/* every temp is flocked while its writer lives: tmp_sweep tells dead ones */
 	t->fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (t->fd >= 0)
+	if (t->fd >= 0) {
+		(void)flock(t->fd, LOCK_EX | LOCK_NB);
 		return 0;
+	}
 	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
 		return vm_err_errno(err, VM_ERR_IO, errno, "create a temp file for %s", leaf);
 	/* no O_TMPFILE here (NFS, old overlayfs): a named temp, removed on failure */
@@ -426,6 +473,7 @@ static int tmp_open(int dirfd, const char *leaf, struct tmpf *t, struct vm_err *
 		t->fd = openat(dirfd, t->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		               0600);
 		if (t->fd >= 0) {
+			(void)flock(t->fd, LOCK_EX | LOCK_NB);
 			t->named = true;
 			return 0;
 		}
@@ -513,6 +561,7 @@ int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
                 const struct fs_write_opts *o, struct vm_err *err)
 {
 	struct tmpf t;
+	tmp_sweep(dirfd, leaf);
 	int rc = tmp_open(dirfd, leaf, &t, err);
 	if (rc != 0)
 		return rc;
@@ -530,6 +579,7 @@ int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
 int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, struct vm_err *err)
 {
 	struct tmpf t;
+	tmp_sweep(dirfd, name);
 	int rc = tmp_open(dirfd, name, &t, err);
 	if (rc != 0)
 		return rc;

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -312,6 +314,42 @@ static void test_fs_backup_keeps_owner_not_setuid(void **state)
 	assert_int_equal(count_entries(at("bk"), ".vma-tmp."), 0);
 }
 
+/* Creates test_dir/name, an hour old when old. */
+static int make_temp(const char *name, bool old)
+{
+	int fd = open(at(name), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	if (old) {
+		struct timespec ts[2] = {{.tv_sec = time(NULL) - 3600},
+		                         {.tv_sec = time(NULL) - 3600}};
+		assert_int_equal(futimens(fd, ts), 0);
+	}
+	return fd;
+}
+
+static void test_fs_write_at_sweeps_only_dead_writers_temps(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("sw"), 0755), 0);
+	close(make_temp("sw/conf.vma-tmp.AAAAAA", true));     /* killed writer */
+	int live = make_temp("sw/conf.vma-tmp.BBBBBB", true); /* a live, slow writer */
+	assert_int_equal(flock(live, LOCK_EX | LOCK_NB), 0);
+	close(make_temp("sw/conf.vma-tmp.CCCCCC", false)); /* just created, not yet locked */
+	close(make_temp("sw/other.vma-tmp.DDDDDD", true)); /* another file's */
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("sw/conf"), leaf, &err);
+	assert_true(dfd >= 0);
+	struct fs_write_opts o = {.mode = 0600};
+	assert_int_equal(fs_write_at(dfd, leaf, "x", 1, &o, &err), 0);
+	close(dfd);
+	close(live);
+	assert_int_equal(access(at("sw/conf.vma-tmp.AAAAAA"), F_OK), -1);
+	assert_int_equal(access(at("sw/conf.vma-tmp.BBBBBB"), F_OK), 0);
+	assert_int_equal(access(at("sw/conf.vma-tmp.CCCCCC"), F_OK), 0);
+	assert_int_equal(access(at("sw/other.vma-tmp.DDDDDD"), F_OK), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -328,6 +366,7 @@ int main(void)
 	    cmocka_unit_test(test_fs_write_at_stays_in_opened_dir_after_swap),
 	    cmocka_unit_test(test_fs_write_at_create_only_and_no_temp_left),
 	    cmocka_unit_test(test_fs_backup_keeps_owner_not_setuid),
+	    cmocka_unit_test(test_fs_write_at_sweeps_only_dead_writers_temps),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
