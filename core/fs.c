@@ -222,7 +222,7 @@ static int open_regular(int dirfd, const char *name, struct stat *sb, bool *is_l
 	/* the name may have been swapped between the two opens: same inode only */
 	if (fstat(fd, sb) != 0 || sb->st_dev != pst.st_dev || sb->st_ino != pst.st_ino) {
 		close(fd);
-		return vm_err_set(err, VM_ERR_BUSY, "%s changed while it was opened", name);
+		return vm_err_set(err, VM_ERR_IO, "%s changed while it was opened", name);
 	}
 	return fd;
 }
