@@ -506,3 +506,92 @@ func TestFileWriteKill9LeavesNoTemp(t *testing.T) {
 		t.Errorf("target holds %d bytes, neither absent nor the full %d", len(got), len(content))
 	}
 }
+
+// TestFileReadDirectorySwapRace: the same directory exchange under file.read
+// never makes the agent return a root-only file's content.
+func TestFileReadDirectorySwapRace(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	scratch := filesScratch(t)
+	secretPath, secret := secretFile(t, scratch)
+	if err := os.Rename(secretPath, filepath.Join(filepath.Dir(secretPath), "target")); err != nil {
+		t.Fatal(err)
+	}
+	u := nobodyDir(t, scratch, "home")
+	d := nobodyDir(t, u, "d")
+	if err := os.WriteFile(filepath.Join(d, "target"), []byte("public\n"), 0644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(secretPath), filepath.Join(u, "l")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(filepath.Join(u, "l"), nobodyUID, nobodyGID); err != nil {
+		t.Fatal(err)
+	}
+	startAttacker(t, scratch, "swap-dir", u, "")
+	target := filepath.Join(u, "d", "target")
+	deadline := time.Now().Add(6 * time.Second)
+	var reads int
+	for i := 0; i < 200 && time.Now().Before(deadline); i++ {
+		var steps []interface{}
+		for j := 0; j < 10; j++ {
+			steps = append(steps, map[string]interface{}{"type": "file.read", "path": target})
+		}
+		r, raw := runSteps(t, a, is, steps)
+		for _, s := range r.Steps {
+			if s["status"] == "succeeded" {
+				reads++
+			}
+		}
+		if !assertNoSecretIn(t, u, secret, raw) {
+			break
+		}
+	}
+	t.Logf("%d reads", reads)
+	if reads == 0 {
+		t.Errorf("no read succeeded: the race was not exercised")
+	}
+}
+
+// TestFileReadSymlinkRule: a symlink only root could have placed is followed
+// (/etc/os-release -> ../usr/lib/os-release on Debian); one in a directory
+// another user owns is refused with error_code symlink_refused.
+func TestFileReadSymlinkRule(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	scratch := filesScratch(t)
+	secretPath, _ := secretFile(t, scratch)
+	u := nobodyDir(t, scratch, "home")
+	if err := os.Symlink(secretPath, filepath.Join(u, "link")); err != nil {
+		t.Fatal(err)
+	}
+	// root's own symlink in root's 0755 directory
+	if err := os.Symlink(secretPath, filepath.Join(scratch, "rootlink")); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := runSteps(t, a, is, []interface{}{
+		map[string]interface{}{"type": "file.read", "path": filepath.Join(u, "link")},
+		map[string]interface{}{"type": "file.read", "path": filepath.Join(u, "link", "..", "x")},
+		map[string]interface{}{"type": "file.read", "path": filepath.Join(scratch, "rootlink")},
+		map[string]interface{}{"type": "file.write", "path": filepath.Join(u, "link"), "content_b64": b64("x")},
+	})
+	for i, want := range []string{"failed", "failed", "succeeded", "failed"} {
+		if r.Steps[i]["status"] != want {
+			t.Errorf("step %d: %v, want %s", i, r.Steps[i], want)
+		}
+	}
+	for _, i := range []int{0, 3} {
+		if r.Steps[i]["error_code"] != "symlink_refused" {
+			t.Errorf("step %d: error_code %v, want symlink_refused", i, r.Steps[i]["error_code"])
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(u, "link")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the symlink was replaced: %v %v", fi, err)
+	}
+	if _, err := os.Lstat("/etc/os-release"); err == nil {
+		r, _ = runSteps(t, a, is, []interface{}{map[string]interface{}{"type": "file.read", "path": "/etc/os-release"}})
+		if r.State != "succeeded" {
+			t.Errorf("/etc/os-release: %v", r.Steps)
+		}
+	}
+}
