@@ -351,7 +351,7 @@ func TestBackupReadNoSymlinkRace(t *testing.T) {
 	u := nobodyDir(t, scratch, "home")
 	startAttacker(t, scratch, "flip-symlink", u, secretPath)
 	target := filepath.Join(u, "f")
-	deadline := time.Now().Add(8 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	var writes, refused int
 	for i := 0; i < 200 && time.Now().Before(deadline); i++ {
 		var steps []interface{}
@@ -398,7 +398,7 @@ func TestFileWriteDirectorySwapRace(t *testing.T) {
 	}
 	startAttacker(t, scratch, "swap-dir", u, "")
 	target := filepath.Join(u, "d", "target")
-	deadline := time.Now().Add(8 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	var writes int
 	for i := 0; i < 200 && time.Now().Before(deadline); i++ {
 		var steps []interface{}
@@ -530,7 +530,7 @@ func TestFileReadDirectorySwapRace(t *testing.T) {
 	}
 	startAttacker(t, scratch, "swap-dir", u, "")
 	target := filepath.Join(u, "d", "target")
-	deadline := time.Now().Add(6 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	var reads int
 	for i := 0; i < 200 && time.Now().Before(deadline); i++ {
 		var steps []interface{}
