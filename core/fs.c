@@ -416,7 +416,7 @@ static void tmp_name(const char *leaf, char name[FS_NAME_MAX])
 	for (size_t i = 0; i < sizeof(r); i++)
 		sfx[i] = abc[r[i] % (sizeof(abc) - 1)];
 	sfx[sizeof(r)] = '\0';
-	snprintf(name, FS_NAME_MAX, "%.200s.vma-tmp.%s", leaf, sfx);
+	snprintf(name, FS_NAME_MAX, "%.200s.vma.tmp.%s", leaf, sfx);
 }
 
 /* Removes the temp files of leaf a killed writer left in dirfd (named
@@ -425,7 +425,7 @@ static void tmp_name(const char *leaf, char name[FS_NAME_MAX])
 static void tmp_sweep(int dirfd, const char *leaf)
 {
 	char prefix[FS_NAME_MAX];
-	int plen = snprintf(prefix, sizeof(prefix), "%.200s.vma-tmp.", leaf);
+	int plen = snprintf(prefix, sizeof(prefix), "%.200s.vma.tmp.", leaf);
 	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = dup < 0 ? NULL : fdopendir(dup);
 	if (d == NULL) {

@@ -422,18 +422,26 @@ func TestFileWriteDirectorySwapRace(t *testing.T) {
 	}
 	var leaks []string
 	for _, d := range []string{filepath.Join(u, "d"), filepath.Join(u, "l"), vault} {
-		m, _ := filepath.Glob(filepath.Join(d, "*.vma-tmp.*"))
-		leaks = append(leaks, m...)
+		leaks = append(leaks, tempFiles(d)...)
 	}
 	if len(leaks) != 0 {
 		t.Errorf("%d temp files left, e.g. %s", len(leaks), leaks[0])
 	}
 }
 
+// tempFiles lists the agent's temp files in dir: "<name>.vma.tmp.XXXXXX"
+// (core/fs; ".tmp." like every temp file the agent sweeps) and the older
+// "<name>.vma-tmp.XXXXXX" of file.write.
+func tempFiles(dir string) []string {
+	a, _ := filepath.Glob(filepath.Join(dir, "*.vma-tmp.*"))
+	b, _ := filepath.Glob(filepath.Join(dir, "*.tmp.*"))
+	return append(a, b...)
+}
+
 // writeInProgress is true while the agent has a temp file of dir: a named
 // one in dir, or an O_TMPFILE open in the agent ("dir/#123 (deleted)").
 func writeInProgress(pid int, dir string) bool {
-	if m, _ := filepath.Glob(filepath.Join(dir, "*.vma-tmp.*")); len(m) > 0 {
+	if len(tempFiles(dir)) > 0 {
 		return true
 	}
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -499,7 +507,7 @@ func TestFileWriteKill9LeavesNoTemp(t *testing.T) {
 	}
 	b := restartAgent(t, a, is)
 	_ = b
-	if m, _ := filepath.Glob(filepath.Join(dir, "*.vma-tmp.*")); len(m) != 0 {
+	if m := tempFiles(dir); len(m) != 0 {
 		t.Errorf("temp file left after kill -9 and restart: %v", m)
 	}
 	if got, err := os.ReadFile(target); err == nil && !bytes.Equal(got, content) {

@@ -279,7 +279,7 @@ static void test_fs_write_at_create_only_and_no_temp_left(void **state)
 	assert_string_equal(data, "three");
 	free(data);
 	assert_int_equal(count_entries(at("w"), ""), 1);
-	assert_int_equal(count_entries(at("w"), ".vma-tmp."), 0);
+	assert_int_equal(count_entries(at("w"), ".vma.tmp."), 0);
 }
 
 static void test_fs_backup_keeps_owner_not_setuid(void **state)
@@ -311,7 +311,7 @@ static void test_fs_backup_keeps_owner_not_setuid(void **state)
 	assert_int_equal(fs_read_file(at("bk/tool.bak"), 100, &data, &len, &err), 0);
 	assert_int_equal(len, 10);
 	free(data);
-	assert_int_equal(count_entries(at("bk"), ".vma-tmp."), 0);
+	assert_int_equal(count_entries(at("bk"), ".vma.tmp."), 0);
 }
 
 /* Creates test_dir/name, an hour old when old. */
@@ -332,11 +332,11 @@ static void test_fs_write_at_sweeps_only_dead_writers_temps(void **state)
 	(void)state;
 	struct vm_err err = {0};
 	assert_int_equal(mkdir(at("sw"), 0755), 0);
-	close(make_temp("sw/conf.vma-tmp.AAAAAA", true));     /* killed writer */
-	int live = make_temp("sw/conf.vma-tmp.BBBBBB", true); /* a live, slow writer */
+	close(make_temp("sw/conf.vma.tmp.AAAAAA", true));     /* killed writer */
+	int live = make_temp("sw/conf.vma.tmp.BBBBBB", true); /* a live, slow writer */
 	assert_int_equal(flock(live, LOCK_EX | LOCK_NB), 0);
-	close(make_temp("sw/conf.vma-tmp.CCCCCC", false)); /* just created, not yet locked */
-	close(make_temp("sw/other.vma-tmp.DDDDDD", true)); /* another file's */
+	close(make_temp("sw/conf.vma.tmp.CCCCCC", false)); /* just created, not yet locked */
+	close(make_temp("sw/other.vma.tmp.DDDDDD", true)); /* another file's */
 	char leaf[FS_NAME_MAX];
 	int dfd = fs_open_parent(at("sw/conf"), leaf, &err);
 	assert_true(dfd >= 0);
@@ -344,10 +344,10 @@ static void test_fs_write_at_sweeps_only_dead_writers_temps(void **state)
 	assert_int_equal(fs_write_at(dfd, leaf, "x", 1, &o, &err), 0);
 	close(dfd);
 	close(live);
-	assert_int_equal(access(at("sw/conf.vma-tmp.AAAAAA"), F_OK), -1);
-	assert_int_equal(access(at("sw/conf.vma-tmp.BBBBBB"), F_OK), 0);
-	assert_int_equal(access(at("sw/conf.vma-tmp.CCCCCC"), F_OK), 0);
-	assert_int_equal(access(at("sw/other.vma-tmp.DDDDDD"), F_OK), 0);
+	assert_int_equal(access(at("sw/conf.vma.tmp.AAAAAA"), F_OK), -1);
+	assert_int_equal(access(at("sw/conf.vma.tmp.BBBBBB"), F_OK), 0);
+	assert_int_equal(access(at("sw/conf.vma.tmp.CCCCCC"), F_OK), 0);
+	assert_int_equal(access(at("sw/other.vma.tmp.DDDDDD"), F_OK), 0);
 }
 
 int main(void)
