@@ -576,7 +576,8 @@ int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
 	return tmp_commit(dirfd, &t, leaf, o->create_only, err);
 }
 
-int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, struct vm_err *err)
+int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
+                 struct vm_err *err)
 {
 	struct tmpf t;
 	tmp_sweep(dirfd, name);
@@ -592,6 +593,10 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 			rc = vm_err_errno(err, VM_ERR_IO, errno, "read the original of %s", name);
 		else if (n == 0)
 			break;
+		else if ((uint64_t)off + (uint64_t)n > max)
+			rc = vm_err_set(err, VM_ERR_INVALID,
+			                "%s: the original is larger than %llu bytes", name,
+			                (unsigned long long)max);
 		else if (write_all(t.fd, buf, (size_t)n) != 0)
 			rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", name);
 		else

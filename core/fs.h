@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -74,10 +75,11 @@ struct fs_write_opts {
 int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
                 const struct fs_write_opts *o, struct vm_err *err);
 
-/* Copies the open regular file srcfd (from offset 0) to dirfd/name the same
- * atomic way. The copy gets sb's owner and group and sb's permission bits
- * without setuid, setgid and sticky: it is never more usable or readable
- * than the original. */
-int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, struct vm_err *err);
+/* Copies the open regular file srcfd (from offset 0, at most max bytes, else
+ * VM_ERR_INVALID) to dirfd/name the same atomic way, in bounded chunks. The
+ * copy gets sb's owner and group and sb's permission bits without setuid,
+ * setgid and sticky: it is never more usable or readable than the original. */
+int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
+                 struct vm_err *err);
 
 #endif

@@ -16,7 +16,8 @@
 #include "core/proc.h"
 #include "probe/steps/steps.h"
 
-#define WRITE_MAX (16u << 20)
+#define WRITE_MAX  (16u << 20)
+#define BACKUP_MAX (1ull << 30) /* a backup copies at most this much */
 
 static int bad_field(const char *path, const char *field, char *epath, size_t ecap,
                      struct vm_err *err, const char *why)
@@ -194,7 +195,7 @@ enum probe_step_status probe_file_write_run(STEP_RUN_ARGS)
 		snprintf(bak, sizeof(bak), "%s.bak", leaf);
 		snprintf(shown, sizeof(shown), "%s.bak", st->path);
 		/* from the fd already opened and checked, never the path again */
-		if (fs_backup_at(dirfd, bak, fd, &sb, &err) != 0) {
+		if (fs_backup_at(dirfd, bak, fd, &sb, BACKUP_MAX, &err) != 0) {
 			ret = fail_err(result, &err);
 			goto out;
 		}

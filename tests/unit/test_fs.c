@@ -298,7 +298,11 @@ static void test_fs_backup_keeps_owner_not_setuid(void **state)
 	struct stat sb;
 	int fd = fs_open_at(dfd, leaf, &sb, &err);
 	assert_true(fd >= 0);
-	assert_int_equal(fs_backup_at(dfd, "tool.bak", fd, &sb, &err), 0);
+	assert_int_equal(fs_backup_at(dfd, "tool.bak", fd, &sb, 100, &err), 0);
+	/* bounded: a larger original is refused and leaves nothing */
+	assert_int_not_equal(fs_backup_at(dfd, "tool.bak2", fd, &sb, 9, &err), 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	assert_int_equal(access(at("bk/tool.bak2"), F_OK), -1);
 	close(fd);
 	close(dfd);
 	struct stat st;
