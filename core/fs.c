@@ -180,6 +180,22 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 
 /* --- Caller paths: one opened directory fd, never re-resolved by path --- */
 
+const char *fs_err_name(const struct vm_err *err)
+{
+	switch (err->code) {
+	case FS_ERR_SYMLINK:
+		return "symlink_refused";
+	case VM_ERR_NOTFOUND:
+		return "not_found";
+	case VM_ERR_BUSY:
+		return "exists";
+	case VM_ERR_INVALID:
+		return "invalid";
+	default:
+		return "io_error";
+	}
+}
+
 /* Only root (or the agent) could have placed a symlink in this directory. */
 static bool dir_trusted(int dirfd)
 {

@@ -39,6 +39,11 @@ int fs_sync_parent(const char *path, struct vm_err *err);
 
 /* err->code when a path is refused because of a symlink. */
 #define FS_ERR_SYMLINK VM_ERR_PERM
+/* A stable name for an error of these functions, for API results:
+ * symlink_refused, not_found, exists, invalid (not a regular file, a path or
+ * file too long), io_error. */
+const char *fs_err_name(const struct vm_err *err);
+
 /* Size of a buffer for one path component (NAME_MAX + 1). */
 #define FS_NAME_MAX 256
 

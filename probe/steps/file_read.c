@@ -72,11 +72,7 @@ enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 	struct vm_err oerr = {0};
 	int fd = fs_open_read(st->path, &sb, &oerr);
 	if (fd < 0) {
-		json_object_set_new(result, "error_code",
-		                    json_string(oerr.code == FS_ERR_SYMLINK    ? "symlink_refused"
-		                                : oerr.code == VM_ERR_NOTFOUND ? "not_found"
-		                                : oerr.code == VM_ERR_INVALID  ? "not_regular_file"
-		                                                               : "io_error"));
+		json_object_set_new(result, "error_code", json_string(fs_err_name(&oerr)));
 		json_object_set_new(result, "error", json_string(oerr.msg));
 		return STEP_FAILED;
 	}

@@ -97,16 +97,7 @@ static enum probe_step_status fail_msg(json_t *result, const char *msg)
 /* The reason as a stable code beside the human message. */
 static enum probe_step_status fail_err(json_t *result, const struct vm_err *err)
 {
-	static const char *const codes[] = {
-	    [VM_ERR_INVALID] = "not_regular_file", [VM_ERR_IO] = "io_error",
-	    [VM_ERR_NOTFOUND] = "not_found",       [VM_ERR_BUSY] = "exists",
-	    [FS_ERR_SYMLINK] = "symlink_refused",
-	};
-	const char *code = err->code > 0 && (size_t)err->code < sizeof(codes) / sizeof(codes[0]) &&
-	                           codes[err->code] != NULL
-	                       ? codes[err->code]
-	                       : "io_error";
-	json_object_set_new(result, "error_code", json_string(code));
+	json_object_set_new(result, "error_code", json_string(fs_err_name(err)));
 	return fail_msg(result, err->msg);
 }
 
