@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/codec.h"
 
 struct xfer {
 	CURL *curl;
@@ -129,8 +132,6 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	if (o->ca_file != NULL && o->ca_file[0] != '\0')
 		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
-	if (o->proxy != NULL && o->proxy[0] != '\0')
-		bad |= (int)curl_easy_setopt(c, CURLOPT_PROXY, o->proxy);
 	if (o->user_agent != NULL)
 		bad |= (int)curl_easy_setopt(c, CURLOPT_USERAGENT, o->user_agent);
 	if (o->follow_redirects) {
@@ -138,6 +139,10 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 		bad |= (int)curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	}
+	/* An honest Content-Length over the cap fails before any byte; a lying
+	 * or absent one is caught by on_write, which counts. */
+	if (x->fd >= 0)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->file_cap);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -148,8 +153,77 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 
 static void strip_query(const char *url, char *out, size_t cap)
 {
-	/* URLs in messages lose their query: it may carry a signed token. */
-	snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+	/* URLs in messages lose their query (it may carry a signed token) and the
+	 * password of their userinfo. */
+	char bare[URL_SHOWN_MAX];
+	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(url, "?#"), url);
+	url_redact(bare, out, cap);
+}
+
+/* Reads the credentials file into buf (NUL-terminated, newline cut). */
+static int proxy_creds_read(const char *path, char *buf, size_t cap, struct vm_err *err)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "proxy credentials file %s", path);
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) != 0)
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "proxy credentials file %s", path);
+	else if (!S_ISREG(st.st_mode))
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "proxy credentials file %s is not a regular file", path);
+	else if ((st.st_mode & 077) != 0 || (st.st_uid != 0 && st.st_uid != geteuid()))
+		rc = vm_err_set(err, VM_ERR_PERM,
+		                "proxy credentials file %s must be mode 0600 and owned by root "
+		                "or this user (it is %04o, uid %ld)",
+		                path, (unsigned)(st.st_mode & 07777), (long)st.st_uid);
+	ssize_t n = 0;
+	while (rc == 0 && (n = read(fd, buf, cap - 1)) < 0 && errno == EINTR)
+		;
+	if (rc == 0 && n < 0)
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "read %s", path);
+	close(fd);
+	if (rc != 0)
+		return rc;
+	buf[n] = '\0';
+	size_t len = strcspn(buf, "\r\n");
+	bool more = buf[len] != '\0' && buf[len + strspn(buf + len, "\r\n")] != '\0';
+	buf[len] = '\0';
+	if ((size_t)n >= cap - 1 || more || len == 0) {
+		explicit_bzero(buf, cap);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "proxy credentials file %s: expected one line user:password "
+		                  "of at most %d bytes",
+		                  path, HTTP_PROXY_CREDS_MAX - 1);
+	}
+	return 0;
+}
+
+int http_proxy_credentials_check(const char *path, struct vm_err *err)
+{
+	char buf[HTTP_PROXY_CREDS_MAX + 1];
+	int rc = proxy_creds_read(path, buf, sizeof(buf), err);
+	explicit_bzero(buf, sizeof(buf));
+	return rc;
+}
+
+int http_proxy_apply(void *curl, const char *proxy_url, const char *credentials_file,
+                     struct vm_err *err)
+{
+	CURL *c = curl;
+	if (proxy_url != NULL && proxy_url[0] != '\0' &&
+	    curl_easy_setopt(c, CURLOPT_PROXY, proxy_url) != CURLE_OK)
+		return vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy");
+	if (credentials_file == NULL || credentials_file[0] == '\0')
+		return 0;
+	char buf[HTTP_PROXY_CREDS_MAX + 1];
+	int rc = proxy_creds_read(credentials_file, buf, sizeof(buf), err);
+	/* libcurl copies option strings: ours is wiped right away */
+	if (rc == 0 && curl_easy_setopt(c, CURLOPT_PROXYUSERPWD, buf) != CURLE_OK)
+		rc = vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy credentials");
+	explicit_bzero(buf, sizeof(buf));
+	return rc;
 }
 
 int http_request(const struct http_opts *opts, const char *method, const char *url,
@@ -193,6 +267,8 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 		}
 	}
 	char errbuf[CURL_ERROR_SIZE] = "";
+	if ((rc = http_proxy_apply(c, o->proxy, o->proxy_credentials_file, err)) != 0)
+		goto out;
 	if (setup(c, o, method, url, hdrs, body, body_len, &x, errbuf) != 0) {
 		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method,
 		                shown);
@@ -203,9 +279,10 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	curl_off_t ra = -1;
 	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 		resp->retry_after_s = (long)ra;
-	if (x.overflow) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
-		                method, shown, (unsigned long long)x.cap);
+	if (x.overflow || cc == CURLE_FILESIZE_EXCEEDED) {
+		rc =
+		    vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
+		               method, shown, (unsigned long long)(x.fd >= 0 ? x.file_cap : x.cap));
 	} else if (x.write_failed) {
 		rc = vm_err_errno(err, VM_ERR_IO, x.write_errno, "%s %s: writing %s", method, shown,
 		                  o->download_path);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -24,7 +25,7 @@
 #include "core/minisign.h"
 #include "lifecycle/internal.h"
 
-#define BINARY_MAX    ((size_t)512 * 1024 * 1024)
+#define BINARY_MAX    ((size_t)512 * 1024 * 1024) /* upgrade.max_size by default */
 #define SIGNATURE_MAX ((size_t)64 * 1024)
 #define MAX_KEYS      16
 
@@ -38,6 +39,7 @@ struct job {
 	char from[64];
 	char bin[PATH_MAX], prev[PATH_MAX + 8], fresh[PATH_MAX + 40], sig[PATH_MAX + 64];
 	int lock_fd;
+	size_t max_size; /* download cap, counted while the bytes arrive */
 	struct lc_report *r;
 };
 
@@ -228,7 +230,7 @@ static int check_signature(const struct job *j, struct vm_err *err)
 	rc = msig_parse_sig(text, len, &sig, err);
 	free(text);
 	if (rc == 0)
-		rc = msig_verify_file(keys, nkeys, &sig, j->fresh, BINARY_MAX, err);
+		rc = msig_verify_file(keys, nkeys, &sig, j->fresh, j->max_size, err);
 	if (rc != 0) {
 		char why[256];
 		snprintf(why, sizeof(why), "%s", err ? err->msg : "");
@@ -331,6 +333,21 @@ static unsigned configured_health_timeout(const struct job *j)
 		lc_cfg_free(&doc);
 	}
 	return (unsigned)(ms / 1000);
+}
+
+/* upgrade.max_size from the installed config (BINARY_MAX when unset). */
+static size_t configured_max_size(const struct job *j)
+{
+	uint64_t v = BINARY_MAX;
+	struct lc_cfg_doc doc;
+	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
+		const char *s = lc_cfg_get(&doc, "upgrade.max_size");
+		if (s == NULL || s[0] == '\0' || cfg_parse_size(s, &v) != 0 || v == 0 ||
+		    v > SIZE_MAX / 2)
+			v = BINARY_MAX;
+		lc_cfg_free(&doc);
+	}
+	return (size_t)v;
 }
 
 static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
@@ -455,6 +472,7 @@ static int prepare(struct job *j, struct vm_err *err)
 	snprintf(j->from, sizeof(j->from), "%s", o->current_version ? o->current_version : "0");
 	if (lc_record_read(&j->p, &rec, NULL) == 0 && rec.version[0] != '\0')
 		snprintf(j->from, sizeof(j->from), "%s", rec.version);
+	j->max_size = configured_max_size(j);
 	snprintf(j->bin, sizeof(j->bin), "%s", j->p.bin);
 	snprintf(j->prev, sizeof(j->prev), "%s.prev", j->p.bin);
 	char dir[PATH_MAX];
@@ -536,8 +554,8 @@ static int run(struct job *j, struct vm_err *err)
 	int rc = journal_write(j, PH_DOWNLOADING, err);
 	struct lc_cp_opts cp = {NULL, o->ca_file, o->proxy};
 	if (rc == 0)
-		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, BINARY_MAX, err), err,
-		          o->url);
+		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, j->max_size, err), err,
+		          url_shown(o->url).s);
 	if (rc == 0)
 		rc = step(j, "checksum", check_checksum(j, err), err, "sha256 matches");
 	if (rc == 0)
