@@ -13,6 +13,7 @@
 #include "core/admin.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/http.h"
 #include "lifecycle/internal.h"
 
 int lc_config_check(const char *path, FILE *out, struct vm_err *err)
@@ -22,6 +23,12 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	if (c == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	int rc = cfg_load(c, path, no_env, err);
+	/* --check also proves the proxy credentials file usable (mode, owner, form) */
+	struct vm_err e = {0};
+	if (rc == 0 && out == NULL && c->agent.proxy_credentials_file[0] != '\0' &&
+	    http_proxy_credentials_check(c->agent.proxy_credentials_file, &e) != 0)
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s: agent.proxy_credentials_file: %s", path,
+		                e.msg);
 	if (rc == 0 && out != NULL) {
 		char *buf = malloc(256 * 1024);
 		if (buf != NULL && cfg_dump(c, buf, 256 * 1024) == 0)

@@ -149,19 +149,20 @@ func TestProxyPasswordNeverInAgentLog(t *testing.T) {
 	if err := os.WriteFile(creds, []byte("fileuser:F1lePassw0rd\n"), 0600); err != nil {
 		t.Fatal(err)
 	}
-	a := startAgent(t, lhProxyYAML+"  control_plane_url: http://cpuser:Cp0Passw0rd@127.0.0.1:9\n"+
+	a := startAgent(t, "agent:\n  proxy_url: http://proxyuser:Pr0xyPassw0rd@127.0.0.1:9/\n"+
+		"  control_plane_url: http://cpuser:Cp0Passw0rd@127.0.0.1:9\n"+
 		"  proxy_credentials_file: "+creds+"\n"+
+		"piko:\n  proxy_url: http://pikouser:P1koPassw0rd@[::1]:9\n"+
 		"  server_url: http://srvuser:S3rverPassw0rd@127.0.0.1:9\n  endpoint: ep-1\n"+
+		"health:\n  report_interval: 1s\n"+
 		"log:\n  level: debug\n")
 	if !a.WaitLog("cannot connect", 10*time.Second) {
 		t.Fatalf("the tunnel never reported a failed connect:\n%s", a.Log.String())
 	}
-	sock := filepath.Join(a.Dir, "run", "admin.sock")
 	for _, cmd := range [][]string{{"status", "--config", a.Config}, {"status", "--config", a.Config, "--json"}} {
 		_, out, errOut := runCLI(t, nil, cmd...)
 		a.Log.Write([]byte(out + errOut))
 	}
-	_ = sock
 	log := a.Log.String()
 	for _, pw := range []string{"Pr0xyPassw0rd", "P1koPassw0rd", "S3rverPassw0rd", "Cp0Passw0rd", "F1lePassw0rd"} {
 		if strings.Contains(log, pw) {
