@@ -6,13 +6,16 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -272,5 +275,66 @@ func TestReloadReportsRestartRequiredKeys(t *testing.T) {
 	}
 	if s := lhStep(t, out, "restart"); !strings.Contains(s, "probe.queue_size") {
 		t.Errorf("SIGHUP path: no restart step for probe.queue_size: %q\n%s", s, out)
+	}
+}
+
+// lhConnectProxy is an HTTP CONNECT proxy that wants Basic user:pass; it
+// counts the tunnels it opened and the requests it refused (407).
+type lhConnectProxy struct {
+	URL             string
+	opened, refused atomic.Int64
+}
+
+func lhStartConnectProxy(t *testing.T, user, pass string) *lhConnectProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lhConnectProxy{URL: "http://" + ln.Addr().String()}
+	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect || r.Header.Get("Proxy-Authorization") != want {
+			p.refused.Add(1)
+			w.Header().Set("Proxy-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusProxyAuthRequired)
+			return
+		}
+		up, err := net.DialTimeout("tcp", r.Host, 5*time.Second)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(200)
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		p.opened.Add(1)
+		go func() { io.Copy(up, buf); up.Close() }()
+		io.Copy(c, up)
+		c.Close()
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return p
+}
+
+// The tunnel authenticates to its proxy with agent.proxy_credentials_file:
+// no URL carries the password, and it never reaches the log.
+func TestProxyCredentialsFileAuthenticatesTunnel(t *testing.T) {
+	px := lhStartConnectProxy(t, "fileuser", "F1lePassw0rd")
+	creds := filepath.Join(t.TempDir(), "proxy.creds")
+	if err := os.WriteFile(creds, []byte("fileuser:F1lePassw0rd\n"), 0600); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := startTunnelPairRelay(t, "piko:\n  proxy_url: "+px.URL+"\n"+
+		"agent:\n  proxy_credentials_file: "+creds+"\n"+"log:\n  level: debug\n")
+	if px.opened.Load() < 1 {
+		t.Errorf("the tunnel did not go through the proxy (opened %d, refused %d)", px.opened.Load(), px.refused.Load())
+	}
+	if strings.Contains(a.Log.String(), "F1lePassw0rd") {
+		t.Errorf("the proxy password is in the agent's log")
 	}
 }
