@@ -24,6 +24,7 @@ static void http_opts_of(const struct lc_cp_opts *cp, struct http_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->ca_file = cp->ca_file;
 	o->proxy = cp->proxy;
+	o->proxy_credentials_file = cp->proxy_credentials_file;
 	o->total_timeout_ms = CP_TIMEOUT_MS;
 	o->max_body = CP_MAX_BODY;
 	o->user_agent = "vm-agent";

@@ -145,6 +145,7 @@ struct lc_cp_opts {
 	const char *url; /* agent.control_plane_url */
 	const char *ca_file;
 	const char *proxy;
+	const char *proxy_credentials_file; /* agent.proxy_credentials_file; NULL = none */
 };
 
 struct lc_registration {

@@ -312,7 +312,8 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
 	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "agent.ca_file"),
-	                        cfg_val(c, "agent.proxy_url")};
+	                        cfg_val(c, "agent.proxy_url"),
+	                        cfg_val(c, "agent.proxy_credentials_file")};
 	struct lc_registration reg;
 	int rc = lc_cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
 	                        c->o->version ? c->o->version : "", &reg, err);
@@ -335,7 +336,8 @@ static void check_credentials(struct ctx *c)
 	else if (!c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
 		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
-		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url")};
+		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url"),
+		                        cfg_val(c, "agent.proxy_credentials_file")};
 		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);
