@@ -790,6 +790,12 @@ static int validate(struct loader *ld)
 	    strncmp(c->agent.proxy_url, "socks", 5) != 0)
 		return fail_key(ld, "agent.proxy_url",
 		                "expected an http://, https:// or socks5:// URL");
+	/* libcurl's message for a bad proxy scheme quotes the whole URL, password
+	 * included: only schemes it takes reach it */
+	if (c->piko.proxy_url[0] && !is_http_url(c->piko.proxy_url) &&
+	    strncmp(c->piko.proxy_url, "socks", 5) != 0)
+		return fail_key(ld, "piko.proxy_url",
+		                "expected an http://, https:// or socks5:// URL");
 	if (c->health.disk_warn_percent > c->health.disk_critical_percent)
 		return fail_key(ld, "health.disk_warn_percent",
 		                "must not exceed disk_critical_percent");
