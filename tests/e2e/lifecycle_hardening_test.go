@@ -163,7 +163,10 @@ func TestProxyPasswordNeverInAgentLog(t *testing.T) {
 		t.Fatalf("the tunnel never reported a failed connect:\n%s", a.Log.String())
 	}
 	for _, cmd := range [][]string{{"status", "--config", a.Config}, {"status", "--config", a.Config, "--json"}} {
-		_, out, errOut := runCLI(t, nil, cmd...)
+		code, out, errOut := runCLI(t, nil, cmd...)
+		if code != 0 || !strings.Contains(out, "running") {
+			t.Errorf("%v: exit %d\n%s%s", cmd, code, out, errOut)
+		}
 		a.Log.Write([]byte(out + errOut))
 	}
 	log := a.Log.String()
