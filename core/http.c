@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/secret.h"
 
 struct xfer {
 	CURL *curl;
@@ -160,51 +160,28 @@ static void strip_query(const char *url, char *out, size_t cap)
 	url_redact(bare, out, cap);
 }
 
-/* Reads the credentials file into buf (NUL-terminated, newline cut). */
-static int proxy_creds_read(const char *path, char *buf, size_t cap, struct vm_err *err)
+/* The file is a secret (core/secret: regular, no symlink, 0600 or stricter);
+ * its form is one non-empty "user:password" line. */
+static int proxy_creds_load(const char *path, struct secret *out, struct vm_err *err)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "proxy credentials file %s", path);
-	struct stat st;
-	int rc = 0;
-	if (fstat(fd, &st) != 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "proxy credentials file %s", path);
-	else if (!S_ISREG(st.st_mode))
-		rc = vm_err_set(err, VM_ERR_INVALID,
-		                "proxy credentials file %s is not a regular file", path);
-	else if ((st.st_mode & 077) != 0 || (st.st_uid != 0 && st.st_uid != geteuid()))
-		rc = vm_err_set(err, VM_ERR_PERM,
-		                "proxy credentials file %s must be mode 0600 and owned by root "
-		                "or this user (it is %04o, uid %ld)",
-		                path, (unsigned)(st.st_mode & 07777), (long)st.st_uid);
-	ssize_t n = 0;
-	while (rc == 0 && (n = read(fd, buf, cap - 1)) < 0 && errno == EINTR)
-		;
-	if (rc == 0 && n < 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "read %s", path);
-	close(fd);
+	int rc = secret_load_file(out, path, err);
 	if (rc != 0)
 		return rc;
-	buf[n] = '\0';
-	size_t len = strcspn(buf, "\r\n");
-	bool more = buf[len] != '\0' && buf[len + strspn(buf + len, "\r\n")] != '\0';
-	buf[len] = '\0';
-	if ((size_t)n >= cap - 1 || more || len == 0) {
-		explicit_bzero(buf, cap);
+	if (out->len == 0 || out->len > HTTP_PROXY_CREDS_MAX || strpbrk(out->value, "\r\n")) {
+		secret_clear(out);
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "proxy credentials file %s: expected one line user:password "
 		                  "of at most %d bytes",
-		                  path, HTTP_PROXY_CREDS_MAX - 1);
+		                  path, HTTP_PROXY_CREDS_MAX);
 	}
 	return 0;
 }
 
 int http_proxy_credentials_check(const char *path, struct vm_err *err)
 {
-	char buf[HTTP_PROXY_CREDS_MAX + 1];
-	int rc = proxy_creds_read(path, buf, sizeof(buf), err);
-	explicit_bzero(buf, sizeof(buf));
+	struct secret s = {0};
+	int rc = proxy_creds_load(path, &s, err);
+	secret_clear(&s);
 	return rc;
 }
 
@@ -217,12 +194,12 @@ int http_proxy_apply(void *curl, const char *proxy_url, const char *credentials_
 		return vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy");
 	if (credentials_file == NULL || credentials_file[0] == '\0')
 		return 0;
-	char buf[HTTP_PROXY_CREDS_MAX + 1];
-	int rc = proxy_creds_read(credentials_file, buf, sizeof(buf), err);
+	struct secret cred = {0};
+	int rc = proxy_creds_load(credentials_file, &cred, err);
 	/* libcurl copies option strings: ours is wiped right away */
-	if (rc == 0 && curl_easy_setopt(c, CURLOPT_PROXYUSERPWD, buf) != CURLE_OK)
+	if (rc == 0 && curl_easy_setopt(c, CURLOPT_PROXYUSERPWD, cred.value) != CURLE_OK)
 		rc = vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy credentials");
-	explicit_bzero(buf, sizeof(buf));
+	secret_clear(&cred);
 	return rc;
 }
 

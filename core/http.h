@@ -69,8 +69,8 @@ void http_resp_free(struct http_resp *resp);
 int http_proxy_apply(void *curl, const char *proxy_url, const char *credentials_file,
                      struct vm_err *err);
 
-/* Checks a proxy credentials file without keeping its content: a regular file
- * (no symlink) owned by root or this user, mode 0600 or stricter, holding one
+/* Checks a proxy credentials file without keeping its content: a secret file
+ * (secret_load_file: regular, no symlink, 0600 or stricter) holding one
  * non-empty "user:password" line of at most HTTP_PROXY_CREDS_MAX bytes. */
 #define HTTP_PROXY_CREDS_MAX 1024
 int http_proxy_credentials_check(const char *path, struct vm_err *err);

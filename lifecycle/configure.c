@@ -27,8 +27,7 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	struct vm_err e = {0};
 	if (rc == 0 && out == NULL && c->agent.proxy_credentials_file[0] != '\0' &&
 	    http_proxy_credentials_check(c->agent.proxy_credentials_file, &e) != 0)
-		rc = vm_err_set(err, VM_ERR_INVALID, "%s: agent.proxy_credentials_file: %s", path,
-		                e.msg);
+		rc = vm_err_set(err, VM_ERR_INVALID, "agent.proxy_credentials_file: %s", e.msg);
 	if (rc == 0 && out != NULL) {
 		char *buf = malloc(256 * 1024);
 		if (buf != NULL && cfg_dump(c, buf, 256 * 1024) == 0)

@@ -162,6 +162,10 @@ func TestProxyPasswordNeverInAgentLog(t *testing.T) {
 	if !a.WaitLog("cannot connect", 10*time.Second) {
 		t.Fatalf("the tunnel never reported a failed connect:\n%s", a.Log.String())
 	}
+	sock := filepath.Join(a.Dir, "run", "admin.sock")
+	for i := 0; i < 250 && !lcExists(sock); i++ { // the admin socket starts after the webhook
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, cmd := range [][]string{{"status", "--config", a.Config}, {"status", "--config", a.Config, "--json"}} {
 		code, out, errOut := runCLI(t, nil, cmd...)
 		if code != 0 || !strings.Contains(out, "running") {
@@ -191,7 +195,7 @@ func TestProxyCredentialsFileMustBe0600(t *testing.T) {
 	}
 	cfg := writeConfig(t, t.TempDir(), freePort(t), "agent:\n  proxy_credentials_file: "+creds+"\n")
 	code, out, errOut := runCLI(t, nil, "configure", "--check", cfg)
-	if code != 78 || !strings.Contains(errOut, "agent.proxy_credentials_file") || !strings.Contains(errOut, "0600") {
+	if code != 78 || !strings.Contains(errOut, "agent.proxy_credentials_file") || !strings.Contains(errOut, "chmod 600") {
 		t.Errorf("--check: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -288,7 +288,7 @@ static void test_http_proxy_credentials_file_is_checked_and_sent(void **state)
 	/* readable by others, a symlink, two lines, empty: refused, content never shown */
 	write_mode(path, "puser:Pw0rd-secret\n", 0644);
 	assert_int_equal(http_proxy_credentials_check(path, &err), -VM_ERR_PERM);
-	assert_non_null(strstr(err.msg, "0600"));
+	assert_non_null(strstr(err.msg, "chmod 600"));
 	assert_null(strstr(err.msg, "Pw0rd"));
 	write_mode(path, "puser:Pw0rd-secret\n", 0600);
 	assert_int_equal(symlink(path, link_path), 0);
