@@ -2,9 +2,11 @@
  * the URL alphabet nor reports the real length with padding. */
 #include "core/codec.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -246,4 +248,48 @@ size_t utf8_escape(char *out, size_t cap, const char *in, size_t len, unsigned f
 	if (result != NULL)
 		*result = res;
 	return o;
+/* --- URLs made safe to show ------------------------------------------------------- */
+
+/* Length of "scheme://" at the start of url, 0 when there is none. */
+static size_t scheme_len(const char *url)
+{
+	size_t i = 0;
+	if (!((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z')))
+		return 0;
+	while (url[i] != '\0' &&
+	       (isalnum((unsigned char)url[i]) || url[i] == '+' || url[i] == '-' || url[i] == '.'))
+		i++;
+	return strncmp(url + i, "://", 3) == 0 ? i + 3 : 0;
+}
+
+char *url_redact(const char *url, char *out, size_t cap)
+{
+	if (cap == 0)
+		return out;
+	out[0] = '\0';
+	if (url == NULL)
+		return out;
+	size_t auth = scheme_len(url);
+	size_t end = auth + strcspn(url + auth, "/?#");
+	const char *at = NULL;
+	for (const char *p = url + auth; p < url + end; p++)
+		if (*p == '@')
+			at = p;
+	if (at == NULL) {
+		snprintf(out, cap, "%s", url);
+		return out;
+	}
+	const char *colon = memchr(url + auth, ':', (size_t)(at - (url + auth)));
+	if (colon != NULL)
+		snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+	else
+		snprintf(out, cap, "%.*s***%s", (int)auth, url, at);
+	return out;
+}
+
+struct url_shown url_shown(const char *url)
+{
+	struct url_shown u;
+	url_redact(url, u.s, sizeof(u.s));
+	return u;
 }

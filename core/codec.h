@@ -1,6 +1,7 @@
 /* Encodings and digests used across modules: base64 (standard and URL-safe,
  * padded or not), hex, SHA-256 of a buffer or a file, and UTF-8 checks, cuts
- * and escapes for the caller's bytes on their way into logs and JSON. */
+ * and escapes for the caller's bytes on their way into logs and JSON, and URLs
+ * made safe to show. */
 #ifndef VMA_CORE_CODEC_H
 #define VMA_CORE_CODEC_H
 
@@ -53,6 +54,24 @@ size_t utf8_cut(const char *s, size_t n);
  * NULL) gets UTF8_ESCAPED / UTF8_CUT. */
 size_t utf8_escape(char *out, size_t cap, const char *in, size_t len, unsigned flags,
                    unsigned *result);
+/* URLs in output and logs. url_redact copies url to out (always
+ * NUL-terminated, cut at cap-1) with the password of its userinfo replaced:
+ * "http://user:pw@host/" -> "http://user:***@host/", a user alone (often a
+ * token) -> "***@host". The userinfo is what precedes the last '@' of the
+ * authority (after "scheme://", or from the start without a scheme, up to the
+ * first '/', '?' or '#'), so '@' in a path or an IPv6 host is left alone and
+ * percent-encoded bytes stay encoded. The password is never copied, not even
+ * in part. Returns out. */
+char *url_redact(const char *url, char *out, size_t cap);
+
+/* url_redact into a value, for one-line use in a log call:
+ * log_info("x", "to %s", url_shown(u).s) (the array lives until the end of
+ * the full expression). */
+#define URL_SHOWN_MAX 2048
+struct url_shown {
+	char s[URL_SHOWN_MAX];
+};
+struct url_shown url_shown(const char *url);
 
 void sha256_buf(const void *data, size_t len, uint8_t out[SHA256_LEN]);
 int sha256_file(const char *path, uint8_t out[SHA256_LEN], struct vm_err *err);
