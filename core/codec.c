@@ -248,6 +248,8 @@ size_t utf8_escape(char *out, size_t cap, const char *in, size_t len, unsigned f
 	if (result != NULL)
 		*result = res;
 	return o;
+}
+
 /* --- URLs made safe to show ------------------------------------------------------- */
 
 /* Length of "scheme://" at the start of url, 0 when there is none. */
