@@ -200,14 +200,14 @@ static int conn_read(struct admin_server *srv, struct admin_conn *c)
 		if (r == 0) {
 			if (c->in_len == 0)
 				return -1;
-			dispatch(srv, c, c->in_len); /* EOF without newline: accept */
-			return 0;
+			dispatch(srv, c, c->in_len);    /* EOF without newline: accept */
+			return c->out != NULL ? 0 : -1; /* NULL: no memory even to say so */
 		}
 		char *nl = memchr(c->in + c->in_len, '\n', (size_t)r);
 		c->in_len += (size_t)r;
 		if (nl != NULL) {
 			dispatch(srv, c, (size_t)(nl - c->in));
-			return 0;
+			return c->out != NULL ? 0 : -1;
 		}
 	}
 }
