@@ -15,8 +15,14 @@
 #include "core/codec.h"
 #include "core/secret.h"
 
+/* One transfer: the handle and everything libcurl keeps a pointer to
+ * (ERRORBUFFER, WRITEDATA/XFERINFODATA = this struct, the header list), so all
+ * of it lives exactly as long as the handle. The body (POSTFIELDS, not copied)
+ * is the caller's and outlives the call. */
 struct xfer {
 	CURL *curl;
+	char errbuf[CURL_ERROR_SIZE];
+	struct curl_slist *hdrs;
 	struct http_resp *resp;
 	size_t cap; /* memory body cap */
 	uint64_t file_cap;
@@ -107,15 +113,14 @@ static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 }
 
 static int setup(CURL *c, const struct http_opts *o, const char *method, const char *url,
-                 struct curl_slist *hdrs, const void *body, size_t body_len, struct xfer *x,
-                 char *errbuf)
+                 const void *body, size_t body_len, struct xfer *x)
 {
 	long connect_ms =
 	    (long)(o->connect_timeout_ms ? o->connect_timeout_ms : HTTP_DEFAULT_CONNECT_MS);
 	long total_ms = (long)(o->total_timeout_ms ? o->total_timeout_ms : HTTP_DEFAULT_TOTAL_MS);
 	int bad = 0;
 	bad |= (int)curl_easy_setopt(c, CURLOPT_URL, url);
-	bad |= (int)curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
 	/* Threads: no signals for DNS timeouts. */
 	bad |= (int)curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -128,8 +133,8 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 		bad |= (int)curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	}
-	if (hdrs != NULL)
-		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	if (x->hdrs != NULL)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->hdrs);
 	if (o->ca_file != NULL && o->ca_file[0] != '\0')
 		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
 	if (o->user_agent != NULL)
@@ -221,19 +226,18 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	    .fd = -1,
 	    .cancel = o->cancel,
 	};
-	struct curl_slist *hdrs = NULL;
 	int rc = 0;
 	CURL *c = curl_easy_init();
 	if (c == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "cannot create an HTTP handle");
 	x.curl = c;
 	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-		struct curl_slist *n = curl_slist_append(hdrs, headers[i]);
+		struct curl_slist *n = curl_slist_append(x.hdrs, headers[i]);
 		if (n == NULL) {
 			rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		hdrs = n;
+		x.hdrs = n;
 	}
 	if (o->download_path != NULL) {
 		x.fd = open(o->download_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -243,10 +247,9 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 			goto out;
 		}
 	}
-	char errbuf[CURL_ERROR_SIZE] = "";
 	if ((rc = http_proxy_apply(c, o->proxy, o->proxy_credentials_file, err)) != 0)
 		goto out;
-	if (setup(c, o, method, url, hdrs, body, body_len, &x, errbuf) != 0) {
+	if (setup(c, o, method, url, body, body_len, &x) != 0) {
 		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method,
 		                shown);
 		goto out;
@@ -268,15 +271,16 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	} else if (cc != CURLE_OK) {
 		resp->status = 0;
 		rc = vm_err_set(err, VM_ERR_IO, "%s %s: %s", method, shown,
-		                errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		                x.errbuf[0] ? x.errbuf : curl_easy_strerror(cc));
 	} else if (x.fd >= 0 && fsync(x.fd) != 0) {
 		rc = vm_err_errno(err, VM_ERR_IO, errno, "fsync %s", o->download_path);
 	}
 out:
 	if (x.fd >= 0)
 		close(x.fd);
-	curl_slist_free_all(hdrs);
+	/* The handle first: it may still point at the list and the buffer. */
 	curl_easy_cleanup(c);
+	curl_slist_free_all(x.hdrs);
 	return rc;
 }
 

@@ -286,14 +286,27 @@ static int send_all(struct tun *t, CURL *c, int fd, const char *buf, size_t len,
 	return 0;
 }
 
+/* One connection: the curl handle and everything libcurl keeps a pointer to.
+ * The error buffer lives here, not on a stack, because libcurl writes into it
+ * on every failed curl_easy_recv/send for as long as the handle lives; only
+ * dial_free ends both, in that order. */
 struct dial {
 	CURL *curl;
+	char errbuf[CURL_ERROR_SIZE];
 	int fd;
 	int status; /* HTTP status of the upgrade response */
 	char head[HANDSHAKE_MAX + 1];
 	size_t head_len;  /* bytes read */
 	size_t early_off; /* where the WebSocket stream starts in head */
 };
+
+static void dial_free(struct dial *d)
+{
+	if (d == NULL)
+		return;
+	curl_easy_cleanup(d->curl);
+	free(d);
+}
 
 /* Header values go into the request verbatim: no CR/LF or other controls. */
 static bool header_safe(const char *v)
@@ -312,7 +325,6 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	if (!header_safe(t->set->tenant))
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "agent.tenant_id contains control characters");
-	char errbuf[CURL_ERROR_SIZE] = "";
 	char host[CFG_STR_MAX], path[CFG_STR_MAX + CFG_ID_MAX + 32];
 	int rc = upstream_target(t, host, sizeof(host), path, sizeof(path), err);
 	if (rc != 0)
@@ -324,12 +336,12 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	curl_easy_setopt(c, CURLOPT_URL, t->set->server_url);
 	curl_easy_setopt(c, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, d->errbuf);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)t->set->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t); /* t outlives the thread's handles */
 	/* Through a proxy, always tunnel (CONNECT), also for http:// servers. */
 	curl_easy_setopt(c, CURLOPT_HTTPPROXYTUNNEL, 1L);
 	if ((rc = http_proxy_apply(c, t->set->proxy_url, t->set->proxy_credentials_file, err)) != 0)
@@ -343,7 +355,7 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	CURLcode cr = curl_easy_perform(c);
 	if (cr != CURLE_OK)
 		return vm_err_set(err, VM_ERR_IO, "%s",
-		                  errbuf[0] ? errbuf : curl_easy_strerror(cr));
+		                  d->errbuf[0] ? d->errbuf : curl_easy_strerror(cr));
 	curl_socket_t s = CURL_SOCKET_BAD;
 	if (curl_easy_getinfo(c, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK || s == CURL_SOCKET_BAD)
 		return vm_err_set(err, VM_ERR_IO, "no socket after connecting");
@@ -564,12 +576,18 @@ static void *tun_main(void *arg)
 			    bridge_run(t, d->curl, d->fd, (uint8_t *)d->head + d->early_off,
 			               d->head_len - d->early_off, &t->bo);
 			set_connected(t, false, false);
-			curl_easy_cleanup(d->curl);
-			free(d);
-			if (end == TUN_END_STOP)
-				break;
 			struct tun_stats st;
 			tun_stats(t, &st);
+			/* libcurl's own reason (e.g. "Connection reset by peer") says more
+			 * than the CURLcode the bridge saw. */
+			if (end == TUN_END_CLOSED && d->errbuf[0] != '\0' &&
+			    st.last_error[0] != '\0') {
+				tun_note_error(t, "%.120s (%.120s)", st.last_error, d->errbuf);
+				tun_stats(t, &st);
+			}
+			dial_free(d);
+			if (end == TUN_END_STOP)
+				break;
 			if (tun_now_ms() - started >= STABLE_MS)
 				delay = t->set->reconnect.initial_delay_ms;
 			if (end == TUN_END_REFRESH || end == TUN_END_RELOAD) {
@@ -599,9 +617,7 @@ static void *tun_main(void *arg)
 			continue;
 		}
 		secret_clear(&tok);
-		if (d->curl)
-			curl_easy_cleanup(d->curl);
-		free(d);
+		dial_free(d);
 		if (atomic_load(&t->stop))
 			break;
 		if (rc == -VM_ERR_PERM) {
