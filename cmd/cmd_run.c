@@ -62,8 +62,8 @@ struct agent {
 static void open_containment(struct agent *ag)
 {
 	int killed = 0;
-	cg_open(&ag->cgroup, "/sys/fs/cgroup", "/proc/self/cgroup", ag->cfg->agent.state_dir,
-	        &killed);
+	cg_open(&ag->cgroup, ag->cfg->probe.cgroup_root, "/proc/self/cgroup",
+	        ag->cfg->agent.state_dir, &killed);
 	if (ag->cgroup.mode == CG_NONE)
 		log_warn("probe",
 		         "step containment: no writable cgroup v2 (%s); a subreaper shim per step "

@@ -127,6 +127,7 @@ static const struct cfg_key keys[] = {
     SIZE("probe.memory_max", probe.memory_max, "0", 0, 1024 * GIB),
     INT("probe.cpu_max", probe.cpu_max, "0", 0, 100000),
     INT("probe.pids_max", probe.pids_max, "4096", 0, 4194304),
+    STR("probe.cgroup_root", probe.cgroup_root, "/sys/fs/cgroup"),
 
     DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS),
     DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS),

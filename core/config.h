@@ -99,6 +99,7 @@ struct cfg {
 		uint64_t memory_max; /* bytes */
 		int cpu_max;         /* percent of one CPU */
 		int pids_max;
+		char cgroup_root[PATH_MAX]; /* where cgroups are mounted; elsewhere = fallback */
 	} probe;
 
 	struct {

@@ -75,9 +75,22 @@ func uniqueMarker() string {
 	return fmt.Sprintf("300.%d%d", os.Getpid(), time.Now().UnixNano()%1000000000)
 }
 
+// containmentModes runs a test with the host's cgroups and with the
+// fallback (no cgroup v2 at probe.cgroup_root: a subreaper shim per step).
+var containmentModes = []struct{ name, yaml string }{
+	{"cgroup", ""},
+	{"subreaper", "  cgroup_root: /nonexistent-cgroup-root\n"},
+}
+
 func TestStepChildrenDieWithTimeoutEvenAfterSetsid(t *testing.T) {
+	for _, m := range containmentModes {
+		t.Run(m.name, func(t *testing.T) { stepChildrenDie(t, m.yaml) })
+	}
+}
+
+func stepChildrenDie(t *testing.T, modeYAML string) {
 	is := newIssuer(t)
-	a := startAuthAgent(t, is, "probe:\n  cancel_grace: 300ms\n")
+	a := startAuthAgent(t, is, "probe:\n  cancel_grace: 300ms\n"+modeYAML)
 	t.Run("timeout", func(t *testing.T) {
 		marker := uniqueMarker()
 		_, r, raw := submit(t, a, is, mustJSON(map[string]interface{}{
@@ -123,13 +136,23 @@ func TestStepChildrenDieWithTimeoutEvenAfterSetsid(t *testing.T) {
 		if r = waitProbe(t, a, is, r.ID, 10*time.Second); r.State != "succeeded" {
 			t.Fatalf("state %s: %v", r.State, r.Steps)
 		}
+		c, _ := r.Steps[0]["containment"].(string)
+		if (modeYAML == "") == (c == "subreaper") || c == "" || c == "process-group" {
+			t.Errorf("containment %q", c)
+		}
 		waitMarkerGone(t, marker, 3*time.Second)
 	})
 }
 
 func TestStepProcessesKilledAfterAgentKill9(t *testing.T) {
+	for _, m := range containmentModes {
+		t.Run(m.name, func(t *testing.T) { stepProcessesKilledAfterKill9(t, m.yaml) })
+	}
+}
+
+func stepProcessesKilledAfterKill9(t *testing.T, modeYAML string) {
 	is := newIssuer(t)
-	a := startAuthAgent(t, is, "probe:\n  max_concurrent: 1\n")
+	a := startAuthAgent(t, is, "probe:\n  max_concurrent: 1\n"+modeYAML)
 	marker := uniqueMarker()
 	t.Cleanup(func() {
 		for _, p := range markerPids(marker) {
