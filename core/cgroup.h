@@ -45,7 +45,7 @@ struct cg_step {
 	char path[PATH_MAX];
 	int procs_fd;     /* cgroup.procs, O_CLOEXEC: the child writes "0" to join */
 	unsigned applied; /* CG_* whose limit was written */
-	char note[192];   /* requested limits that could not be applied, and why */
+	char note[256];   /* requested limits that could not be applied, and why */
 };
 
 /* Pure lookup, testable on a fake tree: v2 is root itself (pure v2) or

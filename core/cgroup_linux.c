@@ -405,11 +405,14 @@ unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_
 			applied |= rows[i].bit;
 			continue;
 		}
+		/* "memory_max, pids_max (Invalid argument)": a reason only for a failed write */
 		if (o < cap)
-			o += (size_t)snprintf(note + o, cap - o, "%s%s not applied (%s)",
-			                      o ? "; " : "", rows[i].key,
-			                      e > 0 ? "controller unavailable" : strerror(-e));
+			o += (size_t)snprintf(note + o, cap - o, "%s%s%s%s%s", o ? ", " : "",
+			                      rows[i].key, e > 0 ? "" : " (",
+			                      e > 0 ? "" : strerror(-e), e > 0 ? "" : ")");
 	}
+	if (o > 0 && o < cap)
+		snprintf(note + o, cap - o, " not applied");
 	return applied;
 }
 

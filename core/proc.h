@@ -58,7 +58,7 @@ struct proc_result {
 	const char *containment; /* "cgroup-v2", "cgroup-v2 (no controllers)", "subreaper",
 	                            "process-group" */
 	unsigned limits_applied; /* CG_* */
-	char limits_note[256];   /* requested limits not applied, and why; "" = none */
+	char limits_note[384];   /* requested limits not applied, and why; "" = none */
 };
 
 /* Runs spec to completion. Returns 0 when the child ran (whatever its exit

@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -212,4 +213,46 @@ func TestScriptRunsAsUser(t *testing.T) {
 	if len(ents) != 0 {
 		t.Errorf("scripts dir holds %d entries", len(ents))
 	}
+}
+
+// A probe's limits are validated with their JSON path, and a step result
+// never claims a limit this host could not apply.
+func TestProbeLimitsValidatedAndReportedHonestly(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "")
+	cases := []struct{ body, path string }{
+		{`{"limits":[],"steps":[{"type":"exec","argv":["true"]}]}`, "limits"},
+		{`{"limits":{"pids_maxx":3},"steps":[{"type":"exec","argv":["true"]}]}`, "limits.pids_maxx"},
+		{`{"limits":{"pids_max":0},"steps":[{"type":"exec","argv":["true"]}]}`, "limits.pids_max"},
+		{`{"limits":{"cpu_max":"50%"},"steps":[{"type":"exec","argv":["true"]}]}`, "limits.cpu_max"},
+		{`{"limits":{"memory_max":"1KiB"},"steps":[{"type":"exec","argv":["true"]}]}`, "limits.memory_max"},
+	}
+	for _, c := range cases {
+		status, body, _ := call(t, a, "POST", "/v1/probes", is.tok("probe:run"), c.body)
+		var e struct {
+			Error struct{ Code, Path string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if status != 400 || e.Error.Code != "invalid_request" || e.Error.Path != c.path {
+			t.Errorf("%s: %d %s (want path %s)", c.body, status, body, c.path)
+		}
+	}
+	_, r, raw := submit(t, a, is, `{"limits":{"memory_max":"64MiB","cpu_max":50,"pids_max":64},"steps":[{"type":"exec","argv":["true"]}]}`)
+	if r.ID == "" {
+		t.Fatal(raw)
+	}
+	r = waitProbe(t, a, is, r.ID, 10*time.Second)
+	if r.State != "succeeded" {
+		t.Fatalf("state %s: %v", r.State, r.Steps)
+	}
+	s := r.Steps[0]
+	applied, _ := s["limits"].(map[string]interface{})
+	note, _ := s["limits_unavailable"].(string)
+	for _, k := range []string{"memory_max", "cpu_max", "pids_max"} {
+		_, ok := applied[k]
+		if ok == strings.Contains(note, k) {
+			t.Errorf("%s: applied %v, note %q", k, applied, note)
+		}
+	}
+	t.Logf("containment %v, limits %v, unavailable %q", s["containment"], applied, note)
 }

@@ -189,7 +189,7 @@ static void test_cgroup_write_limits_only_what_is_available(void **state)
 	put("step/cpu.max", "max 100000\n");
 	put("step/pids.max", "max\n");
 	struct cg_limits lim = {256u << 20, 50, 100};
-	char note[192];
+	char note[256];
 	unsigned got =
 	    cg_write_limits(at("step"), CG_MEMORY | CG_CPU | CG_PIDS, &lim, note, sizeof(note));
 	assert_int_equal(got, CG_MEMORY | CG_CPU | CG_PIDS);
@@ -203,15 +203,13 @@ static void test_cgroup_write_limits_only_what_is_available(void **state)
 	got = cg_write_limits(at("step2"), CG_PIDS, &lim, note, sizeof(note));
 	assert_int_equal(got, CG_PIDS);
 	assert_string_equal(get("step2/pids.max"), "100");
-	assert_non_null(strstr(note, "memory_max not applied"));
-	assert_non_null(strstr(note, "cpu_max not applied"));
-	assert_null(strstr(note, "pids_max"));
+	assert_string_equal(note, "memory_max, cpu_max not applied");
 
 	/* a controller said to be there whose file is missing: reported, not applied */
 	got = cg_write_limits(at("step2"), CG_MEMORY, &(struct cg_limits){1u << 20, 0, 0}, note,
 	                      sizeof(note));
 	assert_int_equal(got, 0);
-	assert_non_null(strstr(note, "memory_max not applied"));
+	assert_string_equal(note, "memory_max (No such file or directory) not applied");
 
 	/* nothing asked: nothing written */
 	put("step3/pids.max", "max\n");
