@@ -139,21 +139,43 @@ static void close_from(unsigned fd)
  * the tree dead, or the agent itself died), every one of them is killed and
  * reaped before the shim exits with the program's status. Returns only in
  * the program's child. Async-signal-safe calls only. */
+/* The shim's program, for its signal handler (set in the forked shim only). */
+static volatile sig_atomic_t shim_prog;
+
+static void shim_forward(int sig)
+{
+	if (shim_prog > 0)
+		(void)kill(-(pid_t)shim_prog, sig);
+}
+
 static void shim_run(int ctl_fd, int report_fd)
 {
 	(void)cg_set_subreaper();
+	/* no signal may find the shim between fork and its handlers */
+	sigset_t all, none;
+	sigfillset(&all);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &all, NULL);
 	pid_t prog = fork();
 	if (prog < 0)
 		child_fail(report_fd, STEP_SETUP);
-	if (prog == 0)
+	if (prog == 0) {
+		/* a group of its own: `kill -9 0` in a step must not take the shim */
+		setpgid(0, 0);
 		return;
-	/* SIGTERM to the group is for the program; the shim stays to clean up */
-	struct sigaction ign;
-	memset(&ign, 0, sizeof(ign));
-	ign.sa_handler = SIG_IGN;
-	static const int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2};
-	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
-		(void)sigaction(ignored[i], &ign, NULL);
+	}
+	(void)setpgid(prog, prog);
+	shim_prog = prog;
+	/* the agent signals the shim's group; the program's group gets it */
+	struct sigaction fw;
+	memset(&fw, 0, sizeof(fw));
+	fw.sa_handler = shim_forward;
+	static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+		(void)sigaction(forwarded[i], &fw, NULL);
+	fw.sa_handler = SIG_IGN;
+	(void)sigaction(SIGPIPE, &fw, NULL);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* keep only the control pipe: stdout, stderr and the report pipe must
 	 * reach EOF in the agent when the program is done with them */
 	if (dup2(ctl_fd, 0) < 0)

@@ -218,6 +218,20 @@ static void test_proc_subreaper_deadline_and_cancel_kill_escaped_tree(void **sta
 	proc_result_free(&r);
 }
 
+static void test_proc_subreaper_survives_step_killing_its_group(void **state)
+{
+	(void)state;
+	struct cg_tree none = {.mode = CG_NONE};
+	struct proc_spec sp = {.cgroup = &none};
+	struct proc_result r;
+	assert_int_equal(run_sh(ESCAPE "kill -9 0", &r, &sp), 0);
+	assert_int_equal(r.term_signal, SIGKILL);
+	pid_t child = first_pid(r.out);
+	assert_true(child > 0);
+	assert_true(gone(child));
+	proc_result_free(&r);
+}
+
 static void test_proc_fd3_reaches_child(void **state)
 {
 	(void)state;
@@ -322,6 +336,7 @@ int main(void)
 	    cmocka_unit_test(test_proc_start_errors),
 	    cmocka_unit_test(test_proc_subreaper_kills_setsid_child_after_leader_exits),
 	    cmocka_unit_test(test_proc_subreaper_deadline_and_cancel_kill_escaped_tree),
+	    cmocka_unit_test(test_proc_subreaper_survives_step_killing_its_group),
 	    cmocka_unit_test(test_proc_fd3_reaches_child),
 	    cmocka_unit_test_setup_teardown(test_proc_cgroup_kills_setsid_child_and_removes_cgroup,
 	                                    open_real_tree, close_real_tree),
