@@ -183,9 +183,16 @@ static void shim_run(int ctl_fd, int report_fd)
 	close_from(1);
 	int status = 0, st;
 	bool done = false, hangup = false;
+	/* woken by the program's exit (pidfd) or the agent; the tick only reaps
+	 * orphans that exit meanwhile (and is the wait without pidfds) */
+#ifdef SYS_pidfd_open
+	int pfd = (int)syscall(SYS_pidfd_open, prog, 0);
+#else
+	int pfd = -1;
+#endif
 	while (!done && !hangup) {
-		struct pollfd p = {0, POLLIN, 0};
-		if (poll(&p, 1, TICK_MS) > 0 && p.revents != 0)
+		struct pollfd p[2] = {{0, POLLIN, 0}, {pfd, POLLIN, 0}};
+		if (poll(p, pfd >= 0 ? 2 : 1, pfd >= 0 ? 1000 : TICK_MS) > 0 && p[0].revents != 0)
 			hangup = true;
 		pid_t w;
 		while ((w = waitpid(-1, &st, WNOHANG)) > 0)
