@@ -256,3 +256,36 @@ func TestProbeLimitsValidatedAndReportedHonestly(t *testing.T) {
 	}
 	t.Logf("containment %v, limits %v, unavailable %q", s["containment"], applied, note)
 }
+
+// probe.pids_max (like memory_max and cpu_max) applies to the next step after
+// a reload, without a restart.
+func TestProbeLimitDefaultsApplyOnReload(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "probe:\n  pids_max: 100\n")
+	step := func() map[string]interface{} {
+		t.Helper()
+		_, r, raw := submit(t, a, is, `{"steps":[{"type":"exec","argv":["true"]}]}`)
+		if r.ID == "" {
+			t.Fatal(raw)
+		}
+		if r = waitProbe(t, a, is, r.ID, 10*time.Second); r.State != "succeeded" {
+			t.Fatalf("state %s: %v", r.State, r.Steps)
+		}
+		return r.Steps[0]
+	}
+	s := step()
+	_, applied := s["limits"].(map[string]interface{})["pids_max"]
+	note, _ := s["limits_unavailable"].(string)
+	if !applied && !strings.Contains(note, "pids_max") {
+		t.Fatalf("pids_max neither applied nor reported: %v", s)
+	}
+	cfg, _ := os.ReadFile(a.Config)
+	os.WriteFile(a.Config, bytes.Replace(cfg, []byte("pids_max: 100"), []byte("pids_max: 0"), 1), 0600)
+	a.Signal(syscall.SIGHUP)
+	if !a.WaitLog("configuration reloaded", 5*time.Second) {
+		t.Fatalf("reload not applied:\n%s", a.Log.String())
+	}
+	if s = step(); s["limits"] != nil || s["limits_unavailable"] != nil {
+		t.Errorf("after pids_max: 0 the step still has limits: %v", s)
+	}
+}
