@@ -12,6 +12,7 @@
 
 #include "cmd/cmd.h"
 #include "core/admin.h"
+#include "core/cgroup.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
@@ -52,7 +53,29 @@ struct agent {
 	 * both touch cfg and the listener: one at a time. */
 	pthread_mutex_t mu;
 	time_t started_at;
+	struct cg_tree cgroup; /* step containment; the executor borrows it */
 };
+
+/* Before any thread: kills what a crashed predecessor's steps left running
+ * (recorded in the state dir), may move the agent into its "agent/" leaf,
+ * and says once what containment and which limits this host allows. */
+static void open_containment(struct agent *ag)
+{
+	int killed = 0;
+	cg_open(&ag->cgroup, ag->cfg->probe.cgroup_root, "/proc/self/cgroup",
+	        ag->cfg->agent.state_dir, &killed);
+	if (ag->cgroup.mode == CG_NONE)
+		log_warn("probe",
+		         "step containment: no writable cgroup v2 (%s); a subreaper shim per step "
+		         "kills what a step leaves behind, resource limits are unavailable",
+		         ag->cgroup.why);
+	else if (ag->cgroup.why[0] != '\0')
+		log_warn("probe", "step containment: %s in %s; limits unavailable: %s",
+		         cg_mode_name(ag->cgroup.mode), ag->cgroup.base, ag->cgroup.why);
+	else
+		log_info("probe", "step containment: %s in %s (memory, cpu, pids limits)",
+		         cg_mode_name(ag->cgroup.mode), ag->cgroup.base);
+}
 
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
 {
@@ -396,7 +419,8 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		goto out;
 	}
 	/* The executor first: the webhook borrows it, and stops before it. */
-	ag.deps.probe = probe_exec_start(ag.cfg, &err);
+	open_containment(&ag);
+	ag.deps.probe = probe_exec_start(ag.cfg, &ag.cgroup, &err);
 	if (ag.deps.probe == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;
@@ -436,6 +460,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	log_info("agent", "stopped");
 out:
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
+	cg_close(&ag.cgroup);
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);
 	free(ag.cfg);

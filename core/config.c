@@ -133,6 +133,10 @@ static const struct cfg_key keys[] = {
     DUR("probe.retention_age", probe.retention_age_ms, "7d", 1000, 365 * DAY_MS, LIVE),
     DUR("probe.cancel_grace", probe.cancel_grace_ms, "5s", 0, 600000, LIVE),
     LIST("probe.allow", probe.allow, "", LIVE),
+    SIZE("probe.memory_max", probe.memory_max, "0", 0, 1024 * GIB, LIVE),
+    INT("probe.cpu_max", probe.cpu_max, "0", 0, 100000, LIVE),
+    INT("probe.pids_max", probe.pids_max, "4096", 0, 4194304, LIVE),
+    STR("probe.cgroup_root", probe.cgroup_root, "/sys/fs/cgroup"),
 
     DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS, LIVE),
     DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS, LIVE),

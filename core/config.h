@@ -98,6 +98,11 @@ struct cfg {
 		uint64_t retention_age_ms;
 		uint64_t cancel_grace_ms;
 		struct cfg_strlist allow; /* argv[0] paths or globs; empty = anything */
+		/* per-step cgroup limits (0 = none); a request's "limits" replace them */
+		uint64_t memory_max; /* bytes */
+		int cpu_max;         /* percent of one CPU */
+		int pids_max;
+		char cgroup_root[PATH_MAX]; /* where cgroups are mounted; elsewhere = fallback */
 	} probe;
 
 	struct {

@@ -79,6 +79,8 @@ struct probe_exec {
 	size_t record_max; /* largest record file we may have written */
 	int retention_count;
 	struct cfg_strlist allow;
+	struct cg_tree *cgroup;  /* borrowed from run */
+	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 };
 
 static int64_t wall_ms(void)
@@ -347,6 +349,19 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 	pthread_mutex_unlock(&oc->ex->mu);
 }
 
+/* Each limit the request names replaces the probe.* default. */
+static struct cg_limits step_limits(const struct cg_limits *req, const struct cg_limits *dflt)
+{
+	struct cg_limits l = *dflt;
+	if (req->memory_max)
+		l.memory_max = req->memory_max;
+	if (req->cpu_max)
+		l.cpu_max = req->cpu_max;
+	if (req->pids_max)
+		l.pids_max = req->pids_max;
+	return l;
+}
+
 static void run_probe(struct probe_exec *ex, struct probe *p)
 {
 	/* p->req is only read (not freed) until finish_locked, which this thread calls
@@ -378,10 +393,18 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		pthread_mutex_lock(&ex->mu);
 		allow = ex->allow;
 		uint64_t grace_ms = ex->grace_ms;
+		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
 		pthread_mutex_unlock(&ex->mu);
-		struct probe_step_ctx ctx = {
-		    ex->work_dir, ex->output_cap, grace_ms, &allow, dl < deadline ? dl : deadline,
-		    &p->cancel,   on_output,      &oc};
+		struct probe_step_ctx ctx = {ex->work_dir,
+		                             ex->output_cap,
+		                             grace_ms,
+		                             &allow,
+		                             dl < deadline ? dl : deadline,
+		                             &p->cancel,
+		                             on_output,
+		                             &oc,
+		                             ex->cgroup,
+		                             limits};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
@@ -776,7 +799,7 @@ static void load_one(void *c, const char *id, json_t *rec)
 	ex->nfinished++;
 }
 
-struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, struct vm_err *err)
 {
 	struct probe_exec *ex = calloc(1, sizeof(*ex));
 	if (ex == NULL) {
@@ -797,6 +820,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
+	ex->cgroup = cg;
+	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
+	                                (uint32_t)cfg->probe.pids_max};
 	ex->qcap = cfg->probe.queue_size;
 	ex->queue = calloc((size_t)ex->qcap, sizeof(*ex->queue));
 	ex->workers = calloc((size_t)cfg->probe.max_concurrent, sizeof(*ex->workers));
@@ -883,6 +909,8 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
+	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
+	                                (uint32_t)cfg->probe.pids_max};
 	retain(ex);
 	pthread_mutex_unlock(&ex->mu);
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cgroup.h"
 #include "core/config.h"
 #include "core/err.h"
 
@@ -21,8 +22,9 @@ struct probe_exec;
 
 /* Loads the records under probe.work_dir/runs (marking unfinished ones
  * interrupted), applies retention and starts the workers. The executor copies
- * what it needs from cfg. */
-struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err);
+ * what it needs from cfg; cg (borrowed until probe_exec_stop, may be NULL)
+ * gives each step its own cgroup. */
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, struct vm_err *err);
 
 /* Stops taking work, interrupts queued and running probes (SIGTERM, then
  * SIGKILL after probe.cancel_grace), persists their records, wakes every event
