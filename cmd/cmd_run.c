@@ -103,6 +103,12 @@ static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
 	probe_queue_depth(ag->deps.probe, queued, running);
 }
 
+static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *quarantined)
+{
+	const struct agent *ag = ctx;
+	probe_store_health(ag->deps.probe, write_failures, quarantined);
+}
+
 /* SIGHUP: validate the new file fully before touching anything. Returns 0
  * when the new configuration was taken, else -1 with the reason in err. */
 static int reload(struct agent *ag, struct vm_err *err)
@@ -352,7 +358,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		goto out;
 	}
 	/* Health is not essential to serving: without it /v1/health answers 503. */
-	struct health_sources sources = {&ag, tunnel_source, probe_source};
+	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);

@@ -3,6 +3,7 @@
  * streaming, persistence at submit and at the end, and retention. One mutex
  * guards everything here; processes and disk writes run outside it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <sys/random.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -45,6 +47,7 @@ struct probe {
 	enum pstate state;
 	int64_t created_ms, finished_ms; /* wall clock */
 	char idem[PROBE_IDEM_MAX + 1];
+	uint8_t idem_scope[SHA256_LEN]; /* who may replay the key: sha256(tenant, sub) */
 	uint8_t body_hash[SHA256_LEN];
 	json_t *rec;               /* full record while unfinished; NULL once on disk */
 	struct probe_request *req; /* while unfinished */
@@ -54,7 +57,9 @@ struct probe {
 	bool in_queue;   /* referenced by the queue: retention must not free it */
 	bool finishing;  /* final record is being written; final_state once durable */
 	enum pstate final_state;
-	struct probe_exec *ex; /* for the write-completion callback */
+	struct probe_sink *sink; /* spilled output while running (worker, then writer) */
+	struct rec_image *img;   /* the final record being written */
+	struct probe_exec *ex;   /* for the write-completion callback */
 	struct ev ring[EV_RING];
 	uint64_t ev_first, ev_next; /* seq range held in ring */
 	bool ended;
@@ -76,7 +81,8 @@ struct probe_exec {
 	char runs_dir[PATH_MAX + 8];
 	struct probe_committer *store;
 	uint64_t default_timeout_ms, output_cap, grace_ms, retention_age_ms;
-	size_t record_max; /* largest record file we may have written */
+	size_t record_max; /* largest record validation allows (probe_record_max) */
+	uint64_t write_failures, quarantined; /* for health */
 	int retention_count;
 	struct cfg_strlist allow;
 };
@@ -222,6 +228,298 @@ static void retain(struct probe_exec *ex)
 		}
 }
 
+/* --- spilled output and streamed records ------------------------------------------------ */
+
+#define MAX_SPILLS (PROBE_MAX_STEPS * 4)
+#define COPY_CHUNK (64u << 10)
+
+struct spill_ref {
+	int step;
+	char field[32];
+	off_t off;
+	uint64_t len; /* bytes of JSON value text at off */
+};
+
+/* Large result fields of one probe, as JSON value texts in runs/<id>.spill. */
+struct probe_sink {
+	int fd;
+	char path[PATH_MAX + 64];
+	off_t end;
+	int step;
+	bool open;
+	bool quoted; /* the open field is a streamed string */
+	off_t field_start;
+	char field[32];
+	uint8_t carry[3];
+	size_t ncarry;
+	struct spill_ref refs[MAX_SPILLS];
+	int nrefs;
+};
+
+static struct probe_sink *sink_new(const char *dir, const char *id)
+{
+	struct probe_sink *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->fd = -1;
+	snprintf(s->path, sizeof(s->path), "%s/%s.spill", dir, id);
+	return s;
+}
+
+static void sink_free(struct probe_sink *s)
+{
+	if (s == NULL)
+		return;
+	if (s->fd >= 0) {
+		close(s->fd);
+		(void)unlink(s->path);
+	}
+	free(s);
+}
+
+static int sink_put(struct probe_sink *s, const void *data, size_t len, struct vm_err *err)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t w = write(s->fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return vm_err_errno(err, VM_ERR_IO, errno, "write %s", s->path);
+		p += w;
+		len -= (size_t)w;
+		s->end += w;
+	}
+	return 0;
+}
+
+static int sink_open_field(struct probe_sink *s, const char *name, bool quoted, struct vm_err *err)
+{
+	if (s->open || s->nrefs == MAX_SPILLS || strlen(name) >= sizeof(s->field))
+		return vm_err_set(err, VM_ERR_INTERNAL, "too many spilled fields");
+	if (s->fd < 0) {
+		s->fd = open(s->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (s->fd < 0)
+			return vm_err_errno(err, VM_ERR_IO, errno, "create %s", s->path);
+	}
+	snprintf(s->field, sizeof(s->field), "%s", name);
+	s->field_start = s->end;
+	s->ncarry = 0;
+	s->open = true;
+	s->quoted = quoted;
+	return quoted ? sink_put(s, "\"", 1, err) : 0;
+}
+
+int probe_sink_begin(struct probe_sink *s, const char *name, struct vm_err *err)
+{
+	return sink_open_field(s, name, true, err);
+}
+
+int probe_sink_write_b64(struct probe_sink *s, const void *data, size_t len, struct vm_err *err)
+{
+	const uint8_t *p = data;
+	char out[4 * (COPY_CHUNK / 3) + 8];
+	while (len > 0) {
+		if (s->ncarry > 0 || len < 3) {
+			while (s->ncarry < 3 && len > 0) {
+				s->carry[s->ncarry++] = *p++;
+				len--;
+			}
+			if (s->ncarry < 3)
+				break;
+			b64_encode(s->carry, 3, out, 0);
+			s->ncarry = 0;
+			if (sink_put(s, out, 4, err) != 0)
+				return -1;
+			continue;
+		}
+		size_t n = len - len % 3;
+		if (n > 3 * (COPY_CHUNK / 3))
+			n = 3 * (COPY_CHUNK / 3);
+		size_t w = b64_encode(p, n, out, 0);
+		if (sink_put(s, out, w, err) != 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int probe_sink_end(struct probe_sink *s, struct vm_err *err)
+{
+	char out[8];
+	if (s->ncarry > 0) {
+		size_t w = b64_encode(s->carry, s->ncarry, out, 0);
+		s->ncarry = 0;
+		if (sink_put(s, out, w, err) != 0)
+			return -1;
+	}
+	if (s->quoted && sink_put(s, "\"", 1, err) != 0)
+		return -1;
+	struct spill_ref *r = &s->refs[s->nrefs++];
+	r->step = s->step;
+	snprintf(r->field, sizeof(r->field), "%s", s->field);
+	r->off = s->field_start;
+	r->len = (uint64_t)(s->end - s->field_start);
+	s->open = false;
+	return 0;
+}
+
+/* A field a step left open (it failed mid-way) is dropped. */
+static void sink_abort_open(struct probe_sink *s)
+{
+	if (s == NULL || !s->open)
+		return;
+	s->open = false;
+	s->end = s->field_start;
+	if (ftruncate(s->fd, s->end) != 0 || lseek(s->fd, s->end, SEEK_SET) < 0)
+		log_warn("probe", "%s: cannot truncate: %s", s->path, strerror(errno));
+}
+
+/* Moves the result's large strings (process output) to the sink, so that a
+ * probe holds O(chunk) in memory however many steps it has. */
+static void spill_large(struct probe_sink *s, json_t *result)
+{
+	const char *key;
+	json_t *v;
+	void *tmp;
+	json_object_foreach_safe(result, tmp, key, v)
+	{
+		if (!json_is_string(v) || json_string_length(v) < PROBE_SPILL_MIN)
+			continue;
+		char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		struct vm_err err = {0};
+		if (text == NULL || sink_open_field(s, key, false, &err) != 0 ||
+		    sink_put(s, text, strlen(text), &err) != 0 || probe_sink_end(s, &err) != 0) {
+			sink_abort_open(s);
+			free(text);
+			continue; /* stays in memory: correct, only larger */
+		}
+		free(text);
+		json_object_del(result, key);
+	}
+}
+
+/* A record as the writer streams it: the small parts dumped under the lock,
+ * the spilled fields copied from the spill file chunk by chunk. */
+struct rec_image {
+	char *head; /* the record without "steps" */
+	char *steps[PROBE_MAX_STEPS];
+	int nsteps;
+	const struct probe_sink *sink; /* borrowed; NULL = nothing spilled */
+	bool with_spills;              /* false: mark spilled fields as not persisted */
+};
+
+static void image_free(struct rec_image *img)
+{
+	if (img == NULL)
+		return;
+	free(img->head);
+	for (int i = 0; i < img->nsteps; i++)
+		free(img->steps[i]);
+	free(img);
+}
+
+/* Called with the lock held: rec must not change while it is dumped. */
+static struct rec_image *image_new(json_t *rec, const struct probe_sink *sink, bool with_spills)
+{
+	struct rec_image *img = calloc(1, sizeof(*img));
+	if (img == NULL)
+		return NULL;
+	img->sink = sink;
+	img->with_spills = with_spills;
+	json_t *steps = json_incref(json_object_get(rec, "steps"));
+	json_object_del(rec, "steps");
+	img->head = json_dumps(rec, JSON_COMPACT);
+	json_object_set_new(rec, "steps", steps != NULL ? steps : json_array());
+	bool ok = img->head != NULL && strlen(img->head) >= 2;
+	size_t i;
+	json_t *st;
+	json_array_foreach(json_object_get(rec, "steps"), i, st)
+	{
+		if (i >= PROBE_MAX_STEPS)
+			break;
+		img->steps[img->nsteps] = json_dumps(st, JSON_COMPACT);
+		ok = ok && img->steps[img->nsteps] != NULL && strlen(img->steps[img->nsteps]) >= 2;
+		img->nsteps++;
+	}
+	if (!ok) {
+		image_free(img);
+		return NULL;
+	}
+	return img;
+}
+
+static int put(int fd, const void *data, size_t len, struct vm_err *err)
+{
+	return probe_write_all(fd, data, len, err);
+}
+
+static int copy_range(int out, int in, off_t off, uint64_t len, char *buf, struct vm_err *err)
+{
+	while (len > 0) {
+		size_t want = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
+		ssize_t n = pread(in, buf, want, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return vm_err_errno(err, VM_ERR_IO, n < 0 ? errno : EIO,
+			                    "read spilled output");
+		if (put(out, buf, (size_t)n, err) != 0)
+			return -1;
+		off += n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/* probe_write_fn: {head…,"steps":[{step…,"spilled":…},…]} */
+static int image_write(void *ctx, int fd, struct vm_err *err)
+{
+	const struct rec_image *img = ctx;
+	char *buf = img->with_spills && img->sink != NULL ? malloc(COPY_CHUNK) : NULL;
+	if (img->with_spills && img->sink != NULL && buf == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	bool has_head = strcmp(img->head, "{}") != 0;
+	int rc = put(fd, img->head, strlen(img->head) - 1, err);
+	if (rc == 0)
+		rc = put(fd, has_head ? ",\"steps\":[" : "\"steps\":[", has_head ? 10 : 9, err);
+	for (int i = 0; rc == 0 && i < img->nsteps; i++) {
+		const char *t = img->steps[i];
+		bool empty = strcmp(t, "{}") == 0, lost = false;
+		rc = put(fd, i ? "," : "", i ? 1 : 0, err);
+		if (rc == 0)
+			rc = put(fd, t, strlen(t) - 1, err);
+		for (int k = 0; rc == 0 && img->sink != NULL && k < img->sink->nrefs; k++) {
+			const struct spill_ref *r = &img->sink->refs[k];
+			if (r->step != i)
+				continue;
+			if (!img->with_spills) {
+				lost = true;
+				continue;
+			}
+			char name[48];
+			int n =
+			    snprintf(name, sizeof(name), "%s\"%s\":", empty ? "" : ",", r->field);
+			empty = false;
+			rc = put(fd, name, (size_t)n, err);
+			if (rc == 0)
+				rc = copy_range(fd, img->sink->fd, r->off, r->len, buf, err);
+		}
+		if (rc == 0 && lost)
+			rc = put(fd,
+			         empty ? "\"output_not_persisted\":true"
+			               : ",\"output_not_persisted\":true",
+			         empty ? 27 : 28, err);
+		if (rc == 0)
+			rc = put(fd, "}", 1, err);
+	}
+	if (rc == 0)
+		rc = put(fd, "]}", 2, err);
+	free(buf);
+	return rc;
+}
+
 /* --- records --------------------------------------------------------------------------- */
 
 static json_t *new_record(const struct probe *p, const struct probe_request *req,
@@ -244,8 +542,12 @@ static json_t *new_record(const struct probe *p, const struct probe_request *req
 	              (json_int_t)p->created_ms, "started_at", json_null(), "finished_at",
 	              json_null(), "timeout_ms", (json_int_t)timeout_ms, "continue_on_error",
 	              req->continue_on_error, "request_sha256", hex, "steps", steps);
-	if (rec != NULL && p->idem[0] != '\0')
+	if (rec != NULL && p->idem[0] != '\0') {
+		char scope[2 * SHA256_LEN + 1];
+		hex_encode(p->idem_scope, SHA256_LEN, scope);
 		json_object_set_new(rec, "idempotency_key", json_string(p->idem));
+		json_object_set_new(rec, "idempotency_scope", json_string(scope));
+	}
 	return rec;
 }
 
@@ -256,14 +558,21 @@ static void set_state(struct probe_exec *ex, struct probe *p, enum pstate st)
 	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
 }
 
-/* The final record is durable: the final state becomes visible, memory is
- * dropped, the `end` event goes out. */
-static void finish_done_locked(struct probe_exec *ex, struct probe *p)
+/* The final record is durable (or, keep_rec, could not be written at all and
+ * is served from memory): the final state becomes visible, memory is dropped,
+ * the `end` event goes out. */
+static void finish_done_locked(struct probe_exec *ex, struct probe *p, bool keep_rec)
 {
 	enum pstate st = p->final_state;
 	set_state(ex, p, st);
-	json_decref(p->rec);
-	p->rec = NULL;
+	image_free(p->img);
+	p->img = NULL;
+	sink_free(p->sink);
+	p->sink = NULL;
+	if (!keep_rec) {
+		json_decref(p->rec);
+		p->rec = NULL;
+	}
 	if (p->req != NULL) {
 		probe_request_free(p->req);
 		free(p->req);
@@ -276,14 +585,65 @@ static void finish_done_locked(struct probe_exec *ex, struct probe *p)
 	retain(ex);
 }
 
+/* The final record could not be written (disk full, I/O error): its output is
+ * dropped (the spill file too, which frees its space) and a small record says
+ * so: state failed, error_code record_write_failed. If even that cannot be
+ * written, that record is served from memory (list and GET agree) and health
+ * reports the failure; a restart then shows the last durable state as
+ * interrupted. Called with the lock held. */
+static void finish_fallback_locked(struct probe_exec *ex, struct probe *p, const char *why)
+{
+	ex->write_failures++;
+	log_error("probe", "%s: cannot persist the final record: %s", p->id, why);
+	image_free(p->img);
+	p->img = NULL;
+	if (p->sink != NULL && p->sink->fd >= 0) {
+		close(p->sink->fd);
+		(void)unlink(p->sink->path);
+		p->sink->fd = -1;
+	}
+	char msg[300];
+	snprintf(msg, sizeof(msg), "the final record could not be written (%s); output dropped",
+	         why);
+	json_object_set_new(p->rec, "state", json_string(state_names[P_FAILED]));
+	json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
+	json_object_set_new(p->rec, "error", json_string(msg));
+	struct rec_image *img = image_new(p->rec, p->sink, false);
+	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
+	struct vm_err err = {0};
+	int rc = img != NULL ? probe_store_write_stream(ex->runs_dir, p->id, image_write, img, &err)
+	                     : vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	image_free(img);
+	p->final_state = P_FAILED;
+	if (rc != 0) {
+		ex->write_failures++;
+		log_error("probe",
+		          "%s: cannot persist even the failure record: %s; served from "
+		          "memory until the agent restarts",
+		          p->id, err.msg);
+		/* without the spilled fields: what memory holds is what GET serves */
+		size_t i;
+		json_t *st;
+		json_array_foreach(json_object_get(p->rec, "steps"), i, st)
+		{
+			for (int k = 0; p->sink != NULL && k < p->sink->nrefs; k++)
+				if (p->sink->refs[k].step == (int)i)
+					json_object_set_new(st, "output_not_persisted",
+					                    json_true());
+		}
+	}
+	finish_done_locked(ex, p, rc != 0);
+}
+
 static void on_committed(void *ctx, int rc, const char *msg)
 {
 	struct probe *p = ctx;
 	struct probe_exec *ex = p->ex;
-	if (rc != 0)
-		log_error("probe", "%s: cannot persist the final record: %s", p->id, msg);
 	pthread_mutex_lock(&ex->mu);
-	finish_done_locked(ex, p);
+	if (rc != 0)
+		finish_fallback_locked(ex, p, msg);
+	else
+		finish_done_locked(ex, p, false);
 	pthread_mutex_unlock(&ex->mu);
 }
 
@@ -311,18 +671,20 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	p->final_state = st;
 	p->ex = ex;
 	json_object_set_new(p->rec, "state", json_string(state_names[st]));
-	char *text = json_dumps(p->rec, JSON_COMPACT);
+	p->img = image_new(p->rec, p->sink, true);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
-	if (text != NULL &&
-	    probe_committer_write_async(ex->store, p->id, text, on_committed, p) == 0)
+	if (p->img != NULL && probe_committer_write_stream_async(ex->store, p->id, image_write,
+	                                                         p->img, on_committed, p) == 0)
 		return;
 	/* no writer (shutting down, out of memory): write here, under the lock */
 	struct vm_err err = {0};
-	if (text == NULL || probe_store_write(ex->runs_dir, p->id, text, &err) != 0)
-		log_error("probe", "%s: cannot persist the final record: %s", p->id,
-		          text == NULL ? "out of memory" : err.msg);
-	free(text);
-	finish_done_locked(ex, p);
+	if (p->img == NULL)
+		vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	if (p->img == NULL ||
+	    probe_store_write_stream(ex->runs_dir, p->id, image_write, p->img, &err) != 0)
+		finish_fallback_locked(ex, p, err.msg);
+	else
+		finish_done_locked(ex, p, false);
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -347,6 +709,13 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 	pthread_mutex_unlock(&oc->ex->mu);
 }
 
+static void ex_count_write_failure(struct probe_exec *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	ex->write_failures++;
+	pthread_mutex_unlock(&ex->mu);
+}
+
 static void run_probe(struct probe_exec *ex, struct probe *p)
 {
 	/* p->req is only read (not freed) until finish_locked, which this thread calls
@@ -356,7 +725,10 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	int64_t deadline = proc_now_ms() + (int64_t)timeout;
 	enum pstate final = P_SUCCEEDED;
 	const char *error = NULL;
+	char errbuf[300];
 	json_t *steps = json_object_get(p->rec, "steps");
+	/* the worker alone uses the sink until finish_locked hands it to the writer */
+	p->sink = sink_new(ex->runs_dir, p->id);
 	for (int i = 0; i < req->nsteps; i++) {
 		const struct probe_step_req *st = &req->steps[i];
 		if (atomic_load(&p->cancel)) {
@@ -378,19 +750,53 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		                             dl < deadline ? dl : deadline,
 		                             &p->cancel,
 		                             on_output,
-		                             &oc};
+		                             &oc,
+		                             p->sink};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
 		json_object_set_new(srec, "started_at", time_json(wall_ms()));
+		/* Durable before it runs: after a crash this step is `interrupted` (it
+		 * may have run), never `skipped`. Spilled output of earlier steps is
+		 * not copied each time: the record marks it output_not_persisted. */
+		struct rec_image *img = image_new(p->rec, p->sink, false);
+		pthread_mutex_unlock(&ex->mu);
+		struct vm_err werr = {0};
+		if (img == NULL)
+			vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
+		int wrc = img != NULL ? probe_committer_write_stream(ex->store, p->id, image_write,
+		                                                     img, &werr)
+		                      : -1;
+		image_free(img);
+		pthread_mutex_lock(&ex->mu);
+		if (wrc != 0) {
+			/* running a step whose start is not durable could be misreported */
+			json_object_set_new(srec, "status", json_string("pending"));
+			json_object_del(srec, "started_at");
+			pthread_mutex_unlock(&ex->mu);
+			snprintf(errbuf, sizeof(errbuf),
+			         "the start of step %d could not be persisted: %.200s", i,
+			         werr.msg);
+			log_error("probe", "%s: %s", p->id, errbuf);
+			ex_count_write_failure(ex);
+			final = P_FAILED;
+			error = errbuf;
+			break;
+		}
 		emit(ex, p, "step", json_pack("{s:i,s:s}", "step", i, "status", "running"));
 		pthread_mutex_unlock(&ex->mu);
 
 		json_t *result = json_object();
 		int64_t t0 = proc_now_ms();
+		if (p->sink != NULL)
+			p->sink->step = i;
 		enum probe_step_status ss = probe_steps[st->type].run(st, &ctx, result);
 		json_object_set_new(result, "duration_ms", json_integer(proc_now_ms() - t0));
 		json_object_set_new(result, "status", json_string(step_status_names[ss]));
+		if (p->sink != NULL) {
+			sink_abort_open(p->sink);
+			spill_large(p->sink, result);
+		}
 
 		pthread_mutex_lock(&ex->mu);
 		json_object_update(srec, result);
@@ -475,8 +881,26 @@ static void new_id(char *out, size_t cap)
 	snprintf(out, cap, "p-%012" PRIx64 "-%s", (uint64_t)wall_ms(), hex);
 }
 
-int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct probe_submit_out *out,
-                 struct vm_err *err)
+/* Keys are per caller: sha256(tenant_id NUL sub), so a replay by another
+ * subject never reaches this subject's probe or output. */
+static void caller_scope(const struct probe_caller *who, uint8_t out[SHA256_LEN])
+{
+	const char *t = who != NULL && who->tenant_id != NULL ? who->tenant_id : "";
+	const char *u = who != NULL && who->sub != NULL ? who->sub : "";
+	size_t tl = strlen(t), ul = strlen(u);
+	char *buf = malloc(tl + ul + 2);
+	if (buf == NULL) {
+		memset(out, 0xff, SHA256_LEN); /* matches nothing real */
+		return;
+	}
+	memcpy(buf, t, tl + 1);
+	memcpy(buf + tl + 1, u, ul + 1);
+	sha256_buf(buf, tl + ul + 2, out);
+	free(buf);
+}
+
+int probe_submit(struct probe_exec *ex, const char *body, size_t len,
+                 const struct probe_caller *who, struct probe_submit_out *out, struct vm_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	struct probe_request *req = calloc(1, sizeof(*req));
@@ -493,6 +917,14 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct pro
 		free(p);
 		return PROBE_E_INVALID;
 	}
+	if (probe_request_check_output(req, ex->output_cap, out->err_path, sizeof(out->err_path),
+	                               err) != 0) {
+		probe_request_free(req);
+		free(req);
+		free(p);
+		return PROBE_E_TOO_LARGE;
+	}
+	caller_scope(who, p->idem_scope);
 	int rc = PROBE_CREATED;
 	pthread_mutex_lock(&ex->mu);
 	if (ex->stopping) {
@@ -502,7 +934,8 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct pro
 	}
 	if (req->idempotency_key != NULL) {
 		for (struct probe *q = ex->tail; q != NULL; q = q->prev) {
-			if (strcmp(q->idem, req->idempotency_key) != 0)
+			if (strcmp(q->idem, req->idempotency_key) != 0 ||
+			    memcmp(q->idem_scope, p->idem_scope, SHA256_LEN) != 0)
 				continue;
 			snprintf(out->id, sizeof(out->id), "%s", q->id);
 			if (memcmp(q->body_hash, req->body_hash, SHA256_LEN) != 0) {
@@ -597,6 +1030,17 @@ json_t *probe_get(struct probe_exec *ex, const char *id)
 	if (on_disk)
 		rec = probe_store_read(ex->runs_dir, id, ex->record_max);
 	return rec;
+}
+
+int probe_record_fd(struct probe_exec *ex, const char *id, uint64_t *size)
+{
+	pthread_mutex_lock(&ex->mu);
+	struct probe *p = find(ex, id);
+	int rc = p == NULL ? -1 : p->rec != NULL ? -2 : 0;
+	pthread_mutex_unlock(&ex->mu);
+	if (rc != 0)
+		return rc;
+	return probe_store_open(ex->runs_dir, id, ex->record_max, size);
 }
 
 json_t *probe_list(struct probe_exec *ex, const char *state, int limit)
@@ -718,6 +1162,15 @@ struct load_ctx {
 	int interrupted;
 };
 
+static void hex_to(const char *hex, uint8_t out[SHA256_LEN])
+{
+	for (size_t i = 0; hex != NULL && strlen(hex) == 2 * SHA256_LEN && i < SHA256_LEN; i++) {
+		unsigned b;
+		if (sscanf(hex + 2 * i, "%2x", &b) == 1)
+			out[i] = (uint8_t)b;
+	}
+}
+
 /* A record found at startup. Unfinished ones ran (or were about to) when the
  * agent died: they become interrupted, and are never run again. */
 static void load_one(void *c, const char *id, json_t *rec)
@@ -734,12 +1187,10 @@ static void load_one(void *c, const char *id, json_t *rec)
 	const char *idem = json_string_value(json_object_get(rec, "idempotency_key"));
 	if (idem != NULL)
 		snprintf(p->idem, sizeof(p->idem), "%s", idem);
-	const char *hash = json_string_value(json_object_get(rec, "request_sha256"));
-	for (size_t i = 0; hash != NULL && strlen(hash) == 64 && i < SHA256_LEN; i++) {
-		unsigned b;
-		if (sscanf(hash + 2 * i, "%2x", &b) == 1)
-			p->body_hash[i] = (uint8_t)b;
-	}
+	hex_to(json_string_value(json_object_get(rec, "request_sha256")), p->body_hash);
+	/* records from before keys were scoped match no caller: a replay makes a new probe */
+	memset(p->idem_scope, 0xff, SHA256_LEN);
+	hex_to(json_string_value(json_object_get(rec, "idempotency_scope")), p->idem_scope);
 	if (st < 0 || !terminal((enum pstate)st)) {
 		p->finished_ms = wall_ms();
 		json_object_set_new(rec, "state", json_string("interrupted"));
@@ -787,9 +1238,8 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	snprintf(ex->runs_dir, sizeof(ex->runs_dir), "%s/runs", cfg->probe.work_dir);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->output_cap = cfg->probe.output_cap;
-	/* every step's two streams at the cap, JSON-escaped (≤ 2x: see
-	 * probe_json_set_bytes), plus the rest of the record */
-	ex->record_max = (size_t)(PROBE_MAX_STEPS * 2 * 2 * ex->output_cap) + (16u << 20);
+	/* the same derivation validation uses: every accepted record reads back */
+	ex->record_max = probe_record_max(ex->output_cap);
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
@@ -806,9 +1256,11 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	if (fs_mkdir_p(ex->runs_dir, 0700, err) != 0 || fs_mkdir_p(scripts, 0700, err) != 0)
 		goto fail;
 	struct load_ctx lc = {ex, 0};
+	int quarantined = 0;
 	pthread_mutex_lock(&ex->mu);
 	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, ex->record_max,
-	                          load_one, &lc, err);
+	                          load_one, &lc, &quarantined, err);
+	ex->quarantined = (uint64_t)quarantined;
 	retain(ex);
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)
@@ -816,6 +1268,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	ex->store = probe_committer_start(ex->runs_dir, err);
 	if (ex->store == NULL)
 		goto fail;
+	if (quarantined > 0)
+		log_warn("probe", "%d unreadable record(s) moved to %s/%s/", quarantined,
+		         ex->runs_dir, PROBE_QUARANTINE_DIR);
 	if (lc.interrupted > 0)
 		log_warn("probe",
 		         "%d probe(s) were unfinished when the agent stopped: marked "
@@ -880,5 +1335,16 @@ void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *runnin
 	/* the list holds at most retention_count + LOAD_SLACK records: cheap to walk */
 	for (struct probe *p = ex->head; p != NULL; p = p->next)
 		*running += p->state == P_RUNNING;
+	pthread_mutex_unlock(&ex->mu);
+}
+
+void probe_store_health(struct probe_exec *ex, uint64_t *write_failures, uint64_t *quarantined)
+{
+	*write_failures = *quarantined = 0;
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->mu);
+	*write_failures = ex->write_failures;
+	*quarantined = ex->quarantined;
 	pthread_mutex_unlock(&ex->mu);
 }

@@ -233,7 +233,7 @@ func TestFinalRecordDurableOrReportedOnFullDisk(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
 	work := filepath.Join(mnt, "work")
-	a := startAuthAgent(t, is, "probe:\n  work_dir: "+work+"\n")
+	a := startAuthAgent(t, is, "probe:\n  work_dir: "+work+"\nhealth:\n  check_interval: 1s\n")
 	// step 0 reads 600 KiB (800 KiB of base64), step 1 fills the small disk:
 	// the final record cannot be written
 	src := filepath.Join(t.TempDir(), "src")

@@ -62,7 +62,8 @@ static json_t *wait_done(struct probe_exec *ex, const char *id)
 static int submit(struct probe_exec *ex, const char *body, struct probe_submit_out *out)
 {
 	struct vm_err err = {0};
-	int rc = probe_submit(ex, body, strlen(body), out, &err);
+	struct probe_caller who = {"tenant-a", "operator"};
+	int rc = probe_submit(ex, body, strlen(body), &who, out, &err);
 	json_decref(out->record);
 	out->record = NULL;
 	return rc;
