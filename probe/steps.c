@@ -98,6 +98,11 @@ int probe_read_fd_b64(const struct probe_step_ctx *ctx, int fd, uint64_t max, js
 		goto out;
 	/* the whole file is hashed; only max bytes of it are kept */
 	for (;;) {
+		/* hashing a huge file takes a while: a cancel or shutdown must not wait */
+		if (ctx->cancel != NULL && atomic_load(ctx->cancel)) {
+			rc = vm_err_set(err, VM_ERR_IO, "canceled while reading");
+			goto out;
+		}
 		ssize_t n = read(fd, buf, READ_CHUNK);
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -209,6 +209,38 @@ static int send_event(struct mg_connection *conn, uint64_t seq, const char *type
 	return rc;
 }
 
+/* The `end` event carries the final record: from its file, chunk by chunk
+ * (compact JSON has no newline, so it is one data line). -1: not on disk. */
+static int send_end_from_file(struct wh_req *req, struct probe_exec *ex, const char *id,
+                              uint64_t seq)
+{
+	uint64_t size = 0;
+	int fd = probe_record_fd(ex, id, &size);
+	if (fd < 0)
+		return -1;
+	enum { CHUNK = 64 * 1024 };
+	char *buf = malloc(CHUNK);
+	int rc = buf != NULL ? 0 : -1;
+	if (rc == 0) {
+		int n = snprintf(buf, CHUNK, "id: %" PRIu64 "\nevent: end\ndata: ", seq);
+		rc = mg_send_chunk(req->conn, buf, (unsigned)n) > 0 ? 0 : -1;
+	}
+	for (uint64_t sent = 0; rc == 0 && sent < size;) {
+		ssize_t n = read(fd, buf, size - sent < CHUNK ? (size_t)(size - sent) : CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || mg_send_chunk(req->conn, buf, (unsigned)n) <= 0)
+			rc = -1;
+		else
+			sent += (uint64_t)n;
+	}
+	if (rc == 0)
+		mg_send_chunk(req->conn, "\n\n", 2);
+	free(buf);
+	close(fd);
+	return 0;
+}
+
 void wh_api_probe_events(struct wh_req *req)
 {
 	struct probe_exec *ex = exec_or_503(req);
@@ -257,6 +289,12 @@ void wh_api_probe_events(struct wh_req *req)
 		for (int i = 0; i < n; i++) {
 			const char *data = evs[i].data != NULL ? evs[i].data : "{}";
 			char *final = NULL;
+			if (strcmp(evs[i].type, "end") == 0 &&
+			    send_end_from_file(req, ex, id, evs[i].seq) == 0) {
+				done = true;
+				probe_event_free(&evs[i]);
+				continue;
+			}
 			if (strcmp(evs[i].type, "end") == 0) {
 				/* the end carries the whole record: whatever chunks a slow reader
 				 * missed */
