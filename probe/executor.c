@@ -1074,8 +1074,7 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 	}
 	if (terminal(p->state) || p->finishing) {
 		pthread_mutex_unlock(&ex->mu);
-		*record = probe_get(ex, id);
-		return -2;
+		return -2; /* not loaded: a finished record can be as large as the limit */
 	}
 	atomic_store(&p->cancel, true);
 	/* queued: nothing to kill; the worker skips it. Running: proc_run sees the flag. */

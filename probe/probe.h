@@ -80,7 +80,7 @@ json_t *probe_list(struct probe_exec *ex, const char *state, int limit);
 bool probe_state_valid(const char *s);
 
 /* Cancels a queued or running probe. Returns 0 (record in *record, new ref),
- * -1 unknown id, -2 already finished (record in *record). */
+ * -1 unknown id, -2 already finished (*record NULL). */
 int probe_cancel(struct probe_exec *ex, const char *id, json_t **record);
 
 /* Event streams hold an HTTP worker each: at most PROBE_MAX_STREAMS at a time.

@@ -247,12 +247,15 @@ void wh_api_probe_events(struct wh_req *req)
 	if (ex == NULL)
 		return;
 	const char *id = req->params[0];
-	json_t *rec = valid_id(id) ? probe_get(ex, id) : NULL;
-	if (rec == NULL) {
+	/* known? (without loading a record that may be as large as the limit) */
+	uint64_t size;
+	int fd = valid_id(id) ? probe_record_fd(ex, id, &size) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (fd == -1) {
 		wh_reply_error(req, 404, "not_found", "no probe with this id");
 		return;
 	}
-	json_decref(rec);
 	snprintf(req->probe_id, sizeof(req->probe_id), "%.63s", id);
 	/* each stream holds a webhook worker thread: keep most of them for the API */
 	if (!probe_events_acquire(ex)) {

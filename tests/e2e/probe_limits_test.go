@@ -192,6 +192,16 @@ func TestProbeLargeReadPeakMemoryIsNotOutputSized(t *testing.T) {
 	if after-before > 16<<10 {
 		t.Errorf("peak RSS grew by %d KiB for a 64 MiB read (want O(chunk), < 16 MiB)", after-before)
 	}
+	// serving it is O(chunk) too: the record file is sent as it is
+	st, body, _ := call(t, &Agent{Port: a.Port}, "GET", "/v1/probes/"+r.ID, is.tok("probe:read"), "")
+	if st != 200 || len(body) < 64<<20 {
+		t.Fatalf("GET: %d, %d bytes", st, len(body))
+	}
+	served := vmHWM(t, a.Cmd.Process.Pid)
+	t.Logf("VmHWM after GET of the %d-byte record: %d KiB", len(body), served)
+	if served-before > 16<<10 {
+		t.Errorf("peak RSS grew by %d KiB serving the record (want O(chunk))", served-before)
+	}
 }
 
 func TestUnreadableRecordQuarantinedAtStart(t *testing.T) {
