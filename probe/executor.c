@@ -828,6 +828,8 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	if (final == P_INTERRUPTED)
 		error = "the agent was shutting down";
 	pthread_mutex_lock(&ex->mu);
+	if (error == errbuf)
+		json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
 	finish_locked(ex, p, final, error);
 	pthread_mutex_unlock(&ex->mu);
 }

@@ -366,3 +366,37 @@ func TestIdempotencyKeyScopedBySubject(t *testing.T) {
 	b := restartAgent(t, a, is)
 	check(b, "after restart")
 }
+
+// A step whose start cannot be made durable does not run: after a crash the
+// record could not say that it may have run.
+func TestStepNotRunWhenItsStartCannotBePersisted(t *testing.T) {
+	is := newIssuer(t)
+	mnt := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(mnt, 0700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	a := startAuthAgent(t, is, "probe:\n  work_dir: "+filepath.Join(mnt, "work")+"\nhealth:\n  check_interval: 1s\n")
+	marker := filepath.Join(t.TempDir(), "ran")
+	_, r, raw := submit(t, a, is, mustJSON(map[string]interface{}{"steps": []interface{}{
+		map[string]interface{}{"type": "exec", "argv": []string{"/bin/sh", "-c",
+			"head -c 2097152 /dev/zero > " + filepath.Join(mnt, "filler") + "; true"}},
+		map[string]interface{}{"type": "exec", "argv": []string{"touch", marker}}}}))
+	if r.ID == "" {
+		t.Fatal(raw)
+	}
+	listed := waitListed(t, a, is, r.ID, 20*time.Second)
+	_, body, _ := call(t, a, "GET", "/v1/probes/"+r.ID, is.tok("probe:read"), "")
+	var full map[string]interface{}
+	_ = json.Unmarshal([]byte(body), &full)
+	if listed != "failed" || full["state"] != "failed" || full["error_code"] != "record_write_failed" {
+		t.Fatalf("list %s, GET %s", listed, body)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("step 1 ran although its start was not durable: %v", err)
+	}
+	waitHealthReason(t, a, is, "record", 10*time.Second)
+}
