@@ -1,6 +1,7 @@
 /* The probe executor: the in-memory index of probes (newest last), a bounded
  * queue, probe.max_concurrent worker threads, per-probe event rings for
- * streaming, persistence at submit and at the end, and retention. One mutex
+ * streaming, persistence at submit, at each step start and at the end (the
+ * streamed record and spill file live in record.c), and retention. One mutex
  * guards everything here; processes and disk writes run outside it. */
 #include <errno.h>
 #include <fcntl.h>
@@ -58,7 +59,7 @@ struct probe {
 	bool finishing;  /* final record is being written; final_state once durable */
 	enum pstate final_state;
 	struct probe_sink *sink; /* spilled output while running (worker, then writer) */
-	struct rec_image *img;   /* the final record being written */
+	struct probe_image *img; /* the final record being written */
 	struct probe_exec *ex;   /* for the write-completion callback */
 	struct ev ring[EV_RING];
 	uint64_t ev_first, ev_next; /* seq range held in ring */
@@ -228,298 +229,6 @@ static void retain(struct probe_exec *ex)
 		}
 }
 
-/* --- spilled output and streamed records ------------------------------------------------ */
-
-#define MAX_SPILLS (PROBE_MAX_STEPS * 4)
-#define COPY_CHUNK (64u << 10)
-
-struct spill_ref {
-	int step;
-	char field[32];
-	off_t off;
-	uint64_t len; /* bytes of JSON value text at off */
-};
-
-/* Large result fields of one probe, as JSON value texts in runs/<id>.spill. */
-struct probe_sink {
-	int fd;
-	char path[PATH_MAX + 64];
-	off_t end;
-	int step;
-	bool open;
-	bool quoted; /* the open field is a streamed string */
-	off_t field_start;
-	char field[32];
-	uint8_t carry[3];
-	size_t ncarry;
-	struct spill_ref refs[MAX_SPILLS];
-	int nrefs;
-};
-
-static struct probe_sink *sink_new(const char *dir, const char *id)
-{
-	struct probe_sink *s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		return NULL;
-	s->fd = -1;
-	snprintf(s->path, sizeof(s->path), "%s/%s.spill", dir, id);
-	return s;
-}
-
-static void sink_free(struct probe_sink *s)
-{
-	if (s == NULL)
-		return;
-	if (s->fd >= 0) {
-		close(s->fd);
-		(void)unlink(s->path);
-	}
-	free(s);
-}
-
-static int sink_put(struct probe_sink *s, const void *data, size_t len, struct vm_err *err)
-{
-	const char *p = data;
-	while (len > 0) {
-		ssize_t w = write(s->fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return vm_err_errno(err, VM_ERR_IO, errno, "write %s", s->path);
-		p += w;
-		len -= (size_t)w;
-		s->end += w;
-	}
-	return 0;
-}
-
-static int sink_open_field(struct probe_sink *s, const char *name, bool quoted, struct vm_err *err)
-{
-	if (s->open || s->nrefs == MAX_SPILLS || strlen(name) >= sizeof(s->field))
-		return vm_err_set(err, VM_ERR_INTERNAL, "too many spilled fields");
-	if (s->fd < 0) {
-		s->fd = open(s->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (s->fd < 0)
-			return vm_err_errno(err, VM_ERR_IO, errno, "create %s", s->path);
-	}
-	snprintf(s->field, sizeof(s->field), "%s", name);
-	s->field_start = s->end;
-	s->ncarry = 0;
-	s->open = true;
-	s->quoted = quoted;
-	return quoted ? sink_put(s, "\"", 1, err) : 0;
-}
-
-int probe_sink_begin(struct probe_sink *s, const char *name, struct vm_err *err)
-{
-	return sink_open_field(s, name, true, err);
-}
-
-int probe_sink_write_b64(struct probe_sink *s, const void *data, size_t len, struct vm_err *err)
-{
-	const uint8_t *p = data;
-	char out[4 * (COPY_CHUNK / 3) + 8];
-	while (len > 0) {
-		if (s->ncarry > 0 || len < 3) {
-			while (s->ncarry < 3 && len > 0) {
-				s->carry[s->ncarry++] = *p++;
-				len--;
-			}
-			if (s->ncarry < 3)
-				break;
-			b64_encode(s->carry, 3, out, 0);
-			s->ncarry = 0;
-			if (sink_put(s, out, 4, err) != 0)
-				return -1;
-			continue;
-		}
-		size_t n = len - len % 3;
-		if (n > 3 * (COPY_CHUNK / 3))
-			n = 3 * (COPY_CHUNK / 3);
-		size_t w = b64_encode(p, n, out, 0);
-		if (sink_put(s, out, w, err) != 0)
-			return -1;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
-int probe_sink_end(struct probe_sink *s, struct vm_err *err)
-{
-	char out[8];
-	if (s->ncarry > 0) {
-		size_t w = b64_encode(s->carry, s->ncarry, out, 0);
-		s->ncarry = 0;
-		if (sink_put(s, out, w, err) != 0)
-			return -1;
-	}
-	if (s->quoted && sink_put(s, "\"", 1, err) != 0)
-		return -1;
-	struct spill_ref *r = &s->refs[s->nrefs++];
-	r->step = s->step;
-	snprintf(r->field, sizeof(r->field), "%s", s->field);
-	r->off = s->field_start;
-	r->len = (uint64_t)(s->end - s->field_start);
-	s->open = false;
-	return 0;
-}
-
-/* A field a step left open (it failed mid-way) is dropped. */
-static void sink_abort_open(struct probe_sink *s)
-{
-	if (s == NULL || !s->open)
-		return;
-	s->open = false;
-	s->end = s->field_start;
-	if (ftruncate(s->fd, s->end) != 0 || lseek(s->fd, s->end, SEEK_SET) < 0)
-		log_warn("probe", "%s: cannot truncate: %s", s->path, strerror(errno));
-}
-
-/* Moves the result's large strings (process output) to the sink, so that a
- * probe holds O(chunk) in memory however many steps it has. */
-static void spill_large(struct probe_sink *s, json_t *result)
-{
-	const char *key;
-	json_t *v;
-	void *tmp;
-	json_object_foreach_safe(result, tmp, key, v)
-	{
-		if (!json_is_string(v) || json_string_length(v) < PROBE_SPILL_MIN)
-			continue;
-		char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-		struct vm_err err = {0};
-		if (text == NULL || sink_open_field(s, key, false, &err) != 0 ||
-		    sink_put(s, text, strlen(text), &err) != 0 || probe_sink_end(s, &err) != 0) {
-			sink_abort_open(s);
-			free(text);
-			continue; /* stays in memory: correct, only larger */
-		}
-		free(text);
-		json_object_del(result, key);
-	}
-}
-
-/* A record as the writer streams it: the small parts dumped under the lock,
- * the spilled fields copied from the spill file chunk by chunk. */
-struct rec_image {
-	char *head; /* the record without "steps" */
-	char *steps[PROBE_MAX_STEPS];
-	int nsteps;
-	const struct probe_sink *sink; /* borrowed; NULL = nothing spilled */
-	bool with_spills;              /* false: mark spilled fields as not persisted */
-};
-
-static void image_free(struct rec_image *img)
-{
-	if (img == NULL)
-		return;
-	free(img->head);
-	for (int i = 0; i < img->nsteps; i++)
-		free(img->steps[i]);
-	free(img);
-}
-
-/* Called with the lock held: rec must not change while it is dumped. */
-static struct rec_image *image_new(json_t *rec, const struct probe_sink *sink, bool with_spills)
-{
-	struct rec_image *img = calloc(1, sizeof(*img));
-	if (img == NULL)
-		return NULL;
-	img->sink = sink;
-	img->with_spills = with_spills;
-	json_t *steps = json_incref(json_object_get(rec, "steps"));
-	json_object_del(rec, "steps");
-	img->head = json_dumps(rec, JSON_COMPACT);
-	json_object_set_new(rec, "steps", steps != NULL ? steps : json_array());
-	bool ok = img->head != NULL && strlen(img->head) >= 2;
-	size_t i;
-	json_t *st;
-	json_array_foreach(json_object_get(rec, "steps"), i, st)
-	{
-		if (i >= PROBE_MAX_STEPS)
-			break;
-		img->steps[img->nsteps] = json_dumps(st, JSON_COMPACT);
-		ok = ok && img->steps[img->nsteps] != NULL && strlen(img->steps[img->nsteps]) >= 2;
-		img->nsteps++;
-	}
-	if (!ok) {
-		image_free(img);
-		return NULL;
-	}
-	return img;
-}
-
-static int put(int fd, const void *data, size_t len, struct vm_err *err)
-{
-	return probe_write_all(fd, data, len, err);
-}
-
-static int copy_range(int out, int in, off_t off, uint64_t len, char *buf, struct vm_err *err)
-{
-	while (len > 0) {
-		size_t want = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
-		ssize_t n = pread(in, buf, want, off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return vm_err_errno(err, VM_ERR_IO, n < 0 ? errno : EIO,
-			                    "read spilled output");
-		if (put(out, buf, (size_t)n, err) != 0)
-			return -1;
-		off += n;
-		len -= (uint64_t)n;
-	}
-	return 0;
-}
-
-/* probe_write_fn: {head…,"steps":[{step…,"spilled":…},…]} */
-static int image_write(void *ctx, int fd, struct vm_err *err)
-{
-	const struct rec_image *img = ctx;
-	char *buf = img->with_spills && img->sink != NULL ? malloc(COPY_CHUNK) : NULL;
-	if (img->with_spills && img->sink != NULL && buf == NULL)
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	bool has_head = strcmp(img->head, "{}") != 0;
-	int rc = put(fd, img->head, strlen(img->head) - 1, err);
-	if (rc == 0)
-		rc = put(fd, has_head ? ",\"steps\":[" : "\"steps\":[", has_head ? 10 : 9, err);
-	for (int i = 0; rc == 0 && i < img->nsteps; i++) {
-		const char *t = img->steps[i];
-		bool empty = strcmp(t, "{}") == 0, lost = false;
-		rc = put(fd, i ? "," : "", i ? 1 : 0, err);
-		if (rc == 0)
-			rc = put(fd, t, strlen(t) - 1, err);
-		for (int k = 0; rc == 0 && img->sink != NULL && k < img->sink->nrefs; k++) {
-			const struct spill_ref *r = &img->sink->refs[k];
-			if (r->step != i)
-				continue;
-			if (!img->with_spills) {
-				lost = true;
-				continue;
-			}
-			char name[48];
-			int n =
-			    snprintf(name, sizeof(name), "%s\"%s\":", empty ? "" : ",", r->field);
-			empty = false;
-			rc = put(fd, name, (size_t)n, err);
-			if (rc == 0)
-				rc = copy_range(fd, img->sink->fd, r->off, r->len, buf, err);
-		}
-		if (rc == 0 && lost)
-			rc = put(fd,
-			         empty ? "\"output_not_persisted\":true"
-			               : ",\"output_not_persisted\":true",
-			         empty ? 27 : 28, err);
-		if (rc == 0)
-			rc = put(fd, "}", 1, err);
-	}
-	if (rc == 0)
-		rc = put(fd, "]}", 2, err);
-	free(buf);
-	return rc;
-}
-
 /* --- records --------------------------------------------------------------------------- */
 
 static json_t *new_record(const struct probe *p, const struct probe_request *req,
@@ -565,9 +274,9 @@ static void finish_done_locked(struct probe_exec *ex, struct probe *p, bool keep
 {
 	enum pstate st = p->final_state;
 	set_state(ex, p, st);
-	image_free(p->img);
+	probe_image_free(p->img);
 	p->img = NULL;
-	sink_free(p->sink);
+	probe_sink_free(p->sink);
 	p->sink = NULL;
 	if (!keep_rec) {
 		json_decref(p->rec);
@@ -595,25 +304,22 @@ static void finish_fallback_locked(struct probe_exec *ex, struct probe *p, const
 {
 	ex->write_failures++;
 	log_error("probe", "%s: cannot persist the final record: %s", p->id, why);
-	image_free(p->img);
+	probe_image_free(p->img);
 	p->img = NULL;
-	if (p->sink != NULL && p->sink->fd >= 0) {
-		close(p->sink->fd);
-		(void)unlink(p->sink->path);
-		p->sink->fd = -1;
-	}
+	probe_sink_discard(p->sink);
 	char msg[300];
 	snprintf(msg, sizeof(msg), "the final record could not be written (%s); output dropped",
 	         why);
 	json_object_set_new(p->rec, "state", json_string(state_names[P_FAILED]));
 	json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
 	json_object_set_new(p->rec, "error", json_string(msg));
-	struct rec_image *img = image_new(p->rec, p->sink, false);
+	struct probe_image *img = probe_image_new(p->rec, p->sink, false);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
 	struct vm_err err = {0};
-	int rc = img != NULL ? probe_store_write_stream(ex->runs_dir, p->id, image_write, img, &err)
-	                     : vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
-	image_free(img);
+	int rc = img != NULL
+	             ? probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, img, &err)
+	             : vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	probe_image_free(img);
 	p->final_state = P_FAILED;
 	if (rc != 0) {
 		ex->write_failures++;
@@ -626,10 +332,8 @@ static void finish_fallback_locked(struct probe_exec *ex, struct probe *p, const
 		json_t *st;
 		json_array_foreach(json_object_get(p->rec, "steps"), i, st)
 		{
-			for (int k = 0; p->sink != NULL && k < p->sink->nrefs; k++)
-				if (p->sink->refs[k].step == (int)i)
-					json_object_set_new(st, "output_not_persisted",
-					                    json_true());
+			if (probe_sink_has(p->sink, (int)i))
+				json_object_set_new(st, "output_not_persisted", json_true());
 		}
 	}
 	finish_done_locked(ex, p, rc != 0);
@@ -671,17 +375,18 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	p->final_state = st;
 	p->ex = ex;
 	json_object_set_new(p->rec, "state", json_string(state_names[st]));
-	p->img = image_new(p->rec, p->sink, true);
+	p->img = probe_image_new(p->rec, p->sink, true);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
-	if (p->img != NULL && probe_committer_write_stream_async(ex->store, p->id, image_write,
-	                                                         p->img, on_committed, p) == 0)
+	if (p->img != NULL &&
+	    probe_committer_write_stream_async(ex->store, p->id, probe_image_write, p->img,
+	                                       on_committed, p) == 0)
 		return;
 	/* no writer (shutting down, out of memory): write here, under the lock */
 	struct vm_err err = {0};
 	if (p->img == NULL)
 		vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
 	if (p->img == NULL ||
-	    probe_store_write_stream(ex->runs_dir, p->id, image_write, p->img, &err) != 0)
+	    probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, p->img, &err) != 0)
 		finish_fallback_locked(ex, p, err.msg);
 	else
 		finish_done_locked(ex, p, false);
@@ -728,7 +433,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	char errbuf[300];
 	json_t *steps = json_object_get(p->rec, "steps");
 	/* the worker alone uses the sink until finish_locked hands it to the writer */
-	p->sink = sink_new(ex->runs_dir, p->id);
+	p->sink = probe_sink_new(ex->runs_dir, p->id);
 	for (int i = 0; i < req->nsteps; i++) {
 		const struct probe_step_req *st = &req->steps[i];
 		if (atomic_load(&p->cancel)) {
@@ -759,15 +464,15 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		/* Durable before it runs: after a crash this step is `interrupted` (it
 		 * may have run), never `skipped`. Spilled output of earlier steps is
 		 * not copied each time: the record marks it output_not_persisted. */
-		struct rec_image *img = image_new(p->rec, p->sink, false);
+		struct probe_image *img = probe_image_new(p->rec, p->sink, false);
 		pthread_mutex_unlock(&ex->mu);
 		struct vm_err werr = {0};
 		if (img == NULL)
 			vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
-		int wrc = img != NULL ? probe_committer_write_stream(ex->store, p->id, image_write,
-		                                                     img, &werr)
+		int wrc = img != NULL ? probe_committer_write_stream(ex->store, p->id,
+		                                                     probe_image_write, img, &werr)
 		                      : -1;
-		image_free(img);
+		probe_image_free(img);
 		pthread_mutex_lock(&ex->mu);
 		if (wrc != 0) {
 			/* running a step whose start is not durable could be misreported */
@@ -788,14 +493,13 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 
 		json_t *result = json_object();
 		int64_t t0 = proc_now_ms();
-		if (p->sink != NULL)
-			p->sink->step = i;
+		probe_sink_set_step(p->sink, i);
 		enum probe_step_status ss = probe_steps[st->type].run(st, &ctx, result);
 		json_object_set_new(result, "duration_ms", json_integer(proc_now_ms() - t0));
 		json_object_set_new(result, "status", json_string(step_status_names[ss]));
 		if (p->sink != NULL) {
-			sink_abort_open(p->sink);
-			spill_large(p->sink, result);
+			probe_sink_abort_open(p->sink);
+			probe_sink_spill_large(p->sink, result);
 		}
 
 		pthread_mutex_lock(&ex->mu);

@@ -154,6 +154,30 @@ int probe_read_fd_b64(const struct probe_step_ctx *ctx, int fd, uint64_t max, js
                       const char *name, uint64_t *got, bool *truncated, uint8_t digest[SHA256_LEN],
                       struct vm_err *err);
 
+/* --- spilled output and streamed records (record.c) ---------------------------------- */
+
+/* One probe's spill file, runs/<id>.spill (created on first use). The worker
+ * owns it while the probe runs, then the final record's writer. */
+struct probe_sink *probe_sink_new(const char *dir, const char *id);
+void probe_sink_free(struct probe_sink *s); /* removes the file; NULL is fine */
+/* Removes the file (frees its space) but remembers which steps had spilled
+ * fields, so records can say output_not_persisted. */
+void probe_sink_discard(struct probe_sink *s);
+void probe_sink_set_step(struct probe_sink *s, int step); /* fields go to this step */
+bool probe_sink_has(const struct probe_sink *s, int step);
+/* Drops a field a failed step left half written. */
+void probe_sink_abort_open(struct probe_sink *s);
+/* Moves the result's large strings (process output) to the sink. */
+void probe_sink_spill_large(struct probe_sink *s, json_t *result);
+
+/* A record ready to stream: its small parts dumped (call with rec stable,
+ * under the executor's lock), spilled fields copied from the sink (borrowed)
+ * when with_spills, else marked output_not_persisted. */
+struct probe_image;
+struct probe_image *probe_image_new(json_t *rec, const struct probe_sink *sink, bool with_spills);
+void probe_image_free(struct probe_image *img);
+int probe_image_write(void *ctx, int fd, struct vm_err *err); /* a probe_write_fn */
+
 /* --- store ---------------------------------------------------------------------- */
 
 /* Writes a record's bytes to fd; returns 0 or an error. */
