@@ -109,10 +109,58 @@ static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *qu
 	probe_store_health(ag->deps.probe, write_failures, quarantined);
 }
 
-/* SIGHUP: validate the new file fully before touching anything. Returns 0
- * when the new configuration was taken, else -1 with the reason in err. */
-static int reload(struct agent *ag, struct vm_err *err)
+/* What a reload did, by key (comma-separated names): applied to the running
+ * agent, or changed in the file but kept at the old value until a restart. */
+struct reload_keys {
+	char applied[4096];
+	char restart[4096];
+};
+
+static void keys_append(char *list, size_t cap, const char *key)
 {
+	size_t n = strlen(list);
+	if (n + strlen(key) + 2 < cap)
+		snprintf(list + n, cap - n, "%s%s", n ? "," : "", key);
+}
+
+/* Sorts the changed keys by cfg_key_apply; a restart-only key keeps its
+ * running value in next, so that ag->cfg stays what is actually in force. */
+static void reload_sort_keys(const struct cfg *cur, struct cfg *next, struct reload_keys *k)
+{
+	for (size_t i = 0; i < cfg_key_count(); i++) {
+		if (!cfg_key_differs(cur, next, i))
+			continue;
+		if (cfg_key_apply(i) == CFG_APPLY_LIVE) {
+			keys_append(k->applied, sizeof(k->applied), cfg_key_name(i));
+		} else {
+			keys_append(k->restart, sizeof(k->restart), cfg_key_name(i));
+			cfg_key_copy(next, cur, i);
+		}
+	}
+}
+
+static void reload_log_keys(const struct reload_keys *k)
+{
+	char list[4096];
+	snprintf(list, sizeof(list), "%s", k->applied);
+	for (char *save = NULL, *key = strtok_r(list, ",", &save); key != NULL;
+	     key = strtok_r(NULL, ",", &save))
+		log_info("config", "%s: applied", key);
+	snprintf(list, sizeof(list), "%s", k->restart);
+	for (char *save = NULL, *key = strtok_r(list, ",", &save); key != NULL;
+	     key = strtok_r(NULL, ",", &save))
+		log_warn("config", "%s: changed in the file, applies after a restart", key);
+}
+
+/* SIGHUP: validate the new file fully before touching anything. Returns 0
+ * when the new configuration was taken, else -1 with the reason in err;
+ * keys (may be NULL) says what was applied and what needs a restart. */
+static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys)
+{
+	struct reload_keys none;
+	if (keys == NULL)
+		keys = &none;
+	memset(keys, 0, sizeof(*keys));
 	struct cfg *next = malloc(sizeof(*next));
 	if (next == NULL) {
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -126,6 +174,8 @@ static int reload(struct agent *ag, struct vm_err *err)
 		free(next);
 		return -1;
 	}
+	struct reload_keys k = {0};
+	reload_sort_keys(ag->cfg, next, &k);
 	int rc;
 	apply_log_config(next, err, &rc);
 	if (rc != 0) {
@@ -152,9 +202,12 @@ static int reload(struct agent *ag, struct vm_err *err)
 	}
 	reload_tunnel(ag, next);
 	health_reconfigure(ag->health, next);
+	probe_exec_reconfigure(ag->deps.probe, next);
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
+	reload_log_keys(&k);
+	*keys = k;
 	return 0;
 }
 
@@ -167,9 +220,12 @@ static json_t *admin_reload(void *ctx, json_t *req, struct vm_err *err)
 	log_info("agent", "admin socket: reloading configuration");
 	pthread_mutex_lock(&ag->mu);
 	struct vm_err why = {0};
-	int rc = reload(ag, &why);
-	json_t *res = json_pack("{s:b,s:s,s:s?}", "reloaded", rc == 0, "config", ag->cfg->source,
-	                        "error", rc == 0 ? NULL : why.msg);
+	struct reload_keys *k = malloc(sizeof(*k));
+	int rc = reload(ag, &why, k);
+	json_t *res = json_pack("{s:b,s:s,s:s?,s:s,s:s}", "reloaded", rc == 0, "config",
+	                        ag->cfg->source, "error", rc == 0 ? NULL : why.msg, "applied",
+	                        k ? k->applied : "", "restart_required", k ? k->restart : "");
+	free(k);
 	pthread_mutex_unlock(&ag->mu);
 	if (res == NULL)
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -235,10 +291,11 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 			log_info("agent", "SIGHUP: reloading configuration");
 			struct vm_err err = {0};
 			pthread_mutex_lock(&ag->mu);
-			int ok = reload(ag, &err) == 0;
+			struct reload_keys k;
+			int ok = reload(ag, &err, &k) == 0;
 			/* `vm-agent configure` reads the outcome when the admin socket is absent */
 			lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, ok,
-			                       ok ? "reloaded" : err.msg);
+			                       ok ? "reloaded" : err.msg, k.applied, k.restart);
 			pthread_mutex_unlock(&ag->mu);
 			continue;
 		}

@@ -12,6 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
+#include "core/secret.h"
+
 struct xfer {
 	CURL *curl;
 	struct http_resp *resp;
@@ -129,8 +132,6 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	if (o->ca_file != NULL && o->ca_file[0] != '\0')
 		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
-	if (o->proxy != NULL && o->proxy[0] != '\0')
-		bad |= (int)curl_easy_setopt(c, CURLOPT_PROXY, o->proxy);
 	if (o->user_agent != NULL)
 		bad |= (int)curl_easy_setopt(c, CURLOPT_USERAGENT, o->user_agent);
 	if (o->follow_redirects) {
@@ -138,6 +139,10 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 		bad |= (int)curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	}
+	/* An honest Content-Length over the cap fails before any byte; a lying
+	 * or absent one is caught by on_write, which counts. */
+	if (x->fd >= 0)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->file_cap);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -148,8 +153,54 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 
 static void strip_query(const char *url, char *out, size_t cap)
 {
-	/* URLs in messages lose their query: it may carry a signed token. */
-	snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+	/* URLs in messages lose their query (it may carry a signed token) and the
+	 * password of their userinfo. */
+	char bare[URL_SHOWN_MAX];
+	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(url, "?#"), url);
+	url_redact(bare, out, cap);
+}
+
+/* The file is a secret (core/secret: regular, no symlink, 0600 or stricter);
+ * its form is one non-empty "user:password" line. */
+static int proxy_creds_load(const char *path, struct secret *out, struct vm_err *err)
+{
+	int rc = secret_load_file(out, path, err);
+	if (rc != 0)
+		return rc;
+	if (out->len == 0 || out->len > HTTP_PROXY_CREDS_MAX || strpbrk(out->value, "\r\n")) {
+		secret_clear(out);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "proxy credentials file %s: expected one line user:password "
+		                  "of at most %d bytes",
+		                  path, HTTP_PROXY_CREDS_MAX);
+	}
+	return 0;
+}
+
+int http_proxy_credentials_check(const char *path, struct vm_err *err)
+{
+	struct secret s = {0};
+	int rc = proxy_creds_load(path, &s, err);
+	secret_clear(&s);
+	return rc;
+}
+
+int http_proxy_apply(void *curl, const char *proxy_url, const char *credentials_file,
+                     struct vm_err *err)
+{
+	CURL *c = curl;
+	if (proxy_url != NULL && proxy_url[0] != '\0' &&
+	    curl_easy_setopt(c, CURLOPT_PROXY, proxy_url) != CURLE_OK)
+		return vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy");
+	if (credentials_file == NULL || credentials_file[0] == '\0')
+		return 0;
+	struct secret cred = {0};
+	int rc = proxy_creds_load(credentials_file, &cred, err);
+	/* libcurl copies option strings: ours is wiped right away */
+	if (rc == 0 && curl_easy_setopt(c, CURLOPT_PROXYUSERPWD, cred.value) != CURLE_OK)
+		rc = vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy credentials");
+	secret_clear(&cred);
+	return rc;
 }
 
 int http_request(const struct http_opts *opts, const char *method, const char *url,
@@ -193,6 +244,8 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 		}
 	}
 	char errbuf[CURL_ERROR_SIZE] = "";
+	if ((rc = http_proxy_apply(c, o->proxy, o->proxy_credentials_file, err)) != 0)
+		goto out;
 	if (setup(c, o, method, url, hdrs, body, body_len, &x, errbuf) != 0) {
 		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method,
 		                shown);
@@ -203,9 +256,10 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	curl_off_t ra = -1;
 	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 		resp->retry_after_s = (long)ra;
-	if (x.overflow) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
-		                method, shown, (unsigned long long)x.cap);
+	if (x.overflow || cc == CURLE_FILESIZE_EXCEEDED) {
+		rc =
+		    vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
+		               method, shown, (unsigned long long)(x.fd >= 0 ? x.file_cap : x.cap));
 	} else if (x.write_failed) {
 		rc = vm_err_errno(err, VM_ERR_IO, x.write_errno, "%s %s: writing %s", method, shown,
 		                  o->download_path);

@@ -426,7 +426,9 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	/* p->req is only read (not freed) until finish_locked, which this thread calls
 	 * (it is freed once the final record is durable). */
 	const struct probe_request *req = p->req;
+	pthread_mutex_lock(&ex->mu); /* probe_exec_reconfigure may change the settings */
 	uint64_t timeout = req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms;
+	pthread_mutex_unlock(&ex->mu);
 	int64_t deadline = proc_now_ms() + (int64_t)timeout;
 	enum pstate final = P_SUCCEEDED;
 	const char *error = NULL;
@@ -448,15 +450,15 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		}
 		int64_t dl = st->timeout_ms ? now + (int64_t)st->timeout_ms : deadline;
 		struct out_ctx oc = {ex, p, i};
-		struct probe_step_ctx ctx = {ex->work_dir,
-		                             ex->output_cap,
-		                             ex->grace_ms,
-		                             &ex->allow,
-		                             dl < deadline ? dl : deadline,
-		                             &p->cancel,
-		                             on_output,
-		                             &oc,
-		                             p->sink};
+		/* each step checks the allow-list in force when it starts (reloads apply) */
+		struct cfg_strlist allow;
+		pthread_mutex_lock(&ex->mu);
+		allow = ex->allow;
+		uint64_t grace_ms = ex->grace_ms;
+		pthread_mutex_unlock(&ex->mu);
+		struct probe_step_ctx ctx = {
+		    ex->work_dir, ex->output_cap, grace_ms, &allow, dl < deadline ? dl : deadline,
+		    &p->cancel,   on_output,      &oc,      p->sink};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
@@ -1028,6 +1030,20 @@ void probe_exec_stop(struct probe_exec *ex)
 	pthread_cond_destroy(&ex->ev_cv);
 	pthread_mutex_destroy(&ex->mu);
 	free(ex);
+}
+
+void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
+{
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->mu);
+	ex->allow = cfg->probe.allow;
+	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
+	ex->grace_ms = cfg->probe.cancel_grace_ms;
+	ex->retention_age_ms = cfg->probe.retention_age_ms;
+	ex->retention_count = cfg->probe.retention_count;
+	retain(ex);
+	pthread_mutex_unlock(&ex->mu);
 }
 
 void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running)

@@ -29,6 +29,11 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err);
  * reader, joins the workers and frees. NULL is fine. */
 void probe_exec_stop(struct probe_exec *ex);
 
+/* Applies a reload's probe.allow, probe.default_timeout, probe.cancel_grace
+ * and probe.retention_*: the next step and the next probe use them (the other
+ * probe.* keys need a restart, see cfg_key_apply). NULL is fine. */
+void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg);
+
 /* Probes waiting in the queue and running now (health, status). NULL gives 0. */
 void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running);
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/config.h"
 #include "probe/internal.h"
 
@@ -17,6 +18,8 @@ static int bad(char *epath, size_t ecap, const char *path, const char *field, st
 		snprintf(epath, ecap, "%s%s%s", path, path[0] ? "." : "", field);
 	else
 		snprintf(epath, ecap, "%s", path);
+	/* field names are the caller's: a cut one must not end inside a character */
+	epath[utf8_cut(epath, strlen(epath))] = '\0';
 	vm_err_set(err, VM_ERR_INVALID, "%s: %s", epath, why);
 	return -1;
 }

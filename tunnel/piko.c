@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "core/codec.h"
+#include "core/http.h"
 #include "core/log.h"
 #include "tunnel/internal.h"
 #include "tunnel/tunnel.h"
@@ -40,6 +41,7 @@ struct tun_settings {
 	char ca_file[PATH_MAX];
 	bool insecure;
 	char proxy_url[CFG_STR_MAX];
+	char proxy_credentials_file[PATH_MAX];
 	uint64_t connect_timeout_ms;
 	struct cfg_reconnect reconnect;
 	char forward_host[64];
@@ -192,6 +194,8 @@ bool tun_config_changed(const struct cfg *a, const struct cfg *b)
 		return true;
 	if (strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0)
 		return true;
+	if (strcmp(a->agent.proxy_credentials_file, b->agent.proxy_credentials_file) != 0)
+		return true;
 	return a->piko.forward_addr[0] == '\0' &&
 	       (strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
 	        a->webhook.port != b->webhook.port);
@@ -328,8 +332,8 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t);
 	/* Through a proxy, always tunnel (CONNECT), also for http:// servers. */
 	curl_easy_setopt(c, CURLOPT_HTTPPROXYTUNNEL, 1L);
-	if (t->set->proxy_url[0])
-		curl_easy_setopt(c, CURLOPT_PROXY, t->set->proxy_url);
+	if ((rc = http_proxy_apply(c, t->set->proxy_url, t->set->proxy_credentials_file, err)) != 0)
+		return rc;
 	if (t->set->ca_file[0])
 		curl_easy_setopt(c, CURLOPT_CAINFO, t->set->ca_file);
 	if (t->set->insecure) {
@@ -546,8 +550,8 @@ static void *tun_main(void *arg)
 		d->fd = -1;
 		int rc = dial(t, &tok, d, &err);
 		if (rc == 0) {
-			log_info("tunnel", "connected to %s as endpoint %s", t->set->server_url,
-			         t->set->endpoint);
+			log_info("tunnel", "connected to %s as endpoint %s",
+			         url_shown(t->set->server_url).s, t->set->endpoint);
 			set_connected(t, true, ever_connected);
 			ever_connected = true;
 			uint64_t started = tun_now_ms();
@@ -608,12 +612,13 @@ static void *tun_main(void *arg)
 			    "Piko rejected the agent's credentials (%s) for endpoint %s "
 			    "at %s: check piko.token / piko.token_file (its piko.endpoints claim) "
 			    "and agent.tenant_id; retrying in %.1fs",
-			    err.msg, t->set->endpoint, t->set->server_url, (double)wait / 1000.0);
+			    err.msg, t->set->endpoint, url_shown(t->set->server_url).s,
+			    (double)wait / 1000.0);
 			tun_note_error(t, "Piko rejected the agent's credentials (%s)", err.msg);
 		} else {
 			wait = jittered(t, delay);
 			log_warn("tunnel", "cannot connect to %s: %s; retrying in %.1fs",
-			         t->set->server_url, err.msg, (double)wait / 1000.0);
+			         url_shown(t->set->server_url).s, err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot connect: %s", err.msg);
 			delay = next_delay(t, delay);
 		}
@@ -648,6 +653,8 @@ static struct tun_settings *settings_new(const struct cfg *cfg, struct vm_err *e
 	snprintf(ts->token_file, sizeof(ts->token_file), "%s", cfg->piko.token_file);
 	snprintf(ts->ca_file, sizeof(ts->ca_file), "%s", cfg->piko.ca_file);
 	snprintf(ts->proxy_url, sizeof(ts->proxy_url), "%s", cfg->piko.proxy_url);
+	snprintf(ts->proxy_credentials_file, sizeof(ts->proxy_credentials_file), "%s",
+	         cfg->agent.proxy_credentials_file);
 	ts->insecure = cfg->piko.insecure_skip_verify;
 	ts->connect_timeout_ms = cfg->piko.connect_timeout_ms;
 	ts->reconnect = cfg->piko.reconnect;
@@ -685,8 +692,8 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		log_warn("tunnel",
 		         "piko.server_url uses plain http://: the token and all traffic are "
 		         "unencrypted");
-	log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d", ts->server_url,
-	         ts->endpoint, ts->forward_host, ts->forward_port);
+	log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
+	         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host, ts->forward_port);
 }
 
 /* Takes new settings from tun_reload, if any. */

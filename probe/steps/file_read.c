@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/fs.h"
 #include "probe/steps/steps.h"
 
 #define READ_DEFAULT (1u << 20)
@@ -41,14 +42,6 @@ int probe_file_read_parse(STEP_PARSE_ARGS)
 	return 0;
 }
 
-static enum probe_step_status failed(json_t *result, int errnum, const char *what, const char *path)
-{
-	char msg[PATH_MAX + 128];
-	snprintf(msg, sizeof(msg), "%s %s: %s", what, path, strerror(errnum));
-	json_object_set_new(result, "error", json_string(msg));
-	return STEP_FAILED;
-}
-
 void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
 {
 	char buf[4096];
@@ -64,19 +57,14 @@ void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
 
 enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 {
-	int fd = open(st->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return failed(result, errno, "open", st->path);
+	/* resolved once through directory fds (no untrusted symlink); only a
+	 * regular file is opened: devices and FIFOs could block or never end */
 	struct stat sb;
-	if (fstat(fd, &sb) != 0) {
-		int e = errno;
-		close(fd);
-		return failed(result, e, "stat", st->path);
-	}
-	/* devices and FIFOs could block or never end */
-	if (!S_ISREG(sb.st_mode)) {
-		close(fd);
-		json_object_set_new(result, "error", json_string("not a regular file"));
+	struct vm_err oerr = {0};
+	int fd = fs_open_read(st->path, &sb, &oerr);
+	if (fd < 0) {
+		json_object_set_new(result, "error_code", json_string(fs_err_name(&oerr)));
+		json_object_set_new(result, "error", json_string(oerr.msg));
 		return STEP_FAILED;
 	}
 	/* streamed into the record: memory stays O(chunk) whatever max_bytes is */
@@ -88,7 +76,9 @@ enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 	                           digest, &err);
 	close(fd);
 	if (rc != 0) {
-		json_object_set_new(result, "error", json_string(err.msg));
+		char msg[PATH_MAX + 300];
+		snprintf(msg, sizeof(msg), "%s: %s", st->path, err.msg);
+		json_object_set_new(result, "error", json_string(msg));
 		return STEP_FAILED;
 	}
 	char hex[2 * SHA256_LEN + 1];
