@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,6 +142,7 @@ type slowPost struct {
 	c      net.Conn
 	br     *bufio.Reader
 	status int
+	close  bool // the response said Connection: close
 	header http.Header
 	closed chan time.Duration // how long after the response the server closed
 }
@@ -188,7 +188,7 @@ func (p *slowPost) readResponse(t *testing.T, timeout time.Duration) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	p.status, p.header = resp.StatusCode, resp.Header
+	p.status, p.header, p.close = resp.StatusCode, resp.Header, resp.Close
 	go func() {
 		t0 := time.Now()
 		p.c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -219,12 +219,12 @@ func TestUnauthenticatedSlowBodyClosedAfter401(t *testing.T) {
 		if p.status != 401 {
 			t.Fatalf("slow POST %d: status %d, want 401", i, p.status)
 		}
-		if !strings.EqualFold(p.header.Get("Connection"), "close") {
+		if !p.close {
 			t.Errorf("slow POST %d: 401 without Connection: close (%v)", i, p.header)
 		}
 	}
 	big.readResponse(t, 3*time.Second)
-	if big.status != 413 || !strings.EqualFold(big.header.Get("Connection"), "close") {
+	if big.status != 413 || !big.close {
 		t.Errorf("oversized POST: %d %v, want 413 with Connection: close", big.status, big.header)
 	}
 	for i, p := range append(posts, big) {
@@ -247,5 +247,75 @@ func TestUnauthenticatedSlowBodyClosedAfter401(t *testing.T) {
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
 		t.Fatalf("livez: %d", resp.StatusCode)
+	}
+}
+
+// rawRequest writes head, then drips one byte of drip every interval until the
+// server answers; returns the status, how long it took and whether the
+// server closed the connection after it.
+func rawRequest(t *testing.T, addr, head string, drip byte, interval, timeout time.Duration) (int, time.Duration, bool) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t0 := time.Now()
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := c.Write([]byte{drip}); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	c.SetReadDeadline(t0.Add(timeout))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer within %s: %v", timeout, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	el := time.Since(t0)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, err = br.ReadByte()
+	return resp.StatusCode, el, err != nil && !isTimeout(err)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// Each byte arrives well within civetweb's per-recv timeout; only a deadline
+// on the whole request ends these.
+func TestSlowRequestCutAtWholeRequestDeadline(t *testing.T) {
+	is := newIssuer(t)
+	a := startAuthAgent(t, is, "webhook:\n  request_timeout: 2s\n")
+	addr := fmt.Sprintf("127.0.0.1:%d", a.Port)
+
+	code, el, closed := rawRequest(t, addr, "GET /v1/livez HTTP/1.1\r\nHost: x\r\nX-Slow: ", 'a',
+		200*time.Millisecond, 6*time.Second)
+	if code != 408 || el > 3500*time.Millisecond || !closed {
+		t.Errorf("dripped headers: %d after %s (closed %v), want 408 within ~2 s and closed", code, el, closed)
+	}
+
+	head := fmt.Sprintf("POST /v1/probes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", is.tok(allScopes))
+	code, el, closed = rawRequest(t, addr, head, ' ', 200*time.Millisecond, 6*time.Second)
+	if code != 408 || el > 3500*time.Millisecond || !closed {
+		t.Errorf("dripped body: %d after %s (closed %v), want 408 within ~2 s and closed", code, el, closed)
 	}
 }
