@@ -379,6 +379,7 @@ int wh_listener_changed(const struct cfg *a, const struct cfg *b)
 	       strcmp(a->webhook.tls_key_file, b->webhook.tls_key_file) != 0 ||
 	       a->webhook.num_threads != b->webhook.num_threads ||
 	       a->webhook.tunnel_threads != b->webhook.tunnel_threads ||
+	       a->piko.max_streams != b->piko.max_streams ||
 	       strcmp(a->agent.runtime_dir, b->agent.runtime_dir) != 0 ||
 	       a->webhook.request_timeout_ms != b->webhook.request_timeout_ms ||
 	       a->webhook.max_body != b->webhook.max_body ||
@@ -438,8 +439,12 @@ static void free_server(struct wh_server *srv)
 static int start_listener(struct wh_listener *l, const struct cfg *cfg, const char *ports,
                           int nthreads, bool keep_alive, bool tcp, struct vm_err *err)
 {
-	char threads[16], timeout[32];
+	char threads[16], timeout[32], backlog[16];
 	snprintf(threads, sizeof(threads), "%d", nthreads);
+	/* A full unix backlog refuses a connect at once (TCP would retry the SYN):
+	 * room for every stream the tunnel may open. */
+	snprintf(backlog, sizeof(backlog), "%d",
+	         tcp || cfg->piko.max_streams < 200 ? 200 : cfg->piko.max_streams);
 	snprintf(timeout, sizeof(timeout), "%llu",
 	         (unsigned long long)cfg->webhook.request_timeout_ms);
 	l->guard = wh_guard_new((size_t)nthreads, cfg->webhook.request_timeout_ms, err);
@@ -460,9 +465,11 @@ static int start_listener(struct wh_listener *l, const struct cfg *cfg, const ch
 	    "5000",
 	    "max_request_size",
 	    "65536", /* headers only; bodies are bounded in wh_read_body */
+	    "listen_backlog",
+	    backlog,
 	    /* headers and body go out in separate writes: without this, Nagle and
 	     * delayed ACKs add ~40 ms to every response */
-	    tcp ? "tcp_nodelay" : NULL,
+	    tcp ? "tcp_nodelay" : NULL, /* last: NULL ends the list on the unix socket */
 	    "1",
 	    NULL,
 	};
