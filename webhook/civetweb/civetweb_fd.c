@@ -3,6 +3,8 @@
  * request guard (webhook/guard.c) can end a request whose deadline passed
  * (civetweb itself bounds each recv(), not a request). Built without our
  * warnings, like civetweb.c itself. */
+/* remote_addr of a connection on the unix listener (civetweb's default: "*") */
+#define UNIX_DOMAIN_SOCKET_SERVER_NAME "unix"
 #include "civetweb.c"
 
 int mg_vma_client_fd(const struct mg_connection *conn);
