@@ -2,10 +2,12 @@
  * civetweb 1.15 bounds each recv(), not a request, so a client that drips its
  * headers or body holds a worker for as long as it likes. The guard knows the
  * socket each worker reads from and, from its own thread, shuts down the read
- * side of a request that is not in (headers and body) by its deadline; and
- * when every worker is taken, of any still sending headers after GUARD_SHED_MS,
- * which a real client on loopback or the tunnel never needs. The worker then
- * sees end-of-file, answers 408 and closes. */
+ * side of a request that is not in (headers and body) by its deadline; and,
+ * when shedding and every worker is taken, of any still sending headers after
+ * GUARD_SHED_MS, which a real local client never needs. The worker then sees
+ * end-of-file, answers 408 and closes. The tunnel's listener does not shed:
+ * its only client is our bridge, which may write a stream's headers late
+ * when it is busy, and Piko forwards whole headers anyway. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@ struct wh_guard {
 	pthread_cond_t cv;
 	pthread_t thr;
 	bool stop, started;
+	bool shed; /* cut slow headers early while every worker is busy */
 	uint64_t timeout_ms;
 	uint64_t cut_deadline, cut_shed; /* counters, for the log */
 	size_t nslots, used;
@@ -60,7 +63,7 @@ static void cut(struct wh_guard *g, struct wh_guard_slot *s, bool shed)
 /* One pass; returns when to look again (ms from now, -1 = until woken). */
 static long sweep(struct wh_guard *g, uint64_t now)
 {
-	bool full = g->used >= g->nslots;
+	bool full = g->shed && g->used >= g->nslots;
 	uint64_t next = UINT64_MAX;
 	for (size_t i = 0; i < g->nslots; i++) {
 		struct wh_guard_slot *s = &g->slots[i];
@@ -118,7 +121,7 @@ static void *guard_main(void *arg)
 	return NULL;
 }
 
-struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, struct vm_err *err)
+struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, bool shed, struct vm_err *err)
 {
 	struct wh_guard *g = calloc(1, sizeof(*g) + workers * sizeof(g->slots[0]));
 	if (g == NULL) {
@@ -127,6 +130,7 @@ struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, struct vm_err
 	}
 	g->nslots = workers;
 	g->timeout_ms = timeout_ms;
+	g->shed = shed;
 	for (size_t i = 0; i < workers; i++)
 		g->slots[i].fd = -1;
 	pthread_mutex_init(&g->mu, NULL);

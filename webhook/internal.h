@@ -71,7 +71,7 @@ struct wh_audit *wh_audit_of(const struct wh_req *req);
  * civetweb closes the socket. NULL guard or slot: every call does nothing. */
 struct wh_guard;
 struct wh_guard_slot;
-struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, struct vm_err *err);
+struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, bool shed, struct vm_err *err);
 void wh_guard_free(struct wh_guard *g);
 struct wh_guard_slot *wh_guard_attach(struct wh_guard *g, int fd);
 void wh_guard_next_request(struct wh_guard *g, struct wh_guard_slot *s); /* keep-alive */

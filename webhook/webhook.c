@@ -445,9 +445,10 @@ static int start_listener(struct wh_listener *l, const struct cfg *cfg, const ch
 	 * room for every stream the tunnel may open. */
 	snprintf(backlog, sizeof(backlog), "%d",
 	         tcp || cfg->piko.max_streams < 200 ? 200 : cfg->piko.max_streams);
+	/* a second later than the guard's: the guard ends a slow request first (408) */
 	snprintf(timeout, sizeof(timeout), "%llu",
-	         (unsigned long long)cfg->webhook.request_timeout_ms);
-	l->guard = wh_guard_new((size_t)nthreads, cfg->webhook.request_timeout_ms, err);
+	         (unsigned long long)cfg->webhook.request_timeout_ms + 1000u);
+	l->guard = wh_guard_new((size_t)nthreads, cfg->webhook.request_timeout_ms, tcp, err);
 	if (l->guard == NULL)
 		return -err->code;
 	const char *options[] = {
@@ -455,8 +456,8 @@ static int start_listener(struct wh_listener *l, const struct cfg *cfg, const ch
 	    ports,
 	    "num_threads",
 	    threads,
-	    /* civetweb bounds each recv() and the headers with this; the guard
-	     * bounds the whole request (headers and body) */
+	    /* civetweb bounds each recv()/send() and the headers with this; the
+	     * guard bounds the whole request (headers and body) */
 	    "request_timeout_ms",
 	    timeout,
 	    "enable_keep_alive",
