@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,5 +318,23 @@ func TestSlowRequestCutAtWholeRequestDeadline(t *testing.T) {
 	code, el, closed = rawRequest(t, addr, head, ' ', 200*time.Millisecond, 6*time.Second)
 	if code != 408 || el > 3500*time.Millisecond || !closed {
 		t.Errorf("dripped body: %d after %s (closed %v), want 408 within ~2 s and closed", code, el, closed)
+	}
+}
+
+// The webhook answers 401 without reading a large body and closes; through
+// the tunnel the caller must still get that 401, not a reset stream (502).
+func TestUnauthenticatedLargePostThroughTunnelGets401(t *testing.T) {
+	_, r := startTunnelPairRelay(t, "")
+	body := strings.Repeat("x", 3<<20)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := 0; i < 5; i++ {
+		resp, err := client.Post(r.ProxyURL()+"/v1/probes", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST %d through the tunnel: %v", i, err)
+		}
+		got := readBody(t, resp)
+		if resp.StatusCode != 401 {
+			t.Fatalf("POST %d through the tunnel: %d %q, want 401", i, resp.StatusCode, got)
+		}
 	}
 }
