@@ -544,9 +544,11 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 	char ports[128];
 	snprintf(ports, sizeof(ports), strchr(addr, ':') ? "[%s]:%d%s" : "%s:%d%s", addr,
 	         cfg->webhook.port, cfg->webhook.tls_enabled ? "s" : "");
-	if (start_listener(&srv->tcp, cfg, ports, cfg->webhook.num_threads, true, true, err) != 0)
-		goto fail;
+	/* The tunnel's first: once the TCP port answers (what start-up checks
+	 * wait for), tunnel streams find their listener too. */
 	if (start_tunnel_listener(srv, cfg, err) != 0)
+		goto fail;
+	if (start_listener(&srv->tcp, cfg, ports, cfg->webhook.num_threads, true, true, err) != 0)
 		goto fail;
 	if (!is_loopback(addr))
 		log_warn("webhook",
