@@ -30,10 +30,12 @@ static int check_dir(int fd, const char *dir, struct vm_err *err)
 	struct stat st;
 	if (fstat(fd, &st) != 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "%s", dir);
-	if (st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+	/* Listing it is harmless (the sockets are 0600); writing to it is not. */
+	if (st.st_uid != geteuid() || (st.st_mode & 022) != 0)
 		return vm_err_set(err, VM_ERR_PERM,
-		                  "%s: must be owned by uid %u with mode 0700 (it is uid %u, "
-		                  "mode %04o): others could reach or replace the agent's sockets",
+		                  "%s: must be owned by uid %u and writable by it alone, e.g. "
+		                  "mode 0700 (it is uid %u, mode %04o): others could replace the "
+		                  "agent's sockets",
 		                  dir, (unsigned)geteuid(), (unsigned)st.st_uid,
 		                  (unsigned)(st.st_mode & 07777));
 	return 0;

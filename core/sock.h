@@ -20,8 +20,8 @@ struct sock_unix {
 };
 
 /* Creates dir (0700) when missing and opens it without following a symlink;
- * it must be a directory owned by the effective uid with no group or other
- * access. A socket at name that nobody accepts on is removed (an agent that
+ * it must be a directory owned by the effective uid that neither group nor
+ * others may write to. A socket at name that nobody accepts on is removed (an agent that
  * was killed); one that accepts is VM_ERR_BUSY; anything else there (a file,
  * a symlink) is refused. On success s->path is ready to bind. */
 int sock_unix_prepare(struct sock_unix *s, const char *dir, const char *name, struct vm_err *err);

@@ -82,11 +82,16 @@ static void test_sock_prepare_refuses_open_or_symlinked_dir(void **state)
 	snprintf(rt, sizeof(rt), "%s/run", test_dir);
 	snprintf(link, sizeof(link), "%s/link", test_dir);
 	assert_int_equal(mkdir(rt, 0700), 0);
-	assert_int_equal(chmod(rt, 0755), 0); /* others may list it */
+	assert_int_equal(chmod(rt, 0775), 0); /* the group may replace what is in it */
 	struct sock_unix s;
 	struct vm_err err = {0};
 	assert_int_equal(sock_unix_prepare(&s, rt, "w.sock", &err), -VM_ERR_PERM);
 	assert_non_null(strstr(err.msg, "0700"));
+	assert_int_equal(chmod(rt, 01777), 0); /* sticky /tmp-like: refused too */
+	assert_int_equal(sock_unix_prepare(&s, rt, "w.sock", &err), -VM_ERR_PERM);
+	assert_int_equal(chmod(rt, 0755), 0); /* others may list it: harmless */
+	assert_int_equal(sock_unix_prepare(&s, rt, "w.sock", &err), 0);
+	sock_unix_close(&s);
 	assert_int_equal(chmod(rt, 0700), 0);
 	assert_int_equal(symlink(rt, link), 0);
 	assert_int_not_equal(sock_unix_prepare(&s, link, "w.sock", &err), 0);
