@@ -224,6 +224,16 @@ void wh_guard_body_in(struct wh_guard *g, struct wh_guard_slot *s)
 	pthread_mutex_unlock(&g->mu);
 }
 
+bool wh_guard_reading(struct wh_guard *g, struct wh_guard_slot *s)
+{
+	if (g == NULL || s == NULL)
+		return false;
+	pthread_mutex_lock(&g->mu);
+	bool r = s->armed;
+	pthread_mutex_unlock(&g->mu);
+	return r;
+}
+
 bool wh_guard_was_cut(struct wh_guard *g, struct wh_guard_slot *s)
 {
 	if (g == NULL || s == NULL)

@@ -77,6 +77,7 @@ struct wh_guard_slot *wh_guard_attach(struct wh_guard *g, int fd);
 void wh_guard_next_request(struct wh_guard *g, struct wh_guard_slot *s); /* keep-alive */
 void wh_guard_headers_in(struct wh_guard *g, struct wh_guard_slot *s, bool body);
 void wh_guard_body_in(struct wh_guard *g, struct wh_guard_slot *s);
+bool wh_guard_reading(struct wh_guard *g, struct wh_guard_slot *s); /* body not all read */
 bool wh_guard_was_cut(struct wh_guard *g, struct wh_guard_slot *s);
 void wh_guard_detach(struct wh_guard *g, struct wh_guard_slot *s);
 

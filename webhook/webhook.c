@@ -245,6 +245,14 @@ static bool route_match(const char *pattern, const char *uri, struct wh_req *req
 	return *p == '\0' && *u == '\0';
 }
 
+/* A body the handler left unread (a refusal, a route that takes none) is not
+ * drained after the answer: the connection is closed instead. */
+static void close_if_unread(struct wh_listener *l, struct mg_connection *conn)
+{
+	if (wh_guard_reading(l->guard, slot_of(conn)))
+		mg_disable_connection_keep_alive(conn);
+}
+
 static int dispatch(struct mg_connection *conn)
 {
 	struct wh_req req;
@@ -280,6 +288,7 @@ static int dispatch(struct mg_connection *conn)
 			req.route = r;
 			if (r->scope == NULL) {
 				r->fn(&req);
+				close_if_unread(l, conn);
 				return 1;
 			}
 			if (wh_auth_check(&req, r->scope) == 0)
@@ -287,6 +296,7 @@ static int dispatch(struct mg_connection *conn)
 			/* handlers that stream (SSE, metrics text) are audited when done */
 			if (!req.audited)
 				wh_audit_request(req.srv->audit, &req);
+			close_if_unread(l, conn);
 			return 1;
 		}
 		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
@@ -298,10 +308,16 @@ static int dispatch(struct mg_connection *conn)
 		char msg[256];
 		snprintf(msg, sizeof(msg), "method %s is not allowed on this path; allowed: %s",
 		         req.info->request_method, allow);
+		if (body) {
+			mg_disable_connection_keep_alive(conn);
+			snprintf(hdr, sizeof(hdr), "Allow: %s\r\n" CLOSE_HDR, allow);
+		}
 		reply_error_conn(conn, 405, hdr, "method_not_allowed", msg);
 		return 1;
 	}
-	reply_error_conn(conn, 404, NULL, "not_found", "no such endpoint");
+	if (body)
+		mg_disable_connection_keep_alive(conn);
+	reply_error_conn(conn, 404, body ? CLOSE_HDR : NULL, "not_found", "no such endpoint");
 	return 1;
 }
 

@@ -148,15 +148,15 @@ type slowPost struct {
 	closed chan time.Duration // how long after the response the server closed
 }
 
-func startSlowPost(t *testing.T, addr string, cl int, stop chan struct{}) *slowPost {
+func startSlowPost(t *testing.T, addr, path string, cl int, stop chan struct{}) *slowPost {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	req := fmt.Sprintf("POST /v1/probes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
-		"Content-Length: %d\r\n\r\n{", cl)
+	req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\n\r\n{", path, cl)
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
@@ -210,10 +210,13 @@ func TestUnauthenticatedSlowBodyClosedAfter401(t *testing.T) {
 	const n = 20 // more than webhook.num_threads (16)
 	posts := make([]*slowPost, 0, n)
 	for i := 0; i < n; i++ {
-		posts = append(posts, startSlowPost(t, addr, 1<<20, stop))
+		posts = append(posts, startSlowPost(t, addr, "/v1/probes", 1<<20, stop))
 	}
-	// One more that declares a body above webhook.max_body: 413, closed too.
-	big := startSlowPost(t, addr, 64<<20, stop)
+	// One more that declares a body above webhook.max_body: 413, closed too;
+	// and bodies sent where none is read (404, 405): closed, not drained.
+	big := startSlowPost(t, addr, "/v1/probes", 64<<20, stop)
+	others := []*slowPost{startSlowPost(t, addr, "/nope", 1<<20, stop),
+		startSlowPost(t, addr, "/v1/livez", 1<<20, stop)}
 
 	for i, p := range posts {
 		p.readResponse(t, 3*time.Second)
@@ -228,7 +231,14 @@ func TestUnauthenticatedSlowBodyClosedAfter401(t *testing.T) {
 	if big.status != 413 || !big.close {
 		t.Errorf("oversized POST: %d %v, want 413 with Connection: close", big.status, big.header)
 	}
-	for i, p := range append(posts, big) {
+	for i, want := range []int{404, 405} {
+		others[i].readResponse(t, 3*time.Second)
+		if others[i].status != want || !others[i].close {
+			t.Errorf("POST with a body to a route that reads none: %d (close %v), want %d with Connection: close",
+				others[i].status, others[i].close, want)
+		}
+	}
+	for i, p := range append(append(posts, big), others...) {
 		select {
 		case el := <-p.closed:
 			if el > 2*time.Second {
