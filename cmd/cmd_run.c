@@ -12,6 +12,7 @@
 
 #include "cmd/cmd.h"
 #include "core/admin.h"
+#include "core/cgroup.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
@@ -52,7 +53,29 @@ struct agent {
 	 * both touch cfg and the listener: one at a time. */
 	pthread_mutex_t mu;
 	time_t started_at;
+	struct cg_tree cgroup; /* step containment; the executor borrows it */
 };
+
+/* Before any thread: kills what a crashed predecessor's steps left running
+ * (recorded in the state dir), may move the agent into its "agent/" leaf,
+ * and says once what containment and which limits this host allows. */
+static void open_containment(struct agent *ag)
+{
+	int killed = 0;
+	cg_open(&ag->cgroup, ag->cfg->probe.cgroup_root, "/proc/self/cgroup",
+	        ag->cfg->agent.state_dir, &killed);
+	if (ag->cgroup.mode == CG_NONE)
+		log_warn("probe",
+		         "step containment: no writable cgroup v2 (%s); a subreaper shim per step "
+		         "kills what a step leaves behind, resource limits are unavailable",
+		         ag->cgroup.why);
+	else if (ag->cgroup.why[0] != '\0')
+		log_warn("probe", "step containment: %s in %s; limits unavailable: %s",
+		         cg_mode_name(ag->cgroup.mode), ag->cgroup.base, ag->cgroup.why);
+	else
+		log_info("probe", "step containment: %s in %s (memory, cpu, pids limits)",
+		         cg_mode_name(ag->cgroup.mode), ag->cgroup.base);
+}
 
 static void apply_log_config(const struct cfg *cfg, struct vm_err *err, int *rc)
 {
@@ -103,10 +126,58 @@ static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
 	probe_queue_depth(ag->deps.probe, queued, running);
 }
 
-/* SIGHUP: validate the new file fully before touching anything. Returns 0
- * when the new configuration was taken, else -1 with the reason in err. */
-static int reload(struct agent *ag, struct vm_err *err)
+/* What a reload did, by key (comma-separated names): applied to the running
+ * agent, or changed in the file but kept at the old value until a restart. */
+struct reload_keys {
+	char applied[4096];
+	char restart[4096];
+};
+
+static void keys_append(char *list, size_t cap, const char *key)
 {
+	size_t n = strlen(list);
+	if (n + strlen(key) + 2 < cap)
+		snprintf(list + n, cap - n, "%s%s", n ? "," : "", key);
+}
+
+/* Sorts the changed keys by cfg_key_apply; a restart-only key keeps its
+ * running value in next, so that ag->cfg stays what is actually in force. */
+static void reload_sort_keys(const struct cfg *cur, struct cfg *next, struct reload_keys *k)
+{
+	for (size_t i = 0; i < cfg_key_count(); i++) {
+		if (!cfg_key_differs(cur, next, i))
+			continue;
+		if (cfg_key_apply(i) == CFG_APPLY_LIVE) {
+			keys_append(k->applied, sizeof(k->applied), cfg_key_name(i));
+		} else {
+			keys_append(k->restart, sizeof(k->restart), cfg_key_name(i));
+			cfg_key_copy(next, cur, i);
+		}
+	}
+}
+
+static void reload_log_keys(const struct reload_keys *k)
+{
+	char list[4096];
+	snprintf(list, sizeof(list), "%s", k->applied);
+	for (char *save = NULL, *key = strtok_r(list, ",", &save); key != NULL;
+	     key = strtok_r(NULL, ",", &save))
+		log_info("config", "%s: applied", key);
+	snprintf(list, sizeof(list), "%s", k->restart);
+	for (char *save = NULL, *key = strtok_r(list, ",", &save); key != NULL;
+	     key = strtok_r(NULL, ",", &save))
+		log_warn("config", "%s: changed in the file, applies after a restart", key);
+}
+
+/* SIGHUP: validate the new file fully before touching anything. Returns 0
+ * when the new configuration was taken, else -1 with the reason in err;
+ * keys (may be NULL) says what was applied and what needs a restart. */
+static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys)
+{
+	struct reload_keys none;
+	if (keys == NULL)
+		keys = &none;
+	memset(keys, 0, sizeof(*keys));
 	struct cfg *next = malloc(sizeof(*next));
 	if (next == NULL) {
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -120,6 +191,8 @@ static int reload(struct agent *ag, struct vm_err *err)
 		free(next);
 		return -1;
 	}
+	struct reload_keys k = {0};
+	reload_sort_keys(ag->cfg, next, &k);
 	int rc;
 	apply_log_config(next, err, &rc);
 	if (rc != 0) {
@@ -146,9 +219,12 @@ static int reload(struct agent *ag, struct vm_err *err)
 	}
 	reload_tunnel(ag, next);
 	health_reconfigure(ag->health, next);
+	probe_exec_reconfigure(ag->deps.probe, next);
 	free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
+	reload_log_keys(&k);
+	*keys = k;
 	return 0;
 }
 
@@ -161,9 +237,12 @@ static json_t *admin_reload(void *ctx, json_t *req, struct vm_err *err)
 	log_info("agent", "admin socket: reloading configuration");
 	pthread_mutex_lock(&ag->mu);
 	struct vm_err why = {0};
-	int rc = reload(ag, &why);
-	json_t *res = json_pack("{s:b,s:s,s:s?}", "reloaded", rc == 0, "config", ag->cfg->source,
-	                        "error", rc == 0 ? NULL : why.msg);
+	struct reload_keys *k = malloc(sizeof(*k));
+	int rc = reload(ag, &why, k);
+	json_t *res = json_pack("{s:b,s:s,s:s?,s:s,s:s}", "reloaded", rc == 0, "config",
+	                        ag->cfg->source, "error", rc == 0 ? NULL : why.msg, "applied",
+	                        k ? k->applied : "", "restart_required", k ? k->restart : "");
+	free(k);
 	pthread_mutex_unlock(&ag->mu);
 	if (res == NULL)
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -229,10 +308,11 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 			log_info("agent", "SIGHUP: reloading configuration");
 			struct vm_err err = {0};
 			pthread_mutex_lock(&ag->mu);
-			int ok = reload(ag, &err) == 0;
+			struct reload_keys k;
+			int ok = reload(ag, &err, &k) == 0;
 			/* `vm-agent configure` reads the outcome when the admin socket is absent */
 			lc_reload_status_write(ag->cfg->agent.state_dir, ag->config_path, ok,
-			                       ok ? "reloaded" : err.msg);
+			                       ok ? "reloaded" : err.msg, k.applied, k.restart);
 			pthread_mutex_unlock(&ag->mu);
 			continue;
 		}
@@ -339,7 +419,8 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		goto out;
 	}
 	/* The executor first: the webhook borrows it, and stops before it. */
-	ag.deps.probe = probe_exec_start(ag.cfg, &err);
+	open_containment(&ag);
+	ag.deps.probe = probe_exec_start(ag.cfg, &ag.cgroup, &err);
 	if (ag.deps.probe == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;
@@ -379,6 +460,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	log_info("agent", "stopped");
 out:
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
+	cg_close(&ag.cgroup);
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);
 	free(ag.cfg);

@@ -1,5 +1,5 @@
-/* Admin socket server (one thread, one connection at a time: admin traffic is
- * a handful of local requests) and its client. */
+/* Admin socket server (one thread polling up to ADMIN_CONNS_DEFAULT
+ * connections, each with a whole-exchange deadline) and its client. */
 #include "core/admin.h"
 
 #include <errno.h>
@@ -18,8 +18,9 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/proc.h"
 
-#define CLIENT_IO_MS 5000
+struct admin_conn;
 
 struct admin_server {
 	int fd;
@@ -29,6 +30,8 @@ struct admin_server {
 	const struct admin_cmd *cmds;
 	size_t ncmds;
 	void *ctx;
+	struct admin_limits lim;
+	struct admin_conn *conns; /* lim.max_conns slots */
 };
 
 void admin_socket_path(const char *runtime_dir, char *out, size_t cap)
@@ -60,69 +63,62 @@ int admin_parse_request(const char *line, size_t len, char *cmd, size_t cmd_cap,
 
 /* --- server ---------------------------------------------------------------------------- */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
+/* One connection: reading its request line, then writing its reply. */
+struct admin_conn {
+	int fd; /* -1 = free slot */
+	int64_t deadline_ms;
+	char *in;
+	size_t in_len, in_cap;
+	char *out; /* the reply, with its newline */
+	size_t out_len, out_off;
+};
 
-static void reply(int fd, json_t *doc)
+static const char reply_oom[] = "{\"ok\":false,\"error\":{\"code\":\"internal\","
+                                "\"message\":\"out of memory\"}}\n";
+static const char reply_busy[] = ADMIN_REPLY_BUSY "\n";
+static const char reply_forbidden[] =
+    "{\"ok\":false,\"error\":{\"code\":\"forbidden\",\"message\":\"only root or the agent's "
+    "user may use this socket\"}}\n";
+
+/* The reply line for doc (consumed), malloc'd with its newline; NULL = out of memory. */
+static char *render(json_t *doc, size_t *len)
 {
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);
-	if (text == NULL) {
-		static const char oom[] = "{\"ok\":false,\"error\":{\"code\":\"internal\","
-		                          "\"message\":\"out of memory\"}}\n";
-		(void)write_all(fd, oom, sizeof(oom) - 1);
-		return;
-	}
+	if (text == NULL)
+		return NULL;
 	size_t n = strlen(text);
 	if (n + 1 > ADMIN_REPLY_MAX) {
 		free(text);
-		reply(fd, json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", "internal",
-		                    "message", "reply too large"));
-		return;
+		return render(json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", "internal",
+		                        "message", "reply too large"),
+		              len);
 	}
-	if (write_all(fd, text, n) == 0)
-		(void)write_all(fd, "\n", 1);
-	free(text);
+	char *line = realloc(text, n + 2);
+	if (line == NULL) {
+		free(text);
+		return NULL;
+	}
+	line[n] = '\n';
+	line[n + 1] = '\0';
+	*len = n + 1;
+	return line;
 }
 
-static void reply_error(int fd, const char *code, const char *msg)
+static void set_reply(struct admin_conn *c, json_t *doc)
 {
-	reply(fd, json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code, "message", msg));
+	c->out = render(doc, &c->out_len);
+	if (c->out == NULL) {
+		c->out = strdup(reply_oom);
+		c->out_len = c->out ? sizeof(reply_oom) - 1 : 0;
+	}
+	c->out_off = 0;
 }
 
-/* Reads one line (without the newline), bounded; the socket has a timeout. */
-static int read_line(int fd, char *buf, size_t cap, size_t *len)
+static void set_error(struct admin_conn *c, const char *code, const char *msg)
 {
-	size_t n = 0;
-	while (n < cap) {
-		ssize_t r = recv(fd, buf + n, cap - n, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		char *nl = memchr(buf + n, '\n', (size_t)r);
-		n += (size_t)r;
-		if (nl != NULL) {
-			*len = (size_t)(nl - buf);
-			return 0;
-		}
-	}
-	if (n > 0 && n < cap) { /* EOF without newline: accept */
-		*len = n;
-		return 0;
-	}
-	return -1;
+	set_reply(c,
+	          json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code, "message", msg));
 }
 
 static bool peer_allowed(int fd)
@@ -134,72 +130,189 @@ static bool peer_allowed(int fd)
 	return cr.uid == 0 || cr.uid == geteuid();
 }
 
-static void serve_conn(struct admin_server *srv, int fd)
+/* Runs the request in c->in[0..len) and queues its reply. */
+static void dispatch(struct admin_server *srv, struct admin_conn *c, size_t len)
 {
-	struct timeval tv = {CLIENT_IO_MS / 1000, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (!peer_allowed(fd)) {
-		reply_error(fd, "forbidden", "only root or the agent's user may use this socket");
-		return;
-	}
-	char *buf = malloc(ADMIN_REQUEST_MAX + 1);
-	if (buf == NULL) {
-		reply_error(fd, "internal", "out of memory");
-		return;
-	}
-	size_t len = 0;
-	if (read_line(fd, buf, ADMIN_REQUEST_MAX + 1, &len) != 0) {
-		reply_error(fd, "bad_request", "expected one line of JSON of at most 64 KiB");
-		free(buf);
-		return;
-	}
 	char cmd[64];
 	json_t *req;
 	struct vm_err err = {0};
-	if (admin_parse_request(buf, len, cmd, sizeof(cmd), &req, &err) != 0) {
-		free(buf);
-		reply_error(fd, "bad_request", err.msg);
+	if (admin_parse_request(c->in, len, cmd, sizeof(cmd), &req, &err) != 0) {
+		set_error(c, "bad_request", err.msg);
 		return;
 	}
-	free(buf);
-	const struct admin_cmd *c = NULL;
+	const struct admin_cmd *cm = NULL;
 	for (size_t i = 0; i < srv->ncmds; i++)
 		if (strcmp(srv->cmds[i].name, cmd) == 0)
-			c = &srv->cmds[i];
-	if (c == NULL) {
+			cm = &srv->cmds[i];
+	if (cm == NULL) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "unknown command \"%.60s\"", cmd);
-		reply_error(fd, "unknown_command", msg);
+		set_error(c, "unknown_command", msg);
 	} else {
-		json_t *res = c->fn(srv->ctx, req, &err);
+		json_t *res = cm->fn(srv->ctx, req, &err);
 		if (res == NULL)
-			reply_error(fd, err.code == VM_ERR_INVALID ? "invalid" : "failed",
-			            err.msg[0] ? err.msg : "command failed");
+			set_error(c, err.code == VM_ERR_INVALID ? "invalid" : "failed",
+			          err.msg[0] ? err.msg : "command failed");
 		else
-			reply(fd, json_pack("{s:b,s:o}", "ok", 1, "result", res));
+			set_reply(c, json_pack("{s:b,s:o}", "ok", 1, "result", res));
 	}
 	json_decref(req);
 }
 
+static void conn_close(struct admin_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->in);
+	free(c->out);
+	*c = (struct admin_conn){.fd = -1};
+}
+
+/* Reads what is there (non-blocking). Returns -1 when the connection is done. */
+static int conn_read(struct admin_server *srv, struct admin_conn *c)
+{
+	for (;;) {
+		if (c->in_len == c->in_cap) {
+			size_t cap = c->in_cap ? c->in_cap * 2 : 4096;
+			if (cap > srv->lim.request_max + 1)
+				cap = srv->lim.request_max + 1;
+			if (cap <= c->in_cap) { /* full, and no newline */
+				char msg[96];
+				snprintf(msg, sizeof(msg),
+				         "expected one line of JSON of at most %zu bytes",
+				         srv->lim.request_max);
+				set_error(c, "bad_request", msg);
+				return 0;
+			}
+			char *nb = realloc(c->in, cap);
+			if (nb == NULL) {
+				set_reply(c, NULL);
+				return 0;
+			}
+			c->in = nb;
+			c->in_cap = cap;
+		}
+		ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+		if (r == 0) {
+			if (c->in_len == 0)
+				return -1;
+			dispatch(srv, c, c->in_len);    /* EOF without newline: accept */
+			return c->out != NULL ? 0 : -1; /* NULL: no memory even to say so */
+		}
+		char *nl = memchr(c->in + c->in_len, '\n', (size_t)r);
+		c->in_len += (size_t)r;
+		if (nl != NULL) {
+			dispatch(srv, c, (size_t)(nl - c->in));
+			return c->out != NULL ? 0 : -1;
+		}
+	}
+}
+
+/* Writes what the socket takes. Returns -1 when the connection is done. */
+static int conn_write(struct admin_conn *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (w <= 0)
+			return -1;
+		c->out_off += (size_t)w;
+	}
+	return -1; /* all sent: one request per connection */
+}
+
+/* Answers a connection we will not serve with one short line, without
+ * waiting for it (the line fits an empty socket buffer). */
+static void refuse(int fd, const char *line, size_t len)
+{
+	(void)send(fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+static void accept_new(struct admin_server *srv)
+{
+	/* Bounded: a flood of connects cannot keep the loop from serving. */
+	for (size_t k = 0; k < srv->lim.max_conns + 8; k++) {
+		int fd = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return;
+		if (!peer_allowed(fd)) {
+			refuse(fd, reply_forbidden, sizeof(reply_forbidden) - 1);
+			continue;
+		}
+		struct admin_conn *slot = NULL;
+		for (size_t i = 0; i < srv->lim.max_conns && slot == NULL; i++)
+			if (srv->conns[i].fd < 0)
+				slot = &srv->conns[i];
+		if (slot == NULL) {
+			refuse(fd, reply_busy, sizeof(reply_busy) - 1);
+			continue;
+		}
+		*slot = (struct admin_conn){.fd = fd,
+		                            .deadline_ms = proc_now_ms() + srv->lim.deadline_ms};
+	}
+}
+
+/* One thread, one poll over the listener and every open connection; each
+ * connection has one deadline for its whole exchange, so a client that
+ * connects and drips bytes (or nothing) costs a slot for at most that long. */
 static void *server_main(void *arg)
 {
 	struct admin_server *srv = arg;
+	size_t max = srv->lim.max_conns;
 	for (;;) {
-		struct pollfd p[2] = {{srv->fd, POLLIN, 0}, {srv->stop_pipe[0], POLLIN, 0}};
-		int r = poll(p, 2, -1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 || p[1].revents != 0)
-			break;
-		if (p[0].revents & POLLIN) {
-			int c = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC);
-			if (c < 0)
+		struct pollfd p[2 + ADMIN_CONNS_LIMIT];
+		struct admin_conn *pc[2 + ADMIN_CONNS_LIMIT];
+		p[0] = (struct pollfd){srv->fd, POLLIN, 0};
+		p[1] = (struct pollfd){srv->stop_pipe[0], POLLIN, 0};
+		nfds_t n = 2;
+		int64_t now = proc_now_ms(), next = -1;
+		for (size_t i = 0; i < max; i++) {
+			struct admin_conn *c = &srv->conns[i];
+			if (c->fd < 0)
 				continue;
-			serve_conn(srv, c);
-			close(c);
+			p[n] = (struct pollfd){c->fd, c->out ? POLLOUT : POLLIN, 0};
+			pc[n++] = c;
+			if (next < 0 || c->deadline_ms < next)
+				next = c->deadline_ms;
 		}
+		int timeout = next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
+		int r = poll(p, n, timeout);
+		if (r < 0 && errno != EINTR)
+			break;
+		if (r > 0 && p[1].revents != 0)
+			break;
+		now = proc_now_ms();
+		for (nfds_t i = 2; r > 0 && i < n; i++) {
+			struct admin_conn *c = pc[i];
+			if (p[i].revents == 0)
+				continue;
+			int done = c->out ? conn_write(c) : conn_read(srv, c);
+			if (done == 0 && c->out != NULL)
+				done = conn_write(c); /* usually the whole reply fits at once */
+			if (done != 0)
+				conn_close(c);
+		}
+		for (nfds_t i = 2; i < n; i++)
+			if (pc[i]->fd >= 0 && now >= pc[i]->deadline_ms) {
+				log_debug("admin",
+				          "dropping a connection that did not finish within %d ms",
+				          (int)srv->lim.deadline_ms);
+				conn_close(pc[i]);
+			}
+		if (r > 0 && (p[0].revents & POLLIN))
+			accept_new(srv);
 	}
+	for (size_t i = 0; i < max; i++)
+		conn_close(&srv->conns[i]);
 	return NULL;
 }
 
@@ -219,11 +332,35 @@ static bool socket_alive(const char *path)
 struct admin_server *admin_start(const char *runtime_dir, const struct admin_cmd *cmds, size_t n,
                                  void *ctx, struct vm_err *err)
 {
+	return admin_start_with(runtime_dir, cmds, n, ctx, NULL, err);
+}
+
+struct admin_server *admin_start_with(const char *runtime_dir, const struct admin_cmd *cmds,
+                                      size_t n, void *ctx, const struct admin_limits *lim,
+                                      struct vm_err *err)
+{
+	struct admin_limits l = {ADMIN_CONNS_DEFAULT, ADMIN_DEADLINE_MS, ADMIN_REQUEST_MAX};
+	if (lim != NULL) {
+		if (lim->max_conns > 0)
+			l.max_conns =
+			    lim->max_conns < ADMIN_CONNS_LIMIT ? lim->max_conns : ADMIN_CONNS_LIMIT;
+		if (lim->deadline_ms > 0)
+			l.deadline_ms = lim->deadline_ms;
+		if (lim->request_max > 0 && lim->request_max < ADMIN_REQUEST_MAX)
+			l.request_max = lim->request_max;
+	}
 	struct admin_server *srv = calloc(1, sizeof(*srv));
-	if (srv == NULL) {
+	struct admin_conn *conns = calloc(l.max_conns, sizeof(*conns));
+	if (srv == NULL || conns == NULL) {
+		free(srv);
+		free(conns);
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
+	for (size_t i = 0; i < l.max_conns; i++)
+		conns[i].fd = -1;
+	srv->conns = conns;
+	srv->lim = l;
 	srv->fd = -1;
 	srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
 	srv->cmds = cmds;
@@ -244,7 +381,8 @@ struct admin_server *admin_start(const char *runtime_dir, const struct admin_cmd
 		goto fail;
 	}
 	unlink(srv->path); /* stale, from an agent that was killed */
-	srv->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: the loop accepts until EAGAIN. */
+	srv->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (srv->fd < 0) {
 		vm_err_errno(err, VM_ERR_IO, errno, "admin socket");
 		goto fail;
@@ -257,7 +395,7 @@ struct admin_server *admin_start(const char *runtime_dir, const struct admin_cmd
 		goto fail;
 	}
 	/* The 0700 directory already keeps others out during this window. */
-	if (chmod(srv->path, 0600) != 0 || listen(srv->fd, 8) != 0) {
+	if (chmod(srv->path, 0600) != 0 || listen(srv->fd, 64) != 0) {
 		vm_err_errno(err, VM_ERR_IO, errno, "listen %s", srv->path);
 		goto fail;
 	}
@@ -279,6 +417,7 @@ fail:
 		close(srv->stop_pipe[0]);
 		close(srv->stop_pipe[1]);
 	}
+	free(srv->conns);
 	free(srv);
 	return NULL;
 }
@@ -294,24 +433,37 @@ void admin_stop(struct admin_server *srv)
 	unlink(srv->path);
 	close(srv->stop_pipe[0]);
 	close(srv->stop_pipe[1]);
+	free(srv->conns);
 	free(srv);
 }
 
 /* --- client ------------------------------------------------------------------------------ */
 
-int admin_call(const char *path, const char *request, int timeout_ms, char **reply_out,
-               struct vm_err *err)
+/* Waits until fd is ready for events or deadline_ms (monotonic) passes. */
+static int wait_io(int fd, short events, int64_t deadline_ms)
 {
-	*reply_out = NULL;
+	for (;;) {
+		int64_t left = deadline_ms - proc_now_ms();
+		if (left <= 0)
+			return -1;
+		struct pollfd p = {fd, events, 0};
+		int r = poll(&p, 1, (int)left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		return r > 0 ? 0 : -1;
+	}
+}
+
+static int call_connect(const char *path, int64_t deadline_ms, int *fd_out, struct vm_err *err)
+{
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(a.sun_path))
-		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long for a unix socket", path);
 	memcpy(a.sun_path, path, strlen(path) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "socket");
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* connect on a unix socket blocks only while the backlog is full. */
+	int64_t left = deadline_ms - proc_now_ms();
+	struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
 		int e = errno;
@@ -326,11 +478,54 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 			                  path);
 		return vm_err_errno(err, VM_ERR_IO, e, "connect %s", path);
 	}
+	*fd_out = fd;
+	return 0;
+}
+
+static int call_send(int fd, const char *p, size_t n, int64_t deadline_ms)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (wait_io(fd, POLLOUT, deadline_ms) != 0) {
+				errno = ETIMEDOUT;
+				return -1;
+			}
+			continue;
+		}
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* One exchange: connect, send, read the reply line, all before deadline_ms. */
+static int call_once(const char *path, const char *request, int64_t deadline_ms, int timeout_ms,
+                     char **reply_out, struct vm_err *err)
+{
+	int fd = -1;
+	int rc = call_connect(path, deadline_ms, &fd, err);
+	if (rc != 0)
+		return rc;
 	size_t rl = strlen(request);
-	if (write_all(fd, request, rl) != 0 || write_all(fd, "\n", 1) != 0) {
-		int e = errno;
-		close(fd);
-		return vm_err_errno(err, VM_ERR_IO, e, "send to %s", path);
+	int send_errno = 0;
+	if (call_send(fd, request, rl, deadline_ms) != 0 ||
+	    call_send(fd, "\n", 1, deadline_ms) != 0) {
+		send_errno = errno;
+		/* A server that refuses (busy, forbidden) answers and closes
+		 * without reading: its line may be waiting for us. */
+		if (send_errno != EPIPE && send_errno != ECONNRESET) {
+			close(fd);
+			if (send_errno == ETIMEDOUT)
+				return vm_err_set(err, VM_ERR_IO,
+				                  "no answer from the agent on %s within %d ms",
+				                  path, timeout_ms);
+			return vm_err_errno(err, VM_ERR_IO, send_errno, "send to %s", path);
+		}
 	}
 	size_t cap = 4096, n = 0;
 	char *buf = malloc(cap + 1);
@@ -348,17 +543,22 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 				break;
 			buf = nb;
 		}
-		ssize_t r = recv(fd, buf + n, cap - n, 0);
+		ssize_t r = recv(fd, buf + n, cap - n, MSG_DONTWAIT);
 		if (r < 0 && errno == EINTR)
 			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (wait_io(fd, POLLIN, deadline_ms) == 0)
+				continue;
+			free(buf);
+			close(fd);
+			return vm_err_set(err, VM_ERR_IO,
+			                  "no answer from the agent on %s within %d ms", path,
+			                  timeout_ms);
+		}
 		if (r < 0) {
 			int e = errno;
 			free(buf);
 			close(fd);
-			if (e == EAGAIN || e == EWOULDBLOCK)
-				return vm_err_set(err, VM_ERR_IO,
-				                  "no answer from the agent on %s within %d ms",
-				                  path, timeout_ms);
 			return vm_err_errno(err, VM_ERR_IO, e, "read from %s", path);
 		}
 		if (r == 0)
@@ -371,9 +571,39 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 	char *nl = memchr(buf, '\n', n);
 	if (nl == NULL) {
 		free(buf);
+		if (send_errno != 0)
+			return vm_err_errno(err, VM_ERR_IO, send_errno, "send to %s", path);
 		return vm_err_set(err, VM_ERR_IO, "incomplete answer from the agent on %s", path);
 	}
 	*nl = '\0';
 	*reply_out = buf;
 	return 0;
+}
+
+int admin_call(const char *path, const char *request, int timeout_ms, char **reply_out,
+               struct vm_err *err)
+{
+	*reply_out = NULL;
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long for a unix socket", path);
+	int64_t deadline_ms = proc_now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+	int64_t pause_ms = 20;
+	for (;;) {
+		char *reply = NULL;
+		int rc = call_once(path, request, deadline_ms, timeout_ms, &reply, err);
+		if (rc != 0)
+			return rc;
+		/* Busy: other clients hold every slot, each for at most ADMIN_DEADLINE_MS. */
+		int64_t left = deadline_ms - proc_now_ms();
+		if (strcmp(reply, ADMIN_REPLY_BUSY) != 0 || left <= pause_ms) {
+			*reply_out = reply;
+			return 0;
+		}
+		free(reply);
+		struct timespec ts = {(time_t)(pause_ms / 1000),
+		                      (long)(pause_ms % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		pause_ms = pause_ms * 2 > 200 ? 200 : pause_ms * 2;
+	}
 }

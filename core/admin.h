@@ -5,19 +5,36 @@
  *   request:  {"cmd":"status", ...arguments}\n          (at most ADMIN_REQUEST_MAX bytes)
  *   reply:    {"ok":true,"result":{...}}\n
  *         or  {"ok":false,"error":{"code":"...","message":"..."}}\n
- * One request per connection. Only root or the agent's own user may talk
- * to it (checked with SO_PEERCRED as well as the file mode). */
+ * One request per connection, finished within ADMIN_DEADLINE_MS or dropped;
+ * up to ADMIN_CONNS_DEFAULT at once, the excess is answered "busy" (admin_call
+ * retries). Only root or the agent's own user may talk to it (checked with
+ * SO_PEERCRED as well as the file mode). */
 #ifndef VMA_CORE_ADMIN_H
 #define VMA_CORE_ADMIN_H
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 
 #define ADMIN_REQUEST_MAX (64 * 1024)
 #define ADMIN_REPLY_MAX   (1024 * 1024)
 #define ADMIN_SOCKET_NAME "admin.sock"
+/* Connections served at once; one more is answered ADMIN_REPLY_BUSY and closed. */
+#define ADMIN_CONNS_DEFAULT 16
+#define ADMIN_CONNS_LIMIT   64
+/* Whole exchange (request in, reply out) per connection, from accept. */
+#define ADMIN_DEADLINE_MS 3000
+#define ADMIN_REPLY_BUSY \
+	"{\"ok\":false,\"error\":{\"code\":\"busy\",\"message\":\"too many admin connections\"}}"
+
+/* Server limits; 0 in a field = its default. */
+struct admin_limits {
+	size_t max_conns;    /* <= ADMIN_CONNS_LIMIT */
+	int64_t deadline_ms; /* CLOCK_MONOTONIC, from accept to the last reply byte */
+	size_t request_max;  /* <= ADMIN_REQUEST_MAX */
+};
 
 struct admin_server;
 
@@ -36,6 +53,11 @@ void admin_socket_path(const char *runtime_dir, char *out, size_t cap);
  * cmds (n rows) and ctx are borrowed and must outlive the server. */
 struct admin_server *admin_start(const char *runtime_dir, const struct admin_cmd *cmds, size_t n,
                                  void *ctx, struct vm_err *err);
+
+/* The same with limits (NULL = defaults); tests use short deadlines. */
+struct admin_server *admin_start_with(const char *runtime_dir, const struct admin_cmd *cmds,
+                                      size_t n, void *ctx, const struct admin_limits *lim,
+                                      struct vm_err *err);
 
 /* Stops the thread, removes the socket, frees. NULL is fine. */
 void admin_stop(struct admin_server *srv);

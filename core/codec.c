@@ -2,9 +2,11 @@
  * the URL alphabet nor reports the real length with padding. */
 #include "core/codec.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -133,4 +135,163 @@ int sha256_file(const char *path, uint8_t out[SHA256_LEN], struct vm_err *err)
 	EVP_DigestFinal_ex(ctx, out, &len);
 	EVP_MD_CTX_free(ctx);
 	return 0;
+}
+
+/* --- UTF-8 ------------------------------------------------------------------------ */
+
+size_t utf8_char_len(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	if (n == 0)
+		return 0;
+	if (u[0] < 0x80)
+		return 1;
+	size_t len;
+	uint32_t cp;
+	if (u[0] >= 0xC2 && u[0] <= 0xDF) {
+		len = 2;
+		cp = u[0] & 0x1Fu;
+	} else if (u[0] >= 0xE0 && u[0] <= 0xEF) {
+		len = 3;
+		cp = u[0] & 0x0Fu;
+	} else if (u[0] >= 0xF0 && u[0] <= 0xF4) {
+		len = 4;
+		cp = u[0] & 0x07u;
+	} else {
+		return 0; /* continuation byte, C0/C1 overlong lead, or beyond U+10FFFF */
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((u[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (u[i] & 0x3Fu);
+	}
+	static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+	if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+bool utf8_valid(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_char_len(s + i, n - i);
+		if (l == 0)
+			return false;
+		i += l;
+	}
+	return true;
+}
+
+size_t utf8_cut(const char *s, size_t n)
+{
+	/* a character is at most 4 bytes: look back over at most 3 continuations */
+	for (size_t back = 1; back <= 4 && back <= n; back++) {
+		unsigned char c = (unsigned char)s[n - back];
+		if ((c & 0xC0) == 0x80)
+			continue;
+		size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+		return need > back ? n - back : n;
+	}
+	return n;
+}
+
+static bool is_ctrl(const unsigned char *u, size_t clen)
+{
+	if (clen == 1)
+		return (u[0] < 0x20 && u[0] != '\t') || u[0] == 0x7F;
+	return clen == 2 && u[0] == 0xC2 && u[1] < 0xA0; /* U+0080..009F */
+}
+
+size_t utf8_escape(char *out, size_t cap, const char *in, size_t len, unsigned flags,
+                   unsigned *result)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	unsigned res = 0;
+	for (size_t i = 0; i < len;) {
+		const unsigned char *u = (const unsigned char *)in + i;
+		size_t clen = utf8_char_len(in + i, len - i);
+		/* escape whole characters (a C1 control is two bytes): each byte as \xNN */
+		size_t nesc = clen == 0                                     ? 1
+		              : (flags & UTF8_ESC_CTRL) && is_ctrl(u, clen) ? clen
+		                                                            : 0;
+		bool bslash = nesc == 0 && u[0] == '\\' && (flags & UTF8_ESC_BACKSLASH);
+		size_t need = nesc > 0 ? 4 * nesc : bslash ? 2 : clen;
+		if (o + need >= cap) {
+			res |= UTF8_CUT;
+			break;
+		}
+		if (nesc > 0) {
+			for (size_t k = 0; k < nesc; k++) {
+				out[o++] = '\\';
+				out[o++] = 'x';
+				out[o++] = hex[u[k] >> 4];
+				out[o++] = hex[u[k] & 0xF];
+			}
+			res |= UTF8_ESCAPED;
+			i += nesc;
+		} else if (bslash) {
+			out[o++] = '\\';
+			out[o++] = '\\';
+			res |= UTF8_ESCAPED;
+			i++;
+		} else {
+			memcpy(out + o, u, clen);
+			o += clen;
+			i += clen;
+		}
+	}
+	if (cap > 0)
+		out[o] = '\0';
+	if (result != NULL)
+		*result = res;
+	return o;
+}
+
+/* --- URLs made safe to show ------------------------------------------------------- */
+
+/* Length of "scheme://" at the start of url, 0 when there is none. */
+static size_t scheme_len(const char *url)
+{
+	size_t i = 0;
+	if (!((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z')))
+		return 0;
+	while (url[i] != '\0' &&
+	       (isalnum((unsigned char)url[i]) || url[i] == '+' || url[i] == '-' || url[i] == '.'))
+		i++;
+	return strncmp(url + i, "://", 3) == 0 ? i + 3 : 0;
+}
+
+char *url_redact(const char *url, char *out, size_t cap)
+{
+	if (cap == 0)
+		return out;
+	out[0] = '\0';
+	if (url == NULL)
+		return out;
+	size_t auth = scheme_len(url);
+	size_t end = auth + strcspn(url + auth, "/?#");
+	const char *at = NULL;
+	for (const char *p = url + auth; p < url + end; p++)
+		if (*p == '@')
+			at = p;
+	if (at == NULL) {
+		snprintf(out, cap, "%s", url);
+		return out;
+	}
+	const char *colon = memchr(url + auth, ':', (size_t)(at - (url + auth)));
+	if (colon != NULL)
+		snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+	else
+		snprintf(out, cap, "%.*s***%s", (int)auth, url, at);
+	return out;
+}
+
+struct url_shown url_shown(const char *url)
+{
+	struct url_shown u;
+	url_redact(url, u.s, sizeof(u.s));
+	return u;
 }

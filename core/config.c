@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "core/codec.h"
 #include "core/fs.h"
 
 #define CFG_FILE_MAX (1024 * 1024)
@@ -28,44 +29,51 @@ struct cfg_key {
 	double min, max;
 	const char *choices; /* T_ENUM: "a|b|c", stored as the index */
 	bool secret;
+	/* What a reload does with a change (the running agent's behaviour, see
+	 * reload in cmd/cmd_run.c): LIVE rows are applied; the rest, by default,
+	 * keep their old value until a restart, and the reload says so. */
+	enum cfg_apply apply;
 };
 
-#define FIELD(f) offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f)
-#define STR(n, f, d)                                     \
-	{                                                \
-		n, T_STR, FIELD(f), d, 0, 0, NULL, false \
+/* Rows: name, field, default[, bounds][, LIVE]. */
+#define LIVE     .apply = CFG_APPLY_LIVE
+#define FIELD(f) .off = offsetof(struct cfg, f), .size = sizeof(((struct cfg *)0)->f)
+#define STR(n, f, d, ...)                                                 \
+	{                                                                 \
+		.name = n, .type = T_STR, FIELD(f), .def = d, __VA_ARGS__ \
 	}
-#define SECRET(n, f, d)                                 \
-	{                                               \
-		n, T_STR, FIELD(f), d, 0, 0, NULL, true \
+#define SECRET(n, f, d, ...)                                                              \
+	{                                                                                 \
+		.name = n, .type = T_STR, FIELD(f), .def = d, .secret = true, __VA_ARGS__ \
 	}
-#define INT(n, f, d, lo, hi)                               \
-	{                                                  \
-		n, T_INT, FIELD(f), d, lo, hi, NULL, false \
+#define INT(n, f, d, lo, hi, ...)                                                               \
+	{                                                                                       \
+		.name = n, .type = T_INT, FIELD(f), .def = d, .min = lo, .max = hi, __VA_ARGS__ \
 	}
-#define BOOL(n, f, d)                                     \
-	{                                                 \
-		n, T_BOOL, FIELD(f), d, 0, 0, NULL, false \
+#define BOOL(n, f, d, ...)                                                 \
+	{                                                                  \
+		.name = n, .type = T_BOOL, FIELD(f), .def = d, __VA_ARGS__ \
 	}
-#define DUR(n, f, d, lo, hi)                                    \
-	{                                                       \
-		n, T_DURATION, FIELD(f), d, lo, hi, NULL, false \
+#define DUR(n, f, d, lo, hi, ...)                                                        \
+	{                                                                                \
+		.name = n, .type = T_DURATION, FIELD(f), .def = d, .min = lo, .max = hi, \
+		__VA_ARGS__                                                              \
 	}
-#define SIZE(n, f, d, lo, hi)                               \
-	{                                                   \
-		n, T_SIZE, FIELD(f), d, lo, hi, NULL, false \
+#define SIZE(n, f, d, lo, hi, ...)                                                               \
+	{                                                                                        \
+		.name = n, .type = T_SIZE, FIELD(f), .def = d, .min = lo, .max = hi, __VA_ARGS__ \
 	}
-#define FLOAT(n, f, d, lo, hi)                               \
-	{                                                    \
-		n, T_FLOAT, FIELD(f), d, lo, hi, NULL, false \
+#define FLOAT(n, f, d, lo, hi, ...)                                                               \
+	{                                                                                         \
+		.name = n, .type = T_FLOAT, FIELD(f), .def = d, .min = lo, .max = hi, __VA_ARGS__ \
 	}
-#define ENUM(n, f, d, ch)                               \
-	{                                               \
-		n, T_ENUM, FIELD(f), d, 0, 0, ch, false \
+#define ENUM(n, f, d, ch, ...)                                                            \
+	{                                                                                 \
+		.name = n, .type = T_ENUM, FIELD(f), .def = d, .choices = ch, __VA_ARGS__ \
 	}
-#define LIST(n, f, d)                                        \
-	{                                                    \
-		n, T_STRLIST, FIELD(f), d, 0, 0, NULL, false \
+#define LIST(n, f, d, ...)                                                    \
+	{                                                                     \
+		.name = n, .type = T_STRLIST, FIELD(f), .def = d, __VA_ARGS__ \
 	}
 
 #define DAY_MS 86400000.0
@@ -74,79 +82,85 @@ struct cfg_key {
 static const struct cfg_key keys[] = {
     STR("agent.id", agent.id, ""),
     STR("agent.tenant_id", agent.tenant_id, ""),
-    STR("agent.control_plane_url", agent.control_plane_url, ""),
+    STR("agent.control_plane_url", agent.control_plane_url, "", LIVE),
     STR("agent.state_dir", agent.state_dir, ""),
-    STR("agent.credentials_file", agent.credentials_file, ""),
+    STR("agent.credentials_file", agent.credentials_file, "", LIVE),
     STR("agent.runtime_dir", agent.runtime_dir, ""),
-    STR("agent.ca_file", agent.ca_file, ""),
-    STR("agent.proxy_url", agent.proxy_url, ""),
+    STR("agent.ca_file", agent.ca_file, "", LIVE),
+    STR("agent.proxy_url", agent.proxy_url, "", LIVE),
+    STR("agent.proxy_credentials_file", agent.proxy_credentials_file, "", LIVE),
 
-    STR("piko.server_url", piko.server_url, ""),
-    STR("piko.endpoint", piko.endpoint, ""),
-    SECRET("piko.token", piko.token, ""),
-    STR("piko.token_file", piko.token_file, ""),
-    STR("piko.ca_file", piko.ca_file, ""),
-    BOOL("piko.insecure_skip_verify", piko.insecure_skip_verify, "false"),
-    STR("piko.proxy_url", piko.proxy_url, ""),
-    DUR("piko.connect_timeout", piko.connect_timeout_ms, "10s", 100, 600000),
-    DUR("piko.reconnect.initial_delay", piko.reconnect.initial_delay_ms, "1s", 10, DAY_MS),
-    DUR("piko.reconnect.max_delay", piko.reconnect.max_delay_ms, "60s", 10, DAY_MS),
-    FLOAT("piko.reconnect.multiplier", piko.reconnect.multiplier, "2.0", 1.0, 10.0),
-    STR("piko.forward_addr", piko.forward_addr, ""),
-    INT("piko.max_streams", piko.max_streams, "1024", 1, 65536),
-    DUR("piko.keepalive_interval", piko.keepalive_interval_ms, "30s", 100, 3600000),
-    DUR("piko.keepalive_timeout", piko.keepalive_timeout_ms, "10s", 100, 600000),
-    DUR("piko.stop_grace", piko.stop_grace_ms, "10s", 0, 600000),
+    STR("piko.server_url", piko.server_url, "", LIVE),
+    STR("piko.endpoint", piko.endpoint, "", LIVE),
+    SECRET("piko.token", piko.token, "", LIVE),
+    STR("piko.token_file", piko.token_file, "", LIVE),
+    STR("piko.ca_file", piko.ca_file, "", LIVE),
+    BOOL("piko.insecure_skip_verify", piko.insecure_skip_verify, "false", LIVE),
+    STR("piko.proxy_url", piko.proxy_url, "", LIVE),
+    DUR("piko.connect_timeout", piko.connect_timeout_ms, "10s", 100, 600000, LIVE),
+    DUR("piko.reconnect.initial_delay", piko.reconnect.initial_delay_ms, "1s", 10, DAY_MS, LIVE),
+    DUR("piko.reconnect.max_delay", piko.reconnect.max_delay_ms, "60s", 10, DAY_MS, LIVE),
+    FLOAT("piko.reconnect.multiplier", piko.reconnect.multiplier, "2.0", 1.0, 10.0, LIVE),
+    STR("piko.forward_addr", piko.forward_addr, "", LIVE),
+    INT("piko.max_streams", piko.max_streams, "1024", 1, 65536, LIVE),
+    DUR("piko.keepalive_interval", piko.keepalive_interval_ms, "30s", 100, 3600000, LIVE),
+    DUR("piko.keepalive_timeout", piko.keepalive_timeout_ms, "10s", 100, 600000, LIVE),
+    DUR("piko.stop_grace", piko.stop_grace_ms, "10s", 0, 600000, LIVE),
 
-    STR("webhook.listen_addr", webhook.listen_addr, "127.0.0.1"),
-    INT("webhook.port", webhook.port, "9999", 1, 65535),
-    BOOL("webhook.tls_enabled", webhook.tls_enabled, "false"),
-    STR("webhook.tls_cert_file", webhook.tls_cert_file, ""),
-    STR("webhook.tls_key_file", webhook.tls_key_file, ""),
-    SIZE("webhook.max_body", webhook.max_body, "4MiB", 1024, GIB),
-    DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000),
-    INT("webhook.num_threads", webhook.num_threads, "16", 2, 256),
-    INT("webhook.tunnel_threads", webhook.tunnel_threads, "16", 2, 256),
+    STR("webhook.listen_addr", webhook.listen_addr, "127.0.0.1", LIVE),
+    INT("webhook.port", webhook.port, "9999", 1, 65535, LIVE),
+    BOOL("webhook.tls_enabled", webhook.tls_enabled, "false", LIVE),
+    STR("webhook.tls_cert_file", webhook.tls_cert_file, "", LIVE),
+    STR("webhook.tls_key_file", webhook.tls_key_file, "", LIVE),
+    SIZE("webhook.max_body", webhook.max_body, "4MiB", 1024, GIB, LIVE),
+    DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000, LIVE),
+    INT("webhook.num_threads", webhook.num_threads, "16", 2, 256, LIVE),
+    INT("webhook.tunnel_threads", webhook.tunnel_threads, "16", 2, 256, LIVE),
 
-    LIST("auth.jwt_keys", auth.jwt_keys, ""),
-    STR("auth.issuer", auth.issuer, ""),
-    DUR("auth.max_token_lifetime", auth.max_token_lifetime_ms, "1h", 1000, DAY_MS),
-    INT("auth.replay_cache_size", auth.replay_cache_size, "50000", 16, 10000000),
-    STR("auth.audit_file", auth.audit_file, ""),
-    SIZE("auth.audit_max_size", auth.audit_max_size, "10MiB", 4096, 64 * GIB),
-    INT("auth.audit_max_files", auth.audit_max_files, "5", 0, 100),
+    LIST("auth.jwt_keys", auth.jwt_keys, "", LIVE),
+    STR("auth.issuer", auth.issuer, "", LIVE),
+    DUR("auth.max_token_lifetime", auth.max_token_lifetime_ms, "1h", 1000, DAY_MS, LIVE),
+    INT("auth.replay_cache_size", auth.replay_cache_size, "50000", 16, 10000000, LIVE),
+    STR("auth.audit_file", auth.audit_file, "", LIVE),
+    SIZE("auth.audit_max_size", auth.audit_max_size, "10MiB", 4096, 64 * GIB, LIVE),
+    INT("auth.audit_max_files", auth.audit_max_files, "5", 0, 100, LIVE),
 
     STR("probe.work_dir", probe.work_dir, ""),
-    DUR("probe.default_timeout", probe.default_timeout_ms, "300s", 100, 7 * DAY_MS),
+    DUR("probe.default_timeout", probe.default_timeout_ms, "300s", 100, 7 * DAY_MS, LIVE),
     INT("probe.max_concurrent", probe.max_concurrent, "5", 1, 256),
     INT("probe.queue_size", probe.queue_size, "64", 1, 100000),
     SIZE("probe.output_cap", probe.output_cap, "1MiB", 1024, GIB),
-    INT("probe.retention_count", probe.retention_count, "1000", 1, 1000000),
-    DUR("probe.retention_age", probe.retention_age_ms, "7d", 1000, 365 * DAY_MS),
-    DUR("probe.cancel_grace", probe.cancel_grace_ms, "5s", 0, 600000),
-    LIST("probe.allow", probe.allow, ""),
+    INT("probe.retention_count", probe.retention_count, "1000", 1, 1000000, LIVE),
+    DUR("probe.retention_age", probe.retention_age_ms, "7d", 1000, 365 * DAY_MS, LIVE),
+    DUR("probe.cancel_grace", probe.cancel_grace_ms, "5s", 0, 600000, LIVE),
+    LIST("probe.allow", probe.allow, "", LIVE),
+    SIZE("probe.memory_max", probe.memory_max, "0", 0, 1024 * GIB, LIVE),
+    INT("probe.cpu_max", probe.cpu_max, "0", 0, 100000, LIVE),
+    INT("probe.pids_max", probe.pids_max, "4096", 0, 4194304, LIVE),
+    STR("probe.cgroup_root", probe.cgroup_root, "/sys/fs/cgroup"),
 
-    DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS),
-    DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS),
+    DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS, LIVE),
+    DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS, LIVE),
     STR("health.proc_root", health.proc_root, "/proc"),
-    FLOAT("health.disk_warn_percent", health.disk_warn_percent, "90", 1, 100),
-    FLOAT("health.disk_critical_percent", health.disk_critical_percent, "95", 1, 100),
-    FLOAT("health.memory_warn_percent", health.memory_warn_percent, "95", 1, 100),
-    DUR("health.tunnel_down_after", health.tunnel_down_after_ms, "5m", 1000, DAY_MS),
+    FLOAT("health.disk_warn_percent", health.disk_warn_percent, "90", 1, 100, LIVE),
+    FLOAT("health.disk_critical_percent", health.disk_critical_percent, "95", 1, 100, LIVE),
+    FLOAT("health.memory_warn_percent", health.memory_warn_percent, "95", 1, 100, LIVE),
+    DUR("health.tunnel_down_after", health.tunnel_down_after_ms, "5m", 1000, DAY_MS, LIVE),
     DUR("health.control_plane_unreachable_after", health.control_plane_unreachable_after_ms, "15m",
-        1000, 7 * DAY_MS),
-    DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS),
-    INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000),
-    SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB),
+        1000, 7 * DAY_MS, LIVE),
+    DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS, LIVE),
+    INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000, LIVE),
+    SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB, LIVE),
 
-    ENUM("log.level", log.level, "info", "debug|info|warn|error"),
-    ENUM("log.format", log.format, "text", "text|json"),
-    STR("log.file", log.file, ""),
-    SIZE("log.max_size", log.max_size, "10MiB", 4096, 64 * GIB),
-    INT("log.max_files", log.max_files, "5", 0, 100),
+    ENUM("log.level", log.level, "info", "debug|info|warn|error", LIVE),
+    ENUM("log.format", log.format, "text", "text|json", LIVE),
+    STR("log.file", log.file, "", LIVE),
+    SIZE("log.max_size", log.max_size, "10MiB", 4096, 64 * GIB, LIVE),
+    INT("log.max_files", log.max_files, "5", 0, 100, LIVE),
 
-    STR("upgrade.public_keys", upgrade.public_keys, ""),
-    DUR("upgrade.health_timeout", upgrade.health_timeout_ms, "60s", 1000, 3600000),
+    STR("upgrade.public_keys", upgrade.public_keys, "", LIVE),
+    DUR("upgrade.health_timeout", upgrade.health_timeout_ms, "60s", 1000, 3600000, LIVE),
+    SIZE("upgrade.max_size", upgrade.max_size, "512MiB", 4096, 4 * GIB, LIVE),
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -158,6 +172,36 @@ size_t cfg_key_count(void)
 const char *cfg_key_name(size_t i)
 {
 	return i < NKEYS ? keys[i].name : NULL;
+}
+
+enum cfg_apply cfg_key_apply(size_t i)
+{
+	return i < NKEYS ? keys[i].apply : CFG_APPLY_RESTART;
+}
+
+bool cfg_key_differs(const struct cfg *a, const struct cfg *b, size_t i)
+{
+	if (i >= NKEYS)
+		return false;
+	const char *fa = (const char *)a + keys[i].off, *fb = (const char *)b + keys[i].off;
+	if (keys[i].type == T_STR)
+		return strcmp(fa, fb) != 0; /* bytes after the NUL mean nothing */
+	if (keys[i].type == T_STRLIST) {
+		const struct cfg_strlist *la = (const void *)fa, *lb = (const void *)fb;
+		if (la->count != lb->count)
+			return true;
+		for (int k = 0; k < la->count; k++)
+			if (strcmp(la->items[k], lb->items[k]) != 0)
+				return true;
+		return false;
+	}
+	return memcmp(fa, fb, keys[i].size) != 0;
+}
+
+void cfg_key_copy(struct cfg *dst, const struct cfg *src, size_t i)
+{
+	if (i < NKEYS)
+		memcpy((char *)dst + keys[i].off, (const char *)src + keys[i].off, keys[i].size);
 }
 
 /* Where a key's value came from, for error messages after the walk. */
@@ -757,6 +801,12 @@ static int validate(struct loader *ld)
 	    strncmp(c->agent.proxy_url, "socks", 5) != 0)
 		return fail_key(ld, "agent.proxy_url",
 		                "expected an http://, https:// or socks5:// URL");
+	/* libcurl's message for a bad proxy scheme quotes the whole URL, password
+	 * included: only schemes it takes reach it */
+	if (c->piko.proxy_url[0] && !is_http_url(c->piko.proxy_url) &&
+	    strncmp(c->piko.proxy_url, "socks", 5) != 0)
+		return fail_key(ld, "piko.proxy_url",
+		                "expected an http://, https:// or socks5:// URL");
 	if (c->health.disk_warn_percent > c->health.disk_critical_percent)
 		return fail_key(ld, "health.disk_warn_percent",
 		                "must not exceed disk_critical_percent");
@@ -874,12 +924,17 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 {
 	const char *field = (const char *)cfg + k->off;
 	switch (k->type) {
-	case T_STR:
+	case T_STR: {
+		size_t n = strlen(k->name);
+		char shown[CFG_STR_MAX + 8]; /* "***" may be longer than the user it replaces */
 		if (k->secret && field[0] != '\0')
 			snprintf(out, cap, "\"[REDACTED]\"");
+		else if (n > 4 && strcmp(k->name + n - 4, "_url") == 0)
+			snprintf(out, cap, "\"%s\"", url_redact(field, shown, sizeof(shown)));
 		else
 			snprintf(out, cap, "\"%s\"", field);
 		break;
+	}
 	case T_INT:
 		snprintf(out, cap, "%d", *(const int *)(const void *)field);
 		break;

@@ -44,6 +44,9 @@ struct cfg {
 		char runtime_dir[PATH_MAX];  /* admin socket; default depends on uid */
 		char ca_file[PATH_MAX];      /* control-plane CA bundle; "" = system */
 		char proxy_url[CFG_STR_MAX]; /* "" = libcurl's HTTPS_PROXY/NO_PROXY */
+		/* "user:password" for both proxies (agent.proxy_url, piko.proxy_url),
+		 * a 0600 file, so that no URL carries the password */
+		char proxy_credentials_file[PATH_MAX];
 	} agent;
 
 	struct {
@@ -96,6 +99,11 @@ struct cfg {
 		uint64_t retention_age_ms;
 		uint64_t cancel_grace_ms;
 		struct cfg_strlist allow; /* argv[0] paths or globs; empty = anything */
+		/* per-step cgroup limits (0 = none); a request's "limits" replace them */
+		uint64_t memory_max; /* bytes */
+		int cpu_max;         /* percent of one CPU */
+		int pids_max;
+		char cgroup_root[PATH_MAX]; /* where cgroups are mounted; elsewhere = fallback */
 	} probe;
 
 	struct {
@@ -125,6 +133,7 @@ struct cfg {
 		 * addition to the key compiled into the binary; comma-separated */
 		char public_keys[2048];
 		uint64_t health_timeout_ms;
+		uint64_t max_size; /* download cap, enforced while copying */
 	} upgrade;
 };
 
@@ -152,11 +161,21 @@ int cfg_parse_duration(const char *s, uint64_t *ms);
 /* Parses "10MiB", "512KiB", "1GiB", "100KB", "4096" (bytes). Returns 0 or -1. */
 int cfg_parse_size(const char *s, uint64_t *bytes);
 
-/* Writes the effective configuration as YAML, secrets redacted. */
+/* Writes the effective configuration as YAML, secrets redacted and the
+ * passwords of URLs (keys named *_url) replaced by *** (url_redact). */
 int cfg_dump(const struct cfg *cfg, char *buf, size_t cap);
 
 /* Number of keys and the dotted name of key i (for docs and completion). */
 size_t cfg_key_count(void);
 const char *cfg_key_name(size_t i);
+
+/* What the running agent does with a changed key on reload: apply it, or keep
+ * the old value until a restart (the table in config.c says, per key). */
+enum cfg_apply { CFG_APPLY_RESTART = 0, CFG_APPLY_LIVE };
+enum cfg_apply cfg_key_apply(size_t i);
+/* True when key i has different values in a and b. */
+bool cfg_key_differs(const struct cfg *a, const struct cfg *b, size_t i);
+/* Copies the value of key i from src into dst. */
+void cfg_key_copy(struct cfg *dst, const struct cfg *src, size_t i);
 
 #endif

@@ -1,14 +1,30 @@
-/* File helpers with the durability rules the agent relies on. */
+/* File helpers with the durability rules the agent relies on, and the one
+ * owner of "reach a caller's file through an opened directory fd". */
 #include "core/fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Symlinks followed in one resolution, like the kernel's MAXSYMLINKS. */
+#define FS_LINKS_MAX 40
+/* An unlocked temp file older than this is a dead writer's, never a live one
+ * between its create and its flock. */
+#define FS_TMP_STALE_SEC 60
+/* Directory entries looked at when sweeping dead temp files. */
+#define FS_SWEEP_MAX 65536
 
 static int write_all(int fd, const void *data, size_t len)
 {
@@ -51,43 +67,33 @@ int fs_sync_parent(const char *path, struct vm_err *err)
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct vm_err *err)
 {
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
+	char dir[PATH_MAX];
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
 		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long", path);
-	int fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "create temp file for %s", path);
-	int saved;
-	const char *what;
-	if (fchmod(fd, mode) != 0) {
-		what = "chmod";
-		goto fail;
+	char *slash = strrchr(dir, '/');
+	const char *leaf = path;
+	if (slash == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+	} else {
+		leaf = path + (slash - dir) + 1;
+		slash[slash == dir ? 1 : 0] = '\0';
 	}
-	if (write_all(fd, data, len) != 0) {
-		what = "write";
-		goto fail;
+	if (leaf[0] == '\0')
+		return vm_err_set(err, VM_ERR_INVALID, "%s: not a file path", path);
+	/* the agent's own paths are trusted: resolved normally (/var/run -> /run) */
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
+		                    "open the directory of %s", path);
+	struct fs_write_opts o = {.mode = mode};
+	int rc = fs_write_at(dfd, leaf, data, len, &o, err);
+	close(dfd);
+	if (rc != 0 && err != NULL) {
+		char msg[sizeof(err->msg)];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		vm_err_set(err, err->code, "%s: %s", path, msg);
 	}
-	if (fsync(fd) != 0) {
-		what = "fsync";
-		goto fail;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		what = "close";
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0) {
-		what = "rename";
-		goto fail;
-	}
-	return fs_sync_parent(path, err);
-fail:
-	saved = errno;
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	return vm_err_errno(err, VM_ERR_IO, saved, "%s %s", what, path);
+	return rc;
 }
 
 int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err)
@@ -170,4 +176,458 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 	if (len != NULL)
 		*len = n;
 	return 0;
+}
+
+/* --- Caller paths: one opened directory fd, never re-resolved by path --- */
+
+const char *fs_err_name(const struct vm_err *err)
+{
+	switch (err->code) {
+	case FS_ERR_SYMLINK:
+		return "symlink_refused";
+	case VM_ERR_NOTFOUND:
+		return "not_found";
+	case VM_ERR_BUSY:
+		return "exists";
+	case VM_ERR_INVALID:
+		return "invalid";
+	default:
+		return "io_error";
+	}
+}
+
+/* Only root (or the agent) could have placed a symlink in this directory. */
+static bool dir_trusted(int dirfd)
+{
+	struct stat st;
+	return fstat(dirfd, &st) == 0 && S_ISDIR(st.st_mode) &&
+	       (st.st_uid == 0 || st.st_uid == geteuid()) &&
+	       (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+static int errno_code(int e)
+{
+	return e == ENOENT ? VM_ERR_NOTFOUND : e == ELOOP ? FS_ERR_SYMLINK : VM_ERR_IO;
+}
+
+/* Opens name in dirfd as a regular file for reading; a symlink returns
+ * -FS_ERR_SYMLINK with *is_link set (the walker may follow it). The O_PATH
+ * open and fstat come first so no device or FIFO is ever opened for real. */
+static int open_regular(int dirfd, const char *name, struct stat *sb, bool *is_link,
+                        struct vm_err *err)
+{
+	*is_link = false;
+	int pfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0)
+		return vm_err_errno(err, errno_code(errno), errno, "open %s", name);
+	struct stat pst;
+	int rc = fstat(pfd, &pst);
+	int e = errno;
+	close(pfd);
+	if (rc != 0)
+		return vm_err_errno(err, VM_ERR_IO, e, "stat %s", name);
+	if (S_ISLNK(pst.st_mode)) {
+		*is_link = true;
+		return vm_err_set(err, FS_ERR_SYMLINK, "%s is a symlink; refused", name);
+	}
+	if (!S_ISREG(pst.st_mode))
+		return vm_err_set(err, VM_ERR_INVALID, "%s exists and is not a regular file", name);
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return vm_err_errno(err, errno_code(errno), errno, "open %s", name);
+	/* the name may have been swapped between the two opens: same inode only */
+	if (fstat(fd, sb) != 0 || sb->st_dev != pst.st_dev || sb->st_ino != pst.st_ino) {
+		close(fd);
+		return vm_err_set(err, VM_ERR_IO, "%s changed while it was opened", name);
+	}
+	return fd;
+}
+
+/* Resolves path (absolute: from "/", else from start) one component at a
+ * time. A symlink is followed only in a trusted directory, by walking its
+ * text with the same rule. want_file: the last component must be a regular
+ * file, returned open for reading; else a directory, returned O_RDONLY. */
+static int walk(int start, const char *path, bool want_file, struct stat *sb, struct vm_err *err)
+{
+	char rest[PATH_MAX], tmp[PATH_MAX], name[FS_NAME_MAX];
+	if (snprintf(rest, sizeof(rest), "%s", path) >= (int)sizeof(rest))
+		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long", path);
+	int cur = rest[0] == '/' ? open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
+	                         : openat(start, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cur < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "open the root of %s", path);
+	int links = 0, rc;
+	const char *p = rest;
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		const char *end = strchrnul(p, '/');
+		size_t n = (size_t)(end - p);
+		if (n >= FS_NAME_MAX) {
+			rc = vm_err_set(err, VM_ERR_INVALID, "%s: a component is too long", path);
+			goto fail;
+		}
+		memcpy(name, p, n);
+		name[n] = '\0';
+		while (*end == '/')
+			end++;
+		bool last = *end == '\0';
+		int fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			rc = vm_err_errno(err, errno_code(errno), errno, "open %s (at %s)", path,
+			                  name);
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t tl = -1;
+			if (dir_trusted(cur) && ++links <= FS_LINKS_MAX)
+				tl = readlinkat(fd, "", tmp, sizeof(tmp) - 1);
+			close(fd);
+			if (tl < 0) {
+				rc = vm_err_set(
+				    err, FS_ERR_SYMLINK,
+				    "%s: the symlink %s is in a directory other users can "
+				    "write (or too many links); refused",
+				    path, name);
+				goto fail;
+			}
+			tmp[tl] = '\0';
+			/* continue with the link's text, then what followed it */
+			if (snprintf(tmp + tl, sizeof(tmp) - (size_t)tl, "%s%s", last ? "" : "/",
+			             end) >= (int)(sizeof(tmp) - (size_t)tl)) {
+				rc = vm_err_set(err, VM_ERR_INVALID, "%s: path too long", path);
+				goto fail;
+			}
+			memcpy(rest, tmp, strlen(tmp) + 1);
+			p = rest;
+			if (rest[0] == '/') {
+				close(cur);
+				cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+				if (cur < 0)
+					return vm_err_errno(err, VM_ERR_IO, errno, "open /");
+			}
+			continue;
+		}
+		if (last && want_file) {
+			close(fd);
+			bool is_link;
+			rc = open_regular(cur, name, sb, &is_link, err);
+			close(cur);
+			return rc;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			close(fd);
+			rc = vm_err_set(err, VM_ERR_INVALID, "%s: %s is not a directory", path,
+			                name);
+			goto fail;
+		}
+		close(cur);
+		cur = fd;
+		p = end;
+	}
+	if (want_file) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", path);
+		goto fail;
+	}
+	/* O_PATH cannot be fsynced: reopen the same directory for real */
+	rc = openat(cur, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rc < 0)
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "open %s", path);
+fail:
+	close(cur);
+	return rc;
+}
+
+int fs_walk_dir(const char *dir, struct vm_err *err)
+{
+	return walk(AT_FDCWD, dir, false, NULL, err);
+}
+
+/* Splits an absolute file path into its directory and last component. */
+static int split(const char *path, char *dir, size_t cap, char leaf[FS_NAME_MAX],
+                 struct vm_err *err)
+{
+	if (path[0] != '/')
+		return vm_err_set(err, VM_ERR_INVALID, "%s: not an absolute path", path);
+	if (snprintf(dir, cap, "%s", path) >= (int)cap)
+		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long", path);
+	char *slash = strrchr(dir, '/');
+	const char *l = slash + 1;
+	if (*l == '\0' || strcmp(l, ".") == 0 || strcmp(l, "..") == 0 || strlen(l) >= FS_NAME_MAX)
+		return vm_err_set(err, VM_ERR_INVALID, "%s: not a file path", path);
+	memcpy(leaf, l, strlen(l) + 1);
+	slash[slash == dir ? 1 : 0] = '\0';
+	return 0;
+}
+
+/* openat2 without following any symlink; -1 with errno when unusable. */
+static int open_no_symlinks(const char *path, uint64_t flags)
+{
+	struct open_how how = {.flags = flags | O_CLOEXEC,
+	                       .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+}
+
+int fs_open_parent(const char *path, char leaf[FS_NAME_MAX], struct vm_err *err)
+{
+	char dir[PATH_MAX];
+	int rc = split(path, dir, sizeof(dir), leaf, err);
+	if (rc != 0)
+		return rc;
+	int fd = open_no_symlinks(dir, O_RDONLY | O_DIRECTORY);
+	if (fd >= 0)
+		return fd;
+	/* a symlink on the way (ELOOP), or no openat2 (old kernel, seccomp) */
+	if (errno == ELOOP || errno == ENOSYS || errno == EPERM || errno == E2BIG ||
+	    errno == EINVAL)
+		return walk(AT_FDCWD, dir, false, NULL, err);
+	return vm_err_errno(err, errno_code(errno), errno, "open the directory of %s", path);
+}
+
+int fs_open_at(int dirfd, const char *leaf, struct stat *sb, struct vm_err *err)
+{
+	bool is_link;
+	return open_regular(dirfd, leaf, sb, &is_link, err);
+}
+
+int fs_open_read(const char *path, struct stat *sb, struct vm_err *err)
+{
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(path, leaf, err);
+	if (dfd < 0)
+		return dfd;
+	bool is_link;
+	int fd = open_regular(dfd, leaf, sb, &is_link, err);
+	if (fd < 0 && is_link)
+		fd = walk(dfd, leaf, true, sb, err);
+	close(dfd);
+	if (fd < 0 && err != NULL && strstr(err->msg, path) == NULL) {
+		char msg[sizeof(err->msg)];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		vm_err_set(err, err->code, "%s: %s", path, msg);
+	}
+	return fd;
+}
+
+/* A temp file in a directory: unnamed (O_TMPFILE) when the filesystem has it. */
+struct tmpf {
+	int fd;
+	bool named;
+	char name[FS_NAME_MAX];
+};
+
+static void tmp_name(const char *leaf, char name[FS_NAME_MAX])
+{
+	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	unsigned char r[6] = {0};
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		for (size_t i = 0; i < sizeof(r); i++)
+			r[i] = (unsigned char)rand();
+	char sfx[sizeof(r) + 1];
+	for (size_t i = 0; i < sizeof(r); i++)
+		sfx[i] = abc[r[i] % (sizeof(abc) - 1)];
+	sfx[sizeof(r)] = '\0';
+	snprintf(name, FS_NAME_MAX, "%.200s.vma.tmp.%s", leaf, sfx);
+}
+
+/* Removes the temp files of leaf a killed writer left in dirfd (named
+ * fallback, or killed between link and rename): our name pattern, a regular
+ * file with one link, not flocked by a live writer, not fresh. */
+static void tmp_sweep(int dirfd, const char *leaf)
+{
+	char prefix[FS_NAME_MAX];
+	int plen = snprintf(prefix, sizeof(prefix), "%.200s.vma.tmp.", leaf);
+	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup < 0 ? NULL : fdopendir(dup);
+	if (d == NULL) {
+		if (dup >= 0)
+			close(dup);
+		return;
+	}
+	/* wall clock: compared with file timestamps, not used to wait */
+	time_t now = time(NULL);
+	struct dirent *e;
+	for (int n = 0; n < FS_SWEEP_MAX && (e = readdir(d)) != NULL; n++) {
+		if (strncmp(e->d_name, prefix, (size_t)plen) != 0 ||
+		    strlen(e->d_name) != (size_t)plen + 6)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+		    now - st.st_mtime < FS_TMP_STALE_SEC)
+			continue;
+		int fd = openat(dirfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			(void)unlinkat(dirfd, e->d_name, 0);
+		close(fd);
+	}
+	closedir(d);
+}
+
+static int tmp_open(int dirfd, const char *leaf, struct tmpf *t, struct vm_err *err)
+{
+	t->named = false;
+	t->name[0] = '\0';
+	/* every temp is flocked while its writer lives: tmp_sweep tells dead ones */
+	t->fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (t->fd >= 0) {
+		(void)flock(t->fd, LOCK_EX | LOCK_NB);
+		return 0;
+	}
+	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		return vm_err_errno(err, VM_ERR_IO, errno, "create a temp file for %s", leaf);
+	/* no O_TMPFILE here (NFS, old overlayfs): a named temp, removed on failure */
+	for (int i = 0; i < 100; i++) {
+		tmp_name(leaf, t->name);
+		t->fd = openat(dirfd, t->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		               0600);
+		if (t->fd >= 0) {
+			(void)flock(t->fd, LOCK_EX | LOCK_NB);
+			t->named = true;
+			return 0;
+		}
+		if (errno != EEXIST)
+			break;
+	}
+	return vm_err_errno(err, VM_ERR_IO, errno, "create a temp file for %s", leaf);
+}
+
+static void tmp_abort(int dirfd, struct tmpf *t)
+{
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
+	if (t->named)
+		unlinkat(dirfd, t->name, 0);
+}
+
+/* Gives the unnamed temp file a name in dirfd. */
+static int link_tmpfile(int fd, int dirfd, const char *name)
+{
+	if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+		return 0;
+	/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH: the /proc link does the same */
+	if (errno != ENOENT && errno != EPERM)
+		return -1;
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
+/* Puts the complete temp file in place as dirfd/leaf and fsyncs dirfd. */
+static int tmp_commit(int dirfd, struct tmpf *t, const char *leaf, bool create_only,
+                      struct vm_err *err)
+{
+	const char *what = create_only ? "create" : "rename";
+	int rc = 0;
+	if (!t->named && create_only) {
+		/* linkat fails atomically if someone created the file meanwhile */
+		rc = link_tmpfile(t->fd, dirfd, leaf);
+	} else if (!t->named) {
+		/* no "link over": link under a temp name, rename it over leaf */
+		for (int i = 0; i < 100; i++) {
+			tmp_name(leaf, t->name);
+			if ((rc = link_tmpfile(t->fd, dirfd, t->name)) == 0 || errno != EEXIST)
+				break;
+		}
+		t->named = rc == 0;
+		what = rc == 0 ? "rename" : "link";
+		if (rc == 0)
+			rc = renameat(dirfd, t->name, dirfd, leaf);
+	} else if (create_only) {
+		rc = linkat(dirfd, t->name, dirfd, leaf, 0);
+	} else {
+		rc = renameat(dirfd, t->name, dirfd, leaf);
+	}
+	int e = errno;
+	close(t->fd);
+	t->fd = -1;
+	/* after a rename the temp name is gone; in every other case remove it */
+	if (t->named && (create_only || rc != 0))
+		unlinkat(dirfd, t->name, 0);
+	if (rc != 0)
+		return vm_err_errno(err, e == EEXIST ? VM_ERR_BUSY : VM_ERR_IO, e, "%s %s", what,
+		                    leaf);
+	if (fsync(dirfd) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "fsync the directory of %s", leaf);
+	return 0;
+}
+
+/* Owner, then mode (chown clears setuid), then fsync: the temp is complete. */
+static int tmp_finish(struct tmpf *t, const struct fs_write_opts *o, const char *leaf,
+                      struct vm_err *err)
+{
+	if (o->set_ids && fchown(t->fd, o->uid, o->gid) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "chown %s", leaf);
+	if (fchmod(t->fd, o->mode) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "chmod %s", leaf);
+	if (fsync(t->fd) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "fsync %s", leaf);
+	return 0;
+}
+
+int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
+                const struct fs_write_opts *o, struct vm_err *err)
+{
+	struct tmpf t;
+	tmp_sweep(dirfd, leaf);
+	int rc = tmp_open(dirfd, leaf, &t, err);
+	if (rc != 0)
+		return rc;
+	if (write_all(t.fd, data, len) != 0)
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", leaf);
+	if (rc == 0)
+		rc = tmp_finish(&t, o, leaf, err);
+	if (rc != 0) {
+		tmp_abort(dirfd, &t);
+		return rc;
+	}
+	return tmp_commit(dirfd, &t, leaf, o->create_only, err);
+}
+
+int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
+                 struct vm_err *err)
+{
+	struct tmpf t;
+	tmp_sweep(dirfd, name);
+	int rc = tmp_open(dirfd, name, &t, err);
+	if (rc != 0)
+		return rc;
+	char buf[65536];
+	for (off_t off = 0; rc == 0;) {
+		ssize_t n = pread(srcfd, buf, sizeof(buf), off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "read the original of %s", name);
+		else if (n == 0)
+			break;
+		else if ((uint64_t)off + (uint64_t)n > max)
+			rc = vm_err_set(err, VM_ERR_INVALID,
+			                "%s: the original is larger than %llu bytes", name,
+			                (unsigned long long)max);
+		else if (write_all(t.fd, buf, (size_t)n) != 0)
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", name);
+		else
+			off += n;
+	}
+	/* the original's owner and permissions, never its setuid/setgid/sticky */
+	struct fs_write_opts o = {.mode = sb->st_mode & 0777,
+	                          .set_ids = sb->st_uid != geteuid() || sb->st_gid != getegid(),
+	                          .uid = sb->st_uid,
+	                          .gid = sb->st_gid};
+	if (rc == 0)
+		rc = tmp_finish(&t, &o, name, err);
+	if (rc != 0) {
+		tmp_abort(dirfd, &t);
+		return rc;
+	}
+	return tmp_commit(dirfd, &t, name, false, err);
 }

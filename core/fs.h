@@ -1,15 +1,20 @@
-/* Files: atomic replace, directories, bounded reads. */
+/* Files: atomic replace, directories, bounded reads, and the one way to reach a
+ * file on a caller's behalf: through an opened directory fd, never by path. */
 #ifndef VMA_CORE_FS_H
 #define VMA_CORE_FS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "core/err.h"
 
-/* Writes data to path atomically: temp file in the same directory, fsync,
- * rename over path, fsync of the directory. A crash leaves either the old or
- * the new content, never a mix. */
+/* Writes data to path atomically: unnamed temp file (O_TMPFILE) in the same
+ * directory, fsync, link + rename over path, fsync of the directory. A crash
+ * leaves either the old or the new content, never a mix, and no temp file.
+ * For the agent's own files: path is trusted and resolved normally. */
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                     struct vm_err *err);
 
@@ -22,5 +27,64 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 
 /* fsyncs the directory that contains path. */
 int fs_sync_parent(const char *path, struct vm_err *err);
+
+/* --- Caller paths ---------------------------------------------------------
+ * A path a caller sends (file.read, file.write) is resolved once into an
+ * opened directory fd; the file is then opened, created and renamed relative
+ * to that fd, so a directory or symlink swapped meanwhile cannot redirect it.
+ * Symlinks: a symlink is followed only when the directory holding it is owned
+ * by root (or the agent's euid) and writable by nobody else, so only root
+ * could have placed it (/etc/os-release -> ../usr/lib/os-release); any other
+ * symlink in the path fails with FS_ERR_SYMLINK. */
+
+/* err->code when a path is refused because of a symlink. */
+#define FS_ERR_SYMLINK VM_ERR_PERM
+/* A stable name for an error of these functions, for API results:
+ * symlink_refused, not_found, exists, invalid (not a regular file, a path or
+ * file too long), io_error. */
+const char *fs_err_name(const struct vm_err *err);
+
+/* Size of a buffer for one path component (NAME_MAX + 1). */
+#define FS_NAME_MAX 256
+
+/* Opens (O_RDONLY | O_DIRECTORY) the directory holding the last component of
+ * the absolute path and copies that component into leaf. openat2 with
+ * RESOLVE_NO_SYMLINKS, else fs_walk_dir. Returns the fd or a negative code. */
+int fs_open_parent(const char *path, char leaf[FS_NAME_MAX], struct vm_err *err);
+
+/* The component-by-component walk (openat O_PATH | O_NOFOLLOW, fstat each
+ * step) that applies the symlink rule above; used when openat2 is missing
+ * or the path holds a symlink. Returns an O_RDONLY directory fd. */
+int fs_walk_dir(const char *dir, struct vm_err *err);
+
+/* Opens leaf in dirfd for reading, never following a symlink (FS_ERR_SYMLINK)
+ * and never opening anything but a regular file (VM_ERR_INVALID; no device
+ * is opened); sb is fstat of the returned fd. Missing: VM_ERR_NOTFOUND. */
+int fs_open_at(int dirfd, const char *leaf, struct stat *sb, struct vm_err *err);
+
+/* Opens the regular file at the absolute path for reading by the rule above
+ * (a trusted symlink, also as the last component, is followed). */
+int fs_open_read(const char *path, struct stat *sb, struct vm_err *err);
+
+struct fs_write_opts {
+	mode_t mode;  /* applied after the owner: chown would clear setuid */
+	bool set_ids; /* fchown to uid:gid */
+	uid_t uid;
+	gid_t gid;
+	bool create_only; /* fail (VM_ERR_BUSY) if leaf exists, atomically */
+};
+
+/* Replaces dirfd/leaf with data atomically: O_TMPFILE in dirfd (a named,
+ * O_EXCL temp removed on failure where unsupported), owner, mode, fsync,
+ * linkat/renameat in dirfd, fsync of dirfd. kill -9 leaves no temp file. */
+int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
+                const struct fs_write_opts *o, struct vm_err *err);
+
+/* Copies the open regular file srcfd (from offset 0, at most max bytes, else
+ * VM_ERR_INVALID) to dirfd/name the same atomic way, in bounded chunks. The
+ * copy gets sb's owner and group and sb's permission bits without setuid,
+ * setgid and sticky: it is never more usable or readable than the original. */
+int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
+                 struct vm_err *err);
 
 #endif

@@ -12,8 +12,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
+#include "core/secret.h"
+
+/* One transfer: the handle and everything libcurl keeps a pointer to
+ * (ERRORBUFFER, WRITEDATA/XFERINFODATA = this struct, the header list), so all
+ * of it lives exactly as long as the handle. The body (POSTFIELDS, not copied)
+ * is the caller's and outlives the call. */
 struct xfer {
 	CURL *curl;
+	char errbuf[CURL_ERROR_SIZE];
+	struct curl_slist *hdrs;
 	struct http_resp *resp;
 	size_t cap; /* memory body cap */
 	uint64_t file_cap;
@@ -104,15 +113,14 @@ static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 }
 
 static int setup(CURL *c, const struct http_opts *o, const char *method, const char *url,
-                 struct curl_slist *hdrs, const void *body, size_t body_len, struct xfer *x,
-                 char *errbuf)
+                 const void *body, size_t body_len, struct xfer *x)
 {
 	long connect_ms =
 	    (long)(o->connect_timeout_ms ? o->connect_timeout_ms : HTTP_DEFAULT_CONNECT_MS);
 	long total_ms = (long)(o->total_timeout_ms ? o->total_timeout_ms : HTTP_DEFAULT_TOTAL_MS);
 	int bad = 0;
 	bad |= (int)curl_easy_setopt(c, CURLOPT_URL, url);
-	bad |= (int)curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	bad |= (int)curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
 	/* Threads: no signals for DNS timeouts. */
 	bad |= (int)curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -125,12 +133,10 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 		bad |= (int)curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	}
-	if (hdrs != NULL)
-		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	if (x->hdrs != NULL)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->hdrs);
 	if (o->ca_file != NULL && o->ca_file[0] != '\0')
 		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
-	if (o->proxy != NULL && o->proxy[0] != '\0')
-		bad |= (int)curl_easy_setopt(c, CURLOPT_PROXY, o->proxy);
 	if (o->user_agent != NULL)
 		bad |= (int)curl_easy_setopt(c, CURLOPT_USERAGENT, o->user_agent);
 	if (o->follow_redirects) {
@@ -138,6 +144,10 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 		bad |= (int)curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	}
+	/* An honest Content-Length over the cap fails before any byte; a lying
+	 * or absent one is caught by on_write, which counts. */
+	if (x->fd >= 0)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->file_cap);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
 	bad |= (int)curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -148,8 +158,54 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 
 static void strip_query(const char *url, char *out, size_t cap)
 {
-	/* URLs in messages lose their query: it may carry a signed token. */
-	snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+	/* URLs in messages lose their query (it may carry a signed token) and the
+	 * password of their userinfo. */
+	char bare[URL_SHOWN_MAX];
+	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(url, "?#"), url);
+	url_redact(bare, out, cap);
+}
+
+/* The file is a secret (core/secret: regular, no symlink, 0600 or stricter);
+ * its form is one non-empty "user:password" line. */
+static int proxy_creds_load(const char *path, struct secret *out, struct vm_err *err)
+{
+	int rc = secret_load_file(out, path, err);
+	if (rc != 0)
+		return rc;
+	if (out->len == 0 || out->len > HTTP_PROXY_CREDS_MAX || strpbrk(out->value, "\r\n")) {
+		secret_clear(out);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "proxy credentials file %s: expected one line user:password "
+		                  "of at most %d bytes",
+		                  path, HTTP_PROXY_CREDS_MAX);
+	}
+	return 0;
+}
+
+int http_proxy_credentials_check(const char *path, struct vm_err *err)
+{
+	struct secret s = {0};
+	int rc = proxy_creds_load(path, &s, err);
+	secret_clear(&s);
+	return rc;
+}
+
+int http_proxy_apply(void *curl, const char *proxy_url, const char *credentials_file,
+                     struct vm_err *err)
+{
+	CURL *c = curl;
+	if (proxy_url != NULL && proxy_url[0] != '\0' &&
+	    curl_easy_setopt(c, CURLOPT_PROXY, proxy_url) != CURLE_OK)
+		return vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy");
+	if (credentials_file == NULL || credentials_file[0] == '\0')
+		return 0;
+	struct secret cred = {0};
+	int rc = proxy_creds_load(credentials_file, &cred, err);
+	/* libcurl copies option strings: ours is wiped right away */
+	if (rc == 0 && curl_easy_setopt(c, CURLOPT_PROXYUSERPWD, cred.value) != CURLE_OK)
+		rc = vm_err_set(err, VM_ERR_INTERNAL, "libcurl rejected the proxy credentials");
+	secret_clear(&cred);
+	return rc;
 }
 
 int http_request(const struct http_opts *opts, const char *method, const char *url,
@@ -170,19 +226,18 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	    .fd = -1,
 	    .cancel = o->cancel,
 	};
-	struct curl_slist *hdrs = NULL;
 	int rc = 0;
 	CURL *c = curl_easy_init();
 	if (c == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "cannot create an HTTP handle");
 	x.curl = c;
 	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-		struct curl_slist *n = curl_slist_append(hdrs, headers[i]);
+		struct curl_slist *n = curl_slist_append(x.hdrs, headers[i]);
 		if (n == NULL) {
 			rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		hdrs = n;
+		x.hdrs = n;
 	}
 	if (o->download_path != NULL) {
 		x.fd = open(o->download_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -192,8 +247,9 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 			goto out;
 		}
 	}
-	char errbuf[CURL_ERROR_SIZE] = "";
-	if (setup(c, o, method, url, hdrs, body, body_len, &x, errbuf) != 0) {
+	if ((rc = http_proxy_apply(c, o->proxy, o->proxy_credentials_file, err)) != 0)
+		goto out;
+	if (setup(c, o, method, url, body, body_len, &x) != 0) {
 		rc = vm_err_set(err, VM_ERR_INTERNAL, "%s %s: libcurl rejected an option", method,
 		                shown);
 		goto out;
@@ -203,9 +259,10 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	curl_off_t ra = -1;
 	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 		resp->retry_after_s = (long)ra;
-	if (x.overflow) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
-		                method, shown, (unsigned long long)x.cap);
+	if (x.overflow || cc == CURLE_FILESIZE_EXCEEDED) {
+		rc =
+		    vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
+		               method, shown, (unsigned long long)(x.fd >= 0 ? x.file_cap : x.cap));
 	} else if (x.write_failed) {
 		rc = vm_err_errno(err, VM_ERR_IO, x.write_errno, "%s %s: writing %s", method, shown,
 		                  o->download_path);
@@ -214,15 +271,16 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	} else if (cc != CURLE_OK) {
 		resp->status = 0;
 		rc = vm_err_set(err, VM_ERR_IO, "%s %s: %s", method, shown,
-		                errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		                x.errbuf[0] ? x.errbuf : curl_easy_strerror(cc));
 	} else if (x.fd >= 0 && fsync(x.fd) != 0) {
 		rc = vm_err_errno(err, VM_ERR_IO, errno, "fsync %s", o->download_path);
 	}
 out:
 	if (x.fd >= 0)
 		close(x.fd);
-	curl_slist_free_all(hdrs);
+	/* The handle first: it may still point at the list and the buffer. */
 	curl_easy_cleanup(c);
+	curl_slist_free_all(x.hdrs);
 	return rc;
 }
 

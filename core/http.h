@@ -26,7 +26,10 @@ struct http_opts {
 	size_t max_body; /* response (or downloaded file) cap; 0 = HTTP_DEFAULT_MAX_BODY */
 	const char *download_path; /* when set, a 2xx body is written to this file (created
 	                            * 0600, truncated, fsync'd) instead of resp->body */
-	bool follow_redirects;     /* at most 5, http/https only */
+	/* NULL or "" = none; else a file holding "user:password" for the proxy
+	 * (http_proxy_apply), so that no URL has to carry the password */
+	const char *proxy_credentials_file;
+	bool follow_redirects; /* at most 5, http/https only */
 	const char
 	    *user_agent; /* NULL = "vm-agent/<version>" is up to the caller; curl's default */
 	/* Borrowed. When it becomes true the transfer is aborted (shutdown). */
@@ -57,6 +60,20 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
                  struct http_resp *resp, struct vm_err *err);
 
 void http_resp_free(struct http_resp *resp);
+
+/* The one way a curl handle (CURL *) gets its proxy, for http_request and the
+ * tunnel: CURLOPT_PROXY from proxy_url (NULL or "" = libcurl's environment
+ * handling) and CURLOPT_PROXYUSERPWD from credentials_file (NULL or "" =
+ * none; else see http_proxy_credentials_check). The password is zeroed here
+ * (libcurl keeps its own copy) and never appears in err. */
+int http_proxy_apply(void *curl, const char *proxy_url, const char *credentials_file,
+                     struct vm_err *err);
+
+/* Checks a proxy credentials file without keeping its content: a secret file
+ * (secret_load_file: regular, no symlink, 0600 or stricter) holding one
+ * non-empty "user:password" line of at most HTTP_PROXY_CREDS_MAX bytes. */
+#define HTTP_PROXY_CREDS_MAX 1024
+int http_proxy_credentials_check(const char *path, struct vm_err *err);
 
 struct http_retry {
 	unsigned max_attempts;     /* total tries, first included; 0 = 1 */

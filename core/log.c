@@ -2,6 +2,8 @@
  * state every module shares, like OpenBSD's log.c. */
 #include "core/log.h"
 
+#include "core/codec.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -229,7 +231,8 @@ static void json_escape(char *out, size_t cap, const char *in)
 			out[o++] = (char)c;
 		}
 	}
-	out[o] = '\0';
+	/* full: never end inside a character */
+	out[utf8_cut(out, o)] = '\0';
 }
 
 static void rotate_locked(void)
@@ -283,12 +286,19 @@ void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 {
 	if (level < g_log.level)
 		return;
-	char msg[LOG_LINE_MAX];
+	char raw[LOG_LINE_MAX], msg[LOG_LINE_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	int len = vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	log_redact(msg, sizeof(msg));
+	if (len < 0)
+		return;
+	if ((size_t)len >= sizeof(raw))
+		raw[utf8_cut(raw, sizeof(raw) - 1)] = '\0';
+	log_redact(raw, sizeof(raw));
+	/* Arguments carry the caller's bytes (paths, headers, output): one event is
+	 * one line of valid UTF-8, so controls and invalid bytes become \xNN. */
+	utf8_escape(msg, sizeof(msg), raw, strlen(raw), UTF8_ESC_CTRL, NULL);
 
 	char line[LOG_LINE_MAX * 2 + 256], ts[40];
 	int n;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -110,32 +111,152 @@ static void child_fail(int fd, int what)
 	_exit(127);
 }
 
-enum { STEP_SETUP = 1, STEP_CHDIR, STEP_IDS, STEP_EXEC };
+enum { STEP_SETUP = 1, STEP_CHDIR, STEP_IDS, STEP_EXEC, STEP_CGROUP };
 
-/* Between fork and exec: async-signal-safe calls only (other threads may hold
- * malloc or stdio locks in the parent). */
-static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd,
-                       int report_fd)
+/* The agent ignores SIGPIPE and blocks others; a child must start clean. */
+static void child_signals_default(void)
 {
-	setpgid(0, 0);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* The agent ignores SIGPIPE and blocks others; a child must start clean. */
 	struct sigaction dfl;
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
 		(void)sigaction(s, &dfl, NULL);
-	if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
-	    dup2(report_fd, 3) < 0)
+}
+
+static void close_from(unsigned fd)
+{
+	if (syscall(SYS_close_range, fd, ~0U, 0U) != 0)
+		for (int i = (int)fd; i < 1024; i++)
+			close(i);
+}
+
+/* Without cgroups: a subreaper between the agent and the program. Orphans of
+ * the program's tree (setsid, daemons) are reparented here instead of to
+ * init; when the program exits, or the control pipe closes (the agent wants
+ * the tree dead, or the agent itself died), every one of them is killed and
+ * reaped before the shim exits with the program's status. Returns only in
+ * the program's child. Async-signal-safe calls only. */
+/* The shim's program, for its signal handler (set in the forked shim only). */
+static volatile sig_atomic_t shim_prog;
+
+static void shim_forward(int sig)
+{
+	if (shim_prog > 0)
+		(void)kill(-(pid_t)shim_prog, sig);
+}
+
+static void shim_run(int ctl_fd, int report_fd)
+{
+	(void)cg_set_subreaper();
+	/* no signal may find the shim between fork and its handlers */
+	sigset_t all, none;
+	sigfillset(&all);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	pid_t prog = fork();
+	if (prog < 0)
 		child_fail(report_fd, STEP_SETUP);
-	report_fd = 3;
-	(void)fcntl(3, F_SETFD, FD_CLOEXEC);
+	if (prog == 0) {
+		/* a group of its own: `kill -9 0` in a step must not take the shim */
+		setpgid(0, 0);
+		return;
+	}
+	(void)setpgid(prog, prog);
+	shim_prog = prog;
+	/* the agent signals the shim's group; the program's group gets it */
+	struct sigaction fw;
+	memset(&fw, 0, sizeof(fw));
+	fw.sa_handler = shim_forward;
+	static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+		(void)sigaction(forwarded[i], &fw, NULL);
+	fw.sa_handler = SIG_IGN;
+	(void)sigaction(SIGPIPE, &fw, NULL);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* keep only the control pipe: stdout, stderr and the report pipe must
+	 * reach EOF in the agent when the program is done with them */
+	if (dup2(ctl_fd, 0) < 0)
+		_exit(127);
+	close_from(1);
+	int status = 0, st;
+	bool done = false, hangup = false;
+	/* woken by the program's exit (pidfd) or the agent; the tick only reaps
+	 * orphans that exit meanwhile (and is the wait without pidfds) */
+#ifdef SYS_pidfd_open
+	int pfd = (int)syscall(SYS_pidfd_open, prog, 0);
+#else
+	int pfd = -1;
+#endif
+	while (!done && !hangup) {
+		struct pollfd p[2] = {{0, POLLIN, 0}, {pfd, POLLIN, 0}};
+		if (poll(p, pfd >= 0 ? 2 : 1, pfd >= 0 ? 1000 : TICK_MS) > 0 && p[0].revents != 0)
+			hangup = true;
+		pid_t w;
+		while ((w = waitpid(-1, &st, WNOHANG)) > 0)
+			if (w == prog)
+				status = st, done = true;
+	}
+	/* bounded: each pass reaps at least one process or ends */
+	for (int i = 0; i < 1000000; i++) {
+		(void)cg_kill_own_children();
+		pid_t w = waitpid(-1, &st, 0);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			break; /* ECHILD: nothing of the tree is left */
+		if (w == prog && !done)
+			status = st, done = true;
+	}
+	if (done && WIFEXITED(status))
+		_exit(WEXITSTATUS(status));
+	int sig = done && WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+	struct rlimit nocore = {0, 0};
+	(void)setrlimit(RLIMIT_CORE, &nocore);
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	(void)sigaction(sig, &dfl, NULL);
+	(void)kill(getpid(), sig);
+	_exit(128 + sig);
+}
+
+/* A descriptor moved above the ones dup2 will write (0-4), close-on-exec. */
+static int high_fd(int fd)
+{
+	return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 10);
+}
+
+/* Between fork and exec: async-signal-safe calls only (other threads may hold
+ * malloc or stdio locks in the parent). cg_fd: the step cgroup's cgroup.procs
+ * (joined first, before anything can fork); ctl_fd: the shim's control pipe. */
+static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd,
+                       int report_fd, int cg_fd, int ctl_fd)
+{
+	setpgid(0, 0);
+	if (cg_fd >= 0 && write(cg_fd, "0", 1) != 1)
+		child_fail(report_fd, STEP_CGROUP);
+	child_signals_default();
+	if (ctl_fd >= 0) {
+		shim_run(ctl_fd, report_fd);
+		child_signals_default();
+	}
+	int f3 = spec->fd3 > 0 ? high_fd(spec->fd3) : -1;
+	in_fd = high_fd(in_fd);
+	out_fd = high_fd(out_fd);
+	err_fd = high_fd(err_fd);
+	int rep = high_fd(report_fd);
+	int rep_at = f3 >= 0 ? 4 : 3;
+	if (in_fd < 0 || out_fd < 0 || err_fd < 0 || rep < 0 || (spec->fd3 > 0 && f3 < 0) ||
+	    dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
+	    (f3 >= 0 && dup2(f3, 3) < 0) || dup2(rep, rep_at) < 0)
+		child_fail(report_fd, STEP_SETUP);
+	report_fd = rep_at;
+	(void)fcntl(report_fd, F_SETFD, FD_CLOEXEC);
 	/* Nothing of the agent's (sockets, state files) leaks into the step. */
-	if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
-		for (int fd = 4; fd < 1024; fd++)
-			close(fd);
+	close_from((unsigned)rep_at + 1);
 	if (spec->cwd != NULL && chdir(spec->cwd) != 0)
 		child_fail(report_fd, STEP_CHDIR);
 	if (spec->set_ids) {
@@ -164,7 +285,9 @@ static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int 
 	int rc = posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
 	rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
 	rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
-	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	if (rc == 0 && spec->fd3 > 0)
+		rc = posix_spawn_file_actions_adddup2(&fa, spec->fd3, 3);
+	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, spec->fd3 > 0 ? 4 : 3);
 	if (rc == 0 && spec->cwd != NULL)
 		rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
 	rc = rc ? rc
@@ -249,6 +372,8 @@ struct run {
 	int status;
 	bool reaped;
 	int64_t term_at, kill_at; /* when SIGTERM was sent / SIGKILL is due; 0 = not yet */
+	struct cg_step *step;     /* the run's cgroup, or NULL */
+	int ctl_fd;               /* write end of the shim's control pipe, or -1 */
 };
 
 static void read_stream(struct run *r, int *fd, enum proc_stream which)
@@ -301,7 +426,17 @@ static void try_reap(struct run *r)
 static void signal_group(struct run *r, int sig)
 {
 	/* The group outlives its leader while grandchildren run: signal it either way. */
+	if (r->ctl_fd >= 0 && sig == SIGKILL) {
+		/* the shim kills and reaps the whole tree; killing it would orphan it */
+		close_fd(&r->ctl_fd);
+		return;
+	}
 	(void)kill(-r->pid, sig);
+	/* members that left the group (setsid, set -m) are still in the cgroup */
+	if (r->step != NULL && sig == SIGKILL)
+		cg_step_kill(r->step);
+	else if (r->step != NULL)
+		cg_step_signal(r->step, sig);
 }
 
 /* Deadline, cancel and the SIGTERM → SIGKILL escalation. */
@@ -390,9 +525,30 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 	struct run r;
 	memset(&r, 0, sizeof(r));
 	r.spec = spec;
-	r.in_fd = r.out_fd = r.err_fd = r.pidfd = -1;
+	r.in_fd = r.out_fd = r.err_fd = r.pidfd = r.ctl_fd = -1;
 	r.cap[0].limit = r.cap[1].limit = spec->out_cap;
 	int64_t start = proc_now_ms();
+	struct cg_step step = {.procs_fd = -1};
+	int ctl[2] = {-1, -1};
+	res->containment = "process-group";
+	if (spec->cgroup != NULL) {
+		struct vm_err cerr = {0};
+		if (spec->cgroup->mode != CG_NONE &&
+		    cg_step_new(spec->cgroup, &spec->limits, &step, &cerr) == 0) {
+			r.step = &step;
+			res->containment = cg_mode_name(spec->cgroup->mode);
+			res->limits_applied = step.applied;
+			snprintf(res->limits_note, sizeof(res->limits_note), "%s", step.note);
+		} else if (make_pipe(ctl) == 0) {
+			res->containment = "subreaper";
+			bool want = spec->limits.memory_max || spec->limits.cpu_max ||
+			            spec->limits.pids_max;
+			if (want)
+				snprintf(res->limits_note, sizeof(res->limits_note),
+				         "limits not applied: %.200s",
+				         cerr.msg[0] ? cerr.msg : spec->cgroup->why);
+		}
+	}
 
 	if (spec->stdin_data != NULL)
 		rc = make_pipe(in);
@@ -404,7 +560,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		goto out;
 	}
 	pid_t pid;
-	if (!spec->set_ids) {
+	if (!spec->set_ids && r.step == NULL && ctl[0] < 0) {
 		rc = spawn_child(spec, in[0], out[1], errp[1], &pid, err);
 		if (rc != 0)
 			goto out;
@@ -417,7 +573,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		goto out;
 	}
 	if (pid == 0)
-		child_exec(spec, in[0], out[1], errp[1], rep[1]);
+		child_exec(spec, in[0], out[1], errp[1], rep[1], step.procs_fd, ctl[0]);
 spawned:
 	/* Also from the parent: no window where the child is not yet its own group. */
 	(void)setpgid(pid, pid);
@@ -426,6 +582,9 @@ spawned:
 	close_fd(&out[1]);
 	close_fd(&errp[1]);
 	close_fd(&rep[1]);
+	close_fd(&ctl[0]);
+	r.ctl_fd = ctl[1];
+	ctl[1] = -1;
 
 	int report[2] = {0, 0};
 	ssize_t got = 0;
@@ -434,14 +593,16 @@ spawned:
 	if (got == (ssize_t)sizeof(report)) {
 		/* exec did not happen: the child exits 127 at once */
 		(void)waitpid(pid, NULL, 0);
-		static const char *const what[] = {"", "set up stdio", "chdir", "switch user/group",
-		                                   "exec"};
+		static const char *const what[] = {
+		    "", "set up stdio", "chdir", "switch user/group", "exec", "join cgroup"};
 		int code = report[1] == ENOENT                         ? VM_ERR_NOTFOUND
 		           : report[1] == EACCES || report[1] == EPERM ? VM_ERR_PERM
 		                                                       : VM_ERR_IO;
 		rc = vm_err_errno(err, code, report[1], "%s %s",
-		                  what[report[0] >= 1 && report[0] <= 4 ? report[0] : 0],
-		                  report[0] == STEP_CHDIR && spec->cwd ? spec->cwd : spec->path);
+		                  what[report[0] >= 1 && report[0] <= 5 ? report[0] : 0],
+		                  report[0] == STEP_CHDIR    ? (spec->cwd ? spec->cwd : "")
+		                  : report[0] == STEP_CGROUP ? step.path
+		                                             : spec->path);
 		goto out;
 	}
 	r.in_fd = in[1];
@@ -468,7 +629,12 @@ spawned:
 		res->term_signal = WTERMSIG(r.status);
 	}
 out:
+	/* nothing the child started outlives the run: kill the cgroup, wait until
+	 * empty, remove it (the shim has done the same before it exited) */
+	cg_step_free(&step);
+	close_fd(&r.ctl_fd);
 	for (int i = 0; i < 2; i++) {
+		close_fd(&ctl[i]);
 		close_fd(&in[i]);
 		close_fd(&out[i]);
 		close_fd(&errp[i]);

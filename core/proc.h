@@ -1,6 +1,8 @@
 /* Child processes without a shell: fork+exec into a new process group, with
  * stdin, a clean environment, cwd, user/group, a deadline, cancellation and
- * bounded capture of stdout/stderr. The group never outlives proc_run. */
+ * bounded capture of stdout/stderr. The group never outlives proc_run; with
+ * a cgroup tree nothing the child starts does (setsid or not): each run gets
+ * its own cgroup (or, without cgroups, a subreaper shim). */
 #ifndef VMA_CORE_PROC_H
 #define VMA_CORE_PROC_H
 
@@ -10,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/cgroup.h"
 #include "core/err.h"
 
 #define PROC_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -36,6 +39,12 @@ struct proc_spec {
 	const atomic_bool *cancel; /* may be NULL; polled while the child runs */
 	proc_output_fn on_output;  /* may be NULL */
 	void *ctx;
+	/* Containment (borrowed for the call). NULL: the process group only.
+	 * CG_TRACK/CG_LIMIT: a step cgroup with limits; CG_NONE: a subreaper shim
+	 * between us and the child reaps and kills every orphan of the tree. */
+	struct cg_tree *cgroup;
+	struct cg_limits limits;
+	int fd3; /* > 0: given to the child as fd 3 (a script memfd); 0 = none */
 };
 
 struct proc_result {
@@ -46,6 +55,10 @@ struct proc_result {
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
 	uint64_t duration_ms;
+	const char *containment; /* "cgroup-v2", "cgroup-v2 (no controllers)", "subreaper",
+	                            "process-group" */
+	unsigned limits_applied; /* CG_* */
+	char limits_note[384];   /* requested limits not applied, and why; "" = none */
 };
 
 /* Runs spec to completion. Returns 0 when the child ran (whatever its exit

@@ -31,6 +31,7 @@ static bool endpoint_from_cfg(struct health_monitor *m, const struct cfg *cfg)
 	snprintf(m->cp_url, sizeof(m->cp_url), "%s", cfg->agent.control_plane_url);
 	snprintf(m->ca_file, sizeof(m->ca_file), "%s", cfg->agent.ca_file);
 	snprintf(m->proxy, sizeof(m->proxy), "%s", cfg->agent.proxy_url);
+	snprintf(m->proxy_creds, sizeof(m->proxy_creds), "%s", cfg->agent.proxy_credentials_file);
 	snprintf(m->credentials_file, sizeof(m->credentials_file), "%s",
 	         cfg->agent.credentials_file);
 	return changed;

@@ -141,11 +141,13 @@ static bool rejected(const struct outcome *o)
 static void send_report(struct health_monitor *m, const struct health_credentials *cred,
                         const char *id, const char *body, size_t len, struct outcome *out)
 {
-	char url[CFG_STR_MAX + 200], cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX];
+	char url[CFG_STR_MAX + 200], cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX],
+	    proxy_creds[PATH_MAX];
 	pthread_mutex_lock(&m->mu);
 	memcpy(cp, m->cp_url, sizeof(cp));
 	memcpy(ca, m->ca_file, sizeof(ca));
 	memcpy(proxy, m->proxy, sizeof(proxy));
+	memcpy(proxy_creds, m->proxy_creds, sizeof(proxy_creds));
 	uint64_t interval = m->report_interval_ms;
 	pthread_mutex_unlock(&m->mu);
 	size_t ul = strlen(cp);
@@ -175,6 +177,7 @@ static void send_report(struct health_monitor *m, const struct health_credential
 	struct http_opts o = {
 	    .ca_file = ca,
 	    .proxy = proxy,
+	    .proxy_credentials_file = proxy_creds,
 	    .connect_timeout_ms = total < 10000 ? total : 10000,
 	    .total_timeout_ms = total,
 	    .max_body = 64 * 1024,

@@ -13,6 +13,7 @@
 #include "core/admin.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/http.h"
 #include "lifecycle/internal.h"
 
 int lc_config_check(const char *path, FILE *out, struct vm_err *err)
@@ -22,6 +23,11 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	if (c == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	int rc = cfg_load(c, path, no_env, err);
+	/* --check also proves the proxy credentials file usable (mode, owner, form) */
+	struct vm_err e = {0};
+	if (rc == 0 && out == NULL && c->agent.proxy_credentials_file[0] != '\0' &&
+	    http_proxy_credentials_check(c->agent.proxy_credentials_file, &e) != 0)
+		rc = vm_err_set(err, VM_ERR_INVALID, "agent.proxy_credentials_file: %s", e.msg);
 	if (rc == 0 && out != NULL) {
 		char *buf = malloc(256 * 1024);
 		if (buf != NULL && cfg_dump(c, buf, 256 * 1024) == 0)
@@ -46,16 +52,17 @@ static double now_real(void)
 }
 
 void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
-                            const char *message)
+                            const char *message, const char *applied, const char *restart_required)
 {
 	char path[PATH_MAX], sha[65] = "";
 	if (snprintf(path, sizeof(path), "%s/reload.json", state_dir) >= (int)sizeof(path))
 		return;
 	if (config_path != NULL)
 		(void)lc_sha256_hex(config_path, sha, NULL);
-	json_t *o =
-	    json_pack("{s:f,s:b,s:s,s:s,s:I}", "time", now_real(), "ok", ok, "message",
-	              message ? message : "", "config_sha256", sha, "pid", (json_int_t)getpid());
+	json_t *o = json_pack("{s:f,s:b,s:s,s:s,s:I,s:s,s:s}", "time", now_real(), "ok", ok,
+	                      "message", message ? message : "", "config_sha256", sha, "pid",
+	                      (json_int_t)getpid(), "applied", applied ? applied : "",
+	                      "restart_required", restart_required ? restart_required : "");
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (text != NULL)
@@ -112,8 +119,35 @@ static pid_t find_agent(const struct lc_paths *p, const char *state_dir, char *h
 }
 
 /* Waits for the agent's reload.json entry written after `since` for pid. */
+/* Changed keys as the agent reported them (comma-separated names). */
+struct reload_keys {
+	char applied[4096];
+	char restart[4096];
+};
+
+static void keys_from_json(json_t *o, struct reload_keys *k)
+{
+	const char *a = json_string_value(json_object_get(o, "applied"));
+	const char *r = json_string_value(json_object_get(o, "restart_required"));
+	snprintf(k->applied, sizeof(k->applied), "%s", a ? a : "");
+	snprintf(k->restart, sizeof(k->restart), "%s", r ? r : "");
+}
+
+/* The reload step says what was applied; a WARN step names every key that the
+ * running agent keeps at its old value until it is restarted. */
+static void report_reloaded(struct lc_report *r, const char *who, const struct reload_keys *k)
+{
+	lc_report_add(r, "reload", LC_CHANGED, NULL, "%s reloaded the new configuration%s%s", who,
+	              k->applied[0] ? "; applied: " : "", k->applied);
+	if (k->restart[0] != '\0')
+		lc_report_add(
+		    r, "restart", LC_WARN, "restart the agent (systemctl restart vm-agent)",
+		    "needs a restart to apply (the running agent keeps the old values): %s",
+		    k->restart);
+}
+
 static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned timeout_s, bool *ok,
-                       char *msg, size_t cap)
+                       char *msg, size_t cap, struct reload_keys *k)
 {
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/reload.json", state_dir);
@@ -126,6 +160,7 @@ static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned 
 			*ok = json_is_true(json_object_get(o, "ok"));
 			const char *m = json_string_value(json_object_get(o, "message"));
 			snprintf(msg, cap, "%s", m ? m : "");
+			keys_from_json(o, k);
 			json_decref(o);
 			return 0;
 		}
@@ -166,11 +201,14 @@ static int reload_admin(const struct lc_configure_opts *o, const struct lc_paths
 		lc_report_add(r, "reload", LC_WARN, "check the agent's log",
 		              "admin socket refused "
 		              "the reload command");
-	else if (json_is_true(json_object_get(res, "reloaded")))
-		lc_report_add(r, "reload", LC_CHANGED, NULL,
-		              "the running agent reloaded the new "
-		              "configuration (admin socket)");
-	else
+	else if (json_is_true(json_object_get(res, "reloaded"))) {
+		struct reload_keys *k = calloc(1, sizeof(*k));
+		if (k != NULL)
+			keys_from_json(res, k);
+		report_reloaded(r, "the running agent (admin socket)",
+		                k ? k : &(struct reload_keys){{0}, {0}});
+		free(k);
+	} else
 		lc_report_add(r, "reload", LC_FAIL,
 		              "fix the file; the agent keeps its previous "
 		              "configuration",
@@ -209,23 +247,27 @@ static void reload_agent(const struct lc_configure_opts *o, const struct lc_path
 		return;
 	}
 	bool ok = false;
-	char msg[300] = "";
+	char msg[300] = "", who[64];
+	struct reload_keys *k = calloc(1, sizeof(*k));
+	if (k == NULL) {
+		lc_report_add(r, "reload", LC_FAIL, NULL, "out of memory");
+		return;
+	}
+	snprintf(who, sizeof(who), "agent pid %ld", (long)pid);
 	if (wait_reload(state_dir, pid, since, o->reload_timeout_s ? o->reload_timeout_s : 10, &ok,
-	                msg, sizeof(msg)) != 0)
+	                msg, sizeof(msg), k) != 0)
 		lc_report_add(r, "reload", LC_WARN, "check the agent's log",
 		              "sent SIGHUP to pid %ld "
 		              "(%s) but it did not report a reload in time",
 		              (long)pid, how);
 	else if (ok)
-		lc_report_add(r, "reload", LC_CHANGED, NULL,
-		              "agent pid %ld reloaded the new "
-		              "configuration",
-		              (long)pid);
+		report_reloaded(r, who, k);
 	else
 		lc_report_add(r, "reload", LC_FAIL,
 		              "fix the file; the agent keeps its previous "
 		              "configuration",
 		              "agent pid %ld rejected it: %s", (long)pid, msg);
+	free(k);
 }
 
 int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct vm_err *err)

@@ -11,6 +11,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "core/http.h"
 #include "lifecycle/internal.h"
 
@@ -23,6 +24,7 @@ static void http_opts_of(const struct lc_cp_opts *cp, struct http_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->ca_file = cp->ca_file;
 	o->proxy = cp->proxy;
+	o->proxy_credentials_file = cp->proxy_credentials_file;
 	o->total_timeout_ms = CP_TIMEOUT_MS;
 	o->max_body = CP_MAX_BODY;
 	o->user_agent = "vm-agent";
@@ -178,16 +180,11 @@ int lc_cp_event(const struct lc_cp_opts *cp, const struct lc_creds *c, const cha
 	return rc;
 }
 
+/* The cap is counted while copying: st_size means nothing for /proc files
+ * (0) and may change under us. */
 static int copy_local(const char *src, const char *path, size_t max, struct vm_err *err)
 {
-	struct stat st;
-	if (stat(src, &st) != 0)
-		return vm_err_errno(err, VM_ERR_NOTFOUND, errno, "%s", src);
-	if (!S_ISREG(st.st_mode))
-		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", src);
-	if ((uint64_t)st.st_size > max)
-		return vm_err_set(err, VM_ERR_INVALID, "%s is larger than %zu bytes", src, max);
-	return lc_copy_file(src, path, 0600, err);
+	return lc_copy_file_max(src, path, 0600, max, err);
 }
 
 int lc_fetch(const struct lc_cp_opts *cp, const char *url, const char *path, size_t max,
@@ -210,10 +207,14 @@ int lc_fetch(const struct lc_cp_opts *cp, const char *url, const char *path, siz
 	o.follow_redirects = true;
 	struct http_resp resp;
 	int rc = http_request(&o, "GET", url, NULL, NULL, 0, &resp, err);
+	if (rc == -VM_ERR_INVALID) /* over the cap: the transfer stopped there */
+		rc = vm_err_set(err, VM_ERR_INVALID,
+		                "download %s: larger than %zu bytes (stopped at the cap)",
+		                url_shown(url).s, max);
 	if (rc == 0 && resp.status != 200) {
 		char why[300];
 		describe_answer(&resp, why, sizeof(why));
-		rc = vm_err_set(err, VM_ERR_IO, "download %s: %s", url, why);
+		rc = vm_err_set(err, VM_ERR_IO, "download %s: %s", url_shown(url).s, why);
 	}
 	http_resp_free(&resp);
 	return rc;

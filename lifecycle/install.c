@@ -212,7 +212,7 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 		                  "to register this machine");
 	}
 	const char *want_id = o->agent_id ? o->agent_id : (have ? old.agent_id : NULL);
-	struct lc_cp_opts cp = {cp_url, o->ca_file, o->proxy};
+	struct lc_cp_opts cp = {cp_url, o->ca_file, o->proxy, NULL};
 	struct lc_registration reg;
 	int rc = lc_cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
 	lc_creds_clear(&old);

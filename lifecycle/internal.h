@@ -51,6 +51,10 @@ void lc_proc_describe(const struct lc_proc_result *res, char *out, size_t cap);
 
 /* Copies src to dst atomically (temp file next to dst, fsync, rename). */
 int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *err);
+/* Same, src must be a regular file (checked on the opened fd) of at most max
+ * bytes (0 = no cap), counted while copying: at max + 1 the copy stops with
+ * VM_ERR_INVALID and the temp file is removed. */
+int lc_copy_file_max(const char *src, const char *dst, mode_t mode, size_t max, struct vm_err *err);
 /* Removes a file or a whole tree; a missing path is fine. */
 int lc_remove_tree(const char *path, struct vm_err *err);
 bool lc_exists(const char *path);
@@ -141,6 +145,7 @@ struct lc_cp_opts {
 	const char *url; /* agent.control_plane_url */
 	const char *ca_file;
 	const char *proxy;
+	const char *proxy_credentials_file; /* agent.proxy_credentials_file; NULL = none */
 };
 
 struct lc_registration {

@@ -118,9 +118,10 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err);
 int lc_config_show(const char *path, FILE *out, struct vm_err *err);
 
 /* The agent (cmd/cmd_run.c) records each reload's outcome here so that
- * `configure` can tell whether the agent took the new file. */
+ * `configure` can tell whether the agent took the new file, and which changed
+ * keys it applied and which need a restart (comma-separated names, NULL = none). */
 void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
-                            const char *message);
+                            const char *message, const char *applied, const char *restart_required);
 /* Writes state_dir/agent.pid (the pid file configure falls back to). */
 void lc_pid_file_write(const char *state_dir);
 

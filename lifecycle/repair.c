@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "core/config.h"
+#include "core/http.h"
 #include "lifecycle/internal.h"
 
 #define DISK_WARN_BYTES   (200ull * 1024 * 1024)
@@ -275,9 +277,8 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 	const char *ca = cfg_val(c, ca_key);
 	if (ca[0] != '\0')
 		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
-	const char *proxy = cfg_val(c, proxy_key);
-	if (proxy[0] != '\0')
-		curl_easy_setopt(h, CURLOPT_PROXY, proxy);
+	(void)http_proxy_apply(h, cfg_val(c, proxy_key), cfg_val(c, "agent.proxy_credentials_file"),
+	                       NULL);
 	CURLcode cc = curl_easy_perform(h);
 	long status = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -289,13 +290,13 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 		                    "(/etc/resolv.conf)"
 		                  : "check the firewall, the proxy and CA settings of "
 		                    "this section",
-		              "%s: %s", url, curl_easy_strerror(cc));
+		              "%s: %s", url_shown(url).s, curl_easy_strerror(cc));
 		return;
 	}
 	lc_report_add(c->r, name, LC_OK, NULL,
 	              "%s answers (HTTP %ld): DNS, connection and TLS "
 	              "work",
-	              url, status);
+	              url_shown(url).s, status);
 	if (!clock)
 		return;
 	if (pr.date <= 0) {
@@ -311,7 +312,8 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
 	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "agent.ca_file"),
-	                        cfg_val(c, "agent.proxy_url")};
+	                        cfg_val(c, "agent.proxy_url"),
+	                        cfg_val(c, "agent.proxy_credentials_file")};
 	struct lc_registration reg;
 	int rc = lc_cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
 	                        c->o->version ? c->o->version : "", &reg, err);
@@ -334,7 +336,8 @@ static void check_credentials(struct ctx *c)
 	else if (!c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
 		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
-		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url")};
+		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url"),
+		                        cfg_val(c, "agent.proxy_credentials_file")};
 		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);

@@ -93,7 +93,7 @@ static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths 
 		snprintf(url, sizeof(url), "%s", v ? v : "");
 		json_decref(j);
 	}
-	struct lc_cp_opts cp = {url, o->ca_file, NULL};
+	struct lc_cp_opts cp = {url, o->ca_file, NULL, NULL};
 	if (lc_cp_deregister(&cp, &c, &e) != 0) {
 		lc_report_add(r, "deregister", LC_WARN,
 		              "remove the agent in the control plane by hand",

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -24,7 +25,7 @@
 #include "core/minisign.h"
 #include "lifecycle/internal.h"
 
-#define BINARY_MAX    ((size_t)512 * 1024 * 1024)
+#define BINARY_MAX    ((size_t)512 * 1024 * 1024) /* upgrade.max_size by default */
 #define SIGNATURE_MAX ((size_t)64 * 1024)
 #define MAX_KEYS      16
 
@@ -38,6 +39,10 @@ struct job {
 	char from[64];
 	char bin[PATH_MAX], prev[PATH_MAX + 8], fresh[PATH_MAX + 40], sig[PATH_MAX + 64];
 	int lock_fd;
+	size_t max_size; /* download cap, counted while the bytes arrive */
+	/* without --proxy: the installed agent.proxy_url and its credentials file,
+	 * so that an upgrade started remotely takes the agent's own way out */
+	char proxy[CFG_STR_MAX], proxy_creds[PATH_MAX];
 	struct lc_report *r;
 };
 
@@ -215,7 +220,7 @@ static int check_signature(const struct job *j, struct vm_err *err)
 		snprintf(url, sizeof(url), "%s", j->o->signature_url);
 	else
 		snprintf(url, sizeof(url), "%s.minisig", j->o->url);
-	struct lc_cp_opts cp = {NULL, j->o->ca_file, j->o->proxy};
+	struct lc_cp_opts cp = {NULL, j->o->ca_file, j->proxy, j->proxy_creds};
 	struct vm_err e;
 	if (lc_fetch(&cp, url, j->sig, SIGNATURE_MAX, &e) != 0)
 		return vm_err_set(err, VM_ERR_PERM,
@@ -228,7 +233,7 @@ static int check_signature(const struct job *j, struct vm_err *err)
 	rc = msig_parse_sig(text, len, &sig, err);
 	free(text);
 	if (rc == 0)
-		rc = msig_verify_file(keys, nkeys, &sig, j->fresh, BINARY_MAX, err);
+		rc = msig_verify_file(keys, nkeys, &sig, j->fresh, j->max_size, err);
 	if (rc != 0) {
 		char why[256];
 		snprintf(why, sizeof(why), "%s", err ? err->msg : "");
@@ -333,6 +338,30 @@ static unsigned configured_health_timeout(const struct job *j)
 	return (unsigned)(ms / 1000);
 }
 
+/* upgrade.max_size (BINARY_MAX when unset) and, without --proxy, the proxy
+ * settings from the installed config. */
+static void configured_download(struct job *j)
+{
+	uint64_t v = BINARY_MAX;
+	snprintf(j->proxy, sizeof(j->proxy), "%s", j->o->proxy ? j->o->proxy : "");
+	struct lc_cfg_doc doc;
+	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
+		const char *s = lc_cfg_get(&doc, "upgrade.max_size");
+		if (s == NULL || s[0] == '\0' || cfg_parse_size(s, &v) != 0 || v == 0 ||
+		    v > SIZE_MAX / 2)
+			v = BINARY_MAX;
+		const char *px = lc_cfg_get(&doc, "agent.proxy_url");
+		const char *pc = lc_cfg_get(&doc, "agent.proxy_credentials_file");
+		if (j->o->proxy == NULL && px != NULL)
+			snprintf(j->proxy, sizeof(j->proxy), "%s", px);
+		/* the file is a target path: under --root it lives below the root */
+		if (j->o->proxy == NULL && pc != NULL && pc[0] == '/')
+			lc_join(j->proxy_creds, sizeof(j->proxy_creds), j->p.root, pc);
+		lc_cfg_free(&doc);
+	}
+	j->max_size = (size_t)v;
+}
+
 static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 {
 	if (j->p.root[0] != '\0' || !lc_svc_available(&j->p)) {
@@ -402,7 +431,7 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 	                      j->o->version, "reason", reason);
 	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	struct lc_cp_opts cp = {url, j->o->ca_file, j->o->proxy};
+	struct lc_cp_opts cp = {url, j->o->ca_file, j->proxy, j->proxy_creds};
 	struct vm_err e;
 	if (body != NULL && url[0] != '\0' && lc_cp_event(&cp, &c, body, &e) != 0)
 		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", e.msg);
@@ -455,6 +484,7 @@ static int prepare(struct job *j, struct vm_err *err)
 	snprintf(j->from, sizeof(j->from), "%s", o->current_version ? o->current_version : "0");
 	if (lc_record_read(&j->p, &rec, NULL) == 0 && rec.version[0] != '\0')
 		snprintf(j->from, sizeof(j->from), "%s", rec.version);
+	configured_download(j);
 	snprintf(j->bin, sizeof(j->bin), "%s", j->p.bin);
 	snprintf(j->prev, sizeof(j->prev), "%s.prev", j->p.bin);
 	char dir[PATH_MAX];
@@ -534,10 +564,10 @@ static int run(struct job *j, struct vm_err *err)
 	lc_report_add(j->r, "version", LC_OK, NULL, "%s -> %s", j->from, o->version);
 
 	int rc = journal_write(j, PH_DOWNLOADING, err);
-	struct lc_cp_opts cp = {NULL, o->ca_file, o->proxy};
+	struct lc_cp_opts cp = {NULL, o->ca_file, j->proxy, j->proxy_creds};
 	if (rc == 0)
-		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, BINARY_MAX, err), err,
-		          o->url);
+		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, j->max_size, err), err,
+		          url_shown(o->url).s);
 	if (rc == 0)
 		rc = step(j, "checksum", check_checksum(j, err), err, "sha256 matches");
 	if (rc == 0)

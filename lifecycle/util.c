@@ -183,12 +183,25 @@ bool lc_is_dir(const char *path)
 
 int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *err)
 {
+	return lc_copy_file_max(src, dst, mode, 0, err);
+}
+
+int lc_copy_file_max(const char *src, const char *dst, mode_t mode, size_t max, struct vm_err *err)
+{
 	char tmp[PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", dst) >= (int)sizeof(tmp))
 		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long", dst);
-	int in = open(src, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */
+	int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (in < 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "open %s", src);
+		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
+		                    "open %s", src);
+	struct stat st;
+	if (fstat(in, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    fcntl(in, F_SETFL, fcntl(in, F_GETFL) & ~O_NONBLOCK) != 0) {
+		close(in);
+		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", src);
+	}
 	int out = mkostemp(tmp, O_CLOEXEC);
 	if (out < 0) {
 		int e = errno;
@@ -197,7 +210,9 @@ int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *e
 	}
 	int rc = 0;
 	char buf[65536];
+	size_t total = 0;
 	for (;;) {
+		/* whole buffers: some /proc files refuse odd-sized reads */
 		ssize_t n = read(in, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -207,6 +222,13 @@ int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *e
 		}
 		if (n == 0)
 			break;
+		total += (size_t)n;
+		if (max > 0 && total > max) { /* checked before writing: dst never exceeds max */
+			rc = vm_err_set(err, VM_ERR_INVALID,
+			                "%s is larger than %zu bytes (copy stopped at the cap)",
+			                src, max);
+			break;
+		}
 		for (ssize_t off = 0; off < n;) {
 			ssize_t w = write(out, buf + off, (size_t)(n - off));
 			if (w < 0 && errno == EINTR)

@@ -79,6 +79,8 @@ struct probe_exec {
 	size_t record_max; /* largest record file we may have written */
 	int retention_count;
 	struct cfg_strlist allow;
+	struct cg_tree *cgroup;  /* borrowed from run */
+	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 };
 
 static int64_t wall_ms(void)
@@ -347,12 +349,27 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 	pthread_mutex_unlock(&oc->ex->mu);
 }
 
+/* Each limit the request names replaces the probe.* default. */
+static struct cg_limits step_limits(const struct cg_limits *req, const struct cg_limits *dflt)
+{
+	struct cg_limits l = *dflt;
+	if (req->memory_max)
+		l.memory_max = req->memory_max;
+	if (req->cpu_max)
+		l.cpu_max = req->cpu_max;
+	if (req->pids_max)
+		l.pids_max = req->pids_max;
+	return l;
+}
+
 static void run_probe(struct probe_exec *ex, struct probe *p)
 {
 	/* p->req is only read (not freed) until finish_locked, which this thread calls
 	 * (it is freed once the final record is durable). */
 	const struct probe_request *req = p->req;
+	pthread_mutex_lock(&ex->mu); /* probe_exec_reconfigure may change the settings */
 	uint64_t timeout = req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms;
+	pthread_mutex_unlock(&ex->mu);
 	int64_t deadline = proc_now_ms() + (int64_t)timeout;
 	enum pstate final = P_SUCCEEDED;
 	const char *error = NULL;
@@ -371,14 +388,23 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		}
 		int64_t dl = st->timeout_ms ? now + (int64_t)st->timeout_ms : deadline;
 		struct out_ctx oc = {ex, p, i};
+		/* each step checks the allow-list in force when it starts (reloads apply) */
+		struct cfg_strlist allow;
+		pthread_mutex_lock(&ex->mu);
+		allow = ex->allow;
+		uint64_t grace_ms = ex->grace_ms;
+		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
+		pthread_mutex_unlock(&ex->mu);
 		struct probe_step_ctx ctx = {ex->work_dir,
 		                             ex->output_cap,
-		                             ex->grace_ms,
-		                             &ex->allow,
+		                             grace_ms,
+		                             &allow,
 		                             dl < deadline ? dl : deadline,
 		                             &p->cancel,
 		                             on_output,
-		                             &oc};
+		                             &oc,
+		                             ex->cgroup,
+		                             limits};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
@@ -773,7 +799,7 @@ static void load_one(void *c, const char *id, json_t *rec)
 	ex->nfinished++;
 }
 
-struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, struct vm_err *err)
 {
 	struct probe_exec *ex = calloc(1, sizeof(*ex));
 	if (ex == NULL) {
@@ -794,6 +820,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err)
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
+	ex->cgroup = cg;
+	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
+	                                (uint32_t)cfg->probe.pids_max};
 	ex->qcap = cfg->probe.queue_size;
 	ex->queue = calloc((size_t)ex->qcap, sizeof(*ex->queue));
 	ex->workers = calloc((size_t)cfg->probe.max_concurrent, sizeof(*ex->workers));
@@ -868,6 +897,22 @@ void probe_exec_stop(struct probe_exec *ex)
 	pthread_cond_destroy(&ex->ev_cv);
 	pthread_mutex_destroy(&ex->mu);
 	free(ex);
+}
+
+void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
+{
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->mu);
+	ex->allow = cfg->probe.allow;
+	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
+	ex->grace_ms = cfg->probe.cancel_grace_ms;
+	ex->retention_age_ms = cfg->probe.retention_age_ms;
+	ex->retention_count = cfg->probe.retention_count;
+	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
+	                                (uint32_t)cfg->probe.pids_max};
+	retain(ex);
+	pthread_mutex_unlock(&ex->mu);
 }
 
 void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running)

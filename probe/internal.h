@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/cgroup.h"
 #include "core/codec.h"
 #include "core/config.h"
 #include "core/err.h"
@@ -55,6 +56,7 @@ struct probe_request {
 	const char *idempotency_key;
 	uint64_t timeout_ms; /* 0 = probe.default_timeout */
 	bool continue_on_error;
+	struct cg_limits limits; /* "limits": 0 fields = the probe.* defaults */
 	int nsteps;
 	struct probe_step_req steps[PROBE_MAX_STEPS];
 	uint8_t body_hash[SHA256_LEN]; /* of the canonical JSON: idempotency compares it */
@@ -79,6 +81,8 @@ struct probe_step_ctx {
 	const atomic_bool *cancel;
 	void (*on_output)(void *ctx, int stream, const char *data, size_t len);
 	void *out_ctx;
+	struct cg_tree *cgroup;  /* NULL = process group only (see proc_spec) */
+	struct cg_limits limits; /* the request's, else probe.* */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */
@@ -98,9 +102,10 @@ extern const struct probe_step_type probe_steps[];
 extern const size_t probe_step_count;
 
 /* Shared by exec and script: runs argv (argv[0] resolved and checked against
- * probe.allow) with the step's env/cwd/stdin/user/group. */
+ * probe.allow) with the step's env/cwd/stdin/user/group, in its own cgroup
+ * with the probe's limits; fd3 > 0 is passed to the child as fd 3. */
 enum probe_step_status probe_run_argv(const struct probe_step_req *st, const char *const *argv,
-                                      const struct probe_step_ctx *ctx, json_t *result);
+                                      int fd3, const struct probe_step_ctx *ctx, json_t *result);
 
 /* Field readers for step parsers: each writes "<path>.<name>" into epath on error. */
 int probe_field_str(json_t *obj, const char *name, bool required, size_t max, const char **out,

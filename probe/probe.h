@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cgroup.h"
 #include "core/config.h"
 #include "core/err.h"
 
@@ -21,13 +22,19 @@ struct probe_exec;
 
 /* Loads the records under probe.work_dir/runs (marking unfinished ones
  * interrupted), applies retention and starts the workers. The executor copies
- * what it needs from cfg. */
-struct probe_exec *probe_exec_start(const struct cfg *cfg, struct vm_err *err);
+ * what it needs from cfg; cg (borrowed until probe_exec_stop, may be NULL)
+ * gives each step its own cgroup. */
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, struct vm_err *err);
 
 /* Stops taking work, interrupts queued and running probes (SIGTERM, then
  * SIGKILL after probe.cancel_grace), persists their records, wakes every event
  * reader, joins the workers and frees. NULL is fine. */
 void probe_exec_stop(struct probe_exec *ex);
+
+/* Applies a reload's probe.allow, probe.default_timeout, probe.cancel_grace
+ * and probe.retention_*: the next step and the next probe use them (the other
+ * probe.* keys need a restart, see cfg_key_apply). NULL is fine. */
+void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg);
 
 /* Probes waiting in the queue and running now (health, status). NULL gives 0. */
 void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/config.h"
 #include "probe/internal.h"
 
@@ -17,6 +18,8 @@ static int bad(char *epath, size_t ecap, const char *path, const char *field, st
 		snprintf(epath, ecap, "%s%s%s", path, path[0] ? "." : "", field);
 	else
 		snprintf(epath, ecap, "%s", path);
+	/* field names are the caller's: a cut one must not end inside a character */
+	epath[utf8_cut(epath, strlen(epath))] = '\0';
 	vm_err_set(err, VM_ERR_INVALID, "%s: %s", epath, why);
 	return -1;
 }
@@ -99,6 +102,56 @@ int probe_field_duration(json_t *obj, const char *name, uint64_t *out, const cha
 	return 0;
 }
 
+/* "limits": {"memory_max": "256MiB" | bytes, "cpu_max": percent of one CPU,
+ * "pids_max": tasks}; each replaces its probe.* default for this probe. */
+static int parse_limits(json_t *doc, struct cg_limits *lim, char *epath, size_t ecap,
+                        struct vm_err *err)
+{
+	json_t *l = json_object_get(doc, "limits");
+	if (l == NULL || json_is_null(l))
+		return 0;
+	if (!json_is_object(l))
+		return bad(epath, ecap, "", "limits", err, "must be an object");
+	static const char *const known[] = {"memory_max", "cpu_max", "pids_max", NULL};
+	if (probe_fields_known(l, known, "limits", epath, ecap, err) != 0)
+		return -1;
+	json_t *v = json_object_get(l, "memory_max");
+	uint64_t bytes = 0;
+	if (v != NULL && !json_is_null(v)) {
+		if (json_is_integer(v) && json_integer_value(v) > 0)
+			bytes = (uint64_t)json_integer_value(v);
+		else if (json_is_string(v) && cfg_parse_size(json_string_value(v), &bytes) != 0)
+			bytes = 0;
+		if (bytes < (1u << 20) || bytes > (1ULL << 40))
+			return bad(
+			    epath, ecap, "limits", "memory_max", err,
+			    "expected a size like \"256MiB\" or bytes, between 1MiB and 1TiB");
+		lim->memory_max = bytes;
+	}
+	static const struct {
+		const char *name;
+		json_int_t max;
+	} ints[] = {{"cpu_max", 100000}, {"pids_max", 4194304}};
+	for (size_t i = 0; i < 2; i++) {
+		v = json_object_get(l, ints[i].name);
+		if (v == NULL || json_is_null(v))
+			continue;
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > ints[i].max) {
+			char why[64];
+			snprintf(why, sizeof(why), "expected an integer 1-%lld",
+			         (long long)ints[i].max);
+			return bad(epath, ecap, "limits", ints[i].name, err, why);
+		}
+		uint32_t n = (uint32_t)json_integer_value(v);
+		if (i == 0)
+			lim->cpu_max = n;
+		else
+			lim->pids_max = n;
+	}
+	return 0;
+}
+
 static void free_step(struct probe_step_req *st)
 {
 	free(st->envbuf);
@@ -154,14 +207,15 @@ int probe_request_parse(const char *body, size_t len, struct probe_request *req,
 	json_t *doc = req->doc;
 	if (!json_is_object(doc))
 		return bad(epath, ecap, "$", NULL, err, "must be a JSON object");
-	static const char *const known[] = {"idempotency_key", "timeout", "steps",
-	                                    "continue_on_error", NULL};
+	static const char *const known[] = {"idempotency_key",   "timeout", "steps",
+	                                    "continue_on_error", "limits",  NULL};
 	if (probe_fields_known(doc, known, "", epath, ecap, err) != 0 ||
 	    probe_field_str(doc, "idempotency_key", false, PROBE_IDEM_MAX, &req->idempotency_key,
 	                    "", epath, ecap, err) != 0 ||
 	    probe_field_duration(doc, "timeout", &req->timeout_ms, "", epath, ecap, err) != 0 ||
 	    probe_field_bool(doc, "continue_on_error", &req->continue_on_error, "", epath, ecap,
-	                     err) != 0)
+	                     err) != 0 ||
+	    parse_limits(doc, &req->limits, epath, ecap, err) != 0)
 		return -1;
 	if (req->idempotency_key != NULL && req->idempotency_key[0] == '\0')
 		return bad(epath, ecap, "", "idempotency_key", err, "must not be empty");

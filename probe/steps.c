@@ -141,8 +141,29 @@ static enum probe_step_status refuse(json_t *result, int code, const char *why)
 	return STEP_FAILED;
 }
 
+/* What contained the step and which limits held: never claims a limit that
+ * was not written. */
+static void set_containment(json_t *result, const struct proc_result *res,
+                            const struct cg_limits *want)
+{
+	json_object_set_new(result, "containment",
+	                    json_string(res->containment ? res->containment : "process-group"));
+	if (!want->memory_max && !want->cpu_max && !want->pids_max)
+		return;
+	json_t *lim = json_object();
+	if (res->limits_applied & CG_MEMORY)
+		json_object_set_new(lim, "memory_max", json_integer((json_int_t)want->memory_max));
+	if (res->limits_applied & CG_CPU)
+		json_object_set_new(lim, "cpu_max", json_integer(want->cpu_max));
+	if (res->limits_applied & CG_PIDS)
+		json_object_set_new(lim, "pids_max", json_integer(want->pids_max));
+	json_object_set_new(result, "limits", lim);
+	if (res->limits_note[0] != '\0')
+		json_object_set_new(result, "limits_unavailable", json_string(res->limits_note));
+}
+
 enum probe_step_status probe_run_argv(const struct probe_step_req *st, const char *const *argv,
-                                      const struct probe_step_ctx *ctx, json_t *result)
+                                      int fd3, const struct probe_step_ctx *ctx, json_t *result)
 {
 	char path[PATH_MAX];
 	struct vm_err err = {0};
@@ -166,6 +187,9 @@ enum probe_step_status probe_run_argv(const struct probe_step_req *st, const cha
 	    .cancel = ctx->cancel,
 	    .on_output = forward,
 	    .ctx = (void *)ctx,
+	    .cgroup = ctx->cgroup,
+	    .limits = ctx->limits,
+	    .fd3 = fd3,
 	};
 	if (proc_lookup_ids(st->user ? st->user : "", st->group ? st->group : "", &spec.uid,
 	                    &spec.gid, &spec.set_ids, &err) != 0)
@@ -197,6 +221,8 @@ enum probe_step_status probe_run_argv(const struct probe_step_req *st, const cha
 		         : res.exit_code == 0 && res.term_signal == 0 ? STEP_OK
 		                                                      : STEP_FAILED;
 	}
+	if (rc == 0)
+		set_containment(result, &res, &ctx->limits);
 	probe_json_set_bytes(result, "stdout", res.out, res.out_len);
 	probe_json_set_bytes(result, "stderr", res.err, res.err_len);
 	json_object_set_new(result, "stdout_truncated", json_boolean(res.out_truncated));

@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "core/codec.h"
+#include "core/http.h"
 #include "core/log.h"
 #include "tunnel/internal.h"
 #include "tunnel/tunnel.h"
@@ -40,6 +41,7 @@ struct tun_settings {
 	char ca_file[PATH_MAX];
 	bool insecure;
 	char proxy_url[CFG_STR_MAX];
+	char proxy_credentials_file[PATH_MAX];
 	uint64_t connect_timeout_ms;
 	struct cfg_reconnect reconnect;
 	char forward_unix[108];
@@ -195,6 +197,8 @@ bool tun_config_changed(const struct cfg *a, const struct cfg *b)
 		return true;
 	if (strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0)
 		return true;
+	if (strcmp(a->agent.proxy_credentials_file, b->agent.proxy_credentials_file) != 0)
+		return true;
 	return a->piko.forward_addr[0] == '\0' &&
 	       (strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
 	        a->webhook.port != b->webhook.port ||
@@ -286,14 +290,27 @@ static int send_all(struct tun *t, CURL *c, int fd, const char *buf, size_t len,
 	return 0;
 }
 
+/* One connection: the curl handle and everything libcurl keeps a pointer to.
+ * The error buffer lives here, not on a stack, because libcurl writes into it
+ * on every failed curl_easy_recv/send for as long as the handle lives; only
+ * dial_free ends both, in that order. */
 struct dial {
 	CURL *curl;
+	char errbuf[CURL_ERROR_SIZE];
 	int fd;
 	int status; /* HTTP status of the upgrade response */
 	char head[HANDSHAKE_MAX + 1];
 	size_t head_len;  /* bytes read */
 	size_t early_off; /* where the WebSocket stream starts in head */
 };
+
+static void dial_free(struct dial *d)
+{
+	if (d == NULL)
+		return;
+	curl_easy_cleanup(d->curl);
+	free(d);
+}
 
 /* Header values go into the request verbatim: no CR/LF or other controls. */
 static bool header_safe(const char *v)
@@ -312,7 +329,6 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	if (!header_safe(t->set->tenant))
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "agent.tenant_id contains control characters");
-	char errbuf[CURL_ERROR_SIZE] = "";
 	char host[CFG_STR_MAX], path[CFG_STR_MAX + CFG_ID_MAX + 32];
 	int rc = upstream_target(t, host, sizeof(host), path, sizeof(path), err);
 	if (rc != 0)
@@ -324,16 +340,16 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	curl_easy_setopt(c, CURLOPT_URL, t->set->server_url);
 	curl_easy_setopt(c, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, d->errbuf);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)t->set->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t); /* t outlives the thread's handles */
 	/* Through a proxy, always tunnel (CONNECT), also for http:// servers. */
 	curl_easy_setopt(c, CURLOPT_HTTPPROXYTUNNEL, 1L);
-	if (t->set->proxy_url[0])
-		curl_easy_setopt(c, CURLOPT_PROXY, t->set->proxy_url);
+	if ((rc = http_proxy_apply(c, t->set->proxy_url, t->set->proxy_credentials_file, err)) != 0)
+		return rc;
 	if (t->set->ca_file[0])
 		curl_easy_setopt(c, CURLOPT_CAINFO, t->set->ca_file);
 	if (t->set->insecure) {
@@ -343,7 +359,7 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 	CURLcode cr = curl_easy_perform(c);
 	if (cr != CURLE_OK)
 		return vm_err_set(err, VM_ERR_IO, "%s",
-		                  errbuf[0] ? errbuf : curl_easy_strerror(cr));
+		                  d->errbuf[0] ? d->errbuf : curl_easy_strerror(cr));
 	curl_socket_t s = CURL_SOCKET_BAD;
 	if (curl_easy_getinfo(c, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK || s == CURL_SOCKET_BAD)
 		return vm_err_set(err, VM_ERR_IO, "no socket after connecting");
@@ -550,8 +566,8 @@ static void *tun_main(void *arg)
 		d->fd = -1;
 		int rc = dial(t, &tok, d, &err);
 		if (rc == 0) {
-			log_info("tunnel", "connected to %s as endpoint %s", t->set->server_url,
-			         t->set->endpoint);
+			log_info("tunnel", "connected to %s as endpoint %s",
+			         url_shown(t->set->server_url).s, t->set->endpoint);
 			set_connected(t, true, ever_connected);
 			ever_connected = true;
 			uint64_t started = tun_now_ms();
@@ -564,12 +580,18 @@ static void *tun_main(void *arg)
 			    bridge_run(t, d->curl, d->fd, (uint8_t *)d->head + d->early_off,
 			               d->head_len - d->early_off, &t->bo);
 			set_connected(t, false, false);
-			curl_easy_cleanup(d->curl);
-			free(d);
-			if (end == TUN_END_STOP)
-				break;
 			struct tun_stats st;
 			tun_stats(t, &st);
+			/* libcurl's own reason (e.g. "Connection reset by peer") says more
+			 * than the CURLcode the bridge saw. */
+			if (end == TUN_END_CLOSED && d->errbuf[0] != '\0' &&
+			    st.last_error[0] != '\0') {
+				tun_note_error(t, "%.120s (%.120s)", st.last_error, d->errbuf);
+				tun_stats(t, &st);
+			}
+			dial_free(d);
+			if (end == TUN_END_STOP)
+				break;
 			if (tun_now_ms() - started >= STABLE_MS)
 				delay = t->set->reconnect.initial_delay_ms;
 			if (end == TUN_END_REFRESH || end == TUN_END_RELOAD) {
@@ -599,9 +621,7 @@ static void *tun_main(void *arg)
 			continue;
 		}
 		secret_clear(&tok);
-		if (d->curl)
-			curl_easy_cleanup(d->curl);
-		free(d);
+		dial_free(d);
 		if (atomic_load(&t->stop))
 			break;
 		if (rc == -VM_ERR_PERM) {
@@ -612,12 +632,13 @@ static void *tun_main(void *arg)
 			    "Piko rejected the agent's credentials (%s) for endpoint %s "
 			    "at %s: check piko.token / piko.token_file (its piko.endpoints claim) "
 			    "and agent.tenant_id; retrying in %.1fs",
-			    err.msg, t->set->endpoint, t->set->server_url, (double)wait / 1000.0);
+			    err.msg, t->set->endpoint, url_shown(t->set->server_url).s,
+			    (double)wait / 1000.0);
 			tun_note_error(t, "Piko rejected the agent's credentials (%s)", err.msg);
 		} else {
 			wait = jittered(t, delay);
 			log_warn("tunnel", "cannot connect to %s: %s; retrying in %.1fs",
-			         t->set->server_url, err.msg, (double)wait / 1000.0);
+			         url_shown(t->set->server_url).s, err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot connect: %s", err.msg);
 			delay = next_delay(t, delay);
 		}
@@ -652,6 +673,8 @@ static struct tun_settings *settings_new(const struct cfg *cfg, struct vm_err *e
 	snprintf(ts->token_file, sizeof(ts->token_file), "%s", cfg->piko.token_file);
 	snprintf(ts->ca_file, sizeof(ts->ca_file), "%s", cfg->piko.ca_file);
 	snprintf(ts->proxy_url, sizeof(ts->proxy_url), "%s", cfg->piko.proxy_url);
+	snprintf(ts->proxy_credentials_file, sizeof(ts->proxy_credentials_file), "%s",
+	         cfg->agent.proxy_credentials_file);
 	ts->insecure = cfg->piko.insecure_skip_verify;
 	ts->connect_timeout_ms = cfg->piko.connect_timeout_ms;
 	ts->reconnect = cfg->piko.reconnect;
@@ -691,11 +714,12 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		         "piko.server_url uses plain http://: the token and all traffic are "
 		         "unencrypted");
 	if (ts->forward_unix[0] != '\0')
-		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s", ts->server_url,
-		         ts->endpoint, ts->forward_unix);
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_unix);
 	else
-		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d", ts->server_url,
-		         ts->endpoint, ts->forward_host, ts->forward_port);
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host,
+		         ts->forward_port);
 }
 
 /* Takes new settings from tun_reload, if any. */

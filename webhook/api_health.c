@@ -25,7 +25,7 @@ void wh_api_health(struct wh_req *req)
 		return;
 	}
 	size_t n = strlen(text);
-	wh_reply_raw(req->conn, 200, "application/json", NULL, text, n);
+	wh_reply_raw(req, 200, "application/json", NULL, text, n);
 	free(text);
 }
 
@@ -39,7 +39,7 @@ void wh_api_metrics(struct wh_req *req)
 		wh_reply_error(req, 503, "unavailable", "out of memory");
 		return;
 	}
-	wh_reply_raw(req->conn, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text,
+	wh_reply_raw(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text,
 	             strlen(text));
 	free(text);
 }

@@ -1,10 +1,14 @@
 /* Audit log: one JSON line per remote action on an authenticated route, appended
  * to auth.audit_file (0600) and rotated by size like the main log
  * (file → file.1 → … → file.N). Lines are built with jansson, so no field can
- * break out of its string; the token itself is never part of a line. */
+ * break out of its string; the token itself is never part of a line.
+ * The caller's bytes are escaped and bounded here (never a reason to lose a
+ * line), and a state-changing request is refused unless its "started" line is
+ * on disk first (wh_audit_begin): an action is never carried out unaudited. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "webhook/internal.h"
@@ -110,6 +115,113 @@ static void now_rfc3339(char *out, size_t cap)
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000) % 1000);
 }
 
+/* Adds name: value, escaped and bounded as documented in docs/webhook-api.md:
+ * a clean value is kept byte for byte (cut on a character boundary); one that
+ * needs an escape is escaped whole (backslashes doubled, so it unescapes
+ * exactly) and its name goes to "escaped"; a cut one's name to "truncated". */
+static int put_field(json_t *line, json_t *escaped, json_t *truncated, const char *name,
+                     const char *value, size_t cap)
+{
+	char buf[WH_AUDIT_PATH_MAX];
+	const char *v = value != NULL ? value : "";
+	size_t len = strlen(v);
+	unsigned res = 0;
+	if (cap > sizeof(buf))
+		cap = sizeof(buf);
+	size_t n = utf8_escape(buf, cap, v, len, UTF8_ESC_CTRL, &res);
+	if (res & UTF8_ESCAPED)
+		n = utf8_escape(buf, cap, v, len, UTF8_ESC_CTRL | UTF8_ESC_BACKSLASH, &res);
+	if (json_object_set_new(line, name, json_stringn(buf, n)) != 0)
+		return -1;
+	if ((res & UTF8_ESCAPED) && json_array_append_new(escaped, json_string(name)) != 0)
+		return -1;
+	if ((res & UTF8_CUT) && json_array_append_new(truncated, json_string(name)) != 0)
+		return -1;
+	return 0;
+}
+
+char *wh_audit_format(const struct wh_audit_entry *e)
+{
+	char ts[48];
+	now_rfc3339(ts, sizeof(ts));
+	json_t *line = json_object(), *esc = json_array(), *cut = json_array();
+	char *text = NULL;
+	if (line == NULL || esc == NULL || cut == NULL)
+		goto done;
+	const size_t F = WH_AUDIT_FIELD_MAX;
+	if (json_object_set_new(line, "time", json_string(ts)) != 0 ||
+	    put_field(line, esc, cut, "tenant", e->tenant, F) != 0 ||
+	    put_field(line, esc, cut, "sub", e->sub, F) != 0 ||
+	    put_field(line, esc, cut, "jti", e->jti, F) != 0 ||
+	    put_field(line, esc, cut, "route", e->route, F) != 0 ||
+	    put_field(line, esc, cut, "path", e->path, WH_AUDIT_PATH_MAX) != 0 ||
+	    json_object_set_new(line, "outcome", json_string(e->outcome)) != 0 ||
+	    json_object_set_new(line, "status", json_integer(e->status)) != 0 ||
+	    put_field(line, esc, cut, "error", e->error, F) != 0 ||
+	    put_field(line, esc, cut, "remote_addr", e->remote_addr, F) != 0 ||
+	    put_field(line, esc, cut, "forwarded_for", e->forwarded_for, F) != 0)
+		goto done;
+	if (e->probe_id != NULL && e->probe_id[0] != '\0' &&
+	    put_field(line, esc, cut, "probe_id", e->probe_id, F) != 0)
+		goto done;
+	if (json_array_size(esc) > 0 && json_object_set(line, "escaped", esc) != 0)
+		goto done;
+	if (json_array_size(cut) > 0 && json_object_set(line, "truncated", cut) != 0)
+		goto done;
+	text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+done:
+	json_decref(line);
+	json_decref(esc);
+	json_decref(cut);
+	return text;
+}
+
+int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool durable,
+                   struct vm_err *err)
+{
+	char *text = wh_audit_format(e);
+	if (text == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "cannot encode the line (out of memory)");
+	size_t n = strlen(text);
+	text[n] = '\n'; /* json_dumps leaves room: the NUL becomes the newline */
+	int rc = 0;
+	pthread_mutex_lock(&a->mu);
+	/* removed from under us (an outside rotation, an operator): lines written
+	 * to an unlinked file are lost to everyone, so start a new one */
+	struct stat st;
+	if (fstat(a->fd, &st) == 0 && st.st_nlink == 0) {
+		int old = a->fd;
+		if (open_file(a, err) != 0) {
+			a->fd = old;
+			pthread_mutex_unlock(&a->mu);
+			free(text);
+			return -1;
+		}
+		close(old);
+	}
+	if (a->size > 0 && a->size + n + 1 > a->max_size)
+		rotate(a);
+	/* One write() per line with O_APPEND: lines never interleave. A short
+	 * write (disk full mid-line) is taken back, so no torn line is left. */
+	off_t before = lseek(a->fd, 0, SEEK_END);
+	ssize_t w = write(a->fd, text, n + 1);
+	if (w != (ssize_t)(n + 1)) {
+		int e_no = w < 0 ? errno : ENOSPC;
+		if (w > 0 && before >= 0 && ftruncate(a->fd, before) != 0)
+			log_error("audit", "cannot take back a partial line in %s: %s", a->path,
+			          strerror(errno));
+		rc = vm_err_errno(err, VM_ERR_IO, e_no, "cannot append to %s", a->path);
+	} else if (durable && fdatasync(a->fd) != 0 && errno != EINVAL) {
+		/* EINVAL: a pipe or device, nothing to make durable */
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "cannot sync %s", a->path);
+	}
+	if (before >= 0)
+		a->size = (uint64_t)before + (rc == 0 ? n + 1 : 0);
+	pthread_mutex_unlock(&a->mu);
+	free(text);
+	return rc;
+}
+
 static const char *outcome_of(const struct wh_req *req)
 {
 	if (req->status == 401 || req->status == 403)
@@ -119,44 +231,71 @@ static const char *outcome_of(const struct wh_req *req)
 	return "error";
 }
 
-void wh_audit_request(struct wh_audit *a, const struct wh_req *req)
+static void entry_of(const struct wh_req *req, struct wh_audit_entry *e, char *route, size_t cap)
+{
+	snprintf(route, cap, "%s %s", req->route ? req->route->method : "",
+	         req->route ? req->route->pattern : "");
+	*e = (struct wh_audit_entry){
+	    .outcome = outcome_of(req),
+	    .status = req->status,
+	    .tenant = req->claims.tenant,
+	    .sub = req->claims.sub,
+	    .jti = req->claims.jti,
+	    .route = route,
+	    .path = req->info->local_uri,
+	    .error = req->err_code,
+	    .remote_addr = req->info->remote_addr,
+	    .forwarded_for = mg_get_header(req->conn, "X-Forwarded-For"),
+	    .probe_id = req->probe_id,
+	};
+}
+
+/* What is left when the line is not: the main log gets the essentials. */
+static void log_lost(const struct wh_audit_entry *e, const char *why)
+{
+	log_error("audit", "audit line NOT written for %s (%s, status %d, sub %s, jti %s): %s",
+	          e->route, e->outcome, e->status, e->sub, e->jti, why);
+}
+
+int wh_audit_request(struct wh_audit *a, const struct wh_req *req)
 {
 	if (a == NULL)
-		return;
-	char ts[48];
-	now_rfc3339(ts, sizeof(ts));
+		return 0;
 	char route[160];
-	snprintf(route, sizeof(route), "%s %s", req->route ? req->route->method : "",
-	         req->route ? req->route->pattern : "");
-	const char *xff = mg_get_header(req->conn, "X-Forwarded-For");
-	char fwd[256] = "";
-	if (xff != NULL)
-		snprintf(fwd, sizeof(fwd), "%s", xff);
-	json_t *line =
-	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "time", ts, "tenant",
-	              req->claims.tenant, "sub", req->claims.sub, "jti", req->claims.jti, "route",
-	              route, "path", req->info->local_uri ? req->info->local_uri : "", "outcome",
-	              outcome_of(req), "status", req->status, "error", req->err_code, "remote_addr",
-	              req->info->remote_addr, "forwarded_for", fwd);
-	if (line != NULL && req->probe_id[0] != '\0')
-		json_object_set_new(line, "probe_id", json_string(req->probe_id));
-	char *text = line != NULL ? json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(line);
-	if (text == NULL) {
-		log_error("audit", "out of memory: an audit line for %s was lost", route);
-		return;
+	struct wh_audit_entry e;
+	entry_of(req, &e, route, sizeof(route));
+	struct vm_err err = {0};
+	if (wh_audit_write(a, &e, false, &err) != 0) {
+		log_lost(&e, err.msg);
+		return -1;
 	}
-	size_t n = strlen(text);
-	pthread_mutex_lock(&a->mu);
-	if (a->size > 0 && a->size + n + 1 > a->max_size)
-		rotate(a);
-	/* One write() per line with O_APPEND: lines never interleave. */
-	text[n] = '\n';
-	ssize_t w = write(a->fd, text, n + 1);
-	if (w > 0)
-		a->size += (uint64_t)w;
-	pthread_mutex_unlock(&a->mu);
-	if (w != (ssize_t)(n + 1))
-		log_error("audit", "cannot append to %s: %s", a->path, strerror(errno));
-	free(text);
+	return 0;
+}
+
+/* Reads leave things as they were; every other method runs or changes
+ * something. Derived from the method so that a new route fails closed. */
+static bool changes_state(const struct wh_route *r)
+{
+	return strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0;
+}
+
+int wh_audit_begin(struct wh_req *req)
+{
+	struct wh_audit *a = wh_audit_of(req);
+	if (a == NULL || req->route == NULL || !changes_state(req->route))
+		return 0;
+	char route[160];
+	struct wh_audit_entry e;
+	entry_of(req, &e, route, sizeof(route));
+	e.outcome = "started";
+	e.status = 0;
+	struct vm_err err = {0};
+	if (wh_audit_write(a, &e, true, &err) == 0)
+		return 0;
+	log_lost(&e, err.msg);
+	log_error("audit", "refused %s: its audit line cannot be written", route);
+	wh_reply_error(req, 500, "audit_unavailable",
+	               "the audit log cannot be written (%s); the request was not carried out",
+	               err.msg);
+	return -1;
 }

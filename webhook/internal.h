@@ -30,8 +30,8 @@ struct wh_req {
 	char params[WH_MAX_PARAMS][128]; /* {name} segments of the route, in order */
 	const struct wh_route *route;
 	struct wh_claims claims;
-	/* What was answered, for the audit line: set by wh_reply_*; a handler that
-	 * writes its own response (SSE) sets status itself. */
+	/* What was answered, for the audit line: set by every wh_reply_*; a handler
+	 * that writes its own response (SSE) sets status itself. */
 	int status;
 	bool audited; /* the audit line is written (before the response goes out) */
 	char err_code[48];
@@ -58,11 +58,34 @@ void wh_auth_free(struct wh_auth *auth);
 struct wh_auth *wh_auth_of(const struct wh_req *req);
 
 /* Audit log of remote actions (audit.c): one JSON line per authenticated-route
- * request, written by the dispatcher after the handler returns. */
+ * request, written before the response goes out (streaming handlers: when
+ * done); a state-changing request also gets a durable "started" line before it
+ * runs (wh_audit_begin). */
+#define WH_AUDIT_FIELD_MAX 256  /* bytes per field, NUL included (255 of text) */
+#define WH_AUDIT_PATH_MAX  1024 /* the path's bound */
 struct wh_audit;
 struct wh_audit *wh_audit_open(const struct cfg *cfg, struct vm_err *err);
 void wh_audit_close(struct wh_audit *audit);
-void wh_audit_request(struct wh_audit *audit, const struct wh_req *req);
+
+/* One line's fields, borrowed. Every string may hold the caller's bytes (not
+ * UTF-8, any length, NULL = ""): they are escaped and bounded, never refused. */
+struct wh_audit_entry {
+	const char *outcome; /* "started", "ok", "denied", "error" */
+	int status;          /* 0 on a "started" line */
+	const char *tenant, *sub, *jti, *route, *path, *error, *remote_addr, *forwarded_for;
+	const char *probe_id; /* omitted when NULL or "" */
+};
+/* The line as malloc'd JSON text without a newline; NULL only out of memory. */
+char *wh_audit_format(const struct wh_audit_entry *e);
+/* Appends one line, whole or not at all; durable = fdatasync before returning. */
+int wh_audit_write(struct wh_audit *audit, const struct wh_audit_entry *e, bool durable,
+                   struct vm_err *err);
+/* The request's line; on failure logs loudly (the line's essentials go to the
+ * main log) and returns -1: the answer goes out anyway. */
+int wh_audit_request(struct wh_audit *audit, const struct wh_req *req);
+/* Before a state-changing handler runs: writes its "started" line durably, or
+ * answers 500 audit_unavailable and returns -1 (fail closed). Reads: 0. */
+int wh_audit_begin(struct wh_req *req);
 struct wh_audit *wh_audit_of(const struct wh_req *req);
 
 /* Request guard (guard.c): whole-request deadlines for one listener's
@@ -97,7 +120,8 @@ void wh_reply_error(struct wh_req *req, int status, const char *code, const char
 /* Same with extra header lines ("Retry-After: 1\r\n"). */
 void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_headers, const char *code,
                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-void wh_reply_raw(struct mg_connection *conn, int status, const char *content_type,
+/* Any other body (Prometheus text, pre-rendered JSON); records status like the others. */
+void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 
 /* Reads the request body, bounded by webhook.max_body. On failure it has

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/log.h"
 #include "core/sock.h"
 #include "webhook/internal.h"
@@ -45,8 +46,8 @@ static const char *status_text(int status)
 	return t != NULL ? t : "";
 }
 
-void wh_reply_raw(struct mg_connection *conn, int status, const char *content_type,
-                  const char *extra_headers, const char *body, size_t len)
+static void send_raw(struct mg_connection *conn, int status, const char *content_type,
+                     const char *extra_headers, const char *body, size_t len)
 {
 	mg_printf(conn,
 	          "HTTP/1.1 %d %s\r\n"
@@ -68,11 +69,11 @@ static void reply_json_headers(struct mg_connection *conn, int status, const cha
 	if (text == NULL) {
 		static const char oom[] =
 		    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-		wh_reply_raw(conn, 500, "application/json", extra, oom, sizeof(oom) - 1);
+		send_raw(conn, 500, "application/json", extra, oom, sizeof(oom) - 1);
 	} else {
 		size_t n = strlen(text);
 		text[n] = '\n'; /* a trailing newline is friendlier to curl users */
-		wh_reply_raw(conn, status, "application/json", extra, text, n + 1);
+		send_raw(conn, status, "application/json", extra, text, n + 1);
 		text[n] = '\0';
 	}
 	free(text);
@@ -85,12 +86,25 @@ static void audit_before_reply(struct wh_req *req)
 {
 	if (req->audited || req->route == NULL || req->route->scope == NULL)
 		return;
-	wh_audit_request(req->srv->audit, req);
+	/* a lost line is logged loudly there; the action (if any) has its "started" line */
+	(void)wh_audit_request(req->srv->audit, req);
 	req->audited = true;
+}
+
+void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
+                  const char *extra_headers, const char *body, size_t len)
+{
+	req->status = status;
+	audit_before_reply(req);
+	send_raw(req->conn, status, content_type, extra_headers, body, len);
 }
 
 void wh_reply_json(struct wh_req *req, int status, json_t *body)
 {
+	if (body == NULL) { /* what reply_json_headers will answer, audited as such */
+		status = 500;
+		snprintf(req->err_code, sizeof(req->err_code), "internal");
+	}
 	req->status = status;
 	audit_before_reply(req);
 	reply_json_headers(req->conn, status, NULL, body);
@@ -104,14 +118,19 @@ static json_t *error_body(const char *code, const char *msg)
 static void reply_error_conn(struct mg_connection *conn, int status, const char *extra,
                              const char *code, const char *msg)
 {
-	reply_json_headers(conn, status, extra, error_body(code, msg));
+	/* messages may quote the caller's bytes (path, method, a claim): jansson
+	 * takes valid UTF-8 only, and a cut message may end inside a character */
+	char clean[1024];
+	utf8_escape(clean, sizeof(clean), msg, strlen(msg), 0, NULL);
+	reply_json_headers(conn, status, extra, error_body(code, clean));
 }
 
 static void reply_error_v(struct wh_req *req, int status, const char *extra, const char *code,
                           const char *fmt, va_list ap)
 {
 	char msg[512];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
+		msg[utf8_cut(msg, sizeof(msg) - 1)] = '\0';
 	req->status = status;
 	snprintf(req->err_code, sizeof(req->err_code), "%s", code);
 	audit_before_reply(req);
@@ -291,11 +310,12 @@ static int dispatch(struct mg_connection *conn)
 				close_if_unread(l, conn);
 				return 1;
 			}
-			if (wh_auth_check(&req, r->scope) == 0)
+			/* fail closed: nothing runs before its audit line is on disk */
+			if (wh_auth_check(&req, r->scope) == 0 && wh_audit_begin(&req) == 0)
 				r->fn(&req);
-			/* handlers that stream (SSE, metrics text) are audited when done */
+			/* handlers that stream (SSE) are audited when done */
 			if (!req.audited)
-				wh_audit_request(req.srv->audit, &req);
+				(void)wh_audit_request(req.srv->audit, &req);
 			close_if_unread(l, conn);
 			return 1;
 		}

@@ -42,5 +42,5 @@ int probe_exec_parse(STEP_PARSE_ARGS)
 
 enum probe_step_status probe_exec_run(STEP_RUN_ARGS)
 {
-	return probe_run_argv(st, st->argv, ctx, result);
+	return probe_run_argv(st, st->argv, 0, ctx, result);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/fs.h"
 #include "probe/steps/steps.h"
 
 #define READ_DEFAULT (1u << 20)
@@ -65,19 +66,14 @@ void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
 enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 {
 	(void)ctx;
-	int fd = open(st->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return failed(result, errno, "open", st->path);
+	/* resolved once through directory fds (no untrusted symlink); only a
+	 * regular file is opened: devices and FIFOs could block or never end */
 	struct stat sb;
-	if (fstat(fd, &sb) != 0) {
-		int e = errno;
-		close(fd);
-		return failed(result, e, "stat", st->path);
-	}
-	/* devices and FIFOs could block or never end */
-	if (!S_ISREG(sb.st_mode)) {
-		close(fd);
-		json_object_set_new(result, "error", json_string("not a regular file"));
+	struct vm_err oerr = {0};
+	int fd = fs_open_read(st->path, &sb, &oerr);
+	if (fd < 0) {
+		json_object_set_new(result, "error_code", json_string(fs_err_name(&oerr)));
+		json_object_set_new(result, "error", json_string(oerr.msg));
 		return STEP_FAILED;
 	}
 	size_t want = (size_t)st->max_bytes;
@@ -104,14 +100,17 @@ enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 	/* truncated when the file holds more than we read */
 	char extra;
 	ssize_t more = read(fd, &extra, 1);
-	close(fd);
 	bool truncated = more > 0;
 	uint8_t digest[SHA256_LEN];
 	struct vm_err err = {0};
+	/* the whole file's digest through the fd already opened, not the path */
+	char self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
 	if (!truncated)
 		sha256_buf(buf, got, digest);
-	else if (sha256_file(st->path, digest, &err) != 0)
+	else if (sha256_file(self, digest, &err) != 0)
 		memset(digest, 0, sizeof(digest));
+	close(fd);
 	char hex[2 * SHA256_LEN + 1];
 	hex_encode(digest, sizeof(digest), hex);
 	char *b64 = malloc(b64_encoded_len(got) + 1);

@@ -1,7 +1,8 @@
-/* Step "file.write": replaces a file atomically (temp file in the same
- * directory, fsync, rename or link for create_only, fsync of the directory),
- * with mode/owner/group, an optional backup and an expected sha256. Reports
- * changed=false (and writes nothing) when content, mode and owner already match. */
+/* Step "file.write": replaces a file atomically through one opened directory
+ * fd (fs_write_at: O_TMPFILE, fsync, link/rename in that fd, fsync of the
+ * directory), with mode/owner/group, an optional backup (fs_backup_at) and an
+ * expected sha256. Reports changed=false (and writes nothing) when content,
+ * mode and owner already match. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,7 +16,8 @@
 #include "core/proc.h"
 #include "probe/steps/steps.h"
 
-#define WRITE_MAX (16u << 20)
+#define WRITE_MAX  (16u << 20)
+#define BACKUP_MAX (1ull << 30) /* a backup copies at most this much */
 
 static int bad_field(const char *path, const char *field, char *epath, size_t ecap,
                      struct vm_err *err, const char *why)
@@ -86,68 +88,39 @@ int probe_file_write_parse(STEP_PARSE_ARGS)
 	return 0;
 }
 
-static enum probe_step_status fail_errno(json_t *result, int e, const char *what, const char *p)
-{
-	char msg[PATH_MAX + 128];
-	snprintf(msg, sizeof(msg), "%s %s: %s", what, p, strerror(e));
-	json_object_set_new(result, "error", json_string(msg));
-	return STEP_FAILED;
-}
-
 static enum probe_step_status fail_msg(json_t *result, const char *msg)
 {
 	json_object_set_new(result, "error", json_string(msg));
 	return STEP_FAILED;
 }
 
-/* True when path already holds exactly this content with this mode and owner. */
-static bool unchanged(const char *path, const struct stat *sb, const uint8_t *data, size_t len,
-                      mode_t mode, uid_t uid, gid_t gid)
+/* The reason as a stable code beside the human message. */
+static enum probe_step_status fail_err(json_t *result, const struct vm_err *err)
+{
+	json_object_set_new(result, "error_code", json_string(fs_err_name(err)));
+	return fail_msg(result, err->msg);
+}
+
+/* True when the open file fd already holds exactly this content with this
+ * mode and owner (compared through fd, never by path). */
+static bool unchanged(int fd, const struct stat *sb, const uint8_t *data, size_t len, mode_t mode,
+                      uid_t uid, gid_t gid)
 {
 	if ((size_t)sb->st_size != len || (sb->st_mode & 07777) != mode || sb->st_uid != uid ||
 	    sb->st_gid != gid)
 		return false;
-	uint8_t a[SHA256_LEN], b[SHA256_LEN];
-	struct vm_err err;
-	if (sha256_file(path, a, &err) != 0)
-		return false;
-	sha256_buf(data, len, b);
-	return memcmp(a, b, sizeof(a)) == 0;
-}
-
-static int write_temp(const char *path, const uint8_t *data, size_t len, mode_t mode, bool set_ids,
-                      uid_t uid, gid_t gid, char *tmp, size_t cap)
-{
-	snprintf(tmp, cap, "%s.vma-tmp.XXXXXX", path);
-	int fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return -1;
+	uint8_t buf[65536];
 	size_t off = 0;
-	int rc = 0;
-	while (off < len && rc == 0) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno != EINTR)
-			rc = -1;
-		else if (w > 0)
-			off += (size_t)w;
+	while (off < len) {
+		ssize_t n = pread(fd, buf, sizeof(buf), (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || (size_t)n > len - off || memcmp(buf, data + off, (size_t)n) != 0)
+			return false;
+		off += (size_t)n;
 	}
-	if (rc == 0 && set_ids && fchown(fd, uid, gid) != 0)
-		rc = -1;
-	/* after chown: chown clears setuid bits */
-	if (rc == 0 && fchmod(fd, mode) != 0)
-		rc = -1;
-	if (rc == 0 && fsync(fd) != 0)
-		rc = -1;
-	int e = errno;
-	if (close(fd) != 0 && rc == 0) {
-		rc = -1;
-		e = errno;
-	}
-	if (rc != 0) {
-		unlink(tmp);
-		errno = e;
-	}
-	return rc;
+	char extra;
+	return pread(fd, &extra, 1, (off_t)len) == 0;
 }
 
 enum probe_step_status probe_file_write_run(STEP_RUN_ARGS)
@@ -171,14 +144,29 @@ enum probe_step_status probe_file_write_run(STEP_RUN_ARGS)
 	if (proc_lookup_ids(st->owner ? st->owner : "", st->group ? st->group : "", &uid, &gid,
 	                    &set_ids, &err) != 0)
 		return fail_msg(result, err.msg);
+	/* one directory fd for the whole step: a swapped directory or symlink on
+	 * the path cannot redirect any of what follows */
+	char leaf[FS_NAME_MAX];
+	int dirfd = fs_open_parent(st->path, leaf, &err);
+	if (dirfd < 0)
+		return fail_err(result, &err);
+	enum probe_step_status ret = STEP_FAILED;
 	struct stat sb;
-	bool exists = lstat(st->path, &sb) == 0;
-	if (!exists && errno != ENOENT)
-		return fail_errno(result, errno, "stat", st->path);
-	if (exists && !S_ISREG(sb.st_mode))
-		return fail_msg(result, "the path exists and is not a regular file");
-	if (exists && st->create_only)
-		return fail_msg(result, "the file exists and create_only is set; nothing written");
+	int fd = fs_open_at(dirfd, leaf, &sb, &err);
+	bool exists = fd >= 0;
+	if (!exists && err.code != VM_ERR_NOTFOUND) {
+		if (err.code == FS_ERR_SYMLINK)
+			vm_err_set(&err, FS_ERR_SYMLINK,
+			           "%s is a symlink; refusing to write through it", st->path);
+		ret = fail_err(result, &err);
+		goto out;
+	}
+	if (exists && st->create_only) {
+		vm_err_set(&err, VM_ERR_BUSY,
+		           "the file exists and create_only is set; nothing written");
+		ret = fail_err(result, &err);
+		goto out;
+	}
 	/* Unspecified mode/owner: keep the existing file's, or 0644 and the agent's. */
 	mode_t mode = st->mode >= 0 ? (mode_t)st->mode : exists ? sb.st_mode & 07777 : 0644;
 	if (!set_ids && exists) {
@@ -186,37 +174,41 @@ enum probe_step_status probe_file_write_run(STEP_RUN_ARGS)
 		gid = sb.st_gid;
 		set_ids = uid != getuid() || gid != getgid();
 	}
-	if (exists && unchanged(st->path, &sb, st->content, st->content_len, mode, uid, gid))
-		return STEP_OK;
-
-	if (exists && st->backup) {
-		char bak[PATH_MAX + 8], *old = NULL;
-		size_t olen = 0;
-		snprintf(bak, sizeof(bak), "%s.bak", st->path);
-		if (fs_read_file(st->path, 1u << 30, &old, &olen, &err) != 0 ||
-		    fs_write_atomic(bak, old, olen, sb.st_mode & 07777, &err) != 0) {
-			free(old);
-			return fail_msg(result, err.msg);
-		}
-		free(old);
-		json_object_set_new(result, "backup", json_string(bak));
+	/* a kept mode never carries setuid/setgid to a new owner (as chown(2) would) */
+	if (st->mode < 0 && exists && (uid != sb.st_uid || gid != sb.st_gid))
+		mode &= (mode_t) ~(S_ISUID | S_ISGID);
+	if (exists && unchanged(fd, &sb, st->content, st->content_len, mode, uid, gid)) {
+		ret = STEP_OK;
+		goto out;
 	}
-	char tmp[PATH_MAX + 32];
-	if (write_temp(st->path, st->content, st->content_len, mode, set_ids, uid, gid, tmp,
-	               sizeof(tmp)) != 0)
-		return fail_errno(result, errno, "write", st->path);
-	/* create_only: link() fails atomically if someone created the file meanwhile */
-	int rc = st->create_only ? link(tmp, st->path) : rename(tmp, st->path);
-	int e = errno;
-	if (st->create_only || rc != 0)
-		unlink(tmp);
-	if (rc != 0)
-		return fail_errno(result, e, st->create_only ? "create" : "rename", st->path);
-	if (fs_sync_parent(st->path, &err) != 0)
-		return fail_msg(result, err.msg);
+	if (exists && st->backup) {
+		char bak[FS_NAME_MAX + 8], shown[PATH_MAX + 8];
+		snprintf(bak, sizeof(bak), "%s.bak", leaf);
+		snprintf(shown, sizeof(shown), "%s.bak", st->path);
+		/* from the fd already opened and checked, never the path again */
+		if (fs_backup_at(dirfd, bak, fd, &sb, BACKUP_MAX, &err) != 0) {
+			ret = fail_err(result, &err);
+			goto out;
+		}
+		json_object_set_new(result, "backup", json_string(shown));
+	}
+	struct fs_write_opts o = {.mode = mode,
+	                          .set_ids = set_ids,
+	                          .uid = uid,
+	                          .gid = gid,
+	                          .create_only = st->create_only};
+	if (fs_write_at(dirfd, leaf, st->content, st->content_len, &o, &err) != 0) {
+		ret = fail_err(result, &err);
+		goto out;
+	}
 	char m[16];
 	snprintf(m, sizeof(m), "%04o", (unsigned)mode);
 	json_object_set_new(result, "mode", json_string(m));
 	json_object_set_new(result, "changed", json_true());
-	return STEP_OK;
+	ret = STEP_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	close(dirfd);
+	return ret;
 }

@@ -1,14 +1,13 @@
-/* Step "script": a body written 0700 into probe.work_dir/scripts and run by an
- * interpreter (default /bin/sh) given as a path, then removed. */
+/* Step "script": a body run by an interpreter (default /bin/sh) given as a
+ * path, which reads it from a memfd (see script_memfd). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-#include "core/codec.h"
 #include "core/proc.h"
 #include "probe/steps/steps.h"
 
@@ -30,54 +29,49 @@ int probe_script_parse(STEP_PARSE_ARGS)
 	return probe_proc_fields(obj, st, path, epath, ecap, err);
 }
 
-static int write_script(const char *dir, const char *body, uid_t uid, bool chown_it, char *out,
-                        size_t cap, struct vm_err *err)
+/* The body lives in a sealed memfd passed as the interpreter's fd 3 and read
+ * as /proc/self/fd/3: nothing on disk, readable by any step user (no 0700
+ * directory in the way), never part of a command line or a shell string. */
+static int script_memfd(const char *body, struct vm_err *err)
 {
-	uint8_t rnd[8];
-	char hex[17];
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		return vm_err_errno(err, VM_ERR_IO, errno, "getrandom");
-	hex_encode(rnd, sizeof(rnd), hex);
-	if ((size_t)snprintf(out, cap, "%s/scripts/step-%s", dir, hex) >= cap)
-		return vm_err_set(err, VM_ERR_INVALID, "probe.work_dir too long");
-	int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0700);
+	int fd = memfd_create("vma-script", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "create %s", out);
+		return vm_err_errno(err, VM_ERR_IO, errno, "memfd_create");
 	size_t len = strlen(body), off = 0;
-	int rc = 0;
-	while (off < len && rc == 0) {
+	while (off < len) {
 		ssize_t w = write(fd, body + off, len - off);
-		if (w < 0 && errno != EINTR)
-			rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", out);
-		else if (w > 0)
-			off += (size_t)w;
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			int e = errno;
+			close(fd);
+			return vm_err_errno(err, VM_ERR_IO, e, "write script");
+		}
+		off += (size_t)w;
 	}
-	/* the step's user must be able to read its script */
-	if (rc == 0 && chown_it && fchown(fd, uid, (gid_t)-1) != 0)
-		rc = vm_err_errno(err, VM_ERR_PERM, errno, "chown %s", out);
-	if (close(fd) != 0 && rc == 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "close %s", out);
-	if (rc != 0)
-		unlink(out);
-	return rc;
+	/* the script cannot be rewritten under the interpreter (fd 3 is shared
+	 * with everything the script starts) */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0 ||
+	    lseek(fd, 0, SEEK_SET) != 0) {
+		int e = errno;
+		close(fd);
+		return vm_err_errno(err, VM_ERR_IO, e, "seal script");
+	}
+	return fd;
 }
 
 enum probe_step_status probe_script_run(STEP_RUN_ARGS)
 {
-	char file[PATH_MAX];
 	struct vm_err err = {0};
-	uid_t uid = 0;
-	gid_t gid = 0;
-	bool set = false;
-	if (proc_lookup_ids(st->user ? st->user : "", st->group ? st->group : "", &uid, &gid, &set,
-	                    &err) != 0 ||
-	    write_script(ctx->work_dir, st->body, uid, set, file, sizeof(file), &err) != 0) {
+	int fd = script_memfd(st->body, &err);
+	if (fd < 0) {
 		json_object_set_new(result, "exit_code", json_integer(126));
 		json_object_set_new(result, "error", json_string(err.msg));
 		return STEP_FAILED;
 	}
-	const char *argv[] = {st->interpreter ? st->interpreter : "/bin/sh", file, NULL};
-	enum probe_step_status s = probe_run_argv(st, argv, ctx, result);
-	unlink(file);
+	const char *argv[] = {st->interpreter ? st->interpreter : "/bin/sh", "/proc/self/fd/3",
+	                      NULL};
+	enum probe_step_status s = probe_run_argv(st, argv, fd, ctx, result);
+	close(fd);
 	return s;
 }

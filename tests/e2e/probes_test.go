@@ -87,7 +87,7 @@ func TestProbeEveryStepTypeHappyPath(t *testing.T) {
 		"steps": []interface{}{
 			map[string]interface{}{"type": "exec", "argv": []string{"/bin/sh", "-c", "echo \"$GREETING\"; cat; pwd; echo err >&2"},
 				"env": map[string]string{"GREETING": "hi"}, "stdin": "from-stdin\n", "cwd": dir},
-			map[string]interface{}{"type": "script", "body": "#!/bin/sh\necho script:$0 | grep -c /scripts/\nexit 0\n"},
+			map[string]interface{}{"type": "script", "body": "#!/bin/sh\necho script:$0 | grep -c /proc/self/fd/\nexit 0\n"},
 			map[string]interface{}{"type": "file.write", "path": target, "content_b64": base64.StdEncoding.EncodeToString([]byte(content)), "mode": "0640"},
 			map[string]interface{}{"type": "file.write", "path": target, "content_b64": base64.StdEncoding.EncodeToString([]byte(content)), "mode": "0640"},
 			map[string]interface{}{"type": "file.read", "path": target},
@@ -119,7 +119,7 @@ func TestProbeEveryStepTypeHappyPath(t *testing.T) {
 	if string(got) != content || s[4]["truncated"] != false || s[4]["mode"] != "0640" || s[4]["size"].(float64) != float64(len(content)) {
 		t.Errorf("file.read: %v", s[4])
 	}
-	// the script file was removed after its step
+	// the script body never reaches the disk (it is read from a memfd)
 	left, _ := filepath.Glob(filepath.Join(a.Dir, "state", "work", "scripts", "*"))
 	if len(left) != 0 {
 		t.Errorf("script files left behind: %v", left)

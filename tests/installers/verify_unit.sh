@@ -19,4 +19,10 @@ if grep -q . "$dir/out"; then
 	echo "FAIL: systemd-analyze verify printed warnings"
 	exit 1
 fi
+# Steps run in cgroups below the agent's own (memory/cpu/pids limits,
+# cgroup.kill): systemd must delegate that subtree to the agent.
+if ! grep -qx 'Delegate=yes' "$template"; then
+	echo "FAIL: vm-agent.service lacks Delegate=yes (step cgroups need a delegated subtree)"
+	exit 1
+fi
 echo "OK: vm-agent.service passes systemd-analyze verify"

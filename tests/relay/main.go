@@ -138,6 +138,48 @@ func (c *wsConn) injectRaw(p []byte) error {
 	return err
 }
 
+// tcpConn is the TCP connection under the WebSocket (below TLS, if any).
+func (c *wsConn) tcpConn() (*net.TCPConn, error) {
+	nc := c.raw
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("not a TCP connection: %T", nc)
+	}
+	return tcp, nil
+}
+
+// reset closes the TCP connection with SO_LINGER 0: the kernel sends an RST
+// (what a load balancer or a crashed Piko does), not a FIN.
+func (c *wsConn) reset() error {
+	tcp, err := c.tcpConn()
+	if err != nil {
+		return err
+	}
+	if err := tcp.SetLinger(0); err != nil {
+		return err
+	}
+	return tcp.Close()
+}
+
+// injectBelowTLS writes bytes to the TCP connection under TLS: the agent's
+// TLS layer sees a record it cannot decrypt (a TLS error, not a close).
+func (c *wsConn) injectBelowTLS(p []byte) error {
+	if _, ok := c.raw.(*tls.Conn); !ok {
+		return errors.New("the upstream is not TLS")
+	}
+	tcp, err := c.tcpConn()
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err = tcp.Write(p)
+	return err
+}
+
 func (c *wsConn) Close() error                       { return c.ws.Close() }
 func (c *wsConn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
 func (c *wsConn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
@@ -162,7 +204,9 @@ type relay struct {
 	rsaPub      *rsa.PublicKey
 }
 
-func b64url(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "=")) }
+func b64url(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+}
 
 // verifyJWT checks the signature, exp and piko.endpoints; returns exp (0 = none).
 func (r *relay) verifyJWT(tok, endpoint string) (int64, error) {
@@ -368,6 +412,12 @@ func (r *relay) fault(mode string, dur time.Duration) error {
 		switch mode {
 		case "drop": // TCP connection gone without a close frame
 			err = c.raw.Close()
+		case "reset": // TCP reset (SO_LINGER 0), no close frame, no FIN
+			err = c.reset()
+		case "tlsgarbage": // a bogus TLS record (application data, bad MAC)
+			err = c.injectBelowTLS([]byte{0x17, 0x03, 0x03, 0x00, 0x20,
+				1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+				17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32})
 		case "stall": // stop reading: the agent's pings go unanswered
 			ch := make(chan struct{})
 			c.stallMu.Lock()

@@ -1,16 +1,22 @@
 /* Unit tests for core/admin: request parsing, server + client round trip,
  * errors, socket mode, stale and live sockets. */
+#include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/admin.h"
+#include "core/proc.h"
 
 #include "test_dir.h"
 
@@ -91,6 +97,175 @@ static void test_admin_replaces_stale_socket(void **state)
 	admin_stop(srv);
 }
 
+/* Starts a server with lim in <test_dir>/run and puts its socket path in sock. */
+static struct admin_server *start_limited(const struct admin_limits *lim, int *calls, char *sock,
+                                          size_t cap)
+{
+	char rt[128];
+	snprintf(rt, sizeof(rt), "%s/run", test_dir);
+	struct vm_err err = {0};
+	struct admin_server *srv = admin_start_with(rt, cmds, 2, calls, lim, &err);
+	assert_non_null(srv);
+	admin_socket_path(rt, sock, cap);
+	return srv;
+}
+
+static int raw_connect(const char *sock)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+/* Reads one reply line (or until EOF) within timeout_ms; returns its length
+ * (0 = closed without a reply, -1 = still open at the timeout). */
+static long read_reply(int fd, char *buf, size_t cap, int timeout_ms)
+{
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	size_t n = 0;
+	while (n + 1 < cap) {
+		ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (memchr(buf, '\n', n) != NULL)
+			break;
+	}
+	buf[n] = '\0';
+	return (long)n;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static void test_admin_serves_while_other_clients_stall(void **state)
+{
+	(void)state;
+	int calls = 0;
+	char sock[160];
+	struct admin_limits lim = {.max_conns = 8, .deadline_ms = 5000};
+	struct admin_server *srv = start_limited(&lim, &calls, sock, sizeof(sock));
+	int idle[6];
+	for (size_t i = 0; i < 6; i++) {
+		idle[i] = raw_connect(sock);
+		if (i % 2 == 1) /* half have sent part of a request */
+			assert_int_equal(send(idle[i], "{\"cmd\":", 7, MSG_NOSIGNAL), 7);
+	}
+	/* Each call is answered at once, not after the stalled ones' deadline. */
+	for (int k = 0; k < 3; k++) {
+		int64_t t0 = proc_now_ms();
+		char *reply = NULL;
+		struct vm_err err = {0};
+		assert_int_equal(
+		    admin_call(sock, "{\"cmd\":\"echo\",\"arg\":1}", 2000, &reply, &err), 0);
+		assert_string_equal(reply, "{\"ok\":true,\"result\":{\"got\":1}}");
+		free(reply);
+		assert_true(proc_now_ms() - t0 < 500);
+	}
+	assert_int_equal(calls, 3);
+	for (size_t i = 0; i < 6; i++)
+		close(idle[i]);
+	admin_stop(srv);
+}
+
+static void test_admin_drops_dripping_client_at_deadline(void **state)
+{
+	(void)state;
+	int calls = 0;
+	char sock[160];
+	struct admin_limits lim = {.max_conns = 4, .deadline_ms = 300};
+	struct admin_server *srv = start_limited(&lim, &calls, sock, sizeof(sock));
+	int fd = raw_connect(sock);
+	int64_t t0 = proc_now_ms();
+	/* One byte every 20 ms, never a newline: every recv succeeds, yet the
+	 * whole request has one deadline. Bounded: 150 bytes = 3 s. */
+	const char req[] = "{\"cmd\":\"echo\",\"arg\":\"";
+	bool closed = false;
+	for (int i = 0; i < 150 && !closed; i++) {
+		char c = i < (int)sizeof(req) - 1 ? req[i] : 'x';
+		if (send(fd, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+			closed = true;
+		char buf[16];
+		ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			closed = true;
+		sleep_ms(20);
+	}
+	int64_t took = proc_now_ms() - t0;
+	assert_true(closed);
+	assert_true(took >= 250);
+	assert_true(took < 1500);
+	assert_int_equal(calls, 0);
+	close(fd);
+	admin_stop(srv);
+}
+
+static void test_admin_answers_busy_beyond_max_conns(void **state)
+{
+	(void)state;
+	int calls = 0;
+	char sock[160];
+	struct admin_limits lim = {.max_conns = 2, .deadline_ms = 400};
+	struct admin_server *srv = start_limited(&lim, &calls, sock, sizeof(sock));
+	int a = raw_connect(sock), b = raw_connect(sock);
+	sleep_ms(50); /* both accepted into the two slots */
+	int c = raw_connect(sock);
+	char buf[256];
+	int64_t t0 = proc_now_ms();
+	assert_true(read_reply(c, buf, sizeof(buf), 1000) > 0);
+	assert_true(proc_now_ms() - t0 < 300);
+	assert_non_null(strstr(buf, "\"code\":\"busy\""));
+	close(c);
+
+	/* A call shorter than the slots' deadline gets the busy answer... */
+	char *reply = NULL;
+	struct vm_err err = {0};
+	assert_int_equal(admin_call(sock, "{\"cmd\":\"echo\"}", 100, &reply, &err), 0);
+	assert_string_equal(reply, ADMIN_REPLY_BUSY);
+	free(reply);
+	/* ...a longer one retries until the stalled slots time out. */
+	assert_int_equal(admin_call(sock, "{\"cmd\":\"echo\",\"arg\":2}", 3000, &reply, &err), 0);
+	assert_string_equal(reply, "{\"ok\":true,\"result\":{\"got\":2}}");
+	free(reply);
+	/* The stalled clients were closed without an answer. */
+	assert_int_equal(read_reply(a, buf, sizeof(buf), 1000), 0);
+	assert_int_equal(read_reply(b, buf, sizeof(buf), 1000), 0);
+	close(a);
+	close(b);
+	admin_stop(srv);
+}
+
+static void test_admin_rejects_oversized_request(void **state)
+{
+	(void)state;
+	int calls = 0;
+	char sock[160];
+	struct admin_limits lim = {.request_max = 1024};
+	struct admin_server *srv = start_limited(&lim, &calls, sock, sizeof(sock));
+	char big[2048];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	static const char head[] = "{\"cmd\":\"echo\",\"arg\":\"";
+	memcpy(big, head, sizeof(head) - 1);
+	char *reply = NULL;
+	struct vm_err err = {0};
+	assert_int_equal(admin_call(sock, big, 2000, &reply, &err), 0);
+	assert_non_null(strstr(reply, "bad_request"));
+	assert_non_null(strstr(reply, "1024 bytes"));
+	free(reply);
+	assert_int_equal(calls, 0);
+	admin_stop(srv);
+}
+
 static void test_admin_parse_request(void **state)
 {
 	(void)state;
@@ -122,6 +297,14 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_admin_round_trip_and_errors, test_dir_setup,
 	                                    test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_admin_replaces_stale_socket, test_dir_setup,
+	                                    test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_serves_while_other_clients_stall,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_drops_dripping_client_at_deadline,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_answers_busy_beyond_max_conns,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_rejects_oversized_request, test_dir_setup,
 	                                    test_dir_teardown),
 	    cmocka_unit_test(test_admin_parse_request),
 	};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/config.h"
 
 static char *const no_env[] = {NULL};
@@ -397,6 +398,124 @@ static void test_config_auth_and_probe_defaults(void **state)
 	free(c);
 }
 
+static void expect_redacted(const char *url, const char *want)
+{
+	char out[256];
+	url_redact(url, out, sizeof(out));
+	if (strcmp(out, want) != 0)
+		fail_msg("url_redact(\"%s\") = \"%s\", want \"%s\"", url, out, want);
+}
+
+static void test_config_url_redact_edge_cases(void **state)
+{
+	(void)state;
+	expect_redacted("http://user:pass@proxy:3128/", "http://user:***@proxy:3128/");
+	expect_redacted("https://host/path", "https://host/path");
+	expect_redacted("", "");
+	/* no scheme: the authority starts at the beginning */
+	expect_redacted("user:pass@proxy:3128", "user:***@proxy:3128");
+	expect_redacted("proxy:3128", "proxy:3128");
+	/* '@' in the path, query or fragment is not userinfo */
+	expect_redacted("http://host/a@b:c", "http://host/a@b:c");
+	expect_redacted("http://host?x=u:p@y", "http://host?x=u:p@y");
+	expect_redacted("http://host#u:p@y", "http://host#u:p@y");
+	expect_redacted("http://u:p@host/a@b", "http://u:***@host/a@b");
+	/* IPv6 hosts: their colons are not a password separator */
+	expect_redacted("http://[::1]:9/x", "http://[::1]:9/x");
+	expect_redacted("http://u:p@[::1]:9", "http://u:***@[::1]:9");
+	expect_redacted("socks5h://u:p@[2001:db8::1]", "socks5h://u:***@[2001:db8::1]");
+	/* percent-encoding stays encoded; an unencoded '@' in the password: last '@' wins */
+	expect_redacted("http://us%40er:p%3Ass@h", "http://us%40er:***@h");
+	expect_redacted("http://u:p@ss@h/", "http://u:***@h/");
+	/* a user alone is often a token */
+	expect_redacted("https://ghp_token@h/", "https://***@h/");
+	expect_redacted("http://:pw@h", "http://:***@h");
+	/* a cut output never holds any part of the password */
+	char small[12];
+	url_redact("http://u:secretpw@host", small, sizeof(small));
+	assert_null(strstr(small, "sec"));
+	assert_string_equal(url_shown("http://a:b@c").s, "http://a:***@c");
+	assert_string_equal(url_redact(NULL, small, sizeof(small)), "");
+}
+
+static void test_config_dump_redacts_url_passwords(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c,
+	                      "agent:\n  proxy_url: http://u:Secret1@p:3128\n"
+	                      "  control_plane_url: https://cp:Secret2@cp.example\n"
+	                      "piko:\n  proxy_url: http://v:Secret3@[::1]:8080\n"
+	                      "  server_url: https://w:Secret4@piko.example\n  endpoint: e\n",
+	                      NULL, &err),
+	                 0);
+	char *buf = malloc(256 * 1024);
+	assert_int_equal(cfg_dump(c, buf, 256 * 1024), 0);
+	assert_null(strstr(buf, "Secret"));
+	/* a scheme libcurl refuses is refused first: its message would quote the URL */
+	expect_error("piko:\n  proxy_url: ftp://u:Secret5@h\n",
+	             "piko.proxy_url: expected an http://");
+	assert_non_null(strstr(buf, "proxy_url: \"http://u:***@p:3128\""));
+	assert_non_null(strstr(buf, "proxy_url: \"http://v:***@[::1]:8080\""));
+	assert_non_null(strstr(buf, "server_url: \"https://w:***@piko.example\""));
+	/* the loaded value itself is intact: only what is shown is redacted */
+	assert_string_equal(c->agent.proxy_url, "http://u:Secret1@p:3128");
+	free(buf);
+	free(c);
+}
+
+static size_t key_index(const char *name)
+{
+	for (size_t i = 0; i < cfg_key_count(); i++)
+		if (strcmp(cfg_key_name(i), name) == 0)
+			return i;
+	fail_msg("no key %s", name);
+	return 0;
+}
+
+static void test_config_key_apply_live_or_restart(void **state)
+{
+	(void)state;
+	const char *live[] = {"probe.allow",      "probe.default_timeout",
+	                      "log.level",        "webhook.port",
+	                      "piko.server_url",  "health.check_interval",
+	                      "upgrade.max_size", "agent.proxy_credentials_file"};
+	const char *restart[] = {
+	    "probe.max_concurrent", "probe.queue_size",  "probe.work_dir", "probe.output_cap",
+	    "agent.state_dir",      "agent.runtime_dir", "agent.id",       "health.proc_root"};
+	for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++)
+		if (cfg_key_apply(key_index(live[i])) != CFG_APPLY_LIVE)
+			fail_msg("%s should apply live", live[i]);
+	for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
+		if (cfg_key_apply(key_index(restart[i])) != CFG_APPLY_RESTART)
+			fail_msg("%s should need a restart", restart[i]);
+	assert_int_equal(cfg_key_apply(cfg_key_count()), CFG_APPLY_RESTART);
+}
+
+static void test_config_key_differs_and_copy(void **state)
+{
+	(void)state;
+	struct cfg *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+	struct vm_err err = {0};
+	assert_int_equal(
+	    load(a, "probe:\n  allow: [\"/bin/a\"]\n  max_concurrent: 3\n", NULL, &err), 0);
+	assert_int_equal(
+	    load(b, "probe:\n  allow: [\"/bin/b\"]\n  max_concurrent: 3\n", NULL, &err), 0);
+	size_t allow = key_index("probe.allow"), mc = key_index("probe.max_concurrent");
+	assert_true(cfg_key_differs(a, b, allow));
+	assert_false(cfg_key_differs(a, b, mc));
+	/* bytes after a string's NUL are not a difference */
+	snprintf(b->agent.id, sizeof(b->agent.id), "%s", a->agent.id);
+	b->agent.id[sizeof(b->agent.id) - 1] = 'x';
+	assert_false(cfg_key_differs(a, b, key_index("agent.id")));
+	cfg_key_copy(b, a, allow);
+	assert_false(cfg_key_differs(a, b, allow));
+	assert_string_equal(b->probe.allow.items[0], "/bin/a");
+	free(a);
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -420,6 +539,10 @@ int main(void)
 	    cmocka_unit_test(test_config_list_from_yaml_sequence_and_env),
 	    cmocka_unit_test(test_config_list_errors),
 	    cmocka_unit_test(test_config_auth_and_probe_defaults),
+	    cmocka_unit_test(test_config_url_redact_edge_cases),
+	    cmocka_unit_test(test_config_dump_redacts_url_passwords),
+	    cmocka_unit_test(test_config_key_apply_live_or_restart),
+	    cmocka_unit_test(test_config_key_differs_and_copy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

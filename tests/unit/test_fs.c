@@ -1,13 +1,19 @@
-/* Unit tests for core/fs: atomic replace, mkdir -p, bounded reads. */
+/* Unit tests for core/fs: atomic replace, mkdir -p, bounded reads, and caller
+ * paths reached through an opened directory fd (symlink rule, O_TMPFILE
+ * writes, backups). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/fs.h"
 
@@ -86,6 +92,268 @@ static void test_fs_read_file_enforces_limit(void **state)
 	free(data);
 }
 
+/* test_dir/name as a path. */
+static const char *at(const char *name)
+{
+	static char buf[4][256];
+	static int i;
+	i = (i + 1) % 4;
+	snprintf(buf[i], sizeof(buf[i]), "%s/%s", test_dir, name);
+	return buf[i];
+}
+
+/* Entries of dir whose name contains needle. */
+static int count_entries(const char *dir, const char *needle)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	struct dirent *e;
+	int n = 0;
+	while ((e = readdir(d)) != NULL)
+		n += e->d_name[0] != '.' && strstr(e->d_name, needle) != NULL;
+	closedir(d);
+	return n;
+}
+
+static void assert_same_inode(int fd, const char *path)
+{
+	struct stat a, b;
+	assert_int_equal(fstat(fd, &a), 0);
+	assert_int_equal(stat(path, &b), 0);
+	assert_true(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+}
+
+static void test_fs_open_parent_gives_dir_fd_and_leaf(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("plain"), 0755), 0);
+	char leaf[FS_NAME_MAX];
+	int fd = fs_open_parent(at("plain/file.txt"), leaf, &err);
+	assert_true(fd >= 0);
+	assert_string_equal(leaf, "file.txt");
+	assert_same_inode(fd, at("plain"));
+	/* the walk (no openat2) resolves to the same directory */
+	int wfd = fs_walk_dir(at("plain"), &err);
+	assert_true(wfd >= 0);
+	assert_same_inode(wfd, at("plain"));
+	close(wfd);
+	close(fd);
+	assert_true(fs_open_parent("relative/x", leaf, &err) < 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	assert_true(fs_open_parent(at("plain/"), leaf, &err) < 0);
+	assert_true(fs_open_parent(at("plain/.."), leaf, &err) < 0);
+	assert_true(fs_open_parent(at("missing/x"), leaf, &err) < 0);
+	assert_int_equal(err.code, VM_ERR_NOTFOUND);
+}
+
+static void test_fs_open_parent_refuses_symlink_in_world_writable_dir(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("real"), 0755), 0);
+	assert_int_equal(mkdir(at("pub"), 0755), 0);
+	assert_int_equal(chmod(at("pub"), 01777), 0);
+	assert_int_equal(symlink(at("real"), at("pub/link")), 0);
+	char leaf[FS_NAME_MAX];
+	assert_true(fs_open_parent(at("pub/link/f"), leaf, &err) < 0);
+	assert_int_equal(err.code, FS_ERR_SYMLINK);
+	assert_non_null(strstr(err.msg, "link"));
+	assert_true(fs_walk_dir(at("pub/link"), &err) < 0);
+	assert_int_equal(err.code, FS_ERR_SYMLINK);
+}
+
+static void test_fs_open_parent_refuses_symlink_in_dir_of_other_user(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("home"), 0755), 0);
+	assert_int_equal(chown(at("home"), 65534, 65534), 0);
+	assert_int_equal(symlink("/etc", at("home/etc")), 0);
+	char leaf[FS_NAME_MAX];
+	assert_true(fs_open_parent(at("home/etc/passwd"), leaf, &err) < 0);
+	assert_int_equal(err.code, FS_ERR_SYMLINK);
+	struct stat sb;
+	assert_true(fs_open_read(at("home/etc/passwd"), &sb, &err) < 0);
+	assert_int_equal(err.code, FS_ERR_SYMLINK);
+}
+
+static void test_fs_open_parent_follows_symlink_only_root_could_place(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	/* test_dir is the agent's (root's) 0700 directory: its symlinks are trusted */
+	assert_int_equal(mkdir(at("target"), 0755), 0);
+	assert_int_equal(symlink("target", at("alias")), 0);
+	char leaf[FS_NAME_MAX];
+	int fd = fs_open_parent(at("alias/f"), leaf, &err);
+	assert_true(fd >= 0);
+	assert_same_inode(fd, at("target"));
+	close(fd);
+	/* a loop ends with an error, not a hang */
+	assert_int_equal(symlink("loop2", at("loop1")), 0);
+	assert_int_equal(symlink("loop1", at("loop2")), 0);
+	assert_true(fs_open_parent(at("loop1/f"), leaf, &err) < 0);
+}
+
+static void test_fs_open_read_follows_trusted_leaf_symlink_relative(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	/* like /etc/os-release -> ../usr/lib/os-release */
+	assert_int_equal(mkdir(at("usr"), 0755), 0);
+	assert_int_equal(mkdir(at("etc"), 0755), 0);
+	assert_int_equal(fs_write_atomic(at("usr/os-release"), "ID=x\n", 5, 0644, &err), 0);
+	assert_int_equal(symlink("../usr/os-release", at("etc/os-release")), 0);
+	struct stat sb;
+	int fd = fs_open_read(at("etc/os-release"), &sb, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(sb.st_size, 5);
+	assert_same_inode(fd, at("usr/os-release"));
+	close(fd);
+}
+
+static void test_fs_open_at_refuses_symlink_leaf_and_fifo(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("leafs"), 0755), 0);
+	assert_int_equal(symlink("/etc/passwd", at("leafs/link")), 0);
+	assert_int_equal(mkfifo(at("leafs/fifo"), 0600), 0);
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("leafs/x"), leaf, &err);
+	assert_true(dfd >= 0);
+	struct stat sb;
+	assert_true(fs_open_at(dfd, "link", &sb, &err) < 0);
+	assert_int_equal(err.code, FS_ERR_SYMLINK);
+	/* never opened for real: a FIFO without a writer would block here */
+	assert_true(fs_open_at(dfd, "fifo", &sb, &err) < 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	assert_true(fs_open_at(dfd, "none", &sb, &err) < 0);
+	assert_int_equal(err.code, VM_ERR_NOTFOUND);
+	close(dfd);
+}
+
+static void test_fs_write_at_stays_in_opened_dir_after_swap(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("swap-a"), 0755), 0);
+	assert_int_equal(mkdir(at("swap-elsewhere"), 0700), 0);
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("swap-a/f"), leaf, &err);
+	assert_true(dfd >= 0);
+	/* the directory is moved away and its name becomes a symlink */
+	assert_int_equal(rename(at("swap-a"), at("swap-b")), 0);
+	assert_int_equal(symlink(at("swap-elsewhere"), at("swap-a")), 0);
+	struct fs_write_opts o = {.mode = 0640};
+	assert_int_equal(fs_write_at(dfd, leaf, "data", 4, &o, &err), 0);
+	close(dfd);
+	assert_int_equal(count_entries(at("swap-elsewhere"), ""), 0);
+	struct stat st;
+	assert_int_equal(stat(at("swap-b/f"), &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(st.st_size, 4);
+}
+
+static void test_fs_write_at_create_only_and_no_temp_left(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("w"), 0755), 0);
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("w/conf"), leaf, &err);
+	assert_true(dfd >= 0);
+	struct fs_write_opts o = {.mode = 0600, .create_only = true};
+	assert_int_equal(fs_write_at(dfd, leaf, "one", 3, &o, &err), 0);
+	assert_int_not_equal(fs_write_at(dfd, leaf, "two", 3, &o, &err), 0);
+	assert_int_equal(err.code, VM_ERR_BUSY);
+	o.create_only = false;
+	assert_int_equal(fs_write_at(dfd, leaf, "three", 5, &o, &err), 0);
+	close(dfd);
+	char *data;
+	size_t len;
+	assert_int_equal(fs_read_file(at("w/conf"), 100, &data, &len, &err), 0);
+	assert_string_equal(data, "three");
+	free(data);
+	assert_int_equal(count_entries(at("w"), ""), 1);
+	assert_int_equal(count_entries(at("w"), ".vma.tmp."), 0);
+}
+
+static void test_fs_backup_keeps_owner_not_setuid(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("bk"), 0755), 0);
+	assert_int_equal(fs_write_atomic(at("bk/tool"), "#!/bin/sh\n", 10, 0600, &err), 0);
+	assert_int_equal(chown(at("bk/tool"), 65534, 65534), 0);
+	assert_int_equal(chmod(at("bk/tool"), 06755), 0);
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("bk/tool"), leaf, &err);
+	assert_true(dfd >= 0);
+	struct stat sb;
+	int fd = fs_open_at(dfd, leaf, &sb, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(fs_backup_at(dfd, "tool.bak", fd, &sb, 100, &err), 0);
+	/* bounded: a larger original is refused and leaves nothing */
+	assert_int_not_equal(fs_backup_at(dfd, "tool.bak2", fd, &sb, 9, &err), 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	assert_int_equal(access(at("bk/tool.bak2"), F_OK), -1);
+	close(fd);
+	close(dfd);
+	struct stat st;
+	assert_int_equal(lstat(at("bk/tool.bak"), &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(st.st_gid, 65534);
+	assert_int_equal(st.st_mode & 07777, 0755);
+	char *data;
+	size_t len;
+	assert_int_equal(fs_read_file(at("bk/tool.bak"), 100, &data, &len, &err), 0);
+	assert_int_equal(len, 10);
+	free(data);
+	assert_int_equal(count_entries(at("bk"), ".vma.tmp."), 0);
+}
+
+/* Creates test_dir/name, an hour old when old. */
+static int make_temp(const char *name, bool old)
+{
+	int fd = open(at(name), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	if (old) {
+		struct timespec ts[2] = {{.tv_sec = time(NULL) - 3600},
+		                         {.tv_sec = time(NULL) - 3600}};
+		assert_int_equal(futimens(fd, ts), 0);
+	}
+	return fd;
+}
+
+static void test_fs_write_at_sweeps_only_dead_writers_temps(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("sw"), 0755), 0);
+	close(make_temp("sw/conf.vma.tmp.AAAAAA", true));     /* killed writer */
+	int live = make_temp("sw/conf.vma.tmp.BBBBBB", true); /* a live, slow writer */
+	assert_int_equal(flock(live, LOCK_EX | LOCK_NB), 0);
+	close(make_temp("sw/conf.vma.tmp.CCCCCC", false)); /* just created, not yet locked */
+	close(make_temp("sw/other.vma.tmp.DDDDDD", true)); /* another file's */
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("sw/conf"), leaf, &err);
+	assert_true(dfd >= 0);
+	struct fs_write_opts o = {.mode = 0600};
+	assert_int_equal(fs_write_at(dfd, leaf, "x", 1, &o, &err), 0);
+	close(dfd);
+	close(live);
+	assert_int_equal(access(at("sw/conf.vma.tmp.AAAAAA"), F_OK), -1);
+	assert_int_equal(access(at("sw/conf.vma.tmp.BBBBBB"), F_OK), 0);
+	assert_int_equal(access(at("sw/conf.vma.tmp.CCCCCC"), F_OK), 0);
+	assert_int_equal(access(at("sw/other.vma.tmp.DDDDDD"), F_OK), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -93,6 +361,16 @@ int main(void)
 	    cmocka_unit_test(test_fs_write_atomic_missing_dir_fails_cleanly),
 	    cmocka_unit_test(test_fs_mkdir_p_nested_and_existing),
 	    cmocka_unit_test(test_fs_read_file_enforces_limit),
+	    cmocka_unit_test(test_fs_open_parent_gives_dir_fd_and_leaf),
+	    cmocka_unit_test(test_fs_open_parent_refuses_symlink_in_world_writable_dir),
+	    cmocka_unit_test(test_fs_open_parent_refuses_symlink_in_dir_of_other_user),
+	    cmocka_unit_test(test_fs_open_parent_follows_symlink_only_root_could_place),
+	    cmocka_unit_test(test_fs_open_read_follows_trusted_leaf_symlink_relative),
+	    cmocka_unit_test(test_fs_open_at_refuses_symlink_leaf_and_fifo),
+	    cmocka_unit_test(test_fs_write_at_stays_in_opened_dir_after_swap),
+	    cmocka_unit_test(test_fs_write_at_create_only_and_no_temp_left),
+	    cmocka_unit_test(test_fs_backup_keeps_owner_not_setuid),
+	    cmocka_unit_test(test_fs_write_at_sweeps_only_dead_writers_temps),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

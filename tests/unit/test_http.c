@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -266,6 +267,61 @@ static void test_http_download_writes_file_only_on_success(void **state)
 	rmdir(dir);
 }
 
+static void write_mode(const char *path, const char *text, mode_t mode)
+{
+	unlink(path);
+	assert_int_equal(fs_write_atomic(path, text, strlen(text), 0600, NULL), 0);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_http_proxy_credentials_file_is_checked_and_sent(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-test-http-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[128], link_path[128];
+	snprintf(path, sizeof(path), "%s/proxy.creds", dir);
+	snprintf(link_path, sizeof(link_path), "%s/link", dir);
+	struct vm_err err = {0};
+	write_mode(path, "puser:Pw0rd-secret\n", 0600);
+	assert_int_equal(http_proxy_credentials_check(path, &err), 0);
+	/* readable by others, a symlink, two lines, empty: refused, content never shown */
+	write_mode(path, "puser:Pw0rd-secret\n", 0644);
+	assert_int_equal(http_proxy_credentials_check(path, &err), -VM_ERR_PERM);
+	assert_non_null(strstr(err.msg, "chmod 600"));
+	assert_null(strstr(err.msg, "Pw0rd"));
+	write_mode(path, "puser:Pw0rd-secret\n", 0600);
+	assert_int_equal(symlink(path, link_path), 0);
+	assert_int_not_equal(http_proxy_credentials_check(link_path, &err), 0);
+	write_mode(path, "puser:Pw0rd-secret\nsecond:line\n", 0600);
+	assert_int_equal(http_proxy_credentials_check(path, &err), -VM_ERR_INVALID);
+	assert_null(strstr(err.msg, "Pw0rd"));
+	write_mode(path, "\n", 0600);
+	assert_int_equal(http_proxy_credentials_check(path, &err), -VM_ERR_INVALID);
+
+	/* through a proxy (our server plays it): Basic credentials from the file */
+	write_mode(path, "puser:Pw0rd-secret\n", 0600);
+	struct server s = {.n = 1,
+	                   .answers = {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+	                               "Connection: close\r\n\r\nok"}};
+	server_start(&s);
+	char proxy[64];
+	url_of(&s, "", proxy, sizeof(proxy));
+	struct http_opts o = {.proxy = proxy, .proxy_credentials_file = path};
+	struct http_resp r;
+	assert_int_equal(
+	    http_request(&o, "GET", "http://upstream.invalid/x", NULL, NULL, 0, &r, &err), 0);
+	assert_int_equal(r.status, 200);
+	/* base64("puser:Pw0rd-secret") */
+	assert_non_null(
+	    strstr(s.last_request, "Proxy-Authorization: Basic cHVzZXI6UHcwcmQtc2VjcmV0"));
+	http_resp_free(&r);
+	server_stop(&s);
+	unlink(link_path);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -276,6 +332,7 @@ int main(void)
 	    cmocka_unit_test(test_http_never_retries_plain_4xx),
 	    cmocka_unit_test(test_http_backoff_grows_caps_and_jitters),
 	    cmocka_unit_test(test_http_download_writes_file_only_on_success),
+	    cmocka_unit_test(test_http_proxy_credentials_file_is_checked_and_sent),
 	};
 	assert_int_equal(http_global_init(NULL), 0);
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);

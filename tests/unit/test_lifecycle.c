@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,51 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 	free(data);
 }
 
+/* No temp copy (name.tmp.XXXXXX) is left in dir. */
+static void assert_no_temp_left(const char *dir)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (strstr(e->d_name, ".tmp.") != NULL)
+			fail_msg("temp file left: %s/%s", dir, e->d_name);
+	closedir(d);
+}
+
+static void test_lifecycle_copy_stops_at_cap_while_copying(void **state)
+{
+	(void)state;
+	char src[128], dst[128], fifo[128];
+	snprintf(src, sizeof(src), "%s/src", test_dir);
+	snprintf(dst, sizeof(dst), "%s/dst", test_dir);
+	snprintf(fifo, sizeof(fifo), "%s/fifo", test_dir);
+	static char data[200000];
+	memset(data, 'x', sizeof(data));
+	assert_int_equal(fs_write_atomic(src, data, sizeof(data), 0600, NULL), 0);
+	struct vm_err err = {0};
+	/* exactly at the cap is fine; one byte over is not */
+	assert_int_equal(lc_copy_file_max(src, dst, 0600, sizeof(data), &err), 0);
+	struct stat st;
+	assert_int_equal(stat(dst, &st), 0);
+	assert_int_equal(st.st_size, (off_t)sizeof(data));
+	unlink(dst);
+	assert_int_equal(lc_copy_file_max(src, dst, 0600, sizeof(data) - 1, &err), -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "larger than 199999 bytes"));
+	assert_int_not_equal(access(dst, F_OK), 0);
+	/* st_size 0, gigabytes to read: stopped by counting */
+	assert_int_equal(lc_copy_file_max("/proc/self/pagemap", dst, 0600, 65536, &err),
+	                 -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "larger than 65536 bytes"));
+	assert_int_not_equal(access(dst, F_OK), 0);
+	/* not a regular file: refused on the opened fd, without blocking on a FIFO */
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(lc_copy_file_max(fifo, dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "not a regular file"));
+	assert_int_equal(lc_copy_file_max("/dev/zero", dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_no_temp_left(test_dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +243,8 @@ int main(void)
 	        test_dir_teardown),
 	    cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_stops_at_cap_while_copying,
 	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

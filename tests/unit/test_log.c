@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "core/fs.h"
 #include "core/log.h"
 
@@ -115,6 +116,37 @@ static void test_log_json_lines_are_redacted(void **state)
 	free(data);
 }
 
+/* The caller's bytes in a message: no forged second line, no invalid UTF-8,
+ * and a message cut at LOG_LINE_MAX never ends inside a character. */
+static void test_log_line_is_one_line_of_valid_utf8(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/utf8.log", test_dir);
+	struct log_opts o = {LOG_INFO, LOG_FORMAT_JSON, path, 1 << 20, 2};
+	struct vm_err err;
+	assert_int_equal(log_configure(&o, &err), 0);
+	log_warn("test", "denied GET %s", "/v1/x\xff\xc3\n{\"level\":\"info\"}");
+	static char big[5000];
+	big[0] = 'a';
+	for (size_t i = 1; i + 3 < sizeof(big); i += 3)
+		memcpy(big + i, "\xe2\x82\xac", 3); /* the cut falls inside some "€" */
+	log_warn("test", "%s", big);
+	o.format = LOG_FORMAT_TEXT;
+	assert_int_equal(log_configure(&o, &err), 0);
+	log_warn("test", "text %s", "a\nb\xfe");
+	char *data = read_all(path);
+	assert_non_null(data);
+	size_t n = strlen(data), lines = 0;
+	assert_true(utf8_valid(data, n));
+	for (size_t i = 0; i < n; i++)
+		lines += data[i] == '\n';
+	assert_int_equal(lines, 3);
+	assert_non_null(strstr(data, "denied GET /v1/x\\\\xFF\\\\xC3\\\\x0A{\\\"level"));
+	assert_non_null(strstr(data, "test: text a\\x0Ab\\xFE\n"));
+	free(data);
+}
+
 static void test_log_rotates_by_size_and_keeps_max_files(void **state)
 {
 	(void)state;
@@ -174,6 +206,7 @@ int main(void)
 	    cmocka_unit_test(test_log_redacts_pem_private_key),
 	    cmocka_unit_test(test_log_redaction_never_overflows),
 	    cmocka_unit_test(test_log_json_lines_are_redacted),
+	    cmocka_unit_test(test_log_line_is_one_line_of_valid_utf8),
 	    cmocka_unit_test(test_log_rotates_by_size_and_keeps_max_files),
 	    cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
 	};

@@ -87,7 +87,7 @@ static void test_probe_store_unfinished_records_become_interrupted(void **state)
 	/* junk in the directory is ignored, not fatal */
 	assert_int_equal(probe_store_write(runs, "p-000000000003-aa", "not json", &err), 0);
 
-	struct probe_exec *ex = probe_exec_start(c, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
 	assert_non_null(ex);
 	json_t *rec = probe_get(ex, "p-000000000001-aa");
 	assert_non_null(rec);
@@ -116,7 +116,7 @@ static void test_probe_store_idempotency_survives_restart(void **state)
 	(void)state;
 	struct cfg *c = make_cfg("");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
 	assert_non_null(ex);
 	const char *body =
 	    "{\"idempotency_key\":\"abc\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
@@ -127,7 +127,7 @@ static void test_probe_store_idempotency_survives_restart(void **state)
 	assert_string_equal(again.id, out.id);
 	probe_exec_stop(ex);
 
-	ex = probe_exec_start(c, &err);
+	ex = probe_exec_start(c, NULL, &err);
 	assert_non_null(ex);
 	assert_int_equal(submit(ex, body, &again), PROBE_EXISTING);
 	assert_string_equal(again.id, out.id);
@@ -161,7 +161,7 @@ static void test_probe_store_retention_by_count(void **state)
 	(void)state;
 	struct cfg *c = make_cfg("  retention_count: 2\n");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
 	assert_non_null(ex);
 	char ids[4][PROBE_ID_MAX];
 	for (int i = 0; i < 4; i++) {
@@ -198,7 +198,7 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	(void)state;
 	struct cfg *c = make_cfg("  max_concurrent: 1\n  queue_size: 1\n");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
 	assert_non_null(ex);
 	const char *slow = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"sleep\",\"30\"]}]}";
 	struct probe_submit_out a, b, full;
@@ -215,7 +215,7 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	assert_int_equal(submit(ex, slow, &full), PROBE_E_FULL);
 	probe_exec_stop(ex); /* interrupts both within cancel_grace */
 
-	ex = probe_exec_start(c, &err);
+	ex = probe_exec_start(c, NULL, &err);
 	json_t *rec = probe_get(ex, a.id);
 	assert_string_equal(state_of(rec), "interrupted");
 	json_decref(rec);

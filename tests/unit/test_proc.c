@@ -1,6 +1,9 @@
 /* Unit tests for core/proc: exit codes and signals, stdin, the clean
- * environment, output caps, deadline and cancel of a whole process group, and
- * errors when nothing could be started. */
+ * environment, output caps, deadline and cancel of a whole process group,
+ * errors when nothing could be started, and containment: children that leave
+ * the group (setsid) die with the run under the subreaper shim (no cgroups)
+ * and in a step cgroup (where this host has a writable v2 tree), and a
+ * crashed agent's step cgroups are killed at the next start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,8 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/proc.h"
+#include "test_dir.h"
 
 static char *const clean_env[] = {"PATH=/usr/bin:/bin", NULL};
 
@@ -29,6 +37,11 @@ static int run_sh(const char *script, struct proc_result *res, struct proc_spec 
 		spec.cancel = extra->cancel;
 		if (extra->out_cap)
 			spec.out_cap = extra->out_cap;
+		spec.cgroup = extra->cgroup;
+		spec.limits = extra->limits;
+		spec.fd3 = extra->fd3;
+		spec.on_output = extra->on_output;
+		spec.ctx = extra->ctx;
 	}
 	struct vm_err err = {0};
 	return proc_run(&spec, res, &err);
@@ -122,6 +135,196 @@ static void test_proc_start_errors(void **state)
 	assert_int_not_equal(proc_resolve("no-such-command-xyz", path, sizeof(path), &err), 0);
 }
 
+/* Gone: no such process, or a zombie nobody here will reap (reparented to init). */
+static bool gone(pid_t pid)
+{
+	char p[64], buf[512];
+	snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (f == NULL)
+		return true;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *q = strrchr(buf, ')');
+	return q != NULL && q[1] == ' ' && q[2] == 'Z';
+}
+
+static pid_t first_pid(const char *out)
+{
+	return out != NULL ? (pid_t)atoi(out) : 0;
+}
+
+/* Prints the pid of a setsid'ed sleep that left the process group. */
+#define ESCAPE "setsid sleep 30 >/dev/null 2>&1 & echo $!; sleep 0.3; "
+
+static void test_proc_subreaper_kills_setsid_child_after_leader_exits(void **state)
+{
+	(void)state;
+	struct cg_tree none = {.mode = CG_NONE};
+	struct proc_spec sp = {.cgroup = &none};
+	struct proc_result r;
+	assert_int_equal(run_sh(ESCAPE "exit 3", &r, &sp), 0);
+	assert_int_equal(r.exit_code, 3);
+	assert_string_equal(r.containment, "subreaper");
+	pid_t child = first_pid(r.out);
+	assert_true(child > 0);
+	assert_true(gone(child));
+	proc_result_free(&r);
+	/* the program's own signal comes through the shim */
+	assert_int_equal(run_sh("kill -9 $$", &r, &sp), 0);
+	assert_int_equal(r.term_signal, SIGKILL);
+	proc_result_free(&r);
+	/* requested limits are reported as not applied, never pretended */
+	sp.limits.pids_max = 10;
+	snprintf(none.why, sizeof(none.why), "no cgroup v2 hierarchy");
+	assert_int_equal(run_sh("true", &r, &sp), 0);
+	assert_int_equal(r.limits_applied, 0);
+	assert_non_null(strstr(r.limits_note, "no cgroup v2"));
+	proc_result_free(&r);
+}
+
+static void cancel_on_output(void *ctx, enum proc_stream stream, const char *data, size_t len)
+{
+	(void)stream, (void)data, (void)len;
+	atomic_store((atomic_bool *)ctx, true);
+}
+
+static void test_proc_subreaper_deadline_and_cancel_kill_escaped_tree(void **state)
+{
+	(void)state;
+	struct cg_tree none = {.mode = CG_NONE};
+	struct proc_spec sp = {.cgroup = &none, .deadline_ms = proc_now_ms() + 600};
+	struct proc_result r;
+	assert_int_equal(run_sh(ESCAPE "(trap '' TERM; sleep 30) & sleep 30", &r, &sp), 0);
+	assert_true(r.timed_out);
+	assert_true(r.duration_ms < 5000);
+	pid_t child = first_pid(r.out);
+	assert_true(child > 0 && gone(child));
+	proc_result_free(&r);
+	static atomic_bool cancel;
+	atomic_store(&cancel, false);
+	/* cancel once the escaped child's pid was printed */
+	sp = (struct proc_spec){.cgroup = &none,
+	                        .cancel = &cancel,
+	                        .deadline_ms = proc_now_ms() + 10000,
+	                        .on_output = cancel_on_output,
+	                        .ctx = &cancel};
+	assert_int_equal(run_sh(ESCAPE "sleep 30", &r, &sp), 0);
+	assert_true(r.canceled);
+	assert_true(r.duration_ms < 5000);
+	child = first_pid(r.out);
+	assert_true(child > 0 && gone(child));
+	proc_result_free(&r);
+}
+
+static void test_proc_subreaper_survives_step_killing_its_group(void **state)
+{
+	(void)state;
+	struct cg_tree none = {.mode = CG_NONE};
+	struct proc_spec sp = {.cgroup = &none};
+	struct proc_result r;
+	assert_int_equal(run_sh(ESCAPE "kill -9 0", &r, &sp), 0);
+	assert_int_equal(r.term_signal, SIGKILL);
+	pid_t child = first_pid(r.out);
+	assert_true(child > 0);
+	assert_true(gone(child));
+	proc_result_free(&r);
+}
+
+static void test_proc_fd3_reaches_child(void **state)
+{
+	(void)state;
+	int fd = memfd_create("t", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "body\n", 5), 5);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct proc_spec sp = {.fd3 = fd};
+	struct proc_result r;
+	assert_int_equal(run_sh("cat /proc/self/fd/3; ls /proc/self/fd | wc -l", &r, &sp), 0);
+	/* body, and only 0-3 (+ the fd ls opens to list) are open */
+	assert_string_equal(r.out, "body\n5\n");
+	proc_result_free(&r);
+	close(fd);
+}
+
+static struct cg_tree real_tree;
+
+static int open_real_tree(void **state)
+{
+	if (test_dir_setup(state) != 0)
+		return -1;
+	int killed;
+	cg_open(&real_tree, "/sys/fs/cgroup", "/proc/self/cgroup", test_dir, &killed);
+	return 0;
+}
+
+static int close_real_tree(void **state)
+{
+	cg_close(&real_tree);
+	return test_dir_teardown(state);
+}
+
+static void test_proc_cgroup_kills_setsid_child_and_removes_cgroup(void **state)
+{
+	(void)state;
+	if (real_tree.mode == CG_NONE)
+		skip(); /* no writable v2 tree here: the shim tests cover it */
+	struct proc_spec sp = {.cgroup = &real_tree, .limits = {.pids_max = 64}};
+	struct proc_result r;
+	assert_int_equal(run_sh(ESCAPE "cat /proc/self/cgroup | grep ^0::", &r, &sp), 0);
+	assert_int_equal(r.exit_code, 0);
+	assert_string_equal(r.containment, cg_mode_name(real_tree.mode));
+	pid_t child = first_pid(r.out);
+	assert_true(child > 0 && gone(child));
+	assert_non_null(strstr(r.out, "/step-"));
+	if (!(real_tree.controllers & CG_PIDS)) {
+		assert_false(r.limits_applied & CG_PIDS);
+		assert_non_null(strstr(r.limits_note, "pids_max not applied"));
+	}
+	proc_result_free(&r);
+	/* the step cgroup is gone again */
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "ls %s | grep -c step- >/dev/null", real_tree.base);
+	assert_int_not_equal(system(cmd), 0);
+}
+
+static void test_proc_cgroup_leftovers_killed_at_next_open(void **state)
+{
+	(void)state;
+	if (real_tree.mode == CG_NONE)
+		skip();
+	/* a step whose agent "crashed": its cgroup and process stay */
+	struct cg_step s;
+	struct vm_err err = {0};
+	struct cg_limits none = {0, 0, 0};
+	assert_int_equal(cg_step_new(&real_tree, &none, &s, &err), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (write(s.procs_fd, "0", 1) != 1)
+			_exit(1);
+		setsid();
+		execl("/bin/sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && cg_step_empty(&s); i++)
+		usleep(5000);
+	assert_false(cg_step_empty(&s));
+	close(s.procs_fd);
+	/* the next start reads the record and kills it */
+	struct cg_tree again;
+	int killed = 0;
+	cg_open(&again, "/sys/fs/cgroup", "/proc/self/cgroup", test_dir, &killed);
+	assert_int_equal(killed, 1);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	struct stat sb;
+	assert_int_not_equal(stat(s.path, &sb), 0);
+	real_tree = again;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -131,6 +334,14 @@ int main(void)
 	    cmocka_unit_test(test_proc_deadline_kills_group),
 	    cmocka_unit_test(test_proc_cancel_flag),
 	    cmocka_unit_test(test_proc_start_errors),
+	    cmocka_unit_test(test_proc_subreaper_kills_setsid_child_after_leader_exits),
+	    cmocka_unit_test(test_proc_subreaper_deadline_and_cancel_kill_escaped_tree),
+	    cmocka_unit_test(test_proc_subreaper_survives_step_killing_its_group),
+	    cmocka_unit_test(test_proc_fd3_reaches_child),
+	    cmocka_unit_test_setup_teardown(test_proc_cgroup_kills_setsid_child_and_removes_cgroup,
+	                                    open_real_tree, close_real_tree),
+	    cmocka_unit_test_setup_teardown(test_proc_cgroup_leftovers_killed_at_next_open,
+	                                    open_real_tree, close_real_tree),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,285 @@
+/* Unit tests for the audit boundary: core/codec's UTF-8 check, cut and escape,
+ * and webhook/audit's lines (any caller bytes give a valid line; a write that
+ * fails is reported, whole or not at all). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/codec.h"
+#include "core/config.h"
+#include "test_dir.h"
+#include "webhook/internal.h"
+
+static void test_codec_utf8_valid_rejects_malformed(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		bool ok;
+	} cases[] = {
+	    {"plain", true},
+	    {"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", true}, /* é € 😀 */
+	    {"\xed\x9f\xbf", true},                         /* U+D7FF */
+	    {"\xf4\x8f\xbf\xbf", true},                     /* U+10FFFF */
+	    {"\xff", false},
+	    {"\x80", false},             /* lone continuation */
+	    {"\xc3", false},             /* cut */
+	    {"\xe2\x82", false},         /* cut */
+	    {"\xc0\xaf", false},         /* overlong "/" */
+	    {"\xe0\x80\xaf", false},     /* overlong */
+	    {"\xf0\x80\x80\xaf", false}, /* overlong */
+	    {"\xed\xa0\x80", false},     /* surrogate U+D800 */
+	    {"\xf4\x90\x80\x80", false}, /* U+110000 */
+	    {"\xc3\x28", false},         /* bad continuation */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (utf8_valid(cases[i].s, strlen(cases[i].s)) != cases[i].ok)
+			fail_msg("utf8_valid case %zu", i);
+}
+
+static void test_codec_utf8_cut_keeps_whole_characters(void **state)
+{
+	(void)state;
+	const char *s = "a\xe2\x82\xac\xf0\x9f\x98\x80"; /* a € 😀 : 1 + 3 + 4 */
+	assert_int_equal(utf8_cut(s, 1), 1);
+	assert_int_equal(utf8_cut(s, 2), 1);
+	assert_int_equal(utf8_cut(s, 3), 1);
+	assert_int_equal(utf8_cut(s, 4), 4);
+	assert_int_equal(utf8_cut(s, 7), 4);
+	assert_int_equal(utf8_cut(s, 8), 8);
+	assert_int_equal(utf8_cut(s, 0), 0);
+}
+
+static void test_codec_utf8_escape_bytes_controls_and_backslash(void **state)
+{
+	(void)state;
+	char out[64];
+	unsigned res;
+	size_t n = utf8_escape(out, sizeof(out), "ok\xc3\xa9", 4, 0, &res);
+	assert_string_equal(out, "ok\xc3\xa9");
+	assert_int_equal(n, 4);
+	assert_int_equal(res, 0);
+	utf8_escape(out, sizeof(out), "a\xff\xc3 \\\n\t", 7, 0, &res);
+	assert_string_equal(out, "a\\xFF\\xC3 \\\n\t"); /* without flags: bytes only */
+	assert_int_equal(res, UTF8_ESCAPED);
+	utf8_escape(out, sizeof(out), "a\xff \\\n\t\x7f\xc2\x9b", 9,
+	            UTF8_ESC_CTRL | UTF8_ESC_BACKSLASH, &res);
+	assert_string_equal(out, "a\\xFF \\\\\\x0A\t\\x7F\\xC2\\x9B");
+	/* NUL-free input with an embedded length: a NUL byte is a control too */
+	utf8_escape(out, sizeof(out), "x\0y", 3, UTF8_ESC_CTRL, &res);
+	assert_string_equal(out, "x\\x00y");
+}
+
+static void test_codec_utf8_escape_cuts_on_boundaries(void **state)
+{
+	(void)state;
+	char out[6];
+	unsigned res;
+	/* "ab€" needs 5 + NUL: fits; "abc€" does not and stops before the € */
+	assert_int_equal(utf8_escape(out, sizeof(out), "ab\xe2\x82\xac", 5, 0, &res), 5);
+	assert_int_equal(res, 0);
+	assert_int_equal(utf8_escape(out, sizeof(out), "abc\xe2\x82\xac", 6, 0, &res), 3);
+	assert_string_equal(out, "abc");
+	assert_int_equal(res, UTF8_CUT);
+	/* an escape is never split either */
+	assert_int_equal(utf8_escape(out, sizeof(out), "ab\xff", 3, 0, &res), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(res, UTF8_CUT);
+	char one[1];
+	assert_int_equal(utf8_escape(one, 1, "x", 1, 0, &res), 0);
+	assert_string_equal(one, "");
+}
+
+/* --- audit lines ------------------------------------------------------------ */
+
+static struct wh_audit *open_audit(const char *path, uint64_t max_size)
+{
+	struct cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	snprintf(cfg.auth.audit_file, sizeof(cfg.auth.audit_file), "%s", path);
+	cfg.auth.audit_max_size = max_size;
+	cfg.auth.audit_max_files = 1;
+	struct vm_err err = {0};
+	struct wh_audit *a = wh_audit_open(&cfg, &err);
+	if (a == NULL)
+		fail_msg("wh_audit_open %s: %s", path, err.msg);
+	return a;
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	static char buf[1 << 16];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+static const struct wh_audit_entry hostile = {
+    .outcome = "denied",
+    .status = 401,
+    .tenant = "",
+    .sub = "CORP\\alice",
+    .jti = "",
+    .route = "GET /v1/probes/{id}",
+    .path = "/v1/probes/\xff\xfe",
+    .error = "missing_token",
+    .remote_addr = "127.0.0.1",
+    .forwarded_for = "203.0.113.9\xc3",
+    .probe_id = NULL,
+};
+
+static void test_audit_line_for_any_bytes_is_valid_json(void **state)
+{
+	(void)state;
+	char *text = wh_audit_format(&hostile);
+	assert_non_null(text);
+	assert_true(utf8_valid(text, strlen(text)));
+	json_error_t jerr;
+	json_t *l = json_loads(text, 0, &jerr);
+	assert_non_null(l);
+	assert_string_equal(json_string_value(json_object_get(l, "path")), "/v1/probes/\\xFF\\xFE");
+	assert_string_equal(json_string_value(json_object_get(l, "forwarded_for")),
+	                    "203.0.113.9\\xC3");
+	/* a clean field stays byte for byte, backslash included */
+	assert_string_equal(json_string_value(json_object_get(l, "sub")), "CORP\\alice");
+	json_t *esc = json_object_get(l, "escaped");
+	assert_int_equal(json_array_size(esc), 2);
+	assert_string_equal(json_string_value(json_array_get(esc, 0)), "path");
+	assert_string_equal(json_string_value(json_array_get(esc, 1)), "forwarded_for");
+	assert_null(json_object_get(l, "truncated"));
+	assert_null(json_object_get(l, "probe_id"));
+	json_decref(l);
+	free(text);
+
+	/* an escaped field doubles its backslashes, so it unescapes exactly */
+	struct wh_audit_entry e = hostile;
+	e.sub = "CORP\\alice\xff";
+	text = wh_audit_format(&e);
+	l = json_loads(text, 0, &jerr);
+	assert_non_null(l);
+	assert_string_equal(json_string_value(json_object_get(l, "sub")), "CORP\\\\alice\\xFF");
+	json_decref(l);
+	free(text);
+}
+
+static void test_audit_long_multibyte_field_is_cut_on_a_character(void **state)
+{
+	(void)state;
+	char xff[400] = "a";
+	for (int i = 0; i < 100; i++)
+		strcat(xff, "\xe2\x82\xac");
+	struct wh_audit_entry e = hostile;
+	e.forwarded_for = xff;
+	char *text = wh_audit_format(&e);
+	assert_non_null(text);
+	json_error_t jerr;
+	json_t *l = json_loads(text, 0, &jerr);
+	assert_non_null(l);
+	const char *fwd = json_string_value(json_object_get(l, "forwarded_for"));
+	assert_int_equal(strlen(fwd), 1 + 84 * 3); /* 255 bytes would split the 85th */
+	assert_memory_equal(fwd, xff, strlen(fwd));
+	json_t *cut = json_object_get(l, "truncated");
+	assert_int_equal(json_array_size(cut), 1);
+	assert_string_equal(json_string_value(json_array_get(cut, 0)), "forwarded_for");
+	json_decref(l);
+	free(text);
+}
+
+static void test_audit_write_reports_a_full_device(void **state)
+{
+	(void)state;
+	/* /dev/full: every write fails with ENOSPC, as on a full disk */
+	struct wh_audit *a = open_audit("/dev/full", 1 << 20);
+	struct vm_err err = {0};
+	assert_int_not_equal(wh_audit_write(a, &hostile, true, &err), 0);
+	assert_non_null(strstr(err.msg, "No space left"));
+	wh_audit_close(a);
+}
+
+static void test_audit_write_never_leaves_a_torn_line(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/audit.log", test_dir);
+	struct wh_audit *a = open_audit(path, 1 << 20);
+	struct vm_err err = {0};
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	off_t one = st.st_size;
+	/* a file size limit just past the current end: the next write is short */
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)one + 10;
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	int rc = wh_audit_write(a, &hostile, false, &err);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, prev);
+	assert_int_not_equal(rc, 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, one); /* the partial line was taken back */
+	/* and the log goes on afterwards, line by line */
+	assert_int_equal(wh_audit_write(a, &hostile, true, &err), 0);
+	wh_audit_close(a);
+	char *data = read_file(path);
+	assert_non_null(data);
+	int lines = 0;
+	for (char *line = strtok(data, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		json_error_t jerr;
+		json_t *l = json_loads(line, 0, &jerr);
+		if (l == NULL)
+			fail_msg("torn audit line: %s", line);
+		json_decref(l);
+		lines++;
+	}
+	assert_int_equal(lines, 2);
+}
+
+static void test_audit_write_recreates_a_removed_file(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/removed.log", test_dir);
+	struct wh_audit *a = open_audit(path, 1 << 20);
+	struct vm_err err = {0};
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	wh_audit_close(a);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0); /* the line went somewhere a reader sees */
+	assert_true(st.st_size > 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_codec_utf8_valid_rejects_malformed),
+	    cmocka_unit_test(test_codec_utf8_cut_keeps_whole_characters),
+	    cmocka_unit_test(test_codec_utf8_escape_bytes_controls_and_backslash),
+	    cmocka_unit_test(test_codec_utf8_escape_cuts_on_boundaries),
+	    cmocka_unit_test(test_audit_line_for_any_bytes_is_valid_json),
+	    cmocka_unit_test(test_audit_long_multibyte_field_is_cut_on_a_character),
+	    cmocka_unit_test(test_audit_write_reports_a_full_device),
+	    cmocka_unit_test(test_audit_write_never_leaves_a_torn_line),
+	    cmocka_unit_test(test_audit_write_recreates_a_removed_file),
+	};
+	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
+}
