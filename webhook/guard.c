@@ -36,6 +36,7 @@ struct wh_guard {
 	bool stop, started;
 	bool shed; /* cut slow headers early while every worker is busy */
 	uint64_t timeout_ms;
+	uint64_t wake_at;                /* when the thread looks next (UINT64_MAX: when woken) */
 	uint64_t cut_deadline, cut_shed; /* counters, for the log */
 	size_t nslots, used;
 	struct wh_guard_slot slots[];
@@ -104,9 +105,11 @@ static void *guard_main(void *arg)
 			          (unsigned long long)g->cut_shed);
 		}
 		if (wait < 0) {
+			g->wake_at = UINT64_MAX;
 			pthread_cond_wait(&g->cv, &g->mu);
 			continue;
 		}
+		g->wake_at = now_ms() + (uint64_t)wait;
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += wait / 1000;
@@ -131,6 +134,7 @@ struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, bool shed, st
 	g->nslots = workers;
 	g->timeout_ms = timeout_ms;
 	g->shed = shed;
+	g->wake_at = UINT64_MAX;
 	for (size_t i = 0; i < workers; i++)
 		g->slots[i].fd = -1;
 	pthread_mutex_init(&g->mu, NULL);
@@ -173,7 +177,11 @@ static void arm_headers(struct wh_guard *g, struct wh_guard_slot *s)
 	s->cut = false;
 	s->start_ms = now;
 	s->deadline_ms = now + g->timeout_ms;
-	pthread_cond_signal(&g->cv);
+	/* Wake the thread only when it would look too late: a signal per
+	 * request costs a context switch. */
+	uint64_t at = g->shed && g->used >= g->nslots ? now + GUARD_SHED_MS : s->deadline_ms;
+	if (at < g->wake_at)
+		pthread_cond_signal(&g->cv);
 }
 
 struct wh_guard_slot *wh_guard_attach(struct wh_guard *g, int fd)
