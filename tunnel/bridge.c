@@ -226,10 +226,14 @@ static void warn_unreachable(struct bridge *b, int e)
 		snprintf(where, sizeof(where), "%s", b->o->forward_unix);
 	else
 		snprintf(where, sizeof(where), "%s:%d", b->o->forward_host, b->o->forward_port);
+	/* a unix listener's backlog is full: the kernel caps it at net.core.somaxconn */
+	const char *hint = e == EAGAIN ? "; more streams at once than the webhook's backlog "
+	                                 "(net.core.somaxconn)"
+	                               : "";
 	log_warn("tunnel",
-	         "cannot reach the local webhook at %s: %s (stream reset; %u similar "
+	         "cannot reach the local webhook at %s: %s%s (stream reset; %u similar "
 	         "lines suppressed)",
-	         where, strerror(e), b->warn_dropped);
+	         where, strerror(e), hint, b->warn_dropped);
 	b->warn_ms = now;
 	b->warn_dropped = 0;
 }
