@@ -186,9 +186,10 @@ static void conn_read(struct bridge *b, struct br_conn *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		/* A unix socket closed with request bytes unread reports a reset
-		 * after the answer: the answer is complete, end it with FIN. */
-		if (n < 0 && errno != ECONNRESET) {
+		/* Our webhook's unix socket, closed with request bytes unread
+		 * (an early answer), reports a reset after the answer: that answer
+		 * is complete, end it with FIN. From a TCP origin a reset stays one. */
+		if (n < 0 && (errno != ECONNRESET || b->o->forward_unix[0] == '\0')) {
 			conn_kill(b, c, "read from the local webhook failed");
 			return;
 		}
