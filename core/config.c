@@ -1529,6 +1529,25 @@ static char *remove_key(const struct cfg_doc *d, const struct cfg_span *s, size_
 	return splice(d, a, b, b, "", len);
 }
 
+/* "file:line:col: key: cannot edit…", at the key (or its file when absent). */
+static int refuse_edit(const struct cfg_doc *d, size_t idx, struct vm_err *err)
+{
+	const struct cfg_span *s = &d->spans.key[idx];
+	if (!s->present)
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "%s: %s: cannot add this key to the file's layout in place "
+		                  "(edit it by hand)",
+		                  d->name, keys[idx].name);
+	size_t line = 1, col = 1;
+	for (size_t i = 0; i < s->key_start && i < d->len; i++, col++)
+		if (d->text[i] == '\n')
+			line++, col = 0;
+	return vm_err_set(err, VM_ERR_INVALID,
+	                  "%s:%zu:%zu: %s: cannot edit this file's layout in place "
+	                  "(edit it by hand)",
+	                  d->name, line, col, keys[idx].name);
+}
+
 /* Takes the edited text when the loader reads it back with exactly one change:
  * key idx set to want (want == NULL: absent), every other key as before. */
 static int commit(struct cfg_doc *d, char *text, size_t len, size_t idx, const struct cfg *want,
@@ -1556,10 +1575,7 @@ static int commit(struct cfg_doc *d, char *text, size_t len, size_t idx, const s
 	if (!ok) {
 		explicit_bzero(text, len);
 		free(text);
-		rc = vm_err_set(err, VM_ERR_INVALID,
-		                "%s: %s: cannot edit this file's layout in place "
-		                "(edit it by hand)",
-		                d->name, keys[idx].name);
+		rc = refuse_edit(d, idx, err);
 	} else {
 		explicit_bzero(d->text, d->len);
 		free(d->text);
@@ -1621,9 +1637,7 @@ int cfg_doc_set(struct cfg_doc *d, const char *key, const char *value, struct vm
 	size_t len = 0;
 	char *t = s->present ? replace_value(d, s, o.p, &len) : insert_key(d, k, o.p, &len);
 	if (t == NULL)
-		rc = vm_err_set(err, VM_ERR_INVALID,
-		                "%s: %s: cannot edit this file's layout in place (edit it by hand)",
-		                d->name, key);
+		rc = refuse_edit(d, idx, err);
 	else
 		rc = commit(d, t, len, idx, want, want_ok, err);
 out:
@@ -1647,9 +1661,6 @@ int cfg_doc_unset(struct cfg_doc *d, const char *key, struct vm_err *err)
 	size_t len = 0;
 	char *t = remove_key(d, &d->spans.key[idx], &len);
 	if (t == NULL)
-		return vm_err_set(
-		    err, VM_ERR_INVALID,
-		    "%s: %s: cannot edit this file's layout in place (edit it by hand)", d->name,
-		    key);
+		return refuse_edit(d, idx, err);
 	return commit(d, t, len, idx, NULL, false, err);
 }

@@ -668,6 +668,56 @@ static void test_config_edit_refuses_unknown_keys_and_control_chars(void **state
 	assert_non_null(strstr(err.msg, "config.yaml:3:"));
 }
 
+/* Layouts beyond the plain block style: each edit gives exactly this text, or
+ * is refused when no in-place splice keeps every other key as it was. */
+static void test_config_edit_layouts(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		bool unset;
+		const char *key, *value, *out; /* out NULL: refused */
+	} rows[] = {
+	    {"agent:\n  id: |\n    abc\n  tenant_id: t\n", false, "agent.id", "x",
+	     "agent:\n  id: \"x\"\n  tenant_id: t\n"},
+	    {"agent:\n  id: |\n    abc\n", false, "agent.tenant_id", "x",
+	     "agent:\n  id: |\n    abc\n  tenant_id: \"x\"\n"},
+	    {"webhook:\n  port:\n  listen_addr: 1.2.3.4\n", false, "webhook.port", "9",
+	     "webhook:\n  port: \"9\"\n  listen_addr: 1.2.3.4\n"},
+	    {"{agent: {id: a, tenant_id: b}}\n", true, "agent.id", NULL,
+	     "{agent: {tenant_id: b}}\n"},
+	    {"{agent: {id: a, tenant_id: b}}\n", true, "agent.tenant_id", NULL,
+	     "{agent: {id: a}}\n"},
+	    {"{agent: {id: a}}\n", false, "piko.endpoint", "e",
+	     "{agent: {id: a}, piko: {endpoint: \"e\"}}\n"},
+	    {"agent: {}\n", false, "agent.id", "t", "agent: {id: \"t\"}\n"},
+	    {"piko:\n  reconnect:\n    max_delay: 3s\n  endpoint: e\n", false,
+	     "piko.reconnect.initial_delay", "1s",
+	     "piko:\n  reconnect:\n    max_delay: 3s\n    initial_delay: \"1s\"\n  endpoint: e\n"},
+	    {"probe:\n  allow:\n  - /a\n  - /b\n  queue_size: 3\n", true, "probe.allow", NULL,
+	     "probe:\n  queue_size: 3\n"},
+	    {"agent:\n  id: 'it''s'\n", false, "agent.id", "it's", "agent:\n  id: 'it''s'\n"},
+	    /* an anchor shared by two keys cannot change for one of them alone */
+	    {"agent:\n  id: &x a\n  tenant_id: *x\n", false, "agent.id", "z", NULL},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct cfg_doc *d = doc_of(rows[i].in);
+		struct vm_err err = {0};
+		int rc = rows[i].unset ? cfg_doc_unset(d, rows[i].key, &err)
+		                       : cfg_doc_set(d, rows[i].key, rows[i].value, &err);
+		if (rows[i].out == NULL) {
+			assert_int_not_equal(rc, 0);
+			assert_non_null(strstr(err.msg, "config.yaml:2:3: agent.id: cannot edit"));
+			assert_string_equal(cfg_doc_text(d, NULL), rows[i].in);
+		} else {
+			if (rc != 0)
+				fail_msg("row %zu: %s", i, err.msg);
+			assert_string_equal(cfg_doc_text(d, NULL), rows[i].out);
+		}
+		cfg_doc_free(d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -699,6 +749,7 @@ int main(void)
 	    cmocka_unit_test(test_config_set_keeps_comments_and_order),
 	    cmocka_unit_test(test_config_set_list_value_is_a_sequence),
 	    cmocka_unit_test(test_config_edit_refuses_unknown_keys_and_control_chars),
+	    cmocka_unit_test(test_config_edit_layouts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
