@@ -979,17 +979,30 @@ static void resolve_paths(struct cfg *c, bool from_file)
 		         (int)(sizeof(c->auth.audit_file) - 11), c->agent.state_dir);
 }
 
+/* A walk over cfg, which starts from the defaults; sp non-NULL for an edit. */
+static struct loader *loader_new(struct cfg *cfg, const char *name, struct cfg_spans *sp,
+                                 struct vm_err *err)
+{
+	struct loader *ld = calloc(1, sizeof(*ld));
+	if (ld == NULL)
+		return NULL;
+	ld->cfg = cfg;
+	ld->name = name;
+	ld->err = err;
+	ld->sp = sp;
+	cfg_defaults(cfg);
+	if (sp != NULL)
+		memset(sp, 0, sizeof(*sp));
+	return ld;
+}
+
 static int load_common(struct cfg *cfg, const char *name, const char *data, size_t len,
                        char *const *envp, struct vm_err *err)
 {
 	extern char **environ;
-	struct loader *ld = calloc(1, sizeof(*ld));
+	struct loader *ld = loader_new(cfg, name, NULL, err);
 	if (ld == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	ld->cfg = cfg;
-	ld->name = name;
-	ld->err = err;
-	cfg_defaults(cfg);
 	snprintf(cfg->source, sizeof(cfg->source), "%s", name);
 	int rc = data != NULL ? parse_yaml(ld, data, len) : 0;
 	if (rc == 0)
@@ -1132,15 +1145,9 @@ struct cfg_doc {
 static int walk_text(const char *name, const char *text, size_t len, struct cfg *values,
                      struct cfg_spans *sp, struct vm_err *err)
 {
-	struct loader *ld = calloc(1, sizeof(*ld));
+	struct loader *ld = loader_new(values, name, sp, err);
 	if (ld == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	ld->cfg = values;
-	ld->name = name;
-	ld->err = err;
-	ld->sp = sp;
-	cfg_defaults(values);
-	memset(sp, 0, sizeof(*sp));
 	int rc = parse_yaml(ld, text, len);
 	free(ld);
 	return rc;

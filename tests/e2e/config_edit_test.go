@@ -37,20 +37,13 @@ func TestConfigureSetKeepsComments(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("configure: exit %d\n%s\n%s", code, out, errOut)
 	}
-	want := "# fleet config, managed by hand\n" +
-		"log:\n" +
-		"    level: \"debug\"   # raise when debugging\n" +
-		"\n" +
-		"# the agent itself\n" +
-		"agent:\n" +
-		"    tenant_id: tenant-a\n" +
-		"    id: agent-1\n" +
-		"probe:\n" +
-		"    allow: [\"/bin/true\", \"/usr/bin/id\"]\n" +
-		"    max_concurrent: \"7\"\n" +
-		"    # max_concurrent: 3\n" +
-		"health:\n" +
-		"    check_interval: \"45s\"\n"
+	// only the lines of the edited keys change; new keys end their section
+	want := strings.NewReplacer(
+		"    level: info   #", "    level: \"debug\"   #",
+		"    format: text\n", "",
+		"        - /bin/true\n", "",
+		"    allow:\n", "    allow: [\"/bin/true\", \"/usr/bin/id\"]\n    max_concurrent: \"7\"\n",
+	).Replace(orig) + "health:\n    check_interval: \"45s\"\n"
 	got, _ := os.ReadFile(path)
 	if string(got) != want {
 		t.Errorf("edited file:\n%s\nwant:\n%s", got, want)
