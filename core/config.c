@@ -1,5 +1,7 @@
-/* Configuration loader. One table lists every key with its type, default and
- * bounds; the YAML walk, environment overrides, dump and docs all use it. */
+/* Configuration loader and editor, the one owner of config.yaml. One table lists
+ * every key with its type, default and bounds; the YAML walk (which loads, and
+ * for edits also says where each key sits), environment overrides, dump and
+ * docs all use it. */
 #include "core/config.h"
 
 #include <arpa/inet.h>
@@ -1031,6 +1033,7 @@ int cfg_load(struct cfg *cfg, const char *path, char *const *envp, struct vm_err
 	if (rc != 0)
 		return rc;
 	rc = load_common(cfg, path, data, len, envp, err);
+	explicit_bzero(data, len); /* it may hold piko.token */
 	free(data);
 	return rc;
 }
@@ -1269,7 +1272,7 @@ static void put(struct edit_out *o, const char *s, size_t n)
 	o->p[o->len] = '\0';
 }
 
-static void puts_(struct edit_out *o, const char *s)
+static void put_str(struct edit_out *o, const char *s)
 {
 	put(o, s, strlen(s));
 }
@@ -1390,7 +1393,7 @@ static void render_rest(struct edit_out *o, const char *rest, const char *val, b
 		}
 		seg = dot + 1;
 	}
-	puts_(o, val);
+	put_str(o, val);
 	for (; open > 0; open--)
 		put(o, "}", 1);
 	if (!flow)
@@ -1499,7 +1502,7 @@ static char *replace_value(const struct cfg_doc *d, const struct cfg_span *s, co
 		a = b = s->key_end + 1;
 		put(&o, " ", 1);
 	}
-	puts_(&o, val);
+	put_str(&o, val);
 	if (b > a && d->text[b - 1] == '\n')
 		put(&o, "\n", 1); /* a block scalar ends with its line */
 	char *t = o.overflow ? NULL : splice(d, a, b, b, o.p, len);

@@ -1,6 +1,7 @@
 /* Configuration: the YAML file (libyaml), built-in defaults, and environment
- * overrides VM_AGENT_<SECTION>_<KEY>. Every key is one row of a table in
- * config.c; errors name file, line, column and key. */
+ * overrides VM_AGENT_<SECTION>_<KEY>; and the one editor of that file
+ * (cfg_doc_*). Every key is one row of a table in config.c; errors name file,
+ * line, column and key. */
 #ifndef VMA_CORE_CONFIG_H
 #define VMA_CORE_CONFIG_H
 
