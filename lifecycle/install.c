@@ -247,19 +247,18 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
                           struct lc_report *r, struct vm_err *err)
 {
 	const char *piko_ep = ro->piko_ep, *piko_url = ro->piko_url;
-	struct lc_cfg_doc doc;
-	int rc = lc_cfg_read(p->config, &doc, err);
+	struct cfg_doc *doc = NULL;
+	int rc = cfg_doc_read(&doc, p->config, err);
 	if (rc != 0) {
 		lc_report_add(r, "config", LC_FAIL, "fix or remove the file, then re-run", "%s",
 		              err ? err->msg : "unreadable");
 		return rc;
 	}
-	char *before = lc_cfg_render(&doc);
 	char ep[CFG_ID_MAX];
-	sanitize_endpoint(piko_ep[0] ? piko_ep
-	                             : (lc_cfg_get(&doc, "piko.endpoint")
-	                                    ? lc_cfg_get(&doc, "piko.endpoint")
-	                                    : agent_id),
+	/* a re-run keeps the endpoint the file names */
+	sanitize_endpoint(piko_ep[0]                          ? piko_ep
+	                  : cfg_doc_has(doc, "piko.endpoint") ? cfg_doc_values(doc)->piko.endpoint
+	                                                      : agent_id,
 	                  ep, sizeof(ep));
 	struct {
 		const char *key, *value;
@@ -282,21 +281,18 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
 	};
 	for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (rows[i].value != NULL && rows[i].value[0] != '\0')
-			rc = lc_cfg_set(&doc, rows[i].key, rows[i].value, err);
-	if (rc == 0 && lc_cfg_get(&doc, "piko.token_file") != NULL)
-		rc = lc_cfg_unset(&doc, "piko.token", err); /* token_file wins; both is an error */
-	char *after = rc == 0 ? lc_cfg_render(&doc) : NULL;
-	bool same = before && after && strcmp(before, after) == 0 && lc_exists(p->config);
+			rc = cfg_doc_set(doc, rows[i].key, rows[i].value, err);
+	if (rc == 0 && cfg_doc_has(doc, "piko.token_file"))
+		rc = cfg_doc_unset(doc, "piko.token", err); /* token_file wins; both is an error */
+	bool same = rc == 0 && !cfg_doc_changed(doc) && lc_exists(p->config);
 	if (rc == 0 && !same)
-		rc = lc_cfg_write(p->config, &doc, err);
+		rc = lc_config_write(p->config, doc, err);
 	if (rc == 0)
 		lc_report_add(r, "config", same ? LC_OK : LC_CHANGED, NULL, "%s%s",
 		              lc_target_path(p, p->config), same ? " unchanged" : " written");
 	else
 		lc_report_add(r, "config", LC_FAIL, NULL, "%s", err ? err->msg : "failed");
-	free(before);
-	free(after);
-	lc_cfg_free(&doc);
+	cfg_doc_free(doc);
 	return rc;
 }
 
@@ -409,7 +405,6 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 	if (o->tenant_id == NULL || o->tenant_id[0] == '\0')
 		return vm_err_set(err, VM_ERR_INVALID, "--tenant-id is required");
 	/* A re-run may omit the URLs: take them from the existing config. */
-	struct lc_cfg_doc cur;
 	char cp_url[CFG_STR_MAX] = "";
 	char agent_id[CFG_ID_MAX] = "";
 	struct reg_out *ro = calloc(1, sizeof(*ro));
@@ -417,12 +412,11 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	char *piko_url = ro->piko_url;
 	const size_t piko_url_cap = sizeof(ro->piko_url);
-	if (lc_cfg_read(p.config, &cur, NULL) == 0) {
-		const char *v = lc_cfg_get(&cur, "agent.control_plane_url");
-		snprintf(cp_url, sizeof(cp_url), "%s", v ? v : "");
-		v = lc_cfg_get(&cur, "piko.server_url");
-		snprintf(piko_url, piko_url_cap, "%s", v ? v : "");
-		lc_cfg_free(&cur);
+	struct cfg *cur = lc_config_effective(p.config, NULL);
+	if (cur != NULL) {
+		snprintf(cp_url, sizeof(cp_url), "%s", cur->agent.control_plane_url);
+		snprintf(piko_url, piko_url_cap, "%s", cur->piko.server_url);
+		lc_config_free(cur);
 	}
 	if (o->control_plane_url)
 		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/config.h"
 #include "core/err.h"
 #include "lifecycle/lifecycle.h"
 
@@ -87,35 +88,18 @@ struct lc_creds {
 int lc_creds_read(const char *path, struct lc_creds *c, struct vm_err *err);
 void lc_creds_clear(struct lc_creds *c);
 
-/* --- flat config editing (lifecycle/cfgedit.c) ---------------------------------------------- */
+/* --- config.yaml (read and edited by core/config.c; lifecycle/configure.c) ------------------ */
 
-#define LC_CFG_MAX_PAIRS 128
-
-struct lc_cfg_pair {
-	char key[96];
-	char value[8192];
-};
-
-struct lc_cfg_doc {
-	struct lc_cfg_pair *pairs;
-	size_t n;
-};
-
-/* Reads path (missing = empty document) into dotted key/value pairs. */
-int lc_cfg_read(const char *path, struct lc_cfg_doc *doc, struct vm_err *err);
-int lc_cfg_parse(const char *name, const char *data, size_t len, struct lc_cfg_doc *doc,
-                 struct vm_err *err);
-/* Sets (adds or replaces) or removes a key. The key must be in the config table. */
-int lc_cfg_set(struct lc_cfg_doc *doc, const char *key, const char *value, struct vm_err *err);
-int lc_cfg_unset(struct lc_cfg_doc *doc, const char *key, struct vm_err *err);
-const char *lc_cfg_get(const struct lc_cfg_doc *doc, const char *key);
-/* Renders YAML (sections in the table's order, values double-quoted). malloc'd. */
-char *lc_cfg_render(const struct lc_cfg_doc *doc);
-void lc_cfg_free(struct lc_cfg_doc *doc);
-/* Validates the rendered text with the real loader (no environment). */
-int lc_cfg_validate_text(const char *name, const char *text, struct vm_err *err);
-/* Renders, validates, backs up the old file (path.bak) and replaces atomically. */
-int lc_cfg_write(const char *path, const struct lc_cfg_doc *doc, struct vm_err *err);
+/* The effective configuration, as the agent would run with it: the file (a
+ * missing one counts as empty), the defaults and this process's environment.
+ * When that does not load, err says why and the result holds what the file
+ * says over the defaults (or only the defaults). malloc'd; NULL when out of
+ * memory. Its paths are target paths: under --root, join them (lc_join). */
+struct cfg *lc_config_effective(const char *path, struct vm_err *err);
+void lc_config_free(struct cfg *c);
+/* Validates the edited file with the loader, keeps the previous one as
+ * path.bak and replaces it atomically (0640). */
+int lc_config_write(const char *path, const struct cfg_doc *doc, struct vm_err *err);
 
 /* --- service manager (lifecycle/service_systemd.c; a Windows port adds a file) -------------- */
 

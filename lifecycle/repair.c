@@ -25,14 +25,8 @@ struct ctx {
 	struct lc_report *r;
 	bool fix;
 	bool restart_needed;
-	struct lc_cfg_doc doc; /* the config as a flat document (may be empty) */
+	struct cfg *cfg; /* the effective configuration (defaults when unreadable) */
 };
-
-static const char *cfg_val(const struct ctx *c, const char *key)
-{
-	const char *v = lc_cfg_get(&c->doc, key);
-	return v ? v : "";
-}
 
 /* --- checks ------------------------------------------------------------------------------------
  */
@@ -247,12 +241,10 @@ static size_t discard(char *buf, size_t size, size_t n, void *ud)
 	return size * n;
 }
 
-static void check_reach(struct ctx *c, const char *name, const char *section, const char *url,
-                        bool clock)
+/* url with that section's ca_file and proxy_url (agent or piko). */
+static void check_reach(struct ctx *c, const char *name, const char *url, const char *ca,
+                        const char *proxy, bool clock)
 {
-	char ca_key[48], proxy_key[48];
-	snprintf(ca_key, sizeof(ca_key), "%s.ca_file", section);
-	snprintf(proxy_key, sizeof(proxy_key), "%s.proxy_url", section);
 	if (c->o->offline) {
 		lc_report_add(c->r, name, LC_SKIPPED, NULL, "--offline");
 		return;
@@ -274,11 +266,9 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &pr);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-	const char *ca = cfg_val(c, ca_key);
 	if (ca[0] != '\0')
 		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
-	(void)http_proxy_apply(h, cfg_val(c, proxy_key), cfg_val(c, "agent.proxy_credentials_file"),
-	                       NULL);
+	(void)http_proxy_apply(h, proxy, c->cfg->agent.proxy_credentials_file, NULL);
 	CURLcode cc = curl_easy_perform(h);
 	long status = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -311,14 +301,14 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
-	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "agent.ca_file"),
-	                        cfg_val(c, "agent.proxy_url"),
-	                        cfg_val(c, "agent.proxy_credentials_file")};
+	const struct cfg *cfg = c->cfg;
+	struct lc_cp_opts cp = {cfg->agent.control_plane_url, cfg->agent.ca_file,
+	                        cfg->agent.proxy_url, cfg->agent.proxy_credentials_file};
 	struct lc_registration reg;
-	int rc = lc_cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
+	int rc = lc_cp_register(&cp, c->o->install_key, cfg->agent.tenant_id, agent_id,
 	                        c->o->version ? c->o->version : "", &reg, err);
 	if (rc == 0)
-		rc = lc_write_credentials(&c->p, &reg, cfg_val(c, "agent.tenant_id"), cp.url, err);
+		rc = lc_write_credentials(&c->p, &reg, cfg->agent.tenant_id, cp.url, err);
 	lc_registration_clear(&reg);
 	return rc;
 }
@@ -333,17 +323,17 @@ static void check_credentials(struct ctx *c)
 		snprintf(problem, sizeof(problem), "%s", e.msg);
 	else if (cr.deregistered)
 		snprintf(problem, sizeof(problem), "agent %s was deregistered", cr.agent_id);
-	else if (!c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0') {
+	else if (!c->o->offline && c->cfg->agent.control_plane_url[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
-		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
-		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url"),
-		                        cfg_val(c, "agent.proxy_credentials_file")};
+		const struct cfg *cfg = c->cfg;
+		struct lc_cp_opts cp = {cfg->agent.control_plane_url, cfg->agent.ca_file,
+		                        cfg->agent.proxy_url, cfg->agent.proxy_credentials_file};
 		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);
 	}
 	char id[128];
-	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : cfg_val(c, "agent.id"));
+	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : c->cfg->agent.id);
 	lc_creds_clear(&cr);
 	if (problem[0] == '\0') {
 		lc_report_add(c->r, "credentials", LC_OK, NULL, "agent %s%s", id,
@@ -385,12 +375,16 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	int rc = lc_paths_init(&c->p, o->root, NULL, err);
 	if (rc != 0)
 		goto out;
-	if (lc_cfg_read(c->p.config, &c->doc, NULL) != 0)
-		lc_cfg_parse("empty", "", 0, &c->doc, NULL);
+	if ((c->cfg = lc_config_effective(c->p.config, NULL)) == NULL) {
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
 		checks[i](c);
-	check_reach(c, "control plane", "agent", cfg_val(c, "agent.control_plane_url"), true);
-	check_reach(c, "piko", "piko", cfg_val(c, "piko.server_url"), false);
+	const struct cfg *cfg = c->cfg;
+	check_reach(c, "control plane", cfg->agent.control_plane_url, cfg->agent.ca_file,
+	            cfg->agent.proxy_url, true);
+	check_reach(c, "piko", cfg->piko.server_url, cfg->piko.ca_file, cfg->piko.proxy_url, false);
 	check_active(c);
 	enum lc_status worst = lc_report_worst(r);
 	if (o->diagnose_only)
@@ -406,7 +400,7 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	if (o->diagnose_only ? worst != LC_OK : worst >= LC_FAIL)
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s", r->result);
 out:
-	lc_cfg_free(&c->doc);
+	lc_config_free(c->cfg);
 	free(c);
 	return rc;
 }

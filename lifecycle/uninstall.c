@@ -80,13 +80,11 @@ static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths 
 		return;
 	}
 	/* the control-plane URL: from the config, else from the credentials file */
-	struct lc_cfg_doc doc;
 	char url[512] = "";
-	if (lc_cfg_read(p->config, &doc, NULL) == 0) {
-		const char *v = lc_cfg_get(&doc, "agent.control_plane_url");
-		snprintf(url, sizeof(url), "%s", v ? v : "");
-		lc_cfg_free(&doc);
-	}
+	struct cfg *eff = lc_config_effective(p->config, NULL);
+	if (eff != NULL)
+		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
+	lc_config_free(eff);
 	if (url[0] == '\0') {
 		json_t *j = json_load_file(p->credentials, 0, NULL);
 		const char *v = json_string_value(json_object_get(j, "control_plane_url"));

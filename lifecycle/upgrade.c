@@ -168,23 +168,20 @@ static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n, s
 	const char *b = j->o->builtin_key;
 	if (b != NULL && b[0] != '\0' && msig_parse_pubkey(b, strlen(b), &keys[*n], NULL) == 0)
 		(*n)++;
-	struct lc_cfg_doc doc;
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *list = lc_cfg_get(&doc, "upgrade.public_keys");
-		char buf[2048];
-		snprintf(buf, sizeof(buf), "%s", list ? list : "");
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL) {
+		char buf[sizeof(eff->upgrade.public_keys)];
+		snprintf(buf, sizeof(buf), "%s", eff->upgrade.public_keys);
+		lc_config_free(eff);
 		char *save = NULL;
 		for (char *tok = strtok_r(buf, ", \t", &save); tok && *n < MAX_KEYS;
 		     tok = strtok_r(NULL, ", \t", &save)) {
 			struct vm_err e;
-			if (msig_parse_pubkey(tok, strlen(tok), &keys[*n], &e) != 0) {
-				lc_cfg_free(&doc);
+			if (msig_parse_pubkey(tok, strlen(tok), &keys[*n], &e) != 0)
 				return vm_err_set(err, VM_ERR_INVALID, "upgrade.public_keys: %s",
 				                  e.msg);
-			}
 			(*n)++;
 		}
-		lc_cfg_free(&doc);
 	}
 	if (*n == 0)
 		return vm_err_set(err, VM_ERR_INVALID,
@@ -328,13 +325,10 @@ out:
 static unsigned configured_health_timeout(const struct job *j)
 {
 	uint64_t ms = 60000;
-	struct lc_cfg_doc doc;
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *v = lc_cfg_get(&doc, "upgrade.health_timeout");
-		if (v == NULL || cfg_parse_duration(v, &ms) != 0 || ms < 1000)
-			ms = 60000;
-		lc_cfg_free(&doc);
-	}
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL && eff->upgrade.health_timeout_ms >= 1000)
+		ms = eff->upgrade.health_timeout_ms;
+	lc_config_free(eff);
 	return (unsigned)(ms / 1000);
 }
 
@@ -344,20 +338,18 @@ static void configured_download(struct job *j)
 {
 	uint64_t v = BINARY_MAX;
 	snprintf(j->proxy, sizeof(j->proxy), "%s", j->o->proxy ? j->o->proxy : "");
-	struct lc_cfg_doc doc;
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *s = lc_cfg_get(&doc, "upgrade.max_size");
-		if (s == NULL || s[0] == '\0' || cfg_parse_size(s, &v) != 0 || v == 0 ||
-		    v > SIZE_MAX / 2)
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL) {
+		v = eff->upgrade.max_size;
+		if (v == 0 || v > SIZE_MAX / 2)
 			v = BINARY_MAX;
-		const char *px = lc_cfg_get(&doc, "agent.proxy_url");
-		const char *pc = lc_cfg_get(&doc, "agent.proxy_credentials_file");
-		if (j->o->proxy == NULL && px != NULL)
-			snprintf(j->proxy, sizeof(j->proxy), "%s", px);
+		const char *pc = eff->agent.proxy_credentials_file;
+		if (j->o->proxy == NULL)
+			snprintf(j->proxy, sizeof(j->proxy), "%s", eff->agent.proxy_url);
 		/* the file is a target path: under --root it lives below the root */
-		if (j->o->proxy == NULL && pc != NULL && pc[0] == '/')
+		if (j->o->proxy == NULL && pc[0] == '/')
 			lc_join(j->proxy_creds, sizeof(j->proxy_creds), j->p.root, pc);
-		lc_cfg_free(&doc);
+		lc_config_free(eff);
 	}
 	j->max_size = (size_t)v;
 }
@@ -416,13 +408,11 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 	struct lc_creds c;
 	if (lc_creds_read(j->p.credentials, &c, NULL) != 0)
 		return;
-	struct lc_cfg_doc doc;
 	char url[512] = "";
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *v = lc_cfg_get(&doc, "agent.control_plane_url");
-		snprintf(url, sizeof(url), "%s", v ? v : "");
-		lc_cfg_free(&doc);
-	}
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL)
+		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
+	lc_config_free(eff);
 	char id[37], when[32];
 	uuid4(id);
 	lc_now_iso(when, sizeof(when));

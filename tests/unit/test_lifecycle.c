@@ -46,27 +46,27 @@ static void test_lifecycle_cfg_edit_roundtrip_validates_and_quotes(void **state)
 	(void)state;
 	static const char text[] = "agent:\n  id: a1\npiko:\n  reconnect:\n    max_delay: 30s\n"
 	                           "health:\nprobe:\n  allow: [\"/bin/a,b\", \"/bin/c\"]\n";
-	struct lc_cfg_doc doc;
+	struct cfg_doc *doc = NULL;
 	struct vm_err err = {0};
-	assert_int_equal(lc_cfg_parse("t", text, strlen(text), &doc, &err), 0);
-	assert_string_equal(lc_cfg_get(&doc, "piko.reconnect.max_delay"), "30s");
-	assert_int_equal(lc_cfg_set(&doc, "agent.tenant_id", "te\"n\\ant", &err), 0);
-	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9100", &err), 0);
-	assert_int_not_equal(lc_cfg_set(&doc, "agent.nope", "1", &err), 0);
-	assert_int_not_equal(lc_cfg_set(&doc, "agent.id", "a\nb", &err), 0);
-	char *out = lc_cfg_render(&doc);
+	assert_int_equal(cfg_doc_parse(&doc, "t", text, strlen(text), &err), 0);
+	assert_int_equal(cfg_doc_values(doc)->piko.reconnect.max_delay_ms, 30000);
+	assert_int_equal(cfg_doc_set(doc, "agent.tenant_id", "te\"n\\ant", &err), 0);
+	assert_int_equal(cfg_doc_set(doc, "webhook.port", "9100", &err), 0);
+	assert_int_not_equal(cfg_doc_set(doc, "agent.nope", "1", &err), 0);
+	assert_int_not_equal(cfg_doc_set(doc, "agent.id", "a\nb", &err), 0);
+	const char *out = cfg_doc_text(doc, NULL);
 	assert_non_null(out);
-	assert_int_equal(lc_cfg_validate_text("t", out, &err), 0);
-	struct lc_cfg_doc back;
-	assert_int_equal(lc_cfg_parse("t", out, strlen(out), &back, &err), 0);
-	assert_string_equal(lc_cfg_get(&back, "agent.tenant_id"), "te\"n\\ant");
-	assert_string_equal(lc_cfg_get(&back, "piko.reconnect.max_delay"), "30s");
+	assert_int_equal(cfg_doc_validate(doc, &err), 0);
+	struct cfg_doc *back = NULL;
+	assert_int_equal(cfg_doc_parse(&back, "t", out, strlen(out), &err), 0);
+	assert_string_equal(cfg_doc_values(back)->agent.tenant_id, "te\"n\\ant");
+	assert_int_equal(cfg_doc_values(back)->piko.reconnect.max_delay_ms, 30000);
 	assert_non_null(strstr(out, "allow: [\"/bin/a,b\", \"/bin/c\"]")); /* a list stays a list */
-	assert_int_equal(lc_cfg_unset(&back, "webhook.port", &err), 0);
-	assert_null(lc_cfg_get(&back, "webhook.port"));
-	free(out);
-	lc_cfg_free(&doc);
-	lc_cfg_free(&back);
+	assert_int_equal(cfg_doc_values(back)->probe.allow.count, 2);
+	assert_int_equal(cfg_doc_unset(back, "webhook.port", &err), 0);
+	assert_false(cfg_doc_has(back, "webhook.port"));
+	cfg_doc_free(doc);
+	cfg_doc_free(back);
 }
 
 static void test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid(void **state)
@@ -75,24 +75,24 @@ static void test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid(void **sta
 	char path[128], bak[140];
 	snprintf(path, sizeof(path), "%s/config.yaml", test_dir);
 	snprintf(bak, sizeof(bak), "%s.bak", path);
-	struct lc_cfg_doc doc;
+	struct cfg_doc *doc = NULL;
 	struct vm_err err = {0};
-	assert_int_equal(lc_cfg_read(path, &doc, &err), 0); /* missing: empty */
-	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9100", &err), 0);
-	assert_int_equal(lc_cfg_write(path, &doc, &err), 0);
-	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9200", &err), 0);
-	assert_int_equal(lc_cfg_write(path, &doc, &err), 0);
+	assert_int_equal(cfg_doc_read(&doc, path, &err), 0); /* missing: empty */
+	assert_int_equal(cfg_doc_set(doc, "webhook.port", "9100", &err), 0);
+	assert_int_equal(lc_config_write(path, doc, &err), 0);
+	assert_int_equal(cfg_doc_set(doc, "webhook.port", "9200", &err), 0);
+	assert_int_equal(lc_config_write(path, doc, &err), 0);
 	char *data;
 	size_t len;
 	assert_int_equal(fs_read_file(bak, 4096, &data, &len, &err), 0);
 	assert_non_null(strstr(data, "9100"));
 	free(data);
-	assert_int_equal(lc_cfg_set(&doc, "piko.endpoint", "a/b", &err), 0);
-	assert_int_not_equal(lc_cfg_write(path, &doc, &err), 0);
+	assert_int_equal(cfg_doc_set(doc, "piko.endpoint", "a/b", &err), 0);
+	assert_int_not_equal(lc_config_write(path, doc, &err), 0);
 	assert_int_equal(fs_read_file(path, 4096, &data, &len, &err), 0);
 	assert_non_null(strstr(data, "9200")); /* unchanged */
 	free(data);
-	lc_cfg_free(&doc);
+	cfg_doc_free(doc);
 }
 
 static void test_lifecycle_unit_template_has_the_binary_and_hardening(void **state)
