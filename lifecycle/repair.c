@@ -311,23 +311,24 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
-	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "agent.ca_file"),
-	                        cfg_val(c, "agent.proxy_url"),
-	                        cfg_val(c, "agent.proxy_credentials_file")};
-	struct lc_registration reg;
-	int rc = lc_cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
-	                        c->o->version ? c->o->version : "", &reg, err);
+	struct cp_opts cp = {.url = cfg_val(c, "agent.control_plane_url"),
+	                     .ca_file = cfg_val(c, "agent.ca_file"),
+	                     .proxy = cfg_val(c, "agent.proxy_url"),
+	                     .proxy_credentials_file = cfg_val(c, "agent.proxy_credentials_file")};
+	struct cp_registration reg;
+	int rc = cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
+	                     c->o->version ? c->o->version : "", &reg, err);
 	if (rc == 0)
 		rc = lc_write_credentials(&c->p, &reg, cfg_val(c, "agent.tenant_id"), cp.url, err);
-	lc_registration_clear(&reg);
+	cp_registration_clear(&reg);
 	return rc;
 }
 
 static void check_credentials(struct ctx *c)
 {
-	struct lc_creds cr;
+	struct cp_creds cr;
 	struct vm_err e = {0};
-	bool have = lc_creds_read(c->p.credentials, &cr, &e) == 0;
+	bool have = cp_creds_load(c->p.credentials, &cr, &e) == 0;
 	char problem[300] = "";
 	if (!have)
 		snprintf(problem, sizeof(problem), "%s", e.msg);
@@ -335,16 +336,18 @@ static void check_credentials(struct ctx *c)
 		snprintf(problem, sizeof(problem), "agent %s was deregistered", cr.agent_id);
 	else if (!c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
-		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
-		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url"),
-		                        cfg_val(c, "agent.proxy_credentials_file")};
-		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
+		struct cp_opts cp = {.url = cfg_val(c, "agent.control_plane_url"),
+		                     .ca_file = cfg_val(c, "agent.ca_file"),
+		                     .proxy = cfg_val(c, "agent.proxy_url"),
+		                     .proxy_credentials_file =
+		                         cfg_val(c, "agent.proxy_credentials_file")};
+		if (cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);
 	}
 	char id[128];
 	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : cfg_val(c, "agent.id"));
-	lc_creds_clear(&cr);
+	cp_creds_clear(&cr);
 	if (problem[0] == '\0') {
 		lc_report_add(c->r, "credentials", LC_OK, NULL, "agent %s%s", id,
 		              c->o->offline ? " (not verified online)"
