@@ -140,6 +140,14 @@ int lc_svc_spawn_detached(const char *const argv[], struct vm_err *err);
 int lc_fetch(const struct cp_opts *cp, const char *url, const char *path, size_t max,
              struct vm_err *err);
 
+/* --- Piko token (renew.c) ------------------------------------------------------------------- */
+
+/* One renewal: the credentials from creds_path, POST .../piko-token, the token
+ * written to token_path (atomic, 0600; NULL or "" = not written) and left in
+ * out (cleared on failure); *exp is its exp claim (0 = none). */
+int lc_piko_token_fetch(const struct cp_opts *o, const char *creds_path, const char *token_path,
+                        struct secret *out, int64_t *exp, struct vm_err *err);
+
 /* --- shared steps (install.c) ---------------------------------------------------------------- */
 
 /* Checks (fix = false) or creates/fixes (fix = true) the agent's directories. */

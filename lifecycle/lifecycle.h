@@ -149,9 +149,6 @@ void lc_renewer_reconfigure(struct lc_renewer *r, const struct cfg *cfg);
 /* Stops, joins and frees. NULL is fine. */
 void lc_renewer_stop(struct lc_renewer *r);
 
-/* One renewal now, for `repair`: writes token_file (0600) and sets *exp. */
-int lc_piko_token_renew(const struct cfg *cfg, int64_t *exp, struct vm_err *err);
-
 /* --- repair ----------------------------------------------------------------------------------- */
 
 struct lc_repair_opts {

@@ -17,7 +17,7 @@
 #include "core/http.h"
 #include "core/log.h"
 #include "core/secret.h"
-#include "lifecycle/lifecycle.h"
+#include "lifecycle/internal.h"
 
 #define RENEW_FRACTION_NUM     2 /* renew at 2/3 of the lifetime */
 #define RENEW_FRACTION_DEN     3
@@ -76,47 +76,32 @@ static void settings_wipe(struct renew_settings *s)
 	explicit_bzero(s->inline_token, sizeof(s->inline_token));
 }
 
-/* One renewal with settings s: the token into out (and token_file). */
+int lc_piko_token_fetch(const struct cp_opts *o, const char *creds_path, const char *token_path,
+                        struct secret *out, int64_t *exp, struct vm_err *err)
+{
+	struct cp_creds creds;
+	int rc = cp_creds_load(creds_path, &creds, err);
+	if (rc != 0)
+		return rc;
+	rc = cp_piko_token(o, &creds, out, exp, err);
+	cp_creds_clear(&creds);
+	if (rc == 0 && token_path != NULL && token_path[0] != '\0')
+		rc = fs_write_atomic(token_path, out->value, out->len, 0600, err);
+	if (rc != 0)
+		secret_clear(out);
+	return rc;
+}
+
 static int renew_once(const struct renew_settings *s, const atomic_bool *cancel, struct secret *out,
                       int64_t *exp, struct vm_err *err)
 {
-	struct cp_creds creds;
-	int rc = cp_creds_load(s->credentials_file, &creds, err);
-	if (rc != 0)
-		return rc;
 	struct cp_opts o = {.url = s->cp_url,
 	                    .ca_file = s->ca_file,
 	                    .proxy = s->proxy,
 	                    .proxy_credentials_file = s->proxy_creds,
 	                    .timeout_ms = RENEW_CALL_TIMEOUT_MS,
 	                    .cancel = cancel};
-	rc = cp_piko_token(&o, &creds, out, exp, err);
-	cp_creds_clear(&creds);
-	if (rc == 0 && s->token_file[0] != '\0')
-		rc = fs_write_atomic(s->token_file, out->value, out->len, 0600, err);
-	if (rc != 0)
-		secret_clear(out);
-	return rc;
-}
-
-int lc_piko_token_renew(const struct cfg *cfg, int64_t *exp, struct vm_err *err)
-{
-	struct renew_settings s;
-	settings_of(cfg, &s);
-	int rc = 0;
-	if (!s.enabled)
-		rc = vm_err_set(err, VM_ERR_INVALID,
-		                "agent.control_plane_url, agent.credentials_file and "
-		                "piko.server_url are needed to renew the Piko token");
-	else if (s.token_file[0] == '\0')
-		rc = vm_err_set(err, VM_ERR_INVALID,
-		                "piko.token_file is not set: a renewed token has nowhere to go");
-	struct secret tok = {0};
-	if (rc == 0)
-		rc = renew_once(&s, NULL, &tok, exp, err);
-	secret_clear(&tok);
-	settings_wipe(&s);
-	return rc;
+	return lc_piko_token_fetch(&o, s->credentials_file, s->token_file, out, exp, err);
 }
 
 /* When (wall clock, seconds) the current token should be renewed; 0 = no

@@ -12,6 +12,7 @@
 
 #include "core/codec.h"
 #include "core/config.h"
+#include "core/cp.h"
 #include "core/http.h"
 #include "lifecycle/internal.h"
 
@@ -372,9 +373,64 @@ static void check_credentials(struct ctx *c)
 }
 
 /* Order matters in fix mode: files first, the restart last. */
+/* The Piko upstream token: when it expires; renewed from the control plane
+ * when repairing (the running agent renews on its own schedule too). */
+static void check_piko_token(struct ctx *c)
+{
+	const char *file = cfg_val(c, "piko.token_file");
+	if (cfg_val(c, "piko.server_url")[0] == '\0' || file[0] == '\0') {
+		lc_report_add(c->r, "piko token", LC_SKIPPED, NULL, "no piko.token_file");
+		return;
+	}
+	char path[PATH_MAX];
+	if (lc_join(path, sizeof(path), c->p.root, file) != 0)
+		return;
+	struct secret tok = {0};
+	struct vm_err e = {0};
+	int64_t iat = 0, exp = 0;
+	if (secret_load_file(&tok, path, &e) == 0)
+		(void)cp_token_times(tok.value, &iat, &exp);
+	secret_clear(&tok);
+	if (exp == 0) {
+		/* opaque or exp-less: it does not expire, nothing to renew */
+		lc_report_add(c->r, "piko token", LC_OK, NULL, "%s carries no expiry",
+		              lc_target_path(&c->p, path));
+		return;
+	}
+	bool can_renew = !c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0';
+	if (c->fix && can_renew) {
+		struct cp_opts cp = {.url = cfg_val(c, "agent.control_plane_url"),
+		                     .ca_file = cfg_val(c, "agent.ca_file"),
+		                     .proxy = cfg_val(c, "agent.proxy_url"),
+		                     .proxy_credentials_file =
+		                         cfg_val(c, "agent.proxy_credentials_file")};
+		if (lc_piko_token_fetch(&cp, c->p.credentials, path, &tok, &exp, &e) == 0) {
+			secret_clear(&tok);
+			char when[32] = "no expiry";
+			time_t t = (time_t)exp;
+			struct tm tm;
+			if (exp > 0 && gmtime_r(&t, &tm) != NULL)
+				strftime(when, sizeof(when), "expires %Y-%m-%dT%H:%M:%SZ", &tm);
+			lc_report_add(c->r, "piko token", LC_CHANGED, NULL, "renewed (%s)", when);
+			return;
+		}
+		lc_report_add(c->r, "piko token", exp > time(NULL) ? LC_WARN : LC_FAIL,
+		              "check the credentials and agent.control_plane_url",
+		              "renewal failed: %s", e.msg);
+		return;
+	}
+	char when[32] = "?";
+	time_t t = (time_t)exp;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) != NULL)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	lc_report_add(c->r, "piko token", exp > time(NULL) ? LC_OK : LC_FAIL,
+	              "run 'vm-agent repair' online to renew it", "expires %s", when);
+}
+
 static void (*const checks[])(struct ctx *) = {
     check_binary, check_dirs, check_config,      check_permissions,
-    check_unit,   check_disk, check_credentials,
+    check_unit,   check_disk, check_credentials, check_piko_token,
 };
 
 int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err *err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +135,30 @@ func TestPikoTokenRenewedAfter401(t *testing.T) {
 	if strings.Contains(out, strings.TrimSpace(string(data))) {
 		t.Error("status prints the Piko token")
 	}
+}
+
+func TestPikoTokenRenewedByRepair(t *testing.T) {
+	cp := &lcCP{URL: hcFakeCP(t, "-piko-hmac-key", relayHMACKey, "-piko-token-ttl", "1h")}
+	root := lcInstall(t, cp)
+	tokPath := filepath.Join(root, "etc/vm-agent/piko.token")
+	// An expiring JWT (install got an opaque one, which never expires).
+	old := makeHS256(relayHMACKey, time.Now().Add(5*time.Minute).Unix(), "agent-1")
+	if err := os.WriteFile(tokPath, []byte(old), 0600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, nil, "repair", "--root", root)
+	if code != 0 || !strings.Contains(out, "piko token") || !strings.Contains(out, "renewed") {
+		t.Fatalf("repair: exit %d\n%s\n%s", code, out, errOut)
+	}
+	data, _ := os.ReadFile(tokPath)
+	if exp := jwtExp(t, string(data)); exp < time.Now().Add(50*time.Minute).Unix() {
+		t.Errorf("piko.token not renewed (exp %d)", exp)
+	}
+	if m := lcMode(t, tokPath); m != 0600 {
+		t.Errorf("piko.token mode %o", m)
+	}
+	if n := pikoTokenCalls(t, cp.URL); n != 1 {
+		t.Errorf("%d renewal calls, want 1", n)
+	}
+	lcGrepTree(t, filepath.Join(root, "var"), strings.TrimSpace(string(data)))
 }
