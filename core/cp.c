@@ -4,6 +4,9 @@
 #include "core/cp.h"
 
 #include <errno.h>
+#include <malloc.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +176,29 @@ int cp_creds_mark_deregistered(const char *path, struct vm_err *err)
 	wipe_json_string(json_object_get(o, "token"));
 	json_decref(o);
 	return rc;
+}
+
+/* --- jansson's memory ------------------------------------------------------------------ */
+
+/* Plain malloc, so that what jansson hands out (json_dumps) is still freed
+ * with free() by its callers; jansson's own frees wipe the whole block first.
+ * malloc_usable_size is glibc's (and ASan's): the Linux-specific part. */
+static void *wiping_malloc(size_t n)
+{
+	return malloc(n);
+}
+
+static void wiping_free(void *p)
+{
+	if (p == NULL)
+		return;
+	explicit_bzero(p, malloc_usable_size(p));
+	free(p);
+}
+
+void cp_json_wipe_on_free(void)
+{
+	json_set_alloc_funcs(wiping_malloc, wiping_free);
 }
 
 /* --- JWT times ------------------------------------------------------------------------ */

@@ -93,6 +93,11 @@ int cp_event(const struct cp_opts *o, const struct cp_creds *c, const char *body
 int cp_piko_token(const struct cp_opts *o, const struct cp_creds *c, struct secret *out,
                   int64_t *exp, struct vm_err *err);
 
+/* Makes jansson wipe every buffer it frees (json_set_alloc_funcs), so the
+ * copies it makes of tokens while parsing and dumping never linger in freed
+ * memory. Call once, first thing in main, before any jansson allocation. */
+void cp_json_wipe_on_free(void);
+
 /* The iat and exp claims of a JWT, read WITHOUT verifying it (the agent
  * only schedules renewals with them; Piko verifies). 0 when absent. Returns 0,
  * or -VM_ERR_INVALID when token is not a JWT with a JSON payload. */

@@ -583,8 +583,15 @@ static void *tun_main(void *arg)
 			if (end == TUN_END_REFRESH || end == TUN_END_RELOAD) {
 				if (end == TUN_END_REFRESH)
 					refreshed_exp = exp;
-				log_info("tunnel", "disconnected (%s); reconnecting now",
-				         end_reason(end));
+				pthread_mutex_lock(&t->lock);
+				bool next_ready = t->ready != NULL;
+				pthread_mutex_unlock(&t->lock);
+				if (next_ready)
+					log_info("tunnel", "previous session drained; the session "
+					                   "with the renewed token takes over");
+				else
+					log_info("tunnel", "disconnected (%s); reconnecting now",
+					         end_reason(end));
 				continue;
 			}
 			if (end == TUN_END_GOAWAY) {
