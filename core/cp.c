@@ -374,6 +374,36 @@ static json_t *load_secret_body(struct http_resp *resp)
 	return o;
 }
 
+/* cp_call, then the status must be one of ok (0-terminated; NULL = any
+ * 2xx): otherwise an
+ * error "<what> refused: HTTP n: message" (VM_ERR_PERM for 401/403) and resp
+ * is freed. On success resp holds the answer. */
+static int call_checked(const struct cp_opts *o, const char *bearer, const struct cp_creds *who,
+                        const char *tenant, const char *method, const char *path, const char *body,
+                        unsigned attempts, const long *ok, const char *what, struct http_resp *resp,
+                        struct vm_err *err)
+{
+	int rc = cp_call(o, bearer, who, tenant, method, path, body, body ? strlen(body) : 0, NULL,
+	                 attempts, resp, err);
+	if (rc != 0) {
+		http_resp_free(resp);
+		return rc;
+	}
+	if (ok == NULL && resp->status >= 200 && resp->status <= 299)
+		return 0;
+	for (; ok != NULL && *ok != 0; ok++)
+		if (resp->status == *ok)
+			return 0;
+	char why[300];
+	cp_describe(resp, why, sizeof(why));
+	long st = resp->status;
+	http_resp_free(resp);
+	return vm_err_set(err, st == 401 || st == 403 ? VM_ERR_PERM : VM_ERR_IO, "%s refused: %s",
+	                  what, why);
+}
+
+static const long ok_created[] = {200, 201, 0};
+
 int cp_register(const struct cp_opts *o, const char *install_key, const char *tenant_id,
                 const char *agent_id, const char *version, struct cp_registration *out,
                 struct vm_err *err)
@@ -395,21 +425,11 @@ int cp_register(const struct cp_opts *o, const char *install_key, const char *te
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	struct http_resp resp;
 	/* One attempt: the install key is one-time (docs/control-plane-api.md). */
-	int rc = cp_call(o, install_key, NULL, tenant_id, "POST", "/v1/agents/register", body,
-	                 strlen(body), NULL, 1, &resp, err);
+	int rc = call_checked(o, install_key, NULL, tenant_id, "POST", "/v1/agents/register", body,
+	                      1, ok_created, "registration", &resp, err);
 	free(body);
-	if (rc != 0) {
-		http_resp_free(&resp);
+	if (rc != 0)
 		return rc;
-	}
-	if (resp.status != 200 && resp.status != 201) {
-		char why[300];
-		cp_describe(&resp, why, sizeof(why));
-		long st = resp.status;
-		http_resp_free(&resp);
-		return vm_err_set(err, st == 401 || st == 403 ? VM_ERR_PERM : VM_ERR_IO,
-		                  "registration refused: %s", why);
-	}
 	json_t *doc = load_secret_body(&resp);
 	json_t *creds = json_object_get(doc, "credentials"), *piko = json_object_get(doc, "piko");
 	copy_str(doc, "agent_id", out->agent_id, sizeof(out->agent_id));
@@ -443,13 +463,10 @@ int cp_deregister(const struct cp_opts *o, const struct cp_creds *c, struct vm_e
 {
 	char path[CP_ID_MAX + 32];
 	snprintf(path, sizeof(path), "/v1/agents/%s", c->agent_id);
+	static const long done[] = {200, 204, 404, 0}; /* 404: already unknown */
 	struct http_resp resp;
-	int rc = cp_call(o, c->token.value, c, NULL, "DELETE", path, NULL, 0, NULL, 3, &resp, err);
-	if (rc == 0 && resp.status != 200 && resp.status != 204 && resp.status != 404) {
-		char why[300];
-		cp_describe(&resp, why, sizeof(why));
-		rc = vm_err_set(err, VM_ERR_IO, "deregistration refused: %s", why);
-	}
+	int rc = call_checked(o, c->token.value, c, NULL, "DELETE", path, NULL, 3, done,
+	                      "deregistration", &resp, err);
 	http_resp_free(&resp);
 	return rc;
 }
@@ -481,19 +498,10 @@ int cp_piko_token(const struct cp_opts *o, const struct cp_creds *c, struct secr
 	snprintf(path, sizeof(path), "/v1/agents/%s/piko-token", c->agent_id);
 	struct http_resp resp;
 	/* One attempt here: the renewer owns the schedule and backs off itself. */
-	int rc = cp_call(o, c->token.value, c, NULL, "POST", path, "{}", 2, NULL, 1, &resp, err);
-	if (rc != 0) {
-		http_resp_free(&resp);
+	int rc = call_checked(o, c->token.value, c, NULL, "POST", path, "{}", 1, ok_created,
+	                      "Piko token renewal", &resp, err);
+	if (rc != 0)
 		return rc;
-	}
-	if (resp.status != 200 && resp.status != 201) {
-		char why[300];
-		cp_describe(&resp, why, sizeof(why));
-		long st = resp.status;
-		http_resp_free(&resp);
-		return vm_err_set(err, st == 401 || st == 403 ? VM_ERR_PERM : VM_ERR_IO,
-		                  "Piko token renewal refused: %s", why);
-	}
 	json_t *doc = load_secret_body(&resp);
 	struct secret tok = {0};
 	rc = take_token(json_object_get(doc, "token"), "token", &tok, err);

@@ -408,13 +408,19 @@ static int load_token(struct tun *t, struct secret *tok, struct vm_err *err)
 	pthread_mutex_lock(&t->lock);
 	int rc = t->handed.value != NULL ? secret_set(tok, t->handed.value, err) : 1;
 	pthread_mutex_unlock(&t->lock);
-	if (rc <= 0)
-		return rc;
-	if (t->set->token_file[0])
-		return secret_load_file(tok, t->set->token_file, err);
-	if (t->set->cfg_token.value != NULL)
-		return secret_set(tok, t->set->cfg_token.value, err);
-	return 0;
+	if (rc > 0 && t->set->token_file[0])
+		rc = secret_load_file(tok, t->set->token_file, err);
+	else if (rc > 0 && t->set->cfg_token.value != NULL)
+		rc = secret_set(tok, t->set->cfg_token.value, err);
+	else if (rc > 0)
+		rc = 0;
+	/* The one token limit: a longer one is an error, never cut. */
+	if (rc == 0 && tok->len > CP_TOKEN_MAX) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "the Piko token is %zu bytes, more than %d",
+		                tok->len, CP_TOKEN_MAX);
+		secret_clear(tok);
+	}
+	return rc;
 }
 
 /* Resets the wake eventfd after a reload (a stop leaves it readable on purpose). */
