@@ -104,26 +104,32 @@ static int renew_once(const struct renew_settings *s, const atomic_bool *cancel,
 	return lc_piko_token_fetch(&o, s->credentials_file, s->token_file, out, exp, err);
 }
 
-/* When (wall clock, seconds) the current token should be renewed; 0 = no
- * expiry known, so only a kick renews it. first_seen stands in for a missing iat. */
-static int64_t renew_at(const struct renew_settings *s, int64_t first_seen)
+/* When (wall clock, seconds) a token with these claims is renewed; 0 = no
+ * expiry, so only a kick renews it. seen stands in for a missing iat. */
+static int64_t renew_time(int64_t iat, int64_t exp, int64_t seen)
+{
+	if (exp == 0)
+		return 0;
+	if (iat == 0 || iat >= exp)
+		iat = seen < exp ? seen : exp;
+	return iat + (exp - iat) * RENEW_FRACTION_NUM / RENEW_FRACTION_DEN;
+}
+
+/* The same for the token the agent started with (file or inline). */
+static int64_t renew_at(const struct renew_settings *s, int64_t seen)
 {
 	struct secret tok = {0};
 	struct vm_err err;
 	int64_t iat = 0, exp = 0;
 	if (s->token_file[0] != '\0') {
 		if (secret_load_file(&tok, s->token_file, &err) != 0)
-			return first_seen; /* unreadable: fetch one now */
+			return seen; /* unreadable: fetch one now */
 		(void)cp_token_times(tok.value, &iat, &exp);
 		secret_clear(&tok);
 	} else {
 		(void)cp_token_times(s->inline_token, &iat, &exp);
 	}
-	if (exp == 0)
-		return 0;
-	if (iat == 0 || iat >= exp)
-		iat = first_seen < exp ? first_seen : exp;
-	return iat + (exp - iat) * RENEW_FRACTION_NUM / RENEW_FRACTION_DEN;
+	return renew_time(iat, exp, seen);
 }
 
 static void timed_wait(struct lc_renewer *r, uint64_t ms)
@@ -211,6 +217,11 @@ static void *renew_main(void *arg)
 			         "Piko token renewal failed: %s; retrying with backoff", err.msg);
 			snprintf(last_error, sizeof(last_error), "%s", err.msg);
 		}
+		/* The next renewal follows the token just received (not a file,
+		 * which an inline piko.token does not have). */
+		int64_t iat = 0;
+		if (rc == 0)
+			(void)cp_token_times(tok.value, &iat, &exp);
 		secret_clear(&tok);
 		settings_wipe(&s);
 
@@ -218,7 +229,7 @@ static void *renew_main(void *arg)
 		if (rc == 0) {
 			failures = 0;
 			kicks = was_kick ? kicks + 1 : 0;
-			due_wall = -1;
+			due_wall = renew_time(iat, exp, (int64_t)time(NULL));
 			next_try =
 			    mono_ms() + (kicks ? http_backoff_next_ms(&policy, kicks, -1) : 0);
 		} else {
