@@ -251,29 +251,18 @@ void cp_describe(const struct http_resp *resp, char *out, size_t cap)
 static int cp_sleep(void *ctx, uint64_t ms)
 {
 	const atomic_bool *cancel = ctx;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	/* In slices, so a cancel (shutdown) is seen within 100 ms. */
-	for (;;) {
+	/* Relative slices on CLOCK_MONOTONIC, so a cancel (shutdown) is seen
+	 * within 100 ms and a wall-clock jump changes nothing. */
+	while (ms > 0) {
 		if (cancel != NULL && atomic_load(cancel))
 			return 1;
-		struct timespec now, step = {0, 100 * 1000000L};
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > ts.tv_sec ||
-		    (now.tv_sec == ts.tv_sec && now.tv_nsec >= ts.tv_nsec))
-			return 0;
-		int64_t left_ns =
-		    (int64_t)(ts.tv_sec - now.tv_sec) * 1000000000LL + (ts.tv_nsec - now.tv_nsec);
-		if (left_ns < step.tv_nsec)
-			step.tv_nsec = (long)left_ns;
-		clock_nanosleep(CLOCK_MONOTONIC, 0, &step, NULL);
+		uint64_t slice = ms < 100 ? ms : 100;
+		struct timespec ts = {0, (long)slice * 1000000L};
+		while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+			;
+		ms -= slice;
 	}
+	return cancel != NULL && atomic_load(cancel) ? 1 : 0;
 }
 
 int cp_call(const struct cp_opts *o, const char *bearer, const struct cp_creds *who,
