@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <openssl/rand.h>
 
 #include "core/codec.h"

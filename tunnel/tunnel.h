@@ -56,7 +56,8 @@ void tun_stop(struct tun *t, uint64_t grace_ms);
  * one is dialled with it first (this call blocks up to piko.connect_timeout),
  * then the old one drains (GoAway, in-flight streams finish), so requests are
  * never refused in between. A failed dial is returned and the old session
- * keeps serving until it ends on its own. */
+ * keeps serving until it ends on its own. Every tun_token_set must have
+ * returned before tun_stop (the renewal thread stops first). */
 int tun_token_set(struct tun *t, const struct secret *token, struct vm_err *err);
 
 /* A consistent snapshot of the counters; safe from any thread. */
