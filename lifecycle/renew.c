@@ -145,16 +145,70 @@ static void timed_wait(struct lc_renewer *r, uint64_t ms)
 	pthread_cond_timedwait(&r->cond, &r->mu, &ts);
 }
 
+/* The renewal thread's schedule (only it touches this). */
+struct sched {
+	unsigned failures, kicks; /* consecutive, for the backoff */
+	uint64_t next_try;        /* monotonic ms, after a failure or a kick */
+	int64_t due_wall;         /* when the current token is renewed; -1 = read it again */
+	char last_error[256];
+};
+
+static const struct http_retry renew_policy = {.initial_delay_ms = RENEW_RETRY_INITIAL_MS,
+                                               .max_delay_ms = RENEW_RETRY_MAX_MS,
+                                               .multiplier = 2};
+
+/* When the next attempt is due (monotonic ms; UINT64_MAX = only a kick). */
+static uint64_t next_due(const struct lc_renewer *r, const struct sched *sc, uint64_t now)
+{
+	if (sc->failures > 0)
+		return sc->next_try; /* the control plane failed: back off */
+	if (r->kicked) /* a refused token: at once, not in a loop if Piko keeps refusing */
+		return sc->kicks == 0 ? now : sc->next_try;
+	if (sc->due_wall == 0)
+		return UINT64_MAX;
+	int64_t left_s = sc->due_wall - (int64_t)time(NULL);
+	return left_s <= 0 ? now : now + (uint64_t)left_s * 1000u;
+}
+
+/* One attempt, without the lock: renew, hand over, log. Returns renew_once's
+ * code; iat and exp get the new token's claims. */
+static int attempt(struct lc_renewer *r, const struct renew_settings *s, struct sched *sc,
+                   int64_t *iat, int64_t *exp)
+{
+	struct secret tok = {0};
+	struct vm_err err = {0};
+	int rc = renew_once(s, &r->stop, &tok, exp, &err);
+	if (rc != 0) {
+		/* Once per distinct problem, not every retry. */
+		if (strcmp(sc->last_error, err.msg) != 0)
+			log_warn("lifecycle",
+			         "Piko token renewal failed: %s; retrying with backoff", err.msg);
+		snprintf(sc->last_error, sizeof(sc->last_error), "%s", err.msg);
+		return rc;
+	}
+	char when[32] = "?";
+	struct tm tm;
+	time_t e = (time_t)*exp;
+	if (*exp > 0 && gmtime_r(&e, &tm) != NULL)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	log_info("lifecycle", "Piko token renewed (expires %s)", when);
+	sc->last_error[0] = '\0';
+	struct vm_err serr = {0};
+	if (r->sink != NULL && r->sink(r->ctx, &tok, &serr) != 0)
+		log_warn("lifecycle",
+		         "renewed Piko token: the new session failed (%s); the next reconnect "
+		         "uses the token",
+		         serr.msg);
+	/* The next renewal follows this token (an inline piko.token has no file). */
+	(void)cp_token_times(tok.value, iat, exp);
+	secret_clear(&tok);
+	return 0;
+}
+
 static void *renew_main(void *arg)
 {
 	struct lc_renewer *r = arg;
-	struct http_retry policy = {.initial_delay_ms = RENEW_RETRY_INITIAL_MS,
-	                            .max_delay_ms = RENEW_RETRY_MAX_MS,
-	                            .multiplier = 2};
-	unsigned failures = 0, kicks = 0; /* consecutive, for the backoff */
-	uint64_t next_try = 0;            /* monotonic ms; 0 = from the token's times */
-	int64_t due_wall = -1;            /* -1 = read the token file again */
-	char last_error[256] = "";
+	struct sched sc = {.due_wall = -1};
 	pthread_mutex_lock(&r->mu);
 	while (!atomic_load(&r->stop)) {
 		if (!r->set.enabled) {
@@ -163,23 +217,11 @@ static void *renew_main(void *arg)
 		}
 		if (r->reschedule) {
 			r->reschedule = false;
-			due_wall = -1;
+			sc.due_wall = -1;
 		}
-		if (due_wall < 0)
-			due_wall = renew_at(&r->set, (int64_t)time(NULL));
-		uint64_t now = mono_ms();
-		uint64_t due;
-		if (failures > 0) {
-			due = next_try; /* the control plane failed: back off */
-		} else if (r->kicked) {
-			/* A refused token: at once, but not in a loop if Piko keeps refusing. */
-			due = kicks == 0 ? now : next_try;
-		} else if (due_wall == 0) {
-			due = UINT64_MAX;
-		} else {
-			int64_t left_s = due_wall - (int64_t)time(NULL);
-			due = left_s <= 0 ? now : now + (uint64_t)left_s * 1000u;
-		}
+		if (sc.due_wall < 0)
+			sc.due_wall = renew_at(&r->set, (int64_t)time(NULL));
+		uint64_t now = mono_ms(), due = next_due(r, &sc, now);
 		if (due > now) {
 			if (due == UINT64_MAX)
 				pthread_cond_wait(&r->cond, &r->mu);
@@ -191,52 +233,23 @@ static void *renew_main(void *arg)
 		r->kicked = false;
 		struct renew_settings s = r->set;
 		pthread_mutex_unlock(&r->mu);
-
-		struct secret tok = {0};
-		struct vm_err err = {0};
-		int64_t exp = 0;
-		int rc = renew_once(&s, &r->stop, &tok, &exp, &err);
-		if (rc == 0) {
-			char when[32] = "?";
-			struct tm tm;
-			time_t e = (time_t)exp;
-			if (exp > 0 && gmtime_r(&e, &tm) != NULL)
-				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-			log_info("lifecycle", "Piko token renewed (expires %s)", when);
-			last_error[0] = '\0';
-			struct vm_err serr = {0};
-			if (r->sink != NULL && r->sink(r->ctx, &tok, &serr) != 0)
-				log_warn(
-				    "lifecycle",
-				    "renewed Piko token: the new session failed (%s); the next "
-				    "reconnect uses the token",
-				    serr.msg);
-		} else if (strcmp(last_error, err.msg) != 0) {
-			/* Once per distinct problem, not every retry. */
-			log_warn("lifecycle",
-			         "Piko token renewal failed: %s; retrying with backoff", err.msg);
-			snprintf(last_error, sizeof(last_error), "%s", err.msg);
-		}
-		/* The next renewal follows the token just received (not a file,
-		 * which an inline piko.token does not have). */
-		int64_t iat = 0;
-		if (rc == 0)
-			(void)cp_token_times(tok.value, &iat, &exp);
-		secret_clear(&tok);
+		int64_t iat = 0, exp = 0;
+		int rc = attempt(r, &s, &sc, &iat, &exp);
 		settings_wipe(&s);
-
 		pthread_mutex_lock(&r->mu);
 		if (rc == 0) {
-			failures = 0;
-			kicks = was_kick ? kicks + 1 : 0;
-			due_wall = renew_time(iat, exp, (int64_t)time(NULL));
-			next_try =
-			    mono_ms() + (kicks ? http_backoff_next_ms(&policy, kicks, -1) : 0);
+			sc.failures = 0;
+			sc.kicks = was_kick ? sc.kicks + 1 : 0;
+			sc.due_wall = renew_time(iat, exp, (int64_t)time(NULL));
+			sc.next_try =
+			    mono_ms() +
+			    (sc.kicks ? http_backoff_next_ms(&renew_policy, sc.kicks, -1) : 0);
 		} else {
-			failures++;
+			sc.failures++;
 			if (was_kick)
 				r->kicked = true; /* still wanted: retry on the backoff */
-			next_try = mono_ms() + http_backoff_next_ms(&policy, failures, -1);
+			sc.next_try =
+			    mono_ms() + http_backoff_next_ms(&renew_policy, sc.failures, -1);
 		}
 	}
 	pthread_mutex_unlock(&r->mu);
