@@ -53,7 +53,8 @@ struct agent {
 	 * both touch cfg and the listener: one at a time. */
 	pthread_mutex_t mu;
 	time_t started_at;
-	struct cg_tree cgroup; /* step containment; the executor borrows it */
+	struct cg_tree cgroup;      /* step containment; the executor borrows it */
+	struct lc_renewer *renewer; /* Piko token renewal; feeds the tunnel */
 };
 
 /* Before any thread: kills what a crashed predecessor's steps left running
@@ -106,6 +107,15 @@ static void reload_tunnel(struct agent *ag, const struct cfg *next)
 	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0)
 		log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
 		          err.msg);
+	lc_renewer_reconfigure(ag->renewer, next);
+}
+
+/* lc_token_sink: a renewed Piko token goes to the tunnel (on the renewal
+ * thread, which may block on the new session's dial; the tunnel's does not). */
+static int token_to_tunnel(void *ctx, const struct secret *token, struct vm_err *err)
+{
+	struct agent *ag = ctx;
+	return tun_token_set(ag->deps.tunnel, token, err);
 }
 
 /* health_sources adapters: what the monitor samples from other modules. */
@@ -433,11 +443,20 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	}
 	/* Always started (idle without piko.server_url) so its pointer, which the
 	 * webhook and health borrow, never changes. */
-	ag.deps.tunnel = tun_start(ag.cfg, NULL, &err);
+	ag.renewer = lc_renewer_new(ag.cfg, &err);
+	if (ag.renewer == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
+	/* The tunnel asks for a renewal after a 401; the renewer hands tokens back. */
+	struct tun_hooks hooks = {.token_rejected = lc_renewer_kick, .ctx = ag.renewer};
+	ag.deps.tunnel = tun_start(ag.cfg, &hooks, &err);
 	if (ag.deps.tunnel == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	if (lc_renewer_run(ag.renewer, token_to_tunnel, &ag, &err) != 0)
+		log_error("agent", "%s", err.msg);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
@@ -447,7 +466,9 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);
-		health_stop(ag.health); /* before the tunnel: it samples the tunnel */
+		health_stop(ag.health);      /* before the tunnel: it samples the tunnel */
+		lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
+		ag.renewer = NULL;
 		tun_stop(ag.deps.tunnel, 0);
 		goto out;
 	}
@@ -459,12 +480,15 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "admin socket not available: %s", err.msg);
 	exit_code = serve(&ag, &sigs);
 	admin_stop(ag.admin);
-	health_stop(ag.health); /* before the tunnel and probes: it samples both */
+	health_stop(ag.health);      /* before the tunnel and probes: it samples both */
+	lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
+	ag.renewer = NULL;
 	/* GoAway first so no new request arrives, then let in-flight ones finish. */
 	tun_stop(ag.deps.tunnel, ag.cfg->piko.stop_grace_ms);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");
 out:
+	lc_renewer_stop(ag.renewer);    /* only set here when the tunnel never started */
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
 	cg_close(&ag.cgroup);
 	http_global_cleanup();

@@ -12,6 +12,8 @@
 #include "cmd/cmd.h"
 #include "core/admin.h"
 #include "core/config.h"
+#include "core/cp.h"
+#include "core/secret.h"
 #include "core/fs.h"
 #include "health/health.h"
 
@@ -130,6 +132,36 @@ static void print_running(json_t *r)
 	       num(h, "reporting.spool_dropped"));
 }
 
+/* When the Piko token expires (its exp claim, from piko.token or the token
+ * file), never the token itself: "piko_token_expires_at" in doc. */
+static void add_token_expiry(json_t *doc, const struct cfg *cfg)
+{
+	struct secret tok = {0};
+	struct vm_err err;
+	int64_t iat = 0, exp = 0;
+	if (cfg->piko.token_file[0] != '\0') {
+		if (secret_load_file(&tok, cfg->piko.token_file, &err) == 0)
+			(void)cp_token_times(tok.value, &iat, &exp);
+		secret_clear(&tok);
+	} else if (cfg->piko.token[0] != '\0') {
+		(void)cp_token_times(cfg->piko.token, &iat, &exp);
+	}
+	char when[32] = "";
+	time_t e = (time_t)exp;
+	struct tm tm;
+	if (exp > 0 && gmtime_r(&e, &tm) != NULL)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_set_new(doc, "piko_token_expires_at",
+	                    when[0] ? json_string(when) : json_null());
+}
+
+static void print_token_expiry(json_t *doc)
+{
+	const char *when = str(doc, "piko_token_expires_at");
+	if (when != NULL)
+		printf("  piko token:  expires %s\n", when);
+}
+
 /* What the files say when no agent answers. */
 static json_t *offline_info(const struct cfg *cfg)
 {
@@ -235,10 +267,14 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 		exit_code = VM_EXIT_NOPERM;
 	} else if (rc == -VM_ERR_NOTFOUND) {
 		json_t *o = offline_info(cfg);
+		if (o != NULL)
+			add_token_expiry(o, cfg);
 		if (json)
 			print_json(o);
-		else if (o != NULL)
+		else if (o != NULL) {
 			print_offline(o, sock);
+			print_token_expiry(o);
+		}
 		json_decref(o);
 		exit_code = VM_EXIT_NOT_RUNNING;
 	} else if (rc != 0) {
@@ -254,9 +290,12 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 			exit_code = VM_EXIT_RUNTIME;
 		} else if (json) {
 			json_object_set_new(res, "running", json_true());
+			add_token_expiry(res, cfg);
 			print_json(res);
 		} else {
+			add_token_expiry(res, cfg);
 			print_running(res);
+			print_token_expiry(res);
 		}
 		json_decref(doc);
 	}

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "core/cp.h"
 #include "core/err.h"
 
 static int cmd_help_exec(const struct cmd_entry *self, int argc, char **argv);
@@ -105,6 +106,9 @@ static int cmd_help_exec(const struct cmd_entry *self, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* First, before any JSON exists: every jansson buffer (a parsed token,
+	 * the lexer's copy, a dumped credentials file) is wiped when freed. */
+	cp_json_wipe_on_free();
 	if (argc < 2) {
 		print_overview(stderr);
 		return VM_EXIT_USAGE;

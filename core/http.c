@@ -301,15 +301,14 @@ uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retr
 	double initial = r->initial_delay_ms ? (double)r->initial_delay_ms : 1000.0;
 	double max = r->max_delay_ms ? (double)r->max_delay_ms : 300000.0;
 	double mult = r->multiplier >= 1.0 ? r->multiplier : 2.0;
-	double jitter = r->jitter < 0 ? 0 : r->jitter > 1 ? 1 : r->jitter;
 	double d = initial;
 	for (unsigned i = 1; i < attempt && d < max; i++)
 		d *= mult;
 	if (d > max)
 		d = max;
-	/* Spread retries of many agents: uniform in [d(1-j), d(1+j)]. */
-	double u = (double)rnd / 4294967295.0;
-	d *= 1.0 - jitter + 2.0 * jitter * u;
+	/* Full jitter: uniform in [0, d], so agents that failed together spread
+	 * over the whole window instead of retrying in a herd. */
+	d *= (double)rnd / 4294967295.0;
 	if (retry_after_s > 0 && (double)retry_after_s * 1000.0 > d)
 		d = (double)retry_after_s * 1000.0;
 	if (d > max)
@@ -317,15 +316,26 @@ uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retr
 	return (uint64_t)d;
 }
 
+uint64_t http_backoff_next_ms(const struct http_retry *r, unsigned attempt, long retry_after_s)
+{
+	uint32_t rnd = 0;
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		rnd = (uint32_t)ts.tv_nsec * 2654435761u;
+	}
+	return http_backoff_ms(r, attempt, retry_after_s, rnd);
+}
+
 static int default_sleep(void *ctx, uint64_t ms)
 {
 	(void)ctx;
 	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+	/* Relative and on CLOCK_MONOTONIC: a wall-clock jump cannot stretch it. */
+	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
 		;
 	return 0;
 }
-
 int http_request_retry(const struct http_opts *opts, const struct http_retry *r, const char *method,
                        const char *url, const char *const *headers, const void *body,
                        size_t body_len, struct http_resp *resp, struct vm_err *err)
@@ -337,10 +347,7 @@ int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
 		rc = http_request(opts, method, url, headers, body, body_len, resp, err);
 		if (attempt >= max || !http_should_retry(rc, resp->status))
 			return rc;
-		uint32_t rnd = 0;
-		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-			rnd = (uint32_t)time(NULL) * 2654435761u;
-		uint64_t delay = http_backoff_ms(r, attempt, resp->retry_after_s, rnd);
+		uint64_t delay = http_backoff_next_ms(r, attempt, resp->retry_after_s);
 		http_resp_free(resp);
 		if (sleep_fn(r->sleep_ctx, delay) != 0)
 			return rc != 0

@@ -165,21 +165,6 @@ int health_spool_parse_entry(const char *data, size_t len, char id[HEALTH_ID_LEN
 size_t health_spool_format_header(const char *id, const char *body, size_t len, char *out,
                                   size_t cap);
 
-/* --- credentials (reporter.c) ----------------------------------------------------------- */
-
-struct health_credentials {
-	char agent_id[128];
-	char tenant_id[128];
-	struct secret token;
-};
-
-/* Parses the credentials JSON (see docs/control-plane-api.md). */
-int health_parse_credentials(const char *text, size_t len, struct health_credentials *out,
-                             struct vm_err *err);
-/* Loads path (must be 0600 or stricter) and parses it. */
-int health_load_credentials(const char *path, struct health_credentials *out, struct vm_err *err);
-void health_credentials_clear(struct health_credentials *c);
-
 /* --- the monitor (monitor.c) and the reporter thread (reporter.c) --------------------- */
 
 #include <pthread.h>

@@ -74,26 +74,25 @@ static void sanitize_endpoint(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-int lc_write_credentials(const struct lc_paths *p, const struct lc_registration *reg,
+int lc_write_credentials(const struct lc_paths *p, const struct cp_registration *reg,
                          const char *tenant_id, const char *cp_url, struct vm_err *err)
 {
 	char when[32];
 	lc_now_iso(when, sizeof(when));
 	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
-	json_t *o =
-	    json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id", reg->agent_id,
-	              "tenant_id", tenant_id, "token", reg->token, "control_plane_url", cp_url,
-	              "issued_at", when, "jwt_public_keys", keys ? keys : json_array());
-	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
-	json_decref(o);
-	if (text == NULL)
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	int rc = fs_write_atomic(p->credentials, text, strlen(text), 0600, err);
-	explicit_bzero(text, strlen(text));
-	free(text);
-	if (rc == 0 && reg->piko_token[0] != '\0')
-		rc = fs_write_atomic(p->piko_token, reg->piko_token, strlen(reg->piko_token), 0600,
-		                     err);
+	json_t *extra = json_pack("{s:s,s:o}", "issued_at", when, "jwt_public_keys",
+	                          keys ? keys : json_array());
+	struct cp_creds c = {0};
+	snprintf(c.agent_id, sizeof(c.agent_id), "%s", reg->agent_id);
+	snprintf(c.tenant_id, sizeof(c.tenant_id), "%s", tenant_id);
+	snprintf(c.control_plane_url, sizeof(c.control_plane_url), "%s", cp_url);
+	c.token = reg->token; /* borrowed: not cleared here */
+	int rc = extra != NULL ? cp_creds_write(p->credentials, &c, extra, err)
+	                       : vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	json_decref(extra);
+	if (rc == 0 && reg->piko_token.value != NULL)
+		rc = fs_write_atomic(p->piko_token, reg->piko_token.value, reg->piko_token.len,
+		                     0600, err);
 	return rc;
 }
 
@@ -192,9 +191,9 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
                                const char *cp_url, struct lc_report *r, char *agent_id,
                                size_t id_cap, struct reg_out *ro, struct vm_err *err)
 {
-	struct lc_creds old;
+	struct cp_creds old;
 	struct vm_err e;
-	bool have = lc_creds_read(p->credentials, &old, &e) == 0;
+	bool have = cp_creds_load(p->credentials, &old, &e) == 0;
 	if (have && !old.deregistered && !o->reregister &&
 	    strcmp(old.tenant_id, o->tenant_id) == 0) {
 		snprintf(agent_id, id_cap, "%s", old.agent_id);
@@ -202,20 +201,20 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 		              "already registered as %s (use "
 		              "--reregister to register again)",
 		              old.agent_id);
-		lc_creds_clear(&old);
+		cp_creds_clear(&old);
 		return 0;
 	}
 	if (o->install_key == NULL || o->install_key[0] == '\0') {
-		lc_creds_clear(&old);
+		cp_creds_clear(&old);
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "--key (the one-time install key) is required "
 		                  "to register this machine");
 	}
 	const char *want_id = o->agent_id ? o->agent_id : (have ? old.agent_id : NULL);
-	struct lc_cp_opts cp = {cp_url, o->ca_file, o->proxy, NULL};
-	struct lc_registration reg;
-	int rc = lc_cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
-	lc_creds_clear(&old);
+	struct cp_opts cp = {.url = cp_url, .ca_file = o->ca_file, .proxy = o->proxy};
+	struct cp_registration reg;
+	int rc = cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
+	cp_creds_clear(&old);
 	if (rc != 0) {
 		lc_report_add(r, "register", LC_FAIL,
 		              "check --control-plane-url, --key and the network "
@@ -238,7 +237,7 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 		              "(0600)",
 		              reg.agent_id, lc_target_path(p, p->credentials));
 	}
-	lc_registration_clear(&reg);
+	cp_registration_clear(&reg);
 	return rc;
 }
 

@@ -1,6 +1,6 @@
 /* Lifecycle internals shared by install/configure/repair/upgrade/uninstall:
  * child processes with timeouts, file helpers, the flat config editor, the
- * service manager (systemd today) and control-plane calls. */
+ * service manager (systemd today) and downloads (control-plane calls: core/cp). */
 #ifndef VMA_LIFECYCLE_INTERNAL_H
 #define VMA_LIFECYCLE_INTERNAL_H
 
@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "core/config.h"
+#include "core/cp.h"
 #include "core/err.h"
 #include "lifecycle/lifecycle.h"
 
@@ -78,15 +79,8 @@ struct lc_record {
 int lc_record_read(const struct lc_paths *p, struct lc_record *rec, struct vm_err *err);
 int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struct vm_err *err);
 
-/* Credentials file (JSON, 0600). */
-struct lc_creds {
-	char agent_id[128];
-	char tenant_id[128];
-	char token[4096]; /* secret */
-	bool deregistered;
-};
-int lc_creds_read(const char *path, struct lc_creds *c, struct vm_err *err);
-void lc_creds_clear(struct lc_creds *c);
+/* The credentials file and every control-plane call: core/cp.h (cp_creds_*,
+ * cp_register, cp_deregister, cp_event, cp_piko_token). */
 
 /* --- config.yaml (read and edited by core/config.c; lifecycle/configure.c) ------------------ */
 
@@ -123,43 +117,27 @@ bool lc_svc_available(const struct lc_paths *p);
  * systemd-run on a systemd machine, else a detached session. Does not wait. */
 int lc_svc_spawn_detached(const char *const argv[], struct vm_err *err);
 
-/* --- control plane (lifecycle/cp.c) ----------------------------------------------------------- */
+/* --- downloads (lifecycle/fetch.c) ------------------------------------------------------------ */
 
-struct lc_cp_opts {
-	const char *url; /* agent.control_plane_url */
-	const char *ca_file;
-	const char *proxy;
-	const char *proxy_credentials_file; /* agent.proxy_credentials_file; NULL = none */
-};
-
-struct lc_registration {
-	char agent_id[128];
-	char token[4096]; /* agent credential */
-	char piko_endpoint[128];
-	char piko_token[8192];
-	char piko_url[512];   /* may be empty: keep the one given at install */
-	char *jwt_keys_json;  /* the "jwt_public_keys" array, malloc'd */
-	char jwt_issuer[512]; /* "iss" of those JWTs; may be empty */
-};
-
-int lc_cp_register(const struct lc_cp_opts *cp, const char *install_key, const char *tenant_id,
-                   const char *agent_id, const char *version, struct lc_registration *out,
-                   struct vm_err *err);
-void lc_registration_clear(struct lc_registration *reg);
-int lc_cp_deregister(const struct lc_cp_opts *cp, const struct lc_creds *c, struct vm_err *err);
-/* POST /v1/agents/{id}/events with {type, …fields}; body_json is an object. */
-int lc_cp_event(const struct lc_cp_opts *cp, const struct lc_creds *c, const char *body_json,
-                struct vm_err *err);
-/* Downloads url to path (max bytes). file:// and plain paths are copied. */
-int lc_fetch(const struct lc_cp_opts *cp, const char *url, const char *path, size_t max,
+/* Downloads url to path (max bytes) with the control-plane client's CA and
+ * proxy settings (cp->url unused). file:// and plain paths are copied. */
+int lc_fetch(const struct cp_opts *cp, const char *url, const char *path, size_t max,
              struct vm_err *err);
+
+/* --- Piko token (renew.c) ------------------------------------------------------------------- */
+
+/* One renewal: the credentials from creds_path, POST .../piko-token, the token
+ * written to token_path (atomic, 0600; NULL or "" = not written) and left in
+ * out (cleared on failure); *exp is its exp claim (0 = none). */
+int lc_piko_token_fetch(const struct cp_opts *o, const char *creds_path, const char *token_path,
+                        struct secret *out, int64_t *exp, struct vm_err *err);
 
 /* --- shared steps (install.c) ---------------------------------------------------------------- */
 
 /* Checks (fix = false) or creates/fixes (fix = true) the agent's directories. */
 int lc_install_dirs(const struct lc_paths *p, struct lc_report *r, bool fix, struct vm_err *err);
 /* Writes credentials.json and piko.token (0600) from a registration. */
-int lc_write_credentials(const struct lc_paths *p, const struct lc_registration *reg,
+int lc_write_credentials(const struct lc_paths *p, const struct cp_registration *reg,
                          const char *tenant_id, const char *cp_url, struct vm_err *err);
 /* Polls GET /v1/livez on the port config_path names until 200 or timeout. */
 int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *err);

@@ -12,6 +12,7 @@
 
 #include "core/codec.h"
 #include "core/config.h"
+#include "core/cp.h"
 #include "core/http.h"
 #include "lifecycle/internal.h"
 
@@ -302,22 +303,24 @@ static void check_reach(struct ctx *c, const char *name, const char *url, const 
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
 	const struct cfg *cfg = c->cfg;
-	struct lc_cp_opts cp = {cfg->agent.control_plane_url, cfg->agent.ca_file,
-	                        cfg->agent.proxy_url, cfg->agent.proxy_credentials_file};
-	struct lc_registration reg;
-	int rc = lc_cp_register(&cp, c->o->install_key, cfg->agent.tenant_id, agent_id,
-	                        c->o->version ? c->o->version : "", &reg, err);
+	struct cp_opts cp = {.url = cfg->agent.control_plane_url,
+	                     .ca_file = cfg->agent.ca_file,
+	                     .proxy = cfg->agent.proxy_url,
+	                     .proxy_credentials_file = cfg->agent.proxy_credentials_file};
+	struct cp_registration reg;
+	int rc = cp_register(&cp, c->o->install_key, cfg->agent.tenant_id, agent_id,
+	                     c->o->version ? c->o->version : "", &reg, err);
 	if (rc == 0)
 		rc = lc_write_credentials(&c->p, &reg, cfg->agent.tenant_id, cp.url, err);
-	lc_registration_clear(&reg);
+	cp_registration_clear(&reg);
 	return rc;
 }
 
 static void check_credentials(struct ctx *c)
 {
-	struct lc_creds cr;
+	struct cp_creds cr;
 	struct vm_err e = {0};
-	bool have = lc_creds_read(c->p.credentials, &cr, &e) == 0;
+	bool have = cp_creds_load(c->p.credentials, &cr, &e) == 0;
 	char problem[300] = "";
 	if (!have)
 		snprintf(problem, sizeof(problem), "%s", e.msg);
@@ -326,15 +329,17 @@ static void check_credentials(struct ctx *c)
 	else if (!c->o->offline && c->cfg->agent.control_plane_url[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
 		const struct cfg *cfg = c->cfg;
-		struct lc_cp_opts cp = {cfg->agent.control_plane_url, cfg->agent.ca_file,
-		                        cfg->agent.proxy_url, cfg->agent.proxy_credentials_file};
-		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
+		struct cp_opts cp = {.url = cfg->agent.control_plane_url,
+		                     .ca_file = cfg->agent.ca_file,
+		                     .proxy = cfg->agent.proxy_url,
+		                     .proxy_credentials_file = cfg->agent.proxy_credentials_file};
+		if (cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);
 	}
 	char id[128];
 	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : c->cfg->agent.id);
-	lc_creds_clear(&cr);
+	cp_creds_clear(&cr);
 	if (problem[0] == '\0') {
 		lc_report_add(c->r, "credentials", LC_OK, NULL, "agent %s%s", id,
 		              c->o->offline ? " (not verified online)"
@@ -359,9 +364,64 @@ static void check_credentials(struct ctx *c)
 }
 
 /* Order matters in fix mode: files first, the restart last. */
+/* The Piko upstream token: when it expires; renewed from the control plane
+ * when repairing (the running agent renews on its own schedule too). */
+static void check_piko_token(struct ctx *c)
+{
+	const char *file = c->cfg->piko.token_file;
+	if (c->cfg->piko.server_url[0] == '\0' || file[0] == '\0') {
+		lc_report_add(c->r, "piko token", LC_SKIPPED, NULL, "no piko.token_file");
+		return;
+	}
+	char path[PATH_MAX];
+	if (lc_join(path, sizeof(path), c->p.root, file) != 0)
+		return;
+	struct secret tok = {0};
+	struct vm_err e = {0};
+	int64_t iat = 0, exp = 0;
+	if (secret_load_file(&tok, path, &e) == 0)
+		(void)cp_token_times(tok.value, &iat, &exp);
+	secret_clear(&tok);
+	if (exp == 0) {
+		/* opaque or exp-less: it does not expire, nothing to renew */
+		lc_report_add(c->r, "piko token", LC_OK, NULL, "%s carries no expiry",
+		              lc_target_path(&c->p, path));
+		return;
+	}
+	bool can_renew = !c->o->offline && c->cfg->agent.control_plane_url[0] != '\0';
+	if (c->fix && can_renew) {
+		struct cp_opts cp = {.url = c->cfg->agent.control_plane_url,
+		                     .ca_file = c->cfg->agent.ca_file,
+		                     .proxy = c->cfg->agent.proxy_url,
+		                     .proxy_credentials_file =
+		                         c->cfg->agent.proxy_credentials_file};
+		if (lc_piko_token_fetch(&cp, c->p.credentials, path, &tok, &exp, &e) == 0) {
+			secret_clear(&tok);
+			char when[32] = "no expiry";
+			time_t t = (time_t)exp;
+			struct tm tm;
+			if (exp > 0 && gmtime_r(&t, &tm) != NULL)
+				strftime(when, sizeof(when), "expires %Y-%m-%dT%H:%M:%SZ", &tm);
+			lc_report_add(c->r, "piko token", LC_CHANGED, NULL, "renewed (%s)", when);
+			return;
+		}
+		lc_report_add(c->r, "piko token", exp > time(NULL) ? LC_WARN : LC_FAIL,
+		              "check the credentials and agent.control_plane_url",
+		              "renewal failed: %s", e.msg);
+		return;
+	}
+	char when[32] = "?";
+	time_t t = (time_t)exp;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) != NULL)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	lc_report_add(c->r, "piko token", exp > time(NULL) ? LC_OK : LC_FAIL,
+	              "run 'vm-agent repair' online to renew it", "expires %s", when);
+}
+
 static void (*const checks[])(struct ctx *) = {
     check_binary, check_dirs, check_config,      check_permissions,
-    check_unit,   check_disk, check_credentials,
+    check_unit,   check_disk, check_credentials, check_piko_token,
 };
 
 int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err *err)

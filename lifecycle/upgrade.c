@@ -217,7 +217,8 @@ static int check_signature(const struct job *j, struct vm_err *err)
 		snprintf(url, sizeof(url), "%s", j->o->signature_url);
 	else
 		snprintf(url, sizeof(url), "%s.minisig", j->o->url);
-	struct lc_cp_opts cp = {NULL, j->o->ca_file, j->proxy, j->proxy_creds};
+	struct cp_opts cp = {
+	    .ca_file = j->o->ca_file, .proxy = j->proxy, .proxy_credentials_file = j->proxy_creds};
 	struct vm_err e;
 	if (lc_fetch(&cp, url, j->sig, SIGNATURE_MAX, &e) != 0)
 		return vm_err_set(err, VM_ERR_PERM,
@@ -405,8 +406,8 @@ static void uuid4(char out[37])
 
 static void report_event(const struct job *j, const char *outcome, const char *reason)
 {
-	struct lc_creds c;
-	if (lc_creds_read(j->p.credentials, &c, NULL) != 0)
+	struct cp_creds c;
+	if (cp_creds_load(j->p.credentials, &c, NULL) != 0)
 		return;
 	char url[512] = "";
 	struct cfg *eff = lc_config_effective(j->p.config, NULL);
@@ -421,14 +422,17 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 	                      j->o->version, "reason", reason);
 	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	struct lc_cp_opts cp = {url, j->o->ca_file, j->proxy, j->proxy_creds};
+	struct cp_opts cp = {.url = url,
+	                     .ca_file = j->o->ca_file,
+	                     .proxy = j->proxy,
+	                     .proxy_credentials_file = j->proxy_creds};
 	struct vm_err e;
-	if (body != NULL && url[0] != '\0' && lc_cp_event(&cp, &c, body, &e) != 0)
+	if (body != NULL && url[0] != '\0' && cp_event(&cp, &c, body, &e) != 0)
 		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", e.msg);
 	else if (body != NULL && url[0] != '\0')
 		lc_report_add(j->r, "report", LC_OK, NULL, "outcome reported to the control plane");
 	free(body);
-	lc_creds_clear(&c);
+	cp_creds_clear(&c);
 }
 
 /* --- the upgrade -------------------------------------------------------------------------------
@@ -554,7 +558,8 @@ static int run(struct job *j, struct vm_err *err)
 	lc_report_add(j->r, "version", LC_OK, NULL, "%s -> %s", j->from, o->version);
 
 	int rc = journal_write(j, PH_DOWNLOADING, err);
-	struct lc_cp_opts cp = {NULL, o->ca_file, j->proxy, j->proxy_creds};
+	struct cp_opts cp = {
+	    .ca_file = o->ca_file, .proxy = j->proxy, .proxy_credentials_file = j->proxy_creds};
 	if (rc == 0)
 		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, j->max_size, err), err,
 		          url_shown(o->url).s);

@@ -1,5 +1,5 @@
 /* Lifecycle plumbing: root-prefixed paths, step reports (text and JSON),
- * file helpers, the install record and the credentials file. */
+ * file helpers and the install record (credentials.json: core/cp). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -366,36 +366,6 @@ int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struc
 	int rc = fs_write_atomic(p->install_record, text, strlen(text), 0600, err);
 	free(text);
 	return rc;
-}
-
-/* --- credentials ------------------------------------------------------------------------------ */
-
-int lc_creds_read(const char *path, struct lc_creds *c, struct vm_err *err)
-{
-	memset(c, 0, sizeof(*c));
-	struct stat st;
-	if (stat(path, &st) != 0)
-		return vm_err_errno(err, VM_ERR_NOTFOUND, errno, "%s", path);
-	json_error_t jerr;
-	json_t *o = json_load_file(path, 0, &jerr);
-	if (o == NULL)
-		return vm_err_set(err, VM_ERR_INVALID, "%s: not valid JSON (line %d)", path,
-		                  jerr.line);
-	copy_json_str(o, "agent_id", c->agent_id, sizeof(c->agent_id));
-	copy_json_str(o, "tenant_id", c->tenant_id, sizeof(c->tenant_id));
-	copy_json_str(o, "token", c->token, sizeof(c->token));
-	c->deregistered = json_is_true(json_object_get(o, "deregistered"));
-	json_decref(o);
-	if (c->agent_id[0] == '\0' || c->token[0] == '\0') {
-		lc_creds_clear(c);
-		return vm_err_set(err, VM_ERR_INVALID, "%s: agent_id or token missing", path);
-	}
-	return 0;
-}
-
-void lc_creds_clear(struct lc_creds *c)
-{
-	explicit_bzero(c, sizeof(*c));
 }
 
 /* --- versions --------------------------------------------------------------------------------- */

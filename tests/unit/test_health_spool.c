@@ -1,5 +1,5 @@
 /* Unit tests for the health spool (order, bounds, drop-oldest, crash
- * leftovers, corrupt entries) and the credentials file. */
+ * leftovers, corrupt entries) and report ids (credentials: test_cp.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -184,41 +184,6 @@ static void test_spool_entry_parser(void **state)
 	assert_int_equal(health_spool_parse_entry("", 0, id, &body, &bl), -1);
 }
 
-static void test_credentials_parse_and_mode(void **state)
-{
-	(void)state;
-	struct health_credentials c;
-	struct vm_err err = {0};
-	const char *good = "{\"version\":1,\"agent_id\":\"a-1\",\"tenant_id\":\"t\","
-	                   "\"token\":\"s3cr3t-token\"}";
-	assert_int_equal(health_parse_credentials(good, strlen(good), &c, &err), 0);
-	assert_string_equal(c.agent_id, "a-1");
-	assert_string_equal(c.token.value, "s3cr3t-token");
-	health_credentials_clear(&c);
-	static const char *const bad[] = {
-	    "",
-	    "[]",
-	    "{\"agent_id\":\"a\"}",
-	    "{\"agent_id\":\"a/b\",\"token\":\"x\"}",
-	    "{\"agent_id\":\"a\",\"token\":\"x\\ny\"}",
-	    "{\"version\":2,\"agent_id\":\"a\",\"token\":\"x\"}",
-	    "{\"agent_id\":\"a\",\"token\":\"s3cr3t\",\"token\":\"x\"}",
-	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(health_parse_credentials(bad[i], strlen(bad[i]), &c, &err),
-		                 -VM_ERR_INVALID);
-		assert_null(strstr(err.msg, "s3cr3t"));
-	}
-	char path[128];
-	snprintf(path, sizeof(path), "%s/cred.json", test_dir);
-	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0644, &err), 0);
-	assert_int_equal(health_load_credentials(path, &c, &err), -VM_ERR_PERM);
-	assert_non_null(strstr(err.msg, "chmod 600"));
-	chmod(path, 0600);
-	assert_int_equal(health_load_credentials(path, &c, &err), 0);
-	health_credentials_clear(&c);
-}
-
 static void test_uuid4_format(void **state)
 {
 	(void)state;
@@ -242,8 +207,6 @@ int main(void)
 	        test_spool_recovers_from_crash_leftovers_and_corrupt_entries, test_dir_setup,
 	        test_dir_teardown),
 	    cmocka_unit_test(test_spool_entry_parser),
-	    cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, test_dir_setup,
-	                                    test_dir_teardown),
 	    cmocka_unit_test(test_uuid4_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -230,6 +230,37 @@ static void test_lifecycle_copy_stops_at_cap_while_copying(void **state)
 	assert_no_temp_left(test_dir);
 }
 
+/* The lifecycle commands read credentials.json through the one strict
+ * parser (core/cp; before, lifecycle had its own that cut the token at 4095): a token over the
+ * limit is an error (never cut), and a file others can read is refused like everywhere else. */
+static void test_lifecycle_credentials_strict_never_truncated(void **state)
+{
+	(void)state;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/credentials.json", test_dir);
+	size_t n = CP_TOKEN_MAX + 100;
+	char *doc = malloc(n + 100);
+	assert_non_null(doc);
+	struct vm_err err = {0};
+	struct cp_creds c;
+	/* 5000 bytes is within the one limit, and it is kept whole */
+	int w = snprintf(doc, n + 100, "{\"agent_id\":\"a-1\",\"token\":\"%0*d\"}", 5000, 7);
+	assert_int_equal(fs_write_atomic(path, doc, (size_t)w, 0600, &err), 0);
+	assert_int_equal(cp_creds_load(path, &c, &err), 0);
+	assert_int_equal(c.token.len, 5000);
+	cp_creds_clear(&c);
+	/* over the limit: an error naming the token, never a cut */
+	w = snprintf(doc, n + 100, "{\"version\":1,\"agent_id\":\"a-1\",\"token\":\"%0*d\"}",
+	             (int)n, 7);
+	assert_int_equal(fs_write_atomic(path, doc, (size_t)w, 0600, &err), 0);
+	assert_int_equal(cp_creds_load(path, &c, &err), -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "token"));
+	/* a file others can read is refused, as by the health reporter */
+	assert_int_equal(fs_write_atomic(path, doc, (size_t)w, 0644, &err), 0);
+	assert_int_equal(cp_creds_load(path, &c, &err), -VM_ERR_PERM);
+	free(doc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -245,6 +276,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_stops_at_cap_while_copying,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_credentials_strict_never_truncated,
 	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
