@@ -728,7 +728,7 @@ int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_e
 	if (n <= 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "readlink /proc/self/exe");
 	self[n] = '\0';
-	/* the arguments go straight to execv: nothing is interpreted by a shell */
+	/* the arguments go straight to the program: nothing is interpreted by a shell */
 	const char *argv[16];
 	size_t i = 0;
 	argv[i++] = self;
