@@ -29,6 +29,6 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 void wh_stop(struct wh_server *srv);
 
 /* True when the listener settings in a and b differ (a reload must restart it). */
-int wh_listener_changed(const struct cfg *a, const struct cfg *b);
+bool wh_listener_changed(const struct cfg *a, const struct cfg *b);
 
 #endif
