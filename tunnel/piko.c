@@ -741,6 +741,8 @@ struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, stru
 		return NULL;
 	}
 	t->wake_fd = -1;
+	/* before anything takes it: settings_apply below already does */
+	pthread_mutex_init(&t->lock, NULL);
 	struct tun_settings *ts = settings_new(cfg, err);
 	if (ts == NULL)
 		goto fail;
@@ -756,13 +758,11 @@ struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, stru
 		vm_err_errno(err, VM_ERR_IO, errno, "eventfd");
 		goto fail;
 	}
-	pthread_mutex_init(&t->lock, NULL);
 	t->bo.wake_fd = t->wake_fd;
 	t->stats.since = time(NULL);
 	int prc = pthread_create(&t->thread, NULL, tun_main, t);
 	if (prc != 0) {
 		vm_err_errno(err, VM_ERR_INTERNAL, prc, "cannot start the tunnel thread");
-		pthread_mutex_destroy(&t->lock);
 		goto fail;
 	}
 	return t;
@@ -770,6 +770,7 @@ fail:
 	if (t->wake_fd >= 0)
 		close(t->wake_fd);
 	settings_free(t->set);
+	pthread_mutex_destroy(&t->lock);
 	free(t);
 	return NULL;
 }
