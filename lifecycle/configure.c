@@ -39,11 +39,6 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	return rc;
 }
 
-int lc_config_show(const char *path, FILE *out, struct vm_err *err)
-{
-	return lc_config_check(path, out, err);
-}
-
 static double now_real(void)
 {
 	struct timespec ts;
