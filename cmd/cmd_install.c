@@ -1,12 +1,8 @@
 /* vm-agent install: flags → lc_install; the report as text or JSON. */
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cmd/cmd.h"
 #include "core/err.h"
-#include "core/http.h"
 #include "core/secret.h"
 #include "lifecycle/lifecycle.h"
 

@@ -1,12 +1,8 @@
 /* vm-agent repair: --diagnose prints the checklist; without it, fixes. */
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cmd/cmd.h"
 #include "core/err.h"
-#include "core/http.h"
 #include "core/secret.h"
 #include "lifecycle/lifecycle.h"
 

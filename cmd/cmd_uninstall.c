@@ -1,11 +1,8 @@
 /* vm-agent uninstall: stop, disable, deregister, remove per the flag table. */
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #include "cmd/cmd.h"
 #include "core/err.h"
-#include "core/http.h"
 #include "lifecycle/lifecycle.h"
 
 struct uninstall_args {

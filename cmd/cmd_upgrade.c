@@ -1,13 +1,9 @@
 /* vm-agent upgrade: flags → lc_upgrade (download, verify, self-test, swap,
  * health gate, rollback). */
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cmd/cmd.h"
 #include "core/err.h"
-#include "core/http.h"
 #include "lifecycle/lifecycle.h"
 
 struct upgrade_args {
