@@ -303,11 +303,13 @@ static void child_exec(const struct proc_spec *spec, const struct target *t, int
 }
 
 /* Without an identity switch, glibc's posix_spawn does everything we need in
- * the child: own process group, clean signal state, stdio, closing every
- * other descriptor, chdir. It returns the exec error itself. */
+ * the child: own process group (or, detached, own session), clean signal
+ * state, stdio, closing every other descriptor, chdir. It returns the exec
+ * error itself. */
 static int spawn_child(const struct proc_spec *spec, const struct target *t, int in_fd, int out_fd,
                        int err_fd, pid_t *pid, struct vm_err *err)
 {
+	bool detach = (spec->flags & PROC_DETACH) != 0;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
 	sigset_t none, all;
@@ -323,10 +325,12 @@ static int spawn_child(const struct proc_spec *spec, const struct target *t, int
 	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, spec->fd3 > 0 ? 4 : 3);
 	if (rc == 0 && spec->cwd != NULL)
 		rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
+	short group = detach ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
 	rc = rc ? rc
-	        : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-	                                            POSIX_SPAWN_SETSIGDEF);
-	rc = rc ? rc : posix_spawnattr_setpgroup(&at, 0);
+	        : posix_spawnattr_setflags(
+	              &at, (short)(group | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
+	if (rc == 0 && !detach)
+		rc = posix_spawnattr_setpgroup(&at, 0);
 	rc = rc ? rc : posix_spawnattr_setsigmask(&at, &none);
 	rc = rc ? rc : posix_spawnattr_setsigdefault(&at, &all);
 	if (rc == 0)
@@ -363,34 +367,13 @@ static int spawn_detached(const struct proc_spec *spec, const struct target *t, 
 	    (spec->flags & PROC_DIE_WITH_PARENT))
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "a detached process takes no identity, cgroup, input or parent");
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&at);
-	int rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	rc = rc ? rc : posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-	if (rc == 0 && spec->cwd != NULL)
-		rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
-	rc = rc ? rc
-	        : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-	                                            POSIX_SPAWN_SETSIGDEF);
-	rc = rc ? rc : posix_spawnattr_setsigmask(&at, &none);
-	rc = rc ? rc : posix_spawnattr_setsigdefault(&at, &all);
-	if (rc == 0)
-		rc = posix_spawn(pid, t->path, &fa, &at, spec->argv, t->envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "open /dev/null");
+	int rc = spawn_child(spec, t, null, null, null, pid, err);
+	close(null);
 	if (rc != 0)
-		return vm_err_errno(err,
-		                    rc == ENOENT                  ? VM_ERR_NOTFOUND
-		                    : rc == EACCES || rc == EPERM ? VM_ERR_PERM
-		                                                  : VM_ERR_IO,
-		                    rc, "exec %s", t->path);
+		return rc;
 	pthread_t th;
 	pthread_attr_t ta;
 	if (pthread_attr_init(&ta) == 0) {
