@@ -44,6 +44,7 @@ struct tun_settings {
 	char proxy_credentials_file[PATH_MAX];
 	uint64_t connect_timeout_ms;
 	struct cfg_reconnect reconnect;
+	char forward_unix[108];
 	char forward_host[64];
 	int forward_port;
 	size_t max_streams;
@@ -152,6 +153,8 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 {
 	const char *fa = cfg->piko.forward_addr;
 	if (fa[0] == '\0') {
+		/* The webhook's unix listener: tunnel traffic has its own workers. */
+		cfg_webhook_socket_path(cfg, bo->forward_unix, sizeof(bo->forward_unix));
 		const char *h = cfg->webhook.listen_addr;
 		/* A wildcard listener is reachable on loopback. */
 		if (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "localhost") == 0)
@@ -192,8 +195,10 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
  * value (padding and bytes after a NUL would force needless reconnects). */
 static const char *const tun_keys[] = {"piko.", "agent.tenant_id", "agent.proxy_credentials_file",
                                        NULL};
-/* where it forwards to when piko.forward_addr is empty */
-static const char *const tun_forward_keys[] = {"webhook.listen_addr", "webhook.port", NULL};
+/* where it forwards to when piko.forward_addr is empty: the webhook's
+ * address, or its unix socket in the runtime directory */
+static const char *const tun_forward_keys[] = {"webhook.listen_addr", "webhook.port",
+                                               "agent.runtime_dir", NULL};
 
 bool tun_config_changed(const struct cfg *a, const struct cfg *b)
 {
@@ -689,6 +694,7 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 	pthread_mutex_lock(&t->lock);
 	t->stats.enabled = ts->server_url[0] != '\0';
 	pthread_mutex_unlock(&t->lock);
+	snprintf(t->bo.forward_unix, sizeof(t->bo.forward_unix), "%s", ts->forward_unix);
 	snprintf(t->bo.forward_host, sizeof(t->bo.forward_host), "%s", ts->forward_host);
 	t->bo.forward_port = ts->forward_port;
 	t->bo.max_streams = ts->max_streams;
@@ -708,8 +714,13 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		log_warn("tunnel",
 		         "piko.server_url uses plain http://: the token and all traffic are "
 		         "unencrypted");
-	log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
-	         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host, ts->forward_port);
+	if (ts->forward_unix[0] != '\0')
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_unix);
+	else
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host,
+		         ts->forward_port);
 }
 
 /* Takes new settings from tun_reload, if any. */

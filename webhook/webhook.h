@@ -29,7 +29,8 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 void wh_stop(struct wh_server *srv);
 
 /* True when the server's settings differ between a and b, key by key
- * (webhook.*, auth.*, agent.id, agent.tenant_id): a reload must restart it. */
+ * (webhook.*, auth.*, agent.id, agent.tenant_id, agent.runtime_dir,
+ * piko.max_streams): a reload must restart it. */
 bool wh_listener_changed(const struct cfg *a, const struct cfg *b);
 
 #endif

@@ -115,6 +115,19 @@ static void test_cfg_compare_real_changes_are_seen(void **state)
 	assert_true(tun_config_changed(a, b));
 	assert_true(wh_listener_changed(a, b));
 	free(b);
+	/* the tunnel's unix listener: where it is and how many it serves */
+	b = load();
+	snprintf(b->agent.runtime_dir, sizeof(b->agent.runtime_dir), "/run/elsewhere");
+	assert_true(tun_config_changed(a, b));
+	assert_true(wh_listener_changed(a, b));
+	free(b);
+	b = load();
+	b->piko.max_streams = 7;
+	assert_true(wh_listener_changed(a, b));
+	b->piko.max_streams = a->piko.max_streams;
+	b->webhook.tunnel_threads = a->webhook.tunnel_threads + 1;
+	assert_true(wh_listener_changed(a, b));
+	free(b);
 	/* and by name, for any module's own list */
 	b = load();
 	b->probe.max_concurrent = a->probe.max_concurrent + 1;
