@@ -34,7 +34,8 @@ enum proc_flags {
 	PROC_DIE_WITH_PARENT = 1u << 1,
 	/* start and return at once (res->pid): own session, stdio on /dev/null,
 	 * no deadline, no capture; reaped by a thread of ours when it ends, and
-	 * it outlives us. Not with set_ids, cgroup, stdin or PROC_DIE_WITH_PARENT. */
+	 * it outlives us. Not with set_ids, cgroup, stdin, fd3 or
+	 * PROC_DIE_WITH_PARENT. */
 	PROC_DETACH = 1u << 2,
 };
 
@@ -73,7 +74,7 @@ struct proc_result {
 	bool out_truncated, err_truncated;
 	uint64_t duration_ms;
 	const char *containment; /* "cgroup-v2", "cgroup-v2 (no controllers)", "subreaper",
-	                            "process-group" */
+	                            "process-group", "session" (PROC_DETACH) */
 	unsigned limits_applied; /* CG_* */
 	char limits_note[384];   /* requested limits not applied, and why; "" = none */
 };
