@@ -23,25 +23,6 @@
 #include "tunnel/tunnel.h"
 #include "webhook/webhook.h"
 
-static int run_exec(const struct cmd_entry *self, int argc, char **argv);
-
-const struct cmd_entry cmd_run_entry = {
-    "run",
-    "run the agent in the foreground (what the systemd unit starts)",
-    "Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration; a\n"
-    "new configuration that does not validate is rejected and the old one kept.\n\n"
-    "Without --config, uses " CFG_SYSTEM_PATH " when it exists, else\n"
-    "built-in defaults that need no root: webhook on 127.0.0.1:9999, tunnel off,\n"
-    "state under $XDG_STATE_HOME/vm-agent or ./.vm-agent.\n"
-    "Environment variables VM_AGENT_<SECTION>_<KEY> override the file\n"
-    "(e.g. VM_AGENT_WEBHOOK_PORT=9100).\n\n"
-    "Flags:\n"
-    "  -c, --config FILE   configuration file (YAML)\n"
-    "  -h, --help\n",
-    "run [--config FILE]",
-    run_exec,
-};
-
 struct agent {
 	struct cfg *cfg;
 	const char *config_path; /* NULL = built-in defaults */
@@ -339,8 +320,8 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 
 /* An upgrade killed before it was committed is undone here, before anything
  * starts; when the binary this process came from was replaced by the previous
- * one, run that instead (argv as given to `run`). */
-static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
+ * one, run that instead, with the same --config. */
+static void recover_upgrade(const struct cfg *cfg, const char *config_flag)
 {
 	char bin[PATH_MAX], msg[512];
 	enum lc_recover_result rr =
@@ -350,18 +331,12 @@ static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
 	log_warn("upgrade", "%s", msg);
 	if (rr != LC_RECOVER_ROLLED_BACK)
 		return;
-	char **args = calloc((size_t)argc + 2, sizeof(*args));
-	if (args == NULL)
-		return;
-	args[0] = bin;
-	for (int i = 0; i < argc; i++)
-		args[i + 1] = argv[i];
+	char *args[] = {bin, "run", config_flag ? "--config" : NULL, (char *)config_flag, NULL};
 	log_warn("upgrade", "re-executing the restored binary %s", bin);
 	log_shutdown();
 	execv(bin, args);
 	log_error("upgrade", "cannot execute %s: %s; continuing with this binary", bin,
 	          strerror(errno));
-	free(args);
 }
 
 static const char *pick_config(const char *flag)
@@ -373,23 +348,20 @@ static const char *pick_config(const char *flag)
 	return NULL;
 }
 
-static int run_exec(const struct cmd_entry *self, int argc, char **argv)
-{
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *config_flag = NULL;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":hc:", opts, &rc)) != -1) {
-		if (c == '?')
-			return rc;
-		config_flag = optarg;
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
+struct run_args {
+	const char *config;
+};
 
+static const struct cmd_flag run_flags[] = {
+    {"config", 'c', CMD_FLAG_STR, offsetof(struct run_args, config), "FILE",
+     "configuration file (YAML)"},
+};
+
+static int run_exec(const struct cmd_entry *self, void *args)
+{
+	(void)self;
+	const char *config_flag = ((const struct run_args *)args)->config;
+	int rc;
 	struct agent ag = {.config_path = pick_config(config_flag), .started_at = time(NULL)};
 	pthread_mutex_init(&ag.mu, NULL);
 	struct vm_err err = {0};
@@ -408,7 +380,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		free(ag.cfg);
 		return VM_EXIT_CONFIG;
 	}
-	recover_upgrade(ag.cfg, argc, argv);
+	recover_upgrade(ag.cfg, config_flag);
 	log_info("agent", "vm-agent %s (%s) starting; configuration: %s", vma_build_version,
 	         vma_build_commit, ag.cfg->source);
 
@@ -497,3 +469,20 @@ out:
 	log_shutdown();
 	return exit_code;
 }
+
+const struct cmd_entry cmd_run_entry = {
+    "run",
+    "run the agent in the foreground (what the systemd unit starts)",
+    "run [--config FILE]",
+    "Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration; a\n"
+    "new configuration that does not validate is rejected and the old one kept.\n\n"
+    "Without --config, uses " CFG_SYSTEM_PATH " when it exists, else\n"
+    "built-in defaults that need no root: webhook on 127.0.0.1:9999, tunnel off,\n"
+    "state under $XDG_STATE_HOME/vm-agent or ./.vm-agent.\n"
+    "Environment variables VM_AGENT_<SECTION>_<KEY> override the file\n"
+    "(e.g. VM_AGENT_WEBHOOK_PORT=9100).\n",
+    NULL,
+    CMD_TABLE(run_flags),
+    sizeof(struct run_args),
+    run_exec,
+};

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,26 +17,6 @@
 #include "core/secret.h"
 #include "core/fs.h"
 #include "health/health.h"
-
-static int status_exec(const struct cmd_entry *self, int argc, char **argv);
-
-const struct cmd_entry cmd_status_entry = {
-    "status",
-    "show whether the agent runs, its health, tunnel and reports",
-    "Asks the running agent (over the admin socket <agent.runtime_dir>/admin.sock)\n"
-    "for its state: service, version, uptime, tunnel, health state and reasons,\n"
-    "probe queue, last health report. When no agent runs, says so and shows what\n"
-    "the state directory holds (spool, last report) and exits 3.\n\n"
-    "Flags:\n"
-    "  -c, --config FILE   configuration file that names the directories\n"
-    "                      (default " CFG_SYSTEM_PATH " when present)\n"
-    "  --json              machine-readable output\n"
-    "  -h, --help\n\n"
-    "Exit codes: 0 running, 3 not running, 77 no permission to ask the agent,\n"
-    "78 configuration error.\n",
-    "status [--json] [--config FILE]",
-    status_exec,
-};
 
 static const char *str(json_t *o, const char *path)
 {
@@ -215,27 +196,25 @@ static void print_json(json_t *doc)
 	free(text);
 }
 
-static int status_exec(const struct cmd_entry *self, int argc, char **argv)
+struct status_args {
+	const char *config;
+	bool json;
+};
+
+static const struct cmd_flag status_flags[] = {
+    {"config", 'c', CMD_FLAG_STR, offsetof(struct status_args, config), "FILE",
+     "configuration file that names the directories\n"
+     "(default " CFG_SYSTEM_PATH " when present)"},
+    {"json", 0, CMD_FLAG_BOOL, offsetof(struct status_args, json), NULL, "machine-readable output"},
+};
+
+static int status_exec(const struct cmd_entry *self, void *args)
 {
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *config = NULL;
-	bool json = false;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":hc:", opts, &rc)) != -1) {
-		if (c == '?')
-			return rc;
-		if (c == 'c')
-			config = optarg;
-		else if (c == 'j')
-			json = true;
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
+	(void)self;
+	const struct status_args *a = args;
+	const char *config = a->config;
+	bool json = a->json;
+	int rc;
 	if (config == NULL && access(CFG_SYSTEM_PATH, F_OK) == 0)
 		config = CFG_SYSTEM_PATH;
 
@@ -303,3 +282,18 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 	free(cfg);
 	return exit_code;
 }
+
+const struct cmd_entry cmd_status_entry = {
+    "status",
+    "show whether the agent runs, its health, tunnel and reports",
+    "status [--json] [--config FILE]",
+    "Asks the running agent (over the admin socket <agent.runtime_dir>/admin.sock)\n"
+    "for its state: service, version, uptime, tunnel, health state and reasons,\n"
+    "probe queue, last health report. When no agent runs, says so and shows what\n"
+    "the state directory holds (spool, last report) and exits 3.\n",
+    "Exit codes: 0 running, 3 not running, 77 no permission to ask the agent,\n"
+    "78 configuration error.\n",
+    CMD_TABLE(status_flags),
+    sizeof(struct status_args),
+    status_exec,
+};

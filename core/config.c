@@ -200,6 +200,20 @@ bool cfg_key_differs(const struct cfg *a, const struct cfg *b, size_t i)
 	return memcmp(fa, fb, keys[i].size) != 0;
 }
 
+bool cfg_keys_differ(const struct cfg *a, const struct cfg *b, const char *const *names)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		for (const char *const *n = names; *n != NULL; n++) {
+			size_t len = strlen(*n);
+			bool section = len > 0 && (*n)[len - 1] == '.';
+			if ((section ? strncmp(keys[i].name, *n, len) == 0
+			             : strcmp(keys[i].name, *n) == 0) &&
+			    cfg_key_differs(a, b, i))
+				return true;
+		}
+	return false;
+}
+
 void cfg_key_copy(struct cfg *dst, const struct cfg *src, size_t i)
 {
 	if (i < NKEYS)

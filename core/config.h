@@ -210,5 +210,9 @@ enum cfg_apply cfg_key_apply(size_t i);
 bool cfg_key_differs(const struct cfg *a, const struct cfg *b, size_t i);
 /* Copies the value of key i from src into dst. */
 void cfg_key_copy(struct cfg *dst, const struct cfg *src, size_t i);
+/* True when any of the keys named differs between a and b (cfg_key_differs:
+ * value by value, never the bytes around them). names is NULL-terminated; a
+ * name ending in '.' stands for its whole section ("piko."). */
+bool cfg_keys_differ(const struct cfg *a, const struct cfg *b, const char *const *names);
 
 #endif

@@ -38,11 +38,3 @@ int vm_err_errno(struct vm_err *err, int code, int errnum, const char *fmt, ...)
 	}
 	return -code;
 }
-
-void vm_err_clear(struct vm_err *err)
-{
-	if (err != NULL) {
-		err->code = 0;
-		err->msg[0] = '\0';
-	}
-}

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,7 +27,9 @@ static const int level_syslog[] = {7, 6, 4, 3};
 
 static struct {
 	pthread_mutex_t lock;
-	enum log_level level;
+	/* read before the lock by every log_msg (the cheap filter), set by a
+	 * reload on another thread */
+	atomic_int level;
 	enum log_format format;
 	int fd; /* -1 = stderr */
 	char path[PATH_MAX];
@@ -66,7 +69,7 @@ int log_configure(const struct log_opts *opts, struct vm_err *err)
 	g_log.fd = fd;
 	g_log.size = size;
 	snprintf(g_log.path, sizeof(g_log.path), "%s", to_file ? opts->file : "");
-	g_log.level = opts->level;
+	atomic_store(&g_log.level, (int)opts->level);
 	g_log.format = opts->format;
 	g_log.max_size = opts->max_size;
 	g_log.max_files = opts->max_files;
@@ -284,7 +287,7 @@ static void format_time(char *buf, size_t cap)
 
 void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 {
-	if (level < g_log.level)
+	if ((int)level < atomic_load_explicit(&g_log.level, memory_order_relaxed))
 		return;
 	char raw[LOG_LINE_MAX], msg[LOG_LINE_MAX];
 	va_list ap;

@@ -258,11 +258,3 @@ char *health_prometheus(struct health_monitor *m)
 	free(s);
 	return text;
 }
-
-enum health_state health_current_state(struct health_monitor *m)
-{
-	pthread_mutex_lock(&m->mu);
-	enum health_state st = m->cur.state;
-	pthread_mutex_unlock(&m->mu);
-	return st;
-}

@@ -252,14 +252,11 @@ static bool drain(struct reporter *rp, struct outcome *last)
 		size_t len;
 		struct vm_err err = {0};
 		int rc = health_spool_peek(m->spool, id, &body, &len, &err);
-		if (rc == -VM_ERR_NOTFOUND) {
+		if (rc != 0 || body == NULL) {
+			if (rc != 0)
+				log_warn("health", "spool: %s", err.msg);
 			publish_spool(rp);
-			return true;
-		}
-		if (rc != 0) {
-			log_warn("health", "spool: %s", err.msg);
-			publish_spool(rp);
-			return false;
+			return rc == 0;
 		}
 		send_report(m, &rp->cred, id, body, len, last);
 		free(body);

@@ -238,6 +238,8 @@ int health_spool_push(struct health_spool *sp, const char *id, const char *body,
 int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body, size_t *len,
                       struct vm_err *err)
 {
+	*body = NULL;
+	*len = 0;
 	while (sp->n > 0) {
 		char path[PATH_MAX];
 		entry_path(sp, sp->e[0].seq, path, sizeof(path));
@@ -266,13 +268,13 @@ int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char 
 		sp->n--;
 		sp->corrupt++;
 	}
-	return vm_err_set(err, VM_ERR_NOTFOUND, "spool is empty");
+	return 0; /* empty: *body stays NULL */
 }
 
 int health_spool_pop(struct health_spool *sp, struct vm_err *err)
 {
 	if (sp->n == 0)
-		return vm_err_set(err, VM_ERR_NOTFOUND, "spool is empty");
+		return vm_err_set(err, VM_ERR_INVALID, "spool is empty: nothing to remove");
 	remove_oldest(sp);
 	/* The removal must be durable too, or a crash could resend it (harmless:
 	 * ids de-duplicate) — so a failed dir fsync is not an error. */

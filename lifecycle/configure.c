@@ -91,11 +91,6 @@ static void target_dir(const struct lc_paths *p, const char *dir, char *out, siz
 		snprintf(out, cap, "%s", dir);
 }
 
-int lc_config_show(const char *path, FILE *out, struct vm_err *err)
-{
-	return lc_config_check(path, out, err);
-}
-
 static double now_real(void)
 {
 	struct timespec ts;

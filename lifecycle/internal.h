@@ -1,5 +1,5 @@
 /* Lifecycle internals shared by install/configure/repair/upgrade/uninstall:
- * child processes with timeouts, file helpers, the flat config editor, the
+ * file helpers, config.yaml through core, the
  * service manager (systemd today) and downloads (control-plane calls: core/cp). */
 #ifndef VMA_LIFECYCLE_INTERNAL_H
 #define VMA_LIFECYCLE_INTERNAL_H
@@ -25,29 +25,6 @@
 #define LC_STATE_DIR   "/var/lib/vm-agent"
 #define LC_LOG_DIR     "/var/log/vm-agent"
 #define LC_CACHE_DIR   "/var/cache/vm-agent"
-
-/* --- child processes (lifecycle/proc.c) ---------------------------------------------------- */
-
-struct lc_proc_result {
-	int exited;      /* 1 when it exited normally */
-	int exit_code;   /* when exited */
-	int signal;      /* when killed by a signal */
-	int timed_out;   /* killed by us after the timeout */
-	int exec_failed; /* execve itself failed (errno in exec_errno) */
-	int exec_errno;
-	char out[8192]; /* stdout, truncated, NUL-terminated */
-	char err[2048]; /* stderr, truncated */
-};
-
-/* Runs argv[0] (a path, no shell, no PATH search unless search is true) in its
- * own process group with stdin from /dev/null; kills the group after
- * timeout_ms. Returns 0 when the process ran (see res), negative on fork/pipe
- * errors. */
-int lc_proc_run(const char *const argv[], bool search, uint64_t timeout_ms,
-                struct lc_proc_result *res, struct vm_err *err);
-
-/* One line describing how it ended: "exit 1", "killed by signal 11", … */
-void lc_proc_describe(const struct lc_proc_result *res, char *out, size_t cap);
 
 /* --- files (lifecycle/util.c) -------------------------------------------------------------- */
 
@@ -107,6 +84,7 @@ int lc_svc_enable(const struct lc_paths *p, struct vm_err *err);
 int lc_svc_disable(const struct lc_paths *p, struct vm_err *err);
 bool lc_svc_is_enabled(const struct lc_paths *p);
 /* Live-system only (fail with VM_ERR_INVALID under a root). */
+int lc_svc_reload_units(const struct lc_paths *p, struct vm_err *err); /* daemon-reload */
 int lc_svc_restart(const struct lc_paths *p, struct vm_err *err);
 int lc_svc_stop(const struct lc_paths *p, struct vm_err *err);
 bool lc_svc_is_active(const struct lc_paths *p);

@@ -115,9 +115,6 @@ int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct 
  * to out (when not NULL). */
 int lc_config_check(const char *path, FILE *out, struct vm_err *err);
 
-/* Prints the effective configuration with secrets redacted. */
-int lc_config_show(const char *path, FILE *out, struct vm_err *err);
-
 /* The agent (cmd/cmd_run.c) records each reload's outcome here so that
  * `configure` can tell whether the agent took the new file, and which changed
  * keys it applied and which need a restart (comma-separated names, NULL = none). */

@@ -137,11 +137,8 @@ int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct 
 			lc_report_add(r, rows[i].what, LC_CHANGED, NULL, "%s removed", shown);
 		}
 	}
-	if (p.root[0] == '\0' && lc_svc_available(&p)) {
-		const char *argv[] = {"systemctl", "daemon-reload", NULL};
-		struct lc_proc_result res;
-		(void)lc_proc_run(argv, true, 60000, &res, NULL);
-	}
+	if (p.root[0] == '\0' && lc_svc_available(&p))
+		(void)lc_svc_reload_units(&p, NULL);
 	snprintf(r->result, sizeof(r->result), "%s",
 	         failed ? "uninstall incomplete: see FAIL "
 	                  "lines"

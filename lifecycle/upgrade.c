@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/minisign.h"
+#include "core/proc.h"
 #include "lifecycle/internal.h"
 
 #define BINARY_MAX    ((size_t)512 * 1024 * 1024) /* upgrade.max_size by default */
@@ -267,6 +268,28 @@ static int check_elf(const char *path, struct vm_err *err)
 	return 0;
 }
 
+/* Runs the new binary once: argv[0] executed as a path, our environment,
+ * killed at the deadline, and with us: a killed `vm-agent upgrade` must not
+ * leave a hung self-test running. */
+static int run_new_binary(const char *const argv[], uint64_t timeout_ms, struct proc_result *res,
+                          struct vm_err *err)
+{
+	struct proc_spec spec = {.argv = (char *const *)argv,
+	                         .flags = PROC_DIE_WITH_PARENT,
+	                         .deadline_ms = proc_now_ms() + (int64_t)timeout_ms,
+	                         .out_cap = 8192};
+	struct vm_err why = {0};
+	if (proc_run(&spec, res, &why) != 0)
+		return vm_err_set(err, VM_ERR_INVALID, "self-test: cannot execute the new binary: %s",
+		                  why.msg);
+	return 0;
+}
+
+static bool ran_ok(const struct proc_result *res)
+{
+	return !res->timed_out && res->term_signal == 0 && res->exit_code == 0;
+}
+
 static int self_test(const struct job *j, const char *path, const char *want_version,
                      struct vm_err *err)
 {
@@ -275,18 +298,16 @@ static int self_test(const struct job *j, const char *path, const char *want_ver
 		return rc;
 	uint64_t tmo = (j->o->self_test_timeout_s ? j->o->self_test_timeout_s : 10) * 1000ull;
 	const char *argv[] = {path, "version", "--json", NULL};
-	struct lc_proc_result *res = malloc(sizeof(*res));
-	if (res == NULL)
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	struct proc_result res;
 	char how[160];
-	if ((rc = lc_proc_run(argv, false, tmo, res, err)) != 0)
+	if ((rc = run_new_binary(argv, tmo, &res, err)) != 0)
 		goto out;
-	lc_proc_describe(res, how, sizeof(how));
-	if (!res->exited || res->exit_code != 0) {
+	proc_result_describe(&res, how, sizeof(how));
+	if (!ran_ok(&res)) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: 'version --json' failed: %s", how);
 		goto out;
 	}
-	json_t *o = json_loads(res->out, 0, NULL);
+	json_t *o = json_loads(res.out ? res.out : "", 0, NULL);
 	const char *v = json_string_value(json_object_get(o, "version"));
 	const char *arch = json_string_value(json_object_get(o, "arch"));
 	struct utsname u;
@@ -305,18 +326,20 @@ static int self_test(const struct job *j, const char *path, const char *want_ver
 	if (rc != 0 || !lc_exists(j->p.config))
 		goto out;
 	/* The new binary must accept the configuration it will run with. */
+	proc_result_free(&res);
 	const char *check[] = {path, "configure", "--check", j->p.config, NULL};
-	if ((rc = lc_proc_run(check, false, tmo, res, err)) != 0)
+	if ((rc = run_new_binary(check, tmo, &res, err)) != 0)
 		goto out;
-	if (!res->exited || res->exit_code != 0) {
-		lc_proc_describe(res, how, sizeof(how));
-		size_t n = strcspn(res->err, "\n");
+	if (!ran_ok(&res)) {
+		proc_result_describe(&res, how, sizeof(how));
+		const char *e = res.err ? res.err : "";
+		size_t n = strcspn(e, "\n");
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "self-test: the new binary rejects %s: %s: %.*s",
-		                lc_target_path(&j->p, j->p.config), how, (int)n, res->err);
+		                lc_target_path(&j->p, j->p.config), how, (int)n, e);
 	}
 out:
-	free(res);
+	proc_result_free(&res);
 	return rc;
 }
 
@@ -700,7 +723,7 @@ int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_e
 	if (n <= 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "readlink /proc/self/exe");
 	self[n] = '\0';
-	/* the arguments go straight to execv: nothing is interpreted by a shell */
+	/* the arguments go straight to the program: nothing is interpreted by a shell */
 	const char *argv[16];
 	size_t i = 0;
 	argv[i++] = self;

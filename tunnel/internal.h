@@ -66,9 +66,8 @@ int ws_frame_hdr_parse(const uint8_t *buf, size_t len, uint64_t max_len, struct 
 size_t ws_frame_hdr_encode(uint8_t out[WS_HDR_MAX], uint8_t opcode, bool fin, uint64_t len,
                            const uint8_t *mask);
 
-/* XORs buf with mask, as if buf started at byte `offset` of the payload. */
-void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset);
-/* Copies src to dst masking on the way (one pass over the bytes). */
+/* Copies src to dst masking on the way (one pass over the bytes), as if src
+ * started at byte `offset` of the payload; dst == src masks in place. */
 void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
                   size_t offset);
 

@@ -178,18 +178,19 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 	return 0;
 }
 
+/* What the tunnel reads from the configuration, by key: compared value by
+ * value (padding and bytes after a NUL would force needless reconnects). */
+static const char *const tun_keys[] = {"piko.", "agent.tenant_id", "agent.proxy_credentials_file",
+                                       NULL};
+/* where it forwards to when piko.forward_addr is empty: the webhook's
+ * address, or its unix socket in the runtime directory */
+static const char *const tun_forward_keys[] = {"webhook.listen_addr", "webhook.port",
+                                               "agent.runtime_dir", NULL};
+
 bool tun_config_changed(const struct cfg *a, const struct cfg *b)
 {
-	if (memcmp(&a->piko, &b->piko, sizeof(a->piko)) != 0)
-		return true;
-	if (strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0)
-		return true;
-	if (strcmp(a->agent.proxy_credentials_file, b->agent.proxy_credentials_file) != 0)
-		return true;
-	return a->piko.forward_addr[0] == '\0' &&
-	       (strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
-	        a->webhook.port != b->webhook.port ||
-	        strcmp(a->agent.runtime_dir, b->agent.runtime_dir) != 0);
+	return cfg_keys_differ(a, b, tun_keys) ||
+	       (a->piko.forward_addr[0] == '\0' && cfg_keys_differ(a, b, tun_forward_keys));
 }
 
 /* --- dialing ------------------------------------------------------------------------- */

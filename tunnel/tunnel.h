@@ -64,8 +64,8 @@ int tun_token_set(struct tun *t, const struct secret *token, struct vm_err *err)
 void tun_stats(struct tun *t, struct tun_stats *out);
 
 /* True when the settings the tunnel uses differ between a and b (piko.*,
- * agent.tenant_id, and the webhook address it forwards to): a reload must
- * restart it. */
+ * agent.tenant_id, agent.proxy_credentials_file, and the webhook address or
+ * socket it forwards to), compared key by key: a reload must hand them to tun_reload. */
 bool tun_config_changed(const struct cfg *a, const struct cfg *b);
 
 #endif

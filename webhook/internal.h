@@ -125,8 +125,8 @@ void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 
 /* Reads the request body, bounded by webhook.max_body. On failure it has
- * already answered (413/400) and returns -1; on success *out is malloc'd and
- * NUL-terminated. */
+ * already answered (413 too large, 400 unreadable, 503 out of memory) and returns -1; on success
+ * *out is malloc'd and NUL-terminated. */
 int wh_read_body(struct wh_req *req, char **out, size_t *len);
 
 /* The route table (routes.c). */

@@ -406,23 +406,16 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 	return 1;
 }
 
-int wh_listener_changed(const struct cfg *a, const struct cfg *b)
+/* The server's settings, by key (keys and audit settings live in the server;
+ * the tunnel's unix listener sits in the runtime dir, sized by max_streams:
+ * restart it to apply them), compared value by value, never padding. */
+static const char *const wh_keys[] = {
+    "webhook.",         "auth.", "agent.id", "agent.tenant_id", "agent.runtime_dir",
+    "piko.max_streams", NULL};
+
+bool wh_listener_changed(const struct cfg *a, const struct cfg *b)
 {
-	return strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
-	       a->webhook.port != b->webhook.port ||
-	       a->webhook.tls_enabled != b->webhook.tls_enabled ||
-	       strcmp(a->webhook.tls_cert_file, b->webhook.tls_cert_file) != 0 ||
-	       strcmp(a->webhook.tls_key_file, b->webhook.tls_key_file) != 0 ||
-	       a->webhook.num_threads != b->webhook.num_threads ||
-	       a->webhook.tunnel_threads != b->webhook.tunnel_threads ||
-	       a->piko.max_streams != b->piko.max_streams ||
-	       strcmp(a->agent.runtime_dir, b->agent.runtime_dir) != 0 ||
-	       a->webhook.request_timeout_ms != b->webhook.request_timeout_ms ||
-	       a->webhook.max_body != b->webhook.max_body ||
-	       /* keys and audit settings live in the server: restart it to apply them */
-	       memcmp(&a->auth, &b->auth, sizeof(a->auth)) != 0 ||
-	       strcmp(a->agent.id, b->agent.id) != 0 ||
-	       strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0;
+	return cfg_keys_differ(a, b, wh_keys);
 }
 
 static bool is_loopback(const char *addr)

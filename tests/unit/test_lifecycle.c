@@ -134,6 +134,32 @@ static void test_lifecycle_remote_upgrade_request_is_checked(void **state)
 	}
 }
 
+/* The background upgrade's start without systemd: detached into its own
+ * session, the caller not waiting for it. */
+static void test_lifecycle_spawn_detached_runs_in_its_own_session(void **state)
+{
+	(void)state;
+	if (access("/run/systemd/system", F_OK) == 0)
+		skip(); /* there it is a systemd-run transient unit */
+	char out[256], script[3 * 256 + 64];
+	snprintf(out, sizeof(out), "%s/sid", test_dir);
+	snprintf(script, sizeof(script), "ps -o sid= -p $$ > %s.tmp; mv %s.tmp %s", out, out, out);
+	const char *argv[] = {"/bin/sh", "-c", script, NULL};
+	struct vm_err err = {0};
+	assert_int_equal(lc_svc_spawn_detached(argv, &err), 0);
+	FILE *f = NULL;
+	for (int i = 0; i < 500 && (f = fopen(out, "r")) == NULL; i++)
+		usleep(10000);
+	assert_non_null(f);
+	long sid = 0;
+	assert_int_equal(fscanf(f, "%ld", &sid), 1);
+	fclose(f);
+	assert_true(sid > 0);
+	assert_int_not_equal(sid, (long)getsid(0));
+	const char *nope[] = {"/nonexistent/vm-agent", NULL};
+	assert_int_not_equal(lc_svc_spawn_detached(nope, &err), 0);
+}
+
 static void write_file(const char *path, const char *text)
 {
 	assert_int_equal(fs_write_atomic(path, text, strlen(text), 0755, NULL), 0);
@@ -273,6 +299,8 @@ int main(void)
 	        test_lifecycle_unit_template_has_the_binary_and_hardening, test_dir_setup,
 	        test_dir_teardown),
 	    cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_spawn_detached_runs_in_its_own_session,
+	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_stops_at_cap_while_copying,
