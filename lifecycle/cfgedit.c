@@ -311,7 +311,7 @@ int lc_cfg_write(const char *path, const struct lc_cfg_doc *doc, struct vm_err *
 	if (rc == 0 && lc_exists(path)) {
 		char bak[PATH_MAX + 8];
 		snprintf(bak, sizeof(bak), "%s.bak", path);
-		rc = lc_copy_file(path, bak, 0600, err);
+		rc = fs_copy_file(path, bak, 0600, 0, err);
 	}
 	if (rc == 0)
 		rc = fs_write_atomic(path, text, strlen(text), 0640, err);

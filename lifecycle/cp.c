@@ -184,7 +184,7 @@ int lc_cp_event(const struct lc_cp_opts *cp, const struct lc_creds *c, const cha
  * (0) and may change under us. */
 static int copy_local(const char *src, const char *path, size_t max, struct vm_err *err)
 {
-	return lc_copy_file_max(src, path, 0600, max, err);
+	return fs_copy_file(src, path, 0600, max, err);
 }
 
 int lc_fetch(const struct lc_cp_opts *cp, const char *url, const char *path, size_t max,

@@ -327,7 +327,7 @@ static int install_binary(const struct lc_install_opts *o, const struct lc_paths
 			*strrchr(dir, '/') = '\0';
 			rc = fs_mkdir_p(dir, 0755, err);
 			if (rc == 0)
-				rc = lc_copy_file(self, p->bin, 0755, err);
+				rc = fs_copy_file(self, p->bin, 0755, 0, err);
 			if (rc == 0)
 				lc_report_add(r, "binary", LC_CHANGED, NULL,
 				              "%s placed (version %s)", rec.bin, o->version);

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "core/err.h"
+#include "core/fs.h" /* fs_copy_file, fs_write_atomic: every file lifecycle writes */
 #include "lifecycle/lifecycle.h"
 
 /* Target paths (as the installed system sees them). */
@@ -49,12 +50,6 @@ void lc_proc_describe(const struct lc_proc_result *res, char *out, size_t cap);
 
 /* --- files (lifecycle/util.c) -------------------------------------------------------------- */
 
-/* Copies src to dst atomically (temp file next to dst, fsync, rename). */
-int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *err);
-/* Same, src must be a regular file (checked on the opened fd) of at most max
- * bytes (0 = no cap), counted while copying: at max + 1 the copy stops with
- * VM_ERR_INVALID and the temp file is removed. */
-int lc_copy_file_max(const char *src, const char *dst, mode_t mode, size_t max, struct vm_err *err);
 /* Removes a file or a whole tree; a missing path is fine. */
 int lc_remove_tree(const char *path, struct vm_err *err);
 bool lc_exists(const char *path);
