@@ -20,6 +20,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/proc.h"
+#include "core/time.h"
 
 struct admin_conn;
 

@@ -12,13 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/rand.h"
 
 /* Symlinks followed in one resolution, like the kernel's MAXSYMLINKS. */
 #define FS_LINKS_MAX 40
@@ -425,18 +425,22 @@ struct tmpf {
 	char name[FS_NAME_MAX];
 };
 
-static void tmp_name(const char *leaf, char name[FS_NAME_MAX])
+/* A fresh random temp name for leaf; -1 (errno set) without randomness: a
+ * guessable name in a directory other users write to is an invitation. */
+static int tmp_name(const char *leaf, char name[FS_NAME_MAX])
 {
 	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-	unsigned char r[6] = {0};
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		for (size_t i = 0; i < sizeof(r); i++)
-			r[i] = (unsigned char)rand();
+	unsigned char r[6];
+	if (rand_bytes(r, sizeof(r), NULL) != 0) {
+		errno = EAGAIN;
+		return -1;
+	}
 	char sfx[sizeof(r) + 1];
 	for (size_t i = 0; i < sizeof(r); i++)
 		sfx[i] = abc[r[i] % (sizeof(abc) - 1)];
 	sfx[sizeof(r)] = '\0';
 	snprintf(name, FS_NAME_MAX, "%.200s.vma.tmp.%s", leaf, sfx);
+	return 0;
 }
 
 /* Removes the temp files of leaf a killed writer left in dirfd (named
@@ -489,7 +493,8 @@ static int tmp_open(int dirfd, const char *leaf, struct tmpf *t, struct vm_err *
 		return vm_err_errno(err, VM_ERR_IO, errno, "create a temp file for %s", leaf);
 	/* no O_TMPFILE here (NFS, old overlayfs): a named temp, removed on failure */
 	for (int i = 0; i < 100; i++) {
-		tmp_name(leaf, t->name);
+		if (tmp_name(leaf, t->name) != 0)
+			break;
 		t->fd = openat(dirfd, t->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		               0600);
 		if (t->fd >= 0) {
@@ -537,7 +542,8 @@ static int tmp_commit(int dirfd, struct tmpf *t, const char *leaf, bool create_o
 	} else if (!t->named) {
 		/* no "link over": link under a temp name, rename it over leaf */
 		for (int i = 0; i < 100; i++) {
-			tmp_name(leaf, t->name);
+			if ((rc = tmp_name(leaf, t->name)) != 0)
+				break;
 			if ((rc = link_tmpfile(t->fd, dirfd, t->name)) == 0 || errno != EEXIST)
 				break;
 		}

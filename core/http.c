@@ -8,14 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
+#include "core/rand.h"
 #include "core/secret.h"
+#include "core/time.h"
 
 /* One transfer: the handle and everything libcurl keeps a pointer to
  * (ERRORBUFFER, WRITEDATA/XFERINFODATA = this struct, the header list), so all
@@ -323,8 +324,8 @@ int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
 		if (attempt >= max || !http_should_retry(rc, resp->status))
 			return rc;
 		uint32_t rnd = 0;
-		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-			rnd = (uint32_t)time(NULL) * 2654435761u;
+		if (rand_bytes(&rnd, sizeof(rnd), NULL) != 0) /* jitter only: any spread will do */
+			rnd = (uint32_t)time_mono_ms() * 2654435761u;
 		uint64_t delay = http_backoff_ms(r, attempt, resp->retry_after_s, rnd);
 		http_resp_free(resp);
 		if (sleep_fn(r->sleep_ctx, delay) != 0)

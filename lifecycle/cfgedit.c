@@ -7,6 +7,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "lifecycle/internal.h"
@@ -239,12 +240,12 @@ char *lc_cfg_render(const struct lc_cfg_doc *doc)
 			size_t upto = (size_t)(dot - key);
 			if (strncmp(prev, key, upto) != 0 ||
 			    (prev[upto] != '.' && prev[upto] != '\0'))
-				o += (size_t)snprintf(buf + o, cap - o, "%*s%.*s:\n", depth * 2, "",
+				o = str_appendf(buf, cap, o, "%*s%.*s:\n", depth * 2, "",
 				                      (int)(dot - seg), seg);
 			seg = dot + 1;
 		}
 		snprintf(prev, sizeof(prev), "%.*s", (int)(leaf - key - 1), key);
-		o += (size_t)snprintf(buf + o, cap - o, "%*s%s: ", depth * 2, "", leaf);
+		o = str_appendf(buf, cap, o, "%*s%s: ", depth * 2, "", leaf);
 		if (val[0] == LIST_MARK) {
 			/* a list, as a flow sequence of quoted strings */
 			if (o < cap)

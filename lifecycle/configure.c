@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 int lc_config_check(const char *path, FILE *out, struct vm_err *err)
@@ -46,9 +47,7 @@ int lc_config_show(const char *path, FILE *out, struct vm_err *err)
 
 static double now_real(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)time_wall_ms() / 1000.0; /* compared across processes: the wall clock */
 }
 
 void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
@@ -151,8 +150,8 @@ static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned 
 {
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/reload.json", state_dir);
-	double deadline = now_real() + timeout_s;
-	while (now_real() < deadline) {
+	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
+	while (time_mono_ms() < deadline) {
 		json_t *o = json_load_file(path, 0, NULL);
 		double t = json_number_value(json_object_get(o, "time"));
 		json_int_t who = json_integer_value(json_object_get(o, "pid"));

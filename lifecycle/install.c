@@ -10,9 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 struct dir_row {
@@ -78,7 +80,7 @@ int lc_write_credentials(const struct lc_paths *p, const struct lc_registration 
                          const char *tenant_id, const char *cp_url, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
 	json_t *o =
 	    json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id", reg->agent_id,
@@ -114,7 +116,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 	free(c);
 	if (rc != 0)
 		return rc;
-	time_t deadline = time(NULL) + (time_t)timeout_s;
+	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
 	struct http_opts o = {.connect_timeout_ms = 1000, .total_timeout_ms = 2000};
 	for (;;) {
 		struct http_resp resp;
@@ -124,7 +126,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 		http_resp_free(&resp);
 		if (r == 0 && status == 200)
 			return 0;
-		if (time(NULL) >= deadline)
+		if (time_mono_ms() >= deadline)
 			return vm_err_set(err, VM_ERR_IO,
 			                  "the agent did not answer %s within %us "
 			                  "(last: %s); see 'journalctl -u vm-agent'",
@@ -181,7 +183,7 @@ static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struc
 		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
 		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
 			break;
-		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s",
+		o = str_appendf(ro->jwt_keys, sizeof(ro->jwt_keys), o, "%s%s",
 		                      o ? "," : "", lc_target_path(p, path));
 	}
 	json_decref(keys);

@@ -59,8 +59,6 @@ int lc_sha256_hex(const char *path, char out[65], struct vm_err *err);
 int lc_ensure_dir(const char *dir, mode_t mode, bool *changed, struct vm_err *err);
 /* Joins root and a target path. */
 int lc_join(char *out, size_t cap, const char *root, const char *target);
-/* Current UTC time as 2026-01-02T03:04:05Z. */
-void lc_now_iso(char *out, size_t cap);
 
 /* The install record (state_dir/install.json). */
 struct lc_record {

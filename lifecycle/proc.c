@@ -13,14 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/time.h"
 #include "lifecycle/internal.h"
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void child(const char *const argv[], bool search, int out_w, int err_w, int exec_w,
                   pid_t parent)
@@ -90,11 +84,11 @@ int lc_proc_run(const char *const argv[], bool search, uint64_t timeout_ms,
 	close(outp[1]), close(errp[1]), close(execp[1]);
 
 	size_t olen = 0, elen = 0;
-	uint64_t deadline = now_ms() + timeout_ms;
+	uint64_t deadline = (uint64_t)time_mono_ms() + timeout_ms;
 	struct pollfd fds[2] = {{outp[0], POLLIN, 0}, {errp[0], POLLIN, 0}};
 	int open_fds = 2;
 	while (open_fds > 0) {
-		uint64_t now = now_ms();
+		uint64_t now = (uint64_t)time_mono_ms();
 		if (now >= deadline) {
 			res->timed_out = 1;
 			kill(-pid, SIGKILL);
@@ -131,7 +125,7 @@ int lc_proc_run(const char *const argv[], bool search, uint64_t timeout_ms,
 			break;
 		if (w < 0 && errno != EINTR)
 			break;
-		if (now_ms() >= deadline) {
+		if ((uint64_t)time_mono_ms() >= deadline) {
 			res->timed_out = 1;
 			kill(-pid, SIGKILL);
 			waitpid(pid, &status, 0);

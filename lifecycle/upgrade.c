@@ -23,6 +23,8 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/minisign.h"
+#include "core/rand.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 #define BINARY_MAX    ((size_t)512 * 1024 * 1024) /* upgrade.max_size by default */
@@ -51,7 +53,7 @@ struct job {
 static int journal_write(const struct job *j, enum phase ph, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "phase", phases[ph], "bin",
 	                      j->bin, "prev", j->prev, "new", j->fresh, "signature", j->sig, "from",
 	                      j->from, "to", j->o->version, "time", when);
@@ -373,7 +375,7 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 	int rc = lc_svc_restart(&j->p, err);
 	if (rc != 0)
 		return rc;
-	time_t deadline = time(NULL) + (time_t)tmo;
+	int64_t deadline = time_mono_ms() + (int64_t)tmo * 1000;
 	for (;;) {
 		pid_t pid = lc_svc_main_pid(&j->p);
 		struct vm_err e;
@@ -383,7 +385,7 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 			if (lc_svc_main_pid(&j->p) == pid && lc_svc_is_active(&j->p))
 				return 0;
 		}
-		if (time(NULL) >= deadline)
+		if (time_mono_ms() >= deadline)
 			return vm_err_set(err, VM_ERR_IO,
 			                  "health gate: the new version did not become "
 			                  "healthy within %us",
@@ -394,22 +396,6 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 
 /* --- events ------------------------------------------------------------------------------------
  */
-
-static void uuid4(char out[37])
-{
-	uint8_t b[16] = {0};
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t n = read(fd, b, sizeof(b));
-		(void)n;
-		close(fd);
-	}
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	char hex[33];
-	hex_encode(b, 16, hex);
-	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
-}
 
 static void report_event(const struct job *j, const char *outcome, const char *reason)
 {
@@ -423,9 +409,14 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 		snprintf(url, sizeof(url), "%s", v ? v : "");
 		lc_cfg_free(&doc);
 	}
-	char id[37], when[32];
-	uuid4(id);
-	lc_now_iso(when, sizeof(when));
+	char id[ID_LEN + 1], when[TIME_RFC3339_MAX];
+	struct vm_err ie;
+	if (id_new(id, &ie) != 0) { /* an event without a unique id would be de-duplicated away */
+		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", ie.msg);
+		lc_creds_clear(&c);
+		return;
+	}
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "id", id, "type", "upgrade", "time",
 	                      when, "outcome", outcome, "from_version", j->from, "to_version",
 	                      j->o->version, "reason", reason);

@@ -14,6 +14,7 @@
 
 #include "core/codec.h"
 #include "core/fs.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 /* --- paths ------------------------------------------------------------------------------------ */
@@ -244,14 +245,6 @@ int lc_ensure_dir(const char *dir, mode_t mode, bool *changed, struct vm_err *er
 	return 0;
 }
 
-void lc_now_iso(char *out, size_t cap)
-{
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* --- install record --------------------------------------------------------------------------- */
 
 static void copy_json_str(json_t *o, const char *key, char *dst, size_t cap)
@@ -278,7 +271,7 @@ int lc_record_read(const struct lc_paths *p, struct lc_record *rec, struct vm_er
 int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o =
 	    json_pack("{s:s,s:s,s:s,s:b,s:s}", "bin", rec->bin, "sha256", rec->sha256, "version",
 	              rec->version, "from_package", rec->from_package, "updated_at", when);

@@ -10,6 +10,8 @@
 
 #include "core/buf.h"
 #include "core/err.h"
+#include "core/rand.h"
+#include "core/time.h"
 
 /* --- bounded byte buffers: core/buf.h --------------------------------------------- */
 
@@ -234,7 +236,11 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 void tun_note_bytes(struct tun *t, uint64_t in, uint64_t out);
 void tun_note_streams(struct tun *t, uint32_t open, uint64_t accepted);
 void tun_note_error(struct tun *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-uint64_t tun_now_ms(void);
+/* Monotonic ms as the tunnel's unsigned deadlines count them. */
+static inline uint64_t tun_now_ms(void)
+{
+	return (uint64_t)time_mono_ms();
+}
 
 /* JWT "exp" claim (seconds since the epoch) or 0 when absent/unparsable. */
 int64_t tun_jwt_exp(const char *token);

@@ -17,7 +17,6 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <openssl/rand.h>
 
 #include "core/codec.h"
 #include "core/http.h"
@@ -65,13 +64,6 @@ struct tun {
 	pthread_mutex_t lock; /* guards stats and pending */
 	struct tun_stats stats;
 };
-
-uint64_t tun_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 void tun_note_bytes(struct tun *t, uint64_t in, uint64_t out)
 {
@@ -363,8 +355,8 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 
 	uint8_t raw[16];
 	char key[25];
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		return vm_err_set(err, VM_ERR_INTERNAL, "no random bytes for the WebSocket key");
+	if (rand_bytes(raw, sizeof(raw), err) != 0)
+		return -VM_ERR_IO;
 	ws_key_encode(raw, key);
 	size_t reqcap = 2048 + (token->value ? token->len : 0);
 	char *req = malloc(reqcap);
@@ -749,8 +741,9 @@ struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, stru
 	t->bo.stop = &t->stop;
 	t->bo.reload = &t->reload;
 	settings_apply(t, ts);
-	if (RAND_bytes((unsigned char *)&t->rng, sizeof(t->rng)) != 1 || t->rng == 0)
-		t->rng = 0x2545F4914F6CDD1Dull ^ (uint64_t)time(NULL);
+	/* backoff jitter only: without randomness any odd seed spreads agents */
+	if (rand_bytes(&t->rng, sizeof(t->rng), NULL) != 0 || t->rng == 0)
+		t->rng = 0x2545F4914F6CDD1Dull ^ (uint64_t)time_mono_ms();
 	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->wake_fd < 0) {
 		vm_err_errno(err, VM_ERR_IO, errno, "eventfd");

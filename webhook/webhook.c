@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/log.h"
 #include "webhook/internal.h"
@@ -259,7 +260,7 @@ static int dispatch(struct mg_connection *conn)
 				(void)wh_audit_request(req.srv->audit, &req);
 			return 1;
 		}
-		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
+		alen = str_appendf(allow, sizeof(allow), alen, "%s%s",
 		                         alen ? ", " : "", r->method);
 	}
 	if (alen > 0) {
