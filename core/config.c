@@ -16,6 +16,7 @@
 #include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
+#include "core/net.h"
 
 #define CFG_FILE_MAX (1024 * 1024)
 
@@ -725,7 +726,7 @@ static int fail_key(struct loader *ld, const char *key, const char *fmt, ...)
 
 static bool is_http_url(const char *s)
 {
-	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+	return url_is_http(s);
 }
 
 static bool is_endpoint_char(char c)
@@ -757,25 +758,9 @@ static int validate_endpoint(struct loader *ld, const char *ep)
 /* piko.forward_addr: "IP:PORT" or "[IPv6]:PORT"; the tunnel connects there. */
 static bool is_forward_addr(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	if (colon == NULL || colon == s)
-		return false;
-	char host[64];
-	size_t hlen = (size_t)(colon - s);
-	if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
-		s++;
-		hlen -= 2;
-	}
-	if (hlen >= sizeof(host))
-		return false;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	unsigned char addr[16];
-	if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
-		return false;
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	return end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535;
+	char host[sizeof(((struct cfg *)0)->piko.forward_addr)];
+	int port;
+	return net_parse_hostport(s, host, sizeof(host), &port, NULL) == 0;
 }
 
 static int validate(struct loader *ld)

@@ -194,7 +194,7 @@ int lc_fetch(const struct lc_cp_opts *cp, const char *url, const char *path, siz
 		return copy_local(url + 7, path, max, err);
 	if (url[0] == '/')
 		return copy_local(url, path, max, err);
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+	if (!url_is_http(url))
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "%s: expected an http(s):// or file:// URL or "
 		                  "an absolute path",

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/codec.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
@@ -389,19 +390,6 @@ static int install_start(const struct lc_install_opts *o, const struct lc_paths 
 	return 0;
 }
 
-static bool is_url(const char *u)
-{
-	const char *host = strncmp(u, "https://", 8) == 0  ? u + 8
-	                   : strncmp(u, "http://", 7) == 0 ? u + 7
-	                                                   : NULL;
-	if (host == NULL || *host == '\0' || *host == '/')
-		return false;
-	for (; *u; u++)
-		if ((unsigned char)*u <= 0x20)
-			return false;
-	return true;
-}
-
 int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_err *err)
 {
 	struct lc_paths p;
@@ -430,13 +418,13 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);
 	if (o->piko_url)
 		snprintf(piko_url, piko_url_cap, "%s", o->piko_url);
-	if (!is_url(cp_url)) {
+	if (!url_is_http(cp_url)) {
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "--control-plane-url: expected an http(s):// "
 		                "URL with a host");
 		goto out;
 	}
-	if (!is_url(piko_url)) {
+	if (!url_is_http(piko_url)) {
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "--piko-url: expected an http(s):// URL with a "
 		                "host");

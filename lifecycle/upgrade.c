@@ -437,13 +437,9 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 
 static bool valid_checksum(const char *s)
 {
-	if (s == NULL || strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
-		return false;
-	for (s += 7; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
-		      (*s >= 'A' && *s <= 'F')))
-			return false;
-	return true;
+	uint8_t sum[SHA256_LEN];
+	return s != NULL && strncmp(s, "sha256:", 7) == 0 && strlen(s) == 7 + 64 &&
+	       hex_decode(s + 7, 64, sum, sizeof(sum)) == SHA256_LEN;
 }
 
 static int step(struct job *j, const char *name, int rc, const struct vm_err *err,
@@ -669,27 +665,15 @@ static bool valid_version(const char *v)
 	return true;
 }
 
-static bool valid_remote_url(const char *u)
-{
-	if (u == NULL || strlen(u) > 2000)
-		return false;
-	if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
-		return false;
-	for (; *u; u++)
-		if ((unsigned char)*u <= 0x20 || *u == 0x7f)
-			return false;
-	return true;
-}
-
 int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)
 {
 	if (!valid_version(rq->version))
 		return vm_err_set(err, VM_ERR_INVALID, "version: expected something like 1.2.3");
-	if (!valid_remote_url(rq->url))
+	if ((rq->url == NULL || !url_is_http(rq->url)))
 		return vm_err_set(err, VM_ERR_INVALID, "url: expected an http(s) URL");
 	if (!valid_checksum(rq->checksum))
 		return vm_err_set(err, VM_ERR_INVALID, "checksum: expected sha256:<64 hex digits>");
-	if (rq->signature_url != NULL && !valid_remote_url(rq->signature_url))
+	if (rq->signature_url != NULL && !url_is_http(rq->signature_url))
 		return vm_err_set(err, VM_ERR_INVALID, "signature_url: expected an http(s) URL");
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
