@@ -70,7 +70,7 @@ struct admin_conn {
 	int fd; /* -1 = free slot */
 	int64_t deadline_ms;
 	struct buf in; /* the request line, at most request_max + 1 bytes */
-	char *out; /* the reply, with its newline */
+	char *out;     /* the reply, with its newline */
 	size_t out_len, out_off;
 };
 
@@ -137,7 +137,8 @@ static void dispatch(struct admin_server *srv, struct admin_conn *c, size_t len)
 	char cmd[64];
 	json_t *req;
 	struct vm_err err = {0};
-	if (admin_parse_request((const char *)buf_data(&c->in), len, cmd, sizeof(cmd), &req, &err) != 0) {
+	if (admin_parse_request((const char *)buf_data(&c->in), len, cmd, sizeof(cmd), &req,
+	                        &err) != 0) {
 		set_error(c, "bad_request", err.msg);
 		return;
 	}

@@ -944,8 +944,7 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 		const struct cfg_strlist *l = (const struct cfg_strlist *)(const void *)field;
 		size_t o = (size_t)snprintf(out, cap, "[");
 		for (int i = 0; i < l->count && o < cap; i++)
-			o = str_appendf(out, cap, o, "%s\"%s\"", i ? ", " : "",
-			                      l->items[i]);
+			o = str_appendf(out, cap, o, "%s\"%s\"", i ? ", " : "", l->items[i]);
 		if (o < cap)
 			snprintf(out + o, cap - o, "]");
 		break;
@@ -973,8 +972,8 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 				size_t upto = (size_t)(dot - name);
 				if (strncmp(prev, name, upto) != 0 ||
 				    (prev[upto] != '.' && prev[upto] != 0))
-					o = str_appendf(buf, cap, o, "%*s%.*s:\n", d * 2,
-					                      "", (int)(dot - seg), seg);
+					o = str_appendf(buf, cap, o, "%*s%.*s:\n", d * 2, "",
+					                (int)(dot - seg), seg);
 				seg = dot + 1;
 			}
 			snprintf(prev, sizeof(prev), "%.*s", (int)plen, name);
@@ -982,8 +981,7 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 		char val[CFG_LIST_MAX * (CFG_STR_MAX + 4) + PATH_MAX];
 		format_value(cfg, &keys[i], val, sizeof(val));
 		if (o < cap)
-			o = str_appendf(buf, cap, o, "%*s%s: %s\n", (depth + 1) * 2, "",
-			                      leaf, val);
+			o = str_appendf(buf, cap, o, "%*s%s: %s\n", (depth + 1) * 2, "", leaf, val);
 	}
 	return o < cap ? 0 : -1;
 }

@@ -160,9 +160,10 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 		size_t room = b.max - b.len < 65536 ? b.max - b.len : 65536;
 		uint8_t *dst = room > 0 ? buf_reserve(&b, room) : NULL;
 		if (dst == NULL) {
-			rc = room > 0 ? vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path)
-			              : vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes",
-			                           path, max);
+			rc = room > 0
+			         ? vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path)
+			         : vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes",
+			                      path, max);
 			break;
 		}
 		ssize_t r = read(fd, dst, room);

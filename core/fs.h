@@ -27,8 +27,7 @@ int fs_write_all(int fd, const void *data, size_t len);
  * VM_ERR_INVALID, and the open never blocks) to dst the fs_write_atomic way,
  * with mode, in bounded chunks; more than max bytes (0 = no limit) is
  * VM_ERR_INVALID and leaves dst as it was. For the agent's own paths. */
-int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max,
-                 struct vm_err *err);
+int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err);
 
 /* Creates path and its parents (like mkdir -p); existing dirs are fine. */
 int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err);

@@ -241,7 +241,7 @@ char *lc_cfg_render(const struct lc_cfg_doc *doc)
 			if (strncmp(prev, key, upto) != 0 ||
 			    (prev[upto] != '.' && prev[upto] != '\0'))
 				o = str_appendf(buf, cap, o, "%*s%.*s:\n", depth * 2, "",
-				                      (int)(dot - seg), seg);
+				                (int)(dot - seg), seg);
 			seg = dot + 1;
 		}
 		snprintf(prev, sizeof(prev), "%.*s", (int)(leaf - key - 1), key);

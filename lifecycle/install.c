@@ -184,8 +184,8 @@ static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struc
 		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
 		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
 			break;
-		o = str_appendf(ro->jwt_keys, sizeof(ro->jwt_keys), o, "%s%s",
-		                      o ? "," : "", lc_target_path(p, path));
+		o = str_appendf(ro->jwt_keys, sizeof(ro->jwt_keys), o, "%s%s", o ? "," : "",
+		                lc_target_path(p, path));
 	}
 	json_decref(keys);
 	return rc;

@@ -655,8 +655,7 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 	tbuf_init(&b->tx, TX_MAX);
 	b->tx.keep = true; /* refaulting fresh pages per burst costs more than the memory */
 	ymx_session_init(&b->ymx, &bridge_ymx_ops, b, o->max_streams);
-	if (rand_bytes(&b->mask_state, sizeof(b->mask_state), NULL) != 0 ||
-	    b->mask_state == 0)
+	if (rand_bytes(&b->mask_state, sizeof(b->mask_state), NULL) != 0 || b->mask_state == 0)
 		b->mask_state = 0x9E3779B97F4A7C15ull ^ tun_now_ms();
 	b->rbuf = malloc(RBUF_LEN);
 	if (b->rbuf == NULL) {

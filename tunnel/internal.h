@@ -17,7 +17,7 @@
 
 /* bridge.c's names for core/buf, until it is renamed once the slowloris
  * branch has landed (one owner: core/buf.c). */
-#define tbuf buf
+#define tbuf         buf
 #define tbuf_init    buf_init
 #define tbuf_free    buf_free
 #define tbuf_reserve buf_reserve

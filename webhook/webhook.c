@@ -260,8 +260,7 @@ static int dispatch(struct mg_connection *conn)
 				(void)wh_audit_request(req.srv->audit, &req);
 			return 1;
 		}
-		alen = str_appendf(allow, sizeof(allow), alen, "%s%s",
-		                         alen ? ", " : "", r->method);
+		alen = str_appendf(allow, sizeof(allow), alen, "%s%s", alen ? ", " : "", r->method);
 	}
 	if (alen > 0) {
 		char hdr[160];

@@ -20,10 +20,10 @@ static void test_codec_hex_decode_takes_both_cases_and_refuses_the_rest(void **s
 	assert_int_equal(b[1], 0xff);
 	assert_int_equal(b[2], 0x7a);
 	assert_int_equal(hex_decode("", 0, b, sizeof(b)), 0);
-	assert_int_equal(hex_decode("abc", 3, b, sizeof(b)), -1);        /* odd */
-	assert_int_equal(hex_decode("0g", 2, b, sizeof(b)), -1);         /* not hex */
-	assert_int_equal(hex_decode("0\0", 2, b, sizeof(b)), -1);        /* NUL inside */
-	assert_int_equal(hex_decode(" 1", 2, b, sizeof(b)), -1);         /* no spaces */
+	assert_int_equal(hex_decode("abc", 3, b, sizeof(b)), -1);         /* odd */
+	assert_int_equal(hex_decode("0g", 2, b, sizeof(b)), -1);          /* not hex */
+	assert_int_equal(hex_decode("0\0", 2, b, sizeof(b)), -1);         /* NUL inside */
+	assert_int_equal(hex_decode(" 1", 2, b, sizeof(b)), -1);          /* no spaces */
 	assert_int_equal(hex_decode("0011223344", 10, b, sizeof(b)), -1); /* too long for out */
 	char hex[9];
 	hex_encode((const uint8_t *)"\x01\xab\xcd\xef", 4, hex);
@@ -37,9 +37,9 @@ static void test_codec_url_is_http_needs_scheme_host_and_clean_bytes(void **stat
 	static const char *const good[] = {"http://a", "https://cp.example.com/v1",
 	                                   "http://[::1]:8080/x?y=1", "https://user@h/"};
 	static const char *const bad[] = {
-	    "",          "http://",        "https://",         "http:///path",   "ftp://h/",
-	    "HTTP://h/", "https://h/a b",  "https://h/\x7f",   "https://h/\n",   "//h/",
-	    "https:/h/", "https://?q",     "https://#f",       "file:///etc/passwd"};
+	    "",          "http://",       "https://",       "http:///path",      "ftp://h/",
+	    "HTTP://h/", "https://h/a b", "https://h/\x7f", "https://h/\n",      "//h/",
+	    "https:/h/", "https://?q",    "https://#f",     "file:///etc/passwd"};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		if (!url_is_http(good[i]))
 			fail_msg("refused %s", good[i]);
@@ -63,9 +63,10 @@ static void test_net_hostport_numeric_ip_and_port_only(void **state)
 	assert_string_equal(host, "::1");
 	assert_int_equal(port, 8080);
 	static const char *const bad[] = {
-	    "localhost:80", "127.0.0.1",     "127.0.0.1:0",  "127.0.0.1:65536", ":80",
-	    "127.0.0.1:",   "127.0.0.1: 80", "127.0.0.1:+80", "127.0.0.1:8o",  "[::1:80",
-	    "::1:80",       "[127.0.0.1]:80", "[]:80",         "1.2.3:80",     "127.0.0.1:080000"};
+	    "localhost:80", "127.0.0.1",  "127.0.0.1:0",     "127.0.0.1:65536",
+	    ":80",          "127.0.0.1:", "127.0.0.1: 80",   "127.0.0.1:+80",
+	    "127.0.0.1:8o", "[::1:80",    "::1:80",          "[127.0.0.1]:80",
+	    "[]:80",        "1.2.3:80",   "127.0.0.1:080000"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct vm_err err = {0};
 		if (net_parse_hostport(bad[i], host, sizeof(host), &port, &err) == 0)
@@ -74,9 +75,8 @@ static void test_net_hostport_numeric_ip_and_port_only(void **state)
 	}
 	/* the host must fit the caller's buffer, never be cut */
 	char small[8];
-	assert_int_not_equal(net_parse_hostport("[1:2:3:4:5:6:7:8]:1", small, sizeof(small), &port,
-	                                        NULL),
-	                     0);
+	assert_int_not_equal(
+	    net_parse_hostport("[1:2:3:4:5:6:7:8]:1", small, sizeof(small), &port, NULL), 0);
 }
 
 int main(void)
