@@ -126,6 +126,12 @@ static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
 	probe_queue_depth(ag->deps.probe, queued, running);
 }
 
+static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *quarantined)
+{
+	const struct agent *ag = ctx;
+	probe_store_health(ag->deps.probe, write_failures, quarantined);
+}
+
 /* What a reload did, by key (comma-separated names): applied to the running
  * agent, or changed in the file but kept at the old value until a restart. */
 struct reload_keys {
@@ -433,7 +439,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		goto out;
 	}
 	/* Health is not essential to serving: without it /v1/health answers 503. */
-	struct health_sources sources = {&ag, tunnel_source, probe_source};
+	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);

@@ -117,6 +117,7 @@ static const struct cfg_key keys[] = {
     SIZE("webhook.max_body", webhook.max_body, "4MiB", 1024, GIB, LIVE),
     DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000, LIVE),
     INT("webhook.num_threads", webhook.num_threads, "16", 2, 256, LIVE),
+    INT("webhook.tunnel_threads", webhook.tunnel_threads, "16", 2, 256, LIVE),
 
     LIST("auth.jwt_keys", auth.jwt_keys, "", LIVE),
     STR("auth.issuer", auth.issuer, "", LIVE),
@@ -436,6 +437,12 @@ static bool is_section(const char *name)
 		if (strncmp(keys[i].name, name, n) == 0 && keys[i].name[n] == '.')
 			return true;
 	return false;
+}
+
+void cfg_webhook_socket_path(const struct cfg *cfg, char *out, size_t cap)
+{
+	snprintf(out, cap, "%.*s/" CFG_WEBHOOK_SOCKET_NAME, (int)(cap > 16 ? cap - 16 : 0),
+	         cfg->agent.runtime_dir);
 }
 
 void cfg_defaults(struct cfg *cfg)

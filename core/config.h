@@ -74,7 +74,8 @@ struct cfg {
 		char tls_key_file[PATH_MAX];
 		uint64_t max_body;
 		uint64_t request_timeout_ms;
-		int num_threads;
+		int num_threads;    /* workers of the TCP listener */
+		int tunnel_threads; /* workers of the unix listener the tunnel forwards to */
 	} webhook;
 
 	struct {
@@ -135,6 +136,12 @@ struct cfg {
 		uint64_t max_size; /* download cap, enforced while copying */
 	} upgrade;
 };
+
+/* The webhook's unix listener, where the tunnel forwards each stream. */
+#define CFG_WEBHOOK_SOCKET_NAME "webhook.sock"
+
+/* "<agent.runtime_dir>/webhook.sock" (cut to cap). */
+void cfg_webhook_socket_path(const struct cfg *cfg, char *out, size_t cap);
 
 /* Fills cfg with the built-in defaults (no file, no environment). */
 void cfg_defaults(struct cfg *cfg);

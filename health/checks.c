@@ -132,6 +132,20 @@ static void check_spool(struct health_snapshot *s, const struct health_threshold
 		    (unsigned long long)s->spool_dropped);
 }
 
+/* Probe records: a failed write means an outcome may be lost on restart; a
+ * quarantined record is one a human should look at (runs/quarantine/). */
+static void check_probe_store(struct health_snapshot *s, const struct health_thresholds *t)
+{
+	(void)t;
+	if (s->probe_write_failures > 0)
+		add(s, HEALTH_DEGRADED,
+		    "%llu probe record write(s) failed since start (disk full?)",
+		    (unsigned long long)s->probe_write_failures);
+	if (s->probe_quarantined > 0)
+		add(s, HEALTH_DEGRADED, "%llu unreadable probe record(s) moved to runs/quarantine/",
+		    (unsigned long long)s->probe_quarantined);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(struct health_snapshot *, const struct health_thresholds *);
@@ -139,7 +153,7 @@ static const struct {
     {"disk", check_disk},     {"memory", check_memory},
     {"tunnel", check_tunnel}, {"control_plane", check_control_plane},
     {"clock", check_clock},   {"collectors", check_collectors},
-    {"spool", check_spool},
+    {"spool", check_spool},   {"probe_store", check_probe_store},
 };
 
 void health_evaluate(struct health_snapshot *s, const struct health_thresholds *t)

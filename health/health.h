@@ -28,6 +28,8 @@ struct health_sources {
 	void (*tunnel)(void *ctx, struct health_tunnel_state *out);
 	/* Probes waiting in the queue and running now. */
 	void (*probe_queue)(void *ctx, uint64_t *queued, uint64_t *running);
+	/* Probe records that could not be written, and unreadable ones quarantined. */
+	void (*probe_store)(void *ctx, uint64_t *write_failures, uint64_t *quarantined);
 };
 
 enum health_state { HEALTH_HEALTHY = 0, HEALTH_DEGRADED = 1, HEALTH_UNHEALTHY = 2 };

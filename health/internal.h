@@ -62,6 +62,7 @@ struct health_snapshot {
 	struct health_tunnel_state tunnel;
 	bool probe_enabled;
 	uint64_t probe_queued, probe_running;
+	uint64_t probe_write_failures, probe_quarantined;
 	/* reporter */
 	bool reporting_enabled;
 	int64_t last_report_at;    /* unix s of the last attempt; 0 = none */

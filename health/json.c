@@ -63,8 +63,10 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 	json_t *tunnel = json_pack(
 	    "{s:b,s:b,s:o,s:o}", "enabled", s->tunnel.enabled, "connected", s->tunnel.connected,
 	    "changed_at", iso_time(s->tunnel.changed_at), "reconnects", u64(s->tunnel.reconnects));
-	json_t *probe = json_pack("{s:b,s:o,s:o}", "enabled", s->probe_enabled, "queued",
-	                          u64(s->probe_queued), "running", u64(s->probe_running));
+	json_t *probe = json_pack("{s:b,s:o,s:o,s:o,s:o}", "enabled", s->probe_enabled, "queued",
+	                          u64(s->probe_queued), "running", u64(s->probe_running),
+	                          "record_write_failures", u64(s->probe_write_failures),
+	                          "quarantined_records", u64(s->probe_quarantined));
 	json_t *rep = json_pack(
 	    "{s:b,s:o,s:o,s:i,s:s?,s:o,s:o,s:o,s:o,s:o,s:o}", "enabled", s->reporting_enabled,
 	    "last_attempt_at", iso_time(s->last_report_at), "last_success_at",

@@ -78,8 +78,11 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	uint64_t queued = 0, running = 0;
 	if (m->src.tunnel != NULL)
 		m->src.tunnel(m->src.ctx, &tun);
+	uint64_t write_failures = 0, quarantined = 0;
 	if (m->src.probe_queue != NULL)
 		m->src.probe_queue(m->src.ctx, &queued, &running);
+	if (m->src.probe_store != NULL)
+		m->src.probe_store(m->src.ctx, &write_failures, &quarantined);
 
 	pthread_mutex_lock(&m->mu);
 	struct health_snapshot *s = &m->cur;
@@ -91,6 +94,8 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	s->probe_enabled = m->src.probe_queue != NULL;
 	s->probe_queued = queued;
 	s->probe_running = running;
+	s->probe_write_failures = write_failures;
+	s->probe_quarantined = quarantined;
 	health_evaluate(s, &m->th);
 	if (!first && s->state != before) {
 		m->state_changed = true;

@@ -1,8 +1,10 @@
 /* The probe executor: the in-memory index of probes (newest last), a bounded
  * queue, probe.max_concurrent worker threads, per-probe event rings for
- * streaming, persistence at submit and at the end, and retention. One mutex
+ * streaming, persistence at submit, at each step start and at the end (the
+ * streamed record and spill file live in record.c), and retention. One mutex
  * guards everything here; processes and disk writes run outside it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <sys/random.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -45,6 +48,7 @@ struct probe {
 	enum pstate state;
 	int64_t created_ms, finished_ms; /* wall clock */
 	char idem[PROBE_IDEM_MAX + 1];
+	uint8_t idem_scope[SHA256_LEN]; /* who may replay the key: sha256(tenant, sub) */
 	uint8_t body_hash[SHA256_LEN];
 	json_t *rec;               /* full record while unfinished; NULL once on disk */
 	struct probe_request *req; /* while unfinished */
@@ -54,7 +58,9 @@ struct probe {
 	bool in_queue;   /* referenced by the queue: retention must not free it */
 	bool finishing;  /* final record is being written; final_state once durable */
 	enum pstate final_state;
-	struct probe_exec *ex; /* for the write-completion callback */
+	struct probe_sink *sink; /* spilled output while running (worker, then writer) */
+	struct probe_image *img; /* the final record being written */
+	struct probe_exec *ex;   /* for the write-completion callback */
 	struct ev ring[EV_RING];
 	uint64_t ev_first, ev_next; /* seq range held in ring */
 	bool ended;
@@ -76,7 +82,8 @@ struct probe_exec {
 	char runs_dir[PATH_MAX + 8];
 	struct probe_committer *store;
 	uint64_t default_timeout_ms, output_cap, grace_ms, retention_age_ms;
-	size_t record_max; /* largest record file we may have written */
+	size_t record_max; /* largest record validation allows (probe_record_max) */
+	uint64_t write_failures, quarantined; /* for health */
 	int retention_count;
 	struct cfg_strlist allow;
 	struct cg_tree *cgroup;  /* borrowed from run */
@@ -246,8 +253,12 @@ static json_t *new_record(const struct probe *p, const struct probe_request *req
 	              (json_int_t)p->created_ms, "started_at", json_null(), "finished_at",
 	              json_null(), "timeout_ms", (json_int_t)timeout_ms, "continue_on_error",
 	              req->continue_on_error, "request_sha256", hex, "steps", steps);
-	if (rec != NULL && p->idem[0] != '\0')
+	if (rec != NULL && p->idem[0] != '\0') {
+		char scope[2 * SHA256_LEN + 1];
+		hex_encode(p->idem_scope, SHA256_LEN, scope);
 		json_object_set_new(rec, "idempotency_key", json_string(p->idem));
+		json_object_set_new(rec, "idempotency_scope", json_string(scope));
+	}
 	return rec;
 }
 
@@ -258,14 +269,21 @@ static void set_state(struct probe_exec *ex, struct probe *p, enum pstate st)
 	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
 }
 
-/* The final record is durable: the final state becomes visible, memory is
- * dropped, the `end` event goes out. */
-static void finish_done_locked(struct probe_exec *ex, struct probe *p)
+/* The final record is durable (or, keep_rec, could not be written at all and
+ * is served from memory): the final state becomes visible, memory is dropped,
+ * the `end` event goes out. */
+static void finish_done_locked(struct probe_exec *ex, struct probe *p, bool keep_rec)
 {
 	enum pstate st = p->final_state;
 	set_state(ex, p, st);
-	json_decref(p->rec);
-	p->rec = NULL;
+	probe_image_free(p->img);
+	p->img = NULL;
+	probe_sink_free(p->sink);
+	p->sink = NULL;
+	if (!keep_rec) {
+		json_decref(p->rec);
+		p->rec = NULL;
+	}
 	if (p->req != NULL) {
 		probe_request_free(p->req);
 		free(p->req);
@@ -278,14 +296,60 @@ static void finish_done_locked(struct probe_exec *ex, struct probe *p)
 	retain(ex);
 }
 
+/* The final record could not be written (disk full, I/O error): its output is
+ * dropped (the spill file too, which frees its space) and a small record says
+ * so: state failed, error_code record_write_failed. If even that cannot be
+ * written, that record is served from memory (list and GET agree) and health
+ * reports the failure; a restart then shows the last durable state as
+ * interrupted. Called with the lock held. */
+static void finish_fallback_locked(struct probe_exec *ex, struct probe *p, const char *why)
+{
+	ex->write_failures++;
+	log_error("probe", "%s: cannot persist the final record: %s", p->id, why);
+	probe_image_free(p->img);
+	p->img = NULL;
+	probe_sink_discard(p->sink);
+	char msg[300];
+	snprintf(msg, sizeof(msg), "the final record could not be written (%s); output dropped",
+	         why);
+	json_object_set_new(p->rec, "state", json_string(state_names[P_FAILED]));
+	json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
+	json_object_set_new(p->rec, "error", json_string(msg));
+	struct probe_image *img = probe_image_new(p->rec, p->sink, false);
+	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
+	struct vm_err err = {0};
+	int rc = img != NULL
+	             ? probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, img, &err)
+	             : vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	probe_image_free(img);
+	p->final_state = P_FAILED;
+	if (rc != 0) {
+		ex->write_failures++;
+		log_error("probe",
+		          "%s: cannot persist even the failure record: %s; served from "
+		          "memory until the agent restarts",
+		          p->id, err.msg);
+		/* without the spilled fields: what memory holds is what GET serves */
+		size_t i;
+		json_t *st;
+		json_array_foreach(json_object_get(p->rec, "steps"), i, st)
+		{
+			if (probe_sink_has(p->sink, (int)i))
+				json_object_set_new(st, "output_not_persisted", json_true());
+		}
+	}
+	finish_done_locked(ex, p, rc != 0);
+}
+
 static void on_committed(void *ctx, int rc, const char *msg)
 {
 	struct probe *p = ctx;
 	struct probe_exec *ex = p->ex;
-	if (rc != 0)
-		log_error("probe", "%s: cannot persist the final record: %s", p->id, msg);
 	pthread_mutex_lock(&ex->mu);
-	finish_done_locked(ex, p);
+	if (rc != 0)
+		finish_fallback_locked(ex, p, msg);
+	else
+		finish_done_locked(ex, p, false);
 	pthread_mutex_unlock(&ex->mu);
 }
 
@@ -313,18 +377,21 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	p->final_state = st;
 	p->ex = ex;
 	json_object_set_new(p->rec, "state", json_string(state_names[st]));
-	char *text = json_dumps(p->rec, JSON_COMPACT);
+	p->img = probe_image_new(p->rec, p->sink, true);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
-	if (text != NULL &&
-	    probe_committer_write_async(ex->store, p->id, text, on_committed, p) == 0)
+	if (p->img != NULL &&
+	    probe_committer_write_stream_async(ex->store, p->id, probe_image_write, p->img,
+	                                       on_committed, p) == 0)
 		return;
 	/* no writer (shutting down, out of memory): write here, under the lock */
 	struct vm_err err = {0};
-	if (text == NULL || probe_store_write(ex->runs_dir, p->id, text, &err) != 0)
-		log_error("probe", "%s: cannot persist the final record: %s", p->id,
-		          text == NULL ? "out of memory" : err.msg);
-	free(text);
-	finish_done_locked(ex, p);
+	if (p->img == NULL)
+		vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	if (p->img == NULL ||
+	    probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, p->img, &err) != 0)
+		finish_fallback_locked(ex, p, err.msg);
+	else
+		finish_done_locked(ex, p, false);
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -362,6 +429,13 @@ static struct cg_limits step_limits(const struct cg_limits *req, const struct cg
 	return l;
 }
 
+static void ex_count_write_failure(struct probe_exec *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	ex->write_failures++;
+	pthread_mutex_unlock(&ex->mu);
+}
+
 static void run_probe(struct probe_exec *ex, struct probe *p)
 {
 	/* p->req is only read (not freed) until finish_locked, which this thread calls
@@ -373,7 +447,10 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	int64_t deadline = proc_now_ms() + (int64_t)timeout;
 	enum pstate final = P_SUCCEEDED;
 	const char *error = NULL;
+	char errbuf[300];
 	json_t *steps = json_object_get(p->rec, "steps");
+	/* the worker alone uses the sink until finish_locked hands it to the writer */
+	p->sink = probe_sink_new(ex->runs_dir, p->id);
 	for (int i = 0; i < req->nsteps; i++) {
 		const struct probe_step_req *st = &req->steps[i];
 		if (atomic_load(&p->cancel)) {
@@ -395,28 +472,63 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		uint64_t grace_ms = ex->grace_ms;
 		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
 		pthread_mutex_unlock(&ex->mu);
-		struct probe_step_ctx ctx = {ex->work_dir,
-		                             ex->output_cap,
-		                             grace_ms,
-		                             &allow,
-		                             dl < deadline ? dl : deadline,
-		                             &p->cancel,
-		                             on_output,
-		                             &oc,
-		                             ex->cgroup,
-		                             limits};
+		struct probe_step_ctx ctx = {
+		    .work_dir = ex->work_dir,
+		    .output_cap = ex->output_cap,
+		    .grace_ms = grace_ms,
+		    .allow = &allow,
+		    .deadline_ms = dl < deadline ? dl : deadline,
+		    .cancel = &p->cancel,
+		    .on_output = on_output,
+		    .out_ctx = &oc,
+		    .cgroup = ex->cgroup,
+		    .limits = limits,
+		    .sink = p->sink,
+		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
 		json_object_set_new(srec, "started_at", time_json(wall_ms()));
+		/* Durable before it runs: after a crash this step is `interrupted` (it
+		 * may have run), never `skipped`. Spilled output of earlier steps is
+		 * not copied each time: the record marks it output_not_persisted. */
+		struct probe_image *img = probe_image_new(p->rec, p->sink, false);
+		pthread_mutex_unlock(&ex->mu);
+		struct vm_err werr = {0};
+		if (img == NULL)
+			vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
+		int wrc = img != NULL ? probe_committer_write_stream(ex->store, p->id,
+		                                                     probe_image_write, img, &werr)
+		                      : -1;
+		probe_image_free(img);
+		pthread_mutex_lock(&ex->mu);
+		if (wrc != 0) {
+			/* running a step whose start is not durable could be misreported */
+			json_object_set_new(srec, "status", json_string("pending"));
+			json_object_del(srec, "started_at");
+			pthread_mutex_unlock(&ex->mu);
+			snprintf(errbuf, sizeof(errbuf),
+			         "the start of step %d could not be persisted: %.200s", i,
+			         werr.msg);
+			log_error("probe", "%s: %s", p->id, errbuf);
+			ex_count_write_failure(ex);
+			final = P_FAILED;
+			error = errbuf;
+			break;
+		}
 		emit(ex, p, "step", json_pack("{s:i,s:s}", "step", i, "status", "running"));
 		pthread_mutex_unlock(&ex->mu);
 
 		json_t *result = json_object();
 		int64_t t0 = proc_now_ms();
+		probe_sink_set_step(p->sink, i);
 		enum probe_step_status ss = probe_steps[st->type].run(st, &ctx, result);
 		json_object_set_new(result, "duration_ms", json_integer(proc_now_ms() - t0));
 		json_object_set_new(result, "status", json_string(step_status_names[ss]));
+		if (p->sink != NULL) {
+			probe_sink_abort_open(p->sink);
+			probe_sink_spill_large(p->sink, result);
+		}
 
 		pthread_mutex_lock(&ex->mu);
 		json_object_update(srec, result);
@@ -448,6 +560,8 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	if (final == P_INTERRUPTED)
 		error = "the agent was shutting down";
 	pthread_mutex_lock(&ex->mu);
+	if (error == errbuf)
+		json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
 	finish_locked(ex, p, final, error);
 	pthread_mutex_unlock(&ex->mu);
 }
@@ -501,8 +615,26 @@ static void new_id(char *out, size_t cap)
 	snprintf(out, cap, "p-%012" PRIx64 "-%s", (uint64_t)wall_ms(), hex);
 }
 
-int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct probe_submit_out *out,
-                 struct vm_err *err)
+/* Keys are per caller: sha256(tenant_id NUL sub), so a replay by another
+ * subject never reaches this subject's probe or output. */
+static void caller_scope(const struct probe_caller *who, uint8_t out[SHA256_LEN])
+{
+	const char *t = who != NULL && who->tenant_id != NULL ? who->tenant_id : "";
+	const char *u = who != NULL && who->sub != NULL ? who->sub : "";
+	size_t tl = strlen(t), ul = strlen(u);
+	char *buf = malloc(tl + ul + 2);
+	if (buf == NULL) {
+		memset(out, 0xff, SHA256_LEN); /* matches nothing real */
+		return;
+	}
+	memcpy(buf, t, tl + 1);
+	memcpy(buf + tl + 1, u, ul + 1);
+	sha256_buf(buf, tl + ul + 2, out);
+	free(buf);
+}
+
+int probe_submit(struct probe_exec *ex, const char *body, size_t len,
+                 const struct probe_caller *who, struct probe_submit_out *out, struct vm_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	struct probe_request *req = calloc(1, sizeof(*req));
@@ -519,6 +651,14 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct pro
 		free(p);
 		return PROBE_E_INVALID;
 	}
+	if (probe_request_check_output(req, ex->output_cap, out->err_path, sizeof(out->err_path),
+	                               err) != 0) {
+		probe_request_free(req);
+		free(req);
+		free(p);
+		return PROBE_E_TOO_LARGE;
+	}
+	caller_scope(who, p->idem_scope);
 	int rc = PROBE_CREATED;
 	pthread_mutex_lock(&ex->mu);
 	if (ex->stopping) {
@@ -528,7 +668,8 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct pro
 	}
 	if (req->idempotency_key != NULL) {
 		for (struct probe *q = ex->tail; q != NULL; q = q->prev) {
-			if (strcmp(q->idem, req->idempotency_key) != 0)
+			if (strcmp(q->idem, req->idempotency_key) != 0 ||
+			    memcmp(q->idem_scope, p->idem_scope, SHA256_LEN) != 0)
 				continue;
 			snprintf(out->id, sizeof(out->id), "%s", q->id);
 			if (memcmp(q->body_hash, req->body_hash, SHA256_LEN) != 0) {
@@ -625,6 +766,17 @@ json_t *probe_get(struct probe_exec *ex, const char *id)
 	return rec;
 }
 
+int probe_record_fd(struct probe_exec *ex, const char *id, uint64_t *size)
+{
+	pthread_mutex_lock(&ex->mu);
+	struct probe *p = find(ex, id);
+	int rc = p == NULL ? -1 : p->rec != NULL ? -2 : 0;
+	pthread_mutex_unlock(&ex->mu);
+	if (rc != 0)
+		return rc;
+	return probe_store_open(ex->runs_dir, id, ex->record_max, size);
+}
+
 json_t *probe_list(struct probe_exec *ex, const char *state, int limit)
 {
 	json_t *arr = json_array();
@@ -656,8 +808,7 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 	}
 	if (terminal(p->state) || p->finishing) {
 		pthread_mutex_unlock(&ex->mu);
-		*record = probe_get(ex, id);
-		return -2;
+		return -2; /* not loaded: a finished record can be as large as the limit */
 	}
 	atomic_store(&p->cancel, true);
 	/* queued: nothing to kill; the worker skips it. Running: proc_run sees the flag. */
@@ -744,6 +895,15 @@ struct load_ctx {
 	int interrupted;
 };
 
+static void hex_to(const char *hex, uint8_t out[SHA256_LEN])
+{
+	for (size_t i = 0; hex != NULL && strlen(hex) == 2 * SHA256_LEN && i < SHA256_LEN; i++) {
+		unsigned b;
+		if (sscanf(hex + 2 * i, "%2x", &b) == 1)
+			out[i] = (uint8_t)b;
+	}
+}
+
 /* A record found at startup. Unfinished ones ran (or were about to) when the
  * agent died: they become interrupted, and are never run again. */
 static void load_one(void *c, const char *id, json_t *rec)
@@ -760,12 +920,10 @@ static void load_one(void *c, const char *id, json_t *rec)
 	const char *idem = json_string_value(json_object_get(rec, "idempotency_key"));
 	if (idem != NULL)
 		snprintf(p->idem, sizeof(p->idem), "%s", idem);
-	const char *hash = json_string_value(json_object_get(rec, "request_sha256"));
-	for (size_t i = 0; hash != NULL && strlen(hash) == 64 && i < SHA256_LEN; i++) {
-		unsigned b;
-		if (sscanf(hash + 2 * i, "%2x", &b) == 1)
-			p->body_hash[i] = (uint8_t)b;
-	}
+	hex_to(json_string_value(json_object_get(rec, "request_sha256")), p->body_hash);
+	/* records from before keys were scoped match no caller: a replay makes a new probe */
+	memset(p->idem_scope, 0xff, SHA256_LEN);
+	hex_to(json_string_value(json_object_get(rec, "idempotency_scope")), p->idem_scope);
 	if (st < 0 || !terminal((enum pstate)st)) {
 		p->finished_ms = wall_ms();
 		json_object_set_new(rec, "state", json_string("interrupted"));
@@ -813,9 +971,8 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	snprintf(ex->runs_dir, sizeof(ex->runs_dir), "%s/runs", cfg->probe.work_dir);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->output_cap = cfg->probe.output_cap;
-	/* every step's two streams at the cap, JSON-escaped (≤ 2x: see
-	 * probe_json_set_bytes), plus the rest of the record */
-	ex->record_max = (size_t)(PROBE_MAX_STEPS * 2 * 2 * ex->output_cap) + (16u << 20);
+	/* the same derivation validation uses: every accepted record reads back */
+	ex->record_max = probe_record_max(ex->output_cap);
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
@@ -835,9 +992,11 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	if (fs_mkdir_p(ex->runs_dir, 0700, err) != 0 || fs_mkdir_p(scripts, 0700, err) != 0)
 		goto fail;
 	struct load_ctx lc = {ex, 0};
+	int quarantined = 0;
 	pthread_mutex_lock(&ex->mu);
 	int rc = probe_store_scan(ex->runs_dir, ex->retention_count + LOAD_SLACK, ex->record_max,
-	                          load_one, &lc, err);
+	                          load_one, &lc, &quarantined, err);
+	ex->quarantined = (uint64_t)quarantined;
 	retain(ex);
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)
@@ -845,6 +1004,9 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	ex->store = probe_committer_start(ex->runs_dir, err);
 	if (ex->store == NULL)
 		goto fail;
+	if (quarantined > 0)
+		log_warn("probe", "%d unreadable record(s) moved to %s/%s/", quarantined,
+		         ex->runs_dir, PROBE_QUARANTINE_DIR);
 	if (lc.interrupted > 0)
 		log_warn("probe",
 		         "%d probe(s) were unfinished when the agent stopped: marked "
@@ -925,5 +1087,16 @@ void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *runnin
 	/* the list holds at most retention_count + LOAD_SLACK records: cheap to walk */
 	for (struct probe *p = ex->head; p != NULL; p = p->next)
 		*running += p->state == P_RUNNING;
+	pthread_mutex_unlock(&ex->mu);
+}
+
+void probe_store_health(struct probe_exec *ex, uint64_t *write_failures, uint64_t *quarantined)
+{
+	*write_failures = *quarantined = 0;
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->mu);
+	*write_failures = ex->write_failures;
+	*quarantined = ex->quarantined;
 	pthread_mutex_unlock(&ex->mu);
 }

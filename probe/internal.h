@@ -24,6 +24,15 @@
 #define PROBE_NAME_MAX  64
 #define PROBE_IDEM_MAX  128
 
+/* What one record may hold, derived once (probe_record_max): the request is
+ * refused at validation when the worst case of its steps exceeds the budget,
+ * and the store reads back records up to the same limit. */
+#define PROBE_RECORD_HEAD    (64u << 10)  /* id, times, error, key: everything but steps */
+#define PROBE_STEP_OVERHEAD  (64u << 10)  /* a step's fields besides its output */
+#define PROBE_OUTPUT_BUDGET  (136u << 20) /* sum of the steps' worst cases */
+#define PROBE_QUARANTINE_DIR "quarantine" /* unreadable records, under runs/ */
+#define PROBE_SPILL_MIN      (64u << 10)  /* larger result strings go to disk */
+
 /* One step of a request. Strings point into the request's JSON document. */
 struct probe_step_req {
 	int type; /* index into probe_steps[] */
@@ -69,7 +78,26 @@ int probe_request_parse(const char *body, size_t len, struct probe_request *req,
                         size_t path_cap, struct vm_err *err);
 void probe_request_free(struct probe_request *req);
 
+/* The largest record a request may produce with this output cap, and the
+ * budget its steps share (at least one process step at the cap always fits). */
+uint64_t probe_output_budget(uint64_t output_cap);
+size_t probe_record_max(uint64_t output_cap);
+/* Refuses a request whose steps could together produce more than the budget:
+ * path names the field that crossed it ("steps[1].max_bytes", or "steps[3]"
+ * for a process step, whose outputs are capped by probe.output_cap). */
+int probe_request_check_output(const struct probe_request *req, uint64_t output_cap, char *path,
+                               size_t path_cap, struct vm_err *err);
+
 /* --- steps ------------------------------------------------------------------------ */
+
+/* Large result fields stream to the probe's spill file instead of memory
+ * (the executor splices them into the final record). */
+struct probe_sink;
+/* Starts result field name (a JSON string), then any number of chunks, then
+ * end. b64 chunks are base64-encoded on the way (any split is fine). */
+int probe_sink_begin(struct probe_sink *s, const char *name, struct vm_err *err);
+int probe_sink_write_b64(struct probe_sink *s, const void *data, size_t len, struct vm_err *err);
+int probe_sink_end(struct probe_sink *s, struct vm_err *err);
 
 /* What a running step may use. */
 struct probe_step_ctx {
@@ -83,6 +111,7 @@ struct probe_step_ctx {
 	void *out_ctx;
 	struct cg_tree *cgroup;  /* NULL = process group only (see proc_spec) */
 	struct cg_limits limits; /* the request's, else probe.* */
+	struct probe_sink *sink; /* NULL: large fields stay in the result */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */
@@ -96,6 +125,8 @@ struct probe_step_type {
 	/* Runs the step; fills result (a JSON object) and returns its status. */
 	enum probe_step_status (*run)(const struct probe_step_req *st,
 	                              const struct probe_step_ctx *ctx, json_t *result);
+	/* The most this step can add to the record (output_cap per stream). */
+	uint64_t (*output_bound)(const struct probe_step_req *st, uint64_t output_cap);
 };
 
 extern const struct probe_step_type probe_steps[];
@@ -121,32 +152,79 @@ int probe_fields_known(json_t *obj, const char *const *known, const char *path, 
 /* Adds text to a JSON object as name (valid UTF-8) or name_b64 (anything else). */
 void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_t len);
 
+/* Reads up to max bytes of fd into result field name as base64 (through the
+ * sink when there is one: O(chunk) memory), hashing the whole file; got and
+ * truncated say how much was taken. */
+int probe_read_fd_b64(const struct probe_step_ctx *ctx, int fd, uint64_t max, json_t *result,
+                      const char *name, uint64_t *got, bool *truncated, uint8_t digest[SHA256_LEN],
+                      struct vm_err *err);
+
+/* --- spilled output and streamed records (record.c) ---------------------------------- */
+
+/* One probe's spill file, runs/<id>.spill (created on first use). The worker
+ * owns it while the probe runs, then the final record's writer. */
+struct probe_sink *probe_sink_new(const char *dir, const char *id);
+void probe_sink_free(struct probe_sink *s); /* removes the file; NULL is fine */
+/* Removes the file (frees its space) but remembers which steps had spilled
+ * fields, so records can say output_not_persisted. */
+void probe_sink_discard(struct probe_sink *s);
+void probe_sink_set_step(struct probe_sink *s, int step); /* fields go to this step */
+bool probe_sink_has(const struct probe_sink *s, int step);
+/* Drops a field a failed step left half written. */
+void probe_sink_abort_open(struct probe_sink *s);
+/* Moves the result's large strings (process output) to the sink. */
+void probe_sink_spill_large(struct probe_sink *s, json_t *result);
+
+/* A record ready to stream: its small parts dumped (call with rec stable,
+ * under the executor's lock), spilled fields copied from the sink (borrowed)
+ * when with_spills, else marked output_not_persisted. */
+struct probe_image;
+struct probe_image *probe_image_new(json_t *rec, const struct probe_sink *sink, bool with_spills);
+void probe_image_free(struct probe_image *img);
+int probe_image_write(void *ctx, int fd, struct vm_err *err); /* a probe_write_fn */
+
 /* --- store ---------------------------------------------------------------------- */
 
-/* Writes <dir>/<id>.json atomically (text is the record's JSON). */
+/* Writes a record's bytes to fd; returns 0 or an error. */
+typedef int (*probe_write_fn)(void *ctx, int fd, struct vm_err *err);
+int probe_write_text(void *ctx, int fd, struct vm_err *err); /* ctx: a NUL-terminated text */
+int probe_write_all(int fd, const void *data, size_t len, struct vm_err *err);
+
+/* Writes <dir>/<id>.json atomically (text is the record's JSON, or fn writes it). */
 int probe_store_write(const char *dir, const char *id, const char *text, struct vm_err *err);
+int probe_store_write_stream(const char *dir, const char *id, probe_write_fn fn, void *wctx,
+                             struct vm_err *err);
 /* Batched durable writes from many threads (group commit); each call returns
  * once its record is durable. After stop began, writes go straight to disk. */
 struct probe_committer;
 struct probe_committer *probe_committer_start(const char *dir, struct vm_err *err);
 int probe_committer_write(struct probe_committer *c, const char *id, const char *text,
                           struct vm_err *err);
+int probe_committer_write_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
+                                 void *wctx, struct vm_err *err);
 /* Queues a write and returns at once; on_done(ctx, rc, msg) runs on the writer
- * thread once it is durable (or failed). Takes text (malloc'd). Returns -1
- * (text not taken) when the writer is stopping or out of memory. Stop drains
- * every queued write and its callback first. */
+ * thread once it is durable (or failed). Takes text (malloc'd); the stream
+ * variant borrows wctx until on_done. Returns -1 (nothing taken) when the
+ * writer is stopping or out of memory. Stop drains every queued write and its
+ * callback first. */
 typedef void (*probe_commit_done_fn)(void *ctx, int rc, const char *msg);
 int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
                                 probe_commit_done_fn on_done, void *ctx);
+int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
+                                       void *wctx, probe_commit_done_fn on_done, void *ctx);
 void probe_committer_stop(struct probe_committer *c);
 
-/* Reads one record (NULL when missing or unreadable). */
+/* Reads one record (NULL when missing, larger than max or not a JSON object). */
 json_t *probe_store_read(const char *dir, const char *id, size_t max);
 void probe_store_remove(const char *dir, const char *id);
+/* Opens one record file to send as is (fd, or -1 when missing or larger than max). */
+int probe_store_open(const char *dir, const char *id, size_t max, uint64_t *size);
 
-/* Calls fn for each record in dir, oldest id first; at most max records. */
+/* Calls fn for each record in dir, oldest id first; at most max records.
+ * Unreadable ones are moved to dir/quarantine/ and counted in *quarantined;
+ * leftover temp and spill files are removed. */
 int probe_store_scan(const char *dir, int max, size_t record_max,
                      void (*fn)(void *ctx, const char *id, json_t *rec), void *ctx,
-                     struct vm_err *err);
+                     int *quarantined, struct vm_err *err);
 
 #endif

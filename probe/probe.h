@@ -39,15 +39,27 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg);
 /* Probes waiting in the queue and running now (health, status). NULL gives 0. */
 void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running);
 
+/* Records that could not be written since start (disk full, I/O errors) and
+ * unreadable ones moved to runs/quarantine/ at start (health). NULL gives 0. */
+void probe_store_health(struct probe_exec *ex, uint64_t *write_failures, uint64_t *quarantined);
+
 /* Results of probe_submit (negative ones are errors). */
 enum probe_submit_rc {
-	PROBE_CREATED = 0,     /* new probe queued: 202 */
-	PROBE_EXISTING = 1,    /* same idempotency_key and same body: 200 */
-	PROBE_E_INVALID = -1,  /* request does not validate: 400, see err_path */
-	PROBE_E_CONFLICT = -2, /* same idempotency_key, different body: 409 */
-	PROBE_E_FULL = -3,     /* queue full: 429 */
-	PROBE_E_STOPPED = -4,  /* shutting down: 503 */
-	PROBE_E_IO = -5,       /* the record could not be persisted: 500 */
+	PROBE_CREATED = 0,      /* new probe queued: 202 */
+	PROBE_EXISTING = 1,     /* same idempotency_key and same body: 200 */
+	PROBE_E_INVALID = -1,   /* request does not validate: 400, see err_path */
+	PROBE_E_CONFLICT = -2,  /* same idempotency_key, different body: 409 */
+	PROBE_E_FULL = -3,      /* queue full: 429 */
+	PROBE_E_STOPPED = -4,   /* shutting down: 503 */
+	PROBE_E_IO = -5,        /* the record could not be persisted: 500 */
+	PROBE_E_TOO_LARGE = -6, /* could produce more than a record holds: 400, see err_path */
+};
+
+/* Who submits (from the verified token): idempotency keys are scoped by
+ * both, so one subject can never replay another's key. NULL fields = "". */
+struct probe_caller {
+	const char *tenant_id;
+	const char *sub;
 };
 
 struct probe_submit_out {
@@ -57,11 +69,16 @@ struct probe_submit_out {
 };
 
 /* Parses and queues a request body (JSON). err says why on failure. */
-int probe_submit(struct probe_exec *ex, const char *body, size_t len, struct probe_submit_out *out,
-                 struct vm_err *err);
+int probe_submit(struct probe_exec *ex, const char *body, size_t len,
+                 const struct probe_caller *who, struct probe_submit_out *out, struct vm_err *err);
 
 /* The record of one probe (new reference), or NULL when unknown (or unreadable). */
 json_t *probe_get(struct probe_exec *ex, const char *id);
+
+/* A finished probe's durable record as its file, to stream without parsing:
+ * returns an fd (caller closes) and its size, -2 when the record is in memory
+ * (use probe_get), -1 when unknown or unreadable. */
+int probe_record_fd(struct probe_exec *ex, const char *id, uint64_t *size);
 
 /* Summaries of the newest probes first, optionally only in state (NULL = all). */
 json_t *probe_list(struct probe_exec *ex, const char *state, int limit);
@@ -70,7 +87,7 @@ json_t *probe_list(struct probe_exec *ex, const char *state, int limit);
 bool probe_state_valid(const char *s);
 
 /* Cancels a queued or running probe. Returns 0 (record in *record, new ref),
- * -1 unknown id, -2 already finished (record in *record). */
+ * -1 unknown id, -2 already finished (*record NULL). */
 int probe_cancel(struct probe_exec *ex, const char *id, json_t **record);
 
 /* Event streams hold an HTTP worker each: at most PROBE_MAX_STREAMS at a time.

@@ -246,3 +246,38 @@ int probe_request_parse(const char *body, size_t len, struct probe_request *req,
 	free(canon);
 	return 0;
 }
+
+uint64_t probe_output_budget(uint64_t output_cap)
+{
+	/* one process step at any configured cap must remain possible */
+	uint64_t one = 4 * output_cap + PROBE_STEP_OVERHEAD;
+	return one > PROBE_OUTPUT_BUDGET ? one : PROBE_OUTPUT_BUDGET;
+}
+
+size_t probe_record_max(uint64_t output_cap)
+{
+	return (size_t)(PROBE_RECORD_HEAD + probe_output_budget(output_cap));
+}
+
+int probe_request_check_output(const struct probe_request *req, uint64_t output_cap, char *epath,
+                               size_t ecap, struct vm_err *err)
+{
+	uint64_t budget = probe_output_budget(output_cap), sum = 0;
+	for (int i = 0; i < req->nsteps; i++) {
+		const struct probe_step_req *st = &req->steps[i];
+		sum += probe_steps[st->type].output_bound(st, output_cap);
+		if (sum <= budget)
+			continue;
+		/* the field that decides the size, or the step (output_cap is config) */
+		bool read = strcmp(probe_steps[st->type].name, "file.read") == 0;
+		snprintf(epath, ecap, "steps[%d]%s", i, read ? ".max_bytes" : "");
+		return vm_err_set(
+		    err, VM_ERR_INVALID,
+		    "%s: the steps up to here could produce %llu bytes of results, "
+		    "more than the %llu a probe record may hold (with probe.output_cap "
+		    "%llu per stream); split the probe or read less",
+		    epath, (unsigned long long)sum, (unsigned long long)budget,
+		    (unsigned long long)output_cap);
+	}
+	return 0;
+}

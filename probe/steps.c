@@ -3,20 +3,43 @@
  * the probe.allow policy. */
 #include <errno.h>
 #include <fnmatch.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/codec.h"
 #include "core/proc.h"
 #include "probe/internal.h"
 #include "probe/steps/steps.h"
 
+/* Worst cases in the record: a process step's two streams at the cap,
+ * JSON-escaped (at most 2x, see texty); a read's base64; the rest is small. */
+static uint64_t bound_process(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)st;
+	return 2 * 2 * output_cap + PROBE_STEP_OVERHEAD;
+}
+
+static uint64_t bound_read(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)output_cap;
+	return (uint64_t)b64_encoded_len((size_t)st->max_bytes) + PROBE_STEP_OVERHEAD;
+}
+
+static uint64_t bound_small(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)st;
+	(void)output_cap;
+	return PROBE_STEP_OVERHEAD;
+}
+
 const struct probe_step_type probe_steps[] = {
-    {"exec", probe_exec_parse, probe_exec_run},
-    {"script", probe_script_parse, probe_script_run},
-    {"file.read", probe_file_read_parse, probe_file_read_run},
-    {"file.write", probe_file_write_parse, probe_file_write_run},
+    {"exec", probe_exec_parse, probe_exec_run, bound_process},
+    {"script", probe_script_parse, probe_script_run, bound_process},
+    {"file.read", probe_file_read_parse, probe_file_read_run, bound_read},
+    {"file.write", probe_file_write_parse, probe_file_write_run, bound_small},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 
@@ -51,6 +74,75 @@ void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_
 	b64_encode((const uint8_t *)data, len, b, 0);
 	json_object_set_new(obj, key, json_string(b));
 	free(b);
+}
+
+#define READ_CHUNK (48u << 10) /* a multiple of 3: base64 chunks need no padding */
+
+int probe_read_fd_b64(const struct probe_step_ctx *ctx, int fd, uint64_t max, json_t *result,
+                      const char *name, uint64_t *got, bool *truncated, uint8_t digest[SHA256_LEN],
+                      struct vm_err *err)
+{
+	*got = 0;
+	*truncated = false;
+	char *buf = malloc(READ_CHUNK);
+	/* without a sink (tests of a step alone) the content is kept in memory */
+	char *mem = ctx->sink == NULL ? malloc((size_t)max + 1) : NULL;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int rc = 0;
+	if (buf == NULL || (ctx->sink == NULL && mem == NULL) || md == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (ctx->sink != NULL && (rc = probe_sink_begin(ctx->sink, name, err)) != 0)
+		goto out;
+	/* the whole file is hashed; only max bytes of it are kept */
+	for (;;) {
+		/* hashing a huge file takes a while: a cancel or shutdown must not wait */
+		if (ctx->cancel != NULL && atomic_load(ctx->cancel)) {
+			rc = vm_err_set(err, VM_ERR_IO, "canceled while reading");
+			goto out;
+		}
+		ssize_t n = read(fd, buf, READ_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "read");
+			goto out;
+		}
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(md, buf, (size_t)n);
+		size_t keep =
+		    *got >= max ? 0 : (size_t)(max - *got < (uint64_t)n ? max - *got : (uint64_t)n);
+		*truncated = *truncated || keep < (size_t)n;
+		if (keep == 0)
+			continue;
+		if (mem != NULL)
+			memcpy(mem + *got, buf, keep);
+		else if ((rc = probe_sink_write_b64(ctx->sink, buf, keep, err)) != 0)
+			goto out;
+		*got += keep;
+	}
+	unsigned dlen = 0;
+	EVP_DigestFinal_ex(md, digest, &dlen);
+	if (ctx->sink != NULL) {
+		rc = probe_sink_end(ctx->sink, err);
+		goto out;
+	}
+	char *b64 = malloc(b64_encoded_len((size_t)*got) + 1);
+	if (b64 == NULL) {
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	b64_encode((const uint8_t *)mem, (size_t)*got, b64, 0);
+	json_object_set_new(result, name, json_string(b64));
+	free(b64);
+out:
+	EVP_MD_CTX_free(md);
+	free(mem);
+	free(buf);
+	return rc;
 }
 
 static int env_fields(json_t *obj, struct probe_step_req *st, const char *path, char *epath,

@@ -223,6 +223,9 @@ struct bridge_opts {
 	uint64_t keepalive_ms, keepalive_timeout_ms;
 	uint64_t refresh_at_ms; /* monotonic ms when to reconnect for a token; 0 = never */
 	size_t max_streams;
+	/* Where each stream goes: the webhook's unix socket when set (its own
+	 * workers, out of local users' reach), else forward_host:forward_port. */
+	char forward_unix[108];
 	char forward_host[64];
 	int forward_port;
 };

@@ -44,6 +44,7 @@ struct tun_settings {
 	char proxy_credentials_file[PATH_MAX];
 	uint64_t connect_timeout_ms;
 	struct cfg_reconnect reconnect;
+	char forward_unix[108];
 	char forward_host[64];
 	int forward_port;
 	size_t max_streams;
@@ -145,6 +146,8 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 {
 	const char *fa = cfg->piko.forward_addr;
 	if (fa[0] == '\0') {
+		/* The webhook's unix listener: tunnel traffic has its own workers. */
+		cfg_webhook_socket_path(cfg, bo->forward_unix, sizeof(bo->forward_unix));
 		const char *h = cfg->webhook.listen_addr;
 		/* A wildcard listener is reachable on loopback. */
 		if (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "localhost") == 0)
@@ -181,7 +184,8 @@ bool tun_config_changed(const struct cfg *a, const struct cfg *b)
 		return true;
 	return a->piko.forward_addr[0] == '\0' &&
 	       (strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
-	        a->webhook.port != b->webhook.port);
+	        a->webhook.port != b->webhook.port ||
+	        strcmp(a->agent.runtime_dir, b->agent.runtime_dir) != 0);
 }
 
 /* --- dialing ------------------------------------------------------------------------- */
@@ -672,6 +676,7 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 	pthread_mutex_lock(&t->lock);
 	t->stats.enabled = ts->server_url[0] != '\0';
 	pthread_mutex_unlock(&t->lock);
+	snprintf(t->bo.forward_unix, sizeof(t->bo.forward_unix), "%s", ts->forward_unix);
 	snprintf(t->bo.forward_host, sizeof(t->bo.forward_host), "%s", ts->forward_host);
 	t->bo.forward_port = ts->forward_port;
 	t->bo.max_streams = ts->max_streams;
@@ -691,8 +696,13 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		log_warn("tunnel",
 		         "piko.server_url uses plain http://: the token and all traffic are "
 		         "unencrypted");
-	log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
-	         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host, ts->forward_port);
+	if (ts->forward_unix[0] != '\0')
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_unix);
+	else
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host,
+		         ts->forward_port);
 }
 
 /* Takes new settings from tun_reload, if any. */

@@ -1,9 +1,11 @@
 /* /v1/probes: submit, read, list, stream events (SSE) and cancel probes. The
  * executor (probe/probe.h) does the work; this file maps it to HTTP. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "probe/probe.h"
 #include "webhook/internal.h"
@@ -36,12 +38,12 @@ static bool valid_id(const char *id)
 	return true;
 }
 
-static void reply_invalid(struct wh_req *req, const char *path, const char *msg)
+static void reply_invalid(struct wh_req *req, const char *code, const char *path, const char *msg)
 {
-	snprintf(req->err_code, sizeof(req->err_code), "invalid_request");
-	wh_reply_json(req, 400,
-	              json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "invalid_request", "message",
-	                        msg, "path", path));
+	snprintf(req->err_code, sizeof(req->err_code), "%s", code);
+	wh_reply_json(
+	    req, 400,
+	    json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", msg, "path", path));
 	req->status = 400;
 }
 
@@ -56,7 +58,8 @@ void wh_api_probe_create(struct wh_req *req)
 		return;
 	struct probe_submit_out out;
 	struct vm_err err = {0};
-	int rc = probe_submit(ex, body, len, &out, &err);
+	struct probe_caller who = {req->claims.tenant, req->claims.sub};
+	int rc = probe_submit(ex, body, len, &who, &out, &err);
 	free(body);
 	snprintf(req->probe_id, sizeof(req->probe_id), "%s", out.id);
 	switch (rc) {
@@ -65,7 +68,10 @@ void wh_api_probe_create(struct wh_req *req)
 		wh_reply_json(req, rc == PROBE_CREATED ? 202 : 200, out.record);
 		return;
 	case PROBE_E_INVALID:
-		reply_invalid(req, out.err_path, err.msg);
+		reply_invalid(req, "invalid_request", out.err_path, err.msg);
+		return;
+	case PROBE_E_TOO_LARGE:
+		reply_invalid(req, "output_limit_exceeded", out.err_path, err.msg);
 		return;
 	case PROBE_E_CONFLICT:
 		wh_reply_error(req, 409, "idempotency_conflict", "%s", err.msg);
@@ -82,14 +88,53 @@ void wh_api_probe_create(struct wh_req *req)
 	}
 }
 
+/* A finished record goes out as the file it is: O(chunk) memory and no
+ * re-encoding, however large its output. Audited by the dispatcher (a read). */
+static void send_record_file(struct wh_req *req, int fd, uint64_t size)
+{
+	enum { CHUNK = 64 * 1024 };
+	char *buf = malloc(CHUNK);
+	if (buf == NULL) {
+		close(fd);
+		wh_reply_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	req->status = 200;
+	mg_printf(req->conn,
+	          "HTTP/1.1 200 OK\r\n"
+	          "Content-Type: application/json\r\n"
+	          "Content-Length: %" PRIu64 "\r\n"
+	          "Cache-Control: no-store\r\n"
+	          "X-Content-Type-Options: nosniff\r\n\r\n",
+	          size);
+	/* the length is promised: a short file (cannot happen: records are replaced,
+	 * never changed) ends the connection early rather than send other bytes */
+	for (uint64_t sent = 0; sent < size;) {
+		ssize_t n = read(fd, buf, size - sent < CHUNK ? (size_t)(size - sent) : CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || mg_write(req->conn, buf, (size_t)n) <= 0)
+			break;
+		sent += (uint64_t)n;
+	}
+	free(buf);
+	close(fd);
+}
+
 void wh_api_probe_get(struct wh_req *req)
 {
 	struct probe_exec *ex = exec_or_503(req);
 	if (ex == NULL)
 		return;
 	const char *id = req->params[0];
-	json_t *rec = valid_id(id) ? probe_get(ex, id) : NULL;
+	uint64_t size = 0;
+	int fd = valid_id(id) ? probe_record_fd(ex, id, &size) : -1;
 	snprintf(req->probe_id, sizeof(req->probe_id), "%.63s", valid_id(id) ? id : "");
+	if (fd >= 0) {
+		send_record_file(req, fd, size);
+		return;
+	}
+	json_t *rec = fd == -2 ? probe_get(ex, id) : NULL;
 	if (rec == NULL) {
 		wh_reply_error(req, 404, "not_found", "no probe with this id");
 		return;
@@ -109,7 +154,7 @@ void wh_api_probe_list(struct wh_req *req)
 		size_t ql = strlen(qs);
 		int sr = mg_get_var(qs, ql, "state", state, sizeof(state));
 		if (sr == -2 || (sr >= 0 && state[0] != '\0' && !probe_state_valid(state))) {
-			reply_invalid(req, "state",
+			reply_invalid(req, "invalid_request", "state",
 			              "state: expected queued, running, succeeded, failed, "
 			              "canceled, timed_out or interrupted");
 			return;
@@ -119,7 +164,7 @@ void wh_api_probe_list(struct wh_req *req)
 			char *end;
 			long v = strtol(limit_s, &end, 10);
 			if (lr == -2 || end == limit_s || *end != '\0' || v < 1 || v > LIST_MAX) {
-				reply_invalid(req, "limit",
+				reply_invalid(req, "invalid_request", "limit",
 				              "limit: expected an integer from 1 to 1000");
 				return;
 			}
@@ -164,18 +209,53 @@ static int send_event(struct mg_connection *conn, uint64_t seq, const char *type
 	return rc;
 }
 
+/* The `end` event carries the final record: from its file, chunk by chunk
+ * (compact JSON has no newline, so it is one data line). -1: not on disk. */
+static int send_end_from_file(struct wh_req *req, struct probe_exec *ex, const char *id,
+                              uint64_t seq)
+{
+	uint64_t size = 0;
+	int fd = probe_record_fd(ex, id, &size);
+	if (fd < 0)
+		return -1;
+	enum { CHUNK = 64 * 1024 };
+	char *buf = malloc(CHUNK);
+	int rc = buf != NULL ? 0 : -1;
+	if (rc == 0) {
+		int n = snprintf(buf, CHUNK, "id: %" PRIu64 "\nevent: end\ndata: ", seq);
+		rc = mg_send_chunk(req->conn, buf, (unsigned)n) > 0 ? 0 : -1;
+	}
+	for (uint64_t sent = 0; rc == 0 && sent < size;) {
+		ssize_t n = read(fd, buf, size - sent < CHUNK ? (size_t)(size - sent) : CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || mg_send_chunk(req->conn, buf, (unsigned)n) <= 0)
+			rc = -1;
+		else
+			sent += (uint64_t)n;
+	}
+	if (rc == 0)
+		mg_send_chunk(req->conn, "\n\n", 2);
+	free(buf);
+	close(fd);
+	return 0;
+}
+
 void wh_api_probe_events(struct wh_req *req)
 {
 	struct probe_exec *ex = exec_or_503(req);
 	if (ex == NULL)
 		return;
 	const char *id = req->params[0];
-	json_t *rec = valid_id(id) ? probe_get(ex, id) : NULL;
-	if (rec == NULL) {
+	/* known? (without loading a record that may be as large as the limit) */
+	uint64_t size;
+	int fd = valid_id(id) ? probe_record_fd(ex, id, &size) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (fd == -1) {
 		wh_reply_error(req, 404, "not_found", "no probe with this id");
 		return;
 	}
-	json_decref(rec);
 	snprintf(req->probe_id, sizeof(req->probe_id), "%.63s", id);
 	/* each stream holds a webhook worker thread: keep most of them for the API */
 	if (!probe_events_acquire(ex)) {
@@ -212,6 +292,12 @@ void wh_api_probe_events(struct wh_req *req)
 		for (int i = 0; i < n; i++) {
 			const char *data = evs[i].data != NULL ? evs[i].data : "{}";
 			char *final = NULL;
+			if (strcmp(evs[i].type, "end") == 0 &&
+			    send_end_from_file(req, ex, id, evs[i].seq) == 0) {
+				done = true;
+				probe_event_free(&evs[i]);
+				continue;
+			}
 			if (strcmp(evs[i].type, "end") == 0) {
 				/* the end carries the whole record: whatever chunks a slow reader
 				 * missed */

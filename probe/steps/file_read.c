@@ -42,14 +42,6 @@ int probe_file_read_parse(STEP_PARSE_ARGS)
 	return 0;
 }
 
-static enum probe_step_status failed(json_t *result, int errnum, const char *what, const char *path)
-{
-	char msg[PATH_MAX + 128];
-	snprintf(msg, sizeof(msg), "%s %s: %s", what, path, strerror(errnum));
-	json_object_set_new(result, "error", json_string(msg));
-	return STEP_FAILED;
-}
-
 void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
 {
 	char buf[4096];
@@ -65,7 +57,6 @@ void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
 
 enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 {
-	(void)ctx;
 	/* resolved once through directory fds (no untrusted symlink); only a
 	 * regular file is opened: devices and FIFOs could block or never end */
 	struct stat sb;
@@ -76,54 +67,24 @@ enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 		json_object_set_new(result, "error", json_string(oerr.msg));
 		return STEP_FAILED;
 	}
-	size_t want = (size_t)st->max_bytes;
-	char *buf = malloc(want + 1);
-	if (buf == NULL) {
-		close(fd);
-		return failed(result, ENOMEM, "read", st->path);
-	}
-	size_t got = 0;
-	while (got < want) {
-		ssize_t n = read(fd, buf + got, want - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int e = errno;
-			free(buf);
-			close(fd);
-			return failed(result, e, "read", st->path);
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	/* truncated when the file holds more than we read */
-	char extra;
-	ssize_t more = read(fd, &extra, 1);
-	bool truncated = more > 0;
+	/* streamed into the record: memory stays O(chunk) whatever max_bytes is */
+	uint64_t got = 0;
+	bool truncated = false;
 	uint8_t digest[SHA256_LEN];
 	struct vm_err err = {0};
-	/* the whole file's digest through the fd already opened, not the path */
-	char self[64];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
-	if (!truncated)
-		sha256_buf(buf, got, digest);
-	else if (sha256_file(self, digest, &err) != 0)
-		memset(digest, 0, sizeof(digest));
+	int rc = probe_read_fd_b64(ctx, fd, st->max_bytes, result, "content_b64", &got, &truncated,
+	                           digest, &err);
 	close(fd);
+	if (rc != 0) {
+		char msg[PATH_MAX + 300];
+		snprintf(msg, sizeof(msg), "%s: %s", st->path, err.msg);
+		json_object_set_new(result, "error", json_string(msg));
+		return STEP_FAILED;
+	}
 	char hex[2 * SHA256_LEN + 1];
 	hex_encode(digest, sizeof(digest), hex);
-	char *b64 = malloc(b64_encoded_len(got) + 1);
-	if (b64 == NULL) {
-		free(buf);
-		return failed(result, ENOMEM, "encode", st->path);
-	}
-	b64_encode((const uint8_t *)buf, got, b64, 0);
-	free(buf);
 	char mode[16];
 	snprintf(mode, sizeof(mode), "%04o", (unsigned)(sb.st_mode & 07777));
-	json_object_set_new(result, "content_b64", json_string(b64));
-	free(b64);
 	json_object_set_new(result, "size", json_integer((json_int_t)sb.st_size));
 	json_object_set_new(result, "sha256", json_string(hex));
 	json_object_set_new(result, "mode", json_string(mode));

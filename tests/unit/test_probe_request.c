@@ -159,6 +159,47 @@ static void test_probe_request_limits(void **state)
 	free(body);
 }
 
+/* The one derivation: what validation lets through always fits the record
+ * limit the store reads back, whatever probe.output_cap is. */
+static void test_probe_request_output_bounded_at_validation(void **state)
+{
+	(void)state;
+	const uint64_t caps[] = {1024, 1u << 20, 16u << 20, 1ull << 30};
+	for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
+		uint64_t budget = probe_output_budget(caps[c]);
+		assert_true(probe_record_max(caps[c]) >= budget + PROBE_RECORD_HEAD);
+		/* one process step at the cap always fits */
+		assert_true(probe_steps[0].output_bound(NULL, caps[c]) <= budget);
+	}
+	struct probe_request req;
+	char path[PROBE_ERR_PATH_MAX];
+	struct vm_err err = {0};
+	const char *two =
+	    "{\"steps\":[{\"type\":\"file.read\",\"path\":\"/x\",\"max_bytes\":67108864},"
+	    "{\"type\":\"file.read\",\"path\":\"/y\",\"max_bytes\":67108864}]}";
+	assert_int_equal(parse(two, &req, path, &err), 0);
+	assert_int_not_equal(probe_request_check_output(&req, 1u << 20, path, sizeof(path), &err),
+	                     0);
+	assert_string_equal(path, "steps[1].max_bytes");
+	assert_non_null(strstr(err.msg, "more than"));
+	probe_request_free(&req);
+	/* 32 process steps at the default 1 MiB cap are fine */
+	char *body = malloc(65536);
+	strcpy(body, "{\"steps\":[");
+	for (int i = 0; i < PROBE_MAX_STEPS; i++)
+		strcat(body, i ? ",{\"type\":\"exec\",\"argv\":[\"a\"]}"
+		               : "{\"type\":\"exec\",\"argv\":[\"a\"]}");
+	strcat(body, "]}");
+	assert_int_equal(parse(body, &req, path, &err), 0);
+	assert_int_equal(probe_request_check_output(&req, 1u << 20, path, sizeof(path), &err), 0);
+	/* with a 1 GiB cap only one process step fits: the second is named */
+	assert_int_not_equal(probe_request_check_output(&req, 1ull << 30, path, sizeof(path), &err),
+	                     0);
+	assert_string_equal(path, "steps[1]");
+	probe_request_free(&req);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -166,6 +207,7 @@ int main(void)
 	    cmocka_unit_test(test_probe_request_hash_ignores_formatting),
 	    cmocka_unit_test(test_probe_request_errors_name_the_path),
 	    cmocka_unit_test(test_probe_request_limits),
+	    cmocka_unit_test(test_probe_request_output_bounded_at_validation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

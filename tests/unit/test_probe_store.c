@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/codec.h"
 #include "core/fs.h"
 #include "probe/internal.h"
 
@@ -59,13 +60,20 @@ static json_t *wait_done(struct probe_exec *ex, const char *id)
 	return NULL;
 }
 
-static int submit(struct probe_exec *ex, const char *body, struct probe_submit_out *out)
+static int submit_as(struct probe_exec *ex, const char *sub, const char *body,
+                     struct probe_submit_out *out)
 {
 	struct vm_err err = {0};
-	int rc = probe_submit(ex, body, strlen(body), out, &err);
+	struct probe_caller who = {"tenant-a", sub};
+	int rc = probe_submit(ex, body, strlen(body), &who, out, &err);
 	json_decref(out->record);
 	out->record = NULL;
 	return rc;
+}
+
+static int submit(struct probe_exec *ex, const char *body, struct probe_submit_out *out)
+{
+	return submit_as(ex, "operator", body, out);
 }
 
 static void test_probe_store_unfinished_records_become_interrupted(void **state)
@@ -84,11 +92,17 @@ static void test_probe_store_unfinished_records_become_interrupted(void **state)
 	                     "\"steps\":[{\"index\":0,\"status\":\"pending\"}]}";
 	assert_int_equal(probe_store_write(runs, "p-000000000001-aa", running, &err), 0);
 	assert_int_equal(probe_store_write(runs, "p-000000000002-aa", queued, &err), 0);
-	/* junk in the directory is ignored, not fatal */
+	/* junk in the directory is not fatal: it is moved aside (quarantine/) */
 	assert_int_equal(probe_store_write(runs, "p-000000000003-aa", "not json", &err), 0);
+	char moved[PATH_MAX + 64];
+	snprintf(moved, sizeof(moved), "%s/quarantine/p-000000000003-aa.json", runs);
 
 	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
 	assert_non_null(ex);
+	assert_int_equal(access(moved, F_OK), 0);
+	uint64_t failures, quarantined;
+	probe_store_health(ex, &failures, &quarantined);
+	assert_int_equal(quarantined, 1);
 	json_t *rec = probe_get(ex, "p-000000000001-aa");
 	assert_non_null(rec);
 	assert_string_equal(state_of(rec), "interrupted");
@@ -227,6 +241,94 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	free(c);
 }
 
+static void test_probe_store_idempotency_key_scoped_by_subject(void **state)
+{
+	(void)state;
+	struct cfg *c = make_cfg("");
+	struct vm_err err = {0};
+	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	assert_non_null(ex);
+	const char *body =
+	    "{\"idempotency_key\":\"k\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
+	struct probe_submit_out mine, theirs, again;
+	assert_int_equal(submit_as(ex, "alice", body, &mine), PROBE_CREATED);
+	assert_int_equal(submit_as(ex, "mallory", body, &theirs), PROBE_CREATED);
+	assert_string_not_equal(theirs.id, mine.id);
+	assert_int_equal(submit_as(ex, "alice", body, &again), PROBE_EXISTING);
+	assert_string_equal(again.id, mine.id);
+	json_decref(wait_done(ex, mine.id));
+	json_decref(wait_done(ex, theirs.id));
+	probe_exec_stop(ex);
+	ex = probe_exec_start(c, NULL, &err); /* the scope survives a restart */
+	assert_non_null(ex);
+	assert_int_equal(submit_as(ex, "mallory", body, &again), PROBE_EXISTING);
+	assert_string_equal(again.id, theirs.id);
+	probe_exec_stop(ex);
+	rm_tree(c);
+	free(c);
+}
+
+/* Output larger than what stays in memory goes through the spill file and is
+ * spliced back into the final record byte for byte (text with escapes, and
+ * base64 of a read). */
+static void test_probe_store_spilled_output_reads_back(void **state)
+{
+	(void)state;
+	struct cfg *c = make_cfg("");
+	struct vm_err err = {0};
+	char src[PATH_MAX + 16];
+	snprintf(src, sizeof(src), "%s/src", c->agent.state_dir);
+	size_t n = 200001; /* not a multiple of 3 or of any chunk */
+	char *data = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (char)(i * 31 + 7);
+	assert_int_equal(fs_write_atomic(src, data, n, 0600, &err), 0);
+	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	assert_non_null(ex);
+	char body[PATH_MAX + 512];
+	snprintf(body, sizeof(body),
+	         "{\"steps\":[{\"type\":\"script\",\"body\":\"i=0; while [ $i -lt 20000 ]; do "
+	         "printf 'a\\\\\\\\b\\\"c\\\\n'; i=$((i+1)); done\"},"
+	         "{\"type\":\"file.read\",\"path\":\"%s\"}]}",
+	         src);
+	struct probe_submit_out out;
+	assert_int_equal(submit(ex, body, &out), PROBE_CREATED);
+	json_t *rec = wait_done(ex, out.id);
+	json_decref(rec);
+	/* the final state shows a moment before the record is on disk: poll */
+	for (int i = 0; i < 500; i++) {
+		rec = probe_get(ex, out.id);
+		if (rec != NULL && json_object_get(json_array_get(json_object_get(rec, "steps"), 1),
+		                                   "content_b64") != NULL)
+			break;
+		json_decref(rec);
+		rec = NULL;
+		usleep(10000);
+	}
+	assert_non_null(rec);
+	assert_string_equal(state_of(rec), "succeeded");
+	json_t *steps = json_object_get(rec, "steps");
+	const char *out0 = json_string_value(json_object_get(json_array_get(steps, 0), "stdout"));
+	assert_non_null(out0);
+	assert_int_equal(strlen(out0), 20000 * 6);
+	assert_memory_equal(out0, "a\\b\"c\n", 6);
+	const char *b64 =
+	    json_string_value(json_object_get(json_array_get(steps, 1), "content_b64"));
+	assert_non_null(b64);
+	uint8_t *dec = malloc(b64_decoded_max(strlen(b64)));
+	assert_int_equal(b64_decode(b64, strlen(b64), dec, 0), (long)n);
+	assert_memory_equal(dec, data, n);
+	free(dec);
+	json_decref(rec);
+	probe_exec_stop(ex);
+	char spill[PATH_MAX + 64];
+	snprintf(spill, sizeof(spill), "%s/runs/%s.spill", c->probe.work_dir, out.id);
+	assert_int_not_equal(access(spill, F_OK), 0);
+	free(data);
+	rm_tree(c);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +336,8 @@ int main(void)
 	    cmocka_unit_test(test_probe_store_idempotency_survives_restart),
 	    cmocka_unit_test(test_probe_store_retention_by_count),
 	    cmocka_unit_test(test_probe_store_queue_limit_and_shutdown_interrupts),
+	    cmocka_unit_test(test_probe_store_idempotency_key_scoped_by_subject),
+	    cmocka_unit_test(test_probe_store_spilled_output_reads_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
