@@ -13,18 +13,6 @@
 #include "core/rand.h"
 #include "core/time.h"
 
-/* --- bounded byte buffers: core/buf.h --------------------------------------------- */
-
-/* bridge.c's names for core/buf, until it is renamed once the slowloris
- * branch has landed (one owner: core/buf.c). */
-#define tbuf         buf
-#define tbuf_init    buf_init
-#define tbuf_free    buf_free
-#define tbuf_reserve buf_reserve
-#define tbuf_commit  buf_commit
-#define tbuf_consume buf_consume
-#define tbuf_data    buf_data
-
 /* --- WebSocket (ws.c) ------------------------------------------------------------ */
 
 #define WS_HDR_MAX     14
