@@ -584,25 +584,6 @@ static int tmp_finish(struct tmpf *t, const struct fs_write_opts *o, const char 
 	return 0;
 }
 
-int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
-                const struct fs_write_opts *o, struct vm_err *err)
-{
-	struct tmpf t;
-	tmp_sweep(dirfd, leaf);
-	int rc = tmp_open(dirfd, leaf, &t, err);
-	if (rc != 0)
-		return rc;
-	if (fs_write_all(t.fd, data, len) != 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", leaf);
-	if (rc == 0)
-		rc = tmp_finish(&t, o, leaf, err);
-	if (rc != 0) {
-		tmp_abort(dirfd, &t);
-		return rc;
-	}
-	return tmp_commit(dirfd, &t, leaf, o->create_only, err);
-}
-
 /* Copies srcfd from offset 0 into the temp file in whole 64 KiB reads (some
  * /proc files refuse odd-sized ones), stopping before more than max bytes
  * are written. what names the source in messages. */
@@ -627,23 +608,44 @@ static int copy_into(struct tmpf *t, int srcfd, uint64_t max, const char *what, 
 	}
 }
 
-/* Copies srcfd into dirfd/name atomically with the owner and mode of o. */
-static int copy_at(int dirfd, const char *name, int srcfd, uint64_t max, const char *what,
-                   const struct fs_write_opts *o, struct vm_err *err)
+/* What goes into the temp file: bytes in memory (srcfd < 0) or a copy of
+ * the open file srcfd, at most max bytes. */
+struct fill {
+	const void *data;
+	size_t len;
+	int srcfd;
+	uint64_t max;
+	const char *what;
+};
+
+/* The one sequence every atomic replace follows: sweep dead temps, create,
+ * fill, owner/mode/fsync, put in place, fsync the directory. */
+static int replace_at(int dirfd, const char *leaf, const struct fill *f,
+                      const struct fs_write_opts *o, struct vm_err *err)
 {
 	struct tmpf t;
-	tmp_sweep(dirfd, name);
-	int rc = tmp_open(dirfd, name, &t, err);
+	tmp_sweep(dirfd, leaf);
+	int rc = tmp_open(dirfd, leaf, &t, err);
 	if (rc != 0)
 		return rc;
-	rc = copy_into(&t, srcfd, max, what, err);
+	if (f->srcfd >= 0)
+		rc = copy_into(&t, f->srcfd, f->max, f->what, err);
+	else if (fs_write_all(t.fd, f->data, f->len) != 0)
+		rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", leaf);
 	if (rc == 0)
-		rc = tmp_finish(&t, o, name, err);
+		rc = tmp_finish(&t, o, leaf, err);
 	if (rc != 0) {
 		tmp_abort(dirfd, &t);
 		return rc;
 	}
-	return tmp_commit(dirfd, &t, name, false, err);
+	return tmp_commit(dirfd, &t, leaf, o->create_only, err);
+}
+
+int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
+                const struct fs_write_opts *o, struct vm_err *err)
+{
+	struct fill f = {.data = data, .len = len, .srcfd = -1};
+	return replace_at(dirfd, leaf, &f, o, err);
 }
 
 int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
@@ -656,7 +658,8 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	                          .set_ids = sb->st_uid != geteuid() || sb->st_gid != getegid(),
 	                          .uid = sb->st_uid,
 	                          .gid = sb->st_gid};
-	return copy_at(dirfd, name, srcfd, max, what, &o, err);
+	struct fill f = {.srcfd = srcfd, .max = max, .what = what};
+	return replace_at(dirfd, name, &f, &o, err);
 }
 
 int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err)
@@ -678,7 +681,8 @@ int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, st
 		return dfd;
 	}
 	struct fs_write_opts o = {.mode = mode};
-	int rc = copy_at(dfd, leaf, in, max ? max : UINT64_MAX, src, &o, err);
+	struct fill f = {.srcfd = in, .max = max ? max : UINT64_MAX, .what = src};
+	int rc = replace_at(dfd, leaf, &f, &o, err);
 	close(dfd);
 	close(in);
 	if (rc != 0)
