@@ -157,7 +157,10 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 	buf_init(&b, max < SIZE_MAX ? max + 1 : max);
 	int rc = 0;
 	for (;;) {
-		size_t room = b.max - b.len < 65536 ? b.max - b.len : 65536;
+		/* small files stay small: 4 KiB first, then doubling up to 64 KiB reads */
+		size_t room = b.len < 4096 ? 4096 : b.len < 65536 ? b.len : 65536;
+		if (room > b.max - b.len)
+			room = b.max - b.len;
 		uint8_t *dst = room > 0 ? buf_reserve(&b, room) : NULL;
 		if (dst == NULL) {
 			rc = room > 0
