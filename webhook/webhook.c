@@ -537,12 +537,17 @@ static int start_tunnel_listener(struct wh_server *srv, const struct cfg *cfg, s
 	    sock_unix_prepare(&srv->sock, cfg->agent.runtime_dir, CFG_WEBHOOK_SOCKET_NAME, err);
 	if (rc != 0)
 		return rc;
-	if (strchr(srv->sock.path, ',') != NULL) /* civetweb splits listening_ports on ',' */
-		return vm_err_set(err, VM_ERR_INVALID,
-		                  "agent.runtime_dir %s: a ',' cannot be part of a socket path",
-		                  cfg->agent.runtime_dir);
+	/* Bound through the directory fd sock_unix_prepare checked (open until
+	 * sock_unix_close, after mg_stop has removed the socket): the directory is
+	 * not looked up by name again, and civetweb never sees the configured path,
+	 * which it would misread (',' splits its port list; "<digit>s" or
+	 * "<digit>r" anywhere in it mean an HTTPS or redirect port). */
 	char ports[SOCK_UNIX_PATH_MAX + 2];
-	snprintf(ports, sizeof(ports), "x%s", srv->sock.path);
+	int n =
+	    snprintf(ports, sizeof(ports), "x/proc/self/fd/%d/%s", srv->sock.dirfd, srv->sock.name);
+	if (n < 0 || (size_t)n >= SOCK_UNIX_PATH_MAX)
+		return vm_err_set(err, VM_ERR_INVALID, "webhook: socket name %s is too long",
+		                  srv->sock.name);
 	rc = start_listener(&srv->tun, cfg, ports, cfg->webhook.tunnel_threads, false, false, err);
 	if (rc != 0)
 		return rc;
