@@ -15,8 +15,10 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
+#include "core/net.h"
 
 #define CFG_FILE_MAX (1024 * 1024)
 
@@ -858,7 +860,7 @@ static int fail_key(struct loader *ld, const char *key, const char *fmt, ...)
 
 static bool is_http_url(const char *s)
 {
-	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+	return url_is_http(s);
 }
 
 static bool is_endpoint_char(char c)
@@ -890,25 +892,9 @@ static int validate_endpoint(struct loader *ld, const char *ep)
 /* piko.forward_addr: "IP:PORT" or "[IPv6]:PORT"; the tunnel connects there. */
 static bool is_forward_addr(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	if (colon == NULL || colon == s)
-		return false;
-	char host[64];
-	size_t hlen = (size_t)(colon - s);
-	if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
-		s++;
-		hlen -= 2;
-	}
-	if (hlen >= sizeof(host))
-		return false;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	unsigned char addr[16];
-	if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
-		return false;
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	return end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535;
+	char host[sizeof(((struct cfg *)0)->piko.forward_addr)];
+	int port;
+	return net_parse_hostport(s, host, sizeof(host), &port, NULL) == 0;
 }
 
 static int validate(struct loader *ld)
@@ -1106,8 +1092,7 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 		const struct cfg_strlist *l = (const struct cfg_strlist *)(const void *)field;
 		size_t o = (size_t)snprintf(out, cap, "[");
 		for (int i = 0; i < l->count && o < cap; i++)
-			o += (size_t)snprintf(out + o, cap - o, "%s\"%s\"", i ? ", " : "",
-			                      l->items[i]);
+			o = str_appendf(out, cap, o, "%s\"%s\"", i ? ", " : "", l->items[i]);
 		if (o < cap)
 			snprintf(out + o, cap - o, "]");
 		break;
@@ -1135,8 +1120,8 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 				size_t upto = (size_t)(dot - name);
 				if (strncmp(prev, name, upto) != 0 ||
 				    (prev[upto] != '.' && prev[upto] != 0))
-					o += (size_t)snprintf(buf + o, cap - o, "%*s%.*s:\n", d * 2,
-					                      "", (int)(dot - seg), seg);
+					o = str_appendf(buf, cap, o, "%*s%.*s:\n", d * 2, "",
+					                (int)(dot - seg), seg);
 				seg = dot + 1;
 			}
 			snprintf(prev, sizeof(prev), "%.*s", (int)plen, name);
@@ -1144,8 +1129,7 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 		char val[CFG_LIST_MAX * (CFG_STR_MAX + 4) + PATH_MAX];
 		format_value(cfg, &keys[i], val, sizeof(val));
 		if (o < cap)
-			o += (size_t)snprintf(buf + o, cap - o, "%*s%s: %s\n", (depth + 1) * 2, "",
-			                      leaf, val);
+			o = str_appendf(buf, cap, o, "%*s%s: %s\n", (depth + 1) * 2, "", leaf, val);
 	}
 	return o < cap ? 0 : -1;
 }

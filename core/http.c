@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
+#include "core/fs.h"
+#include "core/rand.h"
 #include "core/secret.h"
+#include "core/time.h"
 
 /* One transfer: the handle and everything libcurl keeps a pointer to
  * (ERRORBUFFER, WRITEDATA/XFERINFODATA = this struct, the header list), so all
@@ -24,7 +27,8 @@ struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 	struct curl_slist *hdrs;
 	struct http_resp *resp;
-	size_t cap; /* memory body cap */
+	size_t cap;      /* memory body cap */
+	struct buf body; /* the response body in memory, until it moves to resp */
 	uint64_t file_cap;
 	int fd; /* download target, -1 when none */
 	bool overflow;
@@ -54,25 +58,6 @@ void http_resp_free(struct http_resp *resp)
 	resp->len = 0;
 }
 
-static int append_mem(struct xfer *x, const char *data, size_t n, size_t cap)
-{
-	struct http_resp *r = x->resp;
-	if (r->len + n > cap) {
-		x->overflow = true;
-		return -1;
-	}
-	char *nb = realloc(r->body, r->len + n + 1);
-	if (nb == NULL) {
-		x->overflow = true;
-		return -1;
-	}
-	memcpy(nb + r->len, data, n);
-	r->body = nb;
-	r->len += n;
-	r->body[r->len] = '\0';
-	return 0;
-}
-
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct xfer *x = userp;
@@ -86,23 +71,19 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 			x->overflow = true;
 			return 0;
 		}
-		size_t off = 0;
-		while (off < n) {
-			ssize_t w = write(x->fd, data + off, n - off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				x->write_failed = true;
-				x->write_errno = w < 0 ? errno : EIO;
-				return 0;
-			}
-			off += (size_t)w;
+		if (fs_write_all(x->fd, data, n) != 0) {
+			x->write_failed = true;
+			x->write_errno = errno;
+			return 0;
 		}
 		x->resp->downloaded += n;
 		return n;
 	}
-	size_t cap = x->fd >= 0 ? HTTP_ERROR_BODY_MAX : x->cap;
-	return append_mem(x, data, n, cap) == 0 ? n : 0;
+	if (buf_append(&x->body, data, n) != 0) {
+		x->overflow = true;
+		return 0;
+	}
+	return n;
 }
 
 static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
@@ -239,6 +220,8 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 		}
 		x.hdrs = n;
 	}
+	/* downloading: only an error page is kept in memory */
+	buf_init(&x.body, o->download_path != NULL ? HTTP_ERROR_BODY_MAX : x.cap);
 	if (o->download_path != NULL) {
 		x.fd = open(o->download_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (x.fd < 0) {
@@ -281,6 +264,9 @@ out:
 	/* The handle first: it may still point at the list and the buffer. */
 	curl_easy_cleanup(c);
 	curl_slist_free_all(x.hdrs);
+	if (x.body.len > 0)
+		resp->body = buf_take(&x.body, &resp->len);
+	buf_free(&x.body);
 	return rc;
 }
 
@@ -319,11 +305,8 @@ uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retr
 uint64_t http_backoff_next_ms(const struct http_retry *r, unsigned attempt, long retry_after_s)
 {
 	uint32_t rnd = 0;
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		rnd = (uint32_t)ts.tv_nsec * 2654435761u;
-	}
+	if (rand_bytes(&rnd, sizeof(rnd), NULL) != 0) /* jitter only: any spread will do */
+		rnd = (uint32_t)time_mono_ms() * 2654435761u;
 	return http_backoff_ms(r, attempt, retry_after_s, rnd);
 }
 

@@ -2,7 +2,9 @@
  * state every module shares, like OpenBSD's log.c. */
 #include "core/log.h"
 
+#include "core/buf.h"
 #include "core/codec.h"
+#include "core/time.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -229,7 +231,7 @@ static void json_escape(char *out, size_t cap, const char *in)
 			out[o++] = '\\';
 			out[o++] = 'n';
 		} else if (c < 0x20) {
-			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+			o = str_appendf(out, cap, o, "\\u%04x", c);
 		} else {
 			out[o++] = (char)c;
 		}
@@ -277,12 +279,7 @@ static void write_line_locked(const char *line, size_t len)
 
 static void format_time(char *buf, size_t cap)
 {
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	(void)time_rfc3339(buf, cap, time_wall_ms(), true);
 }
 
 void log_msg(enum log_level level, const char *module, const char *fmt, ...)

@@ -26,15 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
+
 #define READ_CHUNK 16384
 #define TICK_MS    50 /* cancel flag poll interval; the pidfd wakes us on exit */
-
-int64_t proc_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err)
 {
@@ -388,35 +383,17 @@ static int spawn_detached(const struct proc_spec *spec, const struct target *t, 
 /* --- the parent ----------------------------------------------------------------------- */
 
 struct capture {
-	char *buf;
-	size_t len, cap, limit;
+	struct buf b; /* at most out_cap bytes */
 	bool truncated;
 };
 
 static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept)
 {
-	size_t room = c->limit - c->len;
+	size_t room = c->b.max - c->b.len;
 	*kept = n < room ? n : room;
 	if (*kept < n)
 		c->truncated = true;
-	if (*kept == 0)
-		return 0;
-	if (c->len + *kept + 1 > c->cap) {
-		size_t ncap = c->cap ? c->cap : 4096;
-		while (ncap < c->len + *kept + 1)
-			ncap *= 2;
-		if (ncap > c->limit + 1)
-			ncap = c->limit + 1;
-		char *nb = realloc(c->buf, ncap);
-		if (nb == NULL)
-			return -1;
-		c->buf = nb;
-		c->cap = ncap;
-	}
-	memcpy(c->buf + c->len, data, *kept);
-	c->len += *kept;
-	c->buf[c->len] = '\0';
-	return 0;
+	return *kept == 0 ? 0 : buf_append(&c->b, data, *kept);
 }
 
 static int pidfd_for(pid_t pid)
@@ -549,7 +526,7 @@ static void loop(struct run *r, struct proc_result *res)
 	 * keep us waiting: the rest of the group is killed and drained briefly. */
 	int64_t drain_until = 0;
 	for (;;) {
-		int64_t now = proc_now_ms();
+		int64_t now = time_mono_ms();
 		enforce(r, res, now);
 		if (r->reaped && drain_until == 0) {
 			signal_group(r, SIGKILL);
@@ -599,8 +576,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 	memset(&r, 0, sizeof(r));
 	r.spec = spec;
 	r.in_fd = r.out_fd = r.err_fd = r.pidfd = r.ctl_fd = -1;
-	r.cap[0].limit = r.cap[1].limit = spec->out_cap;
-	int64_t start = proc_now_ms();
+	buf_init(&r.cap[0].b, spec->out_cap);
+	buf_init(&r.cap[1].b, spec->out_cap);
+	int64_t start = time_mono_ms();
 	struct cg_step step = {.procs_fd = -1};
 	int ctl[2] = {-1, -1};
 	res->containment = "process-group";
@@ -726,13 +704,14 @@ out:
 	close_fd(&r.out_fd);
 	close_fd(&r.err_fd);
 	close_fd(&r.pidfd);
-	res->out = r.cap[0].buf;
-	res->out_len = r.cap[0].len;
-	res->out_truncated = r.cap[0].truncated;
-	res->err = r.cap[1].buf;
-	res->err_len = r.cap[1].len;
-	res->err_truncated = r.cap[1].truncated;
-	res->duration_ms = (uint64_t)(proc_now_ms() - start);
+	/* NULL for a stream that said nothing; out of memory reads as truncated */
+	res->out = r.cap[0].b.len ? buf_take(&r.cap[0].b, &res->out_len) : NULL;
+	res->out_truncated = r.cap[0].truncated || (r.cap[0].b.len && res->out == NULL);
+	res->err = r.cap[1].b.len ? buf_take(&r.cap[1].b, &res->err_len) : NULL;
+	res->err_truncated = r.cap[1].truncated || (r.cap[1].b.len && res->err == NULL);
+	buf_free(&r.cap[0].b);
+	buf_free(&r.cap[1].b);
+	res->duration_ms = (uint64_t)(time_mono_ms() - start);
 	return rc;
 }
 

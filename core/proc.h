@@ -16,6 +16,7 @@
 
 #include "core/cgroup.h"
 #include "core/err.h"
+#include "core/time.h"
 
 #define PROC_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -50,7 +51,7 @@ struct proc_spec {
 	bool set_ids; /* switch to uid/gid before exec */
 	uid_t uid;
 	gid_t gid;
-	int64_t deadline_ms;       /* monotonic ms (proc_now_ms); 0 = none */
+	int64_t deadline_ms;       /* monotonic ms (time_mono_ms); 0 = none */
 	uint64_t grace_ms;         /* SIGTERM → SIGKILL delay on timeout/cancel */
 	size_t out_cap;            /* bytes kept per stream; the rest is drained */
 	const atomic_bool *cancel; /* may be NULL; polled while the child runs */
@@ -99,6 +100,10 @@ int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err);
 int proc_lookup_ids(const char *user, const char *group, uid_t *uid, gid_t *gid, bool *set,
                     struct vm_err *err);
 
-int64_t proc_now_ms(void);
+/* probe/executor.c's name for time_mono_ms(), until it moves over. */
+static inline int64_t proc_now_ms(void)
+{
+	return time_mono_ms();
+}
 
 #endif

@@ -387,7 +387,7 @@ void *health_reporter_main(void *arg)
 			uint64_t chunk = wait < left ? wait : left;
 			/* timed wait on the monitor's condition (state change, stop) */
 			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			clock_gettime(CLOCK_MONOTONIC, &ts); /* m->cond: time_cond_init */
 			ts.tv_sec += (time_t)(chunk / 1000);
 			ts.tv_nsec += (long)(chunk % 1000) * 1000000L;
 			if (ts.tv_nsec >= 1000000000L) {

@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 int lc_config_check(const char *path, FILE *out, struct vm_err *err)
@@ -77,7 +78,7 @@ int lc_config_write(const char *path, const struct cfg_doc *doc, struct vm_err *
 	if (rc == 0 && lc_exists(path)) {
 		char bak[PATH_MAX + 8];
 		snprintf(bak, sizeof(bak), "%s.bak", path);
-		rc = lc_copy_file(path, bak, 0600, err);
+		rc = fs_copy_file(path, bak, 0600, 0, err);
 	}
 	return rc != 0 ? rc : cfg_doc_save(doc, path, 0640, err);
 }
@@ -93,9 +94,7 @@ static void target_dir(const struct lc_paths *p, const char *dir, char *out, siz
 
 static double now_real(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)time_wall_ms() / 1000.0; /* compared across processes: the wall clock */
 }
 
 void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
@@ -198,8 +197,8 @@ static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned 
 {
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/reload.json", state_dir);
-	double deadline = now_real() + timeout_s;
-	while (now_real() < deadline) {
+	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
+	while (time_mono_ms() < deadline) {
 		json_t *o = json_load_file(path, 0, NULL);
 		double t = json_number_value(json_object_get(o, "time"));
 		json_int_t who = json_integer_value(json_object_get(o, "pid"));

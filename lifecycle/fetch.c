@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/fs.h"
 #include "core/http.h"
 #include "lifecycle/internal.h"
 
@@ -30,7 +31,7 @@ static void http_opts_of(const struct cp_opts *cp, struct http_opts *o)
  * (0) and may change under us. */
 static int copy_local(const char *src, const char *path, size_t max, struct vm_err *err)
 {
-	return lc_copy_file_max(src, path, 0600, max, err);
+	return fs_copy_file(src, path, 0600, max, err);
 }
 
 int lc_fetch(const struct cp_opts *cp, const char *url, const char *path, size_t max,

@@ -10,9 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
+#include "core/codec.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 struct dir_row {
@@ -78,7 +81,7 @@ int lc_write_credentials(const struct lc_paths *p, const struct cp_registration 
                          const char *tenant_id, const char *cp_url, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
 	json_t *extra = json_pack("{s:s,s:o}", "issued_at", when, "jwt_public_keys",
 	                          keys ? keys : json_array());
@@ -113,7 +116,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 	free(c);
 	if (rc != 0)
 		return rc;
-	time_t deadline = time(NULL) + (time_t)timeout_s;
+	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
 	struct http_opts o = {.connect_timeout_ms = 1000, .total_timeout_ms = 2000};
 	for (;;) {
 		struct http_resp resp;
@@ -123,7 +126,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 		http_resp_free(&resp);
 		if (r == 0 && status == 200)
 			return 0;
-		if (time(NULL) >= deadline)
+		if (time_mono_ms() >= deadline)
 			return vm_err_set(err, VM_ERR_IO,
 			                  "the agent did not answer %s within %us "
 			                  "(last: %s); see 'journalctl -u vm-agent'",
@@ -180,8 +183,8 @@ static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struc
 		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
 		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
 			break;
-		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s",
-		                      o ? "," : "", lc_target_path(p, path));
+		o = str_appendf(ro->jwt_keys, sizeof(ro->jwt_keys), o, "%s%s", o ? "," : "",
+		                lc_target_path(p, path));
 	}
 	json_decref(keys);
 	return rc;
@@ -322,7 +325,7 @@ static int install_binary(const struct lc_install_opts *o, const struct lc_paths
 			*strrchr(dir, '/') = '\0';
 			rc = fs_mkdir_p(dir, 0755, err);
 			if (rc == 0)
-				rc = lc_copy_file(self, p->bin, 0755, err);
+				rc = fs_copy_file(self, p->bin, 0755, 0, err);
 			if (rc == 0)
 				lc_report_add(r, "binary", LC_CHANGED, NULL,
 				              "%s placed (version %s)", rec.bin, o->version);
@@ -382,19 +385,6 @@ static int install_start(const struct lc_install_opts *o, const struct lc_paths 
 	return 0;
 }
 
-static bool is_url(const char *u)
-{
-	const char *host = strncmp(u, "https://", 8) == 0  ? u + 8
-	                   : strncmp(u, "http://", 7) == 0 ? u + 7
-	                                                   : NULL;
-	if (host == NULL || *host == '\0' || *host == '/')
-		return false;
-	for (; *u; u++)
-		if ((unsigned char)*u <= 0x20)
-			return false;
-	return true;
-}
-
 int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_err *err)
 {
 	struct lc_paths p;
@@ -421,13 +411,13 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);
 	if (o->piko_url)
 		snprintf(piko_url, piko_url_cap, "%s", o->piko_url);
-	if (!is_url(cp_url)) {
+	if (!url_is_http(cp_url)) {
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "--control-plane-url: expected an http(s):// "
 		                "URL with a host");
 		goto out;
 	}
-	if (!is_url(piko_url)) {
+	if (!url_is_http(piko_url)) {
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "--piko-url: expected an http(s):// URL with a "
 		                "host");

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/cp.h"
 #include "core/err.h"
+#include "core/fs.h" /* fs_copy_file, fs_write_atomic: every file lifecycle writes */
 #include "lifecycle/lifecycle.h"
 
 /* Target paths (as the installed system sees them). */
@@ -28,12 +29,6 @@
 
 /* --- files (lifecycle/util.c) -------------------------------------------------------------- */
 
-/* Copies src to dst atomically (temp file next to dst, fsync, rename). */
-int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *err);
-/* Same, src must be a regular file (checked on the opened fd) of at most max
- * bytes (0 = no cap), counted while copying: at max + 1 the copy stops with
- * VM_ERR_INVALID and the temp file is removed. */
-int lc_copy_file_max(const char *src, const char *dst, mode_t mode, size_t max, struct vm_err *err);
 /* Removes a file or a whole tree; a missing path is fine. */
 int lc_remove_tree(const char *path, struct vm_err *err);
 bool lc_exists(const char *path);
@@ -43,8 +38,6 @@ int lc_sha256_hex(const char *path, char out[65], struct vm_err *err);
 int lc_ensure_dir(const char *dir, mode_t mode, bool *changed, struct vm_err *err);
 /* Joins root and a target path. */
 int lc_join(char *out, size_t cap, const char *root, const char *target);
-/* Current UTC time as 2026-01-02T03:04:05Z. */
-void lc_now_iso(char *out, size_t cap);
 
 /* The install record (state_dir/install.json). */
 struct lc_record {

@@ -67,7 +67,7 @@ static void check_config(struct ctx *c)
 	char bak[PATH_MAX + 8];
 	snprintf(bak, sizeof(bak), "%s.bak", c->p.config);
 	bool bak_ok = lc_config_check(bak, NULL, NULL) == 0;
-	if (c->fix && bak_ok && lc_copy_file(bak, c->p.config, 0640, NULL) == 0) {
+	if (c->fix && bak_ok && fs_copy_file(bak, c->p.config, 0640, 0, NULL) == 0) {
 		lc_report_add(c->r, "config", LC_CHANGED, NULL, "invalid (%s); restored %s.bak",
 		              e.msg, lc_target_path(&c->p, c->p.config));
 		c->restart_needed = true;

@@ -24,6 +24,8 @@
 #include "core/fs.h"
 #include "core/minisign.h"
 #include "core/proc.h"
+#include "core/rand.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 #define BINARY_MAX    ((size_t)512 * 1024 * 1024) /* upgrade.max_size by default */
@@ -52,7 +54,7 @@ struct job {
 static int journal_write(const struct job *j, enum phase ph, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "phase", phases[ph], "bin",
 	                      j->bin, "prev", j->prev, "new", j->fresh, "signature", j->sig, "from",
 	                      j->from, "to", j->o->version, "time", when);
@@ -280,8 +282,8 @@ static int run_new_binary(const char *const argv[], uint64_t timeout_ms, struct 
 	                         .out_cap = 8192};
 	struct vm_err why = {0};
 	if (proc_run(&spec, res, &why) != 0)
-		return vm_err_set(err, VM_ERR_INVALID, "self-test: cannot execute the new binary: %s",
-		                  why.msg);
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "self-test: cannot execute the new binary: %s", why.msg);
 	return 0;
 }
 
@@ -389,7 +391,7 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 	int rc = lc_svc_restart(&j->p, err);
 	if (rc != 0)
 		return rc;
-	time_t deadline = time(NULL) + (time_t)tmo;
+	int64_t deadline = time_mono_ms() + (int64_t)tmo * 1000;
 	for (;;) {
 		pid_t pid = lc_svc_main_pid(&j->p);
 		struct vm_err e;
@@ -399,7 +401,7 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 			if (lc_svc_main_pid(&j->p) == pid && lc_svc_is_active(&j->p))
 				return 0;
 		}
-		if (time(NULL) >= deadline)
+		if (time_mono_ms() >= deadline)
 			return vm_err_set(err, VM_ERR_IO,
 			                  "health gate: the new version did not become "
 			                  "healthy within %us",
@@ -411,22 +413,6 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 /* --- events ------------------------------------------------------------------------------------
  */
 
-static void uuid4(char out[37])
-{
-	uint8_t b[16] = {0};
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t n = read(fd, b, sizeof(b));
-		(void)n;
-		close(fd);
-	}
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	char hex[33];
-	hex_encode(b, 16, hex);
-	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
-}
-
 static void report_event(const struct job *j, const char *outcome, const char *reason)
 {
 	struct cp_creds c;
@@ -437,9 +423,14 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 	if (eff != NULL)
 		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
 	lc_config_free(eff);
-	char id[37], when[32];
-	uuid4(id);
-	lc_now_iso(when, sizeof(when));
+	char id[ID_LEN + 1], when[TIME_RFC3339_MAX];
+	struct vm_err ie;
+	if (id_new(id, &ie) != 0) { /* an event without a unique id would be de-duplicated away */
+		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", ie.msg);
+		cp_creds_clear(&c);
+		return;
+	}
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "id", id, "type", "upgrade", "time",
 	                      when, "outcome", outcome, "from_version", j->from, "to_version",
 	                      j->o->version, "reason", reason);
@@ -463,13 +454,9 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 
 static bool valid_checksum(const char *s)
 {
-	if (s == NULL || strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
-		return false;
-	for (s += 7; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
-		      (*s >= 'A' && *s <= 'F')))
-			return false;
-	return true;
+	uint8_t sum[SHA256_LEN];
+	return s != NULL && strncmp(s, "sha256:", 7) == 0 && strlen(s) == 7 + 64 &&
+	       hex_decode(s + 7, 64, sum, sizeof(sum)) == SHA256_LEN;
 }
 
 static int step(struct job *j, const char *name, int rc, const struct vm_err *err,
@@ -696,27 +683,15 @@ static bool valid_version(const char *v)
 	return true;
 }
 
-static bool valid_remote_url(const char *u)
-{
-	if (u == NULL || strlen(u) > 2000)
-		return false;
-	if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
-		return false;
-	for (; *u; u++)
-		if ((unsigned char)*u <= 0x20 || *u == 0x7f)
-			return false;
-	return true;
-}
-
 int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)
 {
 	if (!valid_version(rq->version))
 		return vm_err_set(err, VM_ERR_INVALID, "version: expected something like 1.2.3");
-	if (!valid_remote_url(rq->url))
+	if ((rq->url == NULL || !url_is_http(rq->url)))
 		return vm_err_set(err, VM_ERR_INVALID, "url: expected an http(s) URL");
 	if (!valid_checksum(rq->checksum))
 		return vm_err_set(err, VM_ERR_INVALID, "checksum: expected sha256:<64 hex digits>");
-	if (rq->signature_url != NULL && !valid_remote_url(rq->signature_url))
+	if (rq->signature_url != NULL && !url_is_http(rq->signature_url))
 		return vm_err_set(err, VM_ERR_INVALID, "signature_url: expected an http(s) URL");
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/rand.h>
 
 #include "core/log.h"
 #include "tunnel/internal.h"
@@ -54,7 +53,7 @@ struct bridge {
 	CURL *curl;
 	int fd;
 	struct ws_rx rx;
-	struct tbuf tx;
+	struct buf tx;
 	struct ymx_session ymx;
 	struct br_conn *conns;
 	size_t nconns;
@@ -110,13 +109,13 @@ static int queue_frame(struct bridge *b, uint8_t opcode, const uint8_t *a, size_
 	uint8_t hdr[WS_HDR_MAX], mask[4];
 	next_mask(b, mask);
 	size_t hlen = ws_frame_hdr_encode(hdr, opcode, true, alen + clen, mask);
-	uint8_t *dst = tbuf_reserve(&b->tx, hlen + alen + clen);
+	uint8_t *dst = buf_reserve(&b->tx, hlen + alen + clen);
 	if (dst == NULL)
 		return -1;
 	memcpy(dst, hdr, hlen);
 	ws_mask_copy(dst + hlen, a, alen, mask, 0);
 	ws_mask_copy(dst + hlen + alen, c, clen, mask, alen);
-	tbuf_commit(&b->tx, hlen + alen + clen);
+	buf_commit(&b->tx, hlen + alen + clen);
 	return 0;
 }
 
@@ -147,7 +146,7 @@ static void conn_flush(struct bridge *b, struct br_conn *c)
 		return;
 	while (st->rx.len > 0) {
 		ssize_t n = c->wr_gone ? (ssize_t)st->rx.len
-		                       : send(c->fd, tbuf_data(&st->rx), st->rx.len, MSG_NOSIGNAL);
+		                       : send(c->fd, buf_data(&st->rx), st->rx.len, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -452,7 +451,7 @@ static int ws_write(struct bridge *b)
 {
 	while (b->tx.len > 0) {
 		size_t n = 0;
-		CURLcode rc = curl_easy_send(b->curl, tbuf_data(&b->tx), b->tx.len, &n);
+		CURLcode rc = curl_easy_send(b->curl, buf_data(&b->tx), b->tx.len, &n);
 		if (rc == CURLE_AGAIN)
 			return 0;
 		if (rc != CURLE_OK) {
@@ -461,7 +460,7 @@ static int ws_write(struct bridge *b)
 			return -1;
 		}
 		b->bytes_out += n;
-		tbuf_consume(&b->tx, n);
+		buf_consume(&b->tx, n);
 	}
 	return 0;
 }
@@ -472,10 +471,10 @@ static void ws_flush_final(struct bridge *b)
 	uint64_t deadline = tun_now_ms() + FLUSH_MS;
 	while (b->tx.len > 0) {
 		size_t n = 0;
-		CURLcode rc = curl_easy_send(b->curl, tbuf_data(&b->tx), b->tx.len, &n);
+		CURLcode rc = curl_easy_send(b->curl, buf_data(&b->tx), b->tx.len, &n);
 		if (rc == CURLE_OK) {
 			b->bytes_out += n;
-			tbuf_consume(&b->tx, n);
+			buf_consume(&b->tx, n);
 			continue;
 		}
 		uint64_t now = tun_now_ms();
@@ -684,11 +683,10 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 	b->curl = curl;
 	b->fd = fd;
 	ws_rx_init(&b->rx, WS_MAX_FRAME);
-	tbuf_init(&b->tx, TX_MAX);
+	buf_init(&b->tx, TX_MAX);
 	b->tx.keep = true; /* refaulting fresh pages per burst costs more than the memory */
 	ymx_session_init(&b->ymx, &bridge_ymx_ops, b, o->max_streams);
-	if (RAND_bytes((unsigned char *)&b->mask_state, sizeof(b->mask_state)) != 1 ||
-	    b->mask_state == 0)
+	if (rand_bytes(&b->mask_state, sizeof(b->mask_state), NULL) != 0 || b->mask_state == 0)
 		b->mask_state = 0x9E3779B97F4A7C15ull ^ tun_now_ms();
 	b->rbuf = malloc(RBUF_LEN);
 	if (b->rbuf == NULL) {
@@ -706,7 +704,7 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 		conn_free(b, b->conns);
 	ymx_session_free(&b->ymx);
 	tun_note_streams(t, 0, 0);
-	tbuf_free(&b->tx);
+	buf_free(&b->tx);
 	free(b->rbuf);
 	free(b->pfd);
 	free(b->pconn);

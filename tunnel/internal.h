@@ -8,29 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/err.h"
-
-/* --- bounded byte buffer (buf.c) ------------------------------------------------- */
-
-struct tbuf {
-	uint8_t *p;
-	size_t off, len; /* live bytes are p[off .. off+len) */
-	size_t cap, max; /* cap grows on demand up to max */
-	bool keep;       /* keep the allocation when empty (the hot tx queue) */
-};
-
-void tbuf_init(struct tbuf *b, size_t max);
-void tbuf_free(struct tbuf *b);
-/* Makes room for n more bytes and returns where to write them, or NULL when
- * that would exceed max (or on allocation failure). Commit with tbuf_commit. */
-uint8_t *tbuf_reserve(struct tbuf *b, size_t n);
-void tbuf_commit(struct tbuf *b, size_t n);
-int tbuf_append(struct tbuf *b, const void *data, size_t n);
-void tbuf_consume(struct tbuf *b, size_t n);
-static inline const uint8_t *tbuf_data(const struct tbuf *b)
-{
-	return b->p + b->off;
-}
+#include "core/rand.h"
+#include "core/time.h"
 
 /* --- WebSocket (ws.c) ------------------------------------------------------------ */
 
@@ -141,7 +122,7 @@ struct ymx_stream {
 	uint32_t id;
 	uint32_t send_window; /* bytes we may still send */
 	uint32_t recv_window; /* bytes the peer may still send */
-	struct tbuf rx;       /* received, not yet consumed */
+	struct buf rx;        /* received, not yet consumed */
 	bool remote_fin, local_fin, reset;
 	void *user;
 	struct ymx_stream *hnext, *prev, *next;
@@ -245,7 +226,11 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 void tun_note_bytes(struct tun *t, uint64_t in, uint64_t out);
 void tun_note_streams(struct tun *t, uint32_t open, uint64_t accepted);
 void tun_note_error(struct tun *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-uint64_t tun_now_ms(void);
+/* Monotonic ms as the tunnel's unsigned deadlines count them. */
+static inline uint64_t tun_now_ms(void)
+{
+	return (uint64_t)time_mono_ms();
+}
 
 /* JWT "exp" claim (seconds since the epoch) or 0 when absent/unparsable. */
 int64_t tun_jwt_exp(const char *token);

@@ -16,12 +16,12 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/rand.h>
 
 #include "core/codec.h"
 #include "core/cp.h"
 #include "core/http.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "tunnel/internal.h"
 #include "tunnel/tunnel.h"
 
@@ -72,13 +72,6 @@ struct tun {
 	pthread_mutex_t set_lock;
 	uint64_t set_gen;
 };
-
-uint64_t tun_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 void tun_note_bytes(struct tun *t, uint64_t in, uint64_t out)
 {
@@ -157,25 +150,15 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 		bo->forward_port = cfg->webhook.port;
 		return 0;
 	}
-	const char *colon = strrchr(fa, ':');
-	const char *host = fa;
-	size_t hlen = colon ? (size_t)(colon - fa) : 0;
-	if (hlen >= 2 && fa[0] == '[' && fa[hlen - 1] == ']') {
-		host = fa + 1;
-		hlen -= 2;
+	/* the loader's rule (core/net), so what passed there connects here */
+	int rc = net_parse_hostport(fa, bo->forward_host, sizeof(bo->forward_host),
+	                            &bo->forward_port, err);
+	if (rc != 0 && err != NULL) {
+		char msg[sizeof(err->msg)];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		vm_err_set(err, err->code, "piko.forward_addr: %s", msg);
 	}
-	char *end = NULL;
-	long port = colon ? strtol(colon + 1, &end, 10) : 0;
-	if (colon == NULL || hlen == 0 || hlen >= sizeof(bo->forward_host) || end == colon + 1 ||
-	    *end != '\0' || port < 1 || port > 65535)
-		return vm_err_set(err, VM_ERR_INVALID,
-		                  "piko.forward_addr: expected HOST:PORT with a "
-		                  "numeric IP, e.g. 127.0.0.1:9999 or [::1]:9999, not \"%s\"",
-		                  fa);
-	memcpy(bo->forward_host, host, hlen);
-	bo->forward_host[hlen] = '\0';
-	bo->forward_port = (int)port;
-	return 0;
+	return rc;
 }
 
 /* What the tunnel reads from the configuration, by key: compared value by
@@ -347,8 +330,8 @@ static int dial(struct tun *t, const struct tun_settings *set, const struct secr
 
 	uint8_t raw[16];
 	char key[25];
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		return vm_err_set(err, VM_ERR_INTERNAL, "no random bytes for the WebSocket key");
+	if (rand_bytes(raw, sizeof(raw), err) != 0)
+		return -VM_ERR_IO;
 	ws_key_encode(raw, key);
 	size_t reqcap = 2048 + (token->value ? token->len : 0);
 	char *req = malloc(reqcap);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/time.h"
 #include "webhook/internal.h"
 
 /* Headers take longer than this only when a client is slow on purpose. */
@@ -41,13 +42,6 @@ struct wh_guard {
 	size_t nslots, used;
 	struct wh_guard_slot slots[];
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Under g->mu. The fd stays the worker's: it is only closed after detach. */
 static void cut(struct wh_guard *g, struct wh_guard_slot *s, bool shed)
@@ -95,7 +89,7 @@ static void *guard_main(void *arg)
 	uint64_t noted = 0;
 	pthread_mutex_lock(&g->mu);
 	while (!g->stop) {
-		long wait = sweep(g, now_ms());
+		long wait = sweep(g, (uint64_t)time_mono_ms());
 		if (g->cut_deadline + g->cut_shed != noted) {
 			noted = g->cut_deadline + g->cut_shed;
 			log_debug("webhook",
@@ -109,15 +103,8 @@ static void *guard_main(void *arg)
 			pthread_cond_wait(&g->cv, &g->mu);
 			continue;
 		}
-		g->wake_at = now_ms() + (uint64_t)wait;
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += wait / 1000;
-		ts.tv_nsec += (wait % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		g->wake_at = (uint64_t)time_mono_ms() + (uint64_t)wait;
+		struct timespec ts = time_deadline(wait);
 		(void)pthread_cond_timedwait(&g->cv, &g->mu, &ts);
 	}
 	pthread_mutex_unlock(&g->mu);
@@ -138,11 +125,7 @@ struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, bool shed, st
 	for (size_t i = 0; i < workers; i++)
 		g->slots[i].fd = -1;
 	pthread_mutex_init(&g->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&g->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	time_cond_init(&g->cv);
 	if (pthread_create(&g->thr, NULL, guard_main, g) != 0) {
 		vm_err_set(err, VM_ERR_INTERNAL, "cannot start the request guard thread");
 		wh_guard_free(g);
@@ -171,7 +154,7 @@ void wh_guard_free(struct wh_guard *g)
 /* Under g->mu: a new request starts now (its headers are awaited). */
 static void arm_headers(struct wh_guard *g, struct wh_guard_slot *s)
 {
-	uint64_t now = now_ms();
+	uint64_t now = (uint64_t)time_mono_ms();
 	s->armed = true;
 	s->headers = true;
 	s->cut = false;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/log.h"
 #include "core/sock.h"
@@ -183,32 +184,27 @@ int wh_read_body(struct wh_req *req, char **out, size_t *len)
 		                   declared, (unsigned long long)max);
 		return -1;
 	}
-	size_t cap = declared > 0 ? (size_t)declared : 4096, n = 0;
-	char *buf = malloc(cap + 1);
-	if (buf == NULL)
-		goto oom;
+	struct buf b;
+	buf_init(&b, (size_t)max + 1); /* one byte past max is how a larger body shows */
 	for (;;) {
-		if (n == cap) {
-			if ((uint64_t)cap >= max + 1)
-				break;
-			cap = (uint64_t)cap * 2 > max + 1 ? (size_t)max + 1 : cap * 2;
-			char *nb = realloc(buf, cap + 1);
-			if (nb == NULL)
-				goto oom;
-			buf = nb;
-		}
-		int r = mg_read(req->conn, buf + n, cap - n);
+		size_t room = b.max - b.len < 65536 ? b.max - b.len : 65536;
+		if (room == 0)
+			break;
+		uint8_t *dst = buf_reserve(&b, room);
+		if (dst == NULL)
+			goto oom;
+		int r = mg_read(req->conn, dst, room);
 		if (r <= 0) {
 			/* end of body, or the guard ended the request at its deadline */
-			if (r < 0 || (declared > 0 && (uint64_t)n < (uint64_t)declared))
+			if (r < 0 || (declared > 0 && (uint64_t)b.len < (uint64_t)declared))
 				goto short_body;
 			break;
 		}
-		n += (size_t)r;
+		buf_commit(&b, (size_t)r);
 	}
 	wh_guard_body_in(g, slot);
-	if ((uint64_t)n > max) {
-		free(buf);
+	if ((uint64_t)b.len > max) {
+		buf_free(&b);
 		mg_disable_connection_keep_alive(req->conn);
 		wh_reply_error_hdr(req, 413, CLOSE_HDR, "body_too_large",
 		                   "request body exceeds %llu bytes "
@@ -216,12 +212,11 @@ int wh_read_body(struct wh_req *req, char **out, size_t *len)
 		                   (unsigned long long)max);
 		return -1;
 	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
+	if ((*out = buf_take(&b, len)) == NULL)
+		goto oom;
 	return 0;
 short_body:
-	free(buf);
+	buf_free(&b);
 	wh_guard_body_in(g, slot);
 	mg_disable_connection_keep_alive(req->conn);
 	if (wh_guard_was_cut(g, slot))
@@ -233,7 +228,7 @@ short_body:
 		                   "could not read the request body");
 	return -1;
 oom:
-	free(buf);
+	buf_free(&b);
 	mg_disable_connection_keep_alive(req->conn);
 	wh_reply_error_hdr(req, 503, CLOSE_HDR, "unavailable", "out of memory");
 	return -1;
@@ -319,8 +314,7 @@ static int dispatch(struct mg_connection *conn)
 			close_if_unread(l, conn);
 			return 1;
 		}
-		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
-		                         alen ? ", " : "", r->method);
+		alen = str_appendf(allow, sizeof(allow), alen, "%s%s", alen ? ", " : "", r->method);
 	}
 	if (alen > 0) {
 		char hdr[160];

@@ -163,6 +163,47 @@ static void test_config_error_endpoint_with_slash_suggests_form(void **state)
 	             "use e.g. \"tenant-acme-server-001\"");
 }
 
+/* The URL and forward-address rules are core/codec's and core/net's, the
+ * same ones install, upgrade and the tunnel apply: no host, spaces or an
+ * unbracketed IPv6 address used to pass here and fail later elsewhere. */
+static void test_config_urls_and_forward_addr_follow_the_one_rule(void **state)
+{
+	(void)state;
+	expect_error("agent:\n  control_plane_url: \"https://\"\n",
+	             "agent.control_plane_url: expected an http");
+	expect_error("agent:\n  control_plane_url: \"https://cp/a b\"\n",
+	             "agent.control_plane_url: expected an http");
+	expect_error("piko:\n  server_url: \"http://\"\n  endpoint: a\n",
+	             "piko.server_url: expected an http");
+	expect_error("piko:\n  forward_addr: \"::1:8080\"\n",
+	             "piko.forward_addr: expected IP:PORT");
+	expect_error("piko:\n  forward_addr: \"127.0.0.1:+80\"\n",
+	             "piko.forward_addr: expected IP:PORT");
+}
+
+/* Every cap up to the whole dump: nothing written past cap, -1 when cut. */
+static void test_config_dump_never_writes_past_cap(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "piko:\n  token: x\n", NULL, &err), 0);
+	static char full[65536];
+	assert_int_equal(cfg_dump(c, full, sizeof(full)), 0);
+	size_t n = strlen(full);
+	static char mem[65536 + 64];
+	for (size_t cap = 1; cap <= n + 1; cap += cap < 400 ? 1 : 97) {
+		memset(mem, 0x5a, cap + 64);
+		int rc = cfg_dump(c, mem, cap);
+		for (size_t i = cap; i < cap + 64; i++)
+			if ((unsigned char)mem[i] != 0x5a)
+				fail_msg("cap %zu: byte %zu written", cap, i);
+		assert_int_equal(rc, cap > n ? 0 : -1);
+		assert_true(memchr(mem, '\0', cap) != NULL);
+	}
+	free(c);
+}
+
 static void test_config_error_cross_field(void **state)
 {
 	(void)state;
@@ -730,6 +771,8 @@ int main(void)
 	    cmocka_unit_test(test_config_error_duplicate_key),
 	    cmocka_unit_test(test_config_error_endpoint_with_slash_suggests_form),
 	    cmocka_unit_test(test_config_error_cross_field),
+	    cmocka_unit_test(test_config_urls_and_forward_addr_follow_the_one_rule),
+	    cmocka_unit_test(test_config_dump_never_writes_past_cap),
 	    cmocka_unit_test(test_config_error_value_too_long),
 	    cmocka_unit_test(test_config_empty_file_and_empty_section_keep_defaults),
 	    cmocka_unit_test(test_config_env_overrides_file),

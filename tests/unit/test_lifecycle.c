@@ -16,6 +16,7 @@
 #include "lifecycle/internal.h"
 
 #include "test_dir.h"
+#include "test_fake_io.h"
 
 static void test_lifecycle_version_order(void **state)
 {
@@ -235,24 +236,40 @@ static void test_lifecycle_copy_stops_at_cap_while_copying(void **state)
 	assert_int_equal(fs_write_atomic(src, data, sizeof(data), 0600, NULL), 0);
 	struct vm_err err = {0};
 	/* exactly at the cap is fine; one byte over is not */
-	assert_int_equal(lc_copy_file_max(src, dst, 0600, sizeof(data), &err), 0);
+	assert_int_equal(fs_copy_file(src, dst, 0600, sizeof(data), &err), 0);
 	struct stat st;
 	assert_int_equal(stat(dst, &st), 0);
 	assert_int_equal(st.st_size, (off_t)sizeof(data));
 	unlink(dst);
-	assert_int_equal(lc_copy_file_max(src, dst, 0600, sizeof(data) - 1, &err), -VM_ERR_INVALID);
+	assert_int_equal(fs_copy_file(src, dst, 0600, sizeof(data) - 1, &err), -VM_ERR_INVALID);
 	assert_non_null(strstr(err.msg, "larger than 199999 bytes"));
 	assert_int_not_equal(access(dst, F_OK), 0);
 	/* st_size 0, gigabytes to read: stopped by counting */
-	assert_int_equal(lc_copy_file_max("/proc/self/pagemap", dst, 0600, 65536, &err),
+	assert_int_equal(fs_copy_file("/proc/self/pagemap", dst, 0600, 65536, &err),
 	                 -VM_ERR_INVALID);
 	assert_non_null(strstr(err.msg, "larger than 65536 bytes"));
 	assert_int_not_equal(access(dst, F_OK), 0);
 	/* not a regular file: refused on the opened fd, without blocking on a FIFO */
 	assert_int_equal(mkfifo(fifo, 0600), 0);
-	assert_int_equal(lc_copy_file_max(fifo, dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_int_equal(fs_copy_file(fifo, dst, 0600, 65536, &err), -VM_ERR_INVALID);
 	assert_non_null(strstr(err.msg, "not a regular file"));
-	assert_int_equal(lc_copy_file_max("/dev/zero", dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_int_equal(fs_copy_file("/dev/zero", dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_no_temp_left(test_dir);
+}
+
+static void test_lifecycle_copy_fails_when_write_returns_zero(void **state)
+{
+	(void)state;
+	char src[128], dst[128];
+	snprintf(src, sizeof(src), "%s/src", test_dir);
+	snprintf(dst, sizeof(dst), "%s/dst", test_dir);
+	assert_int_equal(fs_write_atomic(src, "payload", 7, 0600, NULL), 0);
+	struct vm_err err = {0};
+	fake_write_zero_begin();
+	int rc = fs_copy_file(src, dst, 0600, 0, &err);
+	fake_write_zero_end();
+	assert_int_equal(rc, -VM_ERR_IO);
+	assert_int_not_equal(access(dst, F_OK), 0);
 	assert_no_temp_left(test_dir);
 }
 
@@ -306,6 +323,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_stops_at_cap_while_copying,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_credentials_strict_never_truncated,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_fails_when_write_returns_zero,
 	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
