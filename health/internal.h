@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 
+#include "core/rand.h"
 #include "core/secret.h"
 #include "health/health.h"
 
@@ -128,7 +129,7 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 /* --- spool (spool.c) ----------------------------------------------------------------- */
 
 #define HEALTH_SPOOL_MAGIC "vmspool1"
-#define HEALTH_ID_LEN      36 /* UUID text */
+#define HEALTH_ID_LEN      ID_LEN /* UUID text (core/rand.h) */
 
 struct health_spool;
 
@@ -204,7 +205,10 @@ void *health_reporter_main(void *arg);
 /* Copies the latest snapshot under the lock. */
 void health_snapshot_copy(struct health_monitor *m, struct health_snapshot *out);
 
-/* Random UUID v4 text. */
-void health_uuid4(char out[HEALTH_ID_LEN + 1]);
+/* Builds a report (trigger: "startup", "interval", "state_change") with a new
+ * random id into id and a JSON body the caller frees. No randomness is an
+ * error (VM_ERR_IO, id ""), never an id derived from the clock. */
+int health_report_new(struct health_monitor *m, const char *trigger, char id[HEALTH_ID_LEN + 1],
+                      char **body, size_t *len, struct vm_err *err);
 
 #endif
