@@ -17,6 +17,7 @@
 #include "core/fs.h"
 #include "core/http.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "health/health.h"
 #include "lifecycle/lifecycle.h"
 #include "probe/probe.h"
@@ -250,10 +251,8 @@ static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
 {
 	(void)req;
 	struct agent *ag = ctx;
-	char started[32] = "";
-	struct tm tm;
-	if (gmtime_r(&ag->started_at, &tm) != NULL)
-		strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char started[TIME_RFC3339_MAX];
+	time_rfc3339(started, sizeof(started), (int64_t)ag->started_at * 1000, false);
 	char *health = ag->health != NULL ? health_json(ag->health) : NULL;
 	json_t *hj = health != NULL ? json_loads(health, 0, NULL) : NULL;
 	free(health);

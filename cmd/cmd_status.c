@@ -16,6 +16,7 @@
 #include "core/cp.h"
 #include "core/secret.h"
 #include "core/fs.h"
+#include "core/time.h"
 #include "health/health.h"
 
 static const char *str(json_t *o, const char *path)
@@ -127,11 +128,9 @@ static void add_token_expiry(json_t *doc, const struct cfg *cfg)
 	} else if (cfg->piko.token[0] != '\0') {
 		(void)cp_token_times(cfg->piko.token, &iat, &exp);
 	}
-	char when[32] = "";
-	time_t e = (time_t)exp;
-	struct tm tm;
-	if (exp > 0 && gmtime_r(&e, &tm) != NULL)
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char when[TIME_RFC3339_MAX] = "";
+	if (exp > 0)
+		time_rfc3339(when, sizeof(when), (int64_t)exp * 1000, false);
 	json_object_set_new(doc, "piko_token_expires_at",
 	                    when[0] ? json_string(when) : json_null());
 }
@@ -177,11 +176,8 @@ static void print_offline(json_t *o, const char *sock)
 		printf("  last report: none recorded\n");
 		return;
 	}
-	time_t at = (time_t)num(lr, "at");
-	char when[32] = "?";
-	struct tm tm;
-	if (gmtime_r(&at, &tm) != NULL)
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char when[TIME_RFC3339_MAX];
+	time_rfc3339(when, sizeof(when), (int64_t)num(lr, "at") * 1000, false);
 	printf("  last report: %s, %s%s%s (state %s)\n", when,
 	       json_is_true(get(lr, "delivered")) ? "delivered" : "failed",
 	       str(lr, "error") ? ": " : "", str(lr, "error") ? str(lr, "error") : "",
