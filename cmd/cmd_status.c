@@ -229,7 +229,7 @@ static int status_exec(const struct cmd_entry *self, void *args)
 		return VM_EXIT_RUNTIME;
 	if (cfg_load(cfg, config, NULL, &err) != 0) {
 		fprintf(stderr, "vm-agent status: %s\n", err.msg);
-		free(cfg);
+		cfg_free(cfg);
 		return VM_EXIT_CONFIG;
 	}
 	char sock[PATH_MAX];
@@ -275,7 +275,7 @@ static int status_exec(const struct cmd_entry *self, void *args)
 		json_decref(doc);
 	}
 	free(reply);
-	free(cfg);
+	cfg_free(cfg);
 	return exit_code;
 }
 

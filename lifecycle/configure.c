@@ -35,8 +35,7 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 			fputs(buf, out);
 		free(buf);
 	}
-	explicit_bzero(c, sizeof(*c));
-	free(c);
+	cfg_free(c);
 	return rc;
 }
 
@@ -62,14 +61,6 @@ struct cfg *lc_config_effective(const char *path, struct vm_err *err)
 		cfg_defaults(c);
 	cfg_doc_free(doc);
 	return c;
-}
-
-void lc_config_free(struct cfg *c)
-{
-	if (c == NULL)
-		return;
-	explicit_bzero(c, sizeof(*c)); /* piko.token */
-	free(c);
 }
 
 int lc_config_write(const char *path, const struct cfg_doc *doc, struct vm_err *err)
@@ -275,16 +266,16 @@ static void reload_agent(const struct lc_configure_opts *o, const struct lc_path
 		lc_report_add(r, "reload", LC_WARN, "check the environment's VM_AGENT_* variables",
 		              "the running agent cannot be located: %s",
 		              eff ? e.msg : "out of memory");
-		lc_config_free(eff);
+		cfg_free(eff);
 		return;
 	}
 	if (reload_admin(o, p, eff, r) == 0) {
-		lc_config_free(eff);
+		cfg_free(eff);
 		return;
 	}
 	char state_dir[PATH_MAX];
 	target_dir(p, eff->agent.state_dir, state_dir, sizeof(state_dir));
-	lc_config_free(eff);
+	cfg_free(eff);
 	char how[PATH_MAX + 32];
 	pid_t pid = find_agent(p, state_dir, how, sizeof(how));
 	if (pid <= 0) {

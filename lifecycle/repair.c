@@ -460,7 +460,7 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	if (o->diagnose_only ? worst != LC_OK : worst >= LC_FAIL)
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s", r->result);
 out:
-	lc_config_free(c->cfg);
+	cfg_free(c->cfg);
 	free(c);
 	return rc;
 }
