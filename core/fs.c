@@ -665,18 +665,26 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	return replace_at(dirfd, name, &f, &o, err);
 }
 
-int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err)
+int fs_open_regular(const char *path, int flags, struct stat *sb, struct vm_err *err)
 {
 	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */
-	int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (in < 0)
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | flags);
+	if (fd < 0)
 		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
-		                    "open %s", src);
-	struct stat st;
-	if (fstat(in, &st) != 0 || !S_ISREG(st.st_mode)) {
-		close(in);
-		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", src);
+		                    "cannot open %s", path);
+	if (fstat(fd, sb) != 0 || !S_ISREG(sb->st_mode)) {
+		close(fd);
+		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", path);
 	}
+	return fd;
+}
+
+int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err)
+{
+	struct stat st;
+	int in = fs_open_regular(src, 0, &st, err);
+	if (in < 0)
+		return in;
 	const char *leaf;
 	int dfd = open_own_parent(dst, &leaf, err);
 	if (dfd < 0) {

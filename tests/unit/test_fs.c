@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/secret.h"
 
 #include "test_dir.h"
 #include "test_fake_io.h"
@@ -370,6 +372,27 @@ static void test_fs_write_at_fails_when_write_returns_zero(void **state)
 	assert_int_not_equal(access(path, F_OK), 0);
 }
 
+/* A secret file that is a FIFO (or device) is refused on the opened fd, and
+ * the open does not wait for a writer: the agent's start must not hang on it. */
+static void test_secret_load_file_refuses_fifo_without_blocking(void **state)
+{
+	(void)state;
+	char fifo[128];
+	snprintf(fifo, sizeof(fifo), "%s/token.fifo", test_dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	struct secret s = {0};
+	struct vm_err err = {0};
+	signal(SIGALRM, SIG_DFL);
+	alarm(5); /* a blocking open kills the test here */
+	int rc = secret_load_file(&s, fifo, &err);
+	alarm(0);
+	assert_int_equal(rc, -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "not a regular file"));
+	assert_null(s.value);
+	assert_int_equal(secret_load_file(&s, "/dev/null", &err), -VM_ERR_INVALID);
+	unlink(fifo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -388,6 +411,7 @@ int main(void)
 	    cmocka_unit_test(test_fs_backup_keeps_owner_not_setuid),
 	    cmocka_unit_test(test_fs_write_at_sweeps_only_dead_writers_temps),
 	    cmocka_unit_test(test_fs_write_at_fails_when_write_returns_zero),
+	    cmocka_unit_test(test_secret_load_file_refuses_fifo_without_blocking),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
