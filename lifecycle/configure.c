@@ -17,7 +17,7 @@
 #include "core/time.h"
 #include "lifecycle/internal.h"
 
-int lc_config_check(const char *path, FILE *out, struct vm_err *err)
+int lc_config_check(const char *root, const char *path, FILE *out, struct vm_err *err)
 {
 	static char *const no_env[] = {NULL};
 	struct cfg *c = malloc(sizeof(*c));
@@ -26,9 +26,12 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	int rc = cfg_load(c, path, no_env, err);
 	/* --check also proves the proxy credentials file usable (mode, owner, form) */
 	struct vm_err e = {0};
+	char pc[PATH_MAX];
 	if (rc == 0 && out == NULL && c->agent.proxy_credentials_file[0] != '\0' &&
-	    http_proxy_credentials_check(c->agent.proxy_credentials_file, &e) != 0)
-		rc = vm_err_set(err, VM_ERR_INVALID, "agent.proxy_credentials_file: %s", e.msg);
+	    (lc_join(pc, sizeof(pc), root ? root : "", c->agent.proxy_credentials_file) != 0 ||
+	     http_proxy_credentials_check(pc, &e) != 0))
+		rc = vm_err_set(err, VM_ERR_INVALID, "agent.proxy_credentials_file: %s",
+		                e.msg[0] ? e.msg : "path too long");
 	if (rc == 0 && out != NULL) {
 		char *buf = malloc(256 * 1024);
 		if (buf != NULL && cfg_dump(c, buf, 256 * 1024) == 0)
