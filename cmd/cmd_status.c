@@ -19,18 +19,7 @@
 #include "core/time.h"
 #include "health/health.h"
 
-static const char *str(json_t *o, const char *path)
-{
-	/* path: "a.b.c" through nested objects */
-	char buf[128];
-	snprintf(buf, sizeof(buf), "%s", path);
-	json_t *cur = o;
-	for (char *save, *tok = strtok_r(buf, ".", &save); tok && cur;
-	     tok = strtok_r(NULL, ".", &save))
-		cur = json_object_get(cur, tok);
-	return json_is_string(cur) ? json_string_value(cur) : NULL;
-}
-
+/* path: "a.b.c" through nested objects */
 static json_t *get(json_t *o, const char *path)
 {
 	char buf[128];
@@ -40,6 +29,12 @@ static json_t *get(json_t *o, const char *path)
 	     tok = strtok_r(NULL, ".", &save))
 		cur = json_object_get(cur, tok);
 	return cur;
+}
+
+static const char *str(json_t *o, const char *path)
+{
+	json_t *v = get(o, path);
+	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 static long long num(json_t *o, const char *path)

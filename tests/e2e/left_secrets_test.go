@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,10 +18,7 @@ func TestPikoTokenNeverInShowStatusOrLog(t *testing.T) {
 	if !a.WaitLog("cannot connect", 10*time.Second) {
 		t.Fatalf("the tunnel never reported a failed connect:\n%s", a.Log.String())
 	}
-	sock := filepath.Join(a.Dir, "run", "admin.sock")
-	for i := 0; i < 250 && !lcExists(sock); i++ { // the admin socket starts after the webhook
-		time.Sleep(20 * time.Millisecond)
-	}
+	lhWaitAdminSocket(a)
 	out := a.Log.String()
 	for _, cmd := range [][]string{
 		{"configure", "--config", a.Config, "--show"},
