@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 
+#include "core/cp.h"
 #include "core/rand.h"
 #include "core/secret.h"
 #include "health/health.h"
@@ -192,8 +193,7 @@ struct health_monitor {
 	/* reporter settings: ids and paths fixed at start; the endpoint, CA, proxy
 	 * and credentials file follow reloads (under mu) */
 	char agent_id[CFG_ID_MAX], tenant_id[CFG_ID_MAX];
-	char cp_url[CFG_STR_MAX], ca_file[PATH_MAX], proxy[CFG_STR_MAX], proxy_creds[PATH_MAX];
-	char credentials_file[PATH_MAX];
+	struct cp_conf cp;
 	bool creds_reload; /* the reporter must re-read the credentials file */
 	char last_report_path[PATH_MAX], spool_dir[PATH_MAX];
 	struct health_spool *spool; /* reporter thread only */

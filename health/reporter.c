@@ -49,13 +49,10 @@ static bool rejected(const struct outcome *o)
 static void send_report(struct health_monitor *m, const struct cp_creds *cred, const char *id,
                         const char *body, size_t len, struct outcome *out)
 {
-	char cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX], proxy_creds[PATH_MAX],
-	    tenant[CFG_ID_MAX];
+	struct cp_conf conf;
+	char tenant[CFG_ID_MAX];
 	pthread_mutex_lock(&m->mu);
-	memcpy(cp, m->cp_url, sizeof(cp));
-	memcpy(ca, m->ca_file, sizeof(ca));
-	memcpy(proxy, m->proxy, sizeof(proxy));
-	memcpy(proxy_creds, m->proxy_creds, sizeof(proxy_creds));
+	conf = m->cp;
 	snprintf(tenant, sizeof(tenant), "%s", m->tenant_id);
 	uint64_t interval = m->report_interval_ms;
 	pthread_mutex_unlock(&m->mu);
@@ -66,12 +63,9 @@ static void send_report(struct health_monitor *m, const struct cp_creds *cred, c
 	const char *extra[] = {idem, NULL};
 	/* A call never outlives the interval by much, nor takes more than 30 s. */
 	uint64_t total = interval < 2000 ? 2000 : interval > 30000 ? 30000 : interval;
-	struct cp_opts o = {.url = cp,
-	                    .ca_file = ca,
-	                    .proxy = proxy,
-	                    .proxy_credentials_file = proxy_creds,
-	                    .timeout_ms = total,
-	                    .cancel = &m->stop};
+	struct cp_opts o = cp_conf_opts(&conf);
+	o.timeout_ms = total;
+	o.cancel = &m->stop;
 	struct http_resp r;
 	struct vm_err err = {0};
 	/* One attempt: the spool and retry_wait own the retries of reports. */
@@ -168,7 +162,7 @@ static bool ensure_credentials(struct reporter *rp)
 	struct health_monitor *m = rp->m;
 	char path[PATH_MAX];
 	pthread_mutex_lock(&m->mu);
-	memcpy(path, m->credentials_file, sizeof(path));
+	memcpy(path, m->cp.credentials_file, sizeof(path));
 	pthread_mutex_unlock(&m->mu);
 	int rc;
 	if (path[0] == '\0')
@@ -328,7 +322,7 @@ void *health_reporter_main(void *arg)
 			m->creds_reload = false;
 		}
 		uint64_t interval = m->report_interval_ms;
-		bool enabled = m->cp_url[0] != '\0';
+		bool enabled = m->cp.url[0] != '\0';
 		pthread_mutex_unlock(&m->mu);
 
 		/* Switched off by a reload: keep the spool, report nothing. */

@@ -29,11 +29,7 @@
 
 struct renew_settings {
 	bool enabled;
-	char cp_url[CFG_STR_MAX];
-	char ca_file[PATH_MAX];
-	char proxy[CFG_STR_MAX];
-	char proxy_creds[PATH_MAX];
-	char credentials_file[PATH_MAX];
+	struct cp_conf cp;
 	char token_file[PATH_MAX];
 	char inline_token[CFG_TOKEN_MAX]; /* piko.token when there is no file: for its exp */
 };
@@ -56,12 +52,7 @@ static void settings_of(const struct cfg *cfg, struct renew_settings *s)
 	memset(s, 0, sizeof(*s));
 	s->enabled = cfg->agent.control_plane_url[0] != '\0' &&
 	             cfg->agent.credentials_file[0] != '\0' && cfg->piko.server_url[0] != '\0';
-	snprintf(s->cp_url, sizeof(s->cp_url), "%s", cfg->agent.control_plane_url);
-	snprintf(s->ca_file, sizeof(s->ca_file), "%s", cfg->agent.ca_file);
-	snprintf(s->proxy, sizeof(s->proxy), "%s", cfg->agent.proxy_url);
-	snprintf(s->proxy_creds, sizeof(s->proxy_creds), "%s", cfg->agent.proxy_credentials_file);
-	snprintf(s->credentials_file, sizeof(s->credentials_file), "%s",
-	         cfg->agent.credentials_file);
+	cp_conf_of(cfg, &s->cp);
 	snprintf(s->token_file, sizeof(s->token_file), "%s", cfg->piko.token_file);
 	snprintf(s->inline_token, sizeof(s->inline_token), "%s", cfg->piko.token);
 }
@@ -90,13 +81,10 @@ int lc_piko_token_fetch(const struct cp_opts *o, const char *creds_path, const c
 static int renew_once(const struct renew_settings *s, const atomic_bool *cancel, struct secret *out,
                       int64_t *exp, struct vm_err *err)
 {
-	struct cp_opts o = {.url = s->cp_url,
-	                    .ca_file = s->ca_file,
-	                    .proxy = s->proxy,
-	                    .proxy_credentials_file = s->proxy_creds,
-	                    .timeout_ms = RENEW_CALL_TIMEOUT_MS,
-	                    .cancel = cancel};
-	return lc_piko_token_fetch(&o, s->credentials_file, s->token_file, out, exp, err);
+	struct cp_opts o = cp_conf_opts(&s->cp);
+	o.timeout_ms = RENEW_CALL_TIMEOUT_MS;
+	o.cancel = cancel;
+	return lc_piko_token_fetch(&o, s->cp.credentials_file, s->token_file, out, exp, err);
 }
 
 /* When (wall clock, seconds) a token with these claims is renewed; 0 = no
