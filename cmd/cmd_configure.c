@@ -43,7 +43,7 @@ static const struct cmd_flag configure_flags[] = {
 static int configure_inspect(const struct configure_args *a, const char *path)
 {
 	struct vm_err err = {0};
-	int rc = lc_config_check(path, a->show ? stdout : NULL, &err);
+	int rc = lc_config_check(a->root, path, a->show ? stdout : NULL, &err);
 	if (a->json && a->check != NULL) {
 		json_t *doc = json_pack("{s:b,s:s,s:s}", "ok", rc == 0, "file", path, "error",
 		                        rc == 0 ? "" : err.msg);

@@ -17,6 +17,7 @@
 #include "core/fs.h"
 #include "core/http.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "health/health.h"
 #include "lifecycle/lifecycle.h"
 #include "probe/probe.h"
@@ -185,7 +186,7 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 	if (cfg_load(next, ag->config_path, NULL, err) != 0) {
 		log_error("config", "reload rejected: %s; keeping the current configuration",
 		          err->msg);
-		free(next);
+		cfg_free(next);
 		return -1;
 	}
 	struct reload_keys k = {0};
@@ -195,7 +196,7 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 	if (rc != 0) {
 		log_error("config", "reload rejected: %s; keeping the current configuration",
 		          err->msg);
-		free(next);
+		cfg_free(next);
 		return -1;
 	}
 	if (wh_listener_changed(ag->cfg, next)) {
@@ -210,14 +211,14 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 			if (ag->webhook == NULL)
 				log_error("webhook", "previous listener could not be restored: %s",
 				          e2.msg);
-			free(next);
+			cfg_free(next);
 			return -1;
 		}
 	}
 	reload_tunnel(ag, next);
 	health_reconfigure(ag->health, next);
 	probe_exec_reconfigure(ag->deps.probe, next);
-	free(ag->cfg);
+	cfg_free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
 	reload_log_keys(&k);
@@ -250,10 +251,8 @@ static json_t *admin_status(void *ctx, json_t *req, struct vm_err *err)
 {
 	(void)req;
 	struct agent *ag = ctx;
-	char started[32] = "";
-	struct tm tm;
-	if (gmtime_r(&ag->started_at, &tm) != NULL)
-		strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char started[TIME_RFC3339_MAX];
+	time_rfc3339(started, sizeof(started), (int64_t)ag->started_at * 1000, false);
 	char *health = ag->health != NULL ? health_json(ag->health) : NULL;
 	json_t *hj = health != NULL ? json_loads(health, 0, NULL) : NULL;
 	free(health);
@@ -370,14 +369,14 @@ static int run_exec(const struct cmd_entry *self, void *args)
 		return VM_EXIT_RUNTIME;
 	if (cfg_load(ag.cfg, ag.config_path, NULL, &err) != 0) {
 		fprintf(stderr, "vm-agent: %s\n", err.msg);
-		free(ag.cfg);
+		cfg_free(ag.cfg);
 		return err.code == VM_ERR_INVALID || err.code == VM_ERR_NOTFOUND ? VM_EXIT_CONFIG
 		                                                                 : VM_EXIT_RUNTIME;
 	}
 	apply_log_config(ag.cfg, &err, &rc);
 	if (rc != 0) {
 		fprintf(stderr, "vm-agent: %s\n", err.msg);
-		free(ag.cfg);
+		cfg_free(ag.cfg);
 		return VM_EXIT_CONFIG;
 	}
 	recover_upgrade(ag.cfg, config_flag);
@@ -397,7 +396,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	 * it lazily, which is not thread-safe. */
 	if (http_global_init(&err) != 0) {
 		log_error("agent", "%s", err.msg);
-		free(ag.cfg);
+		cfg_free(ag.cfg);
 		return VM_EXIT_RUNTIME;
 	}
 
@@ -465,7 +464,7 @@ out:
 	cg_close(&ag.cgroup);
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);
-	free(ag.cfg);
+	cfg_free(ag.cfg);
 	log_shutdown();
 	return exit_code;
 }

@@ -16,20 +16,10 @@
 #include "core/cp.h"
 #include "core/secret.h"
 #include "core/fs.h"
+#include "core/time.h"
 #include "health/health.h"
 
-static const char *str(json_t *o, const char *path)
-{
-	/* path: "a.b.c" through nested objects */
-	char buf[128];
-	snprintf(buf, sizeof(buf), "%s", path);
-	json_t *cur = o;
-	for (char *save, *tok = strtok_r(buf, ".", &save); tok && cur;
-	     tok = strtok_r(NULL, ".", &save))
-		cur = json_object_get(cur, tok);
-	return json_is_string(cur) ? json_string_value(cur) : NULL;
-}
-
+/* path: "a.b.c" through nested objects */
 static json_t *get(json_t *o, const char *path)
 {
 	char buf[128];
@@ -39,6 +29,12 @@ static json_t *get(json_t *o, const char *path)
 	     tok = strtok_r(NULL, ".", &save))
 		cur = json_object_get(cur, tok);
 	return cur;
+}
+
+static const char *str(json_t *o, const char *path)
+{
+	json_t *v = get(o, path);
+	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 static long long num(json_t *o, const char *path)
@@ -127,11 +123,9 @@ static void add_token_expiry(json_t *doc, const struct cfg *cfg)
 	} else if (cfg->piko.token[0] != '\0') {
 		(void)cp_token_times(cfg->piko.token, &iat, &exp);
 	}
-	char when[32] = "";
-	time_t e = (time_t)exp;
-	struct tm tm;
-	if (exp > 0 && gmtime_r(&e, &tm) != NULL)
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char when[TIME_RFC3339_MAX] = "";
+	if (exp > 0)
+		time_rfc3339(when, sizeof(when), (int64_t)exp * 1000, false);
 	json_object_set_new(doc, "piko_token_expires_at",
 	                    when[0] ? json_string(when) : json_null());
 }
@@ -177,11 +171,8 @@ static void print_offline(json_t *o, const char *sock)
 		printf("  last report: none recorded\n");
 		return;
 	}
-	time_t at = (time_t)num(lr, "at");
-	char when[32] = "?";
-	struct tm tm;
-	if (gmtime_r(&at, &tm) != NULL)
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char when[TIME_RFC3339_MAX];
+	time_rfc3339(when, sizeof(when), (int64_t)num(lr, "at") * 1000, false);
 	printf("  last report: %s, %s%s%s (state %s)\n", when,
 	       json_is_true(get(lr, "delivered")) ? "delivered" : "failed",
 	       str(lr, "error") ? ": " : "", str(lr, "error") ? str(lr, "error") : "",
@@ -233,7 +224,7 @@ static int status_exec(const struct cmd_entry *self, void *args)
 		return VM_EXIT_RUNTIME;
 	if (cfg_load(cfg, config, NULL, &err) != 0) {
 		fprintf(stderr, "vm-agent status: %s\n", err.msg);
-		free(cfg);
+		cfg_free(cfg);
 		return VM_EXIT_CONFIG;
 	}
 	char sock[PATH_MAX];
@@ -279,7 +270,7 @@ static int status_exec(const struct cmd_entry *self, void *args)
 		json_decref(doc);
 	}
 	free(reply);
-	free(cfg);
+	cfg_free(cfg);
 	return exit_code;
 }
 

@@ -20,6 +20,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/proc.h"
+#include "core/sock.h"
 #include "core/time.h"
 
 struct admin_conn;
@@ -312,19 +313,6 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
-/* True when something accepts connections on path (another agent). */
-static bool socket_alive(const char *path)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	bool alive = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	close(fd);
-	return alive;
-}
-
 struct admin_server *admin_start(const char *runtime_dir, const struct admin_cmd *cmds, size_t n,
                                  void *ctx, struct vm_err *err)
 {
@@ -370,7 +358,7 @@ struct admin_server *admin_start_with(const char *runtime_dir, const struct admi
 	admin_socket_path(runtime_dir, srv->path, sizeof(srv->path));
 	if (fs_mkdir_p(runtime_dir, 0700, err) != 0)
 		goto fail;
-	if (socket_alive(srv->path)) {
+	if (sock_unix_alive(srv->path)) {
 		vm_err_set(err, VM_ERR_BUSY, "%s is in use: is another vm-agent running?",
 		           srv->path);
 		srv->path[0] = '\0'; /* not ours: never unlink it */

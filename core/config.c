@@ -1241,6 +1241,14 @@ bool cfg_doc_has(const struct cfg_doc *d, const char *key)
 	return k != NULL && d->spans.key[k - keys].present;
 }
 
+void cfg_free(struct cfg *cfg)
+{
+	if (cfg == NULL)
+		return;
+	explicit_bzero(cfg, sizeof(*cfg)); /* piko.token */
+	free(cfg);
+}
+
 int cfg_doc_validate(const struct cfg_doc *d, struct vm_err *err)
 {
 	static char *const no_env[] = {NULL};
@@ -1248,8 +1256,7 @@ int cfg_doc_validate(const struct cfg_doc *d, struct vm_err *err)
 	if (c == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	int rc = load_common(c, d->name, d->text, d->len, no_env, err);
-	explicit_bzero(c, sizeof(*c));
-	free(c);
+	cfg_free(c);
 	return rc;
 }
 
@@ -1659,9 +1666,7 @@ out:
 	if (o.p != NULL)
 		explicit_bzero(o.p, o.cap);
 	free(o.p);
-	if (want != NULL)
-		explicit_bzero(want, sizeof(*want));
-	free(want);
+	cfg_free(want);
 	return rc;
 }
 

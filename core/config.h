@@ -148,6 +148,10 @@ void cfg_webhook_socket_path(const struct cfg *cfg, char *out, size_t cap);
 /* Fills cfg with the built-in defaults (no file, no environment). */
 void cfg_defaults(struct cfg *cfg);
 
+/* Frees a struct cfg the caller malloc'd, wiping it first: it may hold
+ * piko.token (cfg_free(NULL) is fine). Every heap struct cfg ends here. */
+void cfg_free(struct cfg *cfg);
+
 /* Loads path (NULL = built-in defaults only), then applies environment
  * overrides from envp (NULL = the process environment), then validates.
  * On error, cfg is unspecified and err says "file:line:col: key: reason". */

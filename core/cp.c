@@ -25,6 +25,25 @@ extern const char vma_build_version[];
 
 /* --- credentials.json ----------------------------------------------------------------- */
 
+void cp_conf_of(const struct cfg *cfg, struct cp_conf *out)
+{
+	snprintf(out->url, sizeof(out->url), "%s", cfg->agent.control_plane_url);
+	snprintf(out->ca_file, sizeof(out->ca_file), "%s", cfg->agent.ca_file);
+	snprintf(out->proxy, sizeof(out->proxy), "%s", cfg->agent.proxy_url);
+	snprintf(out->proxy_creds, sizeof(out->proxy_creds), "%s",
+	         cfg->agent.proxy_credentials_file);
+	snprintf(out->credentials_file, sizeof(out->credentials_file), "%s",
+	         cfg->agent.credentials_file);
+}
+
+struct cp_opts cp_conf_opts(const struct cp_conf *c)
+{
+	return (struct cp_opts){.url = c->url,
+	                        .ca_file = c->ca_file,
+	                        .proxy = c->proxy,
+	                        .proxy_credentials_file = c->proxy_creds};
+}
+
 void cp_creds_clear(struct cp_creds *c)
 {
 	secret_clear(&c->token);

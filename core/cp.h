@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "core/err.h"
 #include "core/http.h"
 #include "core/secret.h"
@@ -30,6 +31,19 @@ struct cp_opts {
 	uint64_t timeout_ms;                /* whole call; 0 = 30 s */
 	const atomic_bool *cancel;          /* borrowed; NULL = never */
 };
+
+/* The agent's control-plane settings (agent.*) as values, for a thread that
+ * keeps them across reloads; cp_conf_opts lends them out as cp_opts. */
+struct cp_conf {
+	char url[CFG_STR_MAX];
+	char ca_file[PATH_MAX];
+	char proxy[CFG_STR_MAX];
+	char proxy_creds[PATH_MAX];
+	char credentials_file[PATH_MAX];
+};
+void cp_conf_of(const struct cfg *cfg, struct cp_conf *out);
+/* Borrows c's strings: c must outlive the returned options. */
+struct cp_opts cp_conf_opts(const struct cp_conf *c);
 
 /* credentials.json */
 struct cp_creds {

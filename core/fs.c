@@ -2,6 +2,7 @@
  * owner of "reach a caller's file through an opened directory fd". */
 #include "core/fs.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +28,19 @@
 #define FS_TMP_STALE_SEC 60
 /* Directory entries looked at when sweeping dead temp files. */
 #define FS_SWEEP_MAX 65536
+
+struct fill {
+	const void *data;
+	size_t len;
+	int srcfd;
+	uint64_t max;
+	const char *what;
+	bool own; /* the agent's own file: older versions' temps are swept too */
+};
+
+/* The one replace sequence (below), also behind fs_write_atomic. */
+static int replace_at(int dirfd, const char *leaf, const struct fill *f,
+                      const struct fs_write_opts *o, struct vm_err *err);
 
 int fs_write_all(int fd, const void *data, size_t len)
 {
@@ -112,7 +126,8 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 	if (dfd < 0)
 		return dfd;
 	struct fs_write_opts o = {.mode = mode};
-	int rc = fs_write_at(dfd, leaf, data, len, &o, err);
+	struct fill f = {.data = data, .len = len, .srcfd = -1, .own = true};
+	int rc = replace_at(dfd, leaf, &f, &o, err);
 	close(dfd);
 	if (rc != 0)
 		name_path(path, err);
@@ -447,13 +462,33 @@ static int tmp_name(const char *leaf, char name[FS_NAME_MAX])
 	return 0;
 }
 
+/* Whether name is a temp of leaf: "leaf.vma.tmp.XXXXXX" (tmp_name), or with
+ * legacy the "leaf.tmp.XXXXXX" of older versions' copies (mkstemp). */
+static bool tmp_of(const char *name, const char *leaf, bool legacy)
+{
+	size_t ll = strlen(leaf), vl = ll < 200 ? ll : 200; /* tmp_name's %.200s */
+	size_t pl = 0;
+	if (strncmp(name, leaf, vl) == 0 && strncmp(name + vl, ".vma.tmp.", 9) == 0)
+		pl = vl + 9;
+	else if (legacy && strncmp(name, leaf, ll) == 0 && strncmp(name + ll, ".tmp.", 5) == 0)
+		pl = ll + 5;
+	const char *rest = name;
+	if (pl == 0 || strlen(rest + pl) != 6)
+		return false;
+	for (const char *c = rest + pl; *c; c++)
+		if (!isalnum((unsigned char)*c))
+			return false;
+	return true;
+}
+
 /* Removes the temp files of leaf a killed writer left in dirfd (named
  * fallback, or killed between link and rename): our name pattern, a regular
- * file with one link, not flocked by a live writer, not fresh. */
-static void tmp_sweep(int dirfd, const char *leaf)
+ * file with one link, not flocked by a live writer, not fresh. With legacy
+ * (the agent's own files only: in a caller's directory such a name may be
+ * the customer's) also older versions' temps, which were never flocked:
+ * there staleness alone says the writer is gone. */
+static void tmp_sweep(int dirfd, const char *leaf, bool legacy)
 {
-	char prefix[FS_NAME_MAX];
-	int plen = snprintf(prefix, sizeof(prefix), "%.200s.vma.tmp.", leaf);
 	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = dup < 0 ? NULL : fdopendir(dup);
 	if (d == NULL) {
@@ -465,8 +500,7 @@ static void tmp_sweep(int dirfd, const char *leaf)
 	time_t now = time(NULL);
 	struct dirent *e;
 	for (int n = 0; n < FS_SWEEP_MAX && (e = readdir(d)) != NULL; n++) {
-		if (strncmp(e->d_name, prefix, (size_t)plen) != 0 ||
-		    strlen(e->d_name) != (size_t)plen + 6)
+		if (!tmp_of(e->d_name, leaf, legacy))
 			continue;
 		struct stat st;
 		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
@@ -613,13 +647,6 @@ static int copy_into(struct tmpf *t, int srcfd, uint64_t max, const char *what, 
 
 /* What goes into the temp file: bytes in memory (srcfd < 0) or a copy of
  * the open file srcfd, at most max bytes. */
-struct fill {
-	const void *data;
-	size_t len;
-	int srcfd;
-	uint64_t max;
-	const char *what;
-};
 
 /* The one sequence every atomic replace follows: sweep dead temps, create,
  * fill, owner/mode/fsync, put in place, fsync the directory. */
@@ -627,7 +654,7 @@ static int replace_at(int dirfd, const char *leaf, const struct fill *f,
                       const struct fs_write_opts *o, struct vm_err *err)
 {
 	struct tmpf t;
-	tmp_sweep(dirfd, leaf);
+	tmp_sweep(dirfd, leaf, f->own);
 	int rc = tmp_open(dirfd, leaf, &t, err);
 	if (rc != 0)
 		return rc;
@@ -665,18 +692,26 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	return replace_at(dirfd, name, &f, &o, err);
 }
 
-int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err)
+int fs_open_regular(const char *path, int flags, struct stat *sb, struct vm_err *err)
 {
 	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */
-	int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (in < 0)
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | flags);
+	if (fd < 0)
 		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
-		                    "open %s", src);
-	struct stat st;
-	if (fstat(in, &st) != 0 || !S_ISREG(st.st_mode)) {
-		close(in);
-		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", src);
+		                    "cannot open %s", path);
+	if (fstat(fd, sb) != 0 || !S_ISREG(sb->st_mode)) {
+		close(fd);
+		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", path);
 	}
+	return fd;
+}
+
+int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err)
+{
+	struct stat st;
+	int in = fs_open_regular(src, 0, &st, err);
+	if (in < 0)
+		return in;
 	const char *leaf;
 	int dfd = open_own_parent(dst, &leaf, err);
 	if (dfd < 0) {
@@ -684,7 +719,7 @@ int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, st
 		return dfd;
 	}
 	struct fs_write_opts o = {.mode = mode};
-	struct fill f = {.srcfd = in, .max = max ? max : UINT64_MAX, .what = src};
+	struct fill f = {.srcfd = in, .max = max ? max : UINT64_MAX, .what = src, .own = true};
 	int rc = replace_at(dfd, leaf, &f, &o, err);
 	close(dfd);
 	close(in);

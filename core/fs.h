@@ -29,6 +29,13 @@ int fs_write_all(int fd, const void *data, size_t len);
  * VM_ERR_INVALID and leaves dst as it was. For the agent's own paths. */
 int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err);
 
+/* Opens the agent's own file path for reading (flags may add O_NOFOLLOW) and
+ * checks the opened fd: anything but a regular file is VM_ERR_INVALID, and
+ * the open never blocks (O_NONBLOCK: a FIFO waits for no writer, no device
+ * becomes a controlling tty). Missing: VM_ERR_NOTFOUND. sb is fstat of the
+ * returned fd. */
+int fs_open_regular(const char *path, int flags, struct stat *sb, struct vm_err *err);
+
 /* Creates path and its parents (like mkdir -p); existing dirs are fine. */
 int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err);
 

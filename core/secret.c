@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
+
 #define SECRET_FILE_MAX 65536
 
 void secret_clear(struct secret *s)
@@ -44,15 +46,10 @@ int secret_set(struct secret *s, const char *value, struct vm_err *err)
 
 int secret_load_file(struct secret *s, const char *path, struct vm_err *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
-		                    "cannot open secret file %s", path);
 	struct stat st;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", path);
-	}
+	int fd = fs_open_regular(path, O_NOFOLLOW, &st, err);
+	if (fd < 0)
+		return fd;
 	if ((st.st_mode & 077) != 0) {
 		close(fd);
 		return vm_err_set(err, VM_ERR_PERM,

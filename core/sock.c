@@ -12,8 +12,7 @@
 
 #include "core/fs.h"
 
-/* True when something accepts connections on path. */
-static bool unix_alive(const char *path)
+bool sock_unix_alive(const char *path)
 {
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -73,7 +72,7 @@ int sock_unix_prepare(struct sock_unix *s, const char *dir, const char *name, st
 		                s->path);
 		goto fail;
 	}
-	if (unix_alive(s->path)) {
+	if (sock_unix_alive(s->path)) {
 		rc = vm_err_set(err, VM_ERR_BUSY, "%s is in use: is another vm-agent running?",
 		                s->path);
 		goto fail;

@@ -5,6 +5,7 @@
 #ifndef VMA_CORE_SOCK_H
 #define VMA_CORE_SOCK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/un.h>
 
@@ -29,6 +30,10 @@ int sock_unix_prepare(struct sock_unix *s, const char *dir, const char *name, st
 /* After bind: the name must be a socket owned by us in the same directory
  * (not swapped meanwhile); sets its mode to 0600. */
 int sock_unix_seal(struct sock_unix *s, struct vm_err *err);
+
+/* True when something accepts connections on the Unix socket path (a live
+ * agent), false for a stale socket or nothing there. */
+bool sock_unix_alive(const char *path);
 
 /* Closes the directory fd (the listener removes the socket itself). */
 void sock_unix_close(struct sock_unix *s);

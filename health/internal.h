@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 
+#include "core/cp.h"
+#include "core/rand.h"
 #include "core/secret.h"
 #include "health/health.h"
 
@@ -128,7 +130,7 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 /* --- spool (spool.c) ----------------------------------------------------------------- */
 
 #define HEALTH_SPOOL_MAGIC "vmspool1"
-#define HEALTH_ID_LEN      36 /* UUID text */
+#define HEALTH_ID_LEN      ID_LEN /* UUID text (core/rand.h) */
 
 struct health_spool;
 
@@ -191,8 +193,7 @@ struct health_monitor {
 	/* reporter settings: ids and paths fixed at start; the endpoint, CA, proxy
 	 * and credentials file follow reloads (under mu) */
 	char agent_id[CFG_ID_MAX], tenant_id[CFG_ID_MAX];
-	char cp_url[CFG_STR_MAX], ca_file[PATH_MAX], proxy[CFG_STR_MAX], proxy_creds[PATH_MAX];
-	char credentials_file[PATH_MAX];
+	struct cp_conf cp;
 	bool creds_reload; /* the reporter must re-read the credentials file */
 	char last_report_path[PATH_MAX], spool_dir[PATH_MAX];
 	struct health_spool *spool; /* reporter thread only */
@@ -204,7 +205,10 @@ void *health_reporter_main(void *arg);
 /* Copies the latest snapshot under the lock. */
 void health_snapshot_copy(struct health_monitor *m, struct health_snapshot *out);
 
-/* Random UUID v4 text. */
-void health_uuid4(char out[HEALTH_ID_LEN + 1]);
+/* Builds a report (trigger: "startup", "interval", "state_change") with a new
+ * random id into id and a JSON body the caller frees. No randomness is an
+ * error (VM_ERR_IO, id ""), never an id derived from the clock. */
+int health_report_new(struct health_monitor *m, const char *trigger, char id[HEALTH_ID_LEN + 1],
+                      char **body, size_t *len, struct vm_err *err);
 
 #endif

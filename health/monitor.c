@@ -25,16 +25,11 @@ static void settings_from_cfg(struct health_monitor *m, const struct cfg *cfg)
 /* Returns true when anything changed. Caller holds mu (or is alone). */
 static bool endpoint_from_cfg(struct health_monitor *m, const struct cfg *cfg)
 {
-	bool changed = strcmp(m->cp_url, cfg->agent.control_plane_url) != 0 ||
-	               strcmp(m->ca_file, cfg->agent.ca_file) != 0 ||
-	               strcmp(m->proxy, cfg->agent.proxy_url) != 0 ||
-	               strcmp(m->credentials_file, cfg->agent.credentials_file) != 0;
-	snprintf(m->cp_url, sizeof(m->cp_url), "%s", cfg->agent.control_plane_url);
-	snprintf(m->ca_file, sizeof(m->ca_file), "%s", cfg->agent.ca_file);
-	snprintf(m->proxy, sizeof(m->proxy), "%s", cfg->agent.proxy_url);
-	snprintf(m->proxy_creds, sizeof(m->proxy_creds), "%s", cfg->agent.proxy_credentials_file);
-	snprintf(m->credentials_file, sizeof(m->credentials_file), "%s",
-	         cfg->agent.credentials_file);
+	bool changed = strcmp(m->cp.url, cfg->agent.control_plane_url) != 0 ||
+	               strcmp(m->cp.ca_file, cfg->agent.ca_file) != 0 ||
+	               strcmp(m->cp.proxy, cfg->agent.proxy_url) != 0 ||
+	               strcmp(m->cp.credentials_file, cfg->agent.credentials_file) != 0;
+	cp_conf_of(cfg, &m->cp);
 	return changed;
 }
 
@@ -166,7 +161,7 @@ struct health_monitor *health_start(const struct cfg *cfg, const struct health_s
 	endpoint_from_cfg(m, cfg);
 	health_paths(cfg->agent.state_dir, m->last_report_path, sizeof(m->last_report_path),
 	             m->spool_dir, sizeof(m->spool_dir));
-	m->cur.reporting_enabled = m->cp_url[0] != '\0';
+	m->cur.reporting_enabled = m->cp.url[0] != '\0';
 
 	if (m->cur.reporting_enabled && open_spool(m, err) != 0)
 		goto fail;
@@ -217,7 +212,7 @@ void health_reconfigure(struct health_monitor *m, const struct cfg *cfg)
 	m->spool_lim_changed = true;
 	if (endpoint_from_cfg(m, cfg))
 		m->creds_reload = true;
-	m->cur.reporting_enabled = m->cp_url[0] != '\0';
+	m->cur.reporting_enabled = m->cp.url[0] != '\0';
 	bool start = m->cur.reporting_enabled && !m->have_reporter;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->mu);

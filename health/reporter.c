@@ -10,37 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "core/cp.h"
 #include "core/fs.h"
 #include "core/http.h"
 #include "core/log.h"
+#include "core/rand.h"
+#include "core/time.h"
 #include "health/internal.h"
 
 extern const char vma_build_version[];
-
-/* --- ids ------------------------------------------------------------- */
-
-void health_uuid4(char out[HEALTH_ID_LEN + 1])
-{
-	uint8_t b[16];
-	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-		/* getrandom cannot fail for 16 bytes after boot; keep ids unique anyway */
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		for (size_t i = 0; i < sizeof(b); i++)
-			b[i] = (uint8_t)(((uint64_t)ts.tv_nsec >> (i % 4 * 8)) ^
-			                 (uint64_t)ts.tv_sec ^ i);
-	}
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	snprintf(out, HEALTH_ID_LEN + 1,
-	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-	         b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-	         b[15]);
-}
 
 /* --- one delivery --------------------------------------------------------------------- */
 
@@ -69,13 +49,10 @@ static bool rejected(const struct outcome *o)
 static void send_report(struct health_monitor *m, const struct cp_creds *cred, const char *id,
                         const char *body, size_t len, struct outcome *out)
 {
-	char cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX], proxy_creds[PATH_MAX],
-	    tenant[CFG_ID_MAX];
+	struct cp_conf conf;
+	char tenant[CFG_ID_MAX];
 	pthread_mutex_lock(&m->mu);
-	memcpy(cp, m->cp_url, sizeof(cp));
-	memcpy(ca, m->ca_file, sizeof(ca));
-	memcpy(proxy, m->proxy, sizeof(proxy));
-	memcpy(proxy_creds, m->proxy_creds, sizeof(proxy_creds));
+	conf = m->cp;
 	snprintf(tenant, sizeof(tenant), "%s", m->tenant_id);
 	uint64_t interval = m->report_interval_ms;
 	pthread_mutex_unlock(&m->mu);
@@ -86,12 +63,9 @@ static void send_report(struct health_monitor *m, const struct cp_creds *cred, c
 	const char *extra[] = {idem, NULL};
 	/* A call never outlives the interval by much, nor takes more than 30 s. */
 	uint64_t total = interval < 2000 ? 2000 : interval > 30000 ? 30000 : interval;
-	struct cp_opts o = {.url = cp,
-	                    .ca_file = ca,
-	                    .proxy = proxy,
-	                    .proxy_credentials_file = proxy_creds,
-	                    .timeout_ms = total,
-	                    .cancel = &m->stop};
+	struct cp_opts o = cp_conf_opts(&conf);
+	o.timeout_ms = total;
+	o.cancel = &m->stop;
 	struct http_resp r;
 	struct vm_err err = {0};
 	/* One attempt: the spool and retry_wait own the retries of reports. */
@@ -188,7 +162,7 @@ static bool ensure_credentials(struct reporter *rp)
 	struct health_monitor *m = rp->m;
 	char path[PATH_MAX];
 	pthread_mutex_lock(&m->mu);
-	memcpy(path, m->credentials_file, sizeof(path));
+	memcpy(path, m->cp.credentials_file, sizeof(path));
 	pthread_mutex_unlock(&m->mu);
 	int rc;
 	if (path[0] == '\0')
@@ -212,22 +186,23 @@ static bool ensure_credentials(struct reporter *rp)
 	return false;
 }
 
-static char *build_report(struct health_monitor *m, const char *id, const char *trigger,
-                          size_t *len)
+/* A report gets a random id (the control plane de-duplicates by it) and the
+ * creation time in milliseconds (it orders reports by it). */
+int health_report_new(struct health_monitor *m, const char *trigger, char id[HEALTH_ID_LEN + 1],
+                      char **body, size_t *len, struct vm_err *err)
 {
+	*body = NULL;
+	*len = 0;
+	int rc = id_new(id, err);
+	if (rc != 0)
+		return rc;
 	struct health_snapshot *s = malloc(sizeof(*s));
 	if (s == NULL)
-		return NULL;
+		return vm_err_set(err, VM_ERR_NOMEM, "report: out of memory");
 	health_snapshot_copy(m, s);
 	json_t *h = health_snapshot_json(s, m->agent_id, vma_build_version);
-	/* Milliseconds: the control plane orders reports by it. */
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	struct tm tm;
-	char created[40] = "", sec[32] = "";
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(created, sizeof(created), "%s.%03ldZ", sec, now.tv_nsec / 1000000L);
+	char created[TIME_RFC3339_MAX];
+	time_rfc3339(created, sizeof(created), time_wall_ms(), true);
 	json_t *doc =
 	    h ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", id, "created_at", created, "trigger",
 	                  trigger, "state", health_state_name(s->state), "health", h)
@@ -235,9 +210,11 @@ static char *build_report(struct health_monitor *m, const char *id, const char *
 	free(s);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
 	json_decref(doc);
-	if (text != NULL)
-		*len = strlen(text);
-	return text;
+	if (text == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "report: cannot encode");
+	*body = text;
+	*len = strlen(text);
+	return 0;
 }
 
 /* Sends spooled reports oldest first until one fails. Returns true when the
@@ -282,12 +259,16 @@ static bool drain(struct reporter *rp, struct outcome *last)
 static void report_once(struct reporter *rp, const char *trigger, struct outcome *last)
 {
 	struct health_monitor *m = rp->m;
-	char id[HEALTH_ID_LEN + 1];
-	health_uuid4(id);
-	size_t len = 0;
-	char *body = build_report(m, id, trigger, &len);
-	if (body == NULL)
+	char id[HEALTH_ID_LEN + 1], *body;
+	size_t len;
+	struct vm_err err = {0};
+	if (health_report_new(m, trigger, id, &body, &len, &err) != 0) {
+		/* never a guessable id: this report is skipped, the next interval tries again */
+		log_error("health", "no report this time: %s", err.msg);
+		snprintf(last->error, sizeof(last->error), "%.120s", err.msg);
+		last->rc = err.code;
 		return;
+	}
 	uint64_t queued, b, d, c;
 	health_spool_stats(m->spool, &queued, &b, &d, &c);
 	bool creds = ensure_credentials(rp);
@@ -304,20 +285,12 @@ static void report_once(struct reporter *rp, const char *trigger, struct outcome
 			rp->have_cred = false;
 		}
 	}
-	struct vm_err err = {0};
 	if (health_spool_push(m->spool, id, body, len, &err) != 0)
 		log_error("health", "report %s lost: %s", id, err.msg);
 	free(body);
 	publish_spool(rp);
 	if (creds && queued > 0)
 		drain(rp, last);
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* After a failed delivery: retry the spool sooner than the next report when
@@ -349,7 +322,7 @@ void *health_reporter_main(void *arg)
 			m->creds_reload = false;
 		}
 		uint64_t interval = m->report_interval_ms;
-		bool enabled = m->cp_url[0] != '\0';
+		bool enabled = m->cp.url[0] != '\0';
 		pthread_mutex_unlock(&m->mu);
 
 		/* Switched off by a reload: keep the spool, report nothing. */
@@ -367,7 +340,7 @@ void *health_reporter_main(void *arg)
 
 		/* Sleep until the next report, a state change, or stop; retry the
 		 * spool on the backoff schedule in between. */
-		uint64_t next_ms = mono_ms() + interval;
+		uint64_t next_ms = (uint64_t)time_mono_ms() + interval;
 		trigger = "interval";
 		for (;;) {
 			pthread_mutex_lock(&m->mu);
@@ -380,25 +353,19 @@ void *health_reporter_main(void *arg)
 			}
 			if (atomic_load(&m->stop))
 				break;
-			uint64_t now_ms = mono_ms();
+			uint64_t now_ms = (uint64_t)time_mono_ms();
 			if (now_ms >= next_ms)
 				break;
 			uint64_t left = next_ms - now_ms;
 			uint64_t chunk = wait < left ? wait : left;
 			/* timed wait on the monitor's condition (state change, stop) */
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts); /* m->cond: time_cond_init */
-			ts.tv_sec += (time_t)(chunk / 1000);
-			ts.tv_nsec += (long)(chunk % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts =
+			    time_deadline((int64_t)chunk); /* m->cond: time_cond_init */
 			pthread_mutex_lock(&m->mu);
 			if (!m->state_changed && !atomic_load(&m->stop))
 				pthread_cond_timedwait(&m->cond, &m->mu, &ts);
 			pthread_mutex_unlock(&m->mu);
-			now_ms = mono_ms();
+			now_ms = (uint64_t)time_mono_ms();
 			uint64_t queued, b, d, c;
 			health_spool_stats(m->spool, &queued, &b, &d, &c);
 			if (enabled && now_ms < next_ms && queued > 0 && ensure_credentials(&rp)) {

@@ -17,7 +17,7 @@
 #include "core/time.h"
 #include "lifecycle/internal.h"
 
-int lc_config_check(const char *path, FILE *out, struct vm_err *err)
+int lc_config_check(const char *root, const char *path, FILE *out, struct vm_err *err)
 {
 	static char *const no_env[] = {NULL};
 	struct cfg *c = malloc(sizeof(*c));
@@ -26,17 +26,19 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	int rc = cfg_load(c, path, no_env, err);
 	/* --check also proves the proxy credentials file usable (mode, owner, form) */
 	struct vm_err e = {0};
+	char pc[PATH_MAX];
 	if (rc == 0 && out == NULL && c->agent.proxy_credentials_file[0] != '\0' &&
-	    http_proxy_credentials_check(c->agent.proxy_credentials_file, &e) != 0)
-		rc = vm_err_set(err, VM_ERR_INVALID, "agent.proxy_credentials_file: %s", e.msg);
+	    (lc_join(pc, sizeof(pc), root ? root : "", c->agent.proxy_credentials_file) != 0 ||
+	     http_proxy_credentials_check(pc, &e) != 0))
+		rc = vm_err_set(err, VM_ERR_INVALID, "agent.proxy_credentials_file: %s",
+		                e.msg[0] ? e.msg : "path too long");
 	if (rc == 0 && out != NULL) {
 		char *buf = malloc(256 * 1024);
 		if (buf != NULL && cfg_dump(c, buf, 256 * 1024) == 0)
 			fputs(buf, out);
 		free(buf);
 	}
-	explicit_bzero(c, sizeof(*c));
-	free(c);
+	cfg_free(c);
 	return rc;
 }
 
@@ -62,14 +64,6 @@ struct cfg *lc_config_effective(const char *path, struct vm_err *err)
 		cfg_defaults(c);
 	cfg_doc_free(doc);
 	return c;
-}
-
-void lc_config_free(struct cfg *c)
-{
-	if (c == NULL)
-		return;
-	explicit_bzero(c, sizeof(*c)); /* piko.token */
-	free(c);
 }
 
 int lc_config_write(const char *path, const struct cfg_doc *doc, struct vm_err *err)
@@ -275,16 +269,16 @@ static void reload_agent(const struct lc_configure_opts *o, const struct lc_path
 		lc_report_add(r, "reload", LC_WARN, "check the environment's VM_AGENT_* variables",
 		              "the running agent cannot be located: %s",
 		              eff ? e.msg : "out of memory");
-		lc_config_free(eff);
+		cfg_free(eff);
 		return;
 	}
 	if (reload_admin(o, p, eff, r) == 0) {
-		lc_config_free(eff);
+		cfg_free(eff);
 		return;
 	}
 	char state_dir[PATH_MAX];
 	target_dir(p, eff->agent.state_dir, state_dir, sizeof(state_dir));
-	lc_config_free(eff);
+	cfg_free(eff);
 	char how[PATH_MAX + 32];
 	pid_t pid = find_agent(p, state_dir, how, sizeof(how));
 	if (pid <= 0) {

@@ -113,7 +113,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 	snprintf(url, sizeof(url),
 	         strchr(host, ':') ? "%s://[%s]:%d/v1/livez" : "%s://%s:%d/v1/livez",
 	         c->webhook.tls_enabled ? "https" : "http", host, c->webhook.port);
-	free(c);
+	cfg_free(c);
 	if (rc != 0)
 		return rc;
 	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
@@ -405,7 +405,7 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 	if (cur != NULL) {
 		snprintf(cp_url, sizeof(cp_url), "%s", cur->agent.control_plane_url);
 		snprintf(piko_url, piko_url_cap, "%s", cur->piko.server_url);
-		lc_config_free(cur);
+		cfg_free(cur);
 	}
 	if (o->control_plane_url)
 		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);

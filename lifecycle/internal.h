@@ -58,9 +58,9 @@ int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struc
  * missing one counts as empty), the defaults and this process's environment.
  * When that does not load, err says why and the result holds what the file
  * says over the defaults (or only the defaults). malloc'd; NULL when out of
- * memory. Its paths are target paths: under --root, join them (lc_join). */
+ * memory; free with cfg_free. Its paths are target paths: under --root, join
+ * them (lc_join). */
 struct cfg *lc_config_effective(const char *path, struct vm_err *err);
-void lc_config_free(struct cfg *c);
 /* Validates the edited file with the loader, keeps the previous one as
  * path.bak and replaces it atomically (0640). */
 int lc_config_write(const char *path, const struct cfg_doc *doc, struct vm_err *err);

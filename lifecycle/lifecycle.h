@@ -112,8 +112,9 @@ struct lc_configure_opts {
 int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct vm_err *err);
 
 /* Validates a config file; on success writes the redacted effective config
- * to out (when not NULL). */
-int lc_config_check(const char *path, FILE *out, struct vm_err *err);
+ * to out (when not NULL). The file's paths are target paths: the files they
+ * name are checked under root (NULL or "" for none), as --root means. */
+int lc_config_check(const char *root, const char *path, FILE *out, struct vm_err *err);
 
 /* The agent (cmd/cmd_run.c) records each reload's outcome here so that
  * `configure` can tell whether the agent took the new file, and which changed

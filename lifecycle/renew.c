@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "core/http.h"
 #include "core/log.h"
 #include "core/secret.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 #define RENEW_FRACTION_NUM     2 /* renew at 2/3 of the lifetime */
@@ -27,11 +29,7 @@
 
 struct renew_settings {
 	bool enabled;
-	char cp_url[CFG_STR_MAX];
-	char ca_file[PATH_MAX];
-	char proxy[CFG_STR_MAX];
-	char proxy_creds[PATH_MAX];
-	char credentials_file[PATH_MAX];
+	struct cp_conf cp;
 	char token_file[PATH_MAX];
 	char inline_token[CFG_TOKEN_MAX]; /* piko.token when there is no file: for its exp */
 };
@@ -49,24 +47,12 @@ struct lc_renewer {
 	void *ctx;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void settings_of(const struct cfg *cfg, struct renew_settings *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->enabled = cfg->agent.control_plane_url[0] != '\0' &&
 	             cfg->agent.credentials_file[0] != '\0' && cfg->piko.server_url[0] != '\0';
-	snprintf(s->cp_url, sizeof(s->cp_url), "%s", cfg->agent.control_plane_url);
-	snprintf(s->ca_file, sizeof(s->ca_file), "%s", cfg->agent.ca_file);
-	snprintf(s->proxy, sizeof(s->proxy), "%s", cfg->agent.proxy_url);
-	snprintf(s->proxy_creds, sizeof(s->proxy_creds), "%s", cfg->agent.proxy_credentials_file);
-	snprintf(s->credentials_file, sizeof(s->credentials_file), "%s",
-	         cfg->agent.credentials_file);
+	cp_conf_of(cfg, &s->cp);
 	snprintf(s->token_file, sizeof(s->token_file), "%s", cfg->piko.token_file);
 	snprintf(s->inline_token, sizeof(s->inline_token), "%s", cfg->piko.token);
 }
@@ -95,13 +81,10 @@ int lc_piko_token_fetch(const struct cp_opts *o, const char *creds_path, const c
 static int renew_once(const struct renew_settings *s, const atomic_bool *cancel, struct secret *out,
                       int64_t *exp, struct vm_err *err)
 {
-	struct cp_opts o = {.url = s->cp_url,
-	                    .ca_file = s->ca_file,
-	                    .proxy = s->proxy,
-	                    .proxy_credentials_file = s->proxy_creds,
-	                    .timeout_ms = RENEW_CALL_TIMEOUT_MS,
-	                    .cancel = cancel};
-	return lc_piko_token_fetch(&o, s->credentials_file, s->token_file, out, exp, err);
+	struct cp_opts o = cp_conf_opts(&s->cp);
+	o.timeout_ms = RENEW_CALL_TIMEOUT_MS;
+	o.cancel = cancel;
+	return lc_piko_token_fetch(&o, s->cp.credentials_file, s->token_file, out, exp, err);
 }
 
 /* When (wall clock, seconds) a token with these claims is renewed; 0 = no
@@ -134,14 +117,8 @@ static int64_t renew_at(const struct renew_settings *s, int64_t seen)
 
 static void timed_wait(struct lc_renewer *r, uint64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	/* r->cond is on CLOCK_MONOTONIC (time_cond_init) */
+	struct timespec ts = time_deadline(ms > INT64_MAX ? INT64_MAX : (int64_t)ms);
 	pthread_cond_timedwait(&r->cond, &r->mu, &ts);
 }
 
@@ -221,7 +198,7 @@ static void *renew_main(void *arg)
 		}
 		if (sc.due_wall < 0)
 			sc.due_wall = renew_at(&r->set, (int64_t)time(NULL));
-		uint64_t now = mono_ms(), due = next_due(r, &sc, now);
+		uint64_t now = (uint64_t)time_mono_ms(), due = next_due(r, &sc, now);
 		if (due > now) {
 			if (due == UINT64_MAX)
 				pthread_cond_wait(&r->cond, &r->mu);
@@ -242,14 +219,14 @@ static void *renew_main(void *arg)
 			sc.kicks = was_kick ? sc.kicks + 1 : 0;
 			sc.due_wall = renew_time(iat, exp, (int64_t)time(NULL));
 			sc.next_try =
-			    mono_ms() +
+			    (uint64_t)time_mono_ms() +
 			    (sc.kicks ? http_backoff_next_ms(&renew_policy, sc.kicks, -1) : 0);
 		} else {
 			sc.failures++;
 			if (was_kick)
 				r->kicked = true; /* still wanted: retry on the backoff */
-			sc.next_try =
-			    mono_ms() + http_backoff_next_ms(&renew_policy, sc.failures, -1);
+			sc.next_try = (uint64_t)time_mono_ms() +
+			              http_backoff_next_ms(&renew_policy, sc.failures, -1);
 		}
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -264,12 +241,13 @@ struct lc_renewer *lc_renewer_new(const struct cfg *cfg, struct vm_err *err)
 		return NULL;
 	}
 	pthread_mutex_init(&r->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	/* Waits are on CLOCK_MONOTONIC: a wall-clock jump cannot stretch them. */
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	int e = time_cond_init(&r->cond);
+	if (e != 0) {
+		pthread_mutex_destroy(&r->mu);
+		free(r);
+		vm_err_errno(err, VM_ERR_INTERNAL, e, "renewal: condition variable");
+		return NULL;
+	}
 	settings_of(cfg, &r->set);
 	return r;
 }

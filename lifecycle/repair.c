@@ -27,6 +27,10 @@ struct ctx {
 	bool fix;
 	bool restart_needed;
 	struct cfg *cfg; /* the effective configuration (defaults when unreadable) */
+	/* its files as this process reaches them (under --root), for the checks
+	 * that use them: the control-plane client and the reach checks */
+	char ca[PATH_MAX], piko_ca[PATH_MAX], proxy_creds[PATH_MAX];
+	struct cp_opts cp;
 };
 
 /* --- checks ------------------------------------------------------------------------------------
@@ -59,14 +63,14 @@ static void check_binary(struct ctx *c)
 static void check_config(struct ctx *c)
 {
 	struct vm_err e = {0};
-	if (lc_config_check(c->p.config, NULL, &e) == 0) {
+	if (lc_config_check(c->p.root, c->p.config, NULL, &e) == 0) {
 		lc_report_add(c->r, "config", LC_OK, NULL, "%s valid",
 		              lc_target_path(&c->p, c->p.config));
 		return;
 	}
 	char bak[PATH_MAX + 8];
 	snprintf(bak, sizeof(bak), "%s.bak", c->p.config);
-	bool bak_ok = lc_config_check(bak, NULL, NULL) == 0;
+	bool bak_ok = lc_config_check(c->p.root, bak, NULL, NULL) == 0;
 	if (c->fix && bak_ok && fs_copy_file(bak, c->p.config, 0640, 0, NULL) == 0) {
 		lc_report_add(c->r, "config", LC_CHANGED, NULL, "invalid (%s); restored %s.bak",
 		              e.msg, lc_target_path(&c->p, c->p.config));
@@ -269,7 +273,7 @@ static void check_reach(struct ctx *c, const char *name, const char *url, const 
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
 	if (ca[0] != '\0')
 		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
-	(void)http_proxy_apply(h, proxy, c->cfg->agent.proxy_credentials_file, NULL);
+	(void)http_proxy_apply(h, proxy, c->proxy_creds, NULL);
 	CURLcode cc = curl_easy_perform(h);
 	long status = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -282,6 +286,12 @@ static void check_reach(struct ctx *c, const char *name, const char *url, const 
 		                  : "check the firewall, the proxy and CA settings of "
 		                    "this section",
 		              "%s: %s", url_shown(url).s, curl_easy_strerror(cc));
+		return;
+	}
+	if (status == 407) { /* the proxy answered, not the URL */
+		lc_report_add(c->r, name, LC_FAIL,
+		              "check agent.proxy_credentials_file and the proxy's user",
+		              "%s: the proxy refused the credentials (HTTP 407)", url_shown(url).s);
 		return;
 	}
 	lc_report_add(c->r, name, LC_OK, NULL,
@@ -300,18 +310,35 @@ static void check_reach(struct ctx *c, const char *name, const char *url, const 
 	              "%+lds from the control plane's clock", skew);
 }
 
+/* An empty setting stays empty; a path too long for the root is left empty
+ * too (it names no file this process could reach). */
+static void host_path(const struct ctx *c, const char *target, char out[PATH_MAX])
+{
+	out[0] = '\0';
+	if (target[0] != '\0' && lc_join(out, PATH_MAX, c->p.root, target) != 0)
+		out[0] = '\0';
+}
+
+static void host_paths(struct ctx *c)
+{
+	const struct cfg *cfg = c->cfg;
+	host_path(c, cfg->agent.ca_file, c->ca);
+	host_path(c, cfg->piko.ca_file, c->piko_ca);
+	host_path(c, cfg->agent.proxy_credentials_file, c->proxy_creds);
+	c->cp = (struct cp_opts){.url = cfg->agent.control_plane_url,
+	                         .ca_file = c->ca,
+	                         .proxy = cfg->agent.proxy_url,
+	                         .proxy_credentials_file = c->proxy_creds};
+}
+
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
 	const struct cfg *cfg = c->cfg;
-	struct cp_opts cp = {.url = cfg->agent.control_plane_url,
-	                     .ca_file = cfg->agent.ca_file,
-	                     .proxy = cfg->agent.proxy_url,
-	                     .proxy_credentials_file = cfg->agent.proxy_credentials_file};
 	struct cp_registration reg;
-	int rc = cp_register(&cp, c->o->install_key, cfg->agent.tenant_id, agent_id,
+	int rc = cp_register(&c->cp, c->o->install_key, cfg->agent.tenant_id, agent_id,
 	                     c->o->version ? c->o->version : "", &reg, err);
 	if (rc == 0)
-		rc = lc_write_credentials(&c->p, &reg, cfg->agent.tenant_id, cp.url, err);
+		rc = lc_write_credentials(&c->p, &reg, cfg->agent.tenant_id, c->cp.url, err);
 	cp_registration_clear(&reg);
 	return rc;
 }
@@ -328,12 +355,7 @@ static void check_credentials(struct ctx *c)
 		snprintf(problem, sizeof(problem), "agent %s was deregistered", cr.agent_id);
 	else if (!c->o->offline && c->cfg->agent.control_plane_url[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
-		const struct cfg *cfg = c->cfg;
-		struct cp_opts cp = {.url = cfg->agent.control_plane_url,
-		                     .ca_file = cfg->agent.ca_file,
-		                     .proxy = cfg->agent.proxy_url,
-		                     .proxy_credentials_file = cfg->agent.proxy_credentials_file};
-		if (cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
+		if (cp_event(&c->cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);
 	}
@@ -390,12 +412,7 @@ static void check_piko_token(struct ctx *c)
 	}
 	bool can_renew = !c->o->offline && c->cfg->agent.control_plane_url[0] != '\0';
 	if (c->fix && can_renew) {
-		struct cp_opts cp = {.url = c->cfg->agent.control_plane_url,
-		                     .ca_file = c->cfg->agent.ca_file,
-		                     .proxy = c->cfg->agent.proxy_url,
-		                     .proxy_credentials_file =
-		                         c->cfg->agent.proxy_credentials_file};
-		if (lc_piko_token_fetch(&cp, c->p.credentials, path, &tok, &exp, &e) == 0) {
+		if (lc_piko_token_fetch(&c->cp, c->p.credentials, path, &tok, &exp, &e) == 0) {
 			secret_clear(&tok);
 			char when[32] = "no expiry";
 			time_t t = (time_t)exp;
@@ -439,12 +456,13 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
+	host_paths(c);
 	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
 		checks[i](c);
 	const struct cfg *cfg = c->cfg;
-	check_reach(c, "control plane", cfg->agent.control_plane_url, cfg->agent.ca_file,
-	            cfg->agent.proxy_url, true);
-	check_reach(c, "piko", cfg->piko.server_url, cfg->piko.ca_file, cfg->piko.proxy_url, false);
+	check_reach(c, "control plane", cfg->agent.control_plane_url, c->ca, cfg->agent.proxy_url,
+	            true);
+	check_reach(c, "piko", cfg->piko.server_url, c->piko_ca, cfg->piko.proxy_url, false);
 	check_active(c);
 	enum lc_status worst = lc_report_worst(r);
 	if (o->diagnose_only)
@@ -460,7 +478,7 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	if (o->diagnose_only ? worst != LC_OK : worst >= LC_FAIL)
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s", r->result);
 out:
-	lc_config_free(c->cfg);
+	cfg_free(c->cfg);
 	free(c);
 	return rc;
 }

@@ -69,7 +69,7 @@ static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths 
 	struct cfg *eff = lc_config_effective(p->config, NULL);
 	if (eff != NULL)
 		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
-	lc_config_free(eff);
+	cfg_free(eff);
 	if (url[0] == '\0')
 		snprintf(url, sizeof(url), "%s", c.control_plane_url);
 	struct cp_opts cp = {.url = url, .ca_file = o->ca_file};

@@ -175,7 +175,7 @@ static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n, s
 	if (eff != NULL) {
 		char buf[sizeof(eff->upgrade.public_keys)];
 		snprintf(buf, sizeof(buf), "%s", eff->upgrade.public_keys);
-		lc_config_free(eff);
+		cfg_free(eff);
 		char *save = NULL;
 		for (char *tok = strtok_r(buf, ", \t", &save); tok && *n < MAX_KEYS;
 		     tok = strtok_r(NULL, ", \t", &save)) {
@@ -354,7 +354,7 @@ static unsigned configured_health_timeout(const struct job *j)
 	struct cfg *eff = lc_config_effective(j->p.config, NULL);
 	if (eff != NULL && eff->upgrade.health_timeout_ms >= 1000)
 		ms = eff->upgrade.health_timeout_ms;
-	lc_config_free(eff);
+	cfg_free(eff);
 	return (unsigned)(ms / 1000);
 }
 
@@ -375,7 +375,7 @@ static void configured_download(struct job *j)
 		/* the file is a target path: under --root it lives below the root */
 		if (j->o->proxy == NULL && pc[0] == '/')
 			lc_join(j->proxy_creds, sizeof(j->proxy_creds), j->p.root, pc);
-		lc_config_free(eff);
+		cfg_free(eff);
 	}
 	j->max_size = (size_t)v;
 }
@@ -422,7 +422,7 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 	struct cfg *eff = lc_config_effective(j->p.config, NULL);
 	if (eff != NULL)
 		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
-	lc_config_free(eff);
+	cfg_free(eff);
 	char id[ID_LEN + 1], when[TIME_RFC3339_MAX];
 	struct vm_err ie;
 	if (id_new(id, &ie) != 0) { /* an event without a unique id would be de-duplicated away */

@@ -162,10 +162,7 @@ func TestProxyPasswordNeverInAgentLog(t *testing.T) {
 	if !a.WaitLog("cannot connect", 10*time.Second) {
 		t.Fatalf("the tunnel never reported a failed connect:\n%s", a.Log.String())
 	}
-	sock := filepath.Join(a.Dir, "run", "admin.sock")
-	for i := 0; i < 250 && !lcExists(sock); i++ { // the admin socket starts after the webhook
-		time.Sleep(20 * time.Millisecond)
-	}
+	lhWaitAdminSocket(a)
 	for _, cmd := range [][]string{{"status", "--config", a.Config}, {"status", "--config", a.Config, "--json"}} {
 		code, out, errOut := runCLI(t, nil, cmd...)
 		if code != 0 || !strings.Contains(out, "running") {
@@ -285,8 +282,9 @@ func TestReloadReportsRestartRequiredKeys(t *testing.T) {
 	}
 }
 
-// lhConnectProxy is an HTTP CONNECT proxy that wants Basic user:pass; it
-// counts the tunnels it opened and the requests it refused (407).
+// lhConnectProxy is an HTTP proxy that wants Basic user:pass: CONNECT
+// tunnels and plain forwarded requests (GET http://… through it); it counts
+// what it opened or forwarded and the requests it refused (407).
 type lhConnectProxy struct {
 	URL             string
 	opened, refused atomic.Int64
@@ -301,10 +299,14 @@ func lhStartConnectProxy(t *testing.T, user, pass string) *lhConnectProxy {
 	p := &lhConnectProxy{URL: "http://" + ln.Addr().String()}
 	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect || r.Header.Get("Proxy-Authorization") != want {
+		if r.Header.Get("Proxy-Authorization") != want {
 			p.refused.Add(1)
 			w.Header().Set("Proxy-Authenticate", `Basic realm="test"`)
 			w.WriteHeader(http.StatusProxyAuthRequired)
+			return
+		}
+		if r.Method != http.MethodConnect {
+			lhForward(w, r, &p.opened)
 			return
 		}
 		up, err := net.DialTimeout("tcp", r.Host, 5*time.Second)
@@ -326,6 +328,41 @@ func lhStartConnectProxy(t *testing.T, user, pass string) *lhConnectProxy {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return p
+}
+
+// lhWaitAdminSocket waits (at most 5 s) for the agent's admin socket, which
+// starts after the webhook: status needs it.
+func lhWaitAdminSocket(a *Agent) {
+	sock := filepath.Join(a.Dir, "run", "admin.sock")
+	for i := 0; i < 250 && !lcExists(sock); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lhForward sends r on directly (no proxy) and copies the answer back.
+func lhForward(w http.ResponseWriter, r *http.Request, forwarded *atomic.Int64) {
+	out, err := http.NewRequest(r.Method, r.URL.String(), r.Body)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	for k, v := range r.Header {
+		if !strings.HasPrefix(k, "Proxy-") {
+			out.Header[k] = v
+		}
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(out)
+	if err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	forwarded.Add(1)
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
 }
 
 // The tunnel authenticates to its proxy with agent.proxy_credentials_file:

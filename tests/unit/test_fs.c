@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/secret.h"
 
 #include "test_dir.h"
 #include "test_fake_io.h"
@@ -355,6 +357,39 @@ static void test_fs_write_at_sweeps_only_dead_writers_temps(void **state)
 	assert_int_equal(access(at("sw/other.vma.tmp.DDDDDD"), F_OK), 0);
 }
 
+/* Older versions copied with mkstemp ("name.tmp.XXXXXX", never flocked): a
+ * killed one's copy is swept where the agent replaces its own files (same
+ * directory, same name, stale); a fresh one, another name's, or any such
+ * name in a caller's directory (file.write: it may be the customer's) stays. */
+static void test_fs_own_writes_sweep_old_versions_dead_temps(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	assert_int_equal(mkdir(at("old"), 0755), 0);
+	close(make_temp("old/vm-agent.tmp.Ab12Cd", true));  /* killed old writer */
+	close(make_temp("old/vm-agent.tmp.Ef34Gh", false)); /* fresh: maybe live */
+	close(make_temp("old/vm-agent.tmp.short", true));   /* not mkstemp's 6 */
+	close(make_temp("old/other.tmp.Ij56Kl", true));     /* another file's */
+	close(make_temp("old/src", false));
+	assert_int_equal(fs_copy_file(at("old/src"), at("old/vm-agent"), 0755, 0, &err), 0);
+	assert_int_equal(access(at("old/vm-agent.tmp.Ab12Cd"), F_OK), -1);
+	assert_int_equal(access(at("old/vm-agent.tmp.Ef34Gh"), F_OK), 0);
+	assert_int_equal(access(at("old/vm-agent.tmp.short"), F_OK), 0);
+	assert_int_equal(access(at("old/other.tmp.Ij56Kl"), F_OK), 0);
+	close(make_temp("old/state.json.tmp.Mn78Op", true));
+	assert_int_equal(fs_write_atomic(at("old/state.json"), "{}", 2, 0600, &err), 0);
+	assert_int_equal(access(at("old/state.json.tmp.Mn78Op"), F_OK), -1);
+	/* a caller's directory: not ours to clean */
+	close(make_temp("old/app.conf.tmp.Qr90St", true));
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(at("old/app.conf"), leaf, &err);
+	assert_true(dfd >= 0);
+	struct fs_write_opts o = {.mode = 0600};
+	assert_int_equal(fs_write_at(dfd, leaf, "x", 1, &o, &err), 0);
+	close(dfd);
+	assert_int_equal(access(at("old/app.conf.tmp.Qr90St"), F_OK), 0);
+}
+
 /* write() returning 0 for a non-empty buffer must fail the write, not loop. */
 static void test_fs_write_at_fails_when_write_returns_zero(void **state)
 {
@@ -368,6 +403,27 @@ static void test_fs_write_at_fails_when_write_returns_zero(void **state)
 	assert_int_equal(rc, -VM_ERR_IO);
 	assert_non_null(strstr(err.msg, "zero.txt"));
 	assert_int_not_equal(access(path, F_OK), 0);
+}
+
+/* A secret file that is a FIFO (or device) is refused on the opened fd, and
+ * the open does not wait for a writer: the agent's start must not hang on it. */
+static void test_secret_load_file_refuses_fifo_without_blocking(void **state)
+{
+	(void)state;
+	char fifo[128];
+	snprintf(fifo, sizeof(fifo), "%s/token.fifo", test_dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	struct secret s = {0};
+	struct vm_err err = {0};
+	signal(SIGALRM, SIG_DFL);
+	alarm(5); /* a blocking open kills the test here */
+	int rc = secret_load_file(&s, fifo, &err);
+	alarm(0);
+	assert_int_equal(rc, -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "not a regular file"));
+	assert_null(s.value);
+	assert_int_equal(secret_load_file(&s, "/dev/null", &err), -VM_ERR_INVALID);
+	unlink(fifo);
 }
 
 int main(void)
@@ -387,7 +443,9 @@ int main(void)
 	    cmocka_unit_test(test_fs_write_at_create_only_and_no_temp_left),
 	    cmocka_unit_test(test_fs_backup_keeps_owner_not_setuid),
 	    cmocka_unit_test(test_fs_write_at_sweeps_only_dead_writers_temps),
+	    cmocka_unit_test(test_fs_own_writes_sweep_old_versions_dead_temps),
 	    cmocka_unit_test(test_fs_write_at_fails_when_write_returns_zero),
+	    cmocka_unit_test(test_secret_load_file_refuses_fifo_without_blocking),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

@@ -5,16 +5,32 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/fs.h"
 #include "health/internal.h"
 
 #include "test_dir.h"
+
+/* getrandom interposed (the library is linked statically): a kernel or
+ * seccomp filter that refuses it must not yield a guessable report id. */
+static atomic_bool random_fails;
+ssize_t getrandom(void *buf, size_t n, unsigned flags)
+{
+	if (atomic_load(&random_fails)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return (ssize_t)syscall(SYS_getrandom, buf, n, flags);
+}
 
 static void make_id(int i, char id[HEALTH_ID_LEN + 1])
 {
@@ -228,16 +244,57 @@ static void test_spool_entry_parser(void **state)
 	assert_int_equal(health_spool_parse_entry("", 0, id, &body, &bl), -1);
 }
 
+static struct health_monitor *test_monitor(void)
+{
+	struct health_monitor *m = calloc(1, sizeof(*m));
+	assert_non_null(m);
+	pthread_mutex_init(&m->mu, NULL);
+	snprintf(m->agent_id, sizeof(m->agent_id), "agent-1");
+	return m;
+}
+
 static void test_uuid4_format(void **state)
 {
 	(void)state;
-	char a[HEALTH_ID_LEN + 1], b[HEALTH_ID_LEN + 1];
-	health_uuid4(a);
-	health_uuid4(b);
+	struct health_monitor *m = test_monitor();
+	char a[HEALTH_ID_LEN + 1], b[HEALTH_ID_LEN + 1], *body;
+	size_t len;
+	struct vm_err err = {0};
+	assert_int_equal(health_report_new(m, "startup", a, &body, &len, &err), 0);
+	assert_non_null(strstr(body, a));
+	assert_int_equal(strlen(body), len);
+	free(body);
+	assert_int_equal(health_report_new(m, "startup", b, &body, &len, &err), 0);
+	free(body);
 	assert_int_equal(strlen(a), 36);
 	assert_int_equal(a[14], '4');
 	assert_true(strchr("89ab", a[19]) != NULL);
 	assert_string_not_equal(a, b);
+	pthread_mutex_destroy(&m->mu);
+	free(m);
+}
+
+/* No randomness, no report: the reporter tries again at the next interval
+ * rather than send an id derived from the clock that others could predict. */
+static void test_health_uuid_failure_is_error_not_guessable(void **state)
+{
+	(void)state;
+	struct health_monitor *m = test_monitor();
+	char id[HEALTH_ID_LEN + 1];
+	memset(id, 'x', sizeof(id));
+	char *body = (char *)"untouched";
+	size_t len = 7;
+	struct vm_err err = {0};
+	atomic_store(&random_fails, true);
+	int rc = health_report_new(m, "startup", id, &body, &len, &err);
+	atomic_store(&random_fails, false);
+	assert_int_not_equal(rc, 0);
+	assert_int_equal(err.code, VM_ERR_IO);
+	assert_string_equal(id, "");
+	assert_null(body);
+	assert_int_equal(len, 0);
+	pthread_mutex_destroy(&m->mu);
+	free(m);
 }
 
 int main(void)
@@ -254,6 +311,7 @@ int main(void)
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test(test_spool_entry_parser),
 	    cmocka_unit_test(test_uuid4_format),
+	    cmocka_unit_test(test_health_uuid_failure_is_error_not_guessable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
