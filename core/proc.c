@@ -1,6 +1,7 @@
 /* Process runner: posix_spawn (vfork-like: no page-table copy, no COW storm
- * in a busy multi-threaded agent), or fork+exec when the step switches user
- * or group (the child then only makes async-signal-safe calls),
+ * in a busy multi-threaded agent), or vfork+exec when the step joins a cgroup
+ * or switches user or group (the child then only makes async-signal-safe
+ * calls and raw syscalls), fork only for the subreaper shim,
  * one poll() loop over stdin/stdout/stderr and a pidfd, SIGTERM then SIGKILL
  * to the whole process group on deadline or cancel. */
 #include "core/proc.h"
@@ -10,6 +11,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
@@ -116,14 +118,15 @@ enum { STEP_SETUP = 1, STEP_CHDIR, STEP_IDS, STEP_EXEC, STEP_CGROUP };
 /* The agent ignores SIGPIPE and blocks others; a child must start clean. */
 static void child_signals_default(void)
 {
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* handlers first, then the mask: a vfork child must never run one of ours */
 	struct sigaction dfl;
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
 		(void)sigaction(s, &dfl, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 static void close_from(unsigned fd)
@@ -259,14 +262,35 @@ static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int 
 	close_from((unsigned)rep_at + 1);
 	if (spec->cwd != NULL && chdir(spec->cwd) != 0)
 		child_fail(report_fd, STEP_CHDIR);
+	/* raw syscalls: glibc's setuid() would signal the parent's threads (setxid
+	 * broadcast), wrong in a vfork child that shares the parent's memory */
 	if (spec->set_ids) {
-		if (setgroups(1, &spec->gid) != 0 && getuid() == 0)
+		if (syscall(SYS_setgroups, 1, &spec->gid) != 0 && getuid() == 0)
 			child_fail(report_fd, STEP_IDS);
-		if (setgid(spec->gid) != 0 || setuid(spec->uid) != 0)
+		if (syscall(SYS_setgid, spec->gid) != 0 || syscall(SYS_setuid, spec->uid) != 0)
 			child_fail(report_fd, STEP_IDS);
 	}
 	execve(spec->path, spec->argv, spec->envp);
 	child_fail(report_fd, STEP_EXEC);
+}
+
+/* vfork: the child borrows our memory until it execs, so no page table of
+ * the (large, multi-threaded) agent is copied; that copy and its teardown at
+ * exec were most of a step's start-up cost. Every signal is blocked across
+ * it so no handler of ours runs in the child; child_exec never returns. */
+static pid_t vfork_exec(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd,
+                        int report_fd, int cg_fd)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t pid = vfork();
+	if (pid == 0)
+		child_exec(spec, in_fd, out_fd, err_fd, report_fd, cg_fd, -1);
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return pid;
 }
 
 /* Without an identity switch, glibc's posix_spawn does everything we need in
@@ -567,7 +591,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		close_fd(&rep[0]); /* posix_spawn reported exec errors itself */
 		goto spawned;
 	}
-	pid = fork();
+	/* the shim lives on after fork (it waits for the tree): a real fork */
+	pid = ctl[0] < 0 ? vfork_exec(spec, in[0], out[1], errp[1], rep[1], step.procs_fd) : fork();
 	if (pid < 0) {
 		rc = vm_err_errno(err, VM_ERR_IO, errno, "fork");
 		goto out;

@@ -991,6 +991,11 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	snprintf(scripts, sizeof(scripts), "%s/scripts", ex->work_dir);
 	if (fs_mkdir_p(ex->runs_dir, 0700, err) != 0 || fs_mkdir_p(scripts, 0700, err) != 0)
 		goto fail;
+	int replayed = 0;
+	if (probe_store_recover(ex->runs_dir, &replayed, err) != 0)
+		goto fail;
+	if (replayed > 0)
+		log_info("probe", "%d record(s) restored from the journal", replayed);
 	struct load_ctx lc = {ex, 0};
 	int quarantined = 0;
 	pthread_mutex_lock(&ex->mu);

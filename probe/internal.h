@@ -214,6 +214,11 @@ int probe_committer_write_stream_async(struct probe_committer *c, const char *id
                                        void *wctx, probe_commit_done_fn on_done, void *ctx);
 void probe_committer_stop(struct probe_committer *c);
 
+/* Replays dir/journal after a crash (the newest entry of each id, unless the
+ * record file is newer and intact), makes the replayed records durable and
+ * empties the journal. Call before probe_store_scan and the committer. */
+int probe_store_recover(const char *dir, int *replayed, struct vm_err *err);
+
 /* Reads one record (NULL when missing, larger than max or not a JSON object). */
 json_t *probe_store_read(const char *dir, const char *id, size_t max);
 void probe_store_remove(const char *dir, const char *id);
