@@ -497,8 +497,8 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		struct vm_err werr = {0};
 		if (img == NULL)
 			vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
-		int wrc = img != NULL ? probe_committer_write_stream(ex->store, p->id,
-		                                                     probe_image_write, img, &werr)
+		int wrc = img != NULL ? probe_committer_log_stream(ex->store, p->id,
+		                                                   probe_image_write, img, &werr)
 		                      : -1;
 		probe_image_free(img);
 		pthread_mutex_lock(&ex->mu);
@@ -718,7 +718,7 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 
 	/* Durable before it can run: a crash from here on shows it as interrupted. */
 	struct vm_err werr = {0};
-	int wrc = text != NULL ? probe_committer_write(ex->store, p->id, text, &werr) : -1;
+	int wrc = text != NULL ? probe_committer_log(ex->store, p->id, text, &werr) : -1;
 	free(text);
 
 	pthread_mutex_lock(&ex->mu);

@@ -202,6 +202,13 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
                           struct vm_err *err);
 int probe_committer_write_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
                                  void *wctx, struct vm_err *err);
+/* The same, durable through the journal alone: the record file is written at
+ * the next checkpoint (or by a later write of the same id). For records of
+ * unfinished probes, which readers take from memory. */
+int probe_committer_log(struct probe_committer *c, const char *id, const char *text,
+                        struct vm_err *err);
+int probe_committer_log_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
+                               void *wctx, struct vm_err *err);
 /* Queues a write and returns at once; on_done(ctx, rc, msg) runs on the writer
  * thread once it is durable (or failed). Takes text (malloc'd); the stream
  * variant borrows wctx until on_done. Returns -1 (nothing taken) when the

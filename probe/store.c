@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -282,10 +284,20 @@ struct jhdr {
 	uint64_t sum;
 };
 
+/* A record written since the last checkpoint: renamed into place, or (log)
+ * only in the journal at off/len, its file to be written by the checkpoint. */
+struct jdirty {
+	char id[PROBE_ID_MAX];
+	bool log;
+	uint64_t off, len;
+	size_t seq;
+};
+
 struct journal {
-	int fd; /* -1: no journal, every record is written the direct way */
+	int fd;      /* -1: no journal, every record is written the direct way */
+	int scratch; /* memfd: journal-only records are serialised here */
 	uint64_t off, gen;
-	char (*dirty)[PROBE_ID_MAX]; /* ids renamed since the last checkpoint */
+	struct jdirty *dirty; /* records written since the last checkpoint */
 	size_t ndirty, cap;
 	bool overflow; /* an id did not fit in dirty: the checkpoint syncs the filesystem */
 };
@@ -306,6 +318,8 @@ struct commit_item {
 	void *wctx;
 	int rc, fd;
 	bool journaled; /* in the journal: renamed after the batch's one fdatasync */
+	bool log;       /* journal only: no record file until the checkpoint */
+	uint64_t joff, jlen;
 	char tmp[PATH_MAX + 64];
 	char msg[200];
 	bool done;
@@ -352,7 +366,8 @@ static int pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 /* Copies the written temp file (len bytes, from the page cache) into the
  * journal at j->off; advances j->off only once the whole entry is there, so
  * a failed entry is overwritten by the next one. */
-static int journal_append(struct journal *j, const char *id, int src, uint64_t len)
+static int journal_append(struct journal *j, const char *id, int src, uint64_t len,
+                          uint64_t *data_off)
 {
 	static _Thread_local char buf[JOURNAL_COPY_CHUNK];
 	struct timespec ts;
@@ -368,6 +383,7 @@ static int journal_append(struct journal *j, const char *id, int src, uint64_t l
 	uint64_t at = j->off + sizeof(h);
 	int rc = pwrite_all(j->fd, id, h.idlen, at);
 	at += h.idlen;
+	*data_off = at;
 	for (uint64_t done = 0; rc == 0 && done < len;) {
 		size_t want = len - done < sizeof(buf) ? (size_t)(len - done) : sizeof(buf);
 		ssize_t n = pread(src, buf, want, (off_t)done);
@@ -388,7 +404,8 @@ static int journal_append(struct journal *j, const char *id, int src, uint64_t l
 	return rc;
 }
 
-static void journal_mark_dirty(struct journal *j, const char *id)
+static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint64_t off,
+                               uint64_t len)
 {
 	if (j->ndirty == j->cap) {
 		size_t ncap = j->cap ? j->cap * 2 : 256;
@@ -400,7 +417,12 @@ static void journal_mark_dirty(struct journal *j, const char *id)
 		j->dirty = nd;
 		j->cap = ncap;
 	}
-	snprintf(j->dirty[j->ndirty++], PROBE_ID_MAX, "%s", id);
+	struct jdirty *d = &j->dirty[j->ndirty];
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	d->log = log;
+	d->off = off;
+	d->len = len;
+	d->seq = j->ndirty++;
 }
 
 /* Empties the journal: a zero first header ends it. The file keeps its
@@ -418,9 +440,36 @@ static uint64_t new_gen(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cmp_ids(const void *a, const void *b)
+static int cmp_dirty(const void *a, const void *b)
 {
-	return strcmp(a, b);
+	const struct jdirty *x = a, *y = b;
+	int c = strcmp(x->id, y->id);
+	return c != 0 ? c : x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+struct span {
+	const char *p;
+	size_t n;
+};
+
+static int write_span(void *ctx, int fd, struct vm_err *err)
+{
+	const struct span *s = ctx;
+	return probe_write_all(fd, s->p, s->n, err);
+}
+
+/* Writes the record file of a journal-only record from its journal copy. */
+static int materialize(const struct journal *j, const char *dir, const struct jdirty *d)
+{
+	char *buf = malloc(d->len ? d->len : 1);
+	struct vm_err err = {0};
+	int rc =
+	    buf != NULL && pread(j->fd, buf, d->len, (off_t)d->off) == (ssize_t)d->len ? 0 : -1;
+	struct span sp = {buf, d->len};
+	if (rc == 0)
+		rc = probe_store_write_stream(dir, d->id, write_span, &sp, &err);
+	free(buf);
+	return rc;
 }
 
 /* Makes every record renamed since the last checkpoint durable on its own
@@ -431,14 +480,21 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 {
 	if (j->fd < 0 || j->off == 0)
 		return;
-	qsort(j->dirty, j->ndirty, sizeof(*j->dirty), cmp_ids);
+	qsort(j->dirty, j->ndirty, sizeof(*j->dirty), cmp_dirty);
 	bool ok = true;
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < j->ndirty; i++) {
 			char path[PATH_MAX];
-			if ((i > 0 && strcmp(j->dirty[i], j->dirty[i - 1]) == 0) ||
-			    record_path(dir, j->dirty[i], path, sizeof(path)) != 0)
+			/* the newest write of each record counts */
+			if ((i + 1 < j->ndirty &&
+			     strcmp(j->dirty[i].id, j->dirty[i + 1].id) == 0) ||
+			    record_path(dir, j->dirty[i].id, path, sizeof(path)) != 0)
 				continue;
+			if (j->dirty[i].log) {
+				if (pass == 0 && materialize(j, dir, &j->dirty[i]) != 0)
+					ok = false;
+				continue;
+			}
 			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 			if (fd < 0)
 				continue; /* removed by retention meanwhile */
@@ -464,6 +520,25 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 	j->overflow = false;
 }
 
+/* Zeroes the journal up to JOURNAL_PREZERO once, so appends within are
+ * overwrites of allocated blocks (fdatasync is then one flush, no metadata).
+ * Only where space is plentiful: on a small disk the journal just grows, and
+ * the space goes back (truncate) when zeroing fails. */
+static void journal_prezero(int fd, uint64_t size)
+{
+	static const char zeros[JOURNAL_COPY_CHUNK];
+	struct statvfs vs;
+	if (size >= JOURNAL_PREZERO || fstatvfs(fd, &vs) != 0 ||
+	    (uint64_t)vs.f_bavail * vs.f_frsize < 16 * (uint64_t)JOURNAL_PREZERO)
+		return;
+	for (uint64_t o = size; o < JOURNAL_PREZERO; o += sizeof(zeros))
+		if (pwrite_all(fd, zeros, sizeof(zeros), o) != 0) {
+			(void)ftruncate(fd, (off_t)size);
+			return;
+		}
+	(void)fsync(fd);
+}
+
 /* Opens (creating, durably) dir/journal for appending; without it, j->fd is
  * -1 and every record is written the direct way. */
 static void journal_open(struct journal *j, const char *dir)
@@ -472,6 +547,7 @@ static void journal_open(struct journal *j, const char *dir)
 	char path[PATH_MAX];
 	struct stat sb;
 	j->fd = -1;
+	j->scratch = memfd_create("vma-record", MFD_CLOEXEC);
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, JOURNAL_NAME) >= sizeof(path))
 		return;
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -486,13 +562,7 @@ static void journal_open(struct journal *j, const char *dir)
 		j->fd = fd;
 		j->off = 0;
 		j->gen = new_gen(); /* what an earlier run left there (replayed) never counts */
-		/* pre-zeroed once: appends within are overwrites of allocated blocks */
-		static const char zeros[JOURNAL_COPY_CHUNK];
-		for (uint64_t o = (uint64_t)sb.st_size; o < JOURNAL_PREZERO; o += sizeof(zeros))
-			if (pwrite_all(fd, zeros, sizeof(zeros), o) != 0)
-				break;
-		if ((uint64_t)sb.st_size < JOURNAL_PREZERO)
-			(void)fsync(fd);
+		journal_prezero(fd, (uint64_t)sb.st_size);
 		if (journal_empty(fd) != 0) {
 			close(fd);
 			j->fd = -1;
@@ -507,10 +577,27 @@ static void journal_close(struct journal *j, const char *dir)
 	journal_checkpoint(j, dir);
 	if (j->fd >= 0)
 		close(j->fd);
-	j->fd = -1;
+	if (j->scratch >= 0)
+		close(j->scratch);
+	j->fd = j->scratch = -1;
 	free(j->dirty);
 	j->dirty = NULL;
 	j->ndirty = j->cap = 0;
+}
+
+/* A journal-only record: serialised into the scratch memfd and copied into
+ * the journal (no temp file, no rename); 0, or -1 to write it the usual way
+ * (too large for an entry, or the journal refused it). */
+static int log_item(struct journal *j, struct commit_item *it)
+{
+	struct vm_err werr = {0};
+	struct stat sb;
+	if (ftruncate(j->scratch, 0) != 0 || lseek(j->scratch, 0, SEEK_SET) != 0 ||
+	    it->write_fn(it->wctx, j->scratch, &werr) != 0 || fstat(j->scratch, &sb) != 0 ||
+	    (uint64_t)sb.st_size > JOURNAL_ENTRY_MAX)
+		return -1;
+	it->jlen = (uint64_t)sb.st_size;
+	return journal_append(j, it->id, j->scratch, it->jlen, &it->joff) == 0 ? 0 : -1;
 }
 
 static void commit_batch(const char *dir, struct commit_item *batch, struct journal *j)
@@ -520,6 +607,12 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 	uint64_t start = j != NULL ? j->off : 0;
 	for (struct commit_item *it = batch; it != NULL; it = it->next, n++) {
 		it->fd = -1;
+		it->tmp[0] = '\0';
+		if (it->log && j != NULL && j->fd >= 0 && j->scratch >= 0 && log_item(j, it) == 0) {
+			it->journaled = journaled = true;
+			continue;
+		}
+		it->log = false;
 		if ((size_t)snprintf(it->tmp, sizeof(it->tmp), "%s/%s.json.tmp-%d", dir, it->id,
 		                     n) >= sizeof(it->tmp)) {
 			item_fail(it, "create", ENAMETOOLONG);
@@ -545,7 +638,7 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 			direct = true;
 			continue;
 		}
-		int e = journal_append(j, it->id, it->fd, (uint64_t)sb.st_size);
+		int e = journal_append(j, it->id, it->fd, (uint64_t)sb.st_size, &it->joff);
 		if (e != 0) {
 			item_fail(it, "journal", -e);
 			continue;
@@ -558,6 +651,11 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 	for (struct commit_item *it = batch; it != NULL; it = it->next) {
 		if (it->rc == 0 && it->journaled && jerr != 0)
 			item_fail(it, "fdatasync journal", jerr);
+		if (it->log) {
+			if (it->rc == 0)
+				journal_mark_dirty(j, it->id, true, it->joff, it->jlen);
+			continue;
+		}
 		if (it->rc == 0 && !it->journaled && fsync(it->fd) != 0)
 			item_fail(it, "fsync", errno);
 		if (it->fd >= 0)
@@ -569,7 +667,7 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 		if (it->rc != 0 && it->fd >= 0)
 			(void)unlink(it->tmp);
 		if (it->rc == 0 && it->journaled)
-			journal_mark_dirty(j, it->id);
+			journal_mark_dirty(j, it->id, false, 0, 0);
 	}
 	if (!direct)
 		return; /* journaled renames need no directory fsync: a replay redoes them */
@@ -661,17 +759,6 @@ static size_t journal_entries(int fd, uint64_t size, struct jentry **out, char *
 	*out = es;
 	*bufp = buf;
 	return n;
-}
-
-struct span {
-	const char *p;
-	size_t n;
-};
-
-static int write_span(void *ctx, int fd, struct vm_err *err)
-{
-	const struct span *s = ctx;
-	return probe_write_all(fd, s->p, s->n, err);
 }
 
 int probe_store_recover(const char *dir, int *replayed, struct vm_err *err)
@@ -790,14 +877,15 @@ struct probe_committer *probe_committer_start(const char *dir, struct vm_err *er
 	return c;
 }
 
-int probe_committer_write_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
-                                 void *wctx, struct vm_err *err)
+static int committer_write(struct probe_committer *c, const char *id, probe_write_fn fn, void *wctx,
+                           bool log, struct vm_err *err)
 {
 	struct commit_item it;
 	memset(&it, 0, sizeof(it));
 	it.id = id;
 	it.write_fn = fn;
 	it.wctx = wctx;
+	it.log = log;
 	pthread_mutex_lock(&c->mu);
 	if (c->stop) {
 		pthread_mutex_unlock(&c->mu);
@@ -815,6 +903,24 @@ int probe_committer_write_stream(struct probe_committer *c, const char *id, prob
 	if (it.rc != 0)
 		return vm_err_set(err, VM_ERR_IO, "%s", it.msg);
 	return 0;
+}
+
+int probe_committer_write_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
+                                 void *wctx, struct vm_err *err)
+{
+	return committer_write(c, id, fn, wctx, false, err);
+}
+
+int probe_committer_log_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
+                               void *wctx, struct vm_err *err)
+{
+	return committer_write(c, id, fn, wctx, true, err);
+}
+
+int probe_committer_log(struct probe_committer *c, const char *id, const char *text,
+                        struct vm_err *err)
+{
+	return committer_write(c, id, probe_write_text, (void *)text, true, err);
 }
 
 int probe_committer_write(struct probe_committer *c, const char *id, const char *text,
