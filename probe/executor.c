@@ -318,6 +318,7 @@ static void finish_fallback_locked(struct probe_exec *ex, struct probe *p, const
 	struct probe_image *img = probe_image_new(p->rec, p->sink, false);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
 	struct vm_err err = {0};
+	probe_committer_forget(ex->store, p->id); /* before: no checkpoint between */
 	int rc = img != NULL
 	             ? probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, img, &err)
 	             : vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
@@ -387,6 +388,7 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	struct vm_err err = {0};
 	if (p->img == NULL)
 		vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	probe_committer_forget(ex->store, p->id);
 	if (p->img == NULL ||
 	    probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, p->img, &err) != 0)
 		finish_fallback_locked(ex, p, err.msg);

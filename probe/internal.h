@@ -209,6 +209,9 @@ int probe_committer_log(struct probe_committer *c, const char *id, const char *t
                         struct vm_err *err);
 int probe_committer_log_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
                                void *wctx, struct vm_err *err);
+/* Says id's record file was just written the direct way (probe_store_write*):
+ * the checkpoint must not replace it with an older journal-only copy. */
+void probe_committer_forget(struct probe_committer *c, const char *id);
 /* Queues a write and returns at once; on_done(ctx, rc, msg) runs on the writer
  * thread once it is durable (or failed). Takes text (malloc'd); the stream
  * variant borrows wctx until on_done. Returns -1 (nothing taken) when the

@@ -299,7 +299,8 @@ struct journal {
 	uint64_t off, gen;
 	struct jdirty *dirty; /* records written since the last checkpoint */
 	size_t ndirty, cap;
-	bool overflow; /* an id did not fit in dirty: the checkpoint syncs the filesystem */
+	pthread_mutex_t mu; /* dirty: the writer thread, and probe_committer_forget */
+	bool overflow;      /* an id did not fit in dirty: the checkpoint syncs the filesystem */
 };
 
 static uint64_t fnv(uint64_t h, const void *data, size_t n)
@@ -407,11 +408,13 @@ static int journal_append(struct journal *j, const char *id, int src, uint64_t l
 static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint64_t off,
                                uint64_t len)
 {
+	pthread_mutex_lock(&j->mu);
 	if (j->ndirty == j->cap) {
 		size_t ncap = j->cap ? j->cap * 2 : 256;
 		void *nd = realloc(j->dirty, ncap * sizeof(*j->dirty));
 		if (nd == NULL) {
 			j->overflow = true;
+			pthread_mutex_unlock(&j->mu);
 			return;
 		}
 		j->dirty = nd;
@@ -423,6 +426,7 @@ static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint
 	d->off = off;
 	d->len = len;
 	d->seq = j->ndirty++;
+	pthread_mutex_unlock(&j->mu);
 }
 
 /* Empties the journal: a zero first header ends it. The file keeps its
@@ -480,6 +484,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 {
 	if (j->fd < 0 || j->off == 0)
 		return;
+	pthread_mutex_lock(&j->mu);
 	qsort(j->dirty, j->ndirty, sizeof(*j->dirty), cmp_dirty);
 	bool ok = true;
 	for (int pass = 0; pass < 2; pass++) {
@@ -511,6 +516,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 	if (dfd >= 0)
 		close(dfd);
 	if (!ok || journal_empty(j->fd) != 0) {
+		pthread_mutex_unlock(&j->mu);
 		log_warn("probe", "journal checkpoint in %s failed; the journal is kept", dir);
 		return;
 	}
@@ -518,25 +524,29 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 	j->off = 0;
 	j->ndirty = 0;
 	j->overflow = false;
+	pthread_mutex_unlock(&j->mu);
 }
 
 /* Zeroes the journal up to JOURNAL_PREZERO once, so appends within are
- * overwrites of allocated blocks (fdatasync is then one flush, no metadata).
- * Only where space is plentiful: on a small disk the journal just grows, and
- * the space goes back (truncate) when zeroing fails. */
-static void journal_prezero(int fd, uint64_t size)
+ * overwrites of allocated blocks: fdatasync is then one flush, and a full
+ * disk cannot refuse them. Only where space is plentiful; false (and the
+ * space back) otherwise: a small disk keeps one fsync per record, so a full
+ * one is reported at the write it refuses. */
+static bool journal_prezero(int fd, uint64_t size)
 {
 	static const char zeros[JOURNAL_COPY_CHUNK];
 	struct statvfs vs;
-	if (size >= JOURNAL_PREZERO || fstatvfs(fd, &vs) != 0 ||
+	if (size >= JOURNAL_PREZERO)
+		return true;
+	if (fstatvfs(fd, &vs) != 0 ||
 	    (uint64_t)vs.f_bavail * vs.f_frsize < 16 * (uint64_t)JOURNAL_PREZERO)
-		return;
+		return false;
 	for (uint64_t o = size; o < JOURNAL_PREZERO; o += sizeof(zeros))
 		if (pwrite_all(fd, zeros, sizeof(zeros), o) != 0) {
 			(void)ftruncate(fd, (off_t)size);
-			return;
+			return false;
 		}
-	(void)fsync(fd);
+	return fsync(fd) == 0;
 }
 
 /* Opens (creating, durably) dir/journal for appending; without it, j->fd is
@@ -544,6 +554,7 @@ static void journal_prezero(int fd, uint64_t size)
 static void journal_open(struct journal *j, const char *dir)
 {
 	memset(j, 0, sizeof(*j));
+	pthread_mutex_init(&j->mu, NULL);
 	char path[PATH_MAX];
 	struct stat sb;
 	j->fd = -1;
@@ -562,10 +573,10 @@ static void journal_open(struct journal *j, const char *dir)
 		j->fd = fd;
 		j->off = 0;
 		j->gen = new_gen(); /* what an earlier run left there (replayed) never counts */
-		journal_prezero(fd, (uint64_t)sb.st_size);
-		if (journal_empty(fd) != 0) {
+		if (!journal_prezero(fd, (uint64_t)sb.st_size) || journal_empty(fd) != 0) {
 			close(fd);
 			j->fd = -1;
+			(void)unlink(path);
 		}
 	}
 	if (dfd >= 0)
@@ -583,6 +594,7 @@ static void journal_close(struct journal *j, const char *dir)
 	free(j->dirty);
 	j->dirty = NULL;
 	j->ndirty = j->cap = 0;
+	pthread_mutex_destroy(&j->mu);
 }
 
 /* A journal-only record: serialised into the scratch memfd and copied into
@@ -968,6 +980,18 @@ int probe_committer_write_async(struct probe_committer *c, const char *id, char 
                                 probe_commit_done_fn on_done, void *ctx)
 {
 	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx);
+}
+
+void probe_committer_forget(struct probe_committer *c, const char *id)
+{
+	if (c == NULL)
+		return;
+	struct journal *j = &c->j;
+	pthread_mutex_lock(&j->mu);
+	for (size_t i = 0; i < j->ndirty; i++)
+		if (strcmp(j->dirty[i].id, id) == 0)
+			j->dirty[i].log = false; /* the file is newer: the checkpoint fsyncs it */
+	pthread_mutex_unlock(&j->mu);
 }
 
 void probe_committer_stop(struct probe_committer *c)
