@@ -344,7 +344,7 @@ struct capture {
 	bool truncated;
 };
 
-static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept)
+static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept, bool count_only)
 {
 	size_t room = c->limit - c->len;
 	*kept = n < room ? n : room;
@@ -352,6 +352,10 @@ static int capture_add(struct capture *c, const char *data, size_t n, size_t *ke
 		c->truncated = true;
 	if (*kept == 0)
 		return 0;
+	if (count_only) {
+		c->len += *kept;
+		return 0;
+	}
 	if (c->len + *kept + 1 > c->cap) {
 		size_t ncap = c->cap ? c->cap : 4096;
 		while (ncap < c->len + *kept + 1)
@@ -415,7 +419,7 @@ static void read_stream(struct run *r, int *fd, enum proc_stream which)
 		}
 		size_t kept = 0;
 		struct capture *c = &r->cap[which - 1];
-		if (capture_add(c, buf, (size_t)n, &kept) != 0)
+		if (capture_add(c, buf, (size_t)n, &kept, r->spec->output_only) != 0)
 			c->truncated = true; /* out of memory: keep draining, report truncation */
 		if (kept > 0 && r->spec->on_output != NULL)
 			r->spec->on_output(r->spec->ctx, which, buf, kept);
