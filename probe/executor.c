@@ -72,6 +72,7 @@ struct probe_exec {
 	pthread_cond_t work_cv, ev_cv;
 	struct probe *head, *tail;
 	int nfinished;
+	int rings_full; /* ended probes whose ring holds more than their `end` event */
 	struct probe **queue;
 	int qcap, qhead, qlen, qreserved;
 	pthread_t *workers;
@@ -214,14 +215,17 @@ static void retain(struct probe_exec *ex)
 			unlink_probe(ex, p);
 			probe_store_remove(ex->runs_dir, p->id);
 			ex->nfinished--;
+			ex->rings_full -= p->ev_first + 1 < p->ev_next;
 			free_probe(p);
 		}
 		p = next;
 	}
-	/* Event rings of all but the most recently finished probes are dropped. */
+	/* Event rings of all but the most recently finished probes are dropped;
+	 * the walk ends once no full ring is left to drop (not O(records)). */
 	int kept = 0;
-	for (p = ex->tail; p != NULL; p = p->prev)
+	for (p = ex->tail; p != NULL && ex->rings_full > RINGS_AFTER_END; p = p->prev)
 		if (p->ended && p->ev_first + 1 < p->ev_next && ++kept > RINGS_AFTER_END) {
+			ex->rings_full--;
 			/* keep only the final `end` event */
 			struct ev end = p->ring[(p->ev_next - 1) % EV_RING];
 			p->ring[(p->ev_next - 1) % EV_RING].data = NULL;
@@ -291,6 +295,7 @@ static void finish_done_locked(struct probe_exec *ex, struct probe *p, bool keep
 	}
 	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
 	p->ended = true;
+	ex->rings_full += p->ev_first + 1 < p->ev_next;
 	ex->nfinished++;
 	log_info("probe", "%s %s", p->id, state_names[st]);
 	retain(ex);
