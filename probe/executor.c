@@ -359,11 +359,14 @@ static void on_committed(void *ctx, int rc, const char *msg)
 	pthread_mutex_unlock(&ex->mu);
 }
 
+static void finish_write_locked(struct probe_exec *ex, struct probe *p);
+
 /* Ends a probe. The final record goes to the group-commit writer without
  * waiting (workers go on with the next probe); until it is durable, readers
  * still see the previous state, so no one sees an outcome a crash could undo.
  * Called with the lock held; never releases it. */
-static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st, const char *error)
+static void finish_begin_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
+                                const char *error)
 {
 	p->finished_ms = wall_ms();
 	json_object_set_new(p->rec, "finished_at", time_json(p->finished_ms));
@@ -385,6 +388,17 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	json_object_set_new(p->rec, "state", json_string(state_names[st]));
 	p->img = probe_image_new(p->rec, p->sink, true);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
+}
+
+static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st, const char *error)
+{
+	finish_begin_locked(ex, p, st, error);
+	finish_write_locked(ex, p);
+}
+
+/* Hands the final record image to the writer, or writes it here. */
+static void finish_write_locked(struct probe_exec *ex, struct probe *p)
+{
 	if (p->img != NULL &&
 	    probe_committer_write_stream_async(ex->store, p->id, probe_image_write, p->img,
 	                                       on_committed, p) == 0)
@@ -399,6 +413,32 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 		finish_fallback_locked(ex, p, err.msg);
 	else
 		finish_done_locked(ex, p, false);
+}
+
+/* finish_locked for the worker that ran the probe: the final record's temp
+ * file is created and written here with the lock released (that is most of a
+ * record write's CPU, and on the writer thread it ran serially for every
+ * worker); the writer then only journals and renames it. p is `finishing`
+ * meanwhile, so nothing else touches it. */
+static void finish_run_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
+                              const char *error)
+{
+	finish_begin_locked(ex, p, st, error);
+	struct probe_image *keep = p->img;
+	if (keep != NULL) {
+		struct probe_prepared prep;
+		struct vm_err err = {0};
+		pthread_mutex_unlock(&ex->mu);
+		int rc =
+		    probe_store_prepare(ex->runs_dir, p->id, probe_image_write, keep, &prep, &err);
+		pthread_mutex_lock(&ex->mu);
+		if (rc == 0 && probe_committer_write_prepared_async(ex->store, p->id, &prep,
+		                                                    on_committed, p) == 0)
+			return;
+		if (rc == 0)
+			probe_prepared_discard(&prep);
+	}
+	finish_write_locked(ex, p);
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -569,7 +609,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	pthread_mutex_lock(&ex->mu);
 	if (error == errbuf)
 		json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
-	finish_locked(ex, p, final, error);
+	finish_run_locked(ex, p, final, error);
 	pthread_mutex_unlock(&ex->mu);
 }
 

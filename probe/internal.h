@@ -222,6 +222,20 @@ int probe_committer_write_async(struct probe_committer *c, const char *id, char 
                                 probe_commit_done_fn on_done, void *ctx);
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx);
+/* A record's temp file written by the calling thread (in parallel, outside
+ * any lock: creating files is most of a record write's CPU), then handed to
+ * the writer, which only journals and renames it. Discard unless handed. */
+struct probe_prepared {
+	int fd;
+	char tmp[PATH_MAX + 64];
+};
+int probe_store_prepare(const char *dir, const char *id, probe_write_fn fn, void *wctx,
+                        struct probe_prepared *out, struct vm_err *err);
+void probe_prepared_discard(struct probe_prepared *p);
+/* Takes prep (its fd is -1 after) and returns 0, or -1 leaving it to the caller. */
+int probe_committer_write_prepared_async(struct probe_committer *c, const char *id,
+                                         struct probe_prepared *prep, probe_commit_done_fn on_done,
+                                         void *ctx);
 void probe_committer_stop(struct probe_committer *c);
 
 /* Replays dir/journal after a crash (the newest entry of each id, unless the

@@ -320,6 +320,7 @@ struct commit_item {
 	int rc, fd;
 	bool journaled; /* in the journal: renamed after the batch's one fdatasync */
 	bool log;       /* journal only: no record file until the checkpoint */
+	bool prepared;  /* tmp and fd already written by the caller (probe_store_prepare) */
 	uint64_t joff, jlen;
 	char tmp[PATH_MAX + 64];
 	char msg[200];
@@ -618,6 +619,8 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 	bool journaled = false, direct = false;
 	uint64_t start = j != NULL ? j->off : 0;
 	for (struct commit_item *it = batch; it != NULL; it = it->next, n++) {
+		if (it->prepared)
+			goto written;
 		it->fd = -1;
 		it->tmp[0] = '\0';
 		if (it->log && j != NULL && j->fd >= 0 && j->scratch >= 0 && log_item(j, it) == 0) {
@@ -644,6 +647,7 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 			         werr.msg);
 			continue;
 		}
+	written:;
 		struct stat sb;
 		if (j == NULL || j->fd < 0 || fstat(it->fd, &sb) != 0 ||
 		    (uint64_t)sb.st_size > JOURNAL_ENTRY_MAX) {
@@ -960,6 +964,63 @@ static int enqueue_async(struct probe_committer *c, const char *id, probe_write_
 		return -1;
 	}
 	it->owned_text = owned_text; /* taken only once queued */
+	if (c->tail != NULL)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+int probe_store_prepare(const char *dir, const char *id, probe_write_fn fn, void *wctx,
+                        struct probe_prepared *out, struct vm_err *err)
+{
+	out->fd = -1;
+	if ((size_t)snprintf(out->tmp, sizeof(out->tmp), "%s/%s.json.tmp-p", dir, id) >=
+	    sizeof(out->tmp))
+		return vm_err_set(err, VM_ERR_INVALID, "path too long");
+	out->fd = open(out->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (out->fd < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "create %s", out->tmp);
+	if (fn(wctx, out->fd, err) != 0) {
+		probe_prepared_discard(out);
+		return -err->code;
+	}
+	return 0;
+}
+
+void probe_prepared_discard(struct probe_prepared *p)
+{
+	if (p->fd < 0)
+		return;
+	close(p->fd);
+	(void)unlink(p->tmp);
+	p->fd = -1;
+}
+
+int probe_committer_write_prepared_async(struct probe_committer *c, const char *id,
+                                         struct probe_prepared *prep, probe_commit_done_fn on_done,
+                                         void *ctx)
+{
+	struct commit_item *it = calloc(1, sizeof(*it));
+	if (it == NULL)
+		return -1;
+	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
+	snprintf(it->tmp, sizeof(it->tmp), "%s", prep->tmp);
+	it->id = it->idbuf;
+	it->fd = prep->fd;
+	it->prepared = true;
+	it->on_done = on_done;
+	it->ctx = ctx;
+	pthread_mutex_lock(&c->mu);
+	if (c->stop) {
+		pthread_mutex_unlock(&c->mu);
+		free(it);
+		return -1;
+	}
+	prep->fd = -1; /* the writer's now */
 	if (c->tail != NULL)
 		c->tail->next = it;
 	else
