@@ -946,7 +946,8 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
 }
 
 static int enqueue_async(struct probe_committer *c, const char *id, probe_write_fn fn, void *wctx,
-                         char *owned_text, probe_commit_done_fn on_done, void *ctx)
+                         char *owned_text, probe_commit_done_fn on_done, void *ctx,
+                         struct probe_prepared *prep)
 {
 	struct commit_item *it = calloc(1, sizeof(*it));
 	if (it == NULL)
@@ -957,6 +958,11 @@ static int enqueue_async(struct probe_committer *c, const char *id, probe_write_
 	it->wctx = wctx;
 	it->on_done = on_done;
 	it->ctx = ctx;
+	if (prep != NULL) {
+		snprintf(it->tmp, sizeof(it->tmp), "%s", prep->tmp);
+		it->fd = prep->fd;
+		it->prepared = true;
+	}
 	pthread_mutex_lock(&c->mu);
 	if (c->stop) {
 		pthread_mutex_unlock(&c->mu);
@@ -964,6 +970,8 @@ static int enqueue_async(struct probe_committer *c, const char *id, probe_write_
 		return -1;
 	}
 	it->owned_text = owned_text; /* taken only once queued */
+	if (prep != NULL)
+		prep->fd = -1; /* the writer's now */
 	if (c->tail != NULL)
 		c->tail->next = it;
 	else
@@ -1004,43 +1012,19 @@ int probe_committer_write_prepared_async(struct probe_committer *c, const char *
                                          struct probe_prepared *prep, probe_commit_done_fn on_done,
                                          void *ctx)
 {
-	struct commit_item *it = calloc(1, sizeof(*it));
-	if (it == NULL)
-		return -1;
-	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
-	snprintf(it->tmp, sizeof(it->tmp), "%s", prep->tmp);
-	it->id = it->idbuf;
-	it->fd = prep->fd;
-	it->prepared = true;
-	it->on_done = on_done;
-	it->ctx = ctx;
-	pthread_mutex_lock(&c->mu);
-	if (c->stop) {
-		pthread_mutex_unlock(&c->mu);
-		free(it);
-		return -1;
-	}
-	prep->fd = -1; /* the writer's now */
-	if (c->tail != NULL)
-		c->tail->next = it;
-	else
-		c->head = it;
-	c->tail = it;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-	return 0;
+	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep);
 }
 
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx);
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL);
 }
 
 int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
                                 probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx);
+	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL);
 }
 
 void probe_committer_forget(struct probe_committer *c, const char *id)

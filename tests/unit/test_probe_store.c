@@ -362,6 +362,23 @@ static void tear_entry(const char *path, const char *text)
 	fclose(f);
 }
 
+/* Writes n records through the committer and keeps a copy of the journal as
+ * a crash would leave it (in saved), then stops (a clean stop checkpoints). */
+static void write_then_save_journal(const char *dir, const char *const *ids,
+                                    const char *const *texts, int n, char *saved, size_t cap)
+{
+	struct vm_err err = {0};
+	struct probe_committer *c = probe_committer_start(dir, &err);
+	assert_non_null(c);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(probe_committer_write(c, ids[i], texts[i], &err), 0);
+	char j[PATH_MAX];
+	snprintf(j, sizeof(j), "%s/journal", dir);
+	snprintf(saved, cap, "%s.saved", dir);
+	copy_file(j, saved);
+	probe_committer_stop(c);
+}
+
 /* A batch's records are durable through the journal alone (one fdatasync):
  * after a crash that lost the record files (renames not yet on disk), the
  * replay brings back the newest acknowledged version of each. */
@@ -371,16 +388,11 @@ static void test_probe_store_journal_replays_lost_records(void **state)
 	char dir[] = "/tmp/vma-journal-XXXXXX";
 	assert_non_null(mkdtemp(dir));
 	struct vm_err err = {0};
-	struct probe_committer *c = probe_committer_start(dir, &err);
-	assert_non_null(c);
-	assert_int_equal(probe_committer_write(c, "p-1", "{\"v\":1}", &err), 0);
-	assert_int_equal(probe_committer_write(c, "p-1", "{\"v\":2}", &err), 0);
-	assert_int_equal(probe_committer_write(c, "p-2", "{\"v\":3}", &err), 0);
+	static const char *const ids[] = {"p-1", "p-1", "p-2"};
+	static const char *const texts[] = {"{\"v\":1}", "{\"v\":2}", "{\"v\":3}"};
 	char j[PATH_MAX], saved[PATH_MAX], rec[PATH_MAX];
+	write_then_save_journal(dir, ids, texts, 3, saved, sizeof(saved));
 	snprintf(j, sizeof(j), "%s/journal", dir);
-	snprintf(saved, sizeof(saved), "%s.saved", dir);
-	copy_file(j, saved); /* the journal as a crash would leave it */
-	probe_committer_stop(c);
 	assert_true(journal_empty(j)); /* a clean stop checkpoints */
 	snprintf(rec, sizeof(rec), "%s/p-1.json", dir);
 	assert_int_equal(unlink(rec), 0);
@@ -426,14 +438,11 @@ static void test_probe_store_journal_keeps_newer_direct_record(void **state)
 	char dir[] = "/tmp/vma-journal-XXXXXX";
 	assert_non_null(mkdtemp(dir));
 	struct vm_err err = {0};
-	struct probe_committer *c = probe_committer_start(dir, &err);
-	assert_non_null(c);
-	assert_int_equal(probe_committer_write(c, "p-1", "{\"v\":1}", &err), 0);
+	static const char *const ids[] = {"p-1"};
+	static const char *const texts[] = {"{\"v\":1}"};
 	char j[PATH_MAX], saved[PATH_MAX];
+	write_then_save_journal(dir, ids, texts, 1, saved, sizeof(saved));
 	snprintf(j, sizeof(j), "%s/journal", dir);
-	snprintf(saved, sizeof(saved), "%s.saved", dir);
-	copy_file(j, saved);
-	probe_committer_stop(c);
 	assert_int_equal(probe_store_write(dir, "p-1", "{\"v\":9}", &err), 0);
 	copy_file(saved, j);
 	int replayed = -1;
