@@ -267,12 +267,13 @@ out:
  * (fsync each, then the directory). A checkpoint (journal past
  * JOURNAL_CHECKPOINT, and at stop) fsyncs the records renamed since the last
  * one and empties the journal; probe_store_recover replays it after a crash. */
-#define JOURNAL_NAME       "journal"
-#define JOURNAL_MAGIC      0x4a414d56u /* "VMAJ" */
-#define JOURNAL_ENTRY_MAX  (1u << 20)
-#define JOURNAL_CHECKPOINT (4u << 20)
-#define JOURNAL_PREZERO    (8u << 20) /* overwriting written blocks: fdatasync is one flush */
-#define JOURNAL_COPY_CHUNK 65536
+#define JOURNAL_NAME         "journal"
+#define JOURNAL_MAGIC        0x4a414d56u /* "VMAJ" */
+#define JOURNAL_ENTRY_MAX    (1u << 20)
+#define JOURNAL_CHECKPOINT   (4u << 20)
+#define JOURNAL_PREZERO      (8u << 20) /* overwriting written blocks: fdatasync is one flush */
+#define JOURNAL_COPY_CHUNK   65536
+#define CHECKPOINT_FSYNC_MAX 64 /* records fsynced one by one at a checkpoint */
 
 /* An entry: this header, the id (idlen bytes), the record (len bytes). sum is
  * FNV-1a over the header (sum = 0), id and record: a torn tail fails it. */
@@ -488,6 +489,9 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 	pthread_mutex_lock(&j->mu);
 	qsort(j->dirty, j->ndirty, sizeof(*j->dirty), cmp_dirty);
 	bool ok = true;
+	/* thousands of records: one syncfs (one flush) instead of an fsync, and
+	 * on a filesystem without a journal a flush, per file; the writer waits */
+	bool one_sync = j->overflow || j->ndirty > CHECKPOINT_FSYNC_MAX;
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < j->ndirty; i++) {
 			char path[PATH_MAX];
@@ -501,6 +505,8 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 					ok = false;
 				continue;
 			}
+			if (one_sync)
+				continue;
 			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 			if (fd < 0)
 				continue; /* removed by retention meanwhile */
@@ -512,7 +518,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 		}
 	}
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) != 0 || (j->overflow && syncfs(dfd) != 0))
+	if (dfd < 0 || fsync(dfd) != 0 || (one_sync && syncfs(dfd) != 0))
 		ok = false;
 	if (dfd >= 0)
 		close(dfd);
