@@ -458,6 +458,54 @@ static void test_probe_store_journal_keeps_newer_direct_record(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Past 4 MiB of journal the writer checkpoints: the records it renamed are
+ * made durable, a journal-only record (an unfinished probe's) gets its file
+ * from the journal copy, and the journal starts again from empty. */
+static void test_probe_store_journal_checkpoint_writes_journal_only_records(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-journal-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct vm_err err = {0};
+	struct probe_committer *c = probe_committer_start(dir, &err);
+	assert_non_null(c);
+	assert_int_equal(probe_committer_log(c, "p-log", "{\"v\":7}", &err), 0);
+	json_t *none = probe_store_read(dir, "p-log", 1024);
+	assert_null(none); /* durable in the journal only, so far */
+	size_t n = 64 * 1024;
+	char *big = malloc(n + 16);
+	snprintf(big, 16, "{\"pad\":\"");
+	memset(big + 8, 'x', n - 10);
+	memcpy(big + n - 2, "\"}", 3);
+	for (int i = 0; i < 80; i++) { /* 5 MiB */
+		char id[32];
+		snprintf(id, sizeof(id), "p-big-%d", i);
+		assert_int_equal(probe_committer_write(c, id, big, &err), 0);
+	}
+	/* the writes after the checkpoint start a new journal: p-log is not in it */
+	char j[PATH_MAX];
+	snprintf(j, sizeof(j), "%s/journal", dir);
+	FILE *f = fopen(j, "rb");
+	assert_non_null(f);
+	char *head = malloc(2 << 20);
+	size_t got = fread(head, 1, 2 << 20, f);
+	fclose(f);
+	assert_null(memmem(head, got, "p-log", 5));
+	free(head);
+	json_t *r = probe_store_read(dir, "p-log", 1024);
+	assert_non_null(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "v")), 7);
+	json_decref(r);
+	r = probe_store_read(dir, "p-big-79", 2 * n);
+	assert_non_null(r);
+	json_decref(r);
+	probe_committer_stop(c);
+	free(big);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -469,6 +517,7 @@ int main(void)
 	    cmocka_unit_test(test_probe_store_spilled_output_reads_back),
 	    cmocka_unit_test(test_probe_store_journal_replays_lost_records),
 	    cmocka_unit_test(test_probe_store_journal_keeps_newer_direct_record),
+	    cmocka_unit_test(test_probe_store_journal_checkpoint_writes_journal_only_records),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
