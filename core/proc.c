@@ -1,8 +1,8 @@
 /* Process runner: posix_spawn (vfork-like: no page-table copy, no COW storm
- * in a busy multi-threaded agent), or fork+exec when the child must do what
- * posix_spawn cannot (switch user or group, join a cgroup, the subreaper
- * shim, PR_SET_PDEATHSIG; the child then only makes async-signal-safe
- * calls), one poll() loop over stdin/stdout/stderr and a pidfd, SIGTERM then
+ * in a busy multi-threaded agent), or vfork+exec when the child must do what
+ * posix_spawn cannot (switch user or group, join a cgroup, PR_SET_PDEATHSIG;
+ * the child then only makes async-signal-safe calls and raw syscalls), fork
+ * only for the subreaper shim, one poll() loop over stdin/stdout/stderr and a pidfd, SIGTERM then
  * SIGKILL to the whole process group on deadline or cancel. */
 #include "core/proc.h"
 
@@ -139,14 +139,15 @@ enum { STEP_SETUP = 1, STEP_CHDIR, STEP_IDS, STEP_EXEC, STEP_CGROUP };
 /* The agent ignores SIGPIPE and blocks others; a child must start clean. */
 static void child_signals_default(void)
 {
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* handlers first, then the mask: a vfork child must never run one of ours */
 	struct sigaction dfl;
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
 		(void)sigaction(s, &dfl, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 static void close_from(unsigned fd)
@@ -287,14 +288,35 @@ static void child_exec(const struct proc_spec *spec, const struct target *t, int
 	close_from((unsigned)rep_at + 1);
 	if (spec->cwd != NULL && chdir(spec->cwd) != 0)
 		child_fail(report_fd, STEP_CHDIR);
+	/* raw syscalls: glibc's setuid() would signal the parent's threads (setxid
+	 * broadcast), wrong in a vfork child that shares the parent's memory */
 	if (spec->set_ids) {
-		if (setgroups(1, &spec->gid) != 0 && getuid() == 0)
+		if (syscall(SYS_setgroups, 1, &spec->gid) != 0 && getuid() == 0)
 			child_fail(report_fd, STEP_IDS);
-		if (setgid(spec->gid) != 0 || setuid(spec->uid) != 0)
+		if (syscall(SYS_setgid, spec->gid) != 0 || syscall(SYS_setuid, spec->uid) != 0)
 			child_fail(report_fd, STEP_IDS);
 	}
 	execve(t->path, spec->argv, t->envp);
 	child_fail(report_fd, STEP_EXEC);
+}
+
+/* vfork: the child borrows our memory until it execs, so no page table of
+ * the (large, multi-threaded) agent is copied; that copy and its teardown at
+ * exec were most of a step's start-up cost. Every signal is blocked across
+ * it so no handler of ours runs in the child; child_exec never returns. */
+static pid_t vfork_exec(const struct proc_spec *spec, const struct target *t, int in_fd, int out_fd,
+                        int err_fd, int report_fd, int cg_fd)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t pid = vfork();
+	if (pid == 0)
+		child_exec(spec, t, in_fd, out_fd, err_fd, report_fd, cg_fd, -1);
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return pid;
 }
 
 /* Without an identity switch, glibc's posix_spawn does everything we need in
@@ -383,17 +405,19 @@ static int spawn_detached(const struct proc_spec *spec, const struct target *t, 
 /* --- the parent ----------------------------------------------------------------------- */
 
 struct capture {
-	struct buf b; /* at most out_cap bytes */
+	struct buf b;   /* at most out_cap bytes; stays empty with output_only */
+	size_t counted; /* bytes let through the cap */
 	bool truncated;
 };
 
-static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept)
+static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept, bool count_only)
 {
-	size_t room = c->b.max - c->b.len;
+	size_t room = c->b.max - c->counted;
 	*kept = n < room ? n : room;
 	if (*kept < n)
 		c->truncated = true;
-	return *kept == 0 ? 0 : buf_append(&c->b, data, *kept);
+	c->counted += *kept;
+	return *kept == 0 || count_only ? 0 : buf_append(&c->b, data, *kept);
 }
 
 static int pidfd_for(pid_t pid)
@@ -441,7 +465,7 @@ static void read_stream(struct run *r, int *fd, enum proc_stream which)
 		}
 		size_t kept = 0;
 		struct capture *c = &r->cap[which - 1];
-		if (capture_add(c, buf, (size_t)n, &kept) != 0)
+		if (capture_add(c, buf, (size_t)n, &kept, r->spec->output_only) != 0)
 			c->truncated = true; /* out of memory: keep draining, report truncation */
 		if (kept > 0 && r->spec->on_output != NULL)
 			r->spec->on_output(r->spec->ctx, which, buf, kept);
@@ -627,7 +651,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		close_fd(&rep[0]); /* posix_spawn reported exec errors itself */
 		goto spawned;
 	}
-	pid = fork();
+	/* the shim lives on after fork (it waits for the tree): a real fork */
+	pid = ctl[0] < 0 ? vfork_exec(spec, &t, in[0], out[1], errp[1], rep[1], step.procs_fd)
+	                 : fork();
 	if (pid < 0) {
 		rc = vm_err_errno(err, VM_ERR_IO, errno, "fork");
 		goto out;
@@ -709,6 +735,10 @@ out:
 	res->out_truncated = r.cap[0].truncated || (r.cap[0].b.len && res->out == NULL);
 	res->err = r.cap[1].b.len ? buf_take(&r.cap[1].b, &res->err_len) : NULL;
 	res->err_truncated = r.cap[1].truncated || (r.cap[1].b.len && res->err == NULL);
+	if (spec->output_only) {
+		res->out_len = r.cap[0].counted;
+		res->err_len = r.cap[1].counted;
+	}
 	buf_free(&r.cap[0].b);
 	buf_free(&r.cap[1].b);
 	res->duration_ms = (uint64_t)(time_mono_ms() - start);

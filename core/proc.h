@@ -57,6 +57,10 @@ struct proc_spec {
 	const atomic_bool *cancel; /* may be NULL; polled while the child runs */
 	proc_output_fn on_output;  /* may be NULL */
 	void *ctx;
+	/* The callback is the only destination: nothing is kept in proc_result
+	 * (out/err stay NULL; the lengths and truncation flags still count what
+	 * out_cap let through), so memory is one read chunk whatever the cap. */
+	bool output_only;
 	/* Containment (borrowed for the call). NULL: the process group only.
 	 * CG_TRACK/CG_LIMIT: a step cgroup with limits; CG_NONE: a subreaper shim
 	 * between us and the child reaps and kills every orphan of the tree. */
@@ -70,7 +74,8 @@ struct proc_result {
 	int exit_code;   /* -1 when killed by a signal */
 	int term_signal; /* 0 when it exited */
 	bool timed_out, canceled;
-	char *out, *err; /* malloc'd, NUL-terminated, at most out_cap bytes */
+	char *out, *err; /* malloc'd, NUL-terminated, at most out_cap bytes; NULL with
+	                    output_only */
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
 	uint64_t duration_ms;

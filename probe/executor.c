@@ -72,6 +72,7 @@ struct probe_exec {
 	pthread_cond_t work_cv, ev_cv;
 	struct probe *head, *tail;
 	int nfinished;
+	int rings_full; /* ended probes whose ring holds more than their `end` event */
 	struct probe **queue;
 	int qcap, qhead, qlen, qreserved;
 	pthread_t *workers;
@@ -214,14 +215,17 @@ static void retain(struct probe_exec *ex)
 			unlink_probe(ex, p);
 			probe_store_remove(ex->runs_dir, p->id);
 			ex->nfinished--;
+			ex->rings_full -= p->ev_first + 1 < p->ev_next;
 			free_probe(p);
 		}
 		p = next;
 	}
-	/* Event rings of all but the most recently finished probes are dropped. */
+	/* Event rings of all but the most recently finished probes are dropped;
+	 * the walk ends once no full ring is left to drop (not O(records)). */
 	int kept = 0;
-	for (p = ex->tail; p != NULL; p = p->prev)
+	for (p = ex->tail; p != NULL && ex->rings_full > RINGS_AFTER_END; p = p->prev)
 		if (p->ended && p->ev_first + 1 < p->ev_next && ++kept > RINGS_AFTER_END) {
+			ex->rings_full--;
 			/* keep only the final `end` event */
 			struct ev end = p->ring[(p->ev_next - 1) % EV_RING];
 			p->ring[(p->ev_next - 1) % EV_RING].data = NULL;
@@ -291,6 +295,7 @@ static void finish_done_locked(struct probe_exec *ex, struct probe *p, bool keep
 	}
 	emit(ex, p, "end", json_pack("{s:s,s:s}", "id", p->id, "state", state_names[st]));
 	p->ended = true;
+	ex->rings_full += p->ev_first + 1 < p->ev_next;
 	ex->nfinished++;
 	log_info("probe", "%s %s", p->id, state_names[st]);
 	retain(ex);
@@ -318,6 +323,7 @@ static void finish_fallback_locked(struct probe_exec *ex, struct probe *p, const
 	struct probe_image *img = probe_image_new(p->rec, p->sink, false);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
 	struct vm_err err = {0};
+	probe_committer_forget(ex->store, p->id); /* before: no checkpoint between */
 	int rc = img != NULL
 	             ? probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, img, &err)
 	             : vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
@@ -353,11 +359,14 @@ static void on_committed(void *ctx, int rc, const char *msg)
 	pthread_mutex_unlock(&ex->mu);
 }
 
+static void finish_write_locked(struct probe_exec *ex, struct probe *p);
+
 /* Ends a probe. The final record goes to the group-commit writer without
  * waiting (workers go on with the next probe); until it is durable, readers
  * still see the previous state, so no one sees an outcome a crash could undo.
  * Called with the lock held; never releases it. */
-static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st, const char *error)
+static void finish_begin_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
+                                const char *error)
 {
 	p->finished_ms = wall_ms();
 	json_object_set_new(p->rec, "finished_at", time_json(p->finished_ms));
@@ -379,6 +388,17 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	json_object_set_new(p->rec, "state", json_string(state_names[st]));
 	p->img = probe_image_new(p->rec, p->sink, true);
 	json_object_set_new(p->rec, "state", json_string(state_names[p->state]));
+}
+
+static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st, const char *error)
+{
+	finish_begin_locked(ex, p, st, error);
+	finish_write_locked(ex, p);
+}
+
+/* Hands the final record image to the writer, or writes it here. */
+static void finish_write_locked(struct probe_exec *ex, struct probe *p)
+{
 	if (p->img != NULL &&
 	    probe_committer_write_stream_async(ex->store, p->id, probe_image_write, p->img,
 	                                       on_committed, p) == 0)
@@ -387,11 +407,38 @@ static void finish_locked(struct probe_exec *ex, struct probe *p, enum pstate st
 	struct vm_err err = {0};
 	if (p->img == NULL)
 		vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+	probe_committer_forget(ex->store, p->id);
 	if (p->img == NULL ||
 	    probe_store_write_stream(ex->runs_dir, p->id, probe_image_write, p->img, &err) != 0)
 		finish_fallback_locked(ex, p, err.msg);
 	else
 		finish_done_locked(ex, p, false);
+}
+
+/* finish_locked for the worker that ran the probe: the final record's temp
+ * file is created and written here with the lock released (that is most of a
+ * record write's CPU, and on the writer thread it ran serially for every
+ * worker); the writer then only journals and renames it. p is `finishing`
+ * meanwhile, so nothing else touches it. */
+static void finish_run_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
+                              const char *error)
+{
+	finish_begin_locked(ex, p, st, error);
+	struct probe_image *keep = p->img;
+	if (keep != NULL) {
+		struct probe_prepared prep;
+		struct vm_err err = {0};
+		pthread_mutex_unlock(&ex->mu);
+		int rc =
+		    probe_store_prepare(ex->runs_dir, p->id, probe_image_write, keep, &prep, &err);
+		pthread_mutex_lock(&ex->mu);
+		if (rc == 0 && probe_committer_write_prepared_async(ex->store, p->id, &prep,
+		                                                    on_committed, p) == 0)
+			return;
+		if (rc == 0)
+			probe_prepared_discard(&prep);
+	}
+	finish_write_locked(ex, p);
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -497,8 +544,8 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		struct vm_err werr = {0};
 		if (img == NULL)
 			vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
-		int wrc = img != NULL ? probe_committer_write_stream(ex->store, p->id,
-		                                                     probe_image_write, img, &werr)
+		int wrc = img != NULL ? probe_committer_log_stream(ex->store, p->id,
+		                                                   probe_image_write, img, &werr)
 		                      : -1;
 		probe_image_free(img);
 		pthread_mutex_lock(&ex->mu);
@@ -562,7 +609,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	pthread_mutex_lock(&ex->mu);
 	if (error == errbuf)
 		json_object_set_new(p->rec, "error_code", json_string("record_write_failed"));
-	finish_locked(ex, p, final, error);
+	finish_run_locked(ex, p, final, error);
 	pthread_mutex_unlock(&ex->mu);
 }
 
@@ -718,7 +765,7 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 
 	/* Durable before it can run: a crash from here on shows it as interrupted. */
 	struct vm_err werr = {0};
-	int wrc = text != NULL ? probe_committer_write(ex->store, p->id, text, &werr) : -1;
+	int wrc = text != NULL ? probe_committer_log(ex->store, p->id, text, &werr) : -1;
 	free(text);
 
 	pthread_mutex_lock(&ex->mu);
@@ -991,6 +1038,11 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	snprintf(scripts, sizeof(scripts), "%s/scripts", ex->work_dir);
 	if (fs_mkdir_p(ex->runs_dir, 0700, err) != 0 || fs_mkdir_p(scripts, 0700, err) != 0)
 		goto fail;
+	int replayed = 0;
+	if (probe_store_recover(ex->runs_dir, &replayed, err) != 0)
+		goto fail;
+	if (replayed > 0)
+		log_info("probe", "%d record(s) restored from the journal", replayed);
 	struct load_ctx lc = {ex, 0};
 	int quarantined = 0;
 	pthread_mutex_lock(&ex->mu);

@@ -202,6 +202,16 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
                           struct vm_err *err);
 int probe_committer_write_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
                                  void *wctx, struct vm_err *err);
+/* The same, durable through the journal alone: the record file is written at
+ * the next checkpoint (or by a later write of the same id). For records of
+ * unfinished probes, which readers take from memory. */
+int probe_committer_log(struct probe_committer *c, const char *id, const char *text,
+                        struct vm_err *err);
+int probe_committer_log_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
+                               void *wctx, struct vm_err *err);
+/* Says id's record file was just written the direct way (probe_store_write*):
+ * the checkpoint must not replace it with an older journal-only copy. */
+void probe_committer_forget(struct probe_committer *c, const char *id);
 /* Queues a write and returns at once; on_done(ctx, rc, msg) runs on the writer
  * thread once it is durable (or failed). Takes text (malloc'd); the stream
  * variant borrows wctx until on_done. Returns -1 (nothing taken) when the
@@ -212,7 +222,26 @@ int probe_committer_write_async(struct probe_committer *c, const char *id, char 
                                 probe_commit_done_fn on_done, void *ctx);
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx);
+/* A record's temp file written by the calling thread (in parallel, outside
+ * any lock: creating files is most of a record write's CPU), then handed to
+ * the writer, which only journals and renames it. Discard unless handed. */
+struct probe_prepared {
+	int fd;
+	char tmp[PATH_MAX + 64];
+};
+int probe_store_prepare(const char *dir, const char *id, probe_write_fn fn, void *wctx,
+                        struct probe_prepared *out, struct vm_err *err);
+void probe_prepared_discard(struct probe_prepared *p);
+/* Takes prep (its fd is -1 after) and returns 0, or -1 leaving it to the caller. */
+int probe_committer_write_prepared_async(struct probe_committer *c, const char *id,
+                                         struct probe_prepared *prep, probe_commit_done_fn on_done,
+                                         void *ctx);
 void probe_committer_stop(struct probe_committer *c);
+
+/* Replays dir/journal after a crash (the newest entry of each id, unless the
+ * record file is newer and intact), makes the replayed records durable and
+ * empties the journal. Call before probe_store_scan and the committer. */
+int probe_store_recover(const char *dir, int *replayed, struct vm_err *err);
 
 /* Reads one record (NULL when missing, larger than max or not a JSON object). */
 json_t *probe_store_read(const char *dir, const char *id, size_t max);

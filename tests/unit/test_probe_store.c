@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/codec.h"
@@ -329,6 +330,182 @@ static void test_probe_store_spilled_output_reads_back(void **state)
 	free(c);
 }
 
+static void copy_file(const char *from, const char *to)
+{
+	char cmd[2 * PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* An empty journal starts with a zero header (the file stays pre-zeroed). */
+static bool journal_empty(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	uint32_t magic = 1;
+	assert_int_equal(fread(&magic, sizeof(magic), 1, f), 1);
+	fclose(f);
+	return magic == 0;
+}
+
+/* Flips a byte of the journal entry holding text, as a torn write would. */
+static void tear_entry(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "r+b");
+	assert_non_null(f);
+	static char buf[64 * 1024];
+	size_t n = fread(buf, 1, sizeof(buf), f);
+	char *hit = memmem(buf, n, text, strlen(text));
+	assert_non_null(hit);
+	assert_int_equal(fseek(f, (long)(hit - buf) + 2, SEEK_SET), 0);
+	assert_int_equal(fputc('X', f), 'X');
+	fclose(f);
+}
+
+/* Writes n records through the committer and keeps a copy of the journal as
+ * a crash would leave it (in saved), then stops (a clean stop checkpoints). */
+static void write_then_save_journal(const char *dir, const char *const *ids,
+                                    const char *const *texts, int n, char *saved, size_t cap)
+{
+	struct vm_err err = {0};
+	struct probe_committer *c = probe_committer_start(dir, &err);
+	assert_non_null(c);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(probe_committer_write(c, ids[i], texts[i], &err), 0);
+	char j[PATH_MAX];
+	snprintf(j, sizeof(j), "%s/journal", dir);
+	snprintf(saved, cap, "%s.saved", dir);
+	copy_file(j, saved);
+	probe_committer_stop(c);
+}
+
+/* A batch's records are durable through the journal alone (one fdatasync):
+ * after a crash that lost the record files (renames not yet on disk), the
+ * replay brings back the newest acknowledged version of each. */
+static void test_probe_store_journal_replays_lost_records(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-journal-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct vm_err err = {0};
+	static const char *const ids[] = {"p-1", "p-1", "p-2"};
+	static const char *const texts[] = {"{\"v\":1}", "{\"v\":2}", "{\"v\":3}"};
+	char j[PATH_MAX], saved[PATH_MAX], rec[PATH_MAX];
+	write_then_save_journal(dir, ids, texts, 3, saved, sizeof(saved));
+	snprintf(j, sizeof(j), "%s/journal", dir);
+	assert_true(journal_empty(j)); /* a clean stop checkpoints */
+	snprintf(rec, sizeof(rec), "%s/p-1.json", dir);
+	assert_int_equal(unlink(rec), 0);
+	snprintf(rec, sizeof(rec), "%s/p-2.json", dir);
+	assert_int_equal(truncate(rec, 0), 0); /* renamed, data lost */
+	copy_file(saved, j);
+	int replayed = -1;
+	assert_int_equal(probe_store_recover(dir, &replayed, &err), 0);
+	assert_int_equal(replayed, 2);
+	json_t *r1 = probe_store_read(dir, "p-1", 1024), *r2 = probe_store_read(dir, "p-2", 1024);
+	assert_non_null(r1);
+	assert_non_null(r2);
+	assert_int_equal(json_integer_value(json_object_get(r1, "v")), 2);
+	assert_int_equal(json_integer_value(json_object_get(r2, "v")), 3);
+	json_decref(r1);
+	json_decref(r2);
+	assert_true(journal_empty(j));
+	/* a torn tail is ignored, the entries before it still count */
+	copy_file(saved, j);
+	tear_entry(j, "{\"v\":3}");
+	snprintf(rec, sizeof(rec), "%s/p-1.json", dir);
+	assert_int_equal(unlink(rec), 0);
+	snprintf(rec, sizeof(rec), "%s/p-2.json", dir);
+	assert_int_equal(unlink(rec), 0);
+	assert_int_equal(probe_store_recover(dir, &replayed, &err), 0);
+	assert_int_equal(replayed, 1);
+	r1 = probe_store_read(dir, "p-1", 1024);
+	assert_non_null(r1);
+	assert_int_equal(json_integer_value(json_object_get(r1, "v")), 2);
+	json_decref(r1);
+	assert_null(probe_store_read(dir, "p-2", 1024));
+	unlink(saved);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* A record written later the direct way (the failure record after a failed
+ * final write) is never replaced by the journal's older copy. */
+static void test_probe_store_journal_keeps_newer_direct_record(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-journal-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct vm_err err = {0};
+	static const char *const ids[] = {"p-1"};
+	static const char *const texts[] = {"{\"v\":1}"};
+	char j[PATH_MAX], saved[PATH_MAX];
+	write_then_save_journal(dir, ids, texts, 1, saved, sizeof(saved));
+	snprintf(j, sizeof(j), "%s/journal", dir);
+	assert_int_equal(probe_store_write(dir, "p-1", "{\"v\":9}", &err), 0);
+	copy_file(saved, j);
+	int replayed = -1;
+	assert_int_equal(probe_store_recover(dir, &replayed, &err), 0);
+	assert_int_equal(replayed, 0);
+	json_t *r = probe_store_read(dir, "p-1", 1024);
+	assert_non_null(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "v")), 9);
+	json_decref(r);
+	unlink(saved);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Past 4 MiB of journal the writer checkpoints: the records it renamed are
+ * made durable, a journal-only record (an unfinished probe's) gets its file
+ * from the journal copy, and the journal starts again from empty. */
+static void test_probe_store_journal_checkpoint_writes_journal_only_records(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-journal-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct vm_err err = {0};
+	struct probe_committer *c = probe_committer_start(dir, &err);
+	assert_non_null(c);
+	assert_int_equal(probe_committer_log(c, "p-log", "{\"v\":7}", &err), 0);
+	json_t *none = probe_store_read(dir, "p-log", 1024);
+	assert_null(none); /* durable in the journal only, so far */
+	size_t n = 64 * 1024;
+	char *big = malloc(n + 16);
+	snprintf(big, 16, "{\"pad\":\"");
+	memset(big + 8, 'x', n - 10);
+	memcpy(big + n - 2, "\"}", 3);
+	for (int i = 0; i < 80; i++) { /* 5 MiB */
+		char id[32];
+		snprintf(id, sizeof(id), "p-big-%d", i);
+		assert_int_equal(probe_committer_write(c, id, big, &err), 0);
+	}
+	/* the writes after the checkpoint start a new journal: p-log is not in it */
+	char j[PATH_MAX];
+	snprintf(j, sizeof(j), "%s/journal", dir);
+	FILE *f = fopen(j, "rb");
+	assert_non_null(f);
+	char *head = malloc(2 << 20);
+	size_t got = fread(head, 1, 2 << 20, f);
+	fclose(f);
+	assert_null(memmem(head, got, "p-log", 5));
+	free(head);
+	json_t *r = probe_store_read(dir, "p-log", 1024);
+	assert_non_null(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "v")), 7);
+	json_decref(r);
+	r = probe_store_read(dir, "p-big-79", 2 * n);
+	assert_non_null(r);
+	json_decref(r);
+	probe_committer_stop(c);
+	free(big);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -338,6 +515,9 @@ int main(void)
 	    cmocka_unit_test(test_probe_store_queue_limit_and_shutdown_interrupts),
 	    cmocka_unit_test(test_probe_store_idempotency_key_scoped_by_subject),
 	    cmocka_unit_test(test_probe_store_spilled_output_reads_back),
+	    cmocka_unit_test(test_probe_store_journal_replays_lost_records),
+	    cmocka_unit_test(test_probe_store_journal_keeps_newer_direct_record),
+	    cmocka_unit_test(test_probe_store_journal_checkpoint_writes_journal_only_records),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,6 +44,7 @@ static int run_sh(const char *script, struct proc_result *res, struct proc_spec 
 		spec.fd3 = extra->fd3;
 		spec.on_output = extra->on_output;
 		spec.ctx = extra->ctx;
+		spec.output_only = extra->output_only;
 	}
 	struct vm_err err = {0};
 	return proc_run(&spec, res, &err);
@@ -87,6 +88,43 @@ static void test_proc_output_cap_drains_and_flags(void **state)
 	assert_int_equal(r.out_len, 1000);
 	assert_true(r.out_truncated);
 	assert_false(r.err_truncated);
+	proc_result_free(&r);
+}
+
+struct counted {
+	size_t bytes[3];
+	size_t biggest;
+};
+
+static void count_output(void *ctx, enum proc_stream stream, const char *data, size_t len)
+{
+	struct counted *c = ctx;
+	(void)data;
+	c->bytes[stream] += len;
+	if (len > c->biggest)
+		c->biggest = len;
+}
+
+/* output_only: the callback is the only destination (the caller spills it),
+ * so nothing is kept in memory however large out_cap is; the cap and the
+ * truncation flags still hold. */
+static void test_proc_output_only_keeps_nothing_in_memory(void **state)
+{
+	(void)state;
+	struct counted c = {{0}, 0};
+	struct proc_spec only = {
+	    .out_cap = 200000, .on_output = count_output, .ctx = &c, .output_only = true};
+	struct proc_result r;
+	assert_int_equal(run_sh("head -c 300000 /dev/zero; echo e >&2", &r, &only), 0);
+	assert_int_equal(r.exit_code, 0);
+	assert_null(r.out);
+	assert_null(r.err);
+	assert_int_equal(c.bytes[PROC_STDOUT], 200000);
+	assert_int_equal(c.bytes[PROC_STDERR], 2);
+	assert_int_equal(r.out_len, 200000);
+	assert_true(r.out_truncated);
+	assert_false(r.err_truncated);
+	assert_true(c.biggest <= 16384);
 	proc_result_free(&r);
 }
 
@@ -502,6 +540,7 @@ int main(void)
 	    cmocka_unit_test(test_proc_subreaper_deadline_and_cancel_kill_escaped_tree),
 	    cmocka_unit_test(test_proc_subreaper_survives_step_killing_its_group),
 	    cmocka_unit_test(test_proc_fd3_reaches_child),
+	    cmocka_unit_test(test_proc_output_only_keeps_nothing_in_memory),
 	    cmocka_unit_test(test_proc_search_path_runs_a_command_by_name),
 	    cmocka_unit_test(test_proc_null_envp_inherits_environment),
 	    cmocka_unit_test(test_proc_die_with_parent_kills_child_when_caller_is_killed),
