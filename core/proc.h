@@ -105,10 +105,4 @@ int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err);
 int proc_lookup_ids(const char *user, const char *group, uid_t *uid, gid_t *gid, bool *set,
                     struct vm_err *err);
 
-/* probe/executor.c's name for time_mono_ms(), until it moves over. */
-static inline int64_t proc_now_ms(void)
-{
-	return time_mono_ms();
-}
-
 #endif

@@ -18,6 +18,8 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/proc.h"
+#include "core/rand.h"
+#include "core/time.h"
 #include "probe/internal.h"
 
 #define EV_RING         64   /* events kept per probe for late or slow readers */
@@ -91,23 +93,11 @@ struct probe_exec {
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 };
 
-static int64_t wall_ms(void)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 static json_t *time_json(int64_t ms)
 {
-	if (ms == 0)
+	char buf[TIME_RFC3339_MAX];
+	if (ms == 0 || time_rfc3339(buf, sizeof(buf), ms, true) == 0)
 		return json_null();
-	time_t s = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	char buf[64];
-	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 	return json_string(buf);
 }
 
@@ -206,7 +196,7 @@ static void emit(struct probe_exec *ex, struct probe *p, const char *type, json_
 /* Retention: finished records beyond retention_count or older than retention_age. */
 static void retain(struct probe_exec *ex)
 {
-	int64_t horizon = wall_ms() - (int64_t)ex->retention_age_ms;
+	int64_t horizon = time_wall_ms() - (int64_t)ex->retention_age_ms;
 	struct probe *p = ex->head;
 	while (p != NULL && (ex->nfinished > ex->retention_count || p->created_ms < horizon)) {
 		struct probe *next = p->next;
@@ -368,7 +358,7 @@ static void finish_write_locked(struct probe_exec *ex, struct probe *p);
 static void finish_begin_locked(struct probe_exec *ex, struct probe *p, enum pstate st,
                                 const char *error)
 {
-	p->finished_ms = wall_ms();
+	p->finished_ms = time_wall_ms();
 	json_object_set_new(p->rec, "finished_at", time_json(p->finished_ms));
 	json_object_set_new(p->rec, "finished_ms", json_integer(p->finished_ms));
 	if (error != NULL)
@@ -491,7 +481,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	pthread_mutex_lock(&ex->mu); /* probe_exec_reconfigure may change the settings */
 	uint64_t timeout = req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms;
 	pthread_mutex_unlock(&ex->mu);
-	int64_t deadline = proc_now_ms() + (int64_t)timeout;
+	int64_t deadline = time_mono_ms() + (int64_t)timeout;
 	enum pstate final = P_SUCCEEDED;
 	const char *error = NULL;
 	char errbuf[300];
@@ -504,7 +494,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 			final = p->interrupt ? P_INTERRUPTED : P_CANCELED;
 			break;
 		}
-		int64_t now = proc_now_ms();
+		int64_t now = time_mono_ms();
 		if (now >= deadline) {
 			final = P_TIMED_OUT;
 			error = "probe timeout reached";
@@ -535,7 +525,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
 		json_object_set_new(srec, "status", json_string("running"));
-		json_object_set_new(srec, "started_at", time_json(wall_ms()));
+		json_object_set_new(srec, "started_at", time_json(time_wall_ms()));
 		/* Durable before it runs: after a crash this step is `interrupted` (it
 		 * may have run), never `skipped`. Spilled output of earlier steps is
 		 * not copied each time: the record marks it output_not_persisted. */
@@ -567,10 +557,10 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		pthread_mutex_unlock(&ex->mu);
 
 		json_t *result = json_object();
-		int64_t t0 = proc_now_ms();
+		int64_t t0 = time_mono_ms();
 		probe_sink_set_step(p->sink, i);
 		enum probe_step_status ss = probe_steps[st->type].run(st, &ctx, result);
-		json_object_set_new(result, "duration_ms", json_integer(proc_now_ms() - t0));
+		json_object_set_new(result, "duration_ms", json_integer(time_mono_ms() - t0));
 		json_object_set_new(result, "status", json_string(step_status_names[ss]));
 		if (p->sink != NULL) {
 			probe_sink_abort_open(p->sink);
@@ -591,7 +581,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 			final = p->interrupt ? P_INTERRUPTED : P_CANCELED;
 			break;
 		}
-		if (ss == STEP_TIMED_OUT && proc_now_ms() >= deadline) {
+		if (ss == STEP_TIMED_OUT && time_mono_ms() >= deadline) {
 			final = P_TIMED_OUT;
 			error = "probe timeout reached";
 			break;
@@ -620,9 +610,7 @@ static void *worker(void *arg)
 	for (;;) {
 		while (ex->qlen == 0 && !ex->stopping) {
 			/* idle: apply retention by age now and then, not only when probes end */
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += RETAIN_EVERY_S;
+			struct timespec until = time_deadline(RETAIN_EVERY_S * 1000);
 			if (pthread_cond_timedwait(&ex->work_cv, &ex->mu, &until) == ETIMEDOUT)
 				retain(ex);
 		}
@@ -641,7 +629,7 @@ static void *worker(void *arg)
 			continue;
 		}
 		set_state(ex, p, P_RUNNING);
-		json_object_set_new(p->rec, "started_at", time_json(wall_ms()));
+		json_object_set_new(p->rec, "started_at", time_json(time_wall_ms()));
 		pthread_mutex_unlock(&ex->mu);
 		run_probe(ex, p);
 		pthread_mutex_lock(&ex->mu);
@@ -652,14 +640,15 @@ static void *worker(void *arg)
 
 /* --- API ----------------------------------------------------------------------------------- */
 
-static void new_id(char *out, size_t cap)
+static int new_id(char *out, size_t cap, struct vm_err *err)
 {
-	uint8_t rnd[5] = {0};
+	uint8_t rnd[5];
 	char hex[11];
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		memset(rnd, 0, sizeof(rnd)); /* time still makes it unique enough to retry */
+	if (rand_bytes(rnd, sizeof(rnd), err) != 0)
+		return -1; /* never a guessable id: it names the probe's output */
 	hex_encode(rnd, sizeof(rnd), hex);
-	snprintf(out, cap, "p-%012" PRIx64 "-%s", (uint64_t)wall_ms(), hex);
+	snprintf(out, cap, "p-%012" PRIx64 "-%s", (uint64_t)time_wall_ms(), hex);
+	return 0;
 }
 
 /* Keys are per caller: sha256(tenant_id NUL sub), so a replay by another
@@ -748,9 +737,12 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 		           "the probe queue is full (%d queued, probe.queue_size)", ex->qcap);
 		goto unlock_fail;
 	}
+	if (new_id(p->id, sizeof(p->id), err) != 0) {
+		rc = PROBE_E_IO;
+		goto unlock_fail;
+	}
 	ex->qreserved++;
-	new_id(p->id, sizeof(p->id));
-	p->created_ms = wall_ms();
+	p->created_ms = time_wall_ms();
 	p->state = P_QUEUED;
 	p->persisting = true;
 	p->req = req;
@@ -894,14 +886,9 @@ void probe_event_free(struct probe_event *ev)
 int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq, struct probe_event *evs,
                       int max, int timeout_ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	/* monotonic (time_cond_init): a wall-clock step neither ends an event
+	 * stream's wait early nor holds it past its timeout */
+	struct timespec until = time_deadline(timeout_ms);
 	int n = 0;
 	pthread_mutex_lock(&ex->mu);
 	for (;;) {
@@ -944,11 +931,8 @@ struct load_ctx {
 
 static void hex_to(const char *hex, uint8_t out[SHA256_LEN])
 {
-	for (size_t i = 0; hex != NULL && strlen(hex) == 2 * SHA256_LEN && i < SHA256_LEN; i++) {
-		unsigned b;
-		if (sscanf(hex + 2 * i, "%2x", &b) == 1)
-			out[i] = (uint8_t)b;
-	}
+	if (hex != NULL)
+		(void)hex_decode(hex, strlen(hex), out, SHA256_LEN);
 }
 
 /* A record found at startup. Unfinished ones ran (or were about to) when the
@@ -972,7 +956,7 @@ static void load_one(void *c, const char *id, json_t *rec)
 	memset(p->idem_scope, 0xff, SHA256_LEN);
 	hex_to(json_string_value(json_object_get(rec, "idempotency_scope")), p->idem_scope);
 	if (st < 0 || !terminal((enum pstate)st)) {
-		p->finished_ms = wall_ms();
+		p->finished_ms = time_wall_ms();
 		json_object_set_new(rec, "state", json_string("interrupted"));
 		json_object_set_new(rec, "error",
 		                    json_string("the agent stopped while this probe was "
@@ -1012,8 +996,8 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 		return NULL;
 	}
 	pthread_mutex_init(&ex->mu, NULL);
-	pthread_cond_init(&ex->work_cv, NULL);
-	pthread_cond_init(&ex->ev_cv, NULL);
+	time_cond_init(&ex->work_cv);
+	time_cond_init(&ex->ev_cv);
 	snprintf(ex->work_dir, sizeof(ex->work_dir), "%s", cfg->probe.work_dir);
 	snprintf(ex->runs_dir, sizeof(ex->runs_dir), "%s/runs", cfg->probe.work_dir);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "probe/internal.h"
 
@@ -57,17 +58,9 @@ void probe_sink_free(struct probe_sink *s)
 
 static int sink_put(struct probe_sink *s, const void *data, size_t len, struct vm_err *err)
 {
-	const char *p = data;
-	while (len > 0) {
-		ssize_t w = write(s->fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return vm_err_errno(err, VM_ERR_IO, errno, "write %s", s->path);
-		p += w;
-		len -= (size_t)w;
-		s->end += w;
-	}
+	if (fs_write_all(s->fd, data, len) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "write %s", s->path);
+	s->end += (off_t)len;
 	return 0;
 }
 

@@ -24,16 +24,8 @@ static int record_path(const char *dir, const char *id, char *out, size_t cap)
 
 int probe_write_all(int fd, const void *data, size_t len, struct vm_err *err)
 {
-	const char *p = data;
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return vm_err_errno(err, VM_ERR_IO, errno, "write");
-		p += w;
-		len -= (size_t)w;
-	}
+	if (fs_write_all(fd, data, len) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "write");
 	return 0;
 }
 

@@ -72,16 +72,7 @@ int probe_file_write_parse(STEP_PARSE_ARGS)
 		return bad_field(path, "content_b64", epath, ecap, err, "not valid base64");
 	st->content_len = (size_t)n;
 	if (sha != NULL) {
-		static const char hexd[] = "0123456789abcdef";
-		bool ok = strlen(sha) == 64;
-		for (size_t i = 0; ok && i < SHA256_LEN; i++) {
-			const char *hi = strchr(hexd, sha[2 * i] | 0x20),
-			           *lo = strchr(hexd, sha[2 * i + 1] | 0x20);
-			ok = hi != NULL && lo != NULL && sha[2 * i] != 0 && sha[2 * i + 1] != 0;
-			if (ok)
-				st->sha256[i] = (uint8_t)((hi - hexd) << 4 | (lo - hexd));
-		}
-		if (!ok)
+		if (hex_decode(sha, strlen(sha), st->sha256, sizeof(st->sha256)) != SHA256_LEN)
 			return bad_field(path, "sha256", epath, ecap, err, "64 hex digits");
 		st->has_sha256 = true;
 	}

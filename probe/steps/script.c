@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/proc.h"
 #include "probe/steps/steps.h"
 
@@ -37,17 +38,10 @@ static int script_memfd(const char *body, struct vm_err *err)
 	int fd = memfd_create("vma-script", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "memfd_create");
-	size_t len = strlen(body), off = 0;
-	while (off < len) {
-		ssize_t w = write(fd, body + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			int e = errno;
-			close(fd);
-			return vm_err_errno(err, VM_ERR_IO, e, "write script");
-		}
-		off += (size_t)w;
+	if (fs_write_all(fd, body, strlen(body)) != 0) {
+		int e = errno;
+		close(fd);
+		return vm_err_errno(err, VM_ERR_IO, e, "write script");
 	}
 	/* the script cannot be rewritten under the interpreter (fd 3 is shared
 	 * with everything the script starts) */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/proc.h"
+#include "core/time.h"
 #include "test_dir.h"
 
 static char *const clean_env[] = {"PATH=/usr/bin:/bin", NULL};
@@ -131,7 +132,7 @@ static void test_proc_output_only_keeps_nothing_in_memory(void **state)
 static void test_proc_deadline_kills_group(void **state)
 {
 	(void)state;
-	struct proc_spec dl = {.deadline_ms = proc_now_ms() + 300};
+	struct proc_spec dl = {.deadline_ms = time_mono_ms() + 300};
 	struct proc_result r;
 	/* the grandchild ignores SIGTERM and holds stdout open */
 	assert_int_equal(run_sh("(trap '' TERM; sleep 30) & sleep 30", &r, &dl), 0);
@@ -234,7 +235,7 @@ static void test_proc_subreaper_deadline_and_cancel_kill_escaped_tree(void **sta
 {
 	(void)state;
 	struct cg_tree none = {.mode = CG_NONE};
-	struct proc_spec sp = {.cgroup = &none, .deadline_ms = proc_now_ms() + 600};
+	struct proc_spec sp = {.cgroup = &none, .deadline_ms = time_mono_ms() + 600};
 	struct proc_result r;
 	assert_int_equal(run_sh(ESCAPE "(trap '' TERM; sleep 30) & sleep 30", &r, &sp), 0);
 	assert_true(r.timed_out);
@@ -247,7 +248,7 @@ static void test_proc_subreaper_deadline_and_cancel_kill_escaped_tree(void **sta
 	/* cancel once the escaped child's pid was printed */
 	sp = (struct proc_spec){.cgroup = &none,
 	                        .cancel = &cancel,
-	                        .deadline_ms = proc_now_ms() + 10000,
+	                        .deadline_ms = time_mono_ms() + 10000,
 	                        .on_output = cancel_on_output,
 	                        .ctx = &cancel};
 	assert_int_equal(run_sh(ESCAPE "sleep 30", &r, &sp), 0);
