@@ -11,6 +11,7 @@
 
 #include "core/fs.h"
 #include "core/proc.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 /* installers/vm-agent.service, embedded at build time (unit_template.c). */
@@ -28,7 +29,7 @@ static int run_tool(const char *what, const char *const argv[], uint64_t timeout
 {
 	struct proc_spec spec = {.argv = (char *const *)argv,
 	                         .flags = PROC_SEARCH_PATH,
-	                         .deadline_ms = proc_now_ms() + (int64_t)timeout_ms,
+	                         .deadline_ms = time_mono_ms() + (int64_t)timeout_ms,
 	                         .out_cap = TOOL_OUTPUT_MAX};
 	int rc = proc_run(&spec, res, err);
 	if (rc != 0 || (!res->timed_out && res->term_signal == 0 && res->exit_code == 0))

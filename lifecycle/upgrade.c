@@ -278,7 +278,7 @@ static int run_new_binary(const char *const argv[], uint64_t timeout_ms, struct 
 {
 	struct proc_spec spec = {.argv = (char *const *)argv,
 	                         .flags = PROC_DIE_WITH_PARENT,
-	                         .deadline_ms = proc_now_ms() + (int64_t)timeout_ms,
+	                         .deadline_ms = time_mono_ms() + (int64_t)timeout_ms,
 	                         .out_cap = 8192};
 	struct vm_err why = {0};
 	if (proc_run(&spec, res, &why) != 0)
