@@ -94,6 +94,8 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 	int rc = fs_mkdir_p(cfg->agent.state_dir, 0700, err);
 	if (rc == 0)
 		rc = fs_mkdir_p(cfg->probe.work_dir, 0700, err);
+	if (rc == 0) /* before the webhook: a remote upgrade's request goes through it */
+		rc = fs_mkdir_p(cfg->agent.runtime_dir, 0700, err);
 	return rc;
 }
 
@@ -444,6 +446,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);
 	ag.deps.health = ag.health;
+	snprintf(ag.deps.runtime_dir, sizeof(ag.deps.runtime_dir), "%s", ag.cfg->agent.runtime_dir);
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);

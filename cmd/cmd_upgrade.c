@@ -35,6 +35,8 @@ const struct cmd_entry cmd_upgrade_entry = {
     "  --proxy P                HTTP(S) proxy\n"
     "  --root DIR               files under DIR (nothing is restarted)\n"
     "  --json                   machine-readable report\n"
+    "  --request FILE           read version, URLs, checksum from FILE and remove it\n"
+    "                           (how the agent starts an upgrade asked for by the API)\n"
     "  -h, --help\n",
     "upgrade --version V --url URL --checksum sha256:HEX [--signature-url URL] [flags]",
     upgrade_exec,
@@ -43,6 +45,7 @@ const struct cmd_entry cmd_upgrade_entry = {
 struct upgrade_args {
 	struct lc_upgrade_opts o;
 	bool json;
+	const char *request;
 };
 
 #define UA(f) offsetof(struct upgrade_args, f)
@@ -58,6 +61,7 @@ static const struct cmd_flag upgrade_flags[] = {
     {"proxy", CMD_FLAG_STR, UA(o.proxy)},
     {"root", CMD_FLAG_STR, UA(o.root)},
     {"json", CMD_FLAG_BOOL, UA(json)},
+    {"request", CMD_FLAG_STR, UA(request)},
 };
 
 static int upgrade_exec(const struct cmd_entry *self, int argc, char **argv)
@@ -68,13 +72,39 @@ static int upgrade_exec(const struct cmd_entry *self, int argc, char **argv)
 	                         sizeof(upgrade_flags) / sizeof(upgrade_flags[0]), &a);
 	if (rc >= 0)
 		return rc;
+	struct vm_err err = {0};
+	struct lc_upgrade_request_buf *rq = NULL;
+	if (a.request != NULL) {
+		if (a.o.version != NULL || a.o.url != NULL || a.o.checksum != NULL ||
+		    a.o.signature_url != NULL)
+			return cmd_usage_error(self, "--request replaces --version, --url, "
+			                             "--checksum and --signature-url");
+		rq = calloc(1, sizeof(*rq));
+		if (rq == NULL)
+			return VM_EXIT_RUNTIME;
+		if (lc_upgrade_request_load(a.request, rq, &err) != 0) {
+			fprintf(stderr, "vm-agent upgrade: %s\n", err.msg);
+			free(rq);
+			return VM_EXIT_RUNTIME;
+		}
+		a.o.version = rq->version;
+		a.o.url = rq->url;
+		a.o.checksum = rq->checksum;
+		a.o.signature_url = rq->signature_url[0] != '\0' ? rq->signature_url : NULL;
+		a.o.allow_downgrade = a.o.allow_downgrade || rq->allow_downgrade;
+	}
 	if (a.o.version == NULL || a.o.url == NULL || a.o.checksum == NULL)
 		return cmd_usage_error(self, "--version, --url and --checksum are required");
-	struct vm_err err = {0};
 	struct lc_report *r = cmd_lc_begin(self, true);
-	if (r == NULL)
+	if (r == NULL) {
+		free(rq);
 		return VM_EXIT_RUNTIME;
+	}
 	rc = lc_upgrade(&a.o, r, &err);
 	struct cmd_lc_exit how = {.json = a.json, .http = true, .echo_error = true};
-	return cmd_lc_end(self, r, rc, &err, &how);
+	rc = cmd_lc_end(self, r, rc, &err, &how);
+	if (rq != NULL)
+		explicit_bzero(rq, sizeof(*rq));
+	free(rq);
+	return rc;
 }

@@ -122,34 +122,26 @@ int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err)
 	return 0;
 }
 
-int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
+int fs_read_fd(int fd, const char *name, size_t max, char **out, size_t *len, struct vm_err *err)
 {
 	*out = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
-		                    "open %s", path);
 	size_t cap = 4096, n = 0;
 	char *buf = malloc(cap + 1);
-	if (buf == NULL) {
-		close(fd);
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path);
-	}
+	if (buf == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", name);
 	for (;;) {
 		if (n == cap) {
 			if (cap > max) {
 				free(buf);
-				close(fd);
 				return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes",
-				                  path, max);
+				                  name, max);
 			}
 			cap *= 2;
 			char *nb = realloc(buf, cap + 1);
 			if (nb == NULL) {
 				free(buf);
-				close(fd);
 				return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s",
-				                  path);
+				                  name);
 			}
 			buf = nb;
 		}
@@ -159,23 +151,33 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 		if (r < 0) {
 			int saved = errno;
 			free(buf);
-			close(fd);
-			return vm_err_errno(err, VM_ERR_IO, saved, "read %s", path);
+			return vm_err_errno(err, VM_ERR_IO, saved, "read %s", name);
 		}
 		if (r == 0)
 			break;
 		n += (size_t)r;
 	}
-	close(fd);
 	if (n > max) {
 		free(buf);
-		return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes", path, max);
+		return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes", name, max);
 	}
 	buf[n] = '\0';
 	*out = buf;
 	if (len != NULL)
 		*len = n;
 	return 0;
+}
+
+int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
+{
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
+		                    "open %s", path);
+	int rc = fs_read_fd(fd, path, max, out, len, err);
+	close(fd);
+	return rc;
 }
 
 /* --- Caller paths: one opened directory fd, never re-resolved by path --- */
