@@ -128,6 +128,17 @@ static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
 	probe_queue_depth(ag->deps.probe, queued, running);
 }
 
+/* Fixed at start (probe.cgroup_root needs a restart): a copy of cg_open's verdict. */
+static void containment_source(void *ctx, struct health_containment *out)
+{
+	const struct agent *ag = ctx;
+	snprintf(out->mode, sizeof(out->mode), "%s", cg_mode_name(ag->cgroup.mode));
+	out->memory = (ag->cgroup.controllers & CG_MEMORY) != 0;
+	out->cpu = (ag->cgroup.controllers & CG_CPU) != 0;
+	out->pids = (ag->cgroup.controllers & CG_PIDS) != 0;
+	snprintf(out->why, sizeof(out->why), "%s", ag->cgroup.why);
+}
+
 static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *quarantined)
 {
 	const struct agent *ag = ctx;
@@ -441,7 +452,8 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		goto out;
 	}
 	/* Health is not essential to serving: without it /v1/health answers 503. */
-	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source};
+	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
+	                                 containment_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);

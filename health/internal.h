@@ -63,6 +63,8 @@ struct health_snapshot {
 	bool probe_enabled;
 	uint64_t probe_queued, probe_running;
 	uint64_t probe_write_failures, probe_quarantined;
+	bool containment_known; /* false: no containment source */
+	struct health_containment containment;
 	/* reporter */
 	bool reporting_enabled;
 	int64_t last_report_at;    /* unix s of the last attempt; 0 = none */
