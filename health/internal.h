@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 
+#include "core/log.h"
 #include "core/secret.h"
 #include "health/health.h"
 
@@ -63,6 +64,7 @@ struct health_snapshot {
 	bool probe_enabled;
 	uint64_t probe_queued, probe_running;
 	uint64_t probe_write_failures, probe_quarantined;
+	struct log_stats log;   /* lines the log file refused (sent to stderr) */
 	bool containment_known; /* false: no containment source */
 	struct health_containment containment;
 	/* reporter */

@@ -122,6 +122,8 @@ G(g_spool_drop, s->spool_dropped)
 G(g_last_ok, s->last_report_ok_at)
 G(g_skew, s->clock_skew_known ? s->clock_skew_s : NAN)
 G(g_check_time, s->time)
+G(g_log_fail, s->log.file_write_failures)
+G(g_log_lost, s->log.lines_lost)
 G(g_reasons, s->nreasons)
 
 static const struct {
@@ -164,6 +166,11 @@ static const struct {
      "Reports dropped because the spool was full (oldest first).", g_spool_drop},
     {"vm_agent_health_last_report_success_timestamp_seconds", "gauge",
      "Unix time of the last delivered report (0 = none yet).", g_last_ok},
+    {"vm_agent_log_file_write_failures_total", "counter",
+     "Log lines the log file refused (full disk, I/O error); each went to stderr instead.",
+     g_log_fail},
+    {"vm_agent_log_lines_lost_total", "counter", "Log lines neither the log file nor stderr took.",
+     g_log_lost},
     {"vm_agent_clock_skew_seconds", "gauge",
      "Control-plane clock minus local clock, from the last report answer.", g_skew},
 };

@@ -202,6 +202,7 @@ static void test_health_containment_in_json_and_metrics(void **state)
 	health_evaluate(s, &th);
 	json_t *j = health_snapshot_json(s, "agent-1", "0.1.0");
 	assert_true(json_is_null(json_object_get(j, "containment")));
+	assert_non_null(json_object_get(json_object_get(j, "log"), "file_write_failures"));
 	json_decref(j);
 	char *text = health_format_prometheus(s, "1.2.3");
 	assert_null(strstr(text, "vm_agent_probe_containment"));
@@ -227,6 +228,11 @@ static void test_health_containment_in_json_and_metrics(void **state)
 	assert_non_null(strstr(text, "vm_agent_probe_containment{mode=\"none\"} 0\n"));
 	assert_non_null(strstr(text, "vm_agent_probe_limit_available{limit=\"memory\"} 1\n"));
 	assert_non_null(strstr(text, "vm_agent_probe_limit_available{limit=\"cpu\"} 0\n"));
+	s->log.file_write_failures = 3;
+	free(text);
+	text = health_format_prometheus(s, "1.2.3");
+	assert_non_null(strstr(text, "vm_agent_log_file_write_failures_total 3\n"));
+	assert_non_null(strstr(text, "vm_agent_log_lines_lost_total 0\n"));
 	free(text);
 	free(s);
 }
