@@ -2,7 +2,6 @@
 #ifndef VMA_CMD_CMD_H
 #define VMA_CMD_CMD_H
 
-#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -10,13 +9,53 @@
 #include "core/secret.h"
 #include "lifecycle/lifecycle.h"
 
+/* Flags as a table: each lands at an offset in the subcommand's args struct;
+ * the parser (cmd/flags.c) and the --help text are both made from it. */
+enum cmd_flag_kind {
+	CMD_FLAG_BOOL,     /* bool = true; takes no value */
+	CMD_FLAG_STR,      /* const char * = the value */
+	CMD_FLAG_OPT_STR,  /* const char * = the value, or "" when given without one
+	                      (--f, --f=V, or --f V when V does not start with '-') */
+	CMD_FLAG_LIST,     /* struct cmd_list: one more value (repeatable) */
+	CMD_FLAG_SECONDS,  /* unsigned = whole seconds, 0-CMD_SECONDS_MAX */
+	CMD_FLAG_KEY,      /* struct secret = the value, wiped from argv */
+	CMD_FLAG_KEY_FILE, /* struct secret = a 0600 file's content */
+	CMD_FLAG_OPERAND,  /* const char * = the next operand; name is its metavar */
+};
+
+#define CMD_SECONDS_MAX 86400
+#define CMD_LIST_MAX    64
+#define CMD_FLAGS_MAX   32
+
+struct cmd_list {
+	const char *v[CMD_LIST_MAX];
+	size_t n;
+};
+
+struct cmd_flag {
+	const char *name; /* long name, without "--" */
+	char short_name;  /* 0 = none */
+	enum cmd_flag_kind kind;
+	size_t off;
+	const char *metavar; /* the value in --help ("FILE"); NULL without a value */
+	const char *help;    /* may hold '\n' for more lines */
+};
+
+/* One subcommand, tmux cmd_entry style: the dispatcher parses argv against
+ * flags into a zeroed args_size struct and calls exec with it. */
 struct cmd_entry {
 	const char *name;
 	const char *summary;
-	const char *usage; /* full --help text, after the "usage:" line */
-	const char *synopsis;
-	int (*exec)(const struct cmd_entry *self, int argc, char **argv);
+	const char *synopsis; /* after "usage: vm-agent " */
+	const char *about;    /* --help text above the flags */
+	const char *epilog;   /* --help text below the flags; NULL = none */
+	const struct cmd_flag *flags;
+	size_t nflags;
+	size_t args_size;
+	int (*exec)(const struct cmd_entry *self, void *args);
 };
+
+#define CMD_TABLE(t) (t), sizeof(t) / sizeof((t)[0])
 
 extern const struct cmd_entry cmd_run_entry;
 extern const struct cmd_entry cmd_version_entry;
@@ -27,48 +66,23 @@ extern const struct cmd_entry cmd_upgrade_entry;
 extern const struct cmd_entry cmd_uninstall_entry;
 extern const struct cmd_entry cmd_status_entry;
 
-/* Prints "usage: vm-agent <synopsis>" and the help text. */
+/* Prints "usage: vm-agent <synopsis>" and the help made from the entry. */
 void cmd_print_usage(const struct cmd_entry *e, FILE *out);
 
 /* Reports a usage error (unknown flag, missing value) and returns exit code 64. */
 int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* getopt_long over argv with --help handled (shortopts must start with ':'
- * and contain 'h'); returns the option character,
- * -1 at the end, '?' after having printed a usage error. Sets *exit_code when
- * the command must stop (64 on error, 0 after --help). */
-int cmd_getopt(const struct cmd_entry *e, int argc, char **argv, const char *shortopts,
-               const struct option *longopts, int *exit_code);
+/* Parses argv (argv[0] = the subcommand) against e->flags into args (zeroed,
+ * e->args_size bytes). Returns 0 when e->exec should run; otherwise a
+ * negative code and the command stops with *exit_code (0 after --help, 64 on
+ * a usage error), the secrets already taken cleared. */
+int cmd_parse_flags(const struct cmd_entry *e, int argc, char **argv, void *args, int *exit_code);
+
+/* Clears every secret flag of e in args (after exec, or on a stop). */
+void cmd_clear_secrets(const struct cmd_entry *e, void *args);
 
 /* Lifecycle subcommands (cmd_lifecycle.c). */
-
-/* --key VALUE (wiped from argv once copied) or --key-file FILE (0600). Returns
- * 0, or the exit code after printing why. */
-int cmd_take_key(const struct cmd_entry *self, bool from_file, char *arg, struct secret *key);
-
-/* Flags as a table: each lands at an offset in the command's args struct. */
-enum cmd_flag_kind {
-	CMD_FLAG_STR,      /* const char * = the value */
-	CMD_FLAG_BOOL,     /* bool = true; takes no value */
-	CMD_FLAG_SECONDS,  /* unsigned = whole seconds, 0-86400 */
-	CMD_FLAG_KEY,      /* struct secret = the value, wiped from argv */
-	CMD_FLAG_KEY_FILE, /* struct secret = a 0600 file's content */
-};
-
-struct cmd_flag {
-	const char *name;
-	enum cmd_flag_kind kind;
-	size_t off;
-};
-
-#define CMD_FLAGS_MAX 32
-
-/* Parses argv against flags (and --help). Returns -1 when every flag was taken,
- * else the exit code to stop with (0 after --help, 64 on a usage error); on
- * that path the secrets already taken are cleared. */
-int cmd_parse_flags(const struct cmd_entry *self, int argc, char **argv,
-                    const struct cmd_flag *flags, size_t nflags, void *args);
 
 /* A report for self->name, after libcurl's global init when http is set.
  * NULL when out of memory. */

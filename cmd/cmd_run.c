@@ -23,25 +23,6 @@
 #include "tunnel/tunnel.h"
 #include "webhook/webhook.h"
 
-static int run_exec(const struct cmd_entry *self, int argc, char **argv);
-
-const struct cmd_entry cmd_run_entry = {
-    "run",
-    "run the agent in the foreground (what the systemd unit starts)",
-    "Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration; a\n"
-    "new configuration that does not validate is rejected and the old one kept.\n\n"
-    "Without --config, uses " CFG_SYSTEM_PATH " when it exists, else\n"
-    "built-in defaults that need no root: webhook on 127.0.0.1:9999, tunnel off,\n"
-    "state under $XDG_STATE_HOME/vm-agent or ./.vm-agent.\n"
-    "Environment variables VM_AGENT_<SECTION>_<KEY> override the file\n"
-    "(e.g. VM_AGENT_WEBHOOK_PORT=9100).\n\n"
-    "Flags:\n"
-    "  -c, --config FILE   configuration file (YAML)\n"
-    "  -h, --help\n",
-    "run [--config FILE]",
-    run_exec,
-};
-
 struct agent {
 	struct cfg *cfg;
 	const char *config_path; /* NULL = built-in defaults */
@@ -53,7 +34,8 @@ struct agent {
 	 * both touch cfg and the listener: one at a time. */
 	pthread_mutex_t mu;
 	time_t started_at;
-	struct cg_tree cgroup; /* step containment; the executor borrows it */
+	struct cg_tree cgroup;      /* step containment; the executor borrows it */
+	struct lc_renewer *renewer; /* Piko token renewal; feeds the tunnel */
 };
 
 /* Before any thread: kills what a crashed predecessor's steps left running
@@ -108,6 +90,15 @@ static void reload_tunnel(struct agent *ag, const struct cfg *next)
 	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0)
 		log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
 		          err.msg);
+	lc_renewer_reconfigure(ag->renewer, next);
+}
+
+/* lc_token_sink: a renewed Piko token goes to the tunnel (on the renewal
+ * thread, which may block on the new session's dial; the tunnel's does not). */
+static int token_to_tunnel(void *ctx, const struct secret *token, struct vm_err *err)
+{
+	struct agent *ag = ctx;
+	return tun_token_set(ag->deps.tunnel, token, err);
 }
 
 /* health_sources adapters: what the monitor samples from other modules. */
@@ -342,8 +333,8 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 
 /* An upgrade killed before it was committed is undone here, before anything
  * starts; when the binary this process came from was replaced by the previous
- * one, run that instead (argv as given to `run`). */
-static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
+ * one, run that instead, with the same --config. */
+static void recover_upgrade(const struct cfg *cfg, const char *config_flag)
 {
 	char bin[PATH_MAX], msg[512];
 	enum lc_recover_result rr =
@@ -353,18 +344,12 @@ static void recover_upgrade(const struct cfg *cfg, int argc, char **argv)
 	log_warn("upgrade", "%s", msg);
 	if (rr != LC_RECOVER_ROLLED_BACK)
 		return;
-	char **args = calloc((size_t)argc + 2, sizeof(*args));
-	if (args == NULL)
-		return;
-	args[0] = bin;
-	for (int i = 0; i < argc; i++)
-		args[i + 1] = argv[i];
+	char *args[] = {bin, "run", config_flag ? "--config" : NULL, (char *)config_flag, NULL};
 	log_warn("upgrade", "re-executing the restored binary %s", bin);
 	log_shutdown();
 	execv(bin, args);
 	log_error("upgrade", "cannot execute %s: %s; continuing with this binary", bin,
 	          strerror(errno));
-	free(args);
 }
 
 static const char *pick_config(const char *flag)
@@ -376,23 +361,20 @@ static const char *pick_config(const char *flag)
 	return NULL;
 }
 
-static int run_exec(const struct cmd_entry *self, int argc, char **argv)
-{
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *config_flag = NULL;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":hc:", opts, &rc)) != -1) {
-		if (c == '?')
-			return rc;
-		config_flag = optarg;
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
+struct run_args {
+	const char *config;
+};
 
+static const struct cmd_flag run_flags[] = {
+    {"config", 'c', CMD_FLAG_STR, offsetof(struct run_args, config), "FILE",
+     "configuration file (YAML)"},
+};
+
+static int run_exec(const struct cmd_entry *self, void *args)
+{
+	(void)self;
+	const char *config_flag = ((const struct run_args *)args)->config;
+	int rc;
 	struct agent ag = {.config_path = pick_config(config_flag), .started_at = time(NULL)};
 	pthread_mutex_init(&ag.mu, NULL);
 	struct vm_err err = {0};
@@ -411,7 +393,7 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		free(ag.cfg);
 		return VM_EXIT_CONFIG;
 	}
-	recover_upgrade(ag.cfg, argc, argv);
+	recover_upgrade(ag.cfg, config_flag);
 	log_info("agent", "vm-agent %s (%s) starting; configuration: %s", vma_build_version,
 	         vma_build_commit, ag.cfg->source);
 
@@ -446,11 +428,20 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	}
 	/* Always started (idle without piko.server_url) so its pointer, which the
 	 * webhook and health borrow, never changes. */
-	ag.deps.tunnel = tun_start(ag.cfg, NULL, &err);
+	ag.renewer = lc_renewer_new(ag.cfg, &err);
+	if (ag.renewer == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
+	/* The tunnel asks for a renewal after a 401; the renewer hands tokens back. */
+	struct tun_hooks hooks = {.token_rejected = lc_renewer_kick, .ctx = ag.renewer};
+	ag.deps.tunnel = tun_start(ag.cfg, &hooks, &err);
 	if (ag.deps.tunnel == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	if (lc_renewer_run(ag.renewer, token_to_tunnel, &ag, &err) != 0)
+		log_error("agent", "%s", err.msg);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
 	                                 containment_source};
@@ -462,7 +453,9 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);
-		health_stop(ag.health); /* before the tunnel: it samples the tunnel */
+		health_stop(ag.health);      /* before the tunnel: it samples the tunnel */
+		lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
+		ag.renewer = NULL;
 		tun_stop(ag.deps.tunnel, 0);
 		goto out;
 	}
@@ -474,12 +467,15 @@ static int run_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("agent", "admin socket not available: %s", err.msg);
 	exit_code = serve(&ag, &sigs);
 	admin_stop(ag.admin);
-	health_stop(ag.health); /* before the tunnel and probes: it samples both */
+	health_stop(ag.health);      /* before the tunnel and probes: it samples both */
+	lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
+	ag.renewer = NULL;
 	/* GoAway first so no new request arrives, then let in-flight ones finish. */
 	tun_stop(ag.deps.tunnel, ag.cfg->piko.stop_grace_ms);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");
 out:
+	lc_renewer_stop(ag.renewer);    /* only set here when the tunnel never started */
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
 	cg_close(&ag.cgroup);
 	http_global_cleanup();
@@ -488,3 +484,20 @@ out:
 	log_shutdown();
 	return exit_code;
 }
+
+const struct cmd_entry cmd_run_entry = {
+    "run",
+    "run the agent in the foreground (what the systemd unit starts)",
+    "run [--config FILE]",
+    "Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration; a\n"
+    "new configuration that does not validate is rejected and the old one kept.\n\n"
+    "Without --config, uses " CFG_SYSTEM_PATH " when it exists, else\n"
+    "built-in defaults that need no root: webhook on 127.0.0.1:9999, tunnel off,\n"
+    "state under $XDG_STATE_HOME/vm-agent or ./.vm-agent.\n"
+    "Environment variables VM_AGENT_<SECTION>_<KEY> override the file\n"
+    "(e.g. VM_AGENT_WEBHOOK_PORT=9100).\n",
+    NULL,
+    CMD_TABLE(run_flags),
+    sizeof(struct run_args),
+    run_exec,
+};

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,28 +13,10 @@
 #include "cmd/cmd.h"
 #include "core/admin.h"
 #include "core/config.h"
+#include "core/cp.h"
+#include "core/secret.h"
 #include "core/fs.h"
 #include "health/health.h"
-
-static int status_exec(const struct cmd_entry *self, int argc, char **argv);
-
-const struct cmd_entry cmd_status_entry = {
-    "status",
-    "show whether the agent runs, its health, tunnel and reports",
-    "Asks the running agent (over the admin socket <agent.runtime_dir>/admin.sock)\n"
-    "for its state: service, version, uptime, tunnel, health state and reasons,\n"
-    "probe queue, last health report. When no agent runs, says so and shows what\n"
-    "the state directory holds (spool, last report) and exits 3.\n\n"
-    "Flags:\n"
-    "  -c, --config FILE   configuration file that names the directories\n"
-    "                      (default " CFG_SYSTEM_PATH " when present)\n"
-    "  --json              machine-readable output\n"
-    "  -h, --help\n\n"
-    "Exit codes: 0 running, 3 not running, 77 no permission to ask the agent,\n"
-    "78 configuration error.\n",
-    "status [--json] [--config FILE]",
-    status_exec,
-};
 
 static const char *str(json_t *o, const char *path)
 {
@@ -136,6 +119,36 @@ static void print_running(json_t *r)
 	       num(h, "reporting.spool_dropped"));
 }
 
+/* When the Piko token expires (its exp claim, from piko.token or the token
+ * file), never the token itself: "piko_token_expires_at" in doc. */
+static void add_token_expiry(json_t *doc, const struct cfg *cfg)
+{
+	struct secret tok = {0};
+	struct vm_err err;
+	int64_t iat = 0, exp = 0;
+	if (cfg->piko.token_file[0] != '\0') {
+		if (secret_load_file(&tok, cfg->piko.token_file, &err) == 0)
+			(void)cp_token_times(tok.value, &iat, &exp);
+		secret_clear(&tok);
+	} else if (cfg->piko.token[0] != '\0') {
+		(void)cp_token_times(cfg->piko.token, &iat, &exp);
+	}
+	char when[32] = "";
+	time_t e = (time_t)exp;
+	struct tm tm;
+	if (exp > 0 && gmtime_r(&e, &tm) != NULL)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_set_new(doc, "piko_token_expires_at",
+	                    when[0] ? json_string(when) : json_null());
+}
+
+static void print_token_expiry(json_t *doc)
+{
+	const char *when = str(doc, "piko_token_expires_at");
+	if (when != NULL)
+		printf("  piko token:  expires %s\n", when);
+}
+
 /* What the files say when no agent answers. */
 static json_t *offline_info(const struct cfg *cfg)
 {
@@ -189,27 +202,25 @@ static void print_json(json_t *doc)
 	free(text);
 }
 
-static int status_exec(const struct cmd_entry *self, int argc, char **argv)
+struct status_args {
+	const char *config;
+	bool json;
+};
+
+static const struct cmd_flag status_flags[] = {
+    {"config", 'c', CMD_FLAG_STR, offsetof(struct status_args, config), "FILE",
+     "configuration file that names the directories\n"
+     "(default " CFG_SYSTEM_PATH " when present)"},
+    {"json", 0, CMD_FLAG_BOOL, offsetof(struct status_args, json), NULL, "machine-readable output"},
+};
+
+static int status_exec(const struct cmd_entry *self, void *args)
 {
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *config = NULL;
-	bool json = false;
-	int rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":hc:", opts, &rc)) != -1) {
-		if (c == '?')
-			return rc;
-		if (c == 'c')
-			config = optarg;
-		else if (c == 'j')
-			json = true;
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
+	(void)self;
+	const struct status_args *a = args;
+	const char *config = a->config;
+	bool json = a->json;
+	int rc;
 	if (config == NULL && access(CFG_SYSTEM_PATH, F_OK) == 0)
 		config = CFG_SYSTEM_PATH;
 
@@ -241,10 +252,14 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 		exit_code = VM_EXIT_NOPERM;
 	} else if (rc == -VM_ERR_NOTFOUND) {
 		json_t *o = offline_info(cfg);
+		if (o != NULL)
+			add_token_expiry(o, cfg);
 		if (json)
 			print_json(o);
-		else if (o != NULL)
+		else if (o != NULL) {
 			print_offline(o, sock);
+			print_token_expiry(o);
+		}
 		json_decref(o);
 		exit_code = VM_EXIT_NOT_RUNNING;
 	} else if (rc != 0) {
@@ -260,9 +275,12 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 			exit_code = VM_EXIT_RUNTIME;
 		} else if (json) {
 			json_object_set_new(res, "running", json_true());
+			add_token_expiry(res, cfg);
 			print_json(res);
 		} else {
+			add_token_expiry(res, cfg);
 			print_running(res);
+			print_token_expiry(res);
 		}
 		json_decref(doc);
 	}
@@ -270,3 +288,18 @@ static int status_exec(const struct cmd_entry *self, int argc, char **argv)
 	free(cfg);
 	return exit_code;
 }
+
+const struct cmd_entry cmd_status_entry = {
+    "status",
+    "show whether the agent runs, its health, tunnel and reports",
+    "status [--json] [--config FILE]",
+    "Asks the running agent (over the admin socket <agent.runtime_dir>/admin.sock)\n"
+    "for its state: service, version, uptime, tunnel, health state and reasons,\n"
+    "probe queue, last health report. When no agent runs, says so and shows what\n"
+    "the state directory holds (spool, last report) and exits 3.\n",
+    "Exit codes: 0 running, 3 not running, 77 no permission to ask the agent,\n"
+    "78 configuration error.\n",
+    CMD_TABLE(status_flags),
+    sizeof(struct status_args),
+    status_exec,
+};

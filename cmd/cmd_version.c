@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
@@ -11,36 +12,19 @@
 #include "cmd/cmd.h"
 #include "core/err.h"
 
-static int version_exec(const struct cmd_entry *self, int argc, char **argv);
-
-const struct cmd_entry cmd_version_entry = {
-    "version",
-    "print version and build information",
-    "Prints the version. --json adds the git commit, build time, OS, architecture\n"
-    "and the versions of the libraries linked in.\n\n"
-    "Flags:\n"
-    "  --json    machine-readable output\n"
-    "  -h, --help\n",
-    "version [--json]",
-    version_exec,
+struct version_args {
+	bool json;
 };
 
-static int version_exec(const struct cmd_entry *self, int argc, char **argv)
-{
-	static const struct option opts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	int json = 0, rc = -1, c;
-	while ((c = cmd_getopt(self, argc, argv, ":h", opts, &rc)) != -1) {
-		if (c == '?')
-			return rc;
-		json = c == 'j';
-	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument '%s'", argv[optind]);
+static const struct cmd_flag version_flags[] = {
+    {"json", 0, CMD_FLAG_BOOL, offsetof(struct version_args, json), NULL,
+     "machine-readable output"},
+};
 
+static int version_exec(const struct cmd_entry *self, void *args)
+{
+	(void)self;
+	bool json = ((const struct version_args *)args)->json;
 	if (!json) {
 		printf("vm-agent %s (%s)\n", vma_build_version, vma_build_commit);
 		return VM_EXIT_OK;
@@ -63,3 +47,15 @@ static int version_exec(const struct cmd_entry *self, int argc, char **argv)
 	free(text);
 	return VM_EXIT_OK;
 }
+
+const struct cmd_entry cmd_version_entry = {
+    "version",
+    "print version and build information",
+    "version [--json]",
+    "Prints the version. --json adds the git commit, build time, OS, architecture\n"
+    "and the versions of the libraries linked in.\n",
+    NULL,
+    CMD_TABLE(version_flags),
+    sizeof(struct version_args),
+    version_exec,
+};

@@ -1,19 +1,32 @@
 /* vm-agent entry point: a table of subcommands, like tmux's cmd_entry. */
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "core/cp.h"
 #include "core/err.h"
 
-static int cmd_help_exec(const struct cmd_entry *self, int argc, char **argv);
+static int cmd_help_exec(const struct cmd_entry *self, void *args);
+
+struct help_args {
+	const char *subcommand;
+};
+
+static const struct cmd_flag help_flags[] = {
+    {"SUBCOMMAND", 0, CMD_FLAG_OPERAND, offsetof(struct help_args, subcommand), NULL,
+     "the subcommand whose help to show"},
+};
 
 static const struct cmd_entry cmd_help_entry = {
     "help",
     "show help for vm-agent or one subcommand",
-    "Shows the list of subcommands, or the full help of one.\n",
     "help [SUBCOMMAND]",
+    "Shows the list of subcommands, or the full help of one.\n",
+    NULL,
+    CMD_TABLE(help_flags),
+    sizeof(struct help_args),
     cmd_help_exec,
 };
 
@@ -37,45 +50,6 @@ static void print_overview(FILE *out)
 	             "            64 usage error, 78 configuration error.\n");
 }
 
-void cmd_print_usage(const struct cmd_entry *e, FILE *out)
-{
-	fprintf(out, "usage: vm-agent %s\n\n%s", e->synopsis, e->usage);
-}
-
-int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "vm-agent %s: ", e->name);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\n\n", stderr);
-	cmd_print_usage(e, stderr);
-	return VM_EXIT_USAGE;
-}
-
-int cmd_getopt(const struct cmd_entry *e, int argc, char **argv, const char *shortopts,
-               const struct option *longopts, int *exit_code)
-{
-	int idx = 0;
-	opterr = 0;
-	int c = getopt_long(argc, argv, shortopts, longopts, &idx);
-	if (c == 'h') {
-		cmd_print_usage(e, stdout);
-		*exit_code = VM_EXIT_OK;
-		return '?';
-	}
-	if (c == '?' || c == ':') {
-		const char *arg = argv[optind - 1];
-		if (c == ':')
-			*exit_code = cmd_usage_error(e, "option '%s' needs a value", arg);
-		else
-			*exit_code = cmd_usage_error(e, "unknown option '%s'", arg);
-		return '?';
-	}
-	return c;
-}
-
 static const struct cmd_entry *find_command(const char *name)
 {
 	for (size_t i = 0; i < NCOMMANDS; i++)
@@ -84,27 +58,43 @@ static const struct cmd_entry *find_command(const char *name)
 	return NULL;
 }
 
-static int cmd_help_exec(const struct cmd_entry *self, int argc, char **argv)
+static int cmd_help_exec(const struct cmd_entry *self, void *args)
 {
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-		cmd_print_usage(self, stdout);
+	const struct help_args *a = args;
+	if (a->subcommand == NULL) {
+		print_overview(stdout);
 		return VM_EXIT_OK;
 	}
-	if (argc > 2)
-		return cmd_usage_error(self, "too many arguments");
-	if (argc == 2) {
-		const struct cmd_entry *e = find_command(argv[1]);
-		if (e == NULL)
-			return cmd_usage_error(self, "unknown subcommand '%s'", argv[1]);
-		cmd_print_usage(e, stdout);
-		return VM_EXIT_OK;
-	}
-	print_overview(stdout);
+	const struct cmd_entry *e = find_command(a->subcommand);
+	if (e == NULL)
+		return cmd_usage_error(self, "unknown subcommand '%s'", a->subcommand);
+	cmd_print_usage(e, stdout);
 	return VM_EXIT_OK;
+}
+
+/* Parses the flags into the entry's own args struct, runs it, and wipes the
+ * secrets it was given. */
+static int dispatch(const struct cmd_entry *e, int argc, char **argv)
+{
+	void *args = calloc(1, e->args_size ? e->args_size : 1);
+	if (args == NULL) {
+		fprintf(stderr, "vm-agent %s: out of memory\n", e->name);
+		return VM_EXIT_RUNTIME;
+	}
+	int exit_code;
+	if (cmd_parse_flags(e, argc, argv, args, &exit_code) == 0) {
+		exit_code = e->exec(e, args);
+		cmd_clear_secrets(e, args);
+	}
+	free(args);
+	return exit_code;
 }
 
 int main(int argc, char **argv)
 {
+	/* First, before any JSON exists: every jansson buffer (a parsed token,
+	 * the lexer's copy, a dumped credentials file) is wiped when freed. */
+	cp_json_wipe_on_free();
 	if (argc < 2) {
 		print_overview(stderr);
 		return VM_EXIT_USAGE;
@@ -120,7 +110,6 @@ int main(int argc, char **argv)
 		print_overview(stderr);
 		return VM_EXIT_USAGE;
 	}
-	/* getopt sees "<subcommand> flags…" with the subcommand as argv[0]. */
-	optind = 1;
-	return e->exec(e, argc - 1, argv + 1);
+	/* the parser sees "<subcommand> flags…" with the subcommand as argv[0] */
+	return dispatch(e, argc - 1, argv + 1);
 }

@@ -16,9 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/proc.h"
+#include "core/time.h"
 
 struct admin_conn;
 
@@ -67,9 +69,8 @@ int admin_parse_request(const char *line, size_t len, char *cmd, size_t cmd_cap,
 struct admin_conn {
 	int fd; /* -1 = free slot */
 	int64_t deadline_ms;
-	char *in;
-	size_t in_len, in_cap;
-	char *out; /* the reply, with its newline */
+	struct buf in; /* the request line, at most request_max + 1 bytes */
+	char *out;     /* the reply, with its newline */
 	size_t out_len, out_off;
 };
 
@@ -136,7 +137,8 @@ static void dispatch(struct admin_server *srv, struct admin_conn *c, size_t len)
 	char cmd[64];
 	json_t *req;
 	struct vm_err err = {0};
-	if (admin_parse_request(c->in, len, cmd, sizeof(cmd), &req, &err) != 0) {
+	if (admin_parse_request((const char *)buf_data(&c->in), len, cmd, sizeof(cmd), &req,
+	                        &err) != 0) {
 		set_error(c, "bad_request", err.msg);
 		return;
 	}
@@ -163,7 +165,7 @@ static void conn_close(struct admin_conn *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
-	free(c->in);
+	buf_free(&c->in);
 	free(c->out);
 	*c = (struct admin_conn){.fd = -1};
 }
@@ -172,41 +174,34 @@ static void conn_close(struct admin_conn *c)
 static int conn_read(struct admin_server *srv, struct admin_conn *c)
 {
 	for (;;) {
-		if (c->in_len == c->in_cap) {
-			size_t cap = c->in_cap ? c->in_cap * 2 : 4096;
-			if (cap > srv->lim.request_max + 1)
-				cap = srv->lim.request_max + 1;
-			if (cap <= c->in_cap) { /* full, and no newline */
-				char msg[96];
-				snprintf(msg, sizeof(msg),
-				         "expected one line of JSON of at most %zu bytes",
-				         srv->lim.request_max);
-				set_error(c, "bad_request", msg);
-				return 0;
-			}
-			char *nb = realloc(c->in, cap);
-			if (nb == NULL) {
-				set_reply(c, NULL);
-				return 0;
-			}
-			c->in = nb;
-			c->in_cap = cap;
+		size_t room = c->in.max - c->in.len < 4096 ? c->in.max - c->in.len : 4096;
+		if (room == 0) { /* full, and no newline */
+			char msg[96];
+			snprintf(msg, sizeof(msg), "expected one line of JSON of at most %zu bytes",
+			         srv->lim.request_max);
+			set_error(c, "bad_request", msg);
+			return 0;
 		}
-		ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+		uint8_t *dst = buf_reserve(&c->in, room);
+		if (dst == NULL) {
+			set_reply(c, NULL);
+			return 0;
+		}
+		ssize_t r = recv(c->fd, dst, room, MSG_DONTWAIT);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
 		if (r == 0) {
-			if (c->in_len == 0)
+			if (c->in.len == 0)
 				return -1;
-			dispatch(srv, c, c->in_len);    /* EOF without newline: accept */
+			dispatch(srv, c, c->in.len);    /* EOF without newline: accept */
 			return c->out != NULL ? 0 : -1; /* NULL: no memory even to say so */
 		}
-		char *nl = memchr(c->in + c->in_len, '\n', (size_t)r);
-		c->in_len += (size_t)r;
+		uint8_t *nl = memchr(dst, '\n', (size_t)r);
+		buf_commit(&c->in, (size_t)r);
 		if (nl != NULL) {
-			dispatch(srv, c, (size_t)(nl - c->in));
+			dispatch(srv, c, (size_t)(nl - buf_data(&c->in)));
 			return c->out != NULL ? 0 : -1;
 		}
 	}
@@ -257,7 +252,8 @@ static void accept_new(struct admin_server *srv)
 			continue;
 		}
 		*slot = (struct admin_conn){.fd = fd,
-		                            .deadline_ms = proc_now_ms() + srv->lim.deadline_ms};
+		                            .deadline_ms = time_mono_ms() + srv->lim.deadline_ms};
+		buf_init(&slot->in, srv->lim.request_max + 1);
 	}
 }
 
@@ -274,7 +270,7 @@ static void *server_main(void *arg)
 		p[0] = (struct pollfd){srv->fd, POLLIN, 0};
 		p[1] = (struct pollfd){srv->stop_pipe[0], POLLIN, 0};
 		nfds_t n = 2;
-		int64_t now = proc_now_ms(), next = -1;
+		int64_t now = time_mono_ms(), next = -1;
 		for (size_t i = 0; i < max; i++) {
 			struct admin_conn *c = &srv->conns[i];
 			if (c->fd < 0)
@@ -290,7 +286,7 @@ static void *server_main(void *arg)
 			break;
 		if (r > 0 && p[1].revents != 0)
 			break;
-		now = proc_now_ms();
+		now = time_mono_ms();
 		for (nfds_t i = 2; r > 0 && i < n; i++) {
 			struct admin_conn *c = pc[i];
 			if (p[i].revents == 0)
@@ -443,7 +439,7 @@ void admin_stop(struct admin_server *srv)
 static int wait_io(int fd, short events, int64_t deadline_ms)
 {
 	for (;;) {
-		int64_t left = deadline_ms - proc_now_ms();
+		int64_t left = deadline_ms - time_mono_ms();
 		if (left <= 0)
 			return -1;
 		struct pollfd p = {fd, events, 0};
@@ -462,7 +458,7 @@ static int call_connect(const char *path, int64_t deadline_ms, int *fd_out, stru
 	if (fd < 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "socket");
 	/* connect on a unix socket blocks only while the backlog is full. */
-	int64_t left = deadline_ms - proc_now_ms();
+	int64_t left = deadline_ms - time_mono_ms();
 	struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
@@ -527,29 +523,20 @@ static int call_once(const char *path, const char *request, int64_t deadline_ms,
 			return vm_err_errno(err, VM_ERR_IO, send_errno, "send to %s", path);
 		}
 	}
-	size_t cap = 4096, n = 0;
-	char *buf = malloc(cap + 1);
-	if (buf == NULL) {
-		close(fd);
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	}
+	struct buf b;
+	buf_init(&b, ADMIN_REPLY_MAX);
 	for (;;) {
-		if (n == cap) {
-			if (cap >= ADMIN_REPLY_MAX)
-				break;
-			cap *= 2;
-			char *nb = realloc(buf, cap + 1);
-			if (nb == NULL)
-				break;
-			buf = nb;
-		}
-		ssize_t r = recv(fd, buf + n, cap - n, MSG_DONTWAIT);
+		size_t room = b.max - b.len < 16384 ? b.max - b.len : 16384;
+		uint8_t *dst = room > 0 ? buf_reserve(&b, room) : NULL;
+		if (dst == NULL)
+			break; /* full or out of memory: judged by its newline below */
+		ssize_t r = recv(fd, dst, room, MSG_DONTWAIT);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (wait_io(fd, POLLIN, deadline_ms) == 0)
 				continue;
-			free(buf);
+			buf_free(&b);
 			close(fd);
 			return vm_err_set(err, VM_ERR_IO,
 			                  "no answer from the agent on %s within %d ms", path,
@@ -557,26 +544,27 @@ static int call_once(const char *path, const char *request, int64_t deadline_ms,
 		}
 		if (r < 0) {
 			int e = errno;
-			free(buf);
+			buf_free(&b);
 			close(fd);
 			return vm_err_errno(err, VM_ERR_IO, e, "read from %s", path);
 		}
 		if (r == 0)
 			break;
-		n += (size_t)r;
-		if (memchr(buf + n - (size_t)r, '\n', (size_t)r) != NULL)
+		buf_commit(&b, (size_t)r);
+		if (memchr(dst, '\n', (size_t)r) != NULL)
 			break;
 	}
 	close(fd);
-	char *nl = memchr(buf, '\n', n);
+	char *nl = b.len > 0 ? memchr(b.p, '\n', b.len) : NULL;
 	if (nl == NULL) {
-		free(buf);
+		buf_free(&b);
 		if (send_errno != 0)
 			return vm_err_errno(err, VM_ERR_IO, send_errno, "send to %s", path);
 		return vm_err_set(err, VM_ERR_IO, "incomplete answer from the agent on %s", path);
 	}
 	*nl = '\0';
-	*reply_out = buf;
+	if ((*reply_out = buf_take(&b, NULL)) == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	return 0;
 }
 
@@ -586,7 +574,7 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 	*reply_out = NULL;
 	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long for a unix socket", path);
-	int64_t deadline_ms = proc_now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+	int64_t deadline_ms = time_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 	int64_t pause_ms = 20;
 	for (;;) {
 		char *reply = NULL;
@@ -594,7 +582,7 @@ int admin_call(const char *path, const char *request, int timeout_ms, char **rep
 		if (rc != 0)
 			return rc;
 		/* Busy: other clients hold every slot, each for at most ADMIN_DEADLINE_MS. */
-		int64_t left = deadline_ms - proc_now_ms();
+		int64_t left = deadline_ms - time_mono_ms();
 		if (strcmp(reply, ADMIN_REPLY_BUSY) != 0 || left <= pause_ms) {
 			*reply_out = reply;
 			return 0;

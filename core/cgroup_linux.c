@@ -17,9 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/time.h"
 
 #define WAIT_EMPTY_MS 3000 /* after SIGKILL a cgroup empties in microseconds */
 #define PID_LIST_MAX  4096 /* pids read per pass from cgroup.procs */
@@ -109,8 +111,8 @@ static void enable_controllers(const char *dir, unsigned want)
 	size_t o = 0;
 	for (size_t i = 0; i < sizeof(ctl_names) / sizeof(ctl_names[0]); i++)
 		if (avail & ctl_names[i].bit)
-			o += (size_t)snprintf(line + o, sizeof(line) - o, "%s+%s", o ? " " : "",
-			                      ctl_names[i].name);
+			o = str_appendf(line, sizeof(line), o, "%s+%s", o ? " " : "",
+			                ctl_names[i].name);
 	if (o == 0 || write_small(dir, "cgroup.subtree_control", line) == 0)
 		return;
 	/* one refused controller must not cost the others */
@@ -203,20 +205,13 @@ static bool dir_empty(const char *dir)
 	return read_pids(dir, &one, 1) == 0;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Kills what is in dir, waits until empty (bounded), removes it. */
 static int destroy_dir(const char *dir)
 {
 	static _Thread_local pid_t pids[PID_LIST_MAX];
 	int found = read_pids(dir, pids, PID_LIST_MAX);
-	int64_t until = mono_ms() + WAIT_EMPTY_MS;
-	while (!dir_empty(dir) && mono_ms() < until) {
+	int64_t until = time_mono_ms() + WAIT_EMPTY_MS;
+	while (!dir_empty(dir) && time_mono_ms() < until) {
 		kill_dir(dir);
 		struct timespec ts = {0, 2 * 1000 * 1000};
 		nanosleep(&ts, NULL);
@@ -297,8 +292,8 @@ static void describe_missing(struct cg_tree *t, const char *layout)
 	size_t o = 0;
 	for (size_t i = 0; i < sizeof(ctl_names) / sizeof(ctl_names[0]); i++)
 		if (!(t->controllers & ctl_names[i].bit))
-			o += (size_t)snprintf(miss + o, sizeof(miss) - o, "%s%s", o ? ", " : "",
-			                      ctl_names[i].name);
+			o = str_appendf(miss, sizeof(miss), o, "%s%s", o ? ", " : "",
+			                ctl_names[i].name);
 	if (o > 0)
 		snprintf(t->why, sizeof(t->why), "no %s controller for %.80s (%s)", miss, t->base,
 		         layout);
@@ -406,13 +401,11 @@ unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_
 			continue;
 		}
 		/* "memory_max, pids_max (Invalid argument)": a reason only for a failed write */
-		if (o < cap)
-			o += (size_t)snprintf(note + o, cap - o, "%s%s%s%s%s", o ? ", " : "",
-			                      rows[i].key, e > 0 ? "" : " (",
-			                      e > 0 ? "" : strerror(-e), e > 0 ? "" : ")");
+		o = str_appendf(note, cap, o, "%s%s%s%s%s", o ? ", " : "", rows[i].key,
+		                e > 0 ? "" : " (", e > 0 ? "" : strerror(-e), e > 0 ? "" : ")");
 	}
-	if (o > 0 && o < cap)
-		snprintf(note + o, cap - o, " not applied");
+	if (o > 0)
+		(void)str_appendf(note, cap, o, " not applied");
 	return applied;
 }
 
@@ -442,8 +435,7 @@ int cg_step_new(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *
 	}
 	s->applied = cg_write_limits(s->path, t->controllers, lim, s->note, sizeof(s->note));
 	if (s->note[0] != '\0' && t->why[0] != '\0') {
-		size_t o = strlen(s->note);
-		snprintf(s->note + o, sizeof(s->note) - o, ": %s", t->why);
+		(void)str_appendf(s->note, sizeof(s->note), strlen(s->note), ": %s", t->why);
 	}
 	char p[PATH_MAX + 16];
 	snprintf(p, sizeof(p), "%s/cgroup.procs", s->path);

@@ -100,6 +100,27 @@ void hex_encode(const uint8_t *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
+}
+
+long hex_decode(const char *in, size_t len, uint8_t *out, size_t cap)
+{
+	if (len % 2 != 0 || len / 2 > cap)
+		return -1;
+	for (size_t i = 0; i < len / 2; i++) {
+		int hi = hex_digit(in[2 * i]), lo = hex_digit(in[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return (long)(len / 2);
+}
+
 void sha256_buf(const void *data, size_t len, uint8_t out[SHA256_LEN])
 {
 	unsigned int n = SHA256_LEN;
@@ -262,6 +283,20 @@ static size_t scheme_len(const char *url)
 	       (isalnum((unsigned char)url[i]) || url[i] == '+' || url[i] == '-' || url[i] == '.'))
 		i++;
 	return strncmp(url + i, "://", 3) == 0 ? i + 3 : 0;
+}
+
+bool url_is_http(const char *u)
+{
+	size_t n = strlen(u);
+	const char *host = strncmp(u, "https://", 8) == 0  ? u + 8
+	                   : strncmp(u, "http://", 7) == 0 ? u + 7
+	                                                   : NULL;
+	if (host == NULL || n > URL_HTTP_MAX || strchr("/?#", *host) != NULL)
+		return false;
+	for (; *u; u++)
+		if ((unsigned char)*u <= 0x20 || *u == 0x7f)
+			return false;
+	return true;
 }
 
 char *url_redact(const char *url, char *out, size_t cap)

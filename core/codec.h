@@ -26,6 +26,9 @@ size_t b64_encoded_len(size_t len);
 
 /* Lower-case hex; out must hold 2*len+1 bytes. */
 void hex_encode(const uint8_t *in, size_t len, char *out);
+/* Decodes len hex digits (either case, nothing else, len even) into out
+ * (cap bytes). Returns the byte count, or -1 on anything else. */
+long hex_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
 /* UTF-8 (RFC 3629). A well-formed character has no overlong form, is no
  * surrogate (U+D800..DFFF) and is at most U+10FFFF; anything else is bytes. */
@@ -54,6 +57,12 @@ size_t utf8_cut(const char *s, size_t n);
  * NULL) gets UTF8_ESCAPED / UTF8_CUT. */
 size_t utf8_escape(char *out, size_t cap, const char *in, size_t len, unsigned flags,
                    unsigned *result);
+/* The one check of an http(s) URL the agent will call: "http://" or
+ * "https://" (lower case), a host, no byte <= 0x20 or DEL, at most
+ * URL_HTTP_MAX bytes. libcurl parses the rest. */
+#define URL_HTTP_MAX 2000
+bool url_is_http(const char *u);
+
 /* URLs in output and logs. url_redact copies url to out (always
  * NUL-terminated, cut at cap-1) with the password of its userinfo replaced:
  * "http://user:pw@host/" -> "http://user:***@host/", a user alone (often a

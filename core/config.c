@@ -1,5 +1,7 @@
-/* Configuration loader. One table lists every key with its type, default and
- * bounds; the YAML walk, environment overrides, dump and docs all use it. */
+/* Configuration loader and editor, the one owner of config.yaml. One table lists
+ * every key with its type, default and bounds; the YAML walk (which loads, and
+ * for edits also says where each key sits), environment overrides, dump and
+ * docs all use it. */
 #include "core/config.h"
 
 #include <arpa/inet.h>
@@ -13,8 +15,10 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
+#include "core/net.h"
 
 #define CFG_FILE_MAX (1024 * 1024)
 
@@ -115,6 +119,7 @@ static const struct cfg_key keys[] = {
     SIZE("webhook.max_body", webhook.max_body, "4MiB", 1024, GIB, LIVE),
     DUR("webhook.request_timeout", webhook.request_timeout_ms, "30s", 100, 3600000, LIVE),
     INT("webhook.num_threads", webhook.num_threads, "16", 2, 256, LIVE),
+    INT("webhook.tunnel_threads", webhook.tunnel_threads, "16", 2, 256, LIVE),
 
     LIST("auth.jwt_keys", auth.jwt_keys, "", LIVE),
     STR("auth.issuer", auth.issuer, "", LIVE),
@@ -197,6 +202,20 @@ bool cfg_key_differs(const struct cfg *a, const struct cfg *b, size_t i)
 	return memcmp(fa, fb, keys[i].size) != 0;
 }
 
+bool cfg_keys_differ(const struct cfg *a, const struct cfg *b, const char *const *names)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		for (const char *const *n = names; *n != NULL; n++) {
+			size_t len = strlen(*n);
+			bool section = len > 0 && (*n)[len - 1] == '.';
+			if ((section ? strncmp(keys[i].name, *n, len) == 0
+			             : strcmp(keys[i].name, *n) == 0) &&
+			    cfg_key_differs(a, b, i))
+				return true;
+		}
+	return false;
+}
+
 void cfg_key_copy(struct cfg *dst, const struct cfg *src, size_t i)
 {
 	if (i < NKEYS)
@@ -209,11 +228,42 @@ struct cfg_origin {
 	char env[96];  /* environment variable name, or "" */
 };
 
+/* Where a key sits in the text (byte offsets), recorded when the walk serves
+ * an edit (cfg_doc_*): edits splice the text there and keep everything else. */
+struct cfg_span {
+	bool present;
+	bool ok;        /* the value parsed (an edit may still fix it) */
+	bool block_seq; /* the value is a block sequence ("- item" lines) */
+	bool in_flow;   /* the enclosing mapping is a flow mapping {…} */
+	size_t key_start, key_end, val_start, val_end;
+	size_t content_end; /* end of the last scalar inside the value */
+};
+
+/* A section ("" = the top level): where a missing key of it is inserted. */
+struct cfg_section_span {
+	char name[64];
+	bool null_value; /* "health:" or "health: ~" (or an empty file's "~") */
+	bool flow, has_pairs;
+	size_t key_col, key_end; /* of the section's own key */
+	size_t indent;           /* column of its keys (block style) */
+	size_t val_start, val_end, content_end;
+};
+
+#define CFG_SECTIONS_MAX 24
+
+struct cfg_spans {
+	struct cfg_span key[NKEYS];
+	struct cfg_section_span sec[CFG_SECTIONS_MAX];
+	size_t nsec;
+	size_t step; /* the file's indentation step (0 = not seen yet) */
+};
+
 struct loader {
 	struct cfg *cfg;
 	const char *name;
 	struct cfg_origin origin[NKEYS];
 	struct vm_err *err;
+	struct cfg_spans *sp; /* non-NULL when walking for an edit */
 };
 
 /* --- scalar parsing ------------------------------------------------------------------ */
@@ -436,6 +486,12 @@ static bool is_section(const char *name)
 	return false;
 }
 
+void cfg_webhook_socket_path(const struct cfg *cfg, char *out, size_t cap)
+{
+	snprintf(out, cap, "%.*s/" CFG_WEBHOOK_SOCKET_NAME, (int)(cap > 16 ? cap - 16 : 0),
+	         cfg->agent.runtime_dir);
+}
+
 void cfg_defaults(struct cfg *cfg)
 {
 	char why[128];
@@ -553,8 +609,76 @@ static int walk_list(struct loader *ld, yaml_document_t *doc, yaml_node_t *seq,
 	return 0;
 }
 
+/* End of the last scalar inside n (a flow collection ends at its bracket). */
+static size_t content_end(yaml_document_t *doc, const yaml_node_t *n)
+{
+	for (int depth = 0; n != NULL && depth < 64; depth++) {
+		if (n->type == YAML_MAPPING_NODE &&
+		    n->data.mapping.style != YAML_FLOW_MAPPING_STYLE &&
+		    n->data.mapping.pairs.top > n->data.mapping.pairs.start)
+			n = yaml_document_get_node(doc, n->data.mapping.pairs.top[-1].value);
+		else if (n->type == YAML_SEQUENCE_NODE &&
+		         n->data.sequence.style != YAML_FLOW_SEQUENCE_STYLE &&
+		         n->data.sequence.items.top > n->data.sequence.items.start)
+			n = yaml_document_get_node(doc, n->data.sequence.items.top[-1]);
+		else
+			return n->end_mark.index;
+	}
+	return 0;
+}
+
+/* Records a section's place for edits; a file with more sections than the
+ * table has is refused by the walk long before this fills up. */
+static void record_section(struct loader *ld, yaml_document_t *doc, const char *name,
+                           const yaml_node_t *kn, const yaml_node_t *vn)
+{
+	struct cfg_spans *sp = ld->sp;
+	if (sp == NULL || sp->nsec >= CFG_SECTIONS_MAX)
+		return;
+	struct cfg_section_span *s = &sp->sec[sp->nsec++];
+	memset(s, 0, sizeof(*s));
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	if (kn != NULL) {
+		s->key_col = kn->start_mark.column;
+		s->key_end = kn->end_mark.index;
+	}
+	s->val_start = vn->start_mark.index;
+	s->val_end = vn->end_mark.index;
+	s->content_end = content_end(doc, vn);
+	if (vn->type != YAML_MAPPING_NODE) {
+		s->null_value = true;
+		return;
+	}
+	s->flow = vn->data.mapping.style == YAML_FLOW_MAPPING_STYLE;
+	s->has_pairs = vn->data.mapping.pairs.top > vn->data.mapping.pairs.start;
+	if (!s->has_pairs)
+		return;
+	const yaml_node_t *first = yaml_document_get_node(doc, vn->data.mapping.pairs.start->key);
+	s->indent = first != NULL ? first->start_mark.column : 0;
+	if (kn != NULL && !s->flow && sp->step == 0 && s->indent > s->key_col)
+		sp->step = s->indent - s->key_col;
+}
+
+static void record_key(struct loader *ld, yaml_document_t *doc, size_t idx, bool in_flow,
+                       const yaml_node_t *kn, const yaml_node_t *vn, bool ok)
+{
+	if (ld->sp == NULL)
+		return;
+	struct cfg_span *s = &ld->sp->key[idx];
+	s->present = true;
+	s->ok = ok;
+	s->in_flow = in_flow;
+	s->block_seq =
+	    vn->type == YAML_SEQUENCE_NODE && vn->data.sequence.style != YAML_FLOW_SEQUENCE_STYLE;
+	s->key_start = kn->start_mark.index;
+	s->key_end = kn->end_mark.index;
+	s->val_start = vn->start_mark.index;
+	s->val_end = vn->end_mark.index;
+	s->content_end = content_end(doc, vn);
+}
+
 static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *pair,
-                     const char *prefix)
+                     const char *prefix, bool in_flow)
 {
 	yaml_node_t *kn = yaml_document_get_node(doc, pair->key);
 	yaml_node_t *vn = yaml_document_get_node(doc, pair->value);
@@ -576,10 +700,13 @@ static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *
 		return fail_at(ld, kn, full, "unknown key%s", hint);
 	}
 	if (k == NULL) { /* a section */
-		if (vn->type == YAML_SCALAR_NODE && is_null_scalar(vn))
+		if (vn->type == YAML_SCALAR_NODE && is_null_scalar(vn)) {
+			record_section(ld, doc, full, kn, vn);
 			return 0; /* "health:" with nothing below: keep defaults */
+		}
 		if (vn->type != YAML_MAPPING_NODE)
 			return fail_at(ld, vn, full, "expected a mapping of keys");
+		record_section(ld, doc, full, kn, vn);
 		return walk_mapping(ld, doc, vn, full);
 	}
 	size_t idx = (size_t)(k - keys);
@@ -590,6 +717,7 @@ static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *
 		int rc = walk_list(ld, doc, vn, k, full);
 		if (rc != 0)
 			return rc;
+		record_key(ld, doc, idx, in_flow, kn, vn, true);
 		ld->origin[idx].line = (int)vn->start_mark.line + 1;
 		ld->origin[idx].col = (int)vn->start_mark.column + 1;
 		return 0;
@@ -603,8 +731,11 @@ static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *
 	if (is_null_scalar(vn))
 		val = k->type == T_STR ? "" : k->def;
 	char why[200];
-	if (set_value(ld->cfg, k, val, why, sizeof(why)) != 0)
+	bool ok = set_value(ld->cfg, k, val, why, sizeof(why)) == 0;
+	/* an edit may be the fix of a bad value: the final load judges the file */
+	if (!ok && ld->sp == NULL)
 		return fail_at(ld, vn, full, "%s", why);
+	record_key(ld, doc, idx, in_flow, kn, vn, ok);
 	ld->origin[idx].line = (int)vn->start_mark.line + 1;
 	ld->origin[idx].col = (int)vn->start_mark.column + 1;
 	return 0;
@@ -613,9 +744,10 @@ static int walk_pair(struct loader *ld, yaml_document_t *doc, yaml_node_pair_t *
 static int walk_mapping(struct loader *ld, yaml_document_t *doc, yaml_node_t *map,
                         const char *prefix)
 {
+	bool flow = map->data.mapping.style == YAML_FLOW_MAPPING_STYLE;
 	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
 	     p++) {
-		int rc = walk_pair(ld, doc, p, prefix);
+		int rc = walk_pair(ld, doc, p, prefix, flow);
 		if (rc != 0)
 			return rc;
 	}
@@ -646,8 +778,12 @@ static int parse_yaml(struct loader *ld, const char *data, size_t len)
 			rc = fail_at(ld, root, "",
 			             "expected a mapping with sections agent, piko, auth, "
 			             "webhook, probe, health, log");
-		else
+		else {
+			record_section(ld, &doc, "", NULL, root);
 			rc = walk_mapping(ld, &doc, root, "");
+		}
+	} else if (root != NULL) {
+		record_section(ld, &doc, "", NULL, root); /* "~": an empty configuration */
 	}
 	yaml_document_delete(&doc);
 	/* A second document in the same file is almost certainly a mistake. */
@@ -724,7 +860,7 @@ static int fail_key(struct loader *ld, const char *key, const char *fmt, ...)
 
 static bool is_http_url(const char *s)
 {
-	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+	return url_is_http(s);
 }
 
 static bool is_endpoint_char(char c)
@@ -756,25 +892,9 @@ static int validate_endpoint(struct loader *ld, const char *ep)
 /* piko.forward_addr: "IP:PORT" or "[IPv6]:PORT"; the tunnel connects there. */
 static bool is_forward_addr(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	if (colon == NULL || colon == s)
-		return false;
-	char host[64];
-	size_t hlen = (size_t)(colon - s);
-	if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
-		s++;
-		hlen -= 2;
-	}
-	if (hlen >= sizeof(host))
-		return false;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	unsigned char addr[16];
-	if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
-		return false;
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	return end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535;
+	char host[sizeof(((struct cfg *)0)->piko.forward_addr)];
+	int port;
+	return net_parse_hostport(s, host, sizeof(host), &port, NULL) == 0;
 }
 
 static int validate(struct loader *ld)
@@ -868,17 +988,30 @@ static void resolve_paths(struct cfg *c, bool from_file)
 		         (int)(sizeof(c->auth.audit_file) - 11), c->agent.state_dir);
 }
 
+/* A walk over cfg, which starts from the defaults; sp non-NULL for an edit. */
+static struct loader *loader_new(struct cfg *cfg, const char *name, struct cfg_spans *sp,
+                                 struct vm_err *err)
+{
+	struct loader *ld = calloc(1, sizeof(*ld));
+	if (ld == NULL)
+		return NULL;
+	ld->cfg = cfg;
+	ld->name = name;
+	ld->err = err;
+	ld->sp = sp;
+	cfg_defaults(cfg);
+	if (sp != NULL)
+		memset(sp, 0, sizeof(*sp));
+	return ld;
+}
+
 static int load_common(struct cfg *cfg, const char *name, const char *data, size_t len,
                        char *const *envp, struct vm_err *err)
 {
 	extern char **environ;
-	struct loader *ld = calloc(1, sizeof(*ld));
+	struct loader *ld = loader_new(cfg, name, NULL, err);
 	if (ld == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	ld->cfg = cfg;
-	ld->name = name;
-	ld->err = err;
-	cfg_defaults(cfg);
 	snprintf(cfg->source, sizeof(cfg->source), "%s", name);
 	int rc = data != NULL ? parse_yaml(ld, data, len) : 0;
 	if (rc == 0)
@@ -907,6 +1040,7 @@ int cfg_load(struct cfg *cfg, const char *path, char *const *envp, struct vm_err
 	if (rc != 0)
 		return rc;
 	rc = load_common(cfg, path, data, len, envp, err);
+	explicit_bzero(data, len); /* it may hold piko.token */
 	free(data);
 	return rc;
 }
@@ -958,8 +1092,7 @@ static void format_value(const struct cfg *cfg, const struct cfg_key *k, char *o
 		const struct cfg_strlist *l = (const struct cfg_strlist *)(const void *)field;
 		size_t o = (size_t)snprintf(out, cap, "[");
 		for (int i = 0; i < l->count && o < cap; i++)
-			o += (size_t)snprintf(out + o, cap - o, "%s\"%s\"", i ? ", " : "",
-			                      l->items[i]);
+			o = str_appendf(out, cap, o, "%s\"%s\"", i ? ", " : "", l->items[i]);
 		if (o < cap)
 			snprintf(out + o, cap - o, "]");
 		break;
@@ -987,8 +1120,8 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 				size_t upto = (size_t)(dot - name);
 				if (strncmp(prev, name, upto) != 0 ||
 				    (prev[upto] != '.' && prev[upto] != 0))
-					o += (size_t)snprintf(buf + o, cap - o, "%*s%.*s:\n", d * 2,
-					                      "", (int)(dot - seg), seg);
+					o = str_appendf(buf, cap, o, "%*s%.*s:\n", d * 2, "",
+					                (int)(dot - seg), seg);
 				seg = dot + 1;
 			}
 			snprintf(prev, sizeof(prev), "%.*s", (int)plen, name);
@@ -996,8 +1129,553 @@ int cfg_dump(const struct cfg *cfg, char *buf, size_t cap)
 		char val[CFG_LIST_MAX * (CFG_STR_MAX + 4) + PATH_MAX];
 		format_value(cfg, &keys[i], val, sizeof(val));
 		if (o < cap)
-			o += (size_t)snprintf(buf + o, cap - o, "%*s%s: %s\n", (depth + 1) * 2, "",
-			                      leaf, val);
+			o = str_appendf(buf, cap, o, "%*s%s: %s\n", (depth + 1) * 2, "", leaf, val);
 	}
 	return o < cap ? 0 : -1;
+}
+
+/* --- editing ------------------------------------------------------------------------- */
+
+/* The text of a config file being edited, walked by the loader above after
+ * every change: values (file over defaults, no environment) and spans. */
+struct cfg_doc {
+	char name[PATH_MAX];
+	char *text;
+	size_t len;
+	bool changed;
+	struct cfg values;
+	struct cfg_spans spans;
+};
+
+#define CFG_EDIT_VALUE_MAX (64 * 1024)
+
+/* The walk for edits: structure errors fail as in cfg_load, bad values are kept. */
+static int walk_text(const char *name, const char *text, size_t len, struct cfg *values,
+                     struct cfg_spans *sp, struct vm_err *err)
+{
+	struct loader *ld = loader_new(values, name, sp, err);
+	if (ld == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = parse_yaml(ld, text, len);
+	free(ld);
+	return rc;
+}
+
+void cfg_doc_free(struct cfg_doc *d)
+{
+	if (d == NULL)
+		return;
+	if (d->text != NULL) {
+		explicit_bzero(d->text, d->len); /* it may hold piko.token */
+		free(d->text);
+	}
+	explicit_bzero(d, sizeof(*d));
+	free(d);
+}
+
+int cfg_doc_parse(struct cfg_doc **out, const char *name, const char *text, size_t len,
+                  struct vm_err *err)
+{
+	*out = NULL;
+	if (len > CFG_FILE_MAX)
+		return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %d bytes", name,
+		                  CFG_FILE_MAX);
+	struct cfg_doc *d = calloc(1, sizeof(*d));
+	if (d == NULL || (d->text = malloc(len + 1)) == NULL) {
+		free(d);
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	}
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	memcpy(d->text, text, len);
+	d->text[len] = '\0';
+	d->len = len;
+	int rc = walk_text(d->name, d->text, d->len, &d->values, &d->spans, err);
+	if (rc != 0) {
+		cfg_doc_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+int cfg_doc_read(struct cfg_doc **out, const char *path, struct vm_err *err)
+{
+	char *data = NULL;
+	size_t len = 0;
+	struct vm_err e = {0};
+	*out = NULL;
+	int rc = fs_read_file(path, CFG_FILE_MAX, &data, &len, &e);
+	if (rc != 0 && e.code == VM_ERR_NOTFOUND)
+		return cfg_doc_parse(out, path, "", 0, err); /* missing: an empty file */
+	if (rc != 0) {
+		if (err != NULL)
+			*err = e;
+		return rc;
+	}
+	rc = cfg_doc_parse(out, path, data, len, err);
+	explicit_bzero(data, len);
+	free(data);
+	return rc;
+}
+
+const char *cfg_doc_text(const struct cfg_doc *d, size_t *len)
+{
+	if (len != NULL)
+		*len = d->len;
+	return d->text;
+}
+
+bool cfg_doc_changed(const struct cfg_doc *d)
+{
+	return d->changed;
+}
+
+const struct cfg *cfg_doc_values(const struct cfg_doc *d)
+{
+	return &d->values;
+}
+
+bool cfg_doc_has(const struct cfg_doc *d, const char *key)
+{
+	const struct cfg_key *k = find_key(key);
+	return k != NULL && d->spans.key[k - keys].present;
+}
+
+int cfg_doc_validate(const struct cfg_doc *d, struct vm_err *err)
+{
+	static char *const no_env[] = {NULL};
+	struct cfg *c = malloc(sizeof(*c));
+	if (c == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = load_common(c, d->name, d->text, d->len, no_env, err);
+	explicit_bzero(c, sizeof(*c));
+	free(c);
+	return rc;
+}
+
+int cfg_doc_save(const struct cfg_doc *d, const char *path, mode_t mode, struct vm_err *err)
+{
+	int rc = cfg_doc_validate(d, err);
+	return rc != 0 ? rc : fs_write_atomic(path, d->text, d->len, mode, err);
+}
+
+/* A bounded output buffer: sized once by the caller, overflow is an error. */
+struct edit_out {
+	char *p;
+	size_t len, cap;
+	bool overflow;
+};
+
+static void put(struct edit_out *o, const char *s, size_t n)
+{
+	if (o->overflow || n >= o->cap - o->len) {
+		o->overflow = true;
+		return;
+	}
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+	o->p[o->len] = '\0';
+}
+
+static void put_str(struct edit_out *o, const char *s)
+{
+	put(o, s, strlen(s));
+}
+
+static void put_indent(struct edit_out *o, size_t n)
+{
+	for (size_t i = 0; i < n && !o->overflow; i++)
+		put(o, " ", 1);
+}
+
+/* s as a YAML double-quoted scalar (the caller refused control characters). */
+static void put_quoted(struct edit_out *o, const char *s)
+{
+	put(o, "\"", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			put(o, "\\", 1);
+		if (*s == '\t')
+			put(o, "\\t", 2);
+		else
+			put(o, s, 1);
+	}
+	put(o, "\"", 1);
+}
+
+/* The value as YAML: a quoted string, or for a list key a flow sequence of them. */
+static int render_value(const struct cfg_key *k, const char *value, struct edit_out *o,
+                        struct vm_err *err)
+{
+	if (k->type != T_STRLIST) {
+		put_quoted(o, value);
+		return 0;
+	}
+	struct cfg_strlist *l = malloc(sizeof(*l));
+	if (l == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	int rc = 0;
+	if (parse_list(value, l) != 0) {
+		char why[200];
+		describe_range(k, why, sizeof(why));
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s: %s (comma-separated)", k->name, why);
+	} else {
+		put(o, "[", 1);
+		for (int i = 0; i < l->count; i++) {
+			if (i > 0)
+				put(o, ", ", 2);
+			put_quoted(o, l->items[i]);
+		}
+		put(o, "]", 1);
+	}
+	free(l);
+	return rc;
+}
+
+/* Offset just past the line holding pos-1; pos itself when it is in a line's
+ * leading indentation (a block node may end at the next line's first token). */
+static size_t line_after(const char *text, size_t len, size_t pos)
+{
+	size_t b = pos;
+	while (b > 0 && text[b - 1] == ' ')
+		b--;
+	if (b == 0 || text[b - 1] == '\n')
+		return b;
+	while (pos < len && text[pos] != '\n')
+		pos++;
+	return pos < len ? pos + 1 : len;
+}
+
+static size_t line_start(const char *text, size_t pos)
+{
+	while (pos > 0 && text[pos - 1] != '\n')
+		pos--;
+	return pos;
+}
+
+/* The new text: text[0:a] + text[b:c] + ins + text[c:], i.e. [a,b) removed and
+ * ins inserted at c (a <= b <= c). */
+static char *splice(const struct cfg_doc *d, size_t a, size_t b, size_t c, const char *ins,
+                    size_t *out_len)
+{
+	size_t n = strlen(ins);
+	if (a > b || b > c || c > d->len || d->len - (b - a) + n > CFG_FILE_MAX)
+		return NULL;
+	size_t len = d->len - (b - a) + n;
+	char *t = malloc(len + 1);
+	if (t == NULL)
+		return NULL;
+	memcpy(t, d->text, a);
+	memcpy(t + a, d->text + b, c - b);
+	memcpy(t + a + (c - b), ins, n);
+	memcpy(t + a + (c - b) + n, d->text + c, d->len - c);
+	t[len] = '\0';
+	*out_len = len;
+	return t;
+}
+
+/* The rest of a dotted key below a section, as block lines or a flow pair. */
+static void render_rest(struct edit_out *o, const char *rest, const char *val, bool flow,
+                        size_t indent, size_t step)
+{
+	int open = 0;
+	for (const char *seg = rest;;) {
+		const char *dot = strchr(seg, '.');
+		size_t n = dot ? (size_t)(dot - seg) : strlen(seg);
+		if (!flow)
+			put_indent(o, indent);
+		put(o, seg, n);
+		if (dot == NULL) {
+			put(o, ": ", 2);
+			break;
+		}
+		if (flow) {
+			put(o, ": {", 3);
+			open++;
+		} else {
+			put(o, ":\n", 2);
+			indent += step;
+		}
+		seg = dot + 1;
+	}
+	put_str(o, val);
+	for (; open > 0; open--)
+		put(o, "}", 1);
+	if (!flow)
+		put(o, "\n", 1);
+}
+
+static const struct cfg_section_span *find_section(const struct cfg_spans *sp, const char *name,
+                                                   size_t n)
+{
+	for (size_t i = 0; i < sp->nsec; i++)
+		if (strlen(sp->sec[i].name) == n && strncmp(sp->sec[i].name, name, n) == 0)
+			return &sp->sec[i];
+	return NULL;
+}
+
+/* Where a missing key goes: into its deepest existing section. */
+static char *insert_key(const struct cfg_doc *d, const struct cfg_key *k, const char *val,
+                        size_t *len)
+{
+	const struct cfg_spans *sp = &d->spans;
+	size_t step = sp->step ? sp->step : 2;
+	const struct cfg_section_span *sec = NULL;
+	size_t n = strlen(k->name);
+	for (;;) {
+		while (n > 0 && k->name[n] != '.')
+			n--;
+		sec = find_section(sp, k->name, n);
+		if (sec != NULL || n == 0)
+			break;
+		n--;
+	}
+	const char *rest = k->name + (n > 0 ? n + 1 : 0);
+	size_t cap = strlen(val) + 64 +
+	             4 * (strlen(k->name) + 4 * step + (sec ? sec->indent + sec->key_col : 0));
+	struct edit_out o = {malloc(cap), 0, cap, false};
+	if (o.p == NULL)
+		return NULL;
+	o.p[0] = '\0';
+	char *t = NULL;
+	if (sec != NULL && sec->flow) {
+		/* before the closing brace of "{…}" */
+		size_t at = sec->val_end;
+		if (at == 0 || d->text[at - 1] != '}')
+			goto out;
+		if (sec->has_pairs)
+			put(&o, ", ", 2);
+		render_rest(&o, rest, val, true, 0, step);
+		if (!o.overflow)
+			t = splice(d, at - 1, at - 1, at - 1, o.p, len);
+		goto out;
+	}
+	size_t a, b, c, indent;
+	if (sec == NULL || (sec->name[0] == '\0' && !sec->null_value)) {
+		/* a new top-level section: at the end of the file */
+		a = b = c = d->len;
+		indent = sec != NULL ? sec->indent : 0;
+	} else if (sec->null_value) {
+		/* "log: ~" or "log:" (or a file holding only "~"): drop the null */
+		bool empty = sec->val_end == sec->val_start;
+		a = empty ? 0 : sec->val_start;
+		b = empty ? 0 : sec->val_end;
+		c = sec->name[0] ? line_after(d->text, d->len, sec->key_end) : d->len;
+		if (empty)
+			a = b = c;
+		if (b > c)
+			goto out;
+		/* "log: ~\n" becomes "log:\n", no trailing space */
+		while (!empty && a > 0 && d->text[a - 1] == ' ' &&
+		       (b == d->len || d->text[b] == '\n'))
+			a--;
+		indent = sec->name[0] ? sec->key_col + step : 0;
+	} else {
+		a = b = c = line_after(d->text, d->len, sec->content_end);
+		indent = sec->indent;
+	}
+	if (c > 0 && d->text[c - 1] != '\n')
+		put(&o, "\n", 1);
+	render_rest(&o, rest, val, false, indent, step);
+	if (!o.overflow)
+		t = splice(d, a, b, c, o.p, len);
+out:
+	free(o.p);
+	return t;
+}
+
+static char *replace_value(const struct cfg_doc *d, const struct cfg_span *s, const char *val,
+                           size_t *len)
+{
+	size_t cap = strlen(val) + 8;
+	struct edit_out o = {malloc(cap), 0, cap, false};
+	if (o.p == NULL)
+		return NULL;
+	o.p[0] = '\0';
+	size_t a = s->val_start, b = s->val_end;
+	if (s->block_seq) {
+		/* "allow:\n  - a\n  - b" becomes "allow: [...]" */
+		a = s->key_end;
+		b = s->content_end;
+		put(&o, ": ", 2);
+	} else if (a == b) {
+		/* "key:" with nothing: the value goes after the colon */
+		if (s->key_end >= d->len || d->text[s->key_end] != ':') {
+			free(o.p);
+			return NULL;
+		}
+		a = b = s->key_end + 1;
+		put(&o, " ", 1);
+	}
+	put_str(&o, val);
+	if (b > a && d->text[b - 1] == '\n')
+		put(&o, "\n", 1); /* a block scalar ends with its line */
+	char *t = o.overflow ? NULL : splice(d, a, b, b, o.p, len);
+	free(o.p);
+	return t;
+}
+
+static char *remove_key(const struct cfg_doc *d, const struct cfg_span *s, size_t *len)
+{
+	size_t a = s->key_start, b = s->val_end;
+	if (!s->in_flow) {
+		/* the key's lines, comments on them included */
+		a = line_start(d->text, s->key_start);
+		for (size_t i = a; i < s->key_start; i++)
+			if (d->text[i] != ' ')
+				return NULL;
+		b = line_after(d->text, d->len, s->content_end);
+	} else {
+		size_t e = b;
+		while (e < d->len && d->text[e] == ' ')
+			e++;
+		if (e < d->len && d->text[e] == ',') {
+			for (e++; e < d->len && d->text[e] == ' ';)
+				e++;
+			b = e;
+		} else {
+			size_t p = a;
+			while (p > 0 && d->text[p - 1] == ' ')
+				p--;
+			if (p > 0 && d->text[p - 1] == ',')
+				a = p - 1;
+		}
+	}
+	return splice(d, a, b, b, "", len);
+}
+
+/* "file:line:col: key: cannot edit…", at the key (or its file when absent). */
+static int refuse_edit(const struct cfg_doc *d, size_t idx, struct vm_err *err)
+{
+	const struct cfg_span *s = &d->spans.key[idx];
+	if (!s->present)
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "%s: %s: cannot add this key to the file's layout in place "
+		                  "(edit it by hand)",
+		                  d->name, keys[idx].name);
+	size_t line = 1, col = 1;
+	for (size_t i = 0; i < s->key_start && i < d->len; i++, col++)
+		if (d->text[i] == '\n')
+			line++, col = 0;
+	return vm_err_set(err, VM_ERR_INVALID,
+	                  "%s:%zu:%zu: %s: cannot edit this file's layout in place "
+	                  "(edit it by hand)",
+	                  d->name, line, col, keys[idx].name);
+}
+
+/* Takes the edited text when the loader reads it back with exactly one change:
+ * key idx set to want (want == NULL: absent), every other key as before. */
+static int commit(struct cfg_doc *d, char *text, size_t len, size_t idx, const struct cfg *want,
+                  bool want_ok, struct vm_err *err)
+{
+	struct cfg_doc *n = calloc(1, sizeof(*n));
+	if (n == NULL) {
+		explicit_bzero(text, len);
+		free(text);
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	}
+	struct vm_err e = {0};
+	bool ok = walk_text(d->name, text, len, &n->values, &n->spans, &e) == 0;
+	for (size_t i = 0; ok && i < NKEYS; i++) {
+		const struct cfg_span *was = &d->spans.key[i], *is = &n->spans.key[i];
+		if (i == idx)
+			ok = want == NULL ? !is->present
+			                  : is->present && is->ok == want_ok &&
+			                        (!want_ok || !cfg_key_differs(&n->values, want, i));
+		else
+			ok = was->present == is->present && was->ok == is->ok &&
+			     !cfg_key_differs(&d->values, &n->values, i);
+	}
+	int rc = 0;
+	if (!ok) {
+		explicit_bzero(text, len);
+		free(text);
+		rc = refuse_edit(d, idx, err);
+	} else {
+		explicit_bzero(d->text, d->len);
+		free(d->text);
+		d->text = text;
+		d->len = len;
+		d->changed = true;
+		d->values = n->values;
+		d->spans = n->spans;
+	}
+	explicit_bzero(n, sizeof(*n));
+	free(n);
+	return rc;
+}
+
+static const struct cfg_key *edit_key(const char *key, struct vm_err *err)
+{
+	const struct cfg_key *k = find_key(key);
+	if (k == NULL) {
+		char hint[160];
+		suggest(key, hint, sizeof(hint));
+		vm_err_set(err, VM_ERR_INVALID,
+		           "%s: unknown configuration key%s (see "
+		           "'vm-agent configure --show' for the list)",
+		           key, hint);
+	}
+	return k;
+}
+
+int cfg_doc_set(struct cfg_doc *d, const char *key, const char *value, struct vm_err *err)
+{
+	const struct cfg_key *k = edit_key(key, err);
+	if (k == NULL)
+		return -VM_ERR_INVALID;
+	size_t vlen = strlen(value);
+	if (vlen > CFG_EDIT_VALUE_MAX)
+		return vm_err_set(err, VM_ERR_INVALID, "%s: value too long", key);
+	for (const char *c = value; *c; c++)
+		if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f)
+			return vm_err_set(err, VM_ERR_INVALID,
+			                  "%s: control characters are not allowed", key);
+	size_t idx = (size_t)(k - keys);
+	struct cfg *want = malloc(sizeof(*want));
+	size_t cap = 4 * vlen + 4 * CFG_LIST_MAX + 8;
+	struct edit_out o = {malloc(cap), 0, cap, false};
+	int rc = 0;
+	if (want == NULL || o.p == NULL) {
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	o.p[0] = '\0';
+	cfg_defaults(want);
+	char why[200];
+	bool want_ok = set_value(want, k, value, why, sizeof(why)) == 0;
+	const struct cfg_span *s = &d->spans.key[idx];
+	if (s->present && s->ok && want_ok && !cfg_key_differs(&d->values, want, idx))
+		goto out; /* already so, whatever the style it is written in */
+	if ((rc = render_value(k, value, &o, err)) != 0)
+		goto out;
+	size_t len = 0;
+	char *t = s->present ? replace_value(d, s, o.p, &len) : insert_key(d, k, o.p, &len);
+	if (t == NULL)
+		rc = refuse_edit(d, idx, err);
+	else
+		rc = commit(d, t, len, idx, want, want_ok, err);
+out:
+	if (o.p != NULL)
+		explicit_bzero(o.p, o.cap);
+	free(o.p);
+	if (want != NULL)
+		explicit_bzero(want, sizeof(*want));
+	free(want);
+	return rc;
+}
+
+int cfg_doc_unset(struct cfg_doc *d, const char *key, struct vm_err *err)
+{
+	const struct cfg_key *k = edit_key(key, err);
+	if (k == NULL)
+		return -VM_ERR_INVALID;
+	size_t idx = (size_t)(k - keys);
+	if (!d->spans.key[idx].present)
+		return 0;
+	size_t len = 0;
+	char *t = remove_key(d, &d->spans.key[idx], &len);
+	if (t == NULL)
+		return refuse_edit(d, idx, err);
+	return commit(d, t, len, idx, NULL, false, err);
 }

@@ -1,6 +1,7 @@
 /* Configuration: the YAML file (libyaml), built-in defaults, and environment
- * overrides VM_AGENT_<SECTION>_<KEY>. Every key is one row of a table in
- * config.c; errors name file, line, column and key. */
+ * overrides VM_AGENT_<SECTION>_<KEY>; and the one editor of that file
+ * (cfg_doc_*). Every key is one row of a table in config.c; errors name file,
+ * line, column and key. */
 #ifndef VMA_CORE_CONFIG_H
 #define VMA_CORE_CONFIG_H
 
@@ -8,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/err.h"
 
@@ -74,7 +76,8 @@ struct cfg {
 		char tls_key_file[PATH_MAX];
 		uint64_t max_body;
 		uint64_t request_timeout_ms;
-		int num_threads;
+		int num_threads;    /* workers of the TCP listener */
+		int tunnel_threads; /* workers of the unix listener the tunnel forwards to */
 	} webhook;
 
 	struct {
@@ -136,6 +139,12 @@ struct cfg {
 	} upgrade;
 };
 
+/* The webhook's unix listener, where the tunnel forwards each stream. */
+#define CFG_WEBHOOK_SOCKET_NAME "webhook.sock"
+
+/* "<agent.runtime_dir>/webhook.sock" (cut to cap). */
+void cfg_webhook_socket_path(const struct cfg *cfg, char *out, size_t cap);
+
 /* Fills cfg with the built-in defaults (no file, no environment). */
 void cfg_defaults(struct cfg *cfg);
 
@@ -158,6 +167,37 @@ int cfg_parse_size(const char *s, uint64_t *bytes);
  * passwords of URLs (keys named *_url) replaced by *** (url_redact). */
 int cfg_dump(const struct cfg *cfg, char *buf, size_t cap);
 
+/* Editing the file's text (install, configure): the loader's own walk finds
+ * where each key is, an edit splices only that place (comments, key order and
+ * every other line stay as they were) and is kept only when the loader reads
+ * the result back with exactly that one change. Values are written as quoted
+ * YAML strings, list keys ("a,b" as in the environment) as YAML sequences.
+ * Values that parse badly are kept until cfg_doc_validate judges the file. */
+struct cfg_doc;
+/* Text must be a config the loader can walk (same structural rules and
+ * messages as cfg_load); name is used in messages. */
+int cfg_doc_parse(struct cfg_doc **out, const char *name, const char *text, size_t len,
+                  struct vm_err *err);
+/* Like cfg_doc_parse on the file's content; a missing file is an empty one. */
+int cfg_doc_read(struct cfg_doc **out, const char *path, struct vm_err *err);
+/* Sets key (from the config table) to value, adding it (and its section) when absent. */
+int cfg_doc_set(struct cfg_doc *d, const char *key, const char *value, struct vm_err *err);
+/* Removes key from the file (back to its default); absent is fine. */
+int cfg_doc_unset(struct cfg_doc *d, const char *key, struct vm_err *err);
+/* The current text (NUL-terminated; len may be NULL). */
+const char *cfg_doc_text(const struct cfg_doc *d, size_t *len);
+/* True once an edit changed the text. */
+bool cfg_doc_changed(const struct cfg_doc *d);
+/* True when key is written in the file. */
+bool cfg_doc_has(const struct cfg_doc *d, const char *key);
+/* What the file says, over the defaults (no environment, paths unresolved). */
+const struct cfg *cfg_doc_values(const struct cfg_doc *d);
+/* Loads the text with cfg_load's rules (no environment): 0 when it is a valid file. */
+int cfg_doc_validate(const struct cfg_doc *d, struct vm_err *err);
+/* Validates, then replaces path atomically (fs_write_atomic) with mode. */
+int cfg_doc_save(const struct cfg_doc *d, const char *path, mode_t mode, struct vm_err *err);
+void cfg_doc_free(struct cfg_doc *d);
+
 /* Number of keys and the dotted name of key i (for docs and completion). */
 size_t cfg_key_count(void);
 const char *cfg_key_name(size_t i);
@@ -170,5 +210,9 @@ enum cfg_apply cfg_key_apply(size_t i);
 bool cfg_key_differs(const struct cfg *a, const struct cfg *b, size_t i);
 /* Copies the value of key i from src into dst. */
 void cfg_key_copy(struct cfg *dst, const struct cfg *src, size_t i);
+/* True when any of the keys named differs between a and b (cfg_key_differs:
+ * value by value, never the bytes around them). names is NULL-terminated; a
+ * name ending in '.' stands for its whole section ("piko."). */
+bool cfg_keys_differ(const struct cfg *a, const struct cfg *b, const char *const *names);
 
 #endif

@@ -1,7 +1,7 @@
 /* Error value helpers. */
 #include "core/err.h"
 
-#include "core/codec.h"
+#include "core/buf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,13 +10,11 @@
 int vm_err_set(struct vm_err *err, int code, const char *fmt, ...)
 {
 	if (err != NULL) {
+		/* messages reach JSON answers: the appender never cuts inside a character */
 		va_list ap;
 		va_start(ap, fmt);
-		int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		(void)str_vappendf(err->msg, sizeof(err->msg), 0, fmt, ap);
 		va_end(ap);
-		/* messages reach JSON answers: never cut one inside a character */
-		if (n >= 0 && (size_t)n >= sizeof(err->msg))
-			err->msg[utf8_cut(err->msg, sizeof(err->msg) - 1)] = '\0';
 		err->code = code;
 	}
 	return -code;
@@ -27,22 +25,10 @@ int vm_err_errno(struct vm_err *err, int code, int errnum, const char *fmt, ...)
 	if (err != NULL) {
 		va_list ap;
 		va_start(ap, fmt);
-		int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		size_t o = str_vappendf(err->msg, sizeof(err->msg), 0, fmt, ap);
 		va_end(ap);
-		if (n >= 0 && (size_t)n < sizeof(err->msg))
-			n += snprintf(err->msg + n, sizeof(err->msg) - (size_t)n, ": %s",
-			              strerror(errnum));
-		if (n >= 0 && (size_t)n >= sizeof(err->msg))
-			err->msg[utf8_cut(err->msg, sizeof(err->msg) - 1)] = '\0';
+		(void)str_appendf(err->msg, sizeof(err->msg), o, ": %s", strerror(errnum));
 		err->code = code;
 	}
 	return -code;
-}
-
-void vm_err_clear(struct vm_err *err)
-{
-	if (err != NULL) {
-		err->code = 0;
-		err->msg[0] = '\0';
-	}
 }

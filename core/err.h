@@ -39,6 +39,4 @@ int vm_err_set(struct vm_err *err, int code, const char *fmt, ...)
 int vm_err_errno(struct vm_err *err, int code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-void vm_err_clear(struct vm_err *err);
-
 #endif

@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/buf.h"
+#include "core/rand.h"
 
 /* Symlinks followed in one resolution, like the kernel's MAXSYMLINKS. */
 #define FS_LINKS_MAX 40
@@ -26,14 +28,18 @@
 /* Directory entries looked at when sweeping dead temp files. */
 #define FS_SWEEP_MAX 65536
 
-static int write_all(int fd, const void *data, size_t len)
+int fs_write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			/* no progress and no error (a full device, a FUSE file): retrying spins */
+			errno = EIO;
 			return -1;
 		}
 		p += n;
@@ -65,34 +71,51 @@ int fs_sync_parent(const char *path, struct vm_err *err)
 	return 0;
 }
 
-int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct vm_err *err)
+/* Opens the directory of one of the agent's own paths (trusted: resolved
+ * normally, /var/run -> /run) and points *leaf at its last component. */
+static int open_own_parent(const char *path, const char **leaf, struct vm_err *err)
 {
 	char dir[PATH_MAX];
 	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
 		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long", path);
 	char *slash = strrchr(dir, '/');
-	const char *leaf = path;
+	*leaf = path;
 	if (slash == NULL) {
 		snprintf(dir, sizeof(dir), ".");
 	} else {
-		leaf = path + (slash - dir) + 1;
+		*leaf = path + (slash - dir) + 1;
 		slash[slash == dir ? 1 : 0] = '\0';
 	}
-	if (leaf[0] == '\0')
+	if ((*leaf)[0] == '\0')
 		return vm_err_set(err, VM_ERR_INVALID, "%s: not a file path", path);
-	/* the agent's own paths are trusted: resolved normally (/var/run -> /run) */
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
 		                    "open the directory of %s", path);
+	return dfd;
+}
+
+/* Prefixes err's message with path unless it already names it. */
+static void name_path(const char *path, struct vm_err *err)
+{
+	if (err == NULL || strstr(err->msg, path) != NULL)
+		return;
+	char msg[sizeof(err->msg)];
+	snprintf(msg, sizeof(msg), "%s", err->msg);
+	vm_err_set(err, err->code, "%s: %s", path, msg);
+}
+
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct vm_err *err)
+{
+	const char *leaf;
+	int dfd = open_own_parent(path, &leaf, err);
+	if (dfd < 0)
+		return dfd;
 	struct fs_write_opts o = {.mode = mode};
 	int rc = fs_write_at(dfd, leaf, data, len, &o, err);
 	close(dfd);
-	if (rc != 0 && err != NULL) {
-		char msg[sizeof(err->msg)];
-		snprintf(msg, sizeof(msg), "%s", err->msg);
-		vm_err_set(err, err->code, "%s: %s", path, msg);
-	}
+	if (rc != 0)
+		name_path(path, err);
 	return rc;
 }
 
@@ -122,50 +145,43 @@ int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err)
 	return 0;
 }
 
-int fs_read_fd(int fd, const char *name, size_t max, char **out, size_t *len, struct vm_err *err)
+int fs_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
 {
 	*out = NULL;
-	size_t cap = 4096, n = 0;
-	char *buf = malloc(cap + 1);
-	if (buf == NULL)
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", name);
+	struct buf b;
+	/* one byte past max is how a larger file shows */
+	buf_init(&b, max < SIZE_MAX ? max + 1 : max);
+	int rc = 0;
 	for (;;) {
-		if (n == cap) {
-			if (cap > max) {
-				free(buf);
-				return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes",
-				                  name, max);
-			}
-			cap *= 2;
-			char *nb = realloc(buf, cap + 1);
-			if (nb == NULL) {
-				free(buf);
-				return vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s",
-				                  name);
-			}
-			buf = nb;
+		/* small files stay small: 4 KiB first, then doubling up to 64 KiB reads */
+		size_t room = b.len < 4096 ? 4096 : b.len < 65536 ? b.len : 65536;
+		if (room > b.max - b.len)
+			room = b.max - b.len;
+		uint8_t *dst = room > 0 ? buf_reserve(&b, room) : NULL;
+		if (dst == NULL) {
+			rc = room > 0
+			         ? vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path)
+			         : vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes",
+			                      path, max);
+			break;
 		}
-		ssize_t r = read(fd, buf + n, cap - n);
+		ssize_t r = read(fd, dst, room);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			int saved = errno;
-			free(buf);
-			return vm_err_errno(err, VM_ERR_IO, saved, "read %s", name);
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "read %s", path);
+			break;
 		}
 		if (r == 0)
 			break;
-		n += (size_t)r;
+		buf_commit(&b, (size_t)r);
 	}
-	if (n > max) {
-		free(buf);
-		return vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes", name, max);
-	}
-	buf[n] = '\0';
-	*out = buf;
-	if (len != NULL)
-		*len = n;
-	return 0;
+	if (rc == 0 && b.len > max)
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes", path, max);
+	if (rc == 0 && (*out = buf_take(&b, len)) == NULL)
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path);
+	buf_free(&b);
+	return rc;
 }
 
 int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
@@ -408,11 +424,8 @@ int fs_open_read(const char *path, struct stat *sb, struct vm_err *err)
 	if (fd < 0 && is_link)
 		fd = walk(dfd, leaf, true, sb, err);
 	close(dfd);
-	if (fd < 0 && err != NULL && strstr(err->msg, path) == NULL) {
-		char msg[sizeof(err->msg)];
-		snprintf(msg, sizeof(msg), "%s", err->msg);
-		vm_err_set(err, err->code, "%s: %s", path, msg);
-	}
+	if (fd < 0)
+		name_path(path, err);
 	return fd;
 }
 
@@ -423,18 +436,22 @@ struct tmpf {
 	char name[FS_NAME_MAX];
 };
 
-static void tmp_name(const char *leaf, char name[FS_NAME_MAX])
+/* A fresh random temp name for leaf; -1 (errno set) without randomness: a
+ * guessable name in a directory other users write to is an invitation. */
+static int tmp_name(const char *leaf, char name[FS_NAME_MAX])
 {
 	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-	unsigned char r[6] = {0};
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		for (size_t i = 0; i < sizeof(r); i++)
-			r[i] = (unsigned char)rand();
+	unsigned char r[6];
+	if (rand_bytes(r, sizeof(r), NULL) != 0) {
+		errno = EAGAIN;
+		return -1;
+	}
 	char sfx[sizeof(r) + 1];
 	for (size_t i = 0; i < sizeof(r); i++)
 		sfx[i] = abc[r[i] % (sizeof(abc) - 1)];
 	sfx[sizeof(r)] = '\0';
 	snprintf(name, FS_NAME_MAX, "%.200s.vma.tmp.%s", leaf, sfx);
+	return 0;
 }
 
 /* Removes the temp files of leaf a killed writer left in dirfd (named
@@ -487,7 +504,8 @@ static int tmp_open(int dirfd, const char *leaf, struct tmpf *t, struct vm_err *
 		return vm_err_errno(err, VM_ERR_IO, errno, "create a temp file for %s", leaf);
 	/* no O_TMPFILE here (NFS, old overlayfs): a named temp, removed on failure */
 	for (int i = 0; i < 100; i++) {
-		tmp_name(leaf, t->name);
+		if (tmp_name(leaf, t->name) != 0)
+			break;
 		t->fd = openat(dirfd, t->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		               0600);
 		if (t->fd >= 0) {
@@ -535,7 +553,8 @@ static int tmp_commit(int dirfd, struct tmpf *t, const char *leaf, bool create_o
 	} else if (!t->named) {
 		/* no "link over": link under a temp name, rename it over leaf */
 		for (int i = 0; i < 100; i++) {
-			tmp_name(leaf, t->name);
+			if ((rc = tmp_name(leaf, t->name)) != 0)
+				break;
 			if ((rc = link_tmpfile(t->fd, dirfd, t->name)) == 0 || errno != EEXIST)
 				break;
 		}
@@ -575,15 +594,53 @@ static int tmp_finish(struct tmpf *t, const struct fs_write_opts *o, const char 
 	return 0;
 }
 
-int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
-                const struct fs_write_opts *o, struct vm_err *err)
+/* Copies srcfd from offset 0 into the temp file in whole 64 KiB reads (some
+ * /proc files refuse odd-sized ones), stopping before more than max bytes
+ * are written. what names the source in messages. */
+static int copy_into(struct tmpf *t, int srcfd, uint64_t max, const char *what, struct vm_err *err)
+{
+	char buf[65536];
+	for (off_t off = 0;;) {
+		ssize_t n = pread(srcfd, buf, sizeof(buf), off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return vm_err_errno(err, VM_ERR_IO, errno, "read %s", what);
+		if (n == 0)
+			return 0;
+		if ((uint64_t)off + (uint64_t)n > max)
+			return vm_err_set(err, VM_ERR_INVALID,
+			                  "%s is larger than %llu bytes (copy stopped at the cap)",
+			                  what, (unsigned long long)max);
+		if (fs_write_all(t->fd, buf, (size_t)n) != 0)
+			return vm_err_errno(err, VM_ERR_IO, errno, "write a copy of %s", what);
+		off += n;
+	}
+}
+
+/* What goes into the temp file: bytes in memory (srcfd < 0) or a copy of
+ * the open file srcfd, at most max bytes. */
+struct fill {
+	const void *data;
+	size_t len;
+	int srcfd;
+	uint64_t max;
+	const char *what;
+};
+
+/* The one sequence every atomic replace follows: sweep dead temps, create,
+ * fill, owner/mode/fsync, put in place, fsync the directory. */
+static int replace_at(int dirfd, const char *leaf, const struct fill *f,
+                      const struct fs_write_opts *o, struct vm_err *err)
 {
 	struct tmpf t;
 	tmp_sweep(dirfd, leaf);
 	int rc = tmp_open(dirfd, leaf, &t, err);
 	if (rc != 0)
 		return rc;
-	if (write_all(t.fd, data, len) != 0)
+	if (f->srcfd >= 0)
+		rc = copy_into(&t, f->srcfd, f->max, f->what, err);
+	else if (fs_write_all(t.fd, f->data, f->len) != 0)
 		rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", leaf);
 	if (rc == 0)
 		rc = tmp_finish(&t, o, leaf, err);
@@ -594,42 +651,51 @@ int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
 	return tmp_commit(dirfd, &t, leaf, o->create_only, err);
 }
 
+int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
+                const struct fs_write_opts *o, struct vm_err *err)
+{
+	struct fill f = {.data = data, .len = len, .srcfd = -1};
+	return replace_at(dirfd, leaf, &f, o, err);
+}
+
 int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
                  struct vm_err *err)
 {
-	struct tmpf t;
-	tmp_sweep(dirfd, name);
-	int rc = tmp_open(dirfd, name, &t, err);
-	if (rc != 0)
-		return rc;
-	char buf[65536];
-	for (off_t off = 0; rc == 0;) {
-		ssize_t n = pread(srcfd, buf, sizeof(buf), off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			rc = vm_err_errno(err, VM_ERR_IO, errno, "read the original of %s", name);
-		else if (n == 0)
-			break;
-		else if ((uint64_t)off + (uint64_t)n > max)
-			rc = vm_err_set(err, VM_ERR_INVALID,
-			                "%s: the original is larger than %llu bytes", name,
-			                (unsigned long long)max);
-		else if (write_all(t.fd, buf, (size_t)n) != 0)
-			rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", name);
-		else
-			off += n;
-	}
+	char what[FS_NAME_MAX + 16];
+	snprintf(what, sizeof(what), "the original of %s", name);
 	/* the original's owner and permissions, never its setuid/setgid/sticky */
 	struct fs_write_opts o = {.mode = sb->st_mode & 0777,
 	                          .set_ids = sb->st_uid != geteuid() || sb->st_gid != getegid(),
 	                          .uid = sb->st_uid,
 	                          .gid = sb->st_gid};
-	if (rc == 0)
-		rc = tmp_finish(&t, &o, name, err);
-	if (rc != 0) {
-		tmp_abort(dirfd, &t);
-		return rc;
+	struct fill f = {.srcfd = srcfd, .max = max, .what = what};
+	return replace_at(dirfd, name, &f, &o, err);
+}
+
+int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err)
+{
+	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */
+	int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (in < 0)
+		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
+		                    "open %s", src);
+	struct stat st;
+	if (fstat(in, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(in);
+		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", src);
 	}
-	return tmp_commit(dirfd, &t, name, false, err);
+	const char *leaf;
+	int dfd = open_own_parent(dst, &leaf, err);
+	if (dfd < 0) {
+		close(in);
+		return dfd;
+	}
+	struct fs_write_opts o = {.mode = mode};
+	struct fill f = {.srcfd = in, .max = max ? max : UINT64_MAX, .what = src};
+	int rc = replace_at(dfd, leaf, &f, &o, err);
+	close(dfd);
+	close(in);
+	if (rc != 0)
+		name_path(dst, err);
+	return rc;
 }

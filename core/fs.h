@@ -18,6 +18,17 @@
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                     struct vm_err *err);
 
+/* Writes all of data to fd, retrying short writes and EINTR. A write that
+ * makes no progress (returns 0) is an error (errno EIO), never a retry loop.
+ * Returns 0, or -1 with errno set. */
+int fs_write_all(int fd, const void *data, size_t len);
+
+/* Copies the regular file src (checked on the opened fd: a FIFO or device is
+ * VM_ERR_INVALID, and the open never blocks) to dst the fs_write_atomic way,
+ * with mode, in bounded chunks; more than max bytes (0 = no limit) is
+ * VM_ERR_INVALID and leaves dst as it was. For the agent's own paths. */
+int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, struct vm_err *err);
+
 /* Creates path and its parents (like mkdir -p); existing dirs are fine. */
 int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err);
 

@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
+#include "core/fs.h"
+#include "core/rand.h"
 #include "core/secret.h"
+#include "core/time.h"
 
 /* One transfer: the handle and everything libcurl keeps a pointer to
  * (ERRORBUFFER, WRITEDATA/XFERINFODATA = this struct, the header list), so all
@@ -24,7 +27,8 @@ struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 	struct curl_slist *hdrs;
 	struct http_resp *resp;
-	size_t cap; /* memory body cap */
+	size_t cap;      /* memory body cap */
+	struct buf body; /* the response body in memory, until it moves to resp */
 	uint64_t file_cap;
 	int fd; /* download target, -1 when none */
 	bool overflow;
@@ -54,25 +58,6 @@ void http_resp_free(struct http_resp *resp)
 	resp->len = 0;
 }
 
-static int append_mem(struct xfer *x, const char *data, size_t n, size_t cap)
-{
-	struct http_resp *r = x->resp;
-	if (r->len + n > cap) {
-		x->overflow = true;
-		return -1;
-	}
-	char *nb = realloc(r->body, r->len + n + 1);
-	if (nb == NULL) {
-		x->overflow = true;
-		return -1;
-	}
-	memcpy(nb + r->len, data, n);
-	r->body = nb;
-	r->len += n;
-	r->body[r->len] = '\0';
-	return 0;
-}
-
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct xfer *x = userp;
@@ -86,23 +71,19 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 			x->overflow = true;
 			return 0;
 		}
-		size_t off = 0;
-		while (off < n) {
-			ssize_t w = write(x->fd, data + off, n - off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				x->write_failed = true;
-				x->write_errno = w < 0 ? errno : EIO;
-				return 0;
-			}
-			off += (size_t)w;
+		if (fs_write_all(x->fd, data, n) != 0) {
+			x->write_failed = true;
+			x->write_errno = errno;
+			return 0;
 		}
 		x->resp->downloaded += n;
 		return n;
 	}
-	size_t cap = x->fd >= 0 ? HTTP_ERROR_BODY_MAX : x->cap;
-	return append_mem(x, data, n, cap) == 0 ? n : 0;
+	if (buf_append(&x->body, data, n) != 0) {
+		x->overflow = true;
+		return 0;
+	}
+	return n;
 }
 
 static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
@@ -239,6 +220,8 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 		}
 		x.hdrs = n;
 	}
+	/* downloading: only an error page is kept in memory */
+	buf_init(&x.body, o->download_path != NULL ? HTTP_ERROR_BODY_MAX : x.cap);
 	if (o->download_path != NULL) {
 		x.fd = open(o->download_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (x.fd < 0) {
@@ -281,6 +264,9 @@ out:
 	/* The handle first: it may still point at the list and the buffer. */
 	curl_easy_cleanup(c);
 	curl_slist_free_all(x.hdrs);
+	if (x.body.len > 0)
+		resp->body = buf_take(&x.body, &resp->len);
+	buf_free(&x.body);
 	return rc;
 }
 
@@ -301,15 +287,14 @@ uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retr
 	double initial = r->initial_delay_ms ? (double)r->initial_delay_ms : 1000.0;
 	double max = r->max_delay_ms ? (double)r->max_delay_ms : 300000.0;
 	double mult = r->multiplier >= 1.0 ? r->multiplier : 2.0;
-	double jitter = r->jitter < 0 ? 0 : r->jitter > 1 ? 1 : r->jitter;
 	double d = initial;
 	for (unsigned i = 1; i < attempt && d < max; i++)
 		d *= mult;
 	if (d > max)
 		d = max;
-	/* Spread retries of many agents: uniform in [d(1-j), d(1+j)]. */
-	double u = (double)rnd / 4294967295.0;
-	d *= 1.0 - jitter + 2.0 * jitter * u;
+	/* Full jitter: uniform in [0, d], so agents that failed together spread
+	 * over the whole window instead of retrying in a herd. */
+	d *= (double)rnd / 4294967295.0;
 	if (retry_after_s > 0 && (double)retry_after_s * 1000.0 > d)
 		d = (double)retry_after_s * 1000.0;
 	if (d > max)
@@ -317,15 +302,23 @@ uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retr
 	return (uint64_t)d;
 }
 
+uint64_t http_backoff_next_ms(const struct http_retry *r, unsigned attempt, long retry_after_s)
+{
+	uint32_t rnd = 0;
+	if (rand_bytes(&rnd, sizeof(rnd), NULL) != 0) /* jitter only: any spread will do */
+		rnd = (uint32_t)time_mono_ms() * 2654435761u;
+	return http_backoff_ms(r, attempt, retry_after_s, rnd);
+}
+
 static int default_sleep(void *ctx, uint64_t ms)
 {
 	(void)ctx;
 	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+	/* Relative and on CLOCK_MONOTONIC: a wall-clock jump cannot stretch it. */
+	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
 		;
 	return 0;
 }
-
 int http_request_retry(const struct http_opts *opts, const struct http_retry *r, const char *method,
                        const char *url, const char *const *headers, const void *body,
                        size_t body_len, struct http_resp *resp, struct vm_err *err)
@@ -337,10 +330,7 @@ int http_request_retry(const struct http_opts *opts, const struct http_retry *r,
 		rc = http_request(opts, method, url, headers, body, body_len, resp, err);
 		if (attempt >= max || !http_should_retry(rc, resp->status))
 			return rc;
-		uint32_t rnd = 0;
-		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
-			rnd = (uint32_t)time(NULL) * 2654435761u;
-		uint64_t delay = http_backoff_ms(r, attempt, resp->retry_after_s, rnd);
+		uint64_t delay = http_backoff_next_ms(r, attempt, resp->retry_after_s);
 		http_resp_free(resp);
 		if (sleep_fn(r->sleep_ctx, delay) != 0)
 			return rc != 0

@@ -1,6 +1,7 @@
 /* HTTP client for calls the agent makes (control plane, downloads): a thin,
  * bounded wrapper over libcurl with CA/proxy/timeouts, a body cap, a
- * download-to-file mode, and a retry helper with backoff + jitter. */
+ * download-to-file mode, and the agent's one retry/backoff policy
+ * (exponential, full jitter) that every retry and reconnect uses. */
 #ifndef VMA_CORE_HTTP_H
 #define VMA_CORE_HTTP_H
 
@@ -80,7 +81,6 @@ struct http_retry {
 	uint64_t initial_delay_ms; /* 0 = 1000 */
 	uint64_t max_delay_ms;     /* 0 = 300000 */
 	double multiplier;         /* < 1 = 2.0 */
-	double jitter;             /* fraction, e.g. 0.2 = ±20 %; clamped to [0, 1] */
 	/* Sleeps ms between attempts; returns non-zero to give up (shutdown).
 	 * NULL = nanosleep. */
 	int (*sleep_fn)(void *ctx, uint64_t ms);
@@ -91,11 +91,14 @@ struct http_retry {
  * -VM_ERR_IO), 408, 429 and 5xx. Any other 4xx never is. */
 bool http_should_retry(int rc, long status);
 
-/* Delay before retry number attempt (1 = after the first failure): exponential
- * with jitter from rnd (any 32-bit value), raised to Retry-After when the
- * server asked for longer (capped at max_delay_ms). Pure, for tests. */
+/* Delay before retry number attempt (1 = after the first failure), full
+ * jitter: uniform in [0, min(max_delay, initial * multiplier^(attempt-1))]
+ * scaled by rnd (any 32-bit value), raised to Retry-After when the server
+ * asked for longer (capped at max_delay_ms). Pure, for tests. */
 uint64_t http_backoff_ms(const struct http_retry *r, unsigned attempt, long retry_after_s,
                          uint32_t rnd);
+/* The same with a random rnd (getrandom): what callers use. */
+uint64_t http_backoff_next_ms(const struct http_retry *r, unsigned attempt, long retry_after_s);
 
 /* http_request, retried per r while http_should_retry says so. resp holds
  * the last answer. Returns like http_request. */

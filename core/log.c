@@ -2,13 +2,16 @@
  * state every module shares, like OpenBSD's log.c. */
 #include "core/log.h"
 
+#include "core/buf.h"
 #include "core/codec.h"
+#include "core/time.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,7 +29,9 @@ static const int level_syslog[] = {7, 6, 4, 3};
 
 static struct {
 	pthread_mutex_t lock;
-	enum log_level level;
+	/* read before the lock by every log_msg (the cheap filter), set by a
+	 * reload on another thread */
+	atomic_int level;
 	enum log_format format;
 	int fd; /* -1 = stderr */
 	char path[PATH_MAX];
@@ -69,7 +74,7 @@ int log_configure(const struct log_opts *opts, struct vm_err *err)
 	g_log.failing = false;
 	g_log.size = size;
 	snprintf(g_log.path, sizeof(g_log.path), "%s", to_file ? opts->file : "");
-	g_log.level = opts->level;
+	atomic_store(&g_log.level, (int)opts->level);
 	g_log.format = opts->format;
 	g_log.max_size = opts->max_size;
 	g_log.max_files = opts->max_files;
@@ -229,7 +234,7 @@ static void json_escape(char *out, size_t cap, const char *in)
 			out[o++] = '\\';
 			out[o++] = 'n';
 		} else if (c < 0x20) {
-			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+			o = str_appendf(out, cap, o, "\\u%04x", c);
 		} else {
 			out[o++] = (char)c;
 		}
@@ -326,17 +331,12 @@ static void write_line_locked(const char *line, size_t len)
 
 static void format_time(char *buf, size_t cap)
 {
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	(void)time_rfc3339(buf, cap, time_wall_ms(), true);
 }
 
 void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 {
-	if (level < g_log.level)
+	if ((int)level < atomic_load_explicit(&g_log.level, memory_order_relaxed))
 		return;
 	char raw[LOG_LINE_MAX], msg[LOG_LINE_MAX];
 	va_list ap;

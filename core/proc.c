@@ -1,14 +1,16 @@
 /* Process runner: posix_spawn (vfork-like: no page-table copy, no COW storm
- * in a busy multi-threaded agent), or fork+exec when the step switches user
- * or group (the child then only makes async-signal-safe calls),
- * one poll() loop over stdin/stdout/stderr and a pidfd, SIGTERM then SIGKILL
- * to the whole process group on deadline or cancel. */
+ * in a busy multi-threaded agent), or fork+exec when the child must do what
+ * posix_spawn cannot (switch user or group, join a cgroup, the subreaper
+ * shim, PR_SET_PDEATHSIG; the child then only makes async-signal-safe
+ * calls), one poll() loop over stdin/stdout/stderr and a pidfd, SIGTERM then
+ * SIGKILL to the whole process group on deadline or cancel. */
 #include "core/proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -23,15 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
+
 #define READ_CHUNK 16384
 #define TICK_MS    50 /* cancel flag poll interval; the pidfd wakes us on exit */
-
-int64_t proc_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err)
 {
@@ -97,6 +95,31 @@ int proc_lookup_ids(const char *user, const char *group, uid_t *uid, gid_t *gid,
 			return vm_err_set(err, VM_ERR_NOTFOUND, "no such group: %s", group);
 	}
 	*set = true;
+	return 0;
+}
+
+/* What to execute, once resolved: spec->path or argv[0] (looked up with
+ * PROC_SEARCH_PATH), the environment (ours when spec->envp is NULL). */
+struct target {
+	const char *path;
+	char *const *envp;
+	pid_t parent; /* our pid, for PROC_DIE_WITH_PARENT */
+	char buf[PATH_MAX];
+};
+
+static int target_resolve(const struct proc_spec *spec, struct target *t, struct vm_err *err)
+{
+	t->path = spec->path != NULL ? spec->path : spec->argv[0];
+	t->envp = spec->envp != NULL ? spec->envp : environ;
+	t->parent = getpid();
+	if (t->path == NULL)
+		return vm_err_set(err, VM_ERR_INVALID, "nothing to execute");
+	if ((spec->flags & PROC_SEARCH_PATH) && strchr(t->path, '/') == NULL) {
+		int rc = proc_resolve(t->path, t->buf, sizeof(t->buf), err);
+		if (rc != 0)
+			return rc;
+		t->path = t->buf;
+	}
 	return 0;
 }
 
@@ -232,10 +255,15 @@ static int high_fd(int fd)
 /* Between fork and exec: async-signal-safe calls only (other threads may hold
  * malloc or stdio locks in the parent). cg_fd: the step cgroup's cgroup.procs
  * (joined first, before anything can fork); ctl_fd: the shim's control pipe. */
-static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd,
-                       int report_fd, int cg_fd, int ctl_fd)
+static void child_exec(const struct proc_spec *spec, const struct target *t, int in_fd, int out_fd,
+                       int err_fd, int report_fd, int cg_fd, int ctl_fd)
 {
 	setpgid(0, 0);
+	if (spec->flags & PROC_DIE_WITH_PARENT) {
+		/* and the parent must not have died already */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != t->parent)
+			child_fail(report_fd, STEP_SETUP);
+	}
 	if (cg_fd >= 0 && write(cg_fd, "0", 1) != 1)
 		child_fail(report_fd, STEP_CGROUP);
 	child_signals_default();
@@ -265,16 +293,18 @@ static void child_exec(const struct proc_spec *spec, int in_fd, int out_fd, int 
 		if (setgid(spec->gid) != 0 || setuid(spec->uid) != 0)
 			child_fail(report_fd, STEP_IDS);
 	}
-	execve(spec->path, spec->argv, spec->envp);
+	execve(t->path, spec->argv, t->envp);
 	child_fail(report_fd, STEP_EXEC);
 }
 
 /* Without an identity switch, glibc's posix_spawn does everything we need in
- * the child: own process group, clean signal state, stdio, closing every
- * other descriptor, chdir. It returns the exec error itself. */
-static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int err_fd, pid_t *pid,
-                       struct vm_err *err)
+ * the child: own process group (or, detached, own session), clean signal
+ * state, stdio, closing every other descriptor, chdir. It returns the exec
+ * error itself. */
+static int spawn_child(const struct proc_spec *spec, const struct target *t, int in_fd, int out_fd,
+                       int err_fd, pid_t *pid, struct vm_err *err)
 {
+	bool detach = (spec->flags & PROC_DETACH) != 0;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
 	sigset_t none, all;
@@ -290,14 +320,16 @@ static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int 
 	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, spec->fd3 > 0 ? 4 : 3);
 	if (rc == 0 && spec->cwd != NULL)
 		rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
+	short group = detach ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
 	rc = rc ? rc
-	        : posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-	                                            POSIX_SPAWN_SETSIGDEF);
-	rc = rc ? rc : posix_spawnattr_setpgroup(&at, 0);
+	        : posix_spawnattr_setflags(
+	              &at, (short)(group | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
+	if (rc == 0 && !detach)
+		rc = posix_spawnattr_setpgroup(&at, 0);
 	rc = rc ? rc : posix_spawnattr_setsigmask(&at, &none);
 	rc = rc ? rc : posix_spawnattr_setsigdefault(&at, &all);
 	if (rc == 0)
-		rc = posix_spawn(pid, spec->path, &fa, &at, spec->argv, spec->envp);
+		rc = posix_spawn(pid, t->path, &fa, &at, spec->argv, t->envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	if (rc == 0)
@@ -309,41 +341,59 @@ static int spawn_child(const struct proc_spec *spec, int in_fd, int out_fd, int 
 	                    rc == ENOENT                  ? VM_ERR_NOTFOUND
 	                    : rc == EACCES || rc == EPERM ? VM_ERR_PERM
 	                                                  : VM_ERR_IO,
-	                    rc, "exec %s", spec->path);
+	                    rc, "exec %s", t->path);
+}
+
+static void *reap_detached(void *arg)
+{
+	pid_t pid = (pid_t)(intptr_t)arg;
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	return NULL;
+}
+
+/* PROC_DETACH: its own session (no controlling terminal, out of our process
+ * group's signals), stdio on /dev/null, nothing else of ours. A detached
+ * thread waits for it so that no zombie stays behind while we run on. */
+static int spawn_detached(const struct proc_spec *spec, const struct target *t, pid_t *pid,
+                          struct vm_err *err)
+{
+	if (spec->set_ids || spec->cgroup != NULL || spec->stdin_data != NULL || spec->fd3 > 0 ||
+	    (spec->flags & PROC_DIE_WITH_PARENT))
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "a detached process takes no identity, cgroup, input or parent");
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "open /dev/null");
+	int rc = spawn_child(spec, t, null, null, null, pid, err);
+	close(null);
+	if (rc != 0)
+		return rc;
+	pthread_t th;
+	pthread_attr_t ta;
+	if (pthread_attr_init(&ta) == 0) {
+		pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+		/* without the thread it stays a zombie until we exit: nothing worse */
+		(void)pthread_create(&th, &ta, reap_detached, (void *)(intptr_t)*pid);
+		pthread_attr_destroy(&ta);
+	}
+	return 0;
 }
 
 /* --- the parent ----------------------------------------------------------------------- */
 
 struct capture {
-	char *buf;
-	size_t len, cap, limit;
+	struct buf b; /* at most out_cap bytes */
 	bool truncated;
 };
 
 static int capture_add(struct capture *c, const char *data, size_t n, size_t *kept)
 {
-	size_t room = c->limit - c->len;
+	size_t room = c->b.max - c->b.len;
 	*kept = n < room ? n : room;
 	if (*kept < n)
 		c->truncated = true;
-	if (*kept == 0)
-		return 0;
-	if (c->len + *kept + 1 > c->cap) {
-		size_t ncap = c->cap ? c->cap : 4096;
-		while (ncap < c->len + *kept + 1)
-			ncap *= 2;
-		if (ncap > c->limit + 1)
-			ncap = c->limit + 1;
-		char *nb = realloc(c->buf, ncap);
-		if (nb == NULL)
-			return -1;
-		c->buf = nb;
-		c->cap = ncap;
-	}
-	memcpy(c->buf + c->len, data, *kept);
-	c->len += *kept;
-	c->buf[c->len] = '\0';
-	return 0;
+	return *kept == 0 ? 0 : buf_append(&c->b, data, *kept);
 }
 
 static int pidfd_for(pid_t pid)
@@ -476,7 +526,7 @@ static void loop(struct run *r, struct proc_result *res)
 	 * keep us waiting: the rest of the group is killed and drained briefly. */
 	int64_t drain_until = 0;
 	for (;;) {
-		int64_t now = proc_now_ms();
+		int64_t now = time_mono_ms();
 		enforce(r, res, now);
 		if (r->reaped && drain_until == 0) {
 			signal_group(r, SIGKILL);
@@ -526,11 +576,20 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 	memset(&r, 0, sizeof(r));
 	r.spec = spec;
 	r.in_fd = r.out_fd = r.err_fd = r.pidfd = r.ctl_fd = -1;
-	r.cap[0].limit = r.cap[1].limit = spec->out_cap;
-	int64_t start = proc_now_ms();
+	buf_init(&r.cap[0].b, spec->out_cap);
+	buf_init(&r.cap[1].b, spec->out_cap);
+	int64_t start = time_mono_ms();
 	struct cg_step step = {.procs_fd = -1};
 	int ctl[2] = {-1, -1};
 	res->containment = "process-group";
+	struct target t;
+	if ((rc = target_resolve(spec, &t, err)) != 0)
+		goto out;
+	if (spec->flags & PROC_DETACH) {
+		res->containment = "session";
+		rc = spawn_detached(spec, &t, &res->pid, err);
+		goto out;
+	}
 	if (spec->cgroup != NULL) {
 		struct vm_err cerr = {0};
 		if (spec->cgroup->mode != CG_NONE &&
@@ -560,8 +619,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		goto out;
 	}
 	pid_t pid;
-	if (!spec->set_ids && r.step == NULL && ctl[0] < 0) {
-		rc = spawn_child(spec, in[0], out[1], errp[1], &pid, err);
+	if (!spec->set_ids && r.step == NULL && ctl[0] < 0 &&
+	    !(spec->flags & PROC_DIE_WITH_PARENT)) {
+		rc = spawn_child(spec, &t, in[0], out[1], errp[1], &pid, err);
 		if (rc != 0)
 			goto out;
 		close_fd(&rep[0]); /* posix_spawn reported exec errors itself */
@@ -573,11 +633,11 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		goto out;
 	}
 	if (pid == 0)
-		child_exec(spec, in[0], out[1], errp[1], rep[1], step.procs_fd, ctl[0]);
+		child_exec(spec, &t, in[0], out[1], errp[1], rep[1], step.procs_fd, ctl[0]);
 spawned:
 	/* Also from the parent: no window where the child is not yet its own group. */
 	(void)setpgid(pid, pid);
-	r.pid = pid;
+	r.pid = res->pid = pid;
 	close_fd(&in[0]);
 	close_fd(&out[1]);
 	close_fd(&errp[1]);
@@ -602,7 +662,7 @@ spawned:
 		                  what[report[0] >= 1 && report[0] <= 5 ? report[0] : 0],
 		                  report[0] == STEP_CHDIR    ? (spec->cwd ? spec->cwd : "")
 		                  : report[0] == STEP_CGROUP ? step.path
-		                                             : spec->path);
+		                                             : t.path);
 		goto out;
 	}
 	r.in_fd = in[1];
@@ -644,13 +704,14 @@ out:
 	close_fd(&r.out_fd);
 	close_fd(&r.err_fd);
 	close_fd(&r.pidfd);
-	res->out = r.cap[0].buf;
-	res->out_len = r.cap[0].len;
-	res->out_truncated = r.cap[0].truncated;
-	res->err = r.cap[1].buf;
-	res->err_len = r.cap[1].len;
-	res->err_truncated = r.cap[1].truncated;
-	res->duration_ms = (uint64_t)(proc_now_ms() - start);
+	/* NULL for a stream that said nothing; out of memory reads as truncated */
+	res->out = r.cap[0].b.len ? buf_take(&r.cap[0].b, &res->out_len) : NULL;
+	res->out_truncated = r.cap[0].truncated || (r.cap[0].b.len && res->out == NULL);
+	res->err = r.cap[1].b.len ? buf_take(&r.cap[1].b, &res->err_len) : NULL;
+	res->err_truncated = r.cap[1].truncated || (r.cap[1].b.len && res->err == NULL);
+	buf_free(&r.cap[0].b);
+	buf_free(&r.cap[1].b);
+	res->duration_ms = (uint64_t)(time_mono_ms() - start);
 	return rc;
 }
 
@@ -659,4 +720,17 @@ void proc_result_free(struct proc_result *res)
 	free(res->out);
 	free(res->err);
 	res->out = res->err = NULL;
+}
+
+void proc_result_describe(const struct proc_result *res, char *out, size_t cap)
+{
+	if (res->timed_out)
+		snprintf(out, cap, "did not finish in time (killed)");
+	else if (res->canceled)
+		snprintf(out, cap, "canceled");
+	else if (res->term_signal != 0)
+		snprintf(out, cap, "killed by signal %d (%s)", res->term_signal,
+		         strsignal(res->term_signal));
+	else
+		snprintf(out, cap, "exit %d", res->exit_code);
 }

@@ -1,8 +1,10 @@
-/* Child processes without a shell: fork+exec into a new process group, with
- * stdin, a clean environment, cwd, user/group, a deadline, cancellation and
- * bounded capture of stdout/stderr. The group never outlives proc_run; with
- * a cgroup tree nothing the child starts does (setsid or not): each run gets
- * its own cgroup (or, without cgroups, a subreaper shim). */
+/* Child processes without a shell, the program's one spawner: a new process
+ * group, stdin, a clean environment, cwd, user/group, a deadline,
+ * cancellation and bounded capture of stdout/stderr. The group never
+ * outlives proc_run; with a cgroup tree nothing the child starts does
+ * (setsid or not): each run gets its own cgroup (or, without cgroups, a
+ * subreaper shim). Flags add PATH search, dying with the caller, and a
+ * detached start for what must outlive us. */
 #ifndef VMA_CORE_PROC_H
 #define VMA_CORE_PROC_H
 
@@ -14,6 +16,7 @@
 
 #include "core/cgroup.h"
 #include "core/err.h"
+#include "core/time.h"
 
 #define PROC_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -23,17 +26,32 @@ enum proc_stream { PROC_STDOUT = 1, PROC_STDERR = 2 };
  * bytes kept under the cap). */
 typedef void (*proc_output_fn)(void *ctx, enum proc_stream stream, const char *data, size_t len);
 
+enum proc_flags {
+	/* path (or argv[0] when path is NULL) without a '/' is looked up in
+	 * PROC_DEFAULT_PATH, never in $PATH or the working directory */
+	PROC_SEARCH_PATH = 1u << 0,
+	/* the child gets SIGKILL when the thread that started it dies
+	 * (PR_SET_PDEATHSIG): a killed caller leaves no hung child behind */
+	PROC_DIE_WITH_PARENT = 1u << 1,
+	/* start and return at once (res->pid): own session, stdio on /dev/null,
+	 * no deadline, no capture; reaped by a thread of ours when it ends, and
+	 * it outlives us. Not with set_ids, cgroup, stdin, fd3 or
+	 * PROC_DIE_WITH_PARENT. */
+	PROC_DETACH = 1u << 2,
+};
+
 struct proc_spec {
-	const char *path;       /* absolute path to execute (see proc_resolve) */
+	const char *path;       /* what to execute (see PROC_SEARCH_PATH); NULL = argv[0] */
 	char *const *argv;      /* NULL-terminated; argv[0] is passed as is */
-	char *const *envp;      /* NULL-terminated; the child gets only this */
+	char *const *envp;      /* NULL-terminated; the child gets only this; NULL = ours */
+	unsigned flags;         /* enum proc_flags */
 	const char *cwd;        /* NULL = inherit */
 	const void *stdin_data; /* NULL = /dev/null */
 	size_t stdin_len;
 	bool set_ids; /* switch to uid/gid before exec */
 	uid_t uid;
 	gid_t gid;
-	int64_t deadline_ms;       /* monotonic ms (proc_now_ms); 0 = none */
+	int64_t deadline_ms;       /* monotonic ms (time_mono_ms); 0 = none */
 	uint64_t grace_ms;         /* SIGTERM → SIGKILL delay on timeout/cancel */
 	size_t out_cap;            /* bytes kept per stream; the rest is drained */
 	const atomic_bool *cancel; /* may be NULL; polled while the child runs */
@@ -48,6 +66,7 @@ struct proc_spec {
 };
 
 struct proc_result {
+	pid_t pid;       /* the child's (once started) */
 	int exit_code;   /* -1 when killed by a signal */
 	int term_signal; /* 0 when it exited */
 	bool timed_out, canceled;
@@ -56,7 +75,7 @@ struct proc_result {
 	bool out_truncated, err_truncated;
 	uint64_t duration_ms;
 	const char *containment; /* "cgroup-v2", "cgroup-v2 (no controllers)", "subreaper",
-	                            "process-group" */
+	                            "process-group", "session" (PROC_DETACH) */
 	unsigned limits_applied; /* CG_* */
 	char limits_note[384];   /* requested limits not applied, and why; "" = none */
 };
@@ -68,6 +87,10 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 
 void proc_result_free(struct proc_result *res);
 
+/* How it ended, in words: "exit 1", "killed by signal 11 (Segmentation
+ * fault)", "did not finish in time (killed)", "canceled". */
+void proc_result_describe(const struct proc_result *res, char *out, size_t cap);
+
 /* Resolves a command name to an absolute path: a name with a '/' is used as
  * is, otherwise each directory of PROC_DEFAULT_PATH is tried. */
 int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err);
@@ -77,6 +100,10 @@ int proc_resolve(const char *name, char *out, size_t cap, struct vm_err *err);
 int proc_lookup_ids(const char *user, const char *group, uid_t *uid, gid_t *gid, bool *set,
                     struct vm_err *err);
 
-int64_t proc_now_ms(void);
+/* probe/executor.c's name for time_mono_ms(), until it moves over. */
+static inline int64_t proc_now_ms(void)
+{
+	return time_mono_ms();
+}
 
 #endif

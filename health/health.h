@@ -65,9 +65,6 @@ char *health_json(struct health_monitor *m);
 /* The latest snapshot in Prometheus text exposition format 0.0.4. Caller frees. */
 char *health_prometheus(struct health_monitor *m);
 
-/* Current state (for status and the systemd watchdog later). */
-enum health_state health_current_state(struct health_monitor *m);
-
 /* Files the reporter leaves under state_dir, for `status` when the agent is
  * not running: "<state_dir>/health/last_report.json" and the spool directory. */
 void health_paths(const char *state_dir, char *last_report, size_t lr_cap, char *spool_dir,

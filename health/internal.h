@@ -153,11 +153,12 @@ void health_spool_set_limits(struct health_spool *sp, const struct health_spool_
 int health_spool_push(struct health_spool *sp, const char *id, const char *body, size_t len,
                       struct vm_err *err);
 
-/* The oldest entry: id and body (malloc'd, caller frees). -VM_ERR_NOTFOUND when empty. */
+/* The oldest entry: id and body (malloc'd, caller frees). An empty spool is
+ * not an error: 0 with *body = NULL. */
 int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body, size_t *len,
                       struct vm_err *err);
 
-/* Removes the oldest entry (after it was delivered). */
+/* Removes the oldest entry (after it was delivered); VM_ERR_INVALID when empty. */
 int health_spool_pop(struct health_spool *sp, struct vm_err *err);
 
 void health_spool_stats(const struct health_spool *sp, uint64_t *entries, uint64_t *bytes,
@@ -168,21 +169,6 @@ int health_spool_parse_entry(const char *data, size_t len, char id[HEALTH_ID_LEN
                              const char **body, size_t *body_len);
 size_t health_spool_format_header(const char *id, const char *body, size_t len, char *out,
                                   size_t cap);
-
-/* --- credentials (reporter.c) ----------------------------------------------------------- */
-
-struct health_credentials {
-	char agent_id[128];
-	char tenant_id[128];
-	struct secret token;
-};
-
-/* Parses the credentials JSON (see docs/control-plane-api.md). */
-int health_parse_credentials(const char *text, size_t len, struct health_credentials *out,
-                             struct vm_err *err);
-/* Loads path (must be 0600 or stricter) and parses it. */
-int health_load_credentials(const char *path, struct health_credentials *out, struct vm_err *err);
-void health_credentials_clear(struct health_credentials *c);
 
 /* --- the monitor (monitor.c) and the reporter thread (reporter.c) --------------------- */
 

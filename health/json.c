@@ -4,17 +4,15 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "core/time.h"
 #include "health/internal.h"
 
 static json_t *iso_time(int64_t t)
 {
 	if (t <= 0)
 		return json_null();
-	time_t tt = (time_t)t;
-	struct tm tm;
-	char buf[32];
-	if (gmtime_r(&tt, &tm) == NULL ||
-	    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+	char buf[TIME_RFC3339_MAX];
+	if (t > INT64_MAX / 1000 || time_rfc3339(buf, sizeof(buf), t * 1000, false) == 0)
 		return json_null();
 	return json_string(buf);
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/time.h"
 #include "health/internal.h"
 
 extern const char vma_build_version[];
@@ -57,14 +58,8 @@ void health_snapshot_copy(struct health_monitor *m, struct health_snapshot *out)
 /* Waits up to ms on the condition; returns early on stop or a signal. */
 static void wait_ms(struct health_monitor *m, uint64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	/* monotonic (time_cond_init): a wall-clock step neither cuts nor stretches it */
+	struct timespec ts = time_deadline((int64_t)ms);
 	pthread_mutex_lock(&m->mu);
 	if (!atomic_load(&m->stop))
 		pthread_cond_timedwait(&m->cond, &m->mu, &ts);
@@ -165,7 +160,7 @@ struct health_monitor *health_start(const struct cfg *cfg, const struct health_s
 		return NULL;
 	}
 	pthread_mutex_init(&m->mu, NULL);
-	pthread_cond_init(&m->cond, NULL);
+	time_cond_init(&m->cond); /* the reporter waits on it too, with time_deadline */
 	atomic_init(&m->stop, false);
 	if (sources != NULL)
 		m->src = *sources;
@@ -265,12 +260,4 @@ char *health_prometheus(struct health_monitor *m)
 	char *text = health_format_prometheus(s, vma_build_version);
 	free(s);
 	return text;
-}
-
-enum health_state health_current_state(struct health_monitor *m)
-{
-	pthread_mutex_lock(&m->mu);
-	enum health_state st = m->cur.state;
-	pthread_mutex_unlock(&m->mu);
-	return st;
 }

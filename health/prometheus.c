@@ -7,14 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/cgroup.h"
 #include "health/internal.h"
 
 #define PROM_MAX (1024 * 1024)
 
 struct pbuf {
-	char *p;
-	size_t len, cap;
+	struct buf b; /* at most PROM_MAX bytes */
 	bool failed;
 };
 
@@ -22,34 +22,11 @@ static void put(struct pbuf *b, const char *fmt, ...) __attribute__((format(prin
 
 static void put(struct pbuf *b, const char *fmt, ...)
 {
-	if (b->failed)
-		return;
-	for (;;) {
-		va_list ap;
-		va_start(ap, fmt);
-		int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->failed = true;
-			return;
-		}
-		if ((size_t)n < b->cap - b->len) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t ncap = b->cap * 2;
-		if (ncap > PROM_MAX) {
-			b->failed = true;
-			return;
-		}
-		char *np = realloc(b->p, ncap);
-		if (np == NULL) {
-			b->failed = true;
-			return;
-		}
-		b->p = np;
-		b->cap = ncap;
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	if (!b->failed && buf_vprintf(&b->b, fmt, ap) != 0)
+		b->failed = true;
+	va_end(ap);
 }
 
 /* Label values: backslash, double quote and newline are escaped. */
@@ -226,11 +203,8 @@ static void containment_families(struct pbuf *b, const struct health_snapshot *s
 
 char *health_format_prometheus(const struct health_snapshot *s, const char *version)
 {
-	struct pbuf b = {.cap = 16384};
-	b.p = malloc(b.cap);
-	if (b.p == NULL)
-		return NULL;
-	b.p[0] = '\0';
+	struct pbuf b = {.failed = false};
+	buf_init(&b.b, PROM_MAX);
 	char ver[128];
 	escape_label(version, ver, sizeof(ver));
 	family(&b, "vm_agent_build_info", "gauge", "Always 1; the version is a label.");
@@ -262,8 +236,8 @@ char *health_format_prometheus(const struct health_snapshot *s, const char *vers
 	net_family(&b, s, "vm_agent_host_network_receive_bytes_total", "Bytes received.", true);
 	net_family(&b, s, "vm_agent_host_network_transmit_bytes_total", "Bytes sent.", false);
 	if (b.failed) {
-		free(b.p);
+		buf_free(&b.b);
 		return NULL;
 	}
-	return b.p;
+	return buf_take(&b.b, NULL);
 }

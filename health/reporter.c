@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "core/cp.h"
 #include "core/fs.h"
 #include "core/http.h"
 #include "core/log.h"
@@ -20,9 +21,7 @@
 
 extern const char vma_build_version[];
 
-#define CRED_FILE_MAX 65536
-
-/* --- ids and credentials ------------------------------------------------------------- */
+/* --- ids ------------------------------------------------------------- */
 
 void health_uuid4(char out[HEALTH_ID_LEN + 1])
 {
@@ -41,77 +40,6 @@ void health_uuid4(char out[HEALTH_ID_LEN + 1])
 	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
 	         b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
 	         b[15]);
-}
-
-void health_credentials_clear(struct health_credentials *c)
-{
-	secret_clear(&c->token);
-	memset(c->agent_id, 0, sizeof(c->agent_id));
-	memset(c->tenant_id, 0, sizeof(c->tenant_id));
-}
-
-static bool printable_id(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '/')
-			return false;
-	return true;
-}
-
-int health_parse_credentials(const char *text, size_t len, struct health_credentials *out,
-                             struct vm_err *err)
-{
-	memset(out, 0, sizeof(*out));
-	json_error_t je;
-	json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-	if (doc == NULL)
-		/* No je.text: it may quote the token. */
-		return vm_err_set(err, VM_ERR_INVALID, "credentials: not valid JSON (line %d)",
-		                  je.line);
-	int rc = 0;
-	json_t *ver = json_object_get(doc, "version");
-	const char *aid = json_string_value(json_object_get(doc, "agent_id"));
-	const char *tid = json_string_value(json_object_get(doc, "tenant_id"));
-	const char *tok = json_string_value(json_object_get(doc, "token"));
-	if (!json_is_object(doc)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: expected a JSON object");
-	} else if (ver != NULL && (!json_is_integer(ver) || json_integer_value(ver) != 1)) {
-		rc = vm_err_set(err, VM_ERR_INVALID,
-		                "credentials: unsupported version (expected 1)");
-	} else if (aid == NULL || aid[0] == '\0' || strlen(aid) >= sizeof(out->agent_id) ||
-	           !printable_id(aid)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: agent_id missing or invalid");
-	} else if (tid != NULL && (strlen(tid) >= sizeof(out->tenant_id) || !printable_id(tid))) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: tenant_id invalid");
-	} else if (tok == NULL || tok[0] == '\0' || strlen(tok) > 8192 ||
-	           strpbrk(tok, "\r\n") != NULL) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "credentials: token missing or invalid");
-	} else {
-		snprintf(out->agent_id, sizeof(out->agent_id), "%s", aid);
-		snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", tid ? tid : "");
-		rc = secret_set(&out->token, tok, err);
-	}
-	/* jansson keeps its own copy of the token: wipe it before freeing. */
-	if (tok != NULL)
-		explicit_bzero((char *)tok, strlen(tok));
-	json_decref(doc);
-	return rc;
-}
-
-int health_load_credentials(const char *path, struct health_credentials *out, struct vm_err *err)
-{
-	struct secret raw = {0};
-	int rc = secret_load_file(&raw, path, err);
-	if (rc != 0)
-		return rc;
-	rc = health_parse_credentials(raw.value ? raw.value : "", raw.len, out, err);
-	secret_clear(&raw);
-	if (rc != 0) {
-		char msg[sizeof(err->msg)];
-		snprintf(msg, sizeof(msg), "%s", err->msg);
-		vm_err_set(err, VM_ERR_INVALID, "%s: %s", path, msg);
-	}
-	return rc;
 }
 
 /* --- one delivery --------------------------------------------------------------------- */
@@ -138,57 +66,37 @@ static bool rejected(const struct outcome *o)
 	return o->rc == 0 && (o->status == 400 || o->status == 413 || o->status == 422);
 }
 
-static void send_report(struct health_monitor *m, const struct health_credentials *cred,
-                        const char *id, const char *body, size_t len, struct outcome *out)
+static void send_report(struct health_monitor *m, const struct cp_creds *cred, const char *id,
+                        const char *body, size_t len, struct outcome *out)
 {
-	char url[CFG_STR_MAX + 200], cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX],
-	    proxy_creds[PATH_MAX];
+	char cp[CFG_STR_MAX], ca[PATH_MAX], proxy[CFG_STR_MAX], proxy_creds[PATH_MAX],
+	    tenant[CFG_ID_MAX];
 	pthread_mutex_lock(&m->mu);
 	memcpy(cp, m->cp_url, sizeof(cp));
 	memcpy(ca, m->ca_file, sizeof(ca));
 	memcpy(proxy, m->proxy, sizeof(proxy));
 	memcpy(proxy_creds, m->proxy_creds, sizeof(proxy_creds));
+	snprintf(tenant, sizeof(tenant), "%s", m->tenant_id);
 	uint64_t interval = m->report_interval_ms;
 	pthread_mutex_unlock(&m->mu);
-	size_t ul = strlen(cp);
-	while (ul > 0 && cp[ul - 1] == '/')
-		ul--;
-	snprintf(url, sizeof(url), "%.*s/v1/agents/%s/health", (int)ul, cp, cred->agent_id);
-	size_t alen = cred->token.len + 32;
-	char *auth = malloc(alen);
-	char agent_h[200], tenant_h[200], idem[80];
 	memset(out, 0, sizeof(*out));
-	if (auth == NULL) {
-		out->rc = -VM_ERR_NOMEM;
-		snprintf(out->error, sizeof(out->error), "out of memory");
-		return;
-	}
-	snprintf(auth, alen, "Authorization: Bearer %s", cred->token.value);
-	snprintf(agent_h, sizeof(agent_h), "X-Agent-Id: %s", cred->agent_id);
-	snprintf(tenant_h, sizeof(tenant_h), "X-Tenant-Id: %s",
-	         cred->tenant_id[0] ? cred->tenant_id : m->tenant_id);
+	char path[CP_ID_MAX + 32], idem[80];
+	snprintf(path, sizeof(path), "/v1/agents/%s/health", cred->agent_id);
 	snprintf(idem, sizeof(idem), "Idempotency-Key: %s", id);
-	const char *hdrs[] = {
-	    "Content-Type: application/json", auth, agent_h, tenant_h, idem, NULL};
-	char ua[64];
-	snprintf(ua, sizeof(ua), "vm-agent/%s", vma_build_version);
+	const char *extra[] = {idem, NULL};
 	/* A call never outlives the interval by much, nor takes more than 30 s. */
 	uint64_t total = interval < 2000 ? 2000 : interval > 30000 ? 30000 : interval;
-	struct http_opts o = {
-	    .ca_file = ca,
-	    .proxy = proxy,
-	    .proxy_credentials_file = proxy_creds,
-	    .connect_timeout_ms = total < 10000 ? total : 10000,
-	    .total_timeout_ms = total,
-	    .max_body = 64 * 1024,
-	    .user_agent = ua,
-	    .cancel = &m->stop,
-	};
+	struct cp_opts o = {.url = cp,
+	                    .ca_file = ca,
+	                    .proxy = proxy,
+	                    .proxy_credentials_file = proxy_creds,
+	                    .timeout_ms = total,
+	                    .cancel = &m->stop};
 	struct http_resp r;
 	struct vm_err err = {0};
-	out->rc = http_request(&o, "POST", url, hdrs, body, len, &r, &err);
-	explicit_bzero(auth, alen);
-	free(auth);
+	/* One attempt: the spool and retry_wait own the retries of reports. */
+	out->rc = cp_call(&o, cred->token.value, cred, tenant, "POST", path, body, len, extra, 1,
+	                  &r, &err);
 	out->status = r.status;
 	out->retry_after_s = r.retry_after_s;
 	if (out->rc != 0)
@@ -212,7 +120,7 @@ static void send_report(struct health_monitor *m, const struct health_credential
 
 struct reporter {
 	struct health_monitor *m;
-	struct health_credentials cred;
+	struct cp_creds cred;
 	bool have_cred;
 	char cred_error[256];
 	unsigned failures; /* consecutive, for backoff */
@@ -286,7 +194,7 @@ static bool ensure_credentials(struct reporter *rp)
 	if (path[0] == '\0')
 		rc = vm_err_set(&err, VM_ERR_INVALID, "agent.credentials_file is not set");
 	else
-		rc = health_load_credentials(path, &rp->cred, &err);
+		rc = cp_creds_load(path, &rp->cred, &err);
 	if (rc == 0) {
 		rp->have_cred = true;
 		rp->cred_error[0] = '\0';
@@ -344,14 +252,11 @@ static bool drain(struct reporter *rp, struct outcome *last)
 		size_t len;
 		struct vm_err err = {0};
 		int rc = health_spool_peek(m->spool, id, &body, &len, &err);
-		if (rc == -VM_ERR_NOTFOUND) {
+		if (rc != 0 || body == NULL) {
+			if (rc != 0)
+				log_warn("health", "spool: %s", err.msg);
 			publish_spool(rp);
-			return true;
-		}
-		if (rc != 0) {
-			log_warn("health", "spool: %s", err.msg);
-			publish_spool(rp);
-			return false;
+			return rc == 0;
 		}
 		send_report(m, &rp->cred, id, body, len, last);
 		free(body);
@@ -366,7 +271,7 @@ static bool drain(struct reporter *rp, struct outcome *last)
 		}
 		if (last->status == 401 || last->status == 403) {
 			/* maybe rotated on disk: read the file again next time */
-			health_credentials_clear(&rp->cred);
+			cp_creds_clear(&rp->cred);
 			rp->have_cred = false;
 		}
 		publish_spool(rp);
@@ -395,7 +300,7 @@ static void report_once(struct reporter *rp, const char *trigger, struct outcome
 		}
 		if (last->status == 401 || last->status == 403) {
 			/* maybe rotated on disk: read the file again next time */
-			health_credentials_clear(&rp->cred);
+			cp_creds_clear(&rp->cred);
 			rp->have_cred = false;
 		}
 	}
@@ -420,10 +325,8 @@ static uint64_t mono_ms(void)
 static uint64_t retry_wait(uint64_t interval, unsigned failures, const struct outcome *o)
 {
 	struct http_retry rt = {
-	    .initial_delay_ms = 1000, .max_delay_ms = interval, .multiplier = 2, .jitter = 0.2};
-	uint32_t rnd = 0;
-	(void)getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-	return http_backoff_ms(&rt, failures, o->retry_after_s, rnd);
+	    .initial_delay_ms = 1000, .max_delay_ms = interval, .multiplier = 2};
+	return http_backoff_next_ms(&rt, failures, o->retry_after_s);
 }
 
 void *health_reporter_main(void *arg)
@@ -440,7 +343,7 @@ void *health_reporter_main(void *arg)
 			m->spool_lim_changed = false;
 		}
 		if (m->creds_reload) {
-			health_credentials_clear(&rp.cred);
+			cp_creds_clear(&rp.cred);
 			rp.have_cred = false;
 			rp.failures = 0;
 			m->creds_reload = false;
@@ -484,7 +387,7 @@ void *health_reporter_main(void *arg)
 			uint64_t chunk = wait < left ? wait : left;
 			/* timed wait on the monitor's condition (state change, stop) */
 			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			clock_gettime(CLOCK_MONOTONIC, &ts); /* m->cond: time_cond_init */
 			ts.tv_sec += (time_t)(chunk / 1000);
 			ts.tv_nsec += (long)(chunk % 1000) * 1000000L;
 			if (ts.tv_nsec >= 1000000000L) {
@@ -509,6 +412,6 @@ void *health_reporter_main(void *arg)
 			}
 		}
 	}
-	health_credentials_clear(&rp.cred);
+	cp_creds_clear(&rp.cred);
 	return NULL;
 }

@@ -59,21 +59,17 @@ int health_spool_parse_entry(const char *data, size_t len, char id[HEALTH_ID_LEN
 	if (len < HEADER_LEN || memcmp(data, HEALTH_SPOOL_MAGIC, ml) != 0 || data[ml] != ' ' ||
 	    data[ml + 65] != ' ' || data[HEADER_LEN - 1] != '\n')
 		return -1;
-	const char *hex = data + ml + 1;
 	const char *idp = data + ml + 66;
-	for (size_t i = 0; i < 64; i++)
-		if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
-			return -1;
+	uint8_t want[SHA256_LEN], sum[SHA256_LEN];
+	if (hex_decode(data + ml + 1, 2 * SHA256_LEN, want, sizeof(want)) != SHA256_LEN)
+		return -1;
 	for (size_t i = 0; i < HEALTH_ID_LEN; i++)
 		if (!is_id_char(idp[i]))
 			return -1;
 	const char *b = data + HEADER_LEN;
 	size_t bl = len - HEADER_LEN;
-	uint8_t sum[SHA256_LEN];
-	char got[2 * SHA256_LEN + 1];
 	sha256_buf(b, bl, sum);
-	hex_encode(sum, sizeof(sum), got);
-	if (memcmp(got, hex, 64) != 0)
+	if (memcmp(sum, want, sizeof(sum)) != 0)
 		return -1;
 	memcpy(id, idp, HEALTH_ID_LEN);
 	id[HEALTH_ID_LEN] = '\0';
@@ -121,16 +117,19 @@ static void remove_oldest(struct health_spool *sp)
 /* Parses "<16 hex>.rep"; returns 0 and the sequence number, or -1. */
 static int parse_name(const char *name, uint64_t *seq)
 {
-	if (strlen(name) != 16 + strlen(ENTRY_SUFFIX) || strcmp(name + 16, ENTRY_SUFFIX) != 0)
+	uint8_t b[8];
+	if (strlen(name) != 16 + strlen(ENTRY_SUFFIX) || strcmp(name + 16, ENTRY_SUFFIX) != 0 ||
+	    hex_decode(name, 16, b, sizeof(b)) != 8)
+		return -1;
+	/* exactly the name entry_path writes (lower case), or the index would
+	 * hold an entry no path reaches */
+	char canon[17];
+	hex_encode(b, sizeof(b), canon);
+	if (memcmp(canon, name, 16) != 0)
 		return -1;
 	uint64_t v = 0;
-	for (int i = 0; i < 16; i++) {
-		char c = name[i];
-		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-		if (d < 0)
-			return -1;
-		v = v << 4 | (uint64_t)d;
-	}
+	for (size_t i = 0; i < sizeof(b); i++)
+		v = v << 8 | b[i];
 	*seq = v;
 	return 0;
 }
@@ -238,6 +237,8 @@ int health_spool_push(struct health_spool *sp, const char *id, const char *body,
 int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char **body, size_t *len,
                       struct vm_err *err)
 {
+	*body = NULL;
+	*len = 0;
 	while (sp->n > 0) {
 		char path[PATH_MAX];
 		entry_path(sp, sp->e[0].seq, path, sizeof(path));
@@ -266,13 +267,13 @@ int health_spool_peek(struct health_spool *sp, char id[HEALTH_ID_LEN + 1], char 
 		sp->n--;
 		sp->corrupt++;
 	}
-	return vm_err_set(err, VM_ERR_NOTFOUND, "spool is empty");
+	return 0; /* empty: *body stays NULL */
 }
 
 int health_spool_pop(struct health_spool *sp, struct vm_err *err)
 {
 	if (sp->n == 0)
-		return vm_err_set(err, VM_ERR_NOTFOUND, "spool is empty");
+		return vm_err_set(err, VM_ERR_INVALID, "spool is empty: nothing to remove");
 	remove_oldest(sp);
 	/* The removal must be durable too, or a crash could resend it (harmless:
 	 * ids de-duplicate) — so a failed dir fsync is not an error. */

@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 int lc_config_check(const char *path, FILE *out, struct vm_err *err)
@@ -39,16 +40,61 @@ int lc_config_check(const char *path, FILE *out, struct vm_err *err)
 	return rc;
 }
 
-int lc_config_show(const char *path, FILE *out, struct vm_err *err)
+struct cfg *lc_config_effective(const char *path, struct vm_err *err)
 {
-	return lc_config_check(path, out, err);
+	struct cfg *c = malloc(sizeof(*c));
+	if (c == NULL) {
+		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	struct vm_err e = {0};
+	int rc = cfg_load(c, path, NULL, &e);
+	if (rc != 0 && e.code == VM_ERR_NOTFOUND)
+		rc = cfg_load_buffer(c, path, "", 0, NULL, &e);
+	if (rc == 0)
+		return c;
+	if (err != NULL)
+		*err = e;
+	struct cfg_doc *doc = NULL;
+	if (cfg_doc_read(&doc, path, NULL) == 0)
+		*c = *cfg_doc_values(doc);
+	else
+		cfg_defaults(c);
+	cfg_doc_free(doc);
+	return c;
+}
+
+void lc_config_free(struct cfg *c)
+{
+	if (c == NULL)
+		return;
+	explicit_bzero(c, sizeof(*c)); /* piko.token */
+	free(c);
+}
+
+int lc_config_write(const char *path, const struct cfg_doc *doc, struct vm_err *err)
+{
+	int rc = cfg_doc_validate(doc, err);
+	if (rc == 0 && lc_exists(path)) {
+		char bak[PATH_MAX + 8];
+		snprintf(bak, sizeof(bak), "%s.bak", path);
+		rc = fs_copy_file(path, bak, 0600, 0, err);
+	}
+	return rc != 0 ? rc : cfg_doc_save(doc, path, 0640, err);
+}
+
+/* A target path from the configuration, under --root when it is absolute. */
+static void target_dir(const struct lc_paths *p, const char *dir, char *out, size_t cap)
+{
+	if (dir[0] == '/')
+		lc_join(out, cap, p->root, dir);
+	else
+		snprintf(out, cap, "%s", dir);
 }
 
 static double now_real(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)time_wall_ms() / 1000.0; /* compared across processes: the wall clock */
 }
 
 void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
@@ -151,8 +197,8 @@ static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned 
 {
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/reload.json", state_dir);
-	double deadline = now_real() + timeout_s;
-	while (now_real() < deadline) {
+	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
+	while (time_mono_ms() < deadline) {
 		json_t *o = json_load_file(path, 0, NULL);
 		double t = json_number_value(json_object_get(o, "time"));
 		json_int_t who = json_integer_value(json_object_get(o, "pid"));
@@ -174,12 +220,10 @@ static int wait_reload(const char *state_dir, pid_t pid, double since, unsigned 
 /* The admin socket's "reload" answers with the outcome directly. Returns -1
  * when no agent listens there (the caller falls back to SIGHUP). */
 static int reload_admin(const struct lc_configure_opts *o, const struct lc_paths *p,
-                        const struct lc_cfg_doc *doc, struct lc_report *r)
+                        const struct cfg *eff, struct lc_report *r)
 {
-	const char *rd = lc_cfg_get(doc, "agent.runtime_dir");
 	char dir[PATH_MAX], sock[PATH_MAX + 32];
-	/* the installed agent runs as root: its default is /run/vm-agent */
-	lc_join(dir, sizeof(dir), p->root, rd != NULL && rd[0] == '/' ? rd : "/run/vm-agent");
+	target_dir(p, eff->agent.runtime_dir, dir, sizeof(dir));
 	admin_socket_path(dir, sock, sizeof(sock));
 	if (!lc_exists(sock))
 		return -1;
@@ -220,17 +264,27 @@ static int reload_admin(const struct lc_configure_opts *o, const struct lc_paths
 	return 0;
 }
 
+/* The running agent is found where the effective configuration (file,
+ * defaults, environment) puts its admin socket and state directory. */
 static void reload_agent(const struct lc_configure_opts *o, const struct lc_paths *p,
-                         const struct lc_cfg_doc *doc, struct lc_report *r)
+                         const char *path, struct lc_report *r)
 {
-	if (reload_admin(o, p, doc, r) == 0)
+	struct vm_err e = {0};
+	struct cfg *eff = lc_config_effective(path, &e);
+	if (eff == NULL || e.code != 0) {
+		lc_report_add(r, "reload", LC_WARN, "check the environment's VM_AGENT_* variables",
+		              "the running agent cannot be located: %s",
+		              eff ? e.msg : "out of memory");
+		lc_config_free(eff);
 		return;
-	const char *sd = lc_cfg_get(doc, "agent.state_dir");
+	}
+	if (reload_admin(o, p, eff, r) == 0) {
+		lc_config_free(eff);
+		return;
+	}
 	char state_dir[PATH_MAX];
-	if (sd != NULL && sd[0] == '/')
-		lc_join(state_dir, sizeof(state_dir), p->root, sd);
-	else
-		snprintf(state_dir, sizeof(state_dir), "%s", p->state_dir);
+	target_dir(p, eff->agent.state_dir, state_dir, sizeof(state_dir));
+	lc_config_free(eff);
 	char how[PATH_MAX + 32];
 	pid_t pid = find_agent(p, state_dir, how, sizeof(how));
 	if (pid <= 0) {
@@ -277,10 +331,9 @@ int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct 
 	if (rc != 0)
 		return rc;
 	const char *path = o->config ? o->config : p.config;
-	struct lc_cfg_doc doc;
-	if ((rc = lc_cfg_read(path, &doc, err)) != 0)
+	struct cfg_doc *doc = NULL;
+	if ((rc = cfg_doc_read(&doc, path, err)) != 0)
 		return rc;
-	char *before = lc_cfg_render(&doc);
 	for (size_t i = 0; rc == 0 && i < o->nset; i++) {
 		const char *eq = strchr(o->set[i], '=');
 		char key[128];
@@ -290,40 +343,33 @@ int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct 
 			break;
 		}
 		snprintf(key, sizeof(key), "%.*s", (int)(eq - o->set[i]), o->set[i]);
-		rc = lc_cfg_set(&doc, key, eq + 1, err);
+		rc = cfg_doc_set(doc, key, eq + 1, err);
 		if (rc == 0)
 			lc_report_add(r, "set", LC_CHANGED, NULL, "%s",
 			              key); /* value may be secret */
 	}
 	for (size_t i = 0; rc == 0 && i < o->nunset; i++) {
-		rc = lc_cfg_unset(&doc, o->unset[i], err);
+		rc = cfg_doc_unset(doc, o->unset[i], err);
 		if (rc == 0)
 			lc_report_add(r, "unset", LC_CHANGED, NULL, "%s", o->unset[i]);
 	}
-	char *after = rc == 0 ? lc_cfg_render(&doc) : NULL;
-	if (rc == 0 && after == NULL)
-		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	if (rc == 0 && (rc = lc_cfg_validate_text(path, after, err)) != 0)
+	if (rc == 0 && (rc = cfg_doc_validate(doc, err)) != 0)
 		lc_report_add(r, "validate", LC_FAIL, NULL, "%s (nothing written)", err->msg);
-	bool same = rc == 0 && before != NULL && strcmp(before, after) == 0 && lc_exists(path);
+	bool same = rc == 0 && !cfg_doc_changed(doc) && lc_exists(path);
 	if (rc == 0 && same) {
 		lc_report_add(r, "write", LC_OK, NULL, "%s unchanged", lc_target_path(&p, path));
 	} else if (rc == 0) {
-		rc = lc_cfg_write(path, &doc, err);
+		rc = lc_config_write(path, doc, err);
 		if (rc == 0)
 			lc_report_add(r, "write", LC_CHANGED, NULL,
 			              "%s written (previous in %s.bak)", lc_target_path(&p, path),
 			              lc_target_path(&p, path));
 	}
+	cfg_doc_free(doc);
 	if (rc == 0 && !same && !o->no_reload)
-		reload_agent(o, &p, &doc, r);
+		reload_agent(o, &p, path, r);
 	if (rc == 0)
 		snprintf(r->result, sizeof(r->result), "%s",
 		         same ? "configuration unchanged" : "configuration updated");
-	free(before);
-	if (after)
-		explicit_bzero(after, strlen(after));
-	free(after);
-	lc_cfg_free(&doc);
 	return rc;
 }

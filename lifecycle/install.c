@@ -10,9 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
+#include "core/codec.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/http.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 struct dir_row {
@@ -74,26 +77,25 @@ static void sanitize_endpoint(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-int lc_write_credentials(const struct lc_paths *p, const struct lc_registration *reg,
+int lc_write_credentials(const struct lc_paths *p, const struct cp_registration *reg,
                          const char *tenant_id, const char *cp_url, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *keys = json_loads(reg->jwt_keys_json ? reg->jwt_keys_json : "[]", 0, NULL);
-	json_t *o =
-	    json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:o}", "version", 1, "agent_id", reg->agent_id,
-	              "tenant_id", tenant_id, "token", reg->token, "control_plane_url", cp_url,
-	              "issued_at", when, "jwt_public_keys", keys ? keys : json_array());
-	char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
-	json_decref(o);
-	if (text == NULL)
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	int rc = fs_write_atomic(p->credentials, text, strlen(text), 0600, err);
-	explicit_bzero(text, strlen(text));
-	free(text);
-	if (rc == 0 && reg->piko_token[0] != '\0')
-		rc = fs_write_atomic(p->piko_token, reg->piko_token, strlen(reg->piko_token), 0600,
-		                     err);
+	json_t *extra = json_pack("{s:s,s:o}", "issued_at", when, "jwt_public_keys",
+	                          keys ? keys : json_array());
+	struct cp_creds c = {0};
+	snprintf(c.agent_id, sizeof(c.agent_id), "%s", reg->agent_id);
+	snprintf(c.tenant_id, sizeof(c.tenant_id), "%s", tenant_id);
+	snprintf(c.control_plane_url, sizeof(c.control_plane_url), "%s", cp_url);
+	c.token = reg->token; /* borrowed: not cleared here */
+	int rc = extra != NULL ? cp_creds_write(p->credentials, &c, extra, err)
+	                       : vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	json_decref(extra);
+	if (rc == 0 && reg->piko_token.value != NULL)
+		rc = fs_write_atomic(p->piko_token, reg->piko_token.value, reg->piko_token.len,
+		                     0600, err);
 	return rc;
 }
 
@@ -114,7 +116,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 	free(c);
 	if (rc != 0)
 		return rc;
-	time_t deadline = time(NULL) + (time_t)timeout_s;
+	int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
 	struct http_opts o = {.connect_timeout_ms = 1000, .total_timeout_ms = 2000};
 	for (;;) {
 		struct http_resp resp;
@@ -124,7 +126,7 @@ int lc_wait_healthy(const char *config_path, unsigned timeout_s, struct vm_err *
 		http_resp_free(&resp);
 		if (r == 0 && status == 200)
 			return 0;
-		if (time(NULL) >= deadline)
+		if (time_mono_ms() >= deadline)
 			return vm_err_set(err, VM_ERR_IO,
 			                  "the agent did not answer %s within %us "
 			                  "(last: %s); see 'journalctl -u vm-agent'",
@@ -181,8 +183,8 @@ static int write_jwt_keys(const struct lc_paths *p, const char *keys_json, struc
 		if ((rc = fs_mkdir_p(dir, 0755, err)) != 0 ||
 		    (rc = fs_write_atomic(path, pem, strlen(pem), 0644, err)) != 0)
 			break;
-		o += (size_t)snprintf(ro->jwt_keys + o, sizeof(ro->jwt_keys) - o, "%s%s",
-		                      o ? "," : "", lc_target_path(p, path));
+		o = str_appendf(ro->jwt_keys, sizeof(ro->jwt_keys), o, "%s%s", o ? "," : "",
+		                lc_target_path(p, path));
 	}
 	json_decref(keys);
 	return rc;
@@ -192,9 +194,9 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
                                const char *cp_url, struct lc_report *r, char *agent_id,
                                size_t id_cap, struct reg_out *ro, struct vm_err *err)
 {
-	struct lc_creds old;
+	struct cp_creds old;
 	struct vm_err e;
-	bool have = lc_creds_read(p->credentials, &old, &e) == 0;
+	bool have = cp_creds_load(p->credentials, &old, &e) == 0;
 	if (have && !old.deregistered && !o->reregister &&
 	    strcmp(old.tenant_id, o->tenant_id) == 0) {
 		snprintf(agent_id, id_cap, "%s", old.agent_id);
@@ -202,20 +204,20 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 		              "already registered as %s (use "
 		              "--reregister to register again)",
 		              old.agent_id);
-		lc_creds_clear(&old);
+		cp_creds_clear(&old);
 		return 0;
 	}
 	if (o->install_key == NULL || o->install_key[0] == '\0') {
-		lc_creds_clear(&old);
+		cp_creds_clear(&old);
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "--key (the one-time install key) is required "
 		                  "to register this machine");
 	}
 	const char *want_id = o->agent_id ? o->agent_id : (have ? old.agent_id : NULL);
-	struct lc_cp_opts cp = {cp_url, o->ca_file, o->proxy, NULL};
-	struct lc_registration reg;
-	int rc = lc_cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
-	lc_creds_clear(&old);
+	struct cp_opts cp = {.url = cp_url, .ca_file = o->ca_file, .proxy = o->proxy};
+	struct cp_registration reg;
+	int rc = cp_register(&cp, o->install_key, o->tenant_id, want_id, o->version, &reg, err);
+	cp_creds_clear(&old);
 	if (rc != 0) {
 		lc_report_add(r, "register", LC_FAIL,
 		              "check --control-plane-url, --key and the network "
@@ -238,7 +240,7 @@ static int install_credentials(const struct lc_install_opts *o, const struct lc_
 		              "(0600)",
 		              reg.agent_id, lc_target_path(p, p->credentials));
 	}
-	lc_registration_clear(&reg);
+	cp_registration_clear(&reg);
 	return rc;
 }
 
@@ -247,19 +249,18 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
                           struct lc_report *r, struct vm_err *err)
 {
 	const char *piko_ep = ro->piko_ep, *piko_url = ro->piko_url;
-	struct lc_cfg_doc doc;
-	int rc = lc_cfg_read(p->config, &doc, err);
+	struct cfg_doc *doc = NULL;
+	int rc = cfg_doc_read(&doc, p->config, err);
 	if (rc != 0) {
 		lc_report_add(r, "config", LC_FAIL, "fix or remove the file, then re-run", "%s",
 		              err ? err->msg : "unreadable");
 		return rc;
 	}
-	char *before = lc_cfg_render(&doc);
 	char ep[CFG_ID_MAX];
-	sanitize_endpoint(piko_ep[0] ? piko_ep
-	                             : (lc_cfg_get(&doc, "piko.endpoint")
-	                                    ? lc_cfg_get(&doc, "piko.endpoint")
-	                                    : agent_id),
+	/* a re-run keeps the endpoint the file names */
+	sanitize_endpoint(piko_ep[0]                          ? piko_ep
+	                  : cfg_doc_has(doc, "piko.endpoint") ? cfg_doc_values(doc)->piko.endpoint
+	                                                      : agent_id,
 	                  ep, sizeof(ep));
 	struct {
 		const char *key, *value;
@@ -282,21 +283,18 @@ static int install_config(const struct lc_install_opts *o, const struct lc_paths
 	};
 	for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (rows[i].value != NULL && rows[i].value[0] != '\0')
-			rc = lc_cfg_set(&doc, rows[i].key, rows[i].value, err);
-	if (rc == 0 && lc_cfg_get(&doc, "piko.token_file") != NULL)
-		rc = lc_cfg_unset(&doc, "piko.token", err); /* token_file wins; both is an error */
-	char *after = rc == 0 ? lc_cfg_render(&doc) : NULL;
-	bool same = before && after && strcmp(before, after) == 0 && lc_exists(p->config);
+			rc = cfg_doc_set(doc, rows[i].key, rows[i].value, err);
+	if (rc == 0 && cfg_doc_has(doc, "piko.token_file"))
+		rc = cfg_doc_unset(doc, "piko.token", err); /* token_file wins; both is an error */
+	bool same = rc == 0 && !cfg_doc_changed(doc) && lc_exists(p->config);
 	if (rc == 0 && !same)
-		rc = lc_cfg_write(p->config, &doc, err);
+		rc = lc_config_write(p->config, doc, err);
 	if (rc == 0)
 		lc_report_add(r, "config", same ? LC_OK : LC_CHANGED, NULL, "%s%s",
 		              lc_target_path(p, p->config), same ? " unchanged" : " written");
 	else
 		lc_report_add(r, "config", LC_FAIL, NULL, "%s", err ? err->msg : "failed");
-	free(before);
-	free(after);
-	lc_cfg_free(&doc);
+	cfg_doc_free(doc);
 	return rc;
 }
 
@@ -327,7 +325,7 @@ static int install_binary(const struct lc_install_opts *o, const struct lc_paths
 			*strrchr(dir, '/') = '\0';
 			rc = fs_mkdir_p(dir, 0755, err);
 			if (rc == 0)
-				rc = lc_copy_file(self, p->bin, 0755, err);
+				rc = fs_copy_file(self, p->bin, 0755, 0, err);
 			if (rc == 0)
 				lc_report_add(r, "binary", LC_CHANGED, NULL,
 				              "%s placed (version %s)", rec.bin, o->version);
@@ -387,19 +385,6 @@ static int install_start(const struct lc_install_opts *o, const struct lc_paths 
 	return 0;
 }
 
-static bool is_url(const char *u)
-{
-	const char *host = strncmp(u, "https://", 8) == 0  ? u + 8
-	                   : strncmp(u, "http://", 7) == 0 ? u + 7
-	                                                   : NULL;
-	if (host == NULL || *host == '\0' || *host == '/')
-		return false;
-	for (; *u; u++)
-		if ((unsigned char)*u <= 0x20)
-			return false;
-	return true;
-}
-
 int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_err *err)
 {
 	struct lc_paths p;
@@ -409,7 +394,6 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 	if (o->tenant_id == NULL || o->tenant_id[0] == '\0')
 		return vm_err_set(err, VM_ERR_INVALID, "--tenant-id is required");
 	/* A re-run may omit the URLs: take them from the existing config. */
-	struct lc_cfg_doc cur;
 	char cp_url[CFG_STR_MAX] = "";
 	char agent_id[CFG_ID_MAX] = "";
 	struct reg_out *ro = calloc(1, sizeof(*ro));
@@ -417,24 +401,23 @@ int lc_install(const struct lc_install_opts *o, struct lc_report *r, struct vm_e
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	char *piko_url = ro->piko_url;
 	const size_t piko_url_cap = sizeof(ro->piko_url);
-	if (lc_cfg_read(p.config, &cur, NULL) == 0) {
-		const char *v = lc_cfg_get(&cur, "agent.control_plane_url");
-		snprintf(cp_url, sizeof(cp_url), "%s", v ? v : "");
-		v = lc_cfg_get(&cur, "piko.server_url");
-		snprintf(piko_url, piko_url_cap, "%s", v ? v : "");
-		lc_cfg_free(&cur);
+	struct cfg *cur = lc_config_effective(p.config, NULL);
+	if (cur != NULL) {
+		snprintf(cp_url, sizeof(cp_url), "%s", cur->agent.control_plane_url);
+		snprintf(piko_url, piko_url_cap, "%s", cur->piko.server_url);
+		lc_config_free(cur);
 	}
 	if (o->control_plane_url)
 		snprintf(cp_url, sizeof(cp_url), "%s", o->control_plane_url);
 	if (o->piko_url)
 		snprintf(piko_url, piko_url_cap, "%s", o->piko_url);
-	if (!is_url(cp_url)) {
+	if (!url_is_http(cp_url)) {
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "--control-plane-url: expected an http(s):// "
 		                "URL with a host");
 		goto out;
 	}
-	if (!is_url(piko_url)) {
+	if (!url_is_http(piko_url)) {
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "--piko-url: expected an http(s):// URL with a "
 		                "host");

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/err.h"
@@ -114,9 +115,6 @@ int lc_configure(const struct lc_configure_opts *o, struct lc_report *r, struct 
  * to out (when not NULL). */
 int lc_config_check(const char *path, FILE *out, struct vm_err *err);
 
-/* Prints the effective configuration with secrets redacted. */
-int lc_config_show(const char *path, FILE *out, struct vm_err *err);
-
 /* The agent (cmd/cmd_run.c) records each reload's outcome here so that
  * `configure` can tell whether the agent took the new file, and which changed
  * keys it applied and which need a restart (comma-separated names, NULL = none). */
@@ -124,6 +122,29 @@ void lc_reload_status_write(const char *state_dir, const char *config_path, bool
                             const char *message, const char *applied, const char *restart_required);
 /* Writes state_dir/agent.pid (the pid file configure falls back to). */
 void lc_pid_file_write(const char *state_dir);
+
+/* --- Piko token renewal (lifecycle/renew.c) ------------------------------------------ */
+
+struct cfg;
+struct secret;
+struct lc_renewer;
+
+/* Receives each renewed token (borrowed for the call); may block. */
+typedef int (*lc_token_sink)(void *ctx, const struct secret *token, struct vm_err *err);
+
+/* Renews the Piko upstream token from the control plane at about 2/3 of its
+ * lifetime (and at once after lc_renewer_kick), backing off on failures; writes
+ * it to piko.token_file atomically (0600) and hands it to sink. Idle unless
+ * agent.control_plane_url, agent.credentials_file and piko.server_url are set.
+ * new creates it without a thread (kick is already safe); run starts it. */
+struct lc_renewer *lc_renewer_new(const struct cfg *cfg, struct vm_err *err);
+int lc_renewer_run(struct lc_renewer *r, lc_token_sink sink, void *ctx, struct vm_err *err);
+/* Renew now (Piko refused the token). Any thread; only signals. */
+void lc_renewer_kick(void *renewer);
+/* New settings (SIGHUP); the schedule is recomputed from the token file. */
+void lc_renewer_reconfigure(struct lc_renewer *r, const struct cfg *cfg);
+/* Stops, joins and frees. NULL is fine. */
+void lc_renewer_stop(struct lc_renewer *r);
 
 /* --- repair ----------------------------------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 
 #include "core/codec.h"
 #include "core/config.h"
+#include "core/cp.h"
 #include "core/http.h"
 #include "lifecycle/internal.h"
 
@@ -25,14 +26,8 @@ struct ctx {
 	struct lc_report *r;
 	bool fix;
 	bool restart_needed;
-	struct lc_cfg_doc doc; /* the config as a flat document (may be empty) */
+	struct cfg *cfg; /* the effective configuration (defaults when unreadable) */
 };
-
-static const char *cfg_val(const struct ctx *c, const char *key)
-{
-	const char *v = lc_cfg_get(&c->doc, key);
-	return v ? v : "";
-}
 
 /* --- checks ------------------------------------------------------------------------------------
  */
@@ -72,7 +67,7 @@ static void check_config(struct ctx *c)
 	char bak[PATH_MAX + 8];
 	snprintf(bak, sizeof(bak), "%s.bak", c->p.config);
 	bool bak_ok = lc_config_check(bak, NULL, NULL) == 0;
-	if (c->fix && bak_ok && lc_copy_file(bak, c->p.config, 0640, NULL) == 0) {
+	if (c->fix && bak_ok && fs_copy_file(bak, c->p.config, 0640, 0, NULL) == 0) {
 		lc_report_add(c->r, "config", LC_CHANGED, NULL, "invalid (%s); restored %s.bak",
 		              e.msg, lc_target_path(&c->p, c->p.config));
 		c->restart_needed = true;
@@ -247,12 +242,10 @@ static size_t discard(char *buf, size_t size, size_t n, void *ud)
 	return size * n;
 }
 
-static void check_reach(struct ctx *c, const char *name, const char *section, const char *url,
-                        bool clock)
+/* url with that section's ca_file and proxy_url (agent or piko). */
+static void check_reach(struct ctx *c, const char *name, const char *url, const char *ca,
+                        const char *proxy, bool clock)
 {
-	char ca_key[48], proxy_key[48];
-	snprintf(ca_key, sizeof(ca_key), "%s.ca_file", section);
-	snprintf(proxy_key, sizeof(proxy_key), "%s.proxy_url", section);
 	if (c->o->offline) {
 		lc_report_add(c->r, name, LC_SKIPPED, NULL, "--offline");
 		return;
@@ -274,11 +267,9 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &pr);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-	const char *ca = cfg_val(c, ca_key);
 	if (ca[0] != '\0')
 		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
-	(void)http_proxy_apply(h, cfg_val(c, proxy_key), cfg_val(c, "agent.proxy_credentials_file"),
-	                       NULL);
+	(void)http_proxy_apply(h, proxy, c->cfg->agent.proxy_credentials_file, NULL);
 	CURLcode cc = curl_easy_perform(h);
 	long status = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -311,40 +302,44 @@ static void check_reach(struct ctx *c, const char *name, const char *section, co
 
 static int reregister(struct ctx *c, const char *agent_id, struct vm_err *err)
 {
-	struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"), cfg_val(c, "agent.ca_file"),
-	                        cfg_val(c, "agent.proxy_url"),
-	                        cfg_val(c, "agent.proxy_credentials_file")};
-	struct lc_registration reg;
-	int rc = lc_cp_register(&cp, c->o->install_key, cfg_val(c, "agent.tenant_id"), agent_id,
-	                        c->o->version ? c->o->version : "", &reg, err);
+	const struct cfg *cfg = c->cfg;
+	struct cp_opts cp = {.url = cfg->agent.control_plane_url,
+	                     .ca_file = cfg->agent.ca_file,
+	                     .proxy = cfg->agent.proxy_url,
+	                     .proxy_credentials_file = cfg->agent.proxy_credentials_file};
+	struct cp_registration reg;
+	int rc = cp_register(&cp, c->o->install_key, cfg->agent.tenant_id, agent_id,
+	                     c->o->version ? c->o->version : "", &reg, err);
 	if (rc == 0)
-		rc = lc_write_credentials(&c->p, &reg, cfg_val(c, "agent.tenant_id"), cp.url, err);
-	lc_registration_clear(&reg);
+		rc = lc_write_credentials(&c->p, &reg, cfg->agent.tenant_id, cp.url, err);
+	cp_registration_clear(&reg);
 	return rc;
 }
 
 static void check_credentials(struct ctx *c)
 {
-	struct lc_creds cr;
+	struct cp_creds cr;
 	struct vm_err e = {0};
-	bool have = lc_creds_read(c->p.credentials, &cr, &e) == 0;
+	bool have = cp_creds_load(c->p.credentials, &cr, &e) == 0;
 	char problem[300] = "";
 	if (!have)
 		snprintf(problem, sizeof(problem), "%s", e.msg);
 	else if (cr.deregistered)
 		snprintf(problem, sizeof(problem), "agent %s was deregistered", cr.agent_id);
-	else if (!c->o->offline && cfg_val(c, "agent.control_plane_url")[0] != '\0') {
+	else if (!c->o->offline && c->cfg->agent.control_plane_url[0] != '\0') {
 		/* a harmless event proves the credential (401 when revoked) */
-		struct lc_cp_opts cp = {cfg_val(c, "agent.control_plane_url"),
-		                        cfg_val(c, "agent.ca_file"), cfg_val(c, "agent.proxy_url"),
-		                        cfg_val(c, "agent.proxy_credentials_file")};
-		if (lc_cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
+		const struct cfg *cfg = c->cfg;
+		struct cp_opts cp = {.url = cfg->agent.control_plane_url,
+		                     .ca_file = cfg->agent.ca_file,
+		                     .proxy = cfg->agent.proxy_url,
+		                     .proxy_credentials_file = cfg->agent.proxy_credentials_file};
+		if (cp_event(&cp, &cr, "{\"type\":\"ping\",\"source\":\"repair\"}", &e) != 0)
 			snprintf(problem, sizeof(problem),
 			         "the control plane refused the credential: %s", e.msg);
 	}
 	char id[128];
-	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : cfg_val(c, "agent.id"));
-	lc_creds_clear(&cr);
+	snprintf(id, sizeof(id), "%s", have ? cr.agent_id : c->cfg->agent.id);
+	cp_creds_clear(&cr);
 	if (problem[0] == '\0') {
 		lc_report_add(c->r, "credentials", LC_OK, NULL, "agent %s%s", id,
 		              c->o->offline ? " (not verified online)"
@@ -369,9 +364,64 @@ static void check_credentials(struct ctx *c)
 }
 
 /* Order matters in fix mode: files first, the restart last. */
+/* The Piko upstream token: when it expires; renewed from the control plane
+ * when repairing (the running agent renews on its own schedule too). */
+static void check_piko_token(struct ctx *c)
+{
+	const char *file = c->cfg->piko.token_file;
+	if (c->cfg->piko.server_url[0] == '\0' || file[0] == '\0') {
+		lc_report_add(c->r, "piko token", LC_SKIPPED, NULL, "no piko.token_file");
+		return;
+	}
+	char path[PATH_MAX];
+	if (lc_join(path, sizeof(path), c->p.root, file) != 0)
+		return;
+	struct secret tok = {0};
+	struct vm_err e = {0};
+	int64_t iat = 0, exp = 0;
+	if (secret_load_file(&tok, path, &e) == 0)
+		(void)cp_token_times(tok.value, &iat, &exp);
+	secret_clear(&tok);
+	if (exp == 0) {
+		/* opaque or exp-less: it does not expire, nothing to renew */
+		lc_report_add(c->r, "piko token", LC_OK, NULL, "%s carries no expiry",
+		              lc_target_path(&c->p, path));
+		return;
+	}
+	bool can_renew = !c->o->offline && c->cfg->agent.control_plane_url[0] != '\0';
+	if (c->fix && can_renew) {
+		struct cp_opts cp = {.url = c->cfg->agent.control_plane_url,
+		                     .ca_file = c->cfg->agent.ca_file,
+		                     .proxy = c->cfg->agent.proxy_url,
+		                     .proxy_credentials_file =
+		                         c->cfg->agent.proxy_credentials_file};
+		if (lc_piko_token_fetch(&cp, c->p.credentials, path, &tok, &exp, &e) == 0) {
+			secret_clear(&tok);
+			char when[32] = "no expiry";
+			time_t t = (time_t)exp;
+			struct tm tm;
+			if (exp > 0 && gmtime_r(&t, &tm) != NULL)
+				strftime(when, sizeof(when), "expires %Y-%m-%dT%H:%M:%SZ", &tm);
+			lc_report_add(c->r, "piko token", LC_CHANGED, NULL, "renewed (%s)", when);
+			return;
+		}
+		lc_report_add(c->r, "piko token", exp > time(NULL) ? LC_WARN : LC_FAIL,
+		              "check the credentials and agent.control_plane_url",
+		              "renewal failed: %s", e.msg);
+		return;
+	}
+	char when[32] = "?";
+	time_t t = (time_t)exp;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) != NULL)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	lc_report_add(c->r, "piko token", exp > time(NULL) ? LC_OK : LC_FAIL,
+	              "run 'vm-agent repair' online to renew it", "expires %s", when);
+}
+
 static void (*const checks[])(struct ctx *) = {
     check_binary, check_dirs, check_config,      check_permissions,
-    check_unit,   check_disk, check_credentials,
+    check_unit,   check_disk, check_credentials, check_piko_token,
 };
 
 int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err *err)
@@ -385,12 +435,16 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	int rc = lc_paths_init(&c->p, o->root, NULL, err);
 	if (rc != 0)
 		goto out;
-	if (lc_cfg_read(c->p.config, &c->doc, NULL) != 0)
-		lc_cfg_parse("empty", "", 0, &c->doc, NULL);
+	if ((c->cfg = lc_config_effective(c->p.config, NULL)) == NULL) {
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
 		checks[i](c);
-	check_reach(c, "control plane", "agent", cfg_val(c, "agent.control_plane_url"), true);
-	check_reach(c, "piko", "piko", cfg_val(c, "piko.server_url"), false);
+	const struct cfg *cfg = c->cfg;
+	check_reach(c, "control plane", cfg->agent.control_plane_url, cfg->agent.ca_file,
+	            cfg->agent.proxy_url, true);
+	check_reach(c, "piko", cfg->piko.server_url, cfg->piko.ca_file, cfg->piko.proxy_url, false);
 	check_active(c);
 	enum lc_status worst = lc_report_worst(r);
 	if (o->diagnose_only)
@@ -406,7 +460,7 @@ int lc_repair(const struct lc_repair_opts *o, struct lc_report *r, struct vm_err
 	if (o->diagnose_only ? worst != LC_OK : worst >= LC_FAIL)
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s", r->result);
 out:
-	lc_cfg_free(&c->doc);
+	lc_config_free(c->cfg);
 	free(c);
 	return rc;
 }

@@ -3,22 +3,44 @@
  * by hand when systemctl is missing) and the live system is never touched.
  * A Windows port adds service_windows.c with the same lc_svc_ functions. */
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/proc.h"
 #include "lifecycle/internal.h"
 
 /* installers/vm-agent.service, embedded at build time (unit_template.c). */
 extern const char lc_unit_template[];
 
 #define SYSTEMCTL_TIMEOUT_MS 60000
+#define TOOL_OUTPUT_MAX      8192
+
+/* systemctl and systemd-run: found in the default PATH, our environment,
+ * killed (with what they started) at the deadline. Returns 0 when the tool
+ * exited 0; otherwise err says "what: how it ended: its stderr". The output
+ * is in res either way (the caller frees it). */
+static int run_tool(const char *what, const char *const argv[], uint64_t timeout_ms,
+                    struct proc_result *res, struct vm_err *err)
+{
+	struct proc_spec spec = {.argv = (char *const *)argv,
+	                         .flags = PROC_SEARCH_PATH,
+	                         .deadline_ms = proc_now_ms() + (int64_t)timeout_ms,
+	                         .out_cap = TOOL_OUTPUT_MAX};
+	int rc = proc_run(&spec, res, err);
+	if (rc != 0 || (!res->timed_out && res->term_signal == 0 && res->exit_code == 0))
+		return rc;
+	char how[128];
+	proc_result_describe(res, how, sizeof(how));
+	size_t el = res->err_len;
+	while (el > 0 && res->err[el - 1] == '\n')
+		el--;
+	return vm_err_set(err, VM_ERR_IO, "%s: %s%s%.*s", what, how, el ? ": " : "", (int)el,
+	                  el ? res->err : "");
+}
 
 char *lc_svc_render_unit(const char *bin_target)
 {
@@ -73,6 +95,8 @@ int lc_svc_write_unit(const struct lc_paths *p, const char *bin_target, bool *ch
 	return rc;
 }
 
+static int live_only(const struct lc_paths *p, const char *what, struct vm_err *err);
+
 static int systemctl(const struct lc_paths *p, const char *const *args, struct vm_err *err)
 {
 	const char *argv[12];
@@ -87,19 +111,12 @@ static int systemctl(const struct lc_paths *p, const char *const *args, struct v
 	for (; *args && n < 11; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;
-	struct lc_proc_result res;
-	int rc = lc_proc_run(argv, true, SYSTEMCTL_TIMEOUT_MS, &res, err);
-	if (rc != 0)
-		return rc;
-	if (res.exited && res.exit_code == 0)
-		return 0;
-	char how[128];
-	lc_proc_describe(&res, how, sizeof(how));
-	size_t el = strlen(res.err);
-	while (el > 0 && res.err[el - 1] == '\n')
-		res.err[--el] = '\0';
-	return vm_err_set(err, VM_ERR_IO, "systemctl %s: %s%s%s", argv[n - 1], how,
-	                  res.err[0] ? ": " : "", res.err);
+	char what[64];
+	snprintf(what, sizeof(what), "systemctl %s", args[0] ? args[0] : "");
+	struct proc_result res;
+	int rc = run_tool(what, argv, SYSTEMCTL_TIMEOUT_MS, &res, err);
+	proc_result_free(&res);
+	return rc;
 }
 
 bool lc_svc_available(const struct lc_paths *p)
@@ -146,6 +163,15 @@ int lc_svc_disable(const struct lc_paths *p, struct vm_err *err)
 	if (unlink(p->unit_wants) != 0 && errno != ENOENT && rc == 0)
 		rc = vm_err_errno(err, VM_ERR_IO, errno, "remove %s", p->unit_wants);
 	return rc;
+}
+
+int lc_svc_reload_units(const struct lc_paths *p, struct vm_err *err)
+{
+	int rc = live_only(p, "reloading units for", err);
+	if (rc != 0)
+		return rc;
+	const char *args[] = {"daemon-reload", NULL};
+	return systemctl(p, args, err);
 }
 
 bool lc_svc_is_enabled(const struct lc_paths *p)
@@ -196,48 +222,27 @@ pid_t lc_svc_main_pid(const struct lc_paths *p)
 	if (live_only(p, "querying", NULL) != 0)
 		return 0;
 	const char *argv[] = {"systemctl", "show", "-p", "MainPID", "--value", LC_UNIT_NAME, NULL};
-	struct lc_proc_result res;
-	if (lc_proc_run(argv, true, SYSTEMCTL_TIMEOUT_MS, &res, NULL) != 0 || !res.exited ||
-	    res.exit_code != 0)
-		return 0;
-	long pid = strtol(res.out, NULL, 10);
+	struct proc_result res;
+	long pid = 0;
+	if (run_tool("systemctl show", argv, SYSTEMCTL_TIMEOUT_MS, &res, NULL) == 0 &&
+	    res.out != NULL)
+		pid = strtol(res.out, NULL, 10);
+	proc_result_free(&res);
 	return pid > 0 ? (pid_t)pid : 0;
-}
-
-/* Plain double fork: the grandchild is in its own session, re-parented to init. */
-static int spawn_session(const char *const argv[], struct vm_err *err)
-{
-	pid_t pid = fork();
-	if (pid < 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "fork");
-	if (pid == 0) {
-		setsid();
-		if (fork() != 0)
-			_exit(0);
-		int devnull = open("/dev/null", O_RDWR);
-		if (devnull >= 0) {
-			dup2(devnull, 0);
-			dup2(devnull, 1);
-			dup2(devnull, 2);
-		}
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	int status;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return 0;
 }
 
 int lc_svc_spawn_detached(const char *const argv[], struct vm_err *err)
 {
 	struct lc_paths live;
 	memset(&live, 0, sizeof(live));
-	if (!lc_svc_available(&live))
-		return spawn_session(argv, err);
+	if (!lc_svc_available(&live)) {
+		/* its own session, re-parented to init when we exit */
+		struct proc_spec spec = {.argv = (char *const *)argv, .flags = PROC_DETACH};
+		struct proc_result res;
+		int rc = proc_run(&spec, &res, err);
+		proc_result_free(&res);
+		return rc;
+	}
 	/* A transient unit of its own: `systemctl restart vm-agent` (which the
 	 * upgrade runs) kills everything in vm-agent.service's cgroup. */
 	char unit[64];
@@ -247,14 +252,8 @@ int lc_svc_spawn_detached(const char *const argv[], struct vm_err *err)
 	for (size_t i = 0; argv[i] != NULL && n < 39; i++)
 		full[n++] = argv[i];
 	full[n] = NULL;
-	struct lc_proc_result res;
-	int rc = lc_proc_run(full, true, 30000, &res, err);
-	if (rc != 0)
-		return rc;
-	if (!res.exited || res.exit_code != 0) {
-		char how[128];
-		lc_proc_describe(&res, how, sizeof(how));
-		return vm_err_set(err, VM_ERR_IO, "systemd-run: %s", how);
-	}
-	return 0;
+	struct proc_result res;
+	int rc = run_tool("systemd-run", full, 30000, &res, err);
+	proc_result_free(&res);
+	return rc;
 }

@@ -50,51 +50,30 @@ static bool removes(const struct lc_uninstall_opts *o, enum keep_rule rule)
 	return false;
 }
 
-static void mark_deregistered(const struct lc_paths *p)
-{
-	json_t *o = json_load_file(p->credentials, 0, NULL);
-	if (o == NULL)
-		return;
-	json_object_set_new(o, "deregistered", json_true());
-	char *text = json_dumps(o, JSON_INDENT(2));
-	json_decref(o);
-	if (text != NULL) {
-		(void)fs_write_atomic(p->credentials, text, strlen(text), 0600, NULL);
-		explicit_bzero(text, strlen(text));
-	}
-	free(text);
-}
-
 static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths *p,
                        struct lc_report *r)
 {
-	struct lc_creds c;
+	struct cp_creds c;
 	struct vm_err e = {0};
-	if (lc_creds_read(p->credentials, &c, &e) != 0) {
+	if (cp_creds_load(p->credentials, &c, &e) != 0) {
 		lc_report_add(r, "deregister", LC_SKIPPED, NULL, "no credentials: %s", e.msg);
 		return;
 	}
 	if (c.deregistered) {
 		lc_report_add(r, "deregister", LC_SKIPPED, NULL, "already deregistered");
-		lc_creds_clear(&c);
+		cp_creds_clear(&c);
 		return;
 	}
 	/* the control-plane URL: from the config, else from the credentials file */
-	struct lc_cfg_doc doc;
-	char url[512] = "";
-	if (lc_cfg_read(p->config, &doc, NULL) == 0) {
-		const char *v = lc_cfg_get(&doc, "agent.control_plane_url");
-		snprintf(url, sizeof(url), "%s", v ? v : "");
-		lc_cfg_free(&doc);
-	}
-	if (url[0] == '\0') {
-		json_t *j = json_load_file(p->credentials, 0, NULL);
-		const char *v = json_string_value(json_object_get(j, "control_plane_url"));
-		snprintf(url, sizeof(url), "%s", v ? v : "");
-		json_decref(j);
-	}
-	struct lc_cp_opts cp = {url, o->ca_file, NULL, NULL};
-	if (lc_cp_deregister(&cp, &c, &e) != 0) {
+	char url[CP_URL_MAX] = "";
+	struct cfg *eff = lc_config_effective(p->config, NULL);
+	if (eff != NULL)
+		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
+	lc_config_free(eff);
+	if (url[0] == '\0')
+		snprintf(url, sizeof(url), "%s", c.control_plane_url);
+	struct cp_opts cp = {.url = url, .ca_file = o->ca_file};
+	if (cp_deregister(&cp, &c, &e) != 0) {
 		lc_report_add(r, "deregister", LC_WARN,
 		              "remove the agent in the control plane by hand",
 		              "agent %s could not be deregistered (%s); it will show as offline",
@@ -102,10 +81,12 @@ static void deregister(const struct lc_uninstall_opts *o, const struct lc_paths 
 	} else {
 		lc_report_add(r, "deregister", LC_CHANGED, NULL, "agent %s deregistered",
 		              c.agent_id);
-		if (!o->purge)
-			mark_deregistered(p);
+		if (!o->purge && cp_creds_mark_deregistered(p->credentials, &e) != 0)
+			lc_report_add(r, "deregister", LC_WARN, NULL,
+			              "could not record the deregistration in %s: %s",
+			              lc_target_path(p, p->credentials), e.msg);
 	}
-	lc_creds_clear(&c);
+	cp_creds_clear(&c);
 }
 
 int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct vm_err *err)
@@ -156,11 +137,8 @@ int lc_uninstall(const struct lc_uninstall_opts *o, struct lc_report *r, struct 
 			lc_report_add(r, rows[i].what, LC_CHANGED, NULL, "%s removed", shown);
 		}
 	}
-	if (p.root[0] == '\0' && lc_svc_available(&p)) {
-		const char *argv[] = {"systemctl", "daemon-reload", NULL};
-		struct lc_proc_result res;
-		(void)lc_proc_run(argv, true, 60000, &res, NULL);
-	}
+	if (p.root[0] == '\0' && lc_svc_available(&p))
+		(void)lc_svc_reload_units(&p, NULL);
 	snprintf(r->result, sizeof(r->result), "%s",
 	         failed ? "uninstall incomplete: see FAIL "
 	                  "lines"

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -24,6 +23,9 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/minisign.h"
+#include "core/rand.h"
+#include "core/proc.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 #define BINARY_MAX    ((size_t)512 * 1024 * 1024) /* upgrade.max_size by default */
@@ -52,7 +54,7 @@ struct job {
 static int journal_write(const struct job *j, enum phase ph, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "phase", phases[ph], "bin",
 	                      j->bin, "prev", j->prev, "new", j->fresh, "signature", j->sig, "from",
 	                      j->from, "to", j->o->version, "time", when);
@@ -169,23 +171,20 @@ static int load_keys(const struct job *j, struct msig_pubkey *keys, size_t *n, s
 	const char *b = j->o->builtin_key;
 	if (b != NULL && b[0] != '\0' && msig_parse_pubkey(b, strlen(b), &keys[*n], NULL) == 0)
 		(*n)++;
-	struct lc_cfg_doc doc;
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *list = lc_cfg_get(&doc, "upgrade.public_keys");
-		char buf[2048];
-		snprintf(buf, sizeof(buf), "%s", list ? list : "");
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL) {
+		char buf[sizeof(eff->upgrade.public_keys)];
+		snprintf(buf, sizeof(buf), "%s", eff->upgrade.public_keys);
+		lc_config_free(eff);
 		char *save = NULL;
 		for (char *tok = strtok_r(buf, ", \t", &save); tok && *n < MAX_KEYS;
 		     tok = strtok_r(NULL, ", \t", &save)) {
 			struct vm_err e;
-			if (msig_parse_pubkey(tok, strlen(tok), &keys[*n], &e) != 0) {
-				lc_cfg_free(&doc);
+			if (msig_parse_pubkey(tok, strlen(tok), &keys[*n], &e) != 0)
 				return vm_err_set(err, VM_ERR_INVALID, "upgrade.public_keys: %s",
 				                  e.msg);
-			}
 			(*n)++;
 		}
-		lc_cfg_free(&doc);
 	}
 	if (*n == 0)
 		return vm_err_set(err, VM_ERR_INVALID,
@@ -221,7 +220,8 @@ static int check_signature(const struct job *j, struct vm_err *err)
 		snprintf(url, sizeof(url), "%s", j->o->signature_url);
 	else
 		snprintf(url, sizeof(url), "%s.minisig", j->o->url);
-	struct lc_cp_opts cp = {NULL, j->o->ca_file, j->proxy, j->proxy_creds};
+	struct cp_opts cp = {
+	    .ca_file = j->o->ca_file, .proxy = j->proxy, .proxy_credentials_file = j->proxy_creds};
 	struct vm_err e;
 	if (lc_fetch(&cp, url, j->sig, SIGNATURE_MAX, &e) != 0)
 		return vm_err_set(err, VM_ERR_PERM,
@@ -270,6 +270,28 @@ static int check_elf(const char *path, struct vm_err *err)
 	return 0;
 }
 
+/* Runs the new binary once: argv[0] executed as a path, our environment,
+ * killed at the deadline, and with us: a killed `vm-agent upgrade` must not
+ * leave a hung self-test running. */
+static int run_new_binary(const char *const argv[], uint64_t timeout_ms, struct proc_result *res,
+                          struct vm_err *err)
+{
+	struct proc_spec spec = {.argv = (char *const *)argv,
+	                         .flags = PROC_DIE_WITH_PARENT,
+	                         .deadline_ms = proc_now_ms() + (int64_t)timeout_ms,
+	                         .out_cap = 8192};
+	struct vm_err why = {0};
+	if (proc_run(&spec, res, &why) != 0)
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "self-test: cannot execute the new binary: %s", why.msg);
+	return 0;
+}
+
+static bool ran_ok(const struct proc_result *res)
+{
+	return !res->timed_out && res->term_signal == 0 && res->exit_code == 0;
+}
+
 static int self_test(const struct job *j, const char *path, const char *want_version,
                      struct vm_err *err)
 {
@@ -278,18 +300,16 @@ static int self_test(const struct job *j, const char *path, const char *want_ver
 		return rc;
 	uint64_t tmo = (j->o->self_test_timeout_s ? j->o->self_test_timeout_s : 10) * 1000ull;
 	const char *argv[] = {path, "version", "--json", NULL};
-	struct lc_proc_result *res = malloc(sizeof(*res));
-	if (res == NULL)
-		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	struct proc_result res;
 	char how[160];
-	if ((rc = lc_proc_run(argv, false, tmo, res, err)) != 0)
+	if ((rc = run_new_binary(argv, tmo, &res, err)) != 0)
 		goto out;
-	lc_proc_describe(res, how, sizeof(how));
-	if (!res->exited || res->exit_code != 0) {
+	proc_result_describe(&res, how, sizeof(how));
+	if (!ran_ok(&res)) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "self-test: 'version --json' failed: %s", how);
 		goto out;
 	}
-	json_t *o = json_loads(res->out, 0, NULL);
+	json_t *o = json_loads(res.out ? res.out : "", 0, NULL);
 	const char *v = json_string_value(json_object_get(o, "version"));
 	const char *arch = json_string_value(json_object_get(o, "arch"));
 	struct utsname u;
@@ -308,18 +328,20 @@ static int self_test(const struct job *j, const char *path, const char *want_ver
 	if (rc != 0 || !lc_exists(j->p.config))
 		goto out;
 	/* The new binary must accept the configuration it will run with. */
+	proc_result_free(&res);
 	const char *check[] = {path, "configure", "--check", j->p.config, NULL};
-	if ((rc = lc_proc_run(check, false, tmo, res, err)) != 0)
+	if ((rc = run_new_binary(check, tmo, &res, err)) != 0)
 		goto out;
-	if (!res->exited || res->exit_code != 0) {
-		lc_proc_describe(res, how, sizeof(how));
-		size_t n = strcspn(res->err, "\n");
+	if (!ran_ok(&res)) {
+		proc_result_describe(&res, how, sizeof(how));
+		const char *e = res.err ? res.err : "";
+		size_t n = strcspn(e, "\n");
 		rc = vm_err_set(err, VM_ERR_INVALID,
 		                "self-test: the new binary rejects %s: %s: %.*s",
-		                lc_target_path(&j->p, j->p.config), how, (int)n, res->err);
+		                lc_target_path(&j->p, j->p.config), how, (int)n, e);
 	}
 out:
-	free(res);
+	proc_result_free(&res);
 	return rc;
 }
 
@@ -329,13 +351,10 @@ out:
 static unsigned configured_health_timeout(const struct job *j)
 {
 	uint64_t ms = 60000;
-	struct lc_cfg_doc doc;
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *v = lc_cfg_get(&doc, "upgrade.health_timeout");
-		if (v == NULL || cfg_parse_duration(v, &ms) != 0 || ms < 1000)
-			ms = 60000;
-		lc_cfg_free(&doc);
-	}
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL && eff->upgrade.health_timeout_ms >= 1000)
+		ms = eff->upgrade.health_timeout_ms;
+	lc_config_free(eff);
 	return (unsigned)(ms / 1000);
 }
 
@@ -345,20 +364,18 @@ static void configured_download(struct job *j)
 {
 	uint64_t v = BINARY_MAX;
 	snprintf(j->proxy, sizeof(j->proxy), "%s", j->o->proxy ? j->o->proxy : "");
-	struct lc_cfg_doc doc;
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *s = lc_cfg_get(&doc, "upgrade.max_size");
-		if (s == NULL || s[0] == '\0' || cfg_parse_size(s, &v) != 0 || v == 0 ||
-		    v > SIZE_MAX / 2)
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL) {
+		v = eff->upgrade.max_size;
+		if (v == 0 || v > SIZE_MAX / 2)
 			v = BINARY_MAX;
-		const char *px = lc_cfg_get(&doc, "agent.proxy_url");
-		const char *pc = lc_cfg_get(&doc, "agent.proxy_credentials_file");
-		if (j->o->proxy == NULL && px != NULL)
-			snprintf(j->proxy, sizeof(j->proxy), "%s", px);
+		const char *pc = eff->agent.proxy_credentials_file;
+		if (j->o->proxy == NULL)
+			snprintf(j->proxy, sizeof(j->proxy), "%s", eff->agent.proxy_url);
 		/* the file is a target path: under --root it lives below the root */
-		if (j->o->proxy == NULL && pc != NULL && pc[0] == '/')
+		if (j->o->proxy == NULL && pc[0] == '/')
 			lc_join(j->proxy_creds, sizeof(j->proxy_creds), j->p.root, pc);
-		lc_cfg_free(&doc);
+		lc_config_free(eff);
 	}
 	j->max_size = (size_t)v;
 }
@@ -374,7 +391,7 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 	int rc = lc_svc_restart(&j->p, err);
 	if (rc != 0)
 		return rc;
-	time_t deadline = time(NULL) + (time_t)tmo;
+	int64_t deadline = time_mono_ms() + (int64_t)tmo * 1000;
 	for (;;) {
 		pid_t pid = lc_svc_main_pid(&j->p);
 		struct vm_err e;
@@ -384,7 +401,7 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 			if (lc_svc_main_pid(&j->p) == pid && lc_svc_is_active(&j->p))
 				return 0;
 		}
-		if (time(NULL) >= deadline)
+		if (time_mono_ms() >= deadline)
 			return vm_err_set(err, VM_ERR_IO,
 			                  "health gate: the new version did not become "
 			                  "healthy within %us",
@@ -396,50 +413,40 @@ static int health_gate(const struct job *j, pid_t old_pid, struct vm_err *err)
 /* --- events ------------------------------------------------------------------------------------
  */
 
-static void uuid4(char out[37])
-{
-	uint8_t b[16] = {0};
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t n = read(fd, b, sizeof(b));
-		(void)n;
-		close(fd);
-	}
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	char hex[33];
-	hex_encode(b, 16, hex);
-	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
-}
-
 static void report_event(const struct job *j, const char *outcome, const char *reason)
 {
-	struct lc_creds c;
-	if (lc_creds_read(j->p.credentials, &c, NULL) != 0)
+	struct cp_creds c;
+	if (cp_creds_load(j->p.credentials, &c, NULL) != 0)
 		return;
-	struct lc_cfg_doc doc;
 	char url[512] = "";
-	if (lc_cfg_read(j->p.config, &doc, NULL) == 0) {
-		const char *v = lc_cfg_get(&doc, "agent.control_plane_url");
-		snprintf(url, sizeof(url), "%s", v ? v : "");
-		lc_cfg_free(&doc);
+	struct cfg *eff = lc_config_effective(j->p.config, NULL);
+	if (eff != NULL)
+		snprintf(url, sizeof(url), "%s", eff->agent.control_plane_url);
+	lc_config_free(eff);
+	char id[ID_LEN + 1], when[TIME_RFC3339_MAX];
+	struct vm_err ie;
+	if (id_new(id, &ie) != 0) { /* an event without a unique id would be de-duplicated away */
+		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", ie.msg);
+		cp_creds_clear(&c);
+		return;
 	}
-	char id[37], when[32];
-	uuid4(id);
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "id", id, "type", "upgrade", "time",
 	                      when, "outcome", outcome, "from_version", j->from, "to_version",
 	                      j->o->version, "reason", reason);
 	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	struct lc_cp_opts cp = {url, j->o->ca_file, j->proxy, j->proxy_creds};
+	struct cp_opts cp = {.url = url,
+	                     .ca_file = j->o->ca_file,
+	                     .proxy = j->proxy,
+	                     .proxy_credentials_file = j->proxy_creds};
 	struct vm_err e;
-	if (body != NULL && url[0] != '\0' && lc_cp_event(&cp, &c, body, &e) != 0)
+	if (body != NULL && url[0] != '\0' && cp_event(&cp, &c, body, &e) != 0)
 		lc_report_add(j->r, "report", LC_WARN, NULL, "outcome not reported: %s", e.msg);
 	else if (body != NULL && url[0] != '\0')
 		lc_report_add(j->r, "report", LC_OK, NULL, "outcome reported to the control plane");
 	free(body);
-	lc_creds_clear(&c);
+	cp_creds_clear(&c);
 }
 
 /* --- the upgrade -------------------------------------------------------------------------------
@@ -447,13 +454,9 @@ static void report_event(const struct job *j, const char *outcome, const char *r
 
 static bool valid_checksum(const char *s)
 {
-	if (s == NULL || strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
-		return false;
-	for (s += 7; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
-		      (*s >= 'A' && *s <= 'F')))
-			return false;
-	return true;
+	uint8_t sum[SHA256_LEN];
+	return s != NULL && strncmp(s, "sha256:", 7) == 0 && strlen(s) == 7 + 64 &&
+	       hex_decode(s + 7, 64, sum, sizeof(sum)) == SHA256_LEN;
 }
 
 static int step(struct job *j, const char *name, int rc, const struct vm_err *err,
@@ -565,7 +568,8 @@ static int run(struct job *j, struct vm_err *err)
 	lc_report_add(j->r, "version", LC_OK, NULL, "%s -> %s", j->from, o->version);
 
 	int rc = journal_write(j, PH_DOWNLOADING, err);
-	struct lc_cp_opts cp = {NULL, o->ca_file, j->proxy, j->proxy_creds};
+	struct cp_opts cp = {
+	    .ca_file = o->ca_file, .proxy = j->proxy, .proxy_credentials_file = j->proxy_creds};
 	if (rc == 0)
 		rc = step(j, "download", lc_fetch(&cp, o->url, j->fresh, j->max_size, err), err,
 		          url_shown(o->url).s);
@@ -679,27 +683,15 @@ static bool valid_version(const char *v)
 	return true;
 }
 
-static bool valid_remote_url(const char *u)
-{
-	if (u == NULL || strlen(u) > 2000)
-		return false;
-	if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
-		return false;
-	for (; *u; u++)
-		if ((unsigned char)*u <= 0x20 || *u == 0x7f)
-			return false;
-	return true;
-}
-
 static int request_check(const struct lc_upgrade_request *rq, struct vm_err *err)
 {
 	if (!valid_version(rq->version))
 		return vm_err_set(err, VM_ERR_INVALID, "version: expected something like 1.2.3");
-	if (!valid_remote_url(rq->url))
+	if ((rq->url == NULL || !url_is_http(rq->url)))
 		return vm_err_set(err, VM_ERR_INVALID, "url: expected an http(s) URL");
 	if (!valid_checksum(rq->checksum))
 		return vm_err_set(err, VM_ERR_INVALID, "checksum: expected sha256:<64 hex digits>");
-	if (rq->signature_url != NULL && !valid_remote_url(rq->signature_url))
+	if (rq->signature_url != NULL && !url_is_http(rq->signature_url))
 		return vm_err_set(err, VM_ERR_INVALID, "signature_url: expected an http(s) URL");
 	return 0;
 }
@@ -736,10 +728,8 @@ static int request_write(const struct lc_upgrade_request *rq, char *path, size_t
 	if (rc != 0)
 		goto out;
 	unsigned char r[8] = {0};
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "getrandom");
+	if ((rc = rand_bytes(r, sizeof(r), err)) != 0)
 		goto out;
-	}
 	char leaf[FS_NAME_MAX];
 	int n = snprintf(leaf, sizeof(leaf), "%s%02x%02x%02x%02x%02x%02x%02x%02x.json",
 	                 LC_UPGRADE_REQUEST_PREFIX, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
@@ -842,7 +832,7 @@ int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_e
 	char req[PATH_MAX];
 	if ((rc = request_write(rq, req, sizeof(req), err)) != 0)
 		return rc;
-	/* the arguments go straight to execv: nothing is interpreted by a shell */
+	/* the arguments go straight to the program: nothing is interpreted by a shell */
 	const char *argv[] = {self, "upgrade", "--request", req, NULL};
 	rc = lc_svc_spawn_detached(argv, err);
 	if (rc != 0)

@@ -1,5 +1,5 @@
 /* Lifecycle plumbing: root-prefixed paths, step reports (text and JSON),
- * file helpers, the install record and the credentials file. */
+ * file helpers and the install record (credentials.json: core/cp). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +14,7 @@
 
 #include "core/codec.h"
 #include "core/fs.h"
+#include "core/time.h"
 #include "lifecycle/internal.h"
 
 /* --- paths ------------------------------------------------------------------------------------ */
@@ -181,83 +182,6 @@ bool lc_is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int lc_copy_file(const char *src, const char *dst, mode_t mode, struct vm_err *err)
-{
-	return lc_copy_file_max(src, dst, mode, 0, err);
-}
-
-int lc_copy_file_max(const char *src, const char *dst, mode_t mode, size_t max, struct vm_err *err)
-{
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", dst) >= (int)sizeof(tmp))
-		return vm_err_set(err, VM_ERR_INVALID, "%s: path too long", dst);
-	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */
-	int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (in < 0)
-		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
-		                    "open %s", src);
-	struct stat st;
-	if (fstat(in, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    fcntl(in, F_SETFL, fcntl(in, F_GETFL) & ~O_NONBLOCK) != 0) {
-		close(in);
-		return vm_err_set(err, VM_ERR_INVALID, "%s is not a regular file", src);
-	}
-	int out = mkostemp(tmp, O_CLOEXEC);
-	if (out < 0) {
-		int e = errno;
-		close(in);
-		return vm_err_errno(err, VM_ERR_IO, e, "create a temp file next to %s", dst);
-	}
-	int rc = 0;
-	char buf[65536];
-	size_t total = 0;
-	for (;;) {
-		/* whole buffers: some /proc files refuse odd-sized reads */
-		ssize_t n = read(in, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = vm_err_errno(err, VM_ERR_IO, errno, "read %s", src);
-			break;
-		}
-		if (n == 0)
-			break;
-		total += (size_t)n;
-		if (max > 0 && total > max) { /* checked before writing: dst never exceeds max */
-			rc = vm_err_set(err, VM_ERR_INVALID,
-			                "%s is larger than %zu bytes (copy stopped at the cap)",
-			                src, max);
-			break;
-		}
-		for (ssize_t off = 0; off < n;) {
-			ssize_t w = write(out, buf + off, (size_t)(n - off));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				rc = vm_err_errno(err, VM_ERR_IO, errno, "write %s", tmp);
-				break;
-			}
-			off += w;
-		}
-		if (rc != 0)
-			break;
-	}
-	close(in);
-	if (rc == 0 && fchmod(out, mode) != 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "chmod %s", tmp);
-	if (rc == 0 && fsync(out) != 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "fsync %s", tmp);
-	if (close(out) != 0 && rc == 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "close %s", tmp);
-	if (rc == 0 && rename(tmp, dst) != 0)
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "rename %s to %s", tmp, dst);
-	if (rc != 0) {
-		unlink(tmp);
-		return rc;
-	}
-	return fs_sync_parent(dst, err);
-}
-
 int lc_remove_tree(const char *path, struct vm_err *err)
 {
 	struct stat st;
@@ -321,14 +245,6 @@ int lc_ensure_dir(const char *dir, mode_t mode, bool *changed, struct vm_err *er
 	return 0;
 }
 
-void lc_now_iso(char *out, size_t cap)
-{
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* --- install record --------------------------------------------------------------------------- */
 
 static void copy_json_str(json_t *o, const char *key, char *dst, size_t cap)
@@ -355,7 +271,7 @@ int lc_record_read(const struct lc_paths *p, struct lc_record *rec, struct vm_er
 int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struct vm_err *err)
 {
 	char when[32];
-	lc_now_iso(when, sizeof(when));
+	(void)time_rfc3339(when, sizeof(when), time_wall_ms(), false);
 	json_t *o =
 	    json_pack("{s:s,s:s,s:s,s:b,s:s}", "bin", rec->bin, "sha256", rec->sha256, "version",
 	              rec->version, "from_package", rec->from_package, "updated_at", when);
@@ -366,36 +282,6 @@ int lc_record_write(const struct lc_paths *p, const struct lc_record *rec, struc
 	int rc = fs_write_atomic(p->install_record, text, strlen(text), 0600, err);
 	free(text);
 	return rc;
-}
-
-/* --- credentials ------------------------------------------------------------------------------ */
-
-int lc_creds_read(const char *path, struct lc_creds *c, struct vm_err *err)
-{
-	memset(c, 0, sizeof(*c));
-	struct stat st;
-	if (stat(path, &st) != 0)
-		return vm_err_errno(err, VM_ERR_NOTFOUND, errno, "%s", path);
-	json_error_t jerr;
-	json_t *o = json_load_file(path, 0, &jerr);
-	if (o == NULL)
-		return vm_err_set(err, VM_ERR_INVALID, "%s: not valid JSON (line %d)", path,
-		                  jerr.line);
-	copy_json_str(o, "agent_id", c->agent_id, sizeof(c->agent_id));
-	copy_json_str(o, "tenant_id", c->tenant_id, sizeof(c->tenant_id));
-	copy_json_str(o, "token", c->token, sizeof(c->token));
-	c->deregistered = json_is_true(json_object_get(o, "deregistered"));
-	json_decref(o);
-	if (c->agent_id[0] == '\0' || c->token[0] == '\0') {
-		lc_creds_clear(c);
-		return vm_err_set(err, VM_ERR_INVALID, "%s: agent_id or token missing", path);
-	}
-	return 0;
-}
-
-void lc_creds_clear(struct lc_creds *c)
-{
-	explicit_bzero(c, sizeof(*c));
 }
 
 /* --- versions --------------------------------------------------------------------------------- */

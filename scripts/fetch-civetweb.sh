@@ -12,13 +12,8 @@ dest=$(cd "$dest" && pwd)
 work="$dest/apt-civetweb"
 rm -rf "$work" && mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/src"
 
-# Mirror URI and suite come from the system's own sources (deb822 or one-line format).
-mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
-if [ -z "$mirror" ]; then
-  mirror=$(awk '$1=="deb" && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^(https?|file):/) {print $i; exit}}' \
-    /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
-fi
-[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+# The archive comes from the system's own apt sources, never a built-in host.
+mirror=$("$(dirname "$0")/apt-mirror.sh")
 . /etc/os-release
 suite=${VERSION_CODENAME:-bookworm}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg

@@ -1,5 +1,6 @@
 /* The connected tunnel: one poll() loop over the WebSocket socket and one
- * non-blocking TCP connection to the local webhook per yamux stream. Bytes
+ * non-blocking connection to the local webhook (its unix socket, or TCP when
+ * piko.forward_addr says so) per yamux stream. Bytes
  * from the server go ws_rx -> yamux -> stream rx buffer -> local socket; bytes
  * from the webhook go local socket -> yamux data frame -> masked ws frame -> tx. */
 #include <arpa/inet.h>
@@ -14,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/rand.h>
 
 #include "core/log.h"
 #include "tunnel/internal.h"
@@ -41,6 +42,7 @@ struct br_conn {
 	bool connected;
 	bool rd_eof;  /* the webhook closed its side: FIN sent */
 	bool wr_shut; /* the server closed its side and we passed that on */
+	bool wr_gone; /* the webhook stopped reading (answered early): drop the rest */
 	bool dead;    /* reset or failed: clean up in the loop */
 	struct br_conn *prev, *next;
 };
@@ -51,7 +53,7 @@ struct bridge {
 	CURL *curl;
 	int fd;
 	struct ws_rx rx;
-	struct tbuf tx;
+	struct buf tx;
 	struct ymx_session ymx;
 	struct br_conn *conns;
 	size_t nconns;
@@ -107,13 +109,13 @@ static int queue_frame(struct bridge *b, uint8_t opcode, const uint8_t *a, size_
 	uint8_t hdr[WS_HDR_MAX], mask[4];
 	next_mask(b, mask);
 	size_t hlen = ws_frame_hdr_encode(hdr, opcode, true, alen + clen, mask);
-	uint8_t *dst = tbuf_reserve(&b->tx, hlen + alen + clen);
+	uint8_t *dst = buf_reserve(&b->tx, hlen + alen + clen);
 	if (dst == NULL)
 		return -1;
 	memcpy(dst, hdr, hlen);
 	ws_mask_copy(dst + hlen, a, alen, mask, 0);
 	ws_mask_copy(dst + hlen + alen, c, clen, mask, alen);
-	tbuf_commit(&b->tx, hlen + alen + clen);
+	buf_commit(&b->tx, hlen + alen + clen);
 	return 0;
 }
 
@@ -143,11 +145,19 @@ static void conn_flush(struct bridge *b, struct br_conn *c)
 	if (c->dead || !c->connected || st == NULL)
 		return;
 	while (st->rx.len > 0) {
-		ssize_t n = send(c->fd, tbuf_data(&st->rx), st->rx.len, MSG_NOSIGNAL);
+		ssize_t n = c->wr_gone ? (ssize_t)st->rx.len
+		                       : send(c->fd, buf_data(&st->rx), st->rx.len, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+			/* The webhook answered without reading the whole request (a
+			 * 401 before the body) and closed: its answer is still to be
+			 * read, so keep the stream and discard what it will not read. */
+			c->wr_gone = true;
+			continue;
+		}
 		if (n <= 0) {
 			conn_kill(b, c, "write to the local webhook failed");
 			return;
@@ -158,7 +168,8 @@ static void conn_flush(struct bridge *b, struct br_conn *c)
 		}
 	}
 	if (st->remote_fin && !c->wr_shut) {
-		shutdown(c->fd, SHUT_WR);
+		if (!c->wr_gone)
+			shutdown(c->fd, SHUT_WR);
 		c->wr_shut = true;
 	}
 }
@@ -174,11 +185,14 @@ static void conn_read(struct bridge *b, struct br_conn *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		if (n < 0) {
+		/* Our webhook's unix socket, closed with request bytes unread
+		 * (an early answer), reports a reset after the answer: that answer
+		 * is complete, end it with FIN. From a TCP origin a reset stays one. */
+		if (n < 0 && (errno != ECONNRESET || b->o->forward_unix[0] == '\0')) {
 			conn_kill(b, c, "read from the local webhook failed");
 			return;
 		}
-		if (n == 0) {
+		if (n <= 0) {
 			c->rd_eof = true;
 			if (ymx_stream_close(&b->ymx, st) != 0)
 				end_session(b, TUN_END_ERROR, "send queue full");
@@ -207,10 +221,19 @@ static void warn_unreachable(struct bridge *b, int e)
 		b->warn_dropped++;
 		return;
 	}
+	char where[160];
+	if (b->o->forward_unix[0] != '\0')
+		snprintf(where, sizeof(where), "%s", b->o->forward_unix);
+	else
+		snprintf(where, sizeof(where), "%s:%d", b->o->forward_host, b->o->forward_port);
+	/* a unix listener's backlog is full: the kernel caps it at net.core.somaxconn */
+	const char *hint = e == EAGAIN ? "; more streams at once than the webhook's backlog "
+	                                 "(net.core.somaxconn)"
+	                               : "";
 	log_warn("tunnel",
-	         "cannot reach the local webhook at %s:%d: %s (stream reset; %u similar "
+	         "cannot reach the local webhook at %s: %s%s (stream reset; %u similar "
 	         "lines suppressed)",
-	         b->o->forward_host, b->o->forward_port, strerror(e), b->warn_dropped);
+	         where, strerror(e), hint, b->warn_dropped);
 	b->warn_ms = now;
 	b->warn_dropped = 0;
 }
@@ -235,7 +258,14 @@ static int conn_open_socket(const struct bridge_opts *o)
 	memset(&ss, 0, sizeof(ss));
 	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-	if (inet_pton(AF_INET, o->forward_host, &in4->sin_addr) == 1) {
+	struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+	if (o->forward_unix[0] != '\0') {
+		/* No handshake, no Nagle or delayed ACKs, and a listener with its
+		 * own workers that local users cannot reach. */
+		un->sun_family = AF_UNIX;
+		snprintf(un->sun_path, sizeof(un->sun_path), "%s", o->forward_unix);
+		sl = sizeof(*un);
+	} else if (inet_pton(AF_INET, o->forward_host, &in4->sin_addr) == 1) {
 		in4->sin_family = AF_INET;
 		in4->sin_port = htons((uint16_t)o->forward_port);
 		sl = sizeof(*in4);
@@ -251,7 +281,8 @@ static int conn_open_socket(const struct bridge_opts *o)
 	if (fd < 0)
 		return -1;
 	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (ss.ss_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
 		int e = errno;
 		close(fd);
@@ -420,7 +451,7 @@ static int ws_write(struct bridge *b)
 {
 	while (b->tx.len > 0) {
 		size_t n = 0;
-		CURLcode rc = curl_easy_send(b->curl, tbuf_data(&b->tx), b->tx.len, &n);
+		CURLcode rc = curl_easy_send(b->curl, buf_data(&b->tx), b->tx.len, &n);
 		if (rc == CURLE_AGAIN)
 			return 0;
 		if (rc != CURLE_OK) {
@@ -429,7 +460,7 @@ static int ws_write(struct bridge *b)
 			return -1;
 		}
 		b->bytes_out += n;
-		tbuf_consume(&b->tx, n);
+		buf_consume(&b->tx, n);
 	}
 	return 0;
 }
@@ -440,10 +471,10 @@ static void ws_flush_final(struct bridge *b)
 	uint64_t deadline = tun_now_ms() + FLUSH_MS;
 	while (b->tx.len > 0) {
 		size_t n = 0;
-		CURLcode rc = curl_easy_send(b->curl, tbuf_data(&b->tx), b->tx.len, &n);
+		CURLcode rc = curl_easy_send(b->curl, buf_data(&b->tx), b->tx.len, &n);
 		if (rc == CURLE_OK) {
 			b->bytes_out += n;
-			tbuf_consume(&b->tx, n);
+			buf_consume(&b->tx, n);
 			continue;
 		}
 		uint64_t now = tun_now_ms();
@@ -652,11 +683,10 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 	b->curl = curl;
 	b->fd = fd;
 	ws_rx_init(&b->rx, WS_MAX_FRAME);
-	tbuf_init(&b->tx, TX_MAX);
+	buf_init(&b->tx, TX_MAX);
 	b->tx.keep = true; /* refaulting fresh pages per burst costs more than the memory */
 	ymx_session_init(&b->ymx, &bridge_ymx_ops, b, o->max_streams);
-	if (RAND_bytes((unsigned char *)&b->mask_state, sizeof(b->mask_state)) != 1 ||
-	    b->mask_state == 0)
+	if (rand_bytes(&b->mask_state, sizeof(b->mask_state), NULL) != 0 || b->mask_state == 0)
 		b->mask_state = 0x9E3779B97F4A7C15ull ^ tun_now_ms();
 	b->rbuf = malloc(RBUF_LEN);
 	if (b->rbuf == NULL) {
@@ -674,7 +704,7 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 		conn_free(b, b->conns);
 	ymx_session_free(&b->ymx);
 	tun_note_streams(t, 0, 0);
-	tbuf_free(&b->tx);
+	buf_free(&b->tx);
 	free(b->rbuf);
 	free(b->pfd);
 	free(b->pconn);

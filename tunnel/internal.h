@@ -8,29 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/err.h"
-
-/* --- bounded byte buffer (buf.c) ------------------------------------------------- */
-
-struct tbuf {
-	uint8_t *p;
-	size_t off, len; /* live bytes are p[off .. off+len) */
-	size_t cap, max; /* cap grows on demand up to max */
-	bool keep;       /* keep the allocation when empty (the hot tx queue) */
-};
-
-void tbuf_init(struct tbuf *b, size_t max);
-void tbuf_free(struct tbuf *b);
-/* Makes room for n more bytes and returns where to write them, or NULL when
- * that would exceed max (or on allocation failure). Commit with tbuf_commit. */
-uint8_t *tbuf_reserve(struct tbuf *b, size_t n);
-void tbuf_commit(struct tbuf *b, size_t n);
-int tbuf_append(struct tbuf *b, const void *data, size_t n);
-void tbuf_consume(struct tbuf *b, size_t n);
-static inline const uint8_t *tbuf_data(const struct tbuf *b)
-{
-	return b->p + b->off;
-}
+#include "core/rand.h"
+#include "core/time.h"
 
 /* --- WebSocket (ws.c) ------------------------------------------------------------ */
 
@@ -66,9 +47,8 @@ int ws_frame_hdr_parse(const uint8_t *buf, size_t len, uint64_t max_len, struct 
 size_t ws_frame_hdr_encode(uint8_t out[WS_HDR_MAX], uint8_t opcode, bool fin, uint64_t len,
                            const uint8_t *mask);
 
-/* XORs buf with mask, as if buf started at byte `offset` of the payload. */
-void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset);
-/* Copies src to dst masking on the way (one pass over the bytes). */
+/* Copies src to dst masking on the way (one pass over the bytes), as if src
+ * started at byte `offset` of the payload; dst == src masks in place. */
 void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
                   size_t offset);
 
@@ -142,7 +122,7 @@ struct ymx_stream {
 	uint32_t id;
 	uint32_t send_window; /* bytes we may still send */
 	uint32_t recv_window; /* bytes the peer may still send */
-	struct tbuf rx;       /* received, not yet consumed */
+	struct buf rx;        /* received, not yet consumed */
 	bool remote_fin, local_fin, reset;
 	void *user;
 	struct ymx_stream *hnext, *prev, *next;
@@ -230,6 +210,9 @@ struct bridge_opts {
 	uint64_t keepalive_ms, keepalive_timeout_ms;
 	uint64_t refresh_at_ms; /* monotonic ms when to reconnect for a token; 0 = never */
 	size_t max_streams;
+	/* Where each stream goes: the webhook's unix socket when set (its own
+	 * workers, out of local users' reach), else forward_host:forward_port. */
+	char forward_unix[108];
 	char forward_host[64];
 	int forward_port;
 };
@@ -243,7 +226,11 @@ enum tun_end bridge_run(struct tun *t, void *curl, int fd, const uint8_t *early,
 void tun_note_bytes(struct tun *t, uint64_t in, uint64_t out);
 void tun_note_streams(struct tun *t, uint32_t open, uint64_t accepted);
 void tun_note_error(struct tun *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-uint64_t tun_now_ms(void);
+/* Monotonic ms as the tunnel's unsigned deadlines count them. */
+static inline uint64_t tun_now_ms(void)
+{
+	return (uint64_t)time_mono_ms();
+}
 
 /* JWT "exp" claim (seconds since the epoch) or 0 when absent/unparsable. */
 int64_t tun_jwt_exp(const char *token);

@@ -16,12 +16,12 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
-#include <openssl/rand.h>
 
 #include "core/codec.h"
+#include "core/cp.h"
 #include "core/http.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "tunnel/internal.h"
 #include "tunnel/tunnel.h"
 
@@ -44,6 +44,7 @@ struct tun_settings {
 	char proxy_credentials_file[PATH_MAX];
 	uint64_t connect_timeout_ms;
 	struct cfg_reconnect reconnect;
+	char forward_unix[108];
 	char forward_host[64];
 	int forward_port;
 	size_t max_streams;
@@ -56,22 +57,21 @@ struct tun {
 	_Atomic bool stop;
 	_Atomic bool reload; /* pending holds new settings */
 	struct tun_hooks hooks;
-	struct tun_settings *set;     /* the thread's */
+	struct tun_settings *set;     /* the thread's; swapped under set_lock */
 	struct tun_settings *pending; /* guarded by lock */
-	struct secret hook_token;     /* from hooks.token_refresh, preferred when set */
 	struct bridge_opts bo;
-	uint64_t rng;
+	_Atomic bool token_new; /* tun_token_set was called: stop napping */
 
-	pthread_mutex_t lock; /* guards stats and pending */
+	pthread_mutex_t lock; /* guards stats, pending, handed and ready */
 	struct tun_stats stats;
+	struct secret handed; /* from tun_token_set, preferred when set */
+	struct dial *ready;   /* a session dialled by tun_token_set, to take over */
+	uint64_t ready_gen;   /* set_gen it was dialled with */
+	/* Held while t->set is swapped (tunnel thread) or read by a dial made on
+	 * another thread (tun_token_set), so that dial never sees freed settings. */
+	pthread_mutex_t set_lock;
+	uint64_t set_gen;
 };
-
-uint64_t tun_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 void tun_note_bytes(struct tun *t, uint64_t in, uint64_t out)
 {
@@ -123,27 +123,8 @@ void tun_stats(struct tun *t, struct tun_stats *out)
 
 int64_t tun_jwt_exp(const char *token)
 {
-	const char *p1 = strchr(token, '.');
-	const char *p2 = p1 ? strchr(p1 + 1, '.') : NULL;
-	if (p2 == NULL || p2 - p1 - 1 > 6000)
-		return 0;
-	size_t n = (size_t)(p2 - p1 - 1);
-	uint8_t *buf = malloc(b64_decoded_max(n) + 1);
-	if (buf == NULL)
-		return 0;
-	long len = b64_decode(p1 + 1, n, buf, 1);
-	int64_t exp = 0;
-	if (len > 0) {
-		json_t *j = json_loadb((const char *)buf, (size_t)len, 0, NULL);
-		json_t *e = j ? json_object_get(j, "exp") : NULL;
-		if (json_is_integer(e))
-			exp = (int64_t)json_integer_value(e);
-		else if (json_is_real(e))
-			exp = (int64_t)json_real_value(e);
-		json_decref(j);
-	}
-	free(buf);
-	return exp;
+	int64_t iat, exp;
+	return cp_token_times(token, &iat, &exp) == 0 ? exp : 0;
 }
 
 /* --- settings ------------------------------------------------------------------------ */
@@ -152,6 +133,8 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 {
 	const char *fa = cfg->piko.forward_addr;
 	if (fa[0] == '\0') {
+		/* The webhook's unix listener: tunnel traffic has its own workers. */
+		cfg_webhook_socket_path(cfg, bo->forward_unix, sizeof(bo->forward_unix));
 		const char *h = cfg->webhook.listen_addr;
 		/* A wildcard listener is reachable on loopback. */
 		if (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "localhost") == 0)
@@ -167,38 +150,30 @@ static int parse_forward(const struct cfg *cfg, struct tun_settings *bo, struct 
 		bo->forward_port = cfg->webhook.port;
 		return 0;
 	}
-	const char *colon = strrchr(fa, ':');
-	const char *host = fa;
-	size_t hlen = colon ? (size_t)(colon - fa) : 0;
-	if (hlen >= 2 && fa[0] == '[' && fa[hlen - 1] == ']') {
-		host = fa + 1;
-		hlen -= 2;
+	/* the loader's rule (core/net), so what passed there connects here */
+	int rc = net_parse_hostport(fa, bo->forward_host, sizeof(bo->forward_host),
+	                            &bo->forward_port, err);
+	if (rc != 0 && err != NULL) {
+		char msg[sizeof(err->msg)];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		vm_err_set(err, err->code, "piko.forward_addr: %s", msg);
 	}
-	char *end = NULL;
-	long port = colon ? strtol(colon + 1, &end, 10) : 0;
-	if (colon == NULL || hlen == 0 || hlen >= sizeof(bo->forward_host) || end == colon + 1 ||
-	    *end != '\0' || port < 1 || port > 65535)
-		return vm_err_set(err, VM_ERR_INVALID,
-		                  "piko.forward_addr: expected HOST:PORT with a "
-		                  "numeric IP, e.g. 127.0.0.1:9999 or [::1]:9999, not \"%s\"",
-		                  fa);
-	memcpy(bo->forward_host, host, hlen);
-	bo->forward_host[hlen] = '\0';
-	bo->forward_port = (int)port;
-	return 0;
+	return rc;
 }
+
+/* What the tunnel reads from the configuration, by key: compared value by
+ * value (padding and bytes after a NUL would force needless reconnects). */
+static const char *const tun_keys[] = {"piko.", "agent.tenant_id", "agent.proxy_credentials_file",
+                                       NULL};
+/* where it forwards to when piko.forward_addr is empty: the webhook's
+ * address, or its unix socket in the runtime directory */
+static const char *const tun_forward_keys[] = {"webhook.listen_addr", "webhook.port",
+                                               "agent.runtime_dir", NULL};
 
 bool tun_config_changed(const struct cfg *a, const struct cfg *b)
 {
-	if (memcmp(&a->piko, &b->piko, sizeof(a->piko)) != 0)
-		return true;
-	if (strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0)
-		return true;
-	if (strcmp(a->agent.proxy_credentials_file, b->agent.proxy_credentials_file) != 0)
-		return true;
-	return a->piko.forward_addr[0] == '\0' &&
-	       (strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
-	        a->webhook.port != b->webhook.port);
+	return cfg_keys_differ(a, b, tun_keys) ||
+	       (a->piko.forward_addr[0] == '\0' && cfg_keys_differ(a, b, tun_forward_keys));
 }
 
 /* --- dialing ------------------------------------------------------------------------- */
@@ -208,15 +183,6 @@ static int progress_cb(void *clientp, curl_off_t a, curl_off_t b, curl_off_t c, 
 	(void)a, (void)b, (void)c, (void)d;
 	struct tun *t = clientp;
 	return atomic_load(&t->stop) ? 1 : 0; /* abort a slow connect on tun_stop */
-}
-
-static uint64_t rng_next(struct tun *t)
-{
-	uint64_t x = t->rng;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return t->rng = x;
 }
 
 /* Waits for fd to be ready for events until deadline (monotonic ms). */
@@ -239,13 +205,13 @@ static int wait_fd(struct tun *t, int fd, short events, uint64_t deadline)
 }
 
 /* The request line's path: the server URL's path (if any) + the upstream route. */
-static int upstream_target(struct tun *t, char *host, size_t hcap, char *path, size_t pcap,
-                           struct vm_err *err)
+static int upstream_target(const struct tun_settings *set, char *host, size_t hcap, char *path,
+                           size_t pcap, struct vm_err *err)
 {
 	CURLU *u = curl_url();
 	char *h = NULL, *port = NULL, *p = NULL;
 	int rc = 0;
-	if (u == NULL || curl_url_set(u, CURLUPART_URL, t->set->server_url, 0) != CURLUE_OK ||
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, set->server_url, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "piko.server_url is not a valid URL");
 		goto out;
@@ -256,7 +222,7 @@ static int upstream_target(struct tun *t, char *host, size_t hcap, char *path, s
 	size_t pl = p ? strlen(p) : 0;
 	while (pl > 0 && p[pl - 1] == '/')
 		pl--;
-	snprintf(path, pcap, "%.*s/piko/v1/upstream/%s", (int)pl, p ? p : "", t->set->endpoint);
+	snprintf(path, pcap, "%.*s/piko/v1/upstream/%s", (int)pl, p ? p : "", set->endpoint);
 out:
 	curl_free(h);
 	curl_free(port);
@@ -317,38 +283,39 @@ static bool header_safe(const char *v)
 	return true;
 }
 
-static int dial(struct tun *t, const struct secret *token, struct dial *d, struct vm_err *err)
+static int dial(struct tun *t, const struct tun_settings *set, const struct secret *token,
+                struct dial *d, struct vm_err *err)
 {
 	if (!header_safe(token->value))
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "the Piko token contains control characters");
-	if (!header_safe(t->set->tenant))
+	if (!header_safe(set->tenant))
 		return vm_err_set(err, VM_ERR_INVALID,
 		                  "agent.tenant_id contains control characters");
 	char host[CFG_STR_MAX], path[CFG_STR_MAX + CFG_ID_MAX + 32];
-	int rc = upstream_target(t, host, sizeof(host), path, sizeof(path), err);
+	int rc = upstream_target(set, host, sizeof(host), path, sizeof(path), err);
 	if (rc != 0)
 		return rc;
 	CURL *c = curl_easy_init();
 	if (c == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "curl_easy_init failed");
 	d->curl = c;
-	curl_easy_setopt(c, CURLOPT_URL, t->set->server_url);
+	curl_easy_setopt(c, CURLOPT_URL, set->server_url);
 	curl_easy_setopt(c, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, d->errbuf);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)t->set->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)set->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t); /* t outlives the thread's handles */
 	/* Through a proxy, always tunnel (CONNECT), also for http:// servers. */
 	curl_easy_setopt(c, CURLOPT_HTTPPROXYTUNNEL, 1L);
-	if ((rc = http_proxy_apply(c, t->set->proxy_url, t->set->proxy_credentials_file, err)) != 0)
+	if ((rc = http_proxy_apply(c, set->proxy_url, set->proxy_credentials_file, err)) != 0)
 		return rc;
-	if (t->set->ca_file[0])
-		curl_easy_setopt(c, CURLOPT_CAINFO, t->set->ca_file);
-	if (t->set->insecure) {
+	if (set->ca_file[0])
+		curl_easy_setopt(c, CURLOPT_CAINFO, set->ca_file);
+	if (set->insecure) {
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
@@ -363,23 +330,22 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 
 	uint8_t raw[16];
 	char key[25];
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		return vm_err_set(err, VM_ERR_INTERNAL, "no random bytes for the WebSocket key");
+	if (rand_bytes(raw, sizeof(raw), err) != 0)
+		return -VM_ERR_IO;
 	ws_key_encode(raw, key);
 	size_t reqcap = 2048 + (token->value ? token->len : 0);
 	char *req = malloc(reqcap);
 	if (req == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	int n =
-	    snprintf(req, reqcap,
-	             "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	             "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-	             "User-Agent: vm-agent\r\n%s%s%s%s%s%s\r\n",
-	             path, host, key, token->value ? "Authorization: Bearer " : "",
-	             token->value ? token->value : "", token->value ? "\r\n" : "",
-	             t->set->tenant[0] ? "x-piko-tenant-id: " : "", t->set->tenant,
-	             t->set->tenant[0] ? "\r\n" : "");
-	uint64_t deadline = tun_now_ms() + t->set->connect_timeout_ms;
+	int n = snprintf(
+	    req, reqcap,
+	    "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+	    "User-Agent: vm-agent\r\n%s%s%s%s%s%s\r\n",
+	    path, host, key, token->value ? "Authorization: Bearer " : "",
+	    token->value ? token->value : "", token->value ? "\r\n" : "",
+	    set->tenant[0] ? "x-piko-tenant-id: " : "", set->tenant, set->tenant[0] ? "\r\n" : "");
+	uint64_t deadline = tun_now_ms() + set->connect_timeout_ms;
 	rc = n > 0 && (size_t)n < reqcap ? send_all(t, c, d->fd, req, (size_t)n, deadline, err)
 	                                 : vm_err_set(err, VM_ERR_INVALID, "handshake too long");
 	explicit_bzero(req, reqcap);
@@ -426,13 +392,22 @@ static int dial(struct tun *t, const struct secret *token, struct dial *d, struc
 
 static int load_token(struct tun *t, struct secret *tok, struct vm_err *err)
 {
-	if (t->hook_token.value != NULL)
-		return secret_set(tok, t->hook_token.value, err);
-	if (t->set->token_file[0])
-		return secret_load_file(tok, t->set->token_file, err);
-	if (t->set->cfg_token.value != NULL)
-		return secret_set(tok, t->set->cfg_token.value, err);
-	return 0;
+	pthread_mutex_lock(&t->lock);
+	int rc = t->handed.value != NULL ? secret_set(tok, t->handed.value, err) : 1;
+	pthread_mutex_unlock(&t->lock);
+	if (rc > 0 && t->set->token_file[0])
+		rc = secret_load_file(tok, t->set->token_file, err);
+	else if (rc > 0 && t->set->cfg_token.value != NULL)
+		rc = secret_set(tok, t->set->cfg_token.value, err);
+	else if (rc > 0)
+		rc = 0;
+	/* The one token limit: a longer one is an error, never cut. */
+	if (rc == 0 && tok->len > CP_TOKEN_MAX) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "the Piko token is %zu bytes, more than %d",
+		                tok->len, CP_TOKEN_MAX);
+		secret_clear(tok);
+	}
+	return rc;
 }
 
 /* Resets the wake eventfd after a reload (a stop leaves it readable on purpose). */
@@ -453,24 +428,19 @@ static void nap(struct tun *t, uint64_t ms)
 			return;
 		struct pollfd p = {.fd = t->wake_fd, .events = POLLIN};
 		(void)poll(&p, 1, (int)(deadline - now > 1000 ? 1000 : deadline - now));
-		if (atomic_load(&t->reload))
-			return; /* new settings: reconnect now */
+		if (atomic_load(&t->reload) || atomic_exchange(&t->token_new, false))
+			return; /* new settings or a new token: reconnect now */
 		wake_reset(t);
 	}
 }
 
-/* Jitter: 80-100 % of the delay, so the configured maximum is never exceeded
- * and agents restarted together spread out. */
-static uint64_t jittered(struct tun *t, uint64_t delay)
+/* The core backoff (http_backoff_ms: full jitter) with the piko.reconnect settings. */
+static uint64_t reconnect_delay(const struct tun *t, unsigned failures)
 {
-	return delay - (delay / 5) * (rng_next(t) % 1000) / 1000;
-}
-
-static uint64_t next_delay(const struct tun *t, uint64_t delay)
-{
-	double d = (double)delay * t->set->reconnect.multiplier;
-	return d > (double)t->set->reconnect.max_delay_ms ? t->set->reconnect.max_delay_ms
-	                                                  : (uint64_t)d;
+	struct http_retry r = {.initial_delay_ms = t->set->reconnect.initial_delay_ms,
+	                       .max_delay_ms = t->set->reconnect.max_delay_ms,
+	                       .multiplier = t->set->reconnect.multiplier};
+	return http_backoff_next_ms(&r, failures, -1);
 }
 
 /* When to reconnect for a fresh token, or 0 when the token has no exp or no
@@ -487,27 +457,11 @@ static uint64_t refresh_time(struct tun *t, int64_t exp)
 		         now - exp);
 		return 0;
 	}
-	if (t->hooks.token_refresh == NULL && t->set->token_file[0] == '\0')
-		return 0;
+	if (t->set->token_file[0] == '\0')
+		return 0; /* nothing can bring a newer token but tun_token_set */
 	int64_t left = exp - now;
 	int64_t margin = left / 5 < REFRESH_MARGIN_S ? left / 5 : REFRESH_MARGIN_S;
 	return tun_now_ms() + (uint64_t)(left - margin) * 1000u;
-}
-
-static void refresh_token(struct tun *t)
-{
-	if (t->hooks.token_refresh == NULL)
-		return; /* token_file is re-read when we reconnect */
-	struct secret fresh = {0};
-	struct vm_err err = {0};
-	if (t->hooks.token_refresh(t->hooks.ctx, &fresh, &err) == 0 && fresh.value != NULL) {
-		secret_clear(&t->hook_token);
-		t->hook_token = fresh;
-		log_info("tunnel", "Piko token refreshed");
-	} else {
-		secret_clear(&fresh);
-		log_warn("tunnel", "token refresh failed: %s", err.msg);
-	}
 }
 
 static const char *end_reason(enum tun_end e)
@@ -525,10 +479,26 @@ static const char *end_reason(enum tun_end e)
 
 static bool settings_take(struct tun *t);
 
+/* The session tun_token_set dialled, if it was made with the current settings. */
+static struct dial *ready_take(struct tun *t)
+{
+	pthread_mutex_lock(&t->lock);
+	struct dial *d = t->ready;
+	bool current = d != NULL && t->ready_gen == t->set_gen;
+	t->ready = NULL;
+	pthread_mutex_unlock(&t->lock);
+	if (d != NULL && !current) {
+		dial_free(d);
+		d = NULL;
+	}
+	return d;
+}
+
 static void *tun_main(void *arg)
 {
 	struct tun *t = arg;
 	uint64_t delay = t->set->reconnect.initial_delay_ms;
+	unsigned failures = 0; /* consecutive, for the backoff */
 	bool ever_connected = false;
 	int64_t refreshed_exp = 0; /* exp of the token we last reconnected to replace */
 	while (!atomic_load(&t->stop)) {
@@ -536,7 +506,8 @@ static void *tun_main(void *arg)
 		struct secret tok = {0};
 		uint64_t wait = 0;
 		if (settings_take(t))
-			delay = t->set->reconnect.initial_delay_ms;
+			failures = 0;
+		delay = t->set->reconnect.initial_delay_ms;
 		if (t->set->server_url[0] == '\0') {
 			/* Off: sleep until a reload or stop. */
 			struct pollfd p = {.fd = t->wake_fd, .events = POLLIN};
@@ -544,33 +515,45 @@ static void *tun_main(void *arg)
 			wake_reset(t);
 			continue;
 		}
+		struct dial *d = ready_take(t);
+		bool handover = d != NULL;
 		if (load_token(t, &tok, &err) != 0) {
-			wait = jittered(t, delay);
+			dial_free(d);
+			wait = reconnect_delay(t, ++failures);
 			log_error("tunnel", "cannot read the Piko token (%s); retrying in %.1fs",
 			          err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot read the Piko token (%s)", err.msg);
 			nap(t, wait);
-			delay = next_delay(t, delay);
 			continue;
 		}
-		struct dial *d = calloc(1, sizeof(*d));
+		int rc = 0;
 		if (d == NULL) {
-			secret_clear(&tok);
-			nap(t, delay);
-			continue;
+			d = calloc(1, sizeof(*d));
+			if (d == NULL) {
+				secret_clear(&tok);
+				nap(t, delay);
+				continue;
+			}
+			d->fd = -1;
+			rc = dial(t, t->set, &tok, d, &err);
 		}
-		d->fd = -1;
-		int rc = dial(t, &tok, d, &err);
 		if (rc == 0) {
-			log_info("tunnel", "connected to %s as endpoint %s",
-			         url_shown(t->set->server_url).s, t->set->endpoint);
+			log_info("tunnel", "connected to %s as endpoint %s%s",
+			         url_shown(t->set->server_url).s, t->set->endpoint,
+			         handover ? " (renewed token; the previous session drained)" : "");
 			set_connected(t, true, ever_connected);
 			ever_connected = true;
 			uint64_t started = tun_now_ms();
 			/* The same token again after a refresh: nothing newer exists, so let
-			 * the server end the session at exp rather than reconnecting in a loop. */
+			 * the server end the session at exp rather than reconnecting in a loop.
+			 * A renewed token (tun_token_set) is replaced before exp by a
+			 * handover, so the session itself never ends for a refresh. */
 			int64_t exp = tok.value ? tun_jwt_exp(tok.value) : 0;
-			t->bo.refresh_at_ms = exp != refreshed_exp ? refresh_time(t, exp) : 0;
+			pthread_mutex_lock(&t->lock);
+			bool renewed = t->handed.value != NULL;
+			pthread_mutex_unlock(&t->lock);
+			t->bo.refresh_at_ms =
+			    !renewed && exp != refreshed_exp ? refresh_time(t, exp) : 0;
 			secret_clear(&tok);
 			enum tun_end end =
 			    bridge_run(t, d->curl, d->fd, (uint8_t *)d->head + d->early_off,
@@ -589,30 +572,34 @@ static void *tun_main(void *arg)
 			if (end == TUN_END_STOP)
 				break;
 			if (tun_now_ms() - started >= STABLE_MS)
-				delay = t->set->reconnect.initial_delay_ms;
+				failures = 0;
 			if (end == TUN_END_REFRESH || end == TUN_END_RELOAD) {
-				if (end == TUN_END_REFRESH) {
+				if (end == TUN_END_REFRESH)
 					refreshed_exp = exp;
-					refresh_token(t);
-				}
-				log_info("tunnel", "disconnected (%s); reconnecting now",
-				         end_reason(end));
+				pthread_mutex_lock(&t->lock);
+				bool next_ready = t->ready != NULL;
+				pthread_mutex_unlock(&t->lock);
+				if (next_ready)
+					log_info("tunnel", "previous session drained; the session "
+					                   "with the renewed token takes over");
+				else
+					log_info("tunnel", "disconnected (%s); reconnecting now",
+					         end_reason(end));
 				continue;
 			}
 			if (end == TUN_END_GOAWAY) {
 				/* A server going away is normal (restart, rebalancing): come back
 				 * soon, but not in a tight loop if it keeps doing it. */
-				wait = jittered(t, t->set->reconnect.initial_delay_ms);
+				wait = reconnect_delay(t, 1);
 				log_info("tunnel", "disconnected (%s); reconnecting in %.1fs",
 				         end_reason(end), (double)wait / 1000.0);
 				nap(t, wait);
 				continue;
 			}
-			wait = jittered(t, delay);
+			wait = reconnect_delay(t, ++failures);
 			log_warn("tunnel", "disconnected: %s; reconnecting in %.1fs",
 			         st.last_error[0] ? st.last_error : end_reason(end),
 			         (double)wait / 1000.0);
-			delay = next_delay(t, delay);
 			nap(t, wait);
 			continue;
 		}
@@ -621,22 +608,24 @@ static void *tun_main(void *arg)
 		if (atomic_load(&t->stop))
 			break;
 		if (rc == -VM_ERR_PERM) {
-			/* A rejected token will not fix itself quickly: retry at the max delay. */
-			wait = jittered(t, t->set->reconnect.max_delay_ms);
+			/* A rejected token will not fix itself: ask for a fresh one now
+			 * (tun_token_set ends the wait) and otherwise retry at the max delay. */
+			if (t->hooks.token_rejected != NULL)
+				t->hooks.token_rejected(t->hooks.ctx);
+			wait = t->set->reconnect.max_delay_ms;
 			log_error(
 			    "tunnel",
 			    "Piko rejected the agent's credentials (%s) for endpoint %s "
 			    "at %s: check piko.token / piko.token_file (its piko.endpoints claim) "
-			    "and agent.tenant_id; retrying in %.1fs",
+			    "and agent.tenant_id; retrying in %.1fs or with a renewed token",
 			    err.msg, t->set->endpoint, url_shown(t->set->server_url).s,
 			    (double)wait / 1000.0);
 			tun_note_error(t, "Piko rejected the agent's credentials (%s)", err.msg);
 		} else {
-			wait = jittered(t, delay);
+			wait = reconnect_delay(t, ++failures);
 			log_warn("tunnel", "cannot connect to %s: %s; retrying in %.1fs",
 			         url_shown(t->set->server_url).s, err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot connect: %s", err.msg);
-			delay = next_delay(t, delay);
 		}
 		nap(t, wait);
 	}
@@ -684,11 +673,15 @@ static struct tun_settings *settings_new(const struct cfg *cfg, struct vm_err *e
 /* Makes ts the thread's settings (on the tunnel thread, between sessions). */
 static void settings_apply(struct tun *t, struct tun_settings *ts)
 {
+	pthread_mutex_lock(&t->set_lock);
 	settings_free(t->set);
 	t->set = ts;
+	pthread_mutex_unlock(&t->set_lock);
 	pthread_mutex_lock(&t->lock);
+	t->set_gen++;
 	t->stats.enabled = ts->server_url[0] != '\0';
 	pthread_mutex_unlock(&t->lock);
+	snprintf(t->bo.forward_unix, sizeof(t->bo.forward_unix), "%s", ts->forward_unix);
 	snprintf(t->bo.forward_host, sizeof(t->bo.forward_host), "%s", ts->forward_host);
 	t->bo.forward_port = ts->forward_port;
 	t->bo.max_streams = ts->max_streams;
@@ -708,8 +701,13 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		log_warn("tunnel",
 		         "piko.server_url uses plain http://: the token and all traffic are "
 		         "unencrypted");
-	log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
-	         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host, ts->forward_port);
+	if (ts->forward_unix[0] != '\0')
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_unix);
+	else
+		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
+		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host,
+		         ts->forward_port);
 }
 
 /* Takes new settings from tun_reload, if any. */
@@ -741,6 +739,9 @@ struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, stru
 		return NULL;
 	}
 	t->wake_fd = -1;
+	/* Before anything locks them (settings_apply does). */
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->set_lock, NULL);
 	struct tun_settings *ts = settings_new(cfg, err);
 	if (ts == NULL)
 		goto fail;
@@ -749,20 +750,16 @@ struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, stru
 	t->bo.stop = &t->stop;
 	t->bo.reload = &t->reload;
 	settings_apply(t, ts);
-	if (RAND_bytes((unsigned char *)&t->rng, sizeof(t->rng)) != 1 || t->rng == 0)
-		t->rng = 0x2545F4914F6CDD1Dull ^ (uint64_t)time(NULL);
 	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->wake_fd < 0) {
 		vm_err_errno(err, VM_ERR_IO, errno, "eventfd");
 		goto fail;
 	}
-	pthread_mutex_init(&t->lock, NULL);
 	t->bo.wake_fd = t->wake_fd;
 	t->stats.since = time(NULL);
 	int prc = pthread_create(&t->thread, NULL, tun_main, t);
 	if (prc != 0) {
 		vm_err_errno(err, VM_ERR_INTERNAL, prc, "cannot start the tunnel thread");
-		pthread_mutex_destroy(&t->lock);
 		goto fail;
 	}
 	return t;
@@ -770,6 +767,8 @@ fail:
 	if (t->wake_fd >= 0)
 		close(t->wake_fd);
 	settings_free(t->set);
+	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->set_lock);
 	free(t);
 	return NULL;
 }
@@ -788,6 +787,50 @@ int tun_reload(struct tun *t, const struct cfg *cfg, struct vm_err *err)
 	return 0;
 }
 
+int tun_token_set(struct tun *t, const struct secret *token, struct vm_err *err)
+{
+	if (token->value == NULL)
+		return vm_err_set(err, VM_ERR_INVALID, "empty Piko token");
+	pthread_mutex_lock(&t->lock);
+	int rc = secret_set(&t->handed, token->value, err);
+	bool up = t->stats.connected;
+	pthread_mutex_unlock(&t->lock);
+	if (rc != 0)
+		return rc;
+	atomic_store(&t->token_new, true);
+	if (!up || atomic_load(&t->stop)) {
+		wake(t); /* a nap after a refused token ends now */
+		return 0;
+	}
+	/* Make before break: the new session exists (and the server routes new
+	 * requests to it) before the current one sends GoAway. */
+	struct dial *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	d->fd = -1;
+	pthread_mutex_lock(&t->set_lock);
+	pthread_mutex_lock(&t->lock);
+	uint64_t gen = t->set_gen;
+	pthread_mutex_unlock(&t->lock);
+	rc = t->set->server_url[0] != '\0' ? dial(t, t->set, token, d, err)
+	                                   : vm_err_set(err, VM_ERR_INVALID, "the tunnel is off");
+	pthread_mutex_unlock(&t->set_lock);
+	if (rc != 0) {
+		dial_free(d);
+		return rc;
+	}
+	pthread_mutex_lock(&t->lock);
+	dial_free(t->ready);
+	t->ready = d;
+	t->ready_gen = gen;
+	pthread_mutex_unlock(&t->lock);
+	/* The reload flag makes the running session drain; tun_main then takes
+	 * the ready one instead of dialling. */
+	atomic_store(&t->reload, true);
+	wake(t);
+	return 0;
+}
+
 void tun_stop(struct tun *t, uint64_t grace_ms)
 {
 	if (t == NULL)
@@ -798,9 +841,11 @@ void tun_stop(struct tun *t, uint64_t grace_ms)
 	pthread_join(t->thread, NULL);
 	close(t->wake_fd);
 	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->set_lock);
 	settings_free(t->set);
 	settings_free(t->pending);
-	secret_clear(&t->hook_token);
+	secret_clear(&t->handed);
+	dial_free(t->ready);
 	free(t);
 	log_info("tunnel", "tunnel stopped");
 }

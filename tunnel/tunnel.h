@@ -16,11 +16,10 @@ struct tun;
 
 /* Callbacks the tunnel may use; copied by tun_start. NULL members are fine. */
 struct tun_hooks {
-	/* Fetches a fresh Piko token before the current one expires (lifecycle
-	 * fills this in). Called on the tunnel thread; must not block for long.
-	 * Returns 0 and fills token, or a negative code with the reason in err.
-	 * When NULL, the tunnel re-reads piko.token_file instead. */
-	int (*token_refresh)(void *ctx, struct secret *token, struct vm_err *err);
+	/* Piko refused the token (401/403): ask for a fresh one now. Called on
+	 * the tunnel thread, so it must only signal (the renewal runs elsewhere
+	 * and comes back through tun_token_set). */
+	void (*token_rejected)(void *ctx);
 	void *ctx;
 };
 
@@ -52,12 +51,21 @@ int tun_reload(struct tun *t, const struct cfg *cfg, struct vm_err *err);
  * sends a close frame, joins the thread and frees. NULL is fine. */
 void tun_stop(struct tun *t, uint64_t grace_ms);
 
+/* Hands the tunnel a renewed Piko token (copied), from any thread but the
+ * tunnel's: it is used for every later connect. When a session is up, a new
+ * one is dialled with it first (this call blocks up to piko.connect_timeout),
+ * then the old one drains (GoAway, in-flight streams finish), so requests are
+ * never refused in between. A failed dial is returned and the old session
+ * keeps serving until it ends on its own. Every tun_token_set must have
+ * returned before tun_stop (the renewal thread stops first). */
+int tun_token_set(struct tun *t, const struct secret *token, struct vm_err *err);
+
 /* A consistent snapshot of the counters; safe from any thread. */
 void tun_stats(struct tun *t, struct tun_stats *out);
 
 /* True when the settings the tunnel uses differ between a and b (piko.*,
- * agent.tenant_id, and the webhook address it forwards to): a reload must
- * restart it. */
+ * agent.tenant_id, agent.proxy_credentials_file, and the webhook address or
+ * socket it forwards to), compared key by key: a reload must hand them to tun_reload. */
 bool tun_config_changed(const struct cfg *a, const struct cfg *b);
 
 #endif

@@ -113,12 +113,6 @@ void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t ma
 		dst[i] = src[i] ^ mask[(offset + i) & 3];
 }
 
-/* In place: ws_mask_copy reads each 8-byte word before writing it back. */
-void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset)
-{
-	ws_mask_copy(buf, buf, len, mask, offset);
-}
-
 void ws_rx_init(struct ws_rx *rx, uint64_t max_frame)
 {
 	memset(rx, 0, sizeof(*rx));

@@ -68,7 +68,7 @@ void ymx_stream_free(struct ymx_session *s, struct ymx_stream *st)
 		s->cur_stream = NULL; /* the rest of its payload is discarded */
 	stream_unlink(s, st);
 	s->rx_buffered -= st->rx.len;
-	tbuf_free(&st->rx);
+	buf_free(&st->rx);
 	free(st);
 }
 
@@ -139,7 +139,7 @@ static int stream_accept(struct ymx_session *s, uint32_t id, struct ymx_stream *
 	st->id = id;
 	st->send_window = YMX_WINDOW;
 	st->recv_window = YMX_WINDOW;
-	tbuf_init(&st->rx, YMX_WINDOW);
+	buf_init(&st->rx, YMX_WINDOW);
 	struct ymx_stream **b = &s->buckets[id % YMX_BUCKETS];
 	st->hnext = *b;
 	*b = st;
@@ -238,7 +238,7 @@ int ymx_feed(struct ymx_session *s, const uint8_t *in, size_t len)
 			struct ymx_stream *st = s->cur_stream;
 			if (st != NULL) {
 				/* Cannot fail: the window check bounds rx by YMX_WINDOW. */
-				if (tbuf_append(&st->rx, in, take) != 0)
+				if (buf_append(&st->rx, in, take) != 0)
 					return proto_error(s, "stream %u receive buffer full",
 					                   st->id);
 				s->rx_buffered += take;
@@ -293,7 +293,7 @@ long ymx_stream_write(struct ymx_session *s, struct ymx_stream *st, const uint8_
 int ymx_stream_consume(struct ymx_session *s, struct ymx_stream *st, size_t n)
 {
 	size_t before = st->rx.len;
-	tbuf_consume(&st->rx, n);
+	buf_consume(&st->rx, n);
 	s->rx_buffered -= before - st->rx.len;
 	if (st->reset || st->remote_fin)
 		return 0;

@@ -20,6 +20,7 @@
 #include "core/codec.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "webhook/internal.h"
 
 struct wh_audit {
@@ -143,16 +144,6 @@ static void rotate(struct wh_audit *a)
 	close(old);
 }
 
-static void now_rfc3339(char *out, size_t cap)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	struct tm tm;
-	gmtime_r(&tv.tv_sec, &tm);
-	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000) % 1000);
-}
-
 /* Adds name: value, escaped and bounded as documented in docs/webhook-api.md:
  * a clean value is kept byte for byte (cut on a character boundary); one that
  * needs an escape is escaped whole (backslashes doubled, so it unescapes
@@ -180,8 +171,8 @@ static int put_field(json_t *line, json_t *escaped, json_t *truncated, const cha
 
 char *wh_audit_format(const struct wh_audit_entry *e)
 {
-	char ts[48];
-	now_rfc3339(ts, sizeof(ts));
+	char ts[TIME_RFC3339_MAX];
+	(void)time_rfc3339(ts, sizeof(ts), time_wall_ms(), true);
 	json_t *line = json_object(), *esc = json_array(), *cut = json_array();
 	char *text = NULL;
 	if (line == NULL || esc == NULL || cut == NULL)

@@ -161,6 +161,20 @@ void wh_auth_free(struct wh_auth *a)
 	free(a);
 }
 
+/* A refused request is answered before its body is read, and its connection
+ * is closed rather than drained: a caller without a valid token must not hold
+ * a worker by dripping a large body after the answer. */
+#define CLOSE_HDR "Connection: close\r\n"
+
+static void deny(struct wh_req *req, int status, const char *extra, const char *code,
+                 const char *why)
+{
+	char hdr[320];
+	snprintf(hdr, sizeof(hdr), "%s" CLOSE_HDR, extra != NULL ? extra : "");
+	mg_disable_connection_keep_alive(req->conn);
+	wh_reply_error_hdr(req, status, hdr, code, "%s", why);
+}
+
 /* RFC 6750: 401 answers carry a challenge; invalid_token vs a missing one. */
 static void deny401(struct wh_req *req, const char *code, const char *why)
 {
@@ -172,7 +186,7 @@ static void deny401(struct wh_req *req, const char *code, const char *why)
 		         "WWW-Authenticate: Bearer realm=\"vm-agent\", "
 		         "error=\"invalid_token\", error_description=\"%s\"\r\n",
 		         code);
-	wh_reply_error_hdr(req, 401, hdr, code, "%s", why);
+	deny(req, 401, hdr, code, why);
 }
 
 /* The reason and the route, never the token. The path (URL-decoded) and a
@@ -203,7 +217,7 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 	struct vm_err err = {0};
 	struct jwt_token *tok = malloc(sizeof(*tok));
 	if (tok == NULL) {
-		wh_reply_error(req, 503, "unavailable", "out of memory");
+		deny(req, 503, NULL, "unavailable", "out of memory");
 		return -1;
 	}
 	int rc;
@@ -233,7 +247,7 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 		if (status == 401)
 			deny401(req, code, err.msg);
 		else
-			wh_reply_error(req, 403, code, "%s", err.msg);
+			deny(req, 403, NULL, code, err.msg);
 		goto fail;
 	}
 	/* The replay cache lives in memory and starts empty (agent start, listener
@@ -251,7 +265,7 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 		char why[128];
 		snprintf(why, sizeof(why), "the token lacks scope %s", scope);
 		log_denied(req, 403, "insufficient_scope", why);
-		wh_reply_error(req, 403, "insufficient_scope", "%s", why);
+		deny(req, 403, NULL, "insufficient_scope", why);
 		goto fail;
 	}
 	/* Last: a token refused for another reason does not burn its jti. */
@@ -266,9 +280,8 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 	}
 	if (rr == REPLAY_FULL) {
 		log_denied(req, 503, "replay_cache_full", "auth.replay_cache_size live tokens");
-		wh_reply_error_hdr(
-		    req, 503, "Retry-After: 5\r\n", "replay_cache_full",
-		    "too many live tokens to remember (auth.replay_cache_size); retry");
+		deny(req, 503, "Retry-After: 5\r\n", "replay_cache_full",
+		     "too many live tokens to remember (auth.replay_cache_size); retry");
 		goto fail;
 	}
 	req->claims.verified = true;

@@ -88,6 +88,25 @@ int wh_audit_request(struct wh_audit *audit, const struct wh_req *req);
 int wh_audit_begin(struct wh_req *req);
 struct wh_audit *wh_audit_of(const struct wh_req *req);
 
+/* Request guard (guard.c): whole-request deadlines for one listener's
+ * workers. A slot follows one connection: attached when a worker takes it,
+ * armed while a request (headers, then body) is being read, detached before
+ * civetweb closes the socket. NULL guard or slot: every call does nothing. */
+struct wh_guard;
+struct wh_guard_slot;
+struct wh_guard *wh_guard_new(size_t workers, uint64_t timeout_ms, bool shed, struct vm_err *err);
+void wh_guard_free(struct wh_guard *g);
+struct wh_guard_slot *wh_guard_attach(struct wh_guard *g, int fd);
+void wh_guard_next_request(struct wh_guard *g, struct wh_guard_slot *s); /* keep-alive */
+void wh_guard_headers_in(struct wh_guard *g, struct wh_guard_slot *s, bool body);
+void wh_guard_body_in(struct wh_guard *g, struct wh_guard_slot *s);
+bool wh_guard_reading(struct wh_guard *g, struct wh_guard_slot *s); /* body not all read */
+bool wh_guard_was_cut(struct wh_guard *g, struct wh_guard_slot *s);
+void wh_guard_detach(struct wh_guard *g, struct wh_guard_slot *s);
+
+/* The socket of a connection (webhook/civetweb/civetweb_fd.c). */
+int mg_vma_client_fd(const struct mg_connection *conn);
+
 /* True once wh_stop began: handlers that stream (SSE) must return soon. */
 bool wh_stopping(const struct wh_req *req);
 
@@ -106,8 +125,8 @@ void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 
 /* Reads the request body, bounded by webhook.max_body. On failure it has
- * already answered (413/400) and returns -1; on success *out is malloc'd and
- * NUL-terminated. */
+ * already answered (413 too large, 400 unreadable, 503 out of memory) and returns -1; on success
+ * *out is malloc'd and NUL-terminated. */
 int wh_read_body(struct wh_req *req, char **out, size_t *len);
 
 /* The route table (routes.c). */

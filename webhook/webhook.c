@@ -1,5 +1,8 @@
 /* civetweb setup, request dispatch through the route table, JSON errors and
- * request limits. Handlers live in api_*.c. */
+ * request limits. Two listeners share the routes: TCP (loopback by default)
+ * for local callers, and a unix socket only root reaches, where the tunnel
+ * forwards, each with its own workers and request guard so that slow local
+ * clients cannot starve the tunnel. Handlers live in api_*.c. */
 #include "webhook/webhook.h"
 
 #include <civetweb.h>
@@ -13,12 +16,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/log.h"
+#include "core/sock.h"
 #include "webhook/internal.h"
 
-struct wh_server {
+/* One civetweb context: its workers, and the guard that bounds their requests. */
+struct wh_listener {
+	struct wh_server *srv;
 	struct mg_context *ctx;
+	struct wh_guard *guard;
+};
+
+struct wh_server {
+	struct wh_listener tcp, tun;
+	struct sock_unix sock; /* the tunnel's listener */
 	struct wh_deps deps;
 	struct wh_auth *auth;
 	struct wh_audit *audit;
@@ -142,57 +155,82 @@ void wh_reply_error_hdr(struct wh_req *req, int status, const char *extra_header
 	va_end(ap);
 }
 
+static struct wh_listener *listener_of(const struct mg_connection *conn)
+{
+	return mg_get_user_data(mg_get_context(conn));
+}
+
+static struct wh_guard_slot *slot_of(const struct mg_connection *conn)
+{
+	return mg_get_user_connection_data(conn);
+}
+
+/* The body is left unread (or half read): answer, then close the connection
+ * instead of letting civetweb drain what the client may drip for ever. */
+#define CLOSE_HDR "Connection: close\r\n"
+
 int wh_read_body(struct wh_req *req, char **out, size_t *len)
 {
 	uint64_t max = req->srv->max_body;
 	long long declared = req->info->content_length;
+	struct wh_guard *g = listener_of(req->conn)->guard;
+	struct wh_guard_slot *slot = slot_of(req->conn);
 	*out = NULL;
 	if (declared > 0 && (uint64_t)declared > max) {
-		wh_reply_error(req, 413, "body_too_large",
-		               "request body is %lld bytes; the limit is "
-		               "%llu (webhook.max_body)",
-		               declared, (unsigned long long)max);
+		mg_disable_connection_keep_alive(req->conn);
+		wh_reply_error_hdr(req, 413, CLOSE_HDR, "body_too_large",
+		                   "request body is %lld bytes; the limit is "
+		                   "%llu (webhook.max_body)",
+		                   declared, (unsigned long long)max);
 		return -1;
 	}
-	size_t cap = declared > 0 ? (size_t)declared : 4096, n = 0;
-	char *buf = malloc(cap + 1);
-	if (buf == NULL)
-		goto oom;
+	struct buf b;
+	buf_init(&b, (size_t)max + 1); /* one byte past max is how a larger body shows */
 	for (;;) {
-		if (n == cap) {
-			if ((uint64_t)cap >= max + 1)
-				break;
-			cap = (uint64_t)cap * 2 > max + 1 ? (size_t)max + 1 : cap * 2;
-			char *nb = realloc(buf, cap + 1);
-			if (nb == NULL)
-				goto oom;
-			buf = nb;
-		}
-		int r = mg_read(req->conn, buf + n, cap - n);
-		if (r < 0) {
-			free(buf);
-			wh_reply_error(req, 400, "bad_request", "could not read the request body");
-			return -1;
-		}
-		if (r == 0)
+		size_t room = b.max - b.len < 65536 ? b.max - b.len : 65536;
+		if (room == 0)
 			break;
-		n += (size_t)r;
+		uint8_t *dst = buf_reserve(&b, room);
+		if (dst == NULL)
+			goto oom;
+		int r = mg_read(req->conn, dst, room);
+		if (r <= 0) {
+			/* end of body, or the guard ended the request at its deadline */
+			if (r < 0 || (declared > 0 && (uint64_t)b.len < (uint64_t)declared))
+				goto short_body;
+			break;
+		}
+		buf_commit(&b, (size_t)r);
 	}
-	if ((uint64_t)n > max) {
-		free(buf);
-		wh_reply_error(req, 413, "body_too_large",
-		               "request body exceeds %llu bytes "
-		               "(webhook.max_body)",
-		               (unsigned long long)max);
+	wh_guard_body_in(g, slot);
+	if ((uint64_t)b.len > max) {
+		buf_free(&b);
+		mg_disable_connection_keep_alive(req->conn);
+		wh_reply_error_hdr(req, 413, CLOSE_HDR, "body_too_large",
+		                   "request body exceeds %llu bytes "
+		                   "(webhook.max_body)",
+		                   (unsigned long long)max);
 		return -1;
 	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
+	if ((*out = buf_take(&b, len)) == NULL)
+		goto oom;
 	return 0;
+short_body:
+	buf_free(&b);
+	wh_guard_body_in(g, slot);
+	mg_disable_connection_keep_alive(req->conn);
+	if (wh_guard_was_cut(g, slot))
+		wh_reply_error_hdr(req, 408, CLOSE_HDR, "timeout",
+		                   "the request body did not arrive within "
+		                   "webhook.request_timeout");
+	else
+		wh_reply_error_hdr(req, 400, CLOSE_HDR, "bad_request",
+		                   "could not read the request body");
+	return -1;
 oom:
-	free(buf);
-	wh_reply_error(req, 503, "unavailable", "out of memory");
+	buf_free(&b);
+	mg_disable_connection_keep_alive(req->conn);
+	wh_reply_error_hdr(req, 503, CLOSE_HDR, "unavailable", "out of memory");
 	return -1;
 }
 
@@ -221,22 +259,37 @@ static bool route_match(const char *pattern, const char *uri, struct wh_req *req
 	return *p == '\0' && *u == '\0';
 }
 
+/* A body the handler left unread (a refusal, a route that takes none) is not
+ * drained after the answer: the connection is closed instead. */
+static void close_if_unread(struct wh_listener *l, struct mg_connection *conn)
+{
+	if (wh_guard_reading(l->guard, slot_of(conn)))
+		mg_disable_connection_keep_alive(conn);
+}
+
 static int dispatch(struct mg_connection *conn)
 {
 	struct wh_req req;
 	memset(&req, 0, sizeof(req));
 	req.conn = conn;
 	req.info = mg_get_request_info(conn);
-	req.srv = mg_get_user_data(mg_get_context(conn));
+	struct wh_listener *l = listener_of(conn);
+	req.srv = l->srv;
 	const char *uri = req.info->local_uri != NULL ? req.info->local_uri : "";
 
-	/* Refuse an oversized body before routing: nothing needs to read it. */
+	/* The headers are in; the request's deadline goes on while a body comes. */
 	long long declared = req.info->content_length;
+	bool body =
+	    declared > 0 || (declared < 0 && mg_get_header(conn, "Transfer-Encoding") != NULL);
+	wh_guard_headers_in(l->guard, slot_of(conn), body);
+
+	/* Refuse an oversized body before routing: nothing needs to read it. */
 	if (declared > 0 && (uint64_t)declared > req.srv->max_body) {
-		wh_reply_error(&req, 413, "body_too_large",
-		               "request body is %lld bytes; the limit "
-		               "is %llu (webhook.max_body)",
-		               declared, (unsigned long long)req.srv->max_body);
+		mg_disable_connection_keep_alive(conn);
+		wh_reply_error_hdr(&req, 413, CLOSE_HDR, "body_too_large",
+		                   "request body is %lld bytes; the limit "
+		                   "is %llu (webhook.max_body)",
+		                   declared, (unsigned long long)req.srv->max_body);
 		return 1;
 	}
 	char allow[128] = "";
@@ -249,6 +302,7 @@ static int dispatch(struct mg_connection *conn)
 			req.route = r;
 			if (r->scope == NULL) {
 				r->fn(&req);
+				close_if_unread(l, conn);
 				return 1;
 			}
 			/* fail closed: nothing runs before its audit line is on disk */
@@ -257,10 +311,10 @@ static int dispatch(struct mg_connection *conn)
 			/* handlers that stream (SSE) are audited when done */
 			if (!req.audited)
 				(void)wh_audit_request(req.srv->audit, &req);
+			close_if_unread(l, conn);
 			return 1;
 		}
-		alen += (size_t)snprintf(allow + alen, sizeof(allow) - alen, "%s%s",
-		                         alen ? ", " : "", r->method);
+		alen = str_appendf(allow, sizeof(allow), alen, "%s%s", alen ? ", " : "", r->method);
 	}
 	if (alen > 0) {
 		char hdr[160];
@@ -268,16 +322,26 @@ static int dispatch(struct mg_connection *conn)
 		char msg[256];
 		snprintf(msg, sizeof(msg), "method %s is not allowed on this path; allowed: %s",
 		         req.info->request_method, allow);
+		if (body) {
+			mg_disable_connection_keep_alive(conn);
+			snprintf(hdr, sizeof(hdr), "Allow: %s\r\n" CLOSE_HDR, allow);
+		}
 		reply_error_conn(conn, 405, hdr, "method_not_allowed", msg);
 		return 1;
 	}
-	reply_error_conn(conn, 404, NULL, "not_found", "no such endpoint");
+	if (body)
+		mg_disable_connection_keep_alive(conn);
+	reply_error_conn(conn, 404, body ? CLOSE_HDR : NULL, "not_found", "no such endpoint");
 	return 1;
 }
 
 /* civetweb's own error pages (malformed requests, header too large) as JSON. */
 static int on_http_error(struct mg_connection *conn, int status, const char *msg)
 {
+	if (wh_guard_was_cut(listener_of(conn)->guard, slot_of(conn))) {
+		status = 408; /* civetweb saw end-of-file where the guard cut the request */
+		msg = "the request did not arrive within webhook.request_timeout";
+	}
 	const char *code = status == 413 || status == 431 ? "too_large"
 	                   : status == 408                ? "timeout"
 	                   : status >= 500                ? "internal"
@@ -285,6 +349,26 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
 	reply_error_conn(conn, status, "Connection: close\r\n", code,
 	                 msg ? msg : status_text(status));
 	return 0;
+}
+
+/* A worker took a connection: its requests are guarded until it closes. */
+static int on_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+	*conn_data = wh_guard_attach(listener_of(conn)->guard, mg_vma_client_fd(conn));
+	return 0;
+}
+
+/* Keep-alive: the next request's headers are awaited from now. */
+static void on_end_request(const struct mg_connection *conn, int status)
+{
+	(void)status;
+	wh_guard_next_request(listener_of(conn)->guard, slot_of(conn));
+}
+
+/* Called before civetweb closes the socket: the guard must not touch it after. */
+static void on_connection_close(const struct mg_connection *conn)
+{
+	wh_guard_detach(listener_of(conn)->guard, slot_of(conn));
 }
 
 static int on_log_message(const struct mg_connection *conn, const char *message)
@@ -297,7 +381,7 @@ static int on_log_message(const struct mg_connection *conn, const char *message)
 /* TLS: our own cert/key loading so the key may live in a separate 0600 file. */
 static int on_init_ssl(void *ssl_ctx, void *user_data)
 {
-	struct wh_server *srv = user_data;
+	struct wh_server *srv = ((struct wh_listener *)user_data)->srv;
 	SSL_CTX *ctx = ssl_ctx;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	if (SSL_CTX_use_certificate_chain_file(ctx, srv->tls_cert_file) != 1) {
@@ -316,20 +400,16 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 	return 1;
 }
 
-int wh_listener_changed(const struct cfg *a, const struct cfg *b)
+/* The server's settings, by key (keys and audit settings live in the server;
+ * the tunnel's unix listener sits in the runtime dir, sized by max_streams:
+ * restart it to apply them), compared value by value, never padding. */
+static const char *const wh_keys[] = {
+    "webhook.",         "auth.", "agent.id", "agent.tenant_id", "agent.runtime_dir",
+    "piko.max_streams", NULL};
+
+bool wh_listener_changed(const struct cfg *a, const struct cfg *b)
 {
-	return strcmp(a->webhook.listen_addr, b->webhook.listen_addr) != 0 ||
-	       a->webhook.port != b->webhook.port ||
-	       a->webhook.tls_enabled != b->webhook.tls_enabled ||
-	       strcmp(a->webhook.tls_cert_file, b->webhook.tls_cert_file) != 0 ||
-	       strcmp(a->webhook.tls_key_file, b->webhook.tls_key_file) != 0 ||
-	       a->webhook.num_threads != b->webhook.num_threads ||
-	       a->webhook.request_timeout_ms != b->webhook.request_timeout_ms ||
-	       a->webhook.max_body != b->webhook.max_body ||
-	       /* keys and audit settings live in the server: restart it to apply them */
-	       memcmp(&a->auth, &b->auth, sizeof(a->auth)) != 0 ||
-	       strcmp(a->agent.id, b->agent.id) != 0 ||
-	       strcmp(a->agent.tenant_id, b->agent.tenant_id) != 0;
+	return cfg_keys_differ(a, b, wh_keys);
 }
 
 static bool is_loopback(const char *addr)
@@ -358,11 +438,113 @@ struct wh_audit *wh_audit_of(const struct wh_req *req)
 	return req->srv->audit;
 }
 
+/* Workers finish before the guards go (free_server): they still use them. */
+static void wh_stop_listeners(struct wh_server *srv)
+{
+	if (srv->tun.ctx != NULL)
+		mg_stop(srv->tun.ctx); /* also removes the socket file */
+	if (srv->tcp.ctx != NULL)
+		mg_stop(srv->tcp.ctx);
+	srv->tun.ctx = srv->tcp.ctx = NULL;
+}
+
 static void free_server(struct wh_server *srv)
 {
+	wh_guard_free(srv->tcp.guard);
+	wh_guard_free(srv->tun.guard);
+	sock_unix_close(&srv->sock);
 	wh_auth_free(srv->auth);
 	wh_audit_close(srv->audit);
 	free(srv);
+}
+
+/* Starts one civetweb context on ports with n workers; ports names it in errors. */
+static int start_listener(struct wh_listener *l, const struct cfg *cfg, const char *ports,
+                          int nthreads, bool keep_alive, bool tcp, struct vm_err *err)
+{
+	char threads[16], timeout[32], backlog[16];
+	snprintf(threads, sizeof(threads), "%d", nthreads);
+	/* A full unix backlog refuses a connect at once (TCP would retry the SYN):
+	 * room for every stream the tunnel may open. */
+	snprintf(backlog, sizeof(backlog), "%d",
+	         tcp || cfg->piko.max_streams < 200 ? 200 : cfg->piko.max_streams);
+	/* a second later than the guard's: the guard ends a slow request first (408) */
+	snprintf(timeout, sizeof(timeout), "%llu",
+	         (unsigned long long)cfg->webhook.request_timeout_ms + 1000u);
+	l->guard = wh_guard_new((size_t)nthreads, cfg->webhook.request_timeout_ms, tcp, err);
+	if (l->guard == NULL)
+		return -err->code;
+	const char *options[] = {
+	    "listening_ports",
+	    ports,
+	    "num_threads",
+	    threads,
+	    /* civetweb bounds each recv()/send() and the headers with this; the
+	     * guard bounds the whole request (headers and body) */
+	    "request_timeout_ms",
+	    timeout,
+	    "enable_keep_alive",
+	    keep_alive ? "yes" : "no",
+	    "keep_alive_timeout_ms",
+	    "5000",
+	    "max_request_size",
+	    "65536", /* headers only; bodies are bounded in wh_read_body */
+	    "listen_backlog",
+	    backlog,
+	    /* headers and body go out in separate writes: without this, Nagle and
+	     * delayed ACKs add ~40 ms to every response */
+	    tcp ? "tcp_nodelay" : NULL, /* last: NULL ends the list on the unix socket */
+	    "1",
+	    NULL,
+	};
+	struct mg_callbacks cb;
+	memset(&cb, 0, sizeof(cb));
+	cb.begin_request = dispatch;
+	cb.http_error = on_http_error;
+	cb.log_message = on_log_message;
+	cb.init_connection = on_init_connection;
+	cb.end_request = on_end_request;
+	cb.connection_close = on_connection_close;
+	if (tcp && cfg->webhook.tls_enabled)
+		cb.init_ssl = on_init_ssl;
+
+	struct mg_init_data init = {&cb, l, options};
+	char etext[256] = "";
+	unsigned ecode = 0;
+	struct mg_error_data edata = {&ecode, etext, sizeof(etext)};
+	l->ctx = mg_start2(&init, &edata);
+	if (l->ctx == NULL) {
+		bool busy = strstr(etext, "in use") != NULL || strstr(etext, "bind") != NULL;
+		return vm_err_set(err, busy ? VM_ERR_BUSY : VM_ERR_IO,
+		                  "webhook: cannot listen on %s: %s", ports,
+		                  etext[0] ? etext : "civetweb failed to start");
+	}
+	return 0;
+}
+
+/* The tunnel's listener: a unix socket in agent.runtime_dir that only the
+ * agent's user (root) can reach, with its own workers. */
+static int start_tunnel_listener(struct wh_server *srv, const struct cfg *cfg, struct vm_err *err)
+{
+	int rc =
+	    sock_unix_prepare(&srv->sock, cfg->agent.runtime_dir, CFG_WEBHOOK_SOCKET_NAME, err);
+	if (rc != 0)
+		return rc;
+	/* Bound through the directory fd sock_unix_prepare checked (open until
+	 * sock_unix_close, after mg_stop has removed the socket): the directory is
+	 * not looked up by name again, and civetweb never sees the configured path,
+	 * which it would misread (',' splits its port list; "<digit>s" or
+	 * "<digit>r" anywhere in it mean an HTTPS or redirect port). */
+	char ports[SOCK_UNIX_PATH_MAX + 2];
+	int n =
+	    snprintf(ports, sizeof(ports), "x/proc/self/fd/%d/%s", srv->sock.dirfd, srv->sock.name);
+	if (n < 0 || (size_t)n >= SOCK_UNIX_PATH_MAX)
+		return vm_err_set(err, VM_ERR_INVALID, "webhook: socket name %s is too long",
+		                  srv->sock.name);
+	rc = start_listener(&srv->tun, cfg, ports, cfg->webhook.tunnel_threads, false, false, err);
+	if (rc != 0)
+		return rc;
+	return sock_unix_seal(&srv->sock, err);
 }
 
 struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err)
@@ -372,75 +554,42 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
+	srv->sock.dirfd = -1;
+	srv->tcp.srv = srv->tun.srv = srv;
 	if (deps != NULL)
 		srv->deps = *deps;
 	srv->max_body = cfg->webhook.max_body;
 	srv->auth = wh_auth_new(cfg, err);
-	if (srv->auth == NULL) {
-		free_server(srv);
-		return NULL;
-	}
+	if (srv->auth == NULL)
+		goto fail;
 	srv->audit = wh_audit_open(cfg, err);
-	if (srv->audit == NULL) {
-		free_server(srv);
-		return NULL;
-	}
+	if (srv->audit == NULL)
+		goto fail;
 	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
 	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);
 
 	const char *addr = cfg->webhook.listen_addr;
-	char ports[128], threads[16], timeout[32];
+	char ports[128];
 	snprintf(ports, sizeof(ports), strchr(addr, ':') ? "[%s]:%d%s" : "%s:%d%s", addr,
 	         cfg->webhook.port, cfg->webhook.tls_enabled ? "s" : "");
-	snprintf(threads, sizeof(threads), "%d", cfg->webhook.num_threads);
-	snprintf(timeout, sizeof(timeout), "%llu",
-	         (unsigned long long)cfg->webhook.request_timeout_ms);
-	const char *options[] = {
-	    "listening_ports",
-	    ports,
-	    "num_threads",
-	    threads,
-	    "request_timeout_ms",
-	    timeout,
-	    "enable_keep_alive",
-	    "yes",
-	    "keep_alive_timeout_ms",
-	    "5000",
-	    "max_request_size",
-	    "65536", /* headers only; bodies are bounded in wh_read_body */
-	    /* headers and body go out in separate writes: without this, Nagle and
-	     * delayed ACKs add ~40 ms to every response */
-	    "tcp_nodelay",
-	    "1",
-	    NULL,
-	};
-	struct mg_callbacks cb;
-	memset(&cb, 0, sizeof(cb));
-	cb.begin_request = dispatch;
-	cb.http_error = on_http_error;
-	cb.log_message = on_log_message;
-	if (cfg->webhook.tls_enabled)
-		cb.init_ssl = on_init_ssl;
-
-	struct mg_init_data init = {&cb, srv, options};
-	char etext[256] = "";
-	unsigned ecode = 0;
-	struct mg_error_data edata = {&ecode, etext, sizeof(etext)};
-	srv->ctx = mg_start2(&init, &edata);
-	if (srv->ctx == NULL) {
-		bool busy = strstr(etext, "in use") != NULL || strstr(etext, "bind") != NULL;
-		vm_err_set(err, busy ? VM_ERR_BUSY : VM_ERR_IO, "webhook: cannot listen on %s: %s",
-		           ports, etext[0] ? etext : "civetweb failed to start");
-		free_server(srv);
-		return NULL;
-	}
+	/* The tunnel's first: once the TCP port answers (what start-up checks
+	 * wait for), tunnel streams find their listener too. */
+	if (start_tunnel_listener(srv, cfg, err) != 0)
+		goto fail;
+	if (start_listener(&srv->tcp, cfg, ports, cfg->webhook.num_threads, true, true, err) != 0)
+		goto fail;
 	if (!is_loopback(addr))
 		log_warn("webhook",
 		         "listening on %s, which is not a loopback address: the API is "
 		         "reachable from the network; it is meant to be reached through the tunnel",
 		         addr);
-	log_info("webhook", "listening on %s%s", ports, cfg->webhook.tls_enabled ? " (TLS)" : "");
+	log_info("webhook", "listening on %s%s; the tunnel's listener is %s", ports,
+	         cfg->webhook.tls_enabled ? " (TLS)" : "", srv->sock.path);
 	return srv;
+fail:
+	wh_stop_listeners(srv);
+	free_server(srv);
+	return NULL;
 }
 
 void wh_stop(struct wh_server *srv)
@@ -448,6 +597,6 @@ void wh_stop(struct wh_server *srv)
 	if (srv == NULL)
 		return;
 	atomic_store(&srv->stopping, true);
-	mg_stop(srv->ctx);
+	wh_stop_listeners(srv);
 	free_server(srv);
 }

@@ -29,7 +29,9 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 /* Stops accepting, waits for in-flight requests, frees. NULL is fine. */
 void wh_stop(struct wh_server *srv);
 
-/* True when the listener settings in a and b differ (a reload must restart it). */
-int wh_listener_changed(const struct cfg *a, const struct cfg *b);
+/* True when the server's settings differ between a and b, key by key
+ * (webhook.*, auth.*, agent.id, agent.tenant_id, agent.runtime_dir,
+ * piko.max_streams): a reload must restart it. */
+bool wh_listener_changed(const struct cfg *a, const struct cfg *b);
 
 #endif

@@ -42,7 +42,8 @@ int probe_file_read_parse(STEP_PARSE_ARGS)
 	return 0;
 }
 
-void probe_set_owner(json_t *result, uid_t uid, gid_t gid)
+/* uid, gid and (when they resolve) owner and group names into result. */
+static void set_owner(json_t *result, uid_t uid, gid_t gid)
 {
 	char buf[4096];
 	struct passwd pw, *pp = NULL;
@@ -89,6 +90,6 @@ enum probe_step_status probe_file_read_run(STEP_RUN_ARGS)
 	json_object_set_new(result, "sha256", json_string(hex));
 	json_object_set_new(result, "mode", json_string(mode));
 	json_object_set_new(result, "truncated", json_boolean(truncated));
-	probe_set_owner(result, sb.st_uid, sb.st_gid);
+	set_owner(result, sb.st_uid, sb.st_gid);
 	return STEP_OK;
 }

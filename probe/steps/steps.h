@@ -22,7 +22,4 @@ enum probe_step_status probe_file_write_run(STEP_RUN_ARGS);
 /* env, cwd, stdin, user, group, timeout: shared by exec and script. */
 int probe_proc_fields(STEP_PARSE_ARGS);
 
-/* uid, gid and (when they resolve) owner and group names into result. */
-void probe_set_owner(json_t *result, uid_t uid, gid_t gid);
-
 #endif

@@ -33,8 +33,9 @@ var (
 	hcFakeErr  error
 )
 
-// hcFakeCP builds tests/fakecp once and starts it on a loopback port.
-func hcFakeCP(t *testing.T) string {
+// hcFakeCP builds tests/fakecp once and starts it on a loopback port with
+// args (e.g. "-piko-hmac-key", k).
+func hcFakeCP(t *testing.T, args ...string) string {
 	t.Helper()
 	hcFakeOnce.Do(func() {
 		// Under the build's GOCACHE when set (rebuilt each run, nothing left in /tmp).
@@ -62,7 +63,7 @@ func hcFakeCP(t *testing.T) string {
 		t.Fatal(hcFakeErr)
 	}
 	addrFile := filepath.Join(t.TempDir(), "addr")
-	cmd := exec.Command(hcFakeBin, "-addr-file", addrFile)
+	cmd := exec.Command(hcFakeBin, append([]string{"-addr-file", addrFile}, args...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -195,7 +195,7 @@ func TestLifecycleInstallWritesFilesModesUnitAndRegistersOnce(t *testing.T) {
 	cfg, _ := os.ReadFile(filepath.Join(root, "etc/vm-agent/config.yaml"))
 	for _, want := range []string{"tenant_id: \"tenant-a\"", "id: \"" + rep.AgentID + "\"",
 		"token_file: \"/etc/vm-agent/piko.token\"", "control_plane_url: \"" + cp.URL + "\"",
-		"jwt_keys: \"/etc/vm-agent/keys/cp-1.pem\"", "issuer: \"fakecp\""} {
+		"jwt_keys: [\"/etc/vm-agent/keys/cp-1.pem\"]", "issuer: \"fakecp\""} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}

@@ -2,7 +2,8 @@
 # A real boot test, NOT run by `make test`: builds a Debian minbase tree with
 # debootstrap, boots it with systemd-nspawn (private network), then runs
 # install → status → upgrade → uninstall against the real systemd inside.
-# Needs root, debootstrap, systemd-container and a Debian mirror; the fake
+# Needs root, debootstrap, systemd-container and a Debian mirror in the
+# system's apt sources (scripts/apt-mirror.sh); the fake
 # control plane and the release files are served from inside the container.
 # Passed on 2026-11-25 (Debian 12 host, bookworm minbase guest): about 30 s
 # after a 1.5 min debootstrap (the tree is reused when WORK_DIR is given).
@@ -12,7 +13,6 @@ set -eu
 build=$(cd "${1:?usage: $0 BUILD_DIR [WORK_DIR]}" && pwd)
 work=${2:-$(mktemp -d /var/tmp/vma-nspawn.XXXXXX)}
 root=$work/root
-mirror=${MIRROR:-http://deb.debian.org/debian}
 pid=""
 
 cleanup() {
@@ -24,6 +24,8 @@ trap cleanup EXIT
 for t in debootstrap systemd-nspawn nsenter minisign go; do
 	command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }
 done
+# the archive this machine's apt uses (no built-in host); fails when none
+mirror=$("$(dirname "$0")/../../scripts/apt-mirror.sh") || exit 2
 
 if [ ! -x "$root/lib/systemd/systemd" ]; then
 	debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,libcurl4,libjansson4,libyaml-0-2,libssl3,procps \

@@ -163,6 +163,47 @@ static void test_config_error_endpoint_with_slash_suggests_form(void **state)
 	             "use e.g. \"tenant-acme-server-001\"");
 }
 
+/* The URL and forward-address rules are core/codec's and core/net's, the
+ * same ones install, upgrade and the tunnel apply: no host, spaces or an
+ * unbracketed IPv6 address used to pass here and fail later elsewhere. */
+static void test_config_urls_and_forward_addr_follow_the_one_rule(void **state)
+{
+	(void)state;
+	expect_error("agent:\n  control_plane_url: \"https://\"\n",
+	             "agent.control_plane_url: expected an http");
+	expect_error("agent:\n  control_plane_url: \"https://cp/a b\"\n",
+	             "agent.control_plane_url: expected an http");
+	expect_error("piko:\n  server_url: \"http://\"\n  endpoint: a\n",
+	             "piko.server_url: expected an http");
+	expect_error("piko:\n  forward_addr: \"::1:8080\"\n",
+	             "piko.forward_addr: expected IP:PORT");
+	expect_error("piko:\n  forward_addr: \"127.0.0.1:+80\"\n",
+	             "piko.forward_addr: expected IP:PORT");
+}
+
+/* Every cap up to the whole dump: nothing written past cap, -1 when cut. */
+static void test_config_dump_never_writes_past_cap(void **state)
+{
+	(void)state;
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	assert_int_equal(load(c, "piko:\n  token: x\n", NULL, &err), 0);
+	static char full[65536];
+	assert_int_equal(cfg_dump(c, full, sizeof(full)), 0);
+	size_t n = strlen(full);
+	static char mem[65536 + 64];
+	for (size_t cap = 1; cap <= n + 1; cap += cap < 400 ? 1 : 97) {
+		memset(mem, 0x5a, cap + 64);
+		int rc = cfg_dump(c, mem, cap);
+		for (size_t i = cap; i < cap + 64; i++)
+			if ((unsigned char)mem[i] != 0x5a)
+				fail_msg("cap %zu: byte %zu written", cap, i);
+		assert_int_equal(rc, cap > n ? 0 : -1);
+		assert_true(memchr(mem, '\0', cap) != NULL);
+	}
+	free(c);
+}
+
 static void test_config_error_cross_field(void **state)
 {
 	(void)state;
@@ -520,6 +561,208 @@ static void test_config_key_differs_and_copy(void **state)
 	free(b);
 }
 
+/* --- editing: the same walker as the loader, on the file's text ---------------------- */
+
+static struct cfg_doc *doc_of(const char *text)
+{
+	struct cfg_doc *d = NULL;
+	struct vm_err err = {0};
+	if (cfg_doc_parse(&d, "config.yaml", text, strlen(text), &err) != 0)
+		fail_msg("cfg_doc_parse: %s", err.msg);
+	return d;
+}
+
+static void test_config_tilde_only_file_same_rule_everywhere(void **state)
+{
+	(void)state;
+	static const char *const empty_docs[] = {"~\n", "null\n", "", "# only a comment\n",
+	                                         "---\n"};
+	struct cfg *c = malloc(sizeof(*c));
+	struct vm_err err = {0};
+	for (size_t i = 0; i < sizeof(empty_docs) / sizeof(empty_docs[0]); i++) {
+		assert_int_equal(load(c, empty_docs[i], NULL, &err), 0);
+		struct cfg_doc *d = doc_of(empty_docs[i]);
+		assert_int_equal(cfg_doc_set(d, "agent.id", "a-1", &err), 0);
+		const char *t = cfg_doc_text(d, NULL);
+		if (load(c, t, NULL, &err) != 0)
+			fail_msg("\"%s\" edited to \"%s\": %s", empty_docs[i], t, err.msg);
+		assert_string_equal(c->agent.id, "a-1");
+		cfg_doc_free(d);
+	}
+	/* what the loader refuses, the editor refuses, with the same words */
+	static const char *const bad[] = {"- a\n", "agent: [1]\n", "nosuch:\n  key: 1\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct vm_err le = {0}, ee = {0};
+		struct cfg_doc *d = NULL;
+		assert_int_not_equal(load(c, bad[i], NULL, &le), 0);
+		assert_int_not_equal(cfg_doc_parse(&d, "config.yaml", bad[i], strlen(bad[i]), &ee),
+		                     0);
+		assert_null(d);
+		assert_string_equal(le.msg, ee.msg);
+	}
+	free(c);
+}
+
+static void test_config_set_keeps_comments_and_order(void **state)
+{
+	(void)state;
+	static const char text[] = "# top comment\n"
+	                           "webhook:\n"
+	                           "  port: 9100 # the port\n"
+	                           "  listen_addr: 127.0.0.1\n"
+	                           "\n"
+	                           "agent: # who we are\n"
+	                           "  id: a1\n"
+	                           "  # tenant later\n"
+	                           "piko:\n"
+	                           "  reconnect: {max_delay: 30s}\n"
+	                           "health:\n"
+	                           "log: ~\n";
+	struct cfg_doc *d = doc_of(text);
+	struct vm_err err = {0};
+	assert_int_equal(cfg_doc_set(d, "webhook.port", "9200", &err), 0);
+	assert_int_equal(cfg_doc_set(d, "agent.tenant_id", "te\"n\\ant", &err), 0);
+	assert_int_equal(cfg_doc_set(d, "piko.reconnect.initial_delay", "2s", &err), 0);
+	assert_int_equal(cfg_doc_set(d, "piko.endpoint", "ep-1", &err), 0);
+	assert_int_equal(cfg_doc_set(d, "health.check_interval", "45s", &err), 0);
+	assert_int_equal(cfg_doc_set(d, "log.level", "debug", &err), 0);
+	assert_int_equal(cfg_doc_set(d, "upgrade.max_size", "1GiB", &err), 0);
+	assert_int_equal(cfg_doc_unset(d, "webhook.listen_addr", &err), 0);
+	assert_int_equal(cfg_doc_unset(d, "probe.allow", &err), 0); /* not there: no-op */
+	assert_string_equal(cfg_doc_text(d, NULL),
+	                    "# top comment\n"
+	                    "webhook:\n"
+	                    "  port: \"9200\" # the port\n"
+	                    "\n"
+	                    "agent: # who we are\n"
+	                    "  id: a1\n"
+	                    "  tenant_id: \"te\\\"n\\\\ant\"\n"
+	                    "  # tenant later\n"
+	                    "piko:\n"
+	                    "  reconnect: {max_delay: 30s, initial_delay: \"2s\"}\n"
+	                    "  endpoint: \"ep-1\"\n"
+	                    "health:\n"
+	                    "  check_interval: \"45s\"\n"
+	                    "log:\n"
+	                    "  level: \"debug\"\n"
+	                    "upgrade:\n"
+	                    "  max_size: \"1GiB\"\n");
+	assert_true(cfg_doc_changed(d));
+	assert_int_equal(cfg_doc_validate(d, &err), 0);
+	assert_string_equal(cfg_doc_values(d)->agent.tenant_id, "te\"n\\ant");
+	assert_int_equal(cfg_doc_values(d)->webhook.port, 9200);
+	assert_true(cfg_doc_has(d, "piko.reconnect.initial_delay"));
+	assert_false(cfg_doc_has(d, "webhook.listen_addr"));
+	cfg_doc_free(d);
+
+	/* setting a key to the value it has changes nothing, whatever its style */
+	d = doc_of("webhook:\n  port: 9100\n");
+	assert_int_equal(cfg_doc_set(d, "webhook.port", "9100", &err), 0);
+	assert_false(cfg_doc_changed(d));
+	cfg_doc_free(d);
+}
+
+static void test_config_set_list_value_is_a_sequence(void **state)
+{
+	(void)state;
+	struct cfg_doc *d =
+	    doc_of("probe:\n  allow:\n    - /bin/a\n    - /bin/b\n  queue_size: 9\n");
+	struct vm_err err = {0};
+	assert_int_equal(cfg_doc_set(d, "probe.allow", "/bin/c, /bin/d", &err), 0);
+	assert_string_equal(cfg_doc_text(d, NULL),
+	                    "probe:\n  allow: [\"/bin/c\", \"/bin/d\"]\n  queue_size: 9\n");
+	assert_int_equal(cfg_doc_set(d, "auth.jwt_keys", "/k/a.pem", &err), 0);
+	const struct cfg *v = cfg_doc_values(d);
+	assert_int_equal(v->probe.allow.count, 2);
+	assert_string_equal(v->probe.allow.items[1], "/bin/d");
+	assert_int_equal(v->auth.jwt_keys.count, 1);
+	assert_non_null(strstr(cfg_doc_text(d, NULL), "jwt_keys: [\"/k/a.pem\"]"));
+	assert_int_equal(cfg_doc_set(d, "probe.allow", "", &err), 0); /* the empty list */
+	assert_int_equal(cfg_doc_values(d)->probe.allow.count, 0);
+	assert_non_null(strstr(cfg_doc_text(d, NULL), "allow: []"));
+	assert_int_not_equal(cfg_doc_set(d, "probe.allow", "/bin/a,", &err), 0);
+	assert_non_null(strstr(err.msg, "probe.allow"));
+	cfg_doc_free(d);
+}
+
+static void test_config_edit_refuses_unknown_keys_and_control_chars(void **state)
+{
+	(void)state;
+	struct cfg_doc *d = doc_of("agent:\n  id: a1\n");
+	struct vm_err err = {0};
+	assert_int_not_equal(cfg_doc_set(d, "agent.nope", "1", &err), 0);
+	assert_non_null(strstr(err.msg, "agent.nope: unknown configuration key"));
+	assert_int_not_equal(cfg_doc_set(d, "agent", "1", &err), 0);
+	assert_int_not_equal(cfg_doc_set(d, "agent.id", "a\nb", &err), 0);
+	assert_non_null(strstr(err.msg, "control characters"));
+	assert_int_not_equal(cfg_doc_unset(d, "agent.nope", &err), 0);
+	assert_false(cfg_doc_changed(d));
+	/* a value the loader refuses is written only after validation says so */
+	assert_int_equal(cfg_doc_set(d, "webhook.port", "70000", &err), 0);
+	assert_int_not_equal(cfg_doc_validate(d, &err), 0);
+	assert_non_null(strstr(err.msg, "config.yaml:4:"));
+	assert_non_null(strstr(err.msg, "webhook.port"));
+	/* and can be fixed by the next edit */
+	assert_int_equal(cfg_doc_set(d, "webhook.port", "9100", &err), 0);
+	assert_int_equal(cfg_doc_validate(d, &err), 0);
+	cfg_doc_free(d);
+	/* a YAML error names the file, line and column */
+	struct cfg_doc *bad = NULL;
+	static const char broken[] = "agent:\n  id: [a\n";
+	assert_int_not_equal(cfg_doc_parse(&bad, "config.yaml", broken, strlen(broken), &err), 0);
+	assert_non_null(strstr(err.msg, "config.yaml:3:"));
+}
+
+/* Layouts beyond the plain block style: each edit gives exactly this text, or
+ * is refused when no in-place splice keeps every other key as it was. */
+static void test_config_edit_layouts(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		bool unset;
+		const char *key, *value, *out; /* out NULL: refused */
+	} rows[] = {
+	    {"agent:\n  id: |\n    abc\n  tenant_id: t\n", false, "agent.id", "x",
+	     "agent:\n  id: \"x\"\n  tenant_id: t\n"},
+	    {"agent:\n  id: |\n    abc\n", false, "agent.tenant_id", "x",
+	     "agent:\n  id: |\n    abc\n  tenant_id: \"x\"\n"},
+	    {"webhook:\n  port:\n  listen_addr: 1.2.3.4\n", false, "webhook.port", "9",
+	     "webhook:\n  port: \"9\"\n  listen_addr: 1.2.3.4\n"},
+	    {"{agent: {id: a, tenant_id: b}}\n", true, "agent.id", NULL,
+	     "{agent: {tenant_id: b}}\n"},
+	    {"{agent: {id: a, tenant_id: b}}\n", true, "agent.tenant_id", NULL,
+	     "{agent: {id: a}}\n"},
+	    {"{agent: {id: a}}\n", false, "piko.endpoint", "e",
+	     "{agent: {id: a}, piko: {endpoint: \"e\"}}\n"},
+	    {"agent: {}\n", false, "agent.id", "t", "agent: {id: \"t\"}\n"},
+	    {"piko:\n  reconnect:\n    max_delay: 3s\n  endpoint: e\n", false,
+	     "piko.reconnect.initial_delay", "1s",
+	     "piko:\n  reconnect:\n    max_delay: 3s\n    initial_delay: \"1s\"\n  endpoint: e\n"},
+	    {"probe:\n  allow:\n  - /a\n  - /b\n  queue_size: 3\n", true, "probe.allow", NULL,
+	     "probe:\n  queue_size: 3\n"},
+	    {"agent:\n  id: 'it''s'\n", false, "agent.id", "it's", "agent:\n  id: 'it''s'\n"},
+	    /* an anchor shared by two keys cannot change for one of them alone */
+	    {"agent:\n  id: &x a\n  tenant_id: *x\n", false, "agent.id", "z", NULL},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct cfg_doc *d = doc_of(rows[i].in);
+		struct vm_err err = {0};
+		int rc = rows[i].unset ? cfg_doc_unset(d, rows[i].key, &err)
+		                       : cfg_doc_set(d, rows[i].key, rows[i].value, &err);
+		if (rows[i].out == NULL) {
+			assert_int_not_equal(rc, 0);
+			assert_non_null(strstr(err.msg, "config.yaml:2:3: agent.id: cannot edit"));
+			assert_string_equal(cfg_doc_text(d, NULL), rows[i].in);
+		} else {
+			if (rc != 0)
+				fail_msg("row %zu: %s", i, err.msg);
+			assert_string_equal(cfg_doc_text(d, NULL), rows[i].out);
+		}
+		cfg_doc_free(d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -532,6 +775,8 @@ int main(void)
 	    cmocka_unit_test(test_config_error_duplicate_key),
 	    cmocka_unit_test(test_config_error_endpoint_with_slash_suggests_form),
 	    cmocka_unit_test(test_config_error_cross_field),
+	    cmocka_unit_test(test_config_urls_and_forward_addr_follow_the_one_rule),
+	    cmocka_unit_test(test_config_dump_never_writes_past_cap),
 	    cmocka_unit_test(test_config_error_value_too_long),
 	    cmocka_unit_test(test_config_empty_file_and_empty_section_keep_defaults),
 	    cmocka_unit_test(test_config_env_overrides_file),
@@ -547,6 +792,11 @@ int main(void)
 	    cmocka_unit_test(test_config_dump_redacts_url_passwords),
 	    cmocka_unit_test(test_config_key_apply_live_or_restart),
 	    cmocka_unit_test(test_config_key_differs_and_copy),
+	    cmocka_unit_test(test_config_tilde_only_file_same_rule_everywhere),
+	    cmocka_unit_test(test_config_set_keeps_comments_and_order),
+	    cmocka_unit_test(test_config_set_list_value_is_a_sequence),
+	    cmocka_unit_test(test_config_edit_refuses_unknown_keys_and_control_chars),
+	    cmocka_unit_test(test_config_edit_layouts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 #include "core/fs.h"
 
 #include "test_dir.h"
+#include "test_fake_io.h"
 
 static void test_fs_write_atomic_replaces_with_mode_and_no_temp_left(void **state)
 {
@@ -354,6 +355,21 @@ static void test_fs_write_at_sweeps_only_dead_writers_temps(void **state)
 	assert_int_equal(access(at("sw/other.vma.tmp.DDDDDD"), F_OK), 0);
 }
 
+/* write() returning 0 for a non-empty buffer must fail the write, not loop. */
+static void test_fs_write_at_fails_when_write_returns_zero(void **state)
+{
+	(void)state;
+	char path[128];
+	struct vm_err err = {0};
+	snprintf(path, sizeof(path), "%s/zero.txt", test_dir);
+	fake_write_zero_begin();
+	int rc = fs_write_atomic(path, "content", 7, 0600, &err);
+	fake_write_zero_end();
+	assert_int_equal(rc, -VM_ERR_IO);
+	assert_non_null(strstr(err.msg, "zero.txt"));
+	assert_int_not_equal(access(path, F_OK), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -371,6 +387,7 @@ int main(void)
 	    cmocka_unit_test(test_fs_write_at_create_only_and_no_temp_left),
 	    cmocka_unit_test(test_fs_backup_keeps_owner_not_setuid),
 	    cmocka_unit_test(test_fs_write_at_sweeps_only_dead_writers_temps),
+	    cmocka_unit_test(test_fs_write_at_fails_when_write_returns_zero),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

@@ -1,5 +1,5 @@
 /* Unit tests for the health spool (order, bounds, drop-oldest, crash
- * leftovers, corrupt entries) and the credentials file. */
+ * leftovers, corrupt entries) and report ids (credentials: test_cp.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,7 +50,51 @@ static void expect_order(struct health_spool *sp, const int *want, int n)
 	}
 	char id[HEALTH_ID_LEN + 1], *body;
 	size_t len;
-	assert_int_equal(health_spool_peek(sp, id, &body, &len, NULL), -VM_ERR_NOTFOUND);
+	/* empty is an answer, not an error */
+	assert_int_equal(health_spool_peek(sp, id, &body, &len, NULL), 0);
+	assert_null(body);
+}
+
+/* An empty spool answers 0 with no body; an entry whose file vanished is
+ * skipped, not mistaken for the end (nor for an error). */
+static void test_spool_empty_is_a_value_not_an_error(void **state)
+{
+	(void)state;
+	struct health_spool_limits lim = {100, 1 << 20};
+	struct vm_err err = {0};
+	struct health_spool *sp = health_spool_open(test_dir, &lim, &err);
+	assert_non_null(sp);
+	char id[HEALTH_ID_LEN + 1], *body = (char *)"x";
+	size_t len = 7;
+	assert_int_equal(health_spool_peek(sp, id, &body, &len, &err), 0);
+	assert_null(body);
+	assert_int_equal(len, 0);
+	assert_int_equal(err.code, 0);
+	push_n(sp, 1, 2);
+	/* the oldest entry's file disappears behind the spool's back */
+	DIR *d = opendir(test_dir);
+	assert_non_null(d);
+	struct dirent *de;
+	char victim[512] = "";
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.' &&
+		    (victim[0] == '\0' || strcmp(de->d_name, victim + strlen(test_dir) + 1) < 0))
+			snprintf(victim, sizeof(victim), "%s/%s", test_dir, de->d_name);
+	closedir(d);
+	assert_int_equal(unlink(victim), 0);
+	assert_int_equal(health_spool_peek(sp, id, &body, &len, &err), 0);
+	char want[HEALTH_ID_LEN + 1];
+	make_id(2, want);
+	assert_non_null(body);
+	assert_string_equal(id, want);
+	free(body);
+	assert_int_equal(health_spool_pop(sp, &err), 0);
+	assert_int_equal(health_spool_peek(sp, id, &body, &len, &err), 0);
+	assert_null(body);
+	/* nothing to remove: a caller's mistake, said so */
+	assert_int_not_equal(health_spool_pop(sp, &err), 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	health_spool_close(sp);
 }
 
 static void test_spool_replays_in_order_across_reopen(void **state)
@@ -184,41 +228,6 @@ static void test_spool_entry_parser(void **state)
 	assert_int_equal(health_spool_parse_entry("", 0, id, &body, &bl), -1);
 }
 
-static void test_credentials_parse_and_mode(void **state)
-{
-	(void)state;
-	struct health_credentials c;
-	struct vm_err err = {0};
-	const char *good = "{\"version\":1,\"agent_id\":\"a-1\",\"tenant_id\":\"t\","
-	                   "\"token\":\"s3cr3t-token\"}";
-	assert_int_equal(health_parse_credentials(good, strlen(good), &c, &err), 0);
-	assert_string_equal(c.agent_id, "a-1");
-	assert_string_equal(c.token.value, "s3cr3t-token");
-	health_credentials_clear(&c);
-	static const char *const bad[] = {
-	    "",
-	    "[]",
-	    "{\"agent_id\":\"a\"}",
-	    "{\"agent_id\":\"a/b\",\"token\":\"x\"}",
-	    "{\"agent_id\":\"a\",\"token\":\"x\\ny\"}",
-	    "{\"version\":2,\"agent_id\":\"a\",\"token\":\"x\"}",
-	    "{\"agent_id\":\"a\",\"token\":\"s3cr3t\",\"token\":\"x\"}",
-	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(health_parse_credentials(bad[i], strlen(bad[i]), &c, &err),
-		                 -VM_ERR_INVALID);
-		assert_null(strstr(err.msg, "s3cr3t"));
-	}
-	char path[128];
-	snprintf(path, sizeof(path), "%s/cred.json", test_dir);
-	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0644, &err), 0);
-	assert_int_equal(health_load_credentials(path, &c, &err), -VM_ERR_PERM);
-	assert_non_null(strstr(err.msg, "chmod 600"));
-	chmod(path, 0600);
-	assert_int_equal(health_load_credentials(path, &c, &err), 0);
-	health_credentials_clear(&c);
-}
-
 static void test_uuid4_format(void **state)
 {
 	(void)state;
@@ -241,9 +250,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 	        test_spool_recovers_from_crash_leftovers_and_corrupt_entries, test_dir_setup,
 	        test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_spool_empty_is_a_value_not_an_error,
+	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test(test_spool_entry_parser),
-	    cmocka_unit_test_setup_teardown(test_credentials_parse_and_mode, test_dir_setup,
-	                                    test_dir_teardown),
 	    cmocka_unit_test(test_uuid4_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

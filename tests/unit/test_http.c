@@ -174,7 +174,6 @@ static void test_http_retry_honours_retry_after_then_succeeds(void **state)
 	                        .initial_delay_ms = 10,
 	                        .max_delay_ms = 60000,
 	                        .multiplier = 2,
-	                        .jitter = 0,
 	                        .sleep_fn = counting_sleep,
 	                        .sleep_ctx = &slept};
 	struct http_resp r;
@@ -184,8 +183,8 @@ static void test_http_retry_honours_retry_after_then_succeeds(void **state)
 	assert_int_equal(rc, 0);
 	assert_int_equal(r.status, 200);
 	assert_int_equal(s.served, 3);
-	/* 7 s from Retry-After, then 20 ms (second backoff step) */
-	assert_int_equal(slept, 7000 + 20);
+	/* 7 s from Retry-After, then at most 20 ms (second step, full jitter) */
+	assert_true(slept >= 7000 && slept <= 7000 + 20);
 	http_resp_free(&r);
 }
 
@@ -216,17 +215,18 @@ static void test_http_never_retries_plain_4xx(void **state)
 static void test_http_backoff_grows_caps_and_jitters(void **state)
 {
 	(void)state;
-	struct http_retry rt = {
-	    .initial_delay_ms = 1000, .max_delay_ms = 5000, .multiplier = 2, .jitter = 0.2};
-	uint64_t d1 = http_backoff_ms(&rt, 1, -1, 0x7fffffffu);
-	assert_true(d1 >= 999 && d1 <= 1000);
-	uint64_t d3 = http_backoff_ms(&rt, 3, -1, 0x7fffffffu);
-	assert_true(d3 >= 3990 && d3 <= 4010);
-	assert_true(http_backoff_ms(&rt, 10, -1, 0xffffffffu) <= 5000);
-	assert_true(http_backoff_ms(&rt, 1, -1, 0) >= 800);
-	assert_true(http_backoff_ms(&rt, 1, -1, 0xffffffffu) <= 1200);
+	/* Full jitter: uniform in [0, min(max, initial * 2^(n-1))]. */
+	struct http_retry rt = {.initial_delay_ms = 1000, .max_delay_ms = 5000, .multiplier = 2};
+	assert_int_equal(http_backoff_ms(&rt, 1, -1, 0xffffffffu), 1000);
+	assert_int_equal(http_backoff_ms(&rt, 3, -1, 0xffffffffu), 4000);
+	uint64_t half3 = http_backoff_ms(&rt, 3, -1, 0x7fffffffu);
+	assert_true(half3 >= 1990 && half3 <= 2010);
+	assert_int_equal(http_backoff_ms(&rt, 10, -1, 0xffffffffu), 5000);
+	assert_int_equal(http_backoff_ms(&rt, 1, -1, 0), 0);
 	assert_int_equal(http_backoff_ms(&rt, 1, 3, 0), 3000);
 	assert_int_equal(http_backoff_ms(&rt, 1, 999, 0), 5000);
+	for (unsigned n = 1; n < 40; n++)
+		assert_true(http_backoff_next_ms(&rt, n, -1) <= 5000);
 }
 
 static void test_http_download_writes_file_only_on_success(void **state)

@@ -16,6 +16,7 @@
 #include "lifecycle/internal.h"
 
 #include "test_dir.h"
+#include "test_fake_io.h"
 
 static void test_lifecycle_version_order(void **state)
 {
@@ -46,27 +47,27 @@ static void test_lifecycle_cfg_edit_roundtrip_validates_and_quotes(void **state)
 	(void)state;
 	static const char text[] = "agent:\n  id: a1\npiko:\n  reconnect:\n    max_delay: 30s\n"
 	                           "health:\nprobe:\n  allow: [\"/bin/a,b\", \"/bin/c\"]\n";
-	struct lc_cfg_doc doc;
+	struct cfg_doc *doc = NULL;
 	struct vm_err err = {0};
-	assert_int_equal(lc_cfg_parse("t", text, strlen(text), &doc, &err), 0);
-	assert_string_equal(lc_cfg_get(&doc, "piko.reconnect.max_delay"), "30s");
-	assert_int_equal(lc_cfg_set(&doc, "agent.tenant_id", "te\"n\\ant", &err), 0);
-	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9100", &err), 0);
-	assert_int_not_equal(lc_cfg_set(&doc, "agent.nope", "1", &err), 0);
-	assert_int_not_equal(lc_cfg_set(&doc, "agent.id", "a\nb", &err), 0);
-	char *out = lc_cfg_render(&doc);
+	assert_int_equal(cfg_doc_parse(&doc, "t", text, strlen(text), &err), 0);
+	assert_int_equal(cfg_doc_values(doc)->piko.reconnect.max_delay_ms, 30000);
+	assert_int_equal(cfg_doc_set(doc, "agent.tenant_id", "te\"n\\ant", &err), 0);
+	assert_int_equal(cfg_doc_set(doc, "webhook.port", "9100", &err), 0);
+	assert_int_not_equal(cfg_doc_set(doc, "agent.nope", "1", &err), 0);
+	assert_int_not_equal(cfg_doc_set(doc, "agent.id", "a\nb", &err), 0);
+	const char *out = cfg_doc_text(doc, NULL);
 	assert_non_null(out);
-	assert_int_equal(lc_cfg_validate_text("t", out, &err), 0);
-	struct lc_cfg_doc back;
-	assert_int_equal(lc_cfg_parse("t", out, strlen(out), &back, &err), 0);
-	assert_string_equal(lc_cfg_get(&back, "agent.tenant_id"), "te\"n\\ant");
-	assert_string_equal(lc_cfg_get(&back, "piko.reconnect.max_delay"), "30s");
+	assert_int_equal(cfg_doc_validate(doc, &err), 0);
+	struct cfg_doc *back = NULL;
+	assert_int_equal(cfg_doc_parse(&back, "t", out, strlen(out), &err), 0);
+	assert_string_equal(cfg_doc_values(back)->agent.tenant_id, "te\"n\\ant");
+	assert_int_equal(cfg_doc_values(back)->piko.reconnect.max_delay_ms, 30000);
 	assert_non_null(strstr(out, "allow: [\"/bin/a,b\", \"/bin/c\"]")); /* a list stays a list */
-	assert_int_equal(lc_cfg_unset(&back, "webhook.port", &err), 0);
-	assert_null(lc_cfg_get(&back, "webhook.port"));
-	free(out);
-	lc_cfg_free(&doc);
-	lc_cfg_free(&back);
+	assert_int_equal(cfg_doc_values(back)->probe.allow.count, 2);
+	assert_int_equal(cfg_doc_unset(back, "webhook.port", &err), 0);
+	assert_false(cfg_doc_has(back, "webhook.port"));
+	cfg_doc_free(doc);
+	cfg_doc_free(back);
 }
 
 static void test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid(void **state)
@@ -75,24 +76,24 @@ static void test_lifecycle_cfg_write_keeps_backup_and_refuses_invalid(void **sta
 	char path[128], bak[140];
 	snprintf(path, sizeof(path), "%s/config.yaml", test_dir);
 	snprintf(bak, sizeof(bak), "%s.bak", path);
-	struct lc_cfg_doc doc;
+	struct cfg_doc *doc = NULL;
 	struct vm_err err = {0};
-	assert_int_equal(lc_cfg_read(path, &doc, &err), 0); /* missing: empty */
-	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9100", &err), 0);
-	assert_int_equal(lc_cfg_write(path, &doc, &err), 0);
-	assert_int_equal(lc_cfg_set(&doc, "webhook.port", "9200", &err), 0);
-	assert_int_equal(lc_cfg_write(path, &doc, &err), 0);
+	assert_int_equal(cfg_doc_read(&doc, path, &err), 0); /* missing: empty */
+	assert_int_equal(cfg_doc_set(doc, "webhook.port", "9100", &err), 0);
+	assert_int_equal(lc_config_write(path, doc, &err), 0);
+	assert_int_equal(cfg_doc_set(doc, "webhook.port", "9200", &err), 0);
+	assert_int_equal(lc_config_write(path, doc, &err), 0);
 	char *data;
 	size_t len;
 	assert_int_equal(fs_read_file(bak, 4096, &data, &len, &err), 0);
 	assert_non_null(strstr(data, "9100"));
 	free(data);
-	assert_int_equal(lc_cfg_set(&doc, "piko.endpoint", "a/b", &err), 0);
-	assert_int_not_equal(lc_cfg_write(path, &doc, &err), 0);
+	assert_int_equal(cfg_doc_set(doc, "piko.endpoint", "a/b", &err), 0);
+	assert_int_not_equal(lc_config_write(path, doc, &err), 0);
 	assert_int_equal(fs_read_file(path, 4096, &data, &len, &err), 0);
 	assert_non_null(strstr(data, "9200")); /* unchanged */
 	free(data);
-	lc_cfg_free(&doc);
+	cfg_doc_free(doc);
 }
 
 static void test_lifecycle_unit_template_has_the_binary_and_hardening(void **state)
@@ -132,6 +133,32 @@ static void test_lifecycle_remote_upgrade_request_is_checked(void **state)
 		assert_int_not_equal(lc_upgrade_start_background(&bad[i], &err), 0);
 		assert_int_equal(err.code, VM_ERR_INVALID);
 	}
+}
+
+/* The background upgrade's start without systemd: detached into its own
+ * session, the caller not waiting for it. */
+static void test_lifecycle_spawn_detached_runs_in_its_own_session(void **state)
+{
+	(void)state;
+	if (access("/run/systemd/system", F_OK) == 0)
+		skip(); /* there it is a systemd-run transient unit */
+	char out[256], script[3 * 256 + 64];
+	snprintf(out, sizeof(out), "%s/sid", test_dir);
+	snprintf(script, sizeof(script), "ps -o sid= -p $$ > %s.tmp; mv %s.tmp %s", out, out, out);
+	const char *argv[] = {"/bin/sh", "-c", script, NULL};
+	struct vm_err err = {0};
+	assert_int_equal(lc_svc_spawn_detached(argv, &err), 0);
+	FILE *f = NULL;
+	for (int i = 0; i < 500 && (f = fopen(out, "r")) == NULL; i++)
+		usleep(10000);
+	assert_non_null(f);
+	long sid = 0;
+	assert_int_equal(fscanf(f, "%ld", &sid), 1);
+	fclose(f);
+	assert_true(sid > 0);
+	assert_int_not_equal(sid, (long)getsid(0));
+	const char *nope[] = {"/nonexistent/vm-agent", NULL};
+	assert_int_not_equal(lc_svc_spawn_detached(nope, &err), 0);
 }
 
 static void write_file(const char *path, const char *text)
@@ -258,25 +285,72 @@ static void test_lifecycle_copy_stops_at_cap_while_copying(void **state)
 	assert_int_equal(fs_write_atomic(src, data, sizeof(data), 0600, NULL), 0);
 	struct vm_err err = {0};
 	/* exactly at the cap is fine; one byte over is not */
-	assert_int_equal(lc_copy_file_max(src, dst, 0600, sizeof(data), &err), 0);
+	assert_int_equal(fs_copy_file(src, dst, 0600, sizeof(data), &err), 0);
 	struct stat st;
 	assert_int_equal(stat(dst, &st), 0);
 	assert_int_equal(st.st_size, (off_t)sizeof(data));
 	unlink(dst);
-	assert_int_equal(lc_copy_file_max(src, dst, 0600, sizeof(data) - 1, &err), -VM_ERR_INVALID);
+	assert_int_equal(fs_copy_file(src, dst, 0600, sizeof(data) - 1, &err), -VM_ERR_INVALID);
 	assert_non_null(strstr(err.msg, "larger than 199999 bytes"));
 	assert_int_not_equal(access(dst, F_OK), 0);
 	/* st_size 0, gigabytes to read: stopped by counting */
-	assert_int_equal(lc_copy_file_max("/proc/self/pagemap", dst, 0600, 65536, &err),
+	assert_int_equal(fs_copy_file("/proc/self/pagemap", dst, 0600, 65536, &err),
 	                 -VM_ERR_INVALID);
 	assert_non_null(strstr(err.msg, "larger than 65536 bytes"));
 	assert_int_not_equal(access(dst, F_OK), 0);
 	/* not a regular file: refused on the opened fd, without blocking on a FIFO */
 	assert_int_equal(mkfifo(fifo, 0600), 0);
-	assert_int_equal(lc_copy_file_max(fifo, dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_int_equal(fs_copy_file(fifo, dst, 0600, 65536, &err), -VM_ERR_INVALID);
 	assert_non_null(strstr(err.msg, "not a regular file"));
-	assert_int_equal(lc_copy_file_max("/dev/zero", dst, 0600, 65536, &err), -VM_ERR_INVALID);
+	assert_int_equal(fs_copy_file("/dev/zero", dst, 0600, 65536, &err), -VM_ERR_INVALID);
 	assert_no_temp_left(test_dir);
+}
+
+static void test_lifecycle_copy_fails_when_write_returns_zero(void **state)
+{
+	(void)state;
+	char src[128], dst[128];
+	snprintf(src, sizeof(src), "%s/src", test_dir);
+	snprintf(dst, sizeof(dst), "%s/dst", test_dir);
+	assert_int_equal(fs_write_atomic(src, "payload", 7, 0600, NULL), 0);
+	struct vm_err err = {0};
+	fake_write_zero_begin();
+	int rc = fs_copy_file(src, dst, 0600, 0, &err);
+	fake_write_zero_end();
+	assert_int_equal(rc, -VM_ERR_IO);
+	assert_int_not_equal(access(dst, F_OK), 0);
+	assert_no_temp_left(test_dir);
+}
+
+/* The lifecycle commands read credentials.json through the one strict
+ * parser (core/cp; before, lifecycle had its own that cut the token at 4095): a token over the
+ * limit is an error (never cut), and a file others can read is refused like everywhere else. */
+static void test_lifecycle_credentials_strict_never_truncated(void **state)
+{
+	(void)state;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/credentials.json", test_dir);
+	size_t n = CP_TOKEN_MAX + 100;
+	char *doc = malloc(n + 100);
+	assert_non_null(doc);
+	struct vm_err err = {0};
+	struct cp_creds c;
+	/* 5000 bytes is within the one limit, and it is kept whole */
+	int w = snprintf(doc, n + 100, "{\"agent_id\":\"a-1\",\"token\":\"%0*d\"}", 5000, 7);
+	assert_int_equal(fs_write_atomic(path, doc, (size_t)w, 0600, &err), 0);
+	assert_int_equal(cp_creds_load(path, &c, &err), 0);
+	assert_int_equal(c.token.len, 5000);
+	cp_creds_clear(&c);
+	/* over the limit: an error naming the token, never a cut */
+	w = snprintf(doc, n + 100, "{\"version\":1,\"agent_id\":\"a-1\",\"token\":\"%0*d\"}",
+	             (int)n, 7);
+	assert_int_equal(fs_write_atomic(path, doc, (size_t)w, 0600, &err), 0);
+	assert_int_equal(cp_creds_load(path, &c, &err), -VM_ERR_INVALID);
+	assert_non_null(strstr(err.msg, "token"));
+	/* a file others can read is refused, as by the health reporter */
+	assert_int_equal(fs_write_atomic(path, doc, (size_t)w, 0644, &err), 0);
+	assert_int_equal(cp_creds_load(path, &c, &err), -VM_ERR_PERM);
+	free(doc);
 }
 
 int main(void)
@@ -294,9 +368,15 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 	        test_lifecycle_upgrade_request_file_private_and_consumed, test_dir_setup,
 	        test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_spawn_detached_runs_in_its_own_session,
+	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_stops_at_cap_while_copying,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_credentials_strict_never_truncated,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_fails_when_write_returns_zero,
 	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,6 +5,8 @@
 #include <cmocka.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,6 +299,55 @@ static void test_log_short_write_falls_back_to_stderr(void **state)
 	log_shutdown();
 }
 
+static atomic_int loggers_done;
+
+static void *log_loop(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 2000; i++) {
+		log_debug("race", "debug %d", i);
+		log_error("race", "error %d", i);
+	}
+	atomic_fetch_add(&loggers_done, 1);
+	return NULL;
+}
+
+/* log_msg reads the level while a reload (another thread) sets it: the level
+ * is atomic, so this is race-free (run it under -fsanitize=thread), and every
+ * line written is whole; no error line is lost to a level change. */
+static void test_log_level_changes_while_threads_log(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/race.log", test_dir);
+	struct log_opts lo = {LOG_DEBUG, LOG_FORMAT_TEXT, path, 64 << 20, 1};
+	struct vm_err err;
+	assert_int_equal(log_configure(&lo, &err), 0);
+	atomic_store(&loggers_done, 0);
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, log_loop, NULL), 0);
+	/* bounded: the loggers finish 2 × 4000 calls long before this */
+	for (int i = 0; i < 1000000 && atomic_load(&loggers_done) < 2; i++) {
+		lo.level = i % 2 ? LOG_ERROR : LOG_DEBUG;
+		assert_int_equal(log_configure(&lo, &err), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	log_shutdown();
+	char *data = read_all(path);
+	size_t errors = 0;
+	for (char *save = NULL, *l = strtok_r(data, "\n", &save); l != NULL;
+	     l = strtok_r(NULL, "\n", &save)) {
+		if (strstr(l, " race: error ") != NULL)
+			errors++;
+		else if (strstr(l, " race: debug ") == NULL)
+			fail_msg("not a whole line: %s", l);
+	}
+	assert_int_equal(errors, 4000);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -310,6 +361,7 @@ int main(void)
 	    cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
 	    cmocka_unit_test(test_log_full_disk_falls_back_to_stderr),
 	    cmocka_unit_test(test_log_short_write_falls_back_to_stderr),
+	    cmocka_unit_test(test_log_level_changes_while_threads_log),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, teardown_dir);
 }

@@ -3,7 +3,9 @@
  * errors when nothing could be started, and containment: children that leave
  * the group (setsid) die with the run under the subreaper shim (no cgroups)
  * and in a step cgroup (where this host has a writable v2 tree), and a
- * crashed agent's step cgroups are killed at the next start. */
+ * crashed agent's step cgroups are killed at the next start. The flags:
+ * PATH search, inheriting the environment, dying with the caller, and a
+ * detached child in its own session that we reap. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -248,6 +250,168 @@ static void test_proc_fd3_reaches_child(void **state)
 	close(fd);
 }
 
+/* --- flags: PATH search, die with the parent, detach, the environment ------------------ */
+
+static void test_proc_search_path_runs_a_command_by_name(void **state)
+{
+	(void)state;
+	char *const argv[] = {"sh", "-c", "echo found", NULL};
+	struct proc_spec spec = {.argv = argv, .envp = clean_env, .out_cap = 100};
+	struct proc_result r;
+	struct vm_err err = {0};
+	/* a bare name is not looked up unless asked: the agent never runs ./sh */
+	spec.path = "sh";
+	assert_int_not_equal(proc_run(&spec, &r, &err), 0);
+	assert_int_equal(err.code, VM_ERR_NOTFOUND);
+	proc_result_free(&r);
+	spec.flags = PROC_SEARCH_PATH;
+	assert_int_equal(proc_run(&spec, &r, &err), 0);
+	assert_string_equal(r.out, "found\n");
+	proc_result_free(&r);
+	/* no path: argv[0] is the name to find */
+	spec.path = NULL;
+	assert_int_equal(proc_run(&spec, &r, &err), 0);
+	assert_int_equal(r.exit_code, 0);
+	proc_result_free(&r);
+	char *const nope[] = {"no-such-command-xyz", NULL};
+	spec.argv = nope;
+	assert_int_not_equal(proc_run(&spec, &r, &err), 0);
+	assert_int_equal(err.code, VM_ERR_NOTFOUND);
+	assert_non_null(strstr(err.msg, "no-such-command-xyz"));
+	proc_result_free(&r);
+}
+
+static void test_proc_null_envp_inherits_environment(void **state)
+{
+	(void)state;
+	setenv("VMA_INHERITED_FOR_TEST", "yes", 1);
+	char *const argv[] = {"/bin/sh", "-c", "echo $VMA_INHERITED_FOR_TEST", NULL};
+	struct proc_spec spec = {.path = "/bin/sh", .argv = argv, .out_cap = 100};
+	struct proc_result r;
+	struct vm_err err = {0};
+	assert_int_equal(proc_run(&spec, &r, &err), 0);
+	assert_string_equal(r.out, "yes\n");
+	proc_result_free(&r);
+	unsetenv("VMA_INHERITED_FOR_TEST");
+}
+
+static void forward_output(void *ctx, enum proc_stream stream, const char *data, size_t len)
+{
+	(void)stream;
+	ssize_t w = write(*(int *)ctx, data, len);
+	(void)w;
+}
+
+/* A caller (forked here) runs `sleep` through proc_run with flags and is then
+ * killed with SIGKILL; returns the sleep's pid. */
+static pid_t start_then_kill_caller(unsigned flags)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t caller = fork();
+	assert_true(caller >= 0);
+	if (caller == 0) {
+		close(p[0]);
+		char *const argv[] = {"/bin/sh", "-c", "echo $$; exec sleep 30", NULL};
+		struct proc_spec spec = {.path = "/bin/sh",
+		                         .argv = argv,
+		                         .envp = clean_env,
+		                         .out_cap = 100,
+		                         .flags = flags,
+		                         .on_output = forward_output,
+		                         .ctx = &p[1]};
+		struct proc_result r;
+		struct vm_err err = {0};
+		(void)proc_run(&spec, &r, &err);
+		_exit(0);
+	}
+	close(p[1]);
+	char buf[32] = "";
+	ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+	close(p[0]);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	kill(caller, SIGKILL);
+	assert_int_equal(waitpid(caller, NULL, 0), caller);
+	return (pid_t)atoi(buf);
+}
+
+static bool gone_within(pid_t pid, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (gone(pid))
+			return true;
+		usleep(10000);
+	}
+	return gone(pid);
+}
+
+static void test_proc_die_with_parent_kills_child_when_caller_is_killed(void **state)
+{
+	(void)state;
+	/* without the flag the child outlives a killed caller… */
+	pid_t orphan = start_then_kill_caller(0);
+	assert_true(orphan > 0);
+	assert_false(gone_within(orphan, 300));
+	kill(orphan, SIGKILL);
+	/* …with it, it dies with it */
+	pid_t child = start_then_kill_caller(PROC_DIE_WITH_PARENT);
+	assert_true(child > 0);
+	assert_true(gone_within(child, 5000));
+}
+
+static void test_proc_detach_own_session_null_stdio_and_reaped(void **state)
+{
+	(void)state;
+	char *const argv[] = {"sleep", "1", NULL};
+	struct proc_spec spec = {.argv = argv,
+	                         .envp = clean_env,
+	                         .deadline_ms = proc_now_ms() + 1, /* ignored: not waited for */
+	                         .flags = PROC_DETACH | PROC_SEARCH_PATH};
+	struct proc_result r;
+	struct vm_err err = {0};
+	int64_t t0 = proc_now_ms();
+	assert_int_equal(proc_run(&spec, &r, &err), 0);
+	pid_t pid = r.pid;
+	assert_true(pid > 0);
+	assert_false(r.timed_out);
+	proc_result_free(&r);
+	/* exec'd already (posix_spawn returns after it): its own session */
+	char path[64], link[PATH_MAX], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	int sid = 0;
+	assert_int_equal(sscanf(strrchr(buf, ')') + 2, "%*c %*d %*d %d", &sid), 1);
+	assert_int_equal(sid, pid);
+	/* stdio on /dev/null, nothing else of ours inherited */
+	for (int fd = 0; fd < 3; fd++) {
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		ssize_t l = readlink(path, link, sizeof(link) - 1);
+		assert_true(l > 0);
+		link[l] = '\0';
+		assert_string_equal(link, "/dev/null");
+	}
+	snprintf(path, sizeof(path), "/proc/%d/fd/3", (int)pid);
+	assert_int_not_equal(access(path, F_OK), 0);
+	/* reaped by us when it ends (no zombie left), never waited for by the caller */
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	struct stat sb;
+	for (int i = 0; i < 500 && stat(path, &sb) == 0; i++)
+		usleep(10000);
+	assert_int_not_equal(stat(path, &sb), 0);
+	assert_true(proc_now_ms() - t0 < 6000);
+	/* detaching what proc_run would have to contain or switch is refused */
+	struct cg_tree none = {.mode = CG_NONE};
+	spec.cgroup = &none;
+	assert_int_not_equal(proc_run(&spec, &r, &err), 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
+	proc_result_free(&r);
+}
+
 static struct cg_tree real_tree;
 
 static int open_real_tree(void **state)
@@ -338,6 +502,10 @@ int main(void)
 	    cmocka_unit_test(test_proc_subreaper_deadline_and_cancel_kill_escaped_tree),
 	    cmocka_unit_test(test_proc_subreaper_survives_step_killing_its_group),
 	    cmocka_unit_test(test_proc_fd3_reaches_child),
+	    cmocka_unit_test(test_proc_search_path_runs_a_command_by_name),
+	    cmocka_unit_test(test_proc_null_envp_inherits_environment),
+	    cmocka_unit_test(test_proc_die_with_parent_kills_child_when_caller_is_killed),
+	    cmocka_unit_test(test_proc_detach_own_session_null_stdio_and_reaped),
 	    cmocka_unit_test_setup_teardown(test_proc_cgroup_kills_setsid_child_and_removes_cgroup,
 	                                    open_real_tree, close_real_tree),
 	    cmocka_unit_test_setup_teardown(test_proc_cgroup_leftovers_killed_at_next_open,

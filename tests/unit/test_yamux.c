@@ -127,7 +127,7 @@ static void test_yamux_server_syn_gets_ack_and_data_before_ack(void **state)
 	assert_int_equal(f.sent[0].stream_id, 2);
 	struct ymx_stream *st = f.last_open;
 	assert_int_equal(st->rx.len, 5);
-	assert_memory_equal(tbuf_data(&st->rx), "GET /", 5);
+	assert_memory_equal(buf_data(&st->rx), "GET /", 5);
 	assert_int_equal(st->recv_window, YMX_WINDOW - 5);
 	ymx_session_free(&s);
 }
