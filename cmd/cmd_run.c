@@ -77,6 +77,8 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 	int rc = fs_mkdir_p(cfg->agent.state_dir, 0700, err);
 	if (rc == 0)
 		rc = fs_mkdir_p(cfg->probe.work_dir, 0700, err);
+	if (rc == 0) /* before the webhook: a remote upgrade's request goes through it */
+		rc = fs_mkdir_p(cfg->agent.runtime_dir, 0700, err);
 	return rc;
 }
 
@@ -116,6 +118,17 @@ static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
 {
 	const struct agent *ag = ctx;
 	probe_queue_depth(ag->deps.probe, queued, running);
+}
+
+/* Fixed at start (probe.cgroup_root needs a restart): a copy of cg_open's verdict. */
+static void containment_source(void *ctx, struct health_containment *out)
+{
+	const struct agent *ag = ctx;
+	snprintf(out->mode, sizeof(out->mode), "%s", cg_mode_name(ag->cgroup.mode));
+	out->memory = (ag->cgroup.controllers & CG_MEMORY) != 0;
+	out->cpu = (ag->cgroup.controllers & CG_CPU) != 0;
+	out->pids = (ag->cgroup.controllers & CG_PIDS) != 0;
+	snprintf(out->why, sizeof(out->why), "%s", ag->cgroup.why);
 }
 
 static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *quarantined)
@@ -429,11 +442,13 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	if (lc_renewer_run(ag.renewer, token_to_tunnel, &ag, &err) != 0)
 		log_error("agent", "%s", err.msg);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
-	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source};
+	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
+	                                 containment_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);
 	ag.deps.health = ag.health;
+	snprintf(ag.deps.runtime_dir, sizeof(ag.deps.runtime_dir), "%s", ag.cfg->agent.runtime_dir);
 	ag.webhook = wh_start(ag.cfg, &ag.deps, &err);
 	if (ag.webhook == NULL) {
 		log_error("agent", "%s", err.msg);

@@ -89,6 +89,12 @@ static void print_running(json_t *r)
 	else
 		printf("  probes:      %lld queued, %lld running\n", num(h, "probe.queued"),
 		       num(h, "probe.running"));
+	if (str(h, "containment.mode") != NULL)
+		printf("  containment: %s%s%s\n", str(h, "containment.mode"),
+		       str(h, "containment.limits_unavailable") ? ", limits unavailable: " : "",
+		       str(h, "containment.limits_unavailable")
+		           ? str(h, "containment.limits_unavailable")
+		           : " (memory, cpu, pids limits)");
 	if (!json_is_true(get(h, "reporting.enabled"))) {
 		printf("  reports:     off (agent.control_plane_url is not set)\n");
 		return;

@@ -1,6 +1,9 @@
 /* vm-agent upgrade: flags → lc_upgrade (download, verify, self-test, swap,
  * health gate, rollback). */
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cmd/cmd.h"
 #include "core/err.h"
@@ -9,6 +12,7 @@
 struct upgrade_args {
 	struct lc_upgrade_opts o;
 	bool json;
+	const char *request;
 };
 
 #define UA(f) offsetof(struct upgrade_args, f)
@@ -29,6 +33,9 @@ static const struct cmd_flag upgrade_flags[] = {
     {"proxy", 0, CMD_FLAG_STR, UA(o.proxy), "P", "HTTP(S) proxy"},
     {"root", 0, CMD_FLAG_STR, UA(o.root), "DIR", "files under DIR (nothing is restarted)"},
     {"json", 0, CMD_FLAG_BOOL, UA(json), NULL, "machine-readable report"},
+    {"request", 0, CMD_FLAG_STR, UA(request), "FILE",
+     "read version, URLs and checksum from FILE and remove it (how the agent starts an "
+     "upgrade asked for by the API)"},
 };
 
 static int upgrade_exec(const struct cmd_entry *self, void *args)
@@ -36,15 +43,41 @@ static int upgrade_exec(const struct cmd_entry *self, void *args)
 	struct upgrade_args *a = args;
 	a->o.current_version = vma_build_version;
 	a->o.builtin_key = lc_builtin_upgrade_key;
+	struct vm_err err = {0};
+	struct lc_upgrade_request_buf *rq = NULL;
+	if (a->request != NULL) {
+		if (a->o.version != NULL || a->o.url != NULL || a->o.checksum != NULL ||
+		    a->o.signature_url != NULL)
+			return cmd_usage_error(self, "--request replaces --version, --url, "
+			                             "--checksum and --signature-url");
+		rq = calloc(1, sizeof(*rq));
+		if (rq == NULL)
+			return VM_EXIT_RUNTIME;
+		if (lc_upgrade_request_load(a->request, rq, &err) != 0) {
+			fprintf(stderr, "vm-agent upgrade: %s\n", err.msg);
+			free(rq);
+			return VM_EXIT_RUNTIME;
+		}
+		a->o.version = rq->version;
+		a->o.url = rq->url;
+		a->o.checksum = rq->checksum;
+		a->o.signature_url = rq->signature_url[0] != '\0' ? rq->signature_url : NULL;
+		a->o.allow_downgrade = a->o.allow_downgrade || rq->allow_downgrade;
+	}
 	if (a->o.version == NULL || a->o.url == NULL || a->o.checksum == NULL)
 		return cmd_usage_error(self, "--version, --url and --checksum are required");
-	struct vm_err err = {0};
 	struct lc_report *r = cmd_lc_begin(self, true);
-	if (r == NULL)
+	if (r == NULL) {
+		free(rq);
 		return VM_EXIT_RUNTIME;
+	}
 	int rc = lc_upgrade(&a->o, r, &err);
 	struct cmd_lc_exit how = {.json = a->json, .http = true, .echo_error = true};
-	return cmd_lc_end(self, r, rc, &err, &how);
+	rc = cmd_lc_end(self, r, rc, &err, &how);
+	if (rq != NULL)
+		explicit_bzero(rq, sizeof(*rq));
+	free(rq);
+	return rc;
 }
 
 const struct cmd_entry cmd_upgrade_entry = {

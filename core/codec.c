@@ -326,7 +326,11 @@ char *url_redact(const char *url, char *out, size_t cap)
 
 struct url_shown url_shown(const char *url)
 {
+	/* the query (and fragment) go too: a presigned URL carries its token there */
+	char bare[URL_SHOWN_MAX];
+	snprintf(bare, sizeof(bare), "%.*s", url != NULL ? (int)strcspn(url, "?#") : 0,
+	         url != NULL ? url : "");
 	struct url_shown u;
-	url_redact(url, u.s, sizeof(u.s));
+	url_redact(bare, u.s, sizeof(u.s));
 	return u;
 }

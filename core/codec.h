@@ -73,7 +73,8 @@ bool url_is_http(const char *u);
  * in part. Returns out. */
 char *url_redact(const char *url, char *out, size_t cap);
 
-/* url_redact into a value, for one-line use in a log call:
+/* url_redact of url without its query and fragment (a presigned URL's token
+ * is there) into a value, for one-line use in a log call:
  * log_info("x", "to %s", url_shown(u).s) (the array lives until the end of
  * the full expression). */
 #define URL_SHOWN_MAX 2048

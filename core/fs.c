@@ -160,13 +160,9 @@ int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err)
 	return 0;
 }
 
-int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
+int fs_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
 {
 	*out = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
-		                    "open %s", path);
 	struct buf b;
 	/* one byte past max is how a larger file shows */
 	buf_init(&b, max < SIZE_MAX ? max + 1 : max);
@@ -195,12 +191,23 @@ int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct v
 			break;
 		buf_commit(&b, (size_t)r);
 	}
-	close(fd);
 	if (rc == 0 && b.len > max)
 		rc = vm_err_set(err, VM_ERR_INVALID, "%s: larger than %zu bytes", path, max);
 	if (rc == 0 && (*out = buf_take(&b, len)) == NULL)
 		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory reading %s", path);
 	buf_free(&b);
+	return rc;
+}
+
+int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err)
+{
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vm_err_errno(err, errno == ENOENT ? VM_ERR_NOTFOUND : VM_ERR_IO, errno,
+		                    "open %s", path);
+	int rc = fs_read_fd(fd, path, max, out, len, err);
+	close(fd);
 	return rc;
 }
 

@@ -43,6 +43,9 @@ int fs_mkdir_p(const char *path, mode_t mode, struct vm_err *err);
  * frees. A file larger than max is an error (VM_ERR_INVALID). */
 int fs_read_file(const char *path, size_t max, char **out, size_t *len, struct vm_err *err);
 
+/* The same from an open fd (read to its end; name is for messages). */
+int fs_read_fd(int fd, const char *name, size_t max, char **out, size_t *len, struct vm_err *err);
+
 /* fsyncs the directory that contains path. */
 int fs_sync_parent(const char *path, struct vm_err *err);
 

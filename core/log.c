@@ -38,7 +38,9 @@ static struct {
 	uint64_t size; /* current file size */
 	uint64_t max_size;
 	int max_files;
-} g_log = {PTHREAD_MUTEX_INITIALIZER, LOG_INFO, LOG_FORMAT_TEXT, -1, "", 0, 0, 0};
+	bool failing; /* the file refuses lines: they go to stderr */
+	uint64_t file_write_failures, lines_lost;
+} g_log = {PTHREAD_MUTEX_INITIALIZER, LOG_INFO, LOG_FORMAT_TEXT, -1, "", 0, 0, 0, false, 0, 0};
 
 const char *log_level_name(enum log_level level)
 {
@@ -69,6 +71,7 @@ int log_configure(const struct log_opts *opts, struct vm_err *err)
 	if (g_log.fd >= 0)
 		close(g_log.fd);
 	g_log.fd = fd;
+	g_log.failing = false;
 	g_log.size = size;
 	snprintf(g_log.path, sizeof(g_log.path), "%s", to_file ? opts->file : "");
 	atomic_store(&g_log.level, (int)opts->level);
@@ -259,22 +262,71 @@ static void rotate_locked(void)
 	g_log.fd = open_log_file(g_log.path, &g_log.size);
 }
 
+/* The whole line to fd 2; false when even that refused it. */
+static bool write_stderr(const char *line, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, line, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		line += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* A line the file refused goes to stderr (journald under systemd) instead:
+ * "audit line NOT written" on a full disk must not be lost with the rest. */
+static void file_failed_locked(const char *line, size_t len, int e)
+{
+	g_log.file_write_failures++;
+	if (!g_log.failing) {
+		g_log.failing = true;
+		char note[PATH_MAX + 160];
+		int k = snprintf(note, sizeof(note),
+		                 "log: cannot write %s (%s); lines go to stderr until it works "
+		                 "again\n",
+		                 g_log.path, strerror(e));
+		if (k > 0)
+			(void)write_stderr(note,
+			                   (size_t)k < sizeof(note) ? (size_t)k : sizeof(note) - 1);
+	}
+	if (!write_stderr(line, len))
+		g_log.lines_lost++;
+}
+
 static void write_line_locked(const char *line, size_t len)
 {
-	if (g_log.fd < 0) {
-		fwrite(line, 1, len, stderr);
-		fflush(stderr);
+	if (g_log.path[0] == '\0') {
+		if (!write_stderr(line, len))
+			g_log.lines_lost++;
 		return;
 	}
-	if (g_log.max_size > 0 && g_log.size > 0 && g_log.size + len > g_log.max_size)
+	if (g_log.fd >= 0 && g_log.max_size > 0 && g_log.size > 0 &&
+	    g_log.size + len > g_log.max_size)
 		rotate_locked();
+	if (g_log.fd < 0) /* rotation or a reopen failed: try again for this line */
+		g_log.fd = open_log_file(g_log.path, &g_log.size);
 	if (g_log.fd < 0) {
-		fwrite(line, 1, len, stderr); /* file unusable: never drop the line */
+		file_failed_locked(line, len, errno);
 		return;
 	}
 	ssize_t n = write(g_log.fd, line, len);
-	if (n > 0)
-		g_log.size += (uint64_t)n;
+	if (n == (ssize_t)len) {
+		g_log.size += (uint64_t)len;
+		g_log.failing = false;
+		return;
+	}
+	int e = n < 0 ? errno : ENOSPC;
+	/* a torn line would run into the next one: take it back */
+	if (n > 0) {
+		off_t end = lseek(g_log.fd, 0, SEEK_END);
+		if (end < n || ftruncate(g_log.fd, end - n) != 0)
+			g_log.size += (uint64_t)n;
+	}
+	file_failed_locked(line, len, e);
 }
 
 static void format_time(char *buf, size_t cap)
@@ -321,5 +373,13 @@ void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 	}
 	if (n > 0)
 		write_line_locked(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	pthread_mutex_unlock(&g_log.lock);
+}
+
+void log_get_stats(struct log_stats *out)
+{
+	pthread_mutex_lock(&g_log.lock);
+	out->file_write_failures = g_log.file_write_failures;
+	out->lines_lost = g_log.lines_lost;
 	pthread_mutex_unlock(&g_log.lock);
 }

@@ -44,4 +44,12 @@ size_t log_redact(char *s, size_t cap);
 
 const char *log_level_name(enum log_level level);
 
+/* Lines the log file refused (full disk, size limit, I/O error): each went to
+ * stderr instead (journald under systemd); lost = stderr refused it too. */
+struct log_stats {
+	uint64_t file_write_failures;
+	uint64_t lines_lost;
+};
+void log_get_stats(struct log_stats *out);
+
 #endif

@@ -23,6 +23,13 @@ struct health_tunnel_state {
 	uint64_t reconnects; /* since start */
 };
 
+/* How probe steps are contained on this host (core/cgroup, found at start). */
+struct health_containment {
+	char mode[40]; /* cg_mode_name(): "cgroup-v2", "cgroup-v2 (no controllers)", "none" */
+	bool memory, cpu, pids; /* per-step limits available */
+	char why[256];          /* why cgroups or some limits are unavailable; "" = all there */
+};
+
 struct health_sources {
 	void *ctx;
 	void (*tunnel)(void *ctx, struct health_tunnel_state *out);
@@ -30,6 +37,8 @@ struct health_sources {
 	void (*probe_queue)(void *ctx, uint64_t *queued, uint64_t *running);
 	/* Probe records that could not be written, and unreadable ones quarantined. */
 	void (*probe_store)(void *ctx, uint64_t *write_failures, uint64_t *quarantined);
+	/* Step containment and the limits it allows (GET /v1/health, status, /metrics). */
+	void (*containment)(void *ctx, struct health_containment *out);
 };
 
 enum health_state { HEALTH_HEALTHY = 0, HEALTH_DEGRADED = 1, HEALTH_UNHEALTHY = 2 };

@@ -12,6 +12,7 @@
 
 #include "core/cp.h"
 #include "core/rand.h"
+#include "core/log.h"
 #include "core/secret.h"
 #include "health/health.h"
 
@@ -65,6 +66,9 @@ struct health_snapshot {
 	bool probe_enabled;
 	uint64_t probe_queued, probe_running;
 	uint64_t probe_write_failures, probe_quarantined;
+	struct log_stats log;   /* lines the log file refused (sent to stderr) */
+	bool containment_known; /* false: no containment source */
+	struct health_containment containment;
 	/* reporter */
 	bool reporting_enabled;
 	int64_t last_report_at;    /* unix s of the last attempt; 0 = none */

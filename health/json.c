@@ -67,6 +67,12 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 	                          u64(s->probe_queued), "running", u64(s->probe_running),
 	                          "record_write_failures", u64(s->probe_write_failures),
 	                          "quarantined_records", u64(s->probe_quarantined));
+	json_t *cont = json_null();
+	if (s->containment_known)
+		cont = json_pack(
+		    "{s:s,s:{s:b,s:b,s:b},s:s?}", "mode", s->containment.mode, "limits", "memory",
+		    s->containment.memory, "cpu", s->containment.cpu, "pids", s->containment.pids,
+		    "limits_unavailable", s->containment.why[0] ? s->containment.why : NULL);
 	json_t *rep = json_pack(
 	    "{s:b,s:o,s:o,s:i,s:s?,s:o,s:o,s:o,s:o,s:o,s:o}", "enabled", s->reporting_enabled,
 	    "last_attempt_at", iso_time(s->last_report_at), "last_success_at",
@@ -75,9 +81,12 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 	    "failed", u64(s->reports_failed), "spool_entries", u64(s->spool_entries), "spool_bytes",
 	    u64(s->spool_bytes), "spool_dropped", u64(s->spool_dropped), "clock_skew_seconds",
 	    s->clock_skew_known ? num(s->clock_skew_s) : json_null());
-	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o}", "agent_id", agent_id,
+	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "agent_id", agent_id,
 	                 "version", version, "time", iso_time(s->time), "started_at",
 	                 iso_time(s->started_at), "state", health_state_name(s->state), "reasons",
 	                 reasons, "system", system_json(&s->sys), "tunnel", tunnel, "probe", probe,
-	                 "reporting", rep);
+	                 "containment", cont ? cont : json_null(), "reporting", rep, "log",
+	                 json_pack("{s:o,s:o}", "file_write_failures",
+	                           u64(s->log.file_write_failures), "lines_lost",
+	                           u64(s->log.lines_lost)));
 }

@@ -78,6 +78,11 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 		m->src.probe_queue(m->src.ctx, &queued, &running);
 	if (m->src.probe_store != NULL)
 		m->src.probe_store(m->src.ctx, &write_failures, &quarantined);
+	struct log_stats logst;
+	log_get_stats(&logst);
+	struct health_containment cont = {0};
+	if (m->src.containment != NULL)
+		m->src.containment(m->src.ctx, &cont);
 
 	pthread_mutex_lock(&m->mu);
 	struct health_snapshot *s = &m->cur;
@@ -91,6 +96,9 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	s->probe_running = running;
 	s->probe_write_failures = write_failures;
 	s->probe_quarantined = quarantined;
+	s->log = logst;
+	s->containment_known = m->src.containment != NULL;
+	s->containment = cont;
 	health_evaluate(s, &m->th);
 	if (!first && s->state != before) {
 		m->state_changed = true;

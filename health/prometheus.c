@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/cgroup.h"
 #include "health/internal.h"
 
 #define PROM_MAX (1024 * 1024)
@@ -98,6 +99,8 @@ G(g_spool_drop, s->spool_dropped)
 G(g_last_ok, s->last_report_ok_at)
 G(g_skew, s->clock_skew_known ? s->clock_skew_s : NAN)
 G(g_check_time, s->time)
+G(g_log_fail, s->log.file_write_failures)
+G(g_log_lost, s->log.lines_lost)
 G(g_reasons, s->nreasons)
 
 static const struct {
@@ -140,6 +143,11 @@ static const struct {
      "Reports dropped because the spool was full (oldest first).", g_spool_drop},
     {"vm_agent_health_last_report_success_timestamp_seconds", "gauge",
      "Unix time of the last delivered report (0 = none yet).", g_last_ok},
+    {"vm_agent_log_file_write_failures_total", "counter",
+     "Log lines the log file refused (full disk, I/O error); each went to stderr instead.",
+     g_log_fail},
+    {"vm_agent_log_lines_lost_total", "counter", "Log lines neither the log file nor stderr took.",
+     g_log_lost},
     {"vm_agent_clock_skew_seconds", "gauge",
      "Control-plane clock minus local clock, from the last report answer.", g_skew},
 };
@@ -171,6 +179,28 @@ static void net_family(struct pbuf *b, const struct health_snapshot *s, const ch
 	}
 }
 
+/* Containment as an enum gauge (1 for the current mode) and one gauge per
+ * limit; the reason stays in /v1/health (free text is no label value). */
+static void containment_families(struct pbuf *b, const struct health_snapshot *s)
+{
+	if (!s->containment_known)
+		return;
+	const char *const modes[] = {cg_mode_name(CG_LIMIT), cg_mode_name(CG_TRACK),
+	                             cg_mode_name(CG_NONE)};
+	family(b, "vm_agent_probe_containment", "gauge",
+	       "1 for how probe steps are contained (cgroup-v2 with limits, cgroup-v2 without "
+	       "controllers: kill only, none: subreaper fallback), 0 for the others.");
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		put(b, "vm_agent_probe_containment{mode=\"%s\"} %d\n", modes[i],
+		    strcmp(s->containment.mode, modes[i]) == 0);
+	family(b, "vm_agent_probe_limit_available", "gauge",
+	       "1 when per-step limits of this kind (memory, cpu, pids) can be applied.");
+	const struct health_containment *c = &s->containment;
+	put(b, "vm_agent_probe_limit_available{limit=\"memory\"} %d\n", c->memory);
+	put(b, "vm_agent_probe_limit_available{limit=\"cpu\"} %d\n", c->cpu);
+	put(b, "vm_agent_probe_limit_available{limit=\"pids\"} %d\n", c->pids);
+}
+
 char *health_format_prometheus(const struct health_snapshot *s, const char *version)
 {
 	struct pbuf b = {.failed = false};
@@ -191,6 +221,7 @@ char *health_format_prometheus(const struct health_snapshot *s, const char *vers
 		put(&b, "%s", scalars[i].name);
 		value(&b, scalars[i].get(s));
 	}
+	containment_families(&b, s);
 	fs_family(&b, s, "vm_agent_host_filesystem_size_bytes", "Filesystem size.",
 	          offsetof(struct health_fs, size_bytes));
 	fs_family(&b, s, "vm_agent_host_filesystem_avail_bytes",

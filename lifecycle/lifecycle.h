@@ -189,6 +189,7 @@ struct lc_upgrade_request {
 	const char *checksum;      /* sha256:HEX */
 	const char *signature_url; /* NULL = url + ".minisig" */
 	bool allow_downgrade;
+	const char *runtime_dir; /* the agent's 0700 runtime dir: the request goes through it */
 };
 
 /* Checks the request and starts `vm-agent upgrade` as a separate process
@@ -196,6 +197,24 @@ struct lc_upgrade_request {
  * triggers does not kill it; else a detached session). Returns at once; the
  * upgrade reports its outcome to the control plane (events). */
 int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err);
+
+/* The request reaches that process as `upgrade --request FILE`, FILE a 0600
+ * file <runtime_dir>/upgrade-request.*.json: never on its command line, which
+ * every local user can read. */
+#define LC_UPGRADE_REQUEST_PREFIX "upgrade-request."
+struct lc_upgrade_request_buf {
+	char version[64];
+	char url[2048 + 1];
+	char checksum[80];
+	char signature_url[2048 + 1]; /* "" = url + ".minisig" */
+	bool allow_downgrade;
+};
+
+/* Reads and removes FILE: a regular file (no symlink) of this euid, mode
+ * 0600, in a directory private to this euid; the request is validated like
+ * POST /v1/upgrade's. */
+int lc_upgrade_request_load(const char *path, struct lc_upgrade_request_buf *out,
+                            struct vm_err *err);
 
 enum lc_recover_result {
 	LC_RECOVER_NOTHING = 0, /* no interrupted upgrade */

@@ -23,8 +23,8 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/minisign.h"
-#include "core/proc.h"
 #include "core/rand.h"
+#include "core/proc.h"
 #include "core/time.h"
 #include "lifecycle/internal.h"
 
@@ -683,7 +683,7 @@ static bool valid_version(const char *v)
 	return true;
 }
 
-int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)
+static int request_check(const struct lc_upgrade_request *rq, struct vm_err *err)
 {
 	if (!valid_version(rq->version))
 		return vm_err_set(err, VM_ERR_INVALID, "version: expected something like 1.2.3");
@@ -693,28 +693,149 @@ int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_e
 		return vm_err_set(err, VM_ERR_INVALID, "checksum: expected sha256:<64 hex digits>");
 	if (rq->signature_url != NULL && !url_is_http(rq->signature_url))
 		return vm_err_set(err, VM_ERR_INVALID, "signature_url: expected an http(s) URL");
+	return 0;
+}
+
+/* The directory the request file goes through: ours and nobody else's, so
+ * only root (or we) could read or replace what is in it. */
+static int private_dir(int dfd, const char *dir, struct vm_err *err)
+{
+	struct stat sb;
+	if (fstat(dfd, &sb) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "fstat %s", dir);
+	if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077) != 0)
+		return vm_err_set(err, VM_ERR_PERM,
+		                  "%s is not a directory private to uid %ld (owner %ld, mode %04o)",
+		                  dir, (long)geteuid(), (long)sb.st_uid,
+		                  (unsigned)(sb.st_mode & 07777));
+	return 0;
+}
+
+/* The request is handed over in a 0600 file of the 0700 runtime dir, never
+ * on the command line: /proc/<pid>/cmdline is readable by every local user
+ * and a presigned URL carries a token in its query. (An inherited fd would do
+ * for a plain fork, but systemd-run's transient unit inherits no fd.) */
+static int request_write(const struct lc_upgrade_request *rq, char *path, size_t cap,
+                         struct vm_err *err)
+{
+	const char *dir = rq->runtime_dir;
+	if (dir == NULL || dir[0] != '/')
+		return vm_err_set(err, VM_ERR_INVALID, "no runtime directory for the request");
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "open %s", dir);
+	int rc = private_dir(dfd, dir, err);
+	if (rc != 0)
+		goto out;
+	unsigned char r[8] = {0};
+	if ((rc = rand_bytes(r, sizeof(r), err)) != 0)
+		goto out;
+	char leaf[FS_NAME_MAX];
+	int n = snprintf(leaf, sizeof(leaf), "%s%02x%02x%02x%02x%02x%02x%02x%02x.json",
+	                 LC_UPGRADE_REQUEST_PREFIX, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+	if (n < 0 || (size_t)snprintf(path, cap, "%s/%s", dir, leaf) >= cap) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "runtime directory path too long");
+		goto out;
+	}
+	json_t *o = json_pack("{s:s,s:s,s:s,s:b}", "version", rq->version, "url", rq->url,
+	                      "checksum", rq->checksum, "allow_downgrade", rq->allow_downgrade);
+	if (o != NULL && rq->signature_url != NULL)
+		json_object_set_new(o, "signature_url", json_string(rq->signature_url));
+	char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text == NULL) {
+		rc = vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	const struct fs_write_opts wo = {.mode = 0600, .create_only = true};
+	rc = fs_write_at(dfd, leaf, text, strlen(text), &wo, err);
+	explicit_bzero(text, strlen(text));
+	free(text);
+out:
+	close(dfd);
+	return rc;
+}
+
+static void copy_field(char *dst, size_t cap, json_t *o, const char *key)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+	snprintf(dst, cap, "%s", v != NULL && strlen(v) < cap ? v : "");
+}
+
+int lc_upgrade_request_load(const char *path, struct lc_upgrade_request_buf *out,
+                            struct vm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	char leaf[FS_NAME_MAX];
+	int dfd = fs_open_parent(path, leaf, err);
+	if (dfd < 0)
+		return dfd;
+	char *text = NULL;
+	size_t len = 0;
+	struct stat sb;
+	int fd = -1, rc = private_dir(dfd, path, err);
+	if (rc != 0)
+		goto out;
+	if ((fd = fs_open_at(dfd, leaf, &sb, err)) < 0) {
+		rc = fd;
+		goto out;
+	}
+	/* Read once, then gone: the secret in it stays on disk no longer than needed. */
+	(void)unlinkat(dfd, leaf, 0);
+	if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0 || sb.st_nlink > 1) {
+		rc = vm_err_set(err, VM_ERR_PERM, "%s: not a private file of uid %ld", path,
+		                (long)geteuid());
+		goto out;
+	}
+	if ((rc = fs_read_fd(fd, path, 16 * 1024, &text, &len, err)) != 0)
+		goto out;
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		rc = vm_err_set(err, VM_ERR_INVALID, "%s: not an upgrade request", path);
+		goto out;
+	}
+	copy_field(out->version, sizeof(out->version), o, "version");
+	copy_field(out->url, sizeof(out->url), o, "url");
+	copy_field(out->checksum, sizeof(out->checksum), o, "checksum");
+	copy_field(out->signature_url, sizeof(out->signature_url), o, "signature_url");
+	out->allow_downgrade = json_is_true(json_object_get(o, "allow_downgrade"));
+	const struct lc_upgrade_request rq = {
+	    .version = out->version,
+	    .url = out->url,
+	    .checksum = out->checksum,
+	    .signature_url = out->signature_url[0] != '\0' ? out->signature_url : NULL,
+	};
+	json_decref(o);
+	rc = request_check(&rq, err);
+out:
+	if (text != NULL) {
+		explicit_bzero(text, len);
+		free(text);
+	}
+	if (fd >= 0)
+		close(fd);
+	close(dfd);
+	return rc;
+}
+
+int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)
+{
+	int rc = request_check(rq, err);
+	if (rc != 0)
+		return rc;
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n <= 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "readlink /proc/self/exe");
 	self[n] = '\0';
+	char req[PATH_MAX];
+	if ((rc = request_write(rq, req, sizeof(req), err)) != 0)
+		return rc;
 	/* the arguments go straight to the program: nothing is interpreted by a shell */
-	const char *argv[16];
-	size_t i = 0;
-	argv[i++] = self;
-	argv[i++] = "upgrade";
-	argv[i++] = "--version";
-	argv[i++] = rq->version;
-	argv[i++] = "--url";
-	argv[i++] = rq->url;
-	argv[i++] = "--checksum";
-	argv[i++] = rq->checksum;
-	if (rq->signature_url != NULL) {
-		argv[i++] = "--signature-url";
-		argv[i++] = rq->signature_url;
-	}
-	if (rq->allow_downgrade)
-		argv[i++] = "--allow-downgrade";
-	argv[i] = NULL;
-	return lc_svc_spawn_detached(argv, err);
+	const char *argv[] = {self, "upgrade", "--request", req, NULL};
+	rc = lc_svc_spawn_detached(argv, err);
+	if (rc != 0)
+		unlink(req);
+	return rc;
 }

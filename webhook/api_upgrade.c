@@ -31,6 +31,7 @@ void wh_api_upgrade(struct wh_req *req)
 	    .checksum = json_string_value(json_object_get(o, "checksum")),
 	    .signature_url = json_string_value(json_object_get(o, "signature_url")),
 	    .allow_downgrade = json_is_true(down),
+	    .runtime_dir = wh_deps_of(req)->runtime_dir,
 	};
 	if (down != NULL && !json_is_boolean(down)) {
 		json_decref(o);

@@ -26,18 +26,48 @@
 struct wh_audit {
 	pthread_mutex_t mu;
 	int fd;
+	int dfd; /* the directory holding it, opened once: rotation and re-creation
+	          * happen in it, never by re-resolving the path */
 	uint64_t size, max_size;
 	int max_files;
 	char path[PATH_MAX];
+	char leaf[FS_NAME_MAX];
 };
 
+/* Opens (creates) the file in a->dfd: never through a symlink (O_NOFOLLOW),
+ * never a FIFO or device (O_NONBLOCK so a FIFO cannot hang the open, then
+ * fstat), only a file of root or of us with one link; taken to 0600. */
 static int open_file(struct wh_audit *a, struct vm_err *err)
 {
-	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (a->fd < 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "auth.audit_file %s", a->path);
+	int fd = openat(a->dfd, a->leaf,
+	                O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return vm_err_errno(err, errno == ELOOP ? VM_ERR_PERM : VM_ERR_IO, errno,
+		                    "auth.audit_file %s%s", a->path,
+		                    errno == ELOOP ? " is a symlink" : "");
 	struct stat st;
-	a->size = fstat(a->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	if (fstat(fd, &st) != 0) {
+		int e = errno;
+		close(fd);
+		return vm_err_errno(err, VM_ERR_IO, e, "auth.audit_file %s", a->path);
+	}
+	const char *bad = !S_ISREG(st.st_mode)                         ? "not a regular file"
+	                  : (st.st_uid != 0 && st.st_uid != geteuid()) ? "owned by another user"
+	                  : st.st_nlink > 1                            ? "a file with other links"
+	                                                               : NULL;
+	if (bad == NULL && (st.st_mode & 07777) != 0600 && fchmod(fd, 0600) != 0)
+		bad = "its mode cannot be set to 0600";
+	if (bad != NULL) {
+		close(fd);
+		return vm_err_set(err, VM_ERR_PERM, "auth.audit_file %s: %s", a->path, bad);
+	}
+	if (fcntl(fd, F_SETFL, O_APPEND) != 0) { /* blocking again */
+		int e = errno;
+		close(fd);
+		return vm_err_errno(err, VM_ERR_IO, e, "auth.audit_file %s", a->path);
+	}
+	a->fd = fd;
+	a->size = (uint64_t)st.st_size;
 	return 0;
 }
 
@@ -49,6 +79,7 @@ struct wh_audit *wh_audit_open(const struct cfg *cfg, struct vm_err *err)
 		return NULL;
 	}
 	pthread_mutex_init(&a->mu, NULL);
+	a->fd = a->dfd = -1;
 	a->max_size = cfg->auth.audit_max_size;
 	a->max_files = cfg->auth.audit_max_files;
 	snprintf(a->path, sizeof(a->path), "%s", cfg->auth.audit_file);
@@ -60,10 +91,15 @@ struct wh_audit *wh_audit_open(const struct cfg *cfg, struct vm_err *err)
 		if (fs_mkdir_p(dir, 0700, err) != 0)
 			goto fail;
 	}
+	a->dfd = fs_open_parent(a->path, a->leaf, err);
+	if (a->dfd < 0)
+		goto fail;
 	if (open_file(a, err) != 0)
 		goto fail;
 	return a;
 fail:
+	if (a->dfd >= 0)
+		close(a->dfd);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
 	return NULL;
@@ -75,6 +111,8 @@ void wh_audit_close(struct wh_audit *a)
 		return;
 	if (a->fd >= 0)
 		close(a->fd);
+	if (a->dfd >= 0)
+		close(a->dfd);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
 }
@@ -83,15 +121,15 @@ void wh_audit_close(struct wh_audit *a)
  * file is truncated instead. Errors keep writing to the current file. */
 static void rotate(struct wh_audit *a)
 {
-	char from[PATH_MAX + 16], to[PATH_MAX + 16];
+	char from[FS_NAME_MAX + 16], to[FS_NAME_MAX + 16];
 	for (int i = a->max_files - 1; i >= 1; i--) {
-		snprintf(from, sizeof(from), "%s.%d", a->path, i);
-		snprintf(to, sizeof(to), "%s.%d", a->path, i + 1);
-		(void)rename(from, to);
+		snprintf(from, sizeof(from), "%s.%d", a->leaf, i);
+		snprintf(to, sizeof(to), "%s.%d", a->leaf, i + 1);
+		(void)renameat(a->dfd, from, a->dfd, to);
 	}
 	if (a->max_files > 0) {
-		snprintf(to, sizeof(to), "%s.1", a->path);
-		if (rename(a->path, to) != 0)
+		snprintf(to, sizeof(to), "%s.1", a->leaf);
+		if (renameat(a->dfd, a->leaf, a->dfd, to) != 0)
 			return;
 	} else if (ftruncate(a->fd, 0) != 0) {
 		return;

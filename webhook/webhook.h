@@ -18,6 +18,7 @@ struct wh_deps {
 	struct probe_exec *probe;
 	struct health_monitor *health;
 	struct tun *tunnel;
+	char runtime_dir[PATH_MAX]; /* agent.runtime_dir (0700): a remote upgrade's request */
 };
 
 /* Starts the listener described by cfg->webhook. The server copies what it

@@ -174,7 +174,11 @@ func call(t *testing.T, a *Agent, method, path, token, body string) (int, string
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, rerr := io.ReadAll(resp.Body)
+	if rerr != nil { // a reply cut in transit: say so, the status alone misleads
+		t.Logf("%s %s: status %d, Content-Length %q, body cut after %d bytes: %v", method, path,
+			resp.StatusCode, resp.Header.Get("Content-Length"), len(b), rerr)
+	}
 	return resp.StatusCode, string(b), resp.Header
 }
 
@@ -256,7 +260,11 @@ func callXFF(t *testing.T, a *Agent, method, path, token, body, xff string) (int
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, rerr := io.ReadAll(resp.Body)
+	if rerr != nil { // a reply cut in transit: say so, the status alone misleads
+		t.Logf("%s %s: status %d, Content-Length %q, body cut after %d bytes: %v", method, path,
+			resp.StatusCode, resp.Header.Get("Content-Length"), len(b), rerr)
+	}
 	return resp.StatusCode, string(b), resp.Header
 }
 

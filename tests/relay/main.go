@@ -327,7 +327,8 @@ func (r *relay) handleUpstream(w http.ResponseWriter, req *http.Request) {
 			MaxIdleConnsPerHost:   -1,
 		},
 		FlushInterval: -1,
-		ErrorLog:      log.New(io.Discard, "", 0),
+		// a response cut in transit shows here (and in the relay log of a failed test)
+		ErrorLog: log.New(os.Stderr, "proxy: ", log.Lmicroseconds),
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadGateway)

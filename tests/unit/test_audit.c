@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,7 +18,9 @@
 
 #include "core/codec.h"
 #include "core/config.h"
+#include "core/fs.h"
 #include "test_dir.h"
+#include "test_tmpfs.h"
 #include "webhook/internal.h"
 
 static void test_codec_utf8_valid_rejects_malformed(void **state)
@@ -202,11 +205,113 @@ static void test_audit_long_multibyte_field_is_cut_on_a_character(void **state)
 static void test_audit_write_reports_a_full_device(void **state)
 {
 	(void)state;
-	/* /dev/full: every write fails with ENOSPC, as on a full disk */
-	struct wh_audit *a = open_audit("/dev/full", 1 << 20);
+	/* a really full filesystem: every write fails with ENOSPC */
+	char dir[128], path[160];
+	snprintf(dir, sizeof(dir), "%s/full", test_dir);
+	if (!test_tmpfs_full(dir, "64k", 0))
+		skip();
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	struct wh_audit *a = open_audit(path, 1 << 20);
 	struct vm_err err = {0};
 	assert_int_not_equal(wh_audit_write(a, &hostile, true, &err), 0);
 	assert_non_null(strstr(err.msg, "No space left"));
+	wh_audit_close(a);
+	test_tmpfs_release(dir);
+}
+
+static struct wh_audit *try_open(const char *path, struct vm_err *err)
+{
+	struct cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	snprintf(cfg.auth.audit_file, sizeof(cfg.auth.audit_file), "%s", path);
+	cfg.auth.audit_max_size = 1 << 20;
+	cfg.auth.audit_max_files = 1;
+	return wh_audit_open(&cfg, err);
+}
+
+/* The audit file is the agent's own: a symlink, a device, a FIFO or a file of
+ * another user in its place is refused, never written through. */
+static void test_audit_open_refuses_what_is_not_its_own_file(void **state)
+{
+	(void)state;
+	char target[128], path[128];
+	snprintf(target, sizeof(target), "%s/secret", test_dir);
+	assert_int_equal(fs_write_atomic(target, "x", 1, 0600, NULL), 0);
+	snprintf(path, sizeof(path), "%s/link.log", test_dir);
+	assert_int_equal(symlink(target, path), 0);
+	struct vm_err err = {0};
+	struct wh_audit *a = try_open(path, &err);
+	wh_audit_close(a);
+	assert_null(a);
+	struct stat st;
+	assert_int_equal(stat(target, &st), 0);
+	assert_int_equal(st.st_size, 1);
+
+	snprintf(path, sizeof(path), "%s/dev.log", test_dir);
+	assert_int_equal(symlink("/dev/full", path), 0);
+	a = try_open(path, &err);
+	wh_audit_close(a);
+	assert_null(a);
+
+	snprintf(path, sizeof(path), "%s/fifo.log", test_dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	int reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	assert_true(reader >= 0);
+	a = try_open(path, &err);
+	wh_audit_close(a);
+	close(reader);
+	assert_null(a);
+
+	if (geteuid() == 0) {
+		snprintf(path, sizeof(path), "%s/nobody.log", test_dir);
+		assert_int_equal(fs_write_atomic(path, "", 0, 0600, NULL), 0);
+		assert_int_equal(chown(path, 65534, 65534), 0);
+		a = try_open(path, &err);
+		wh_audit_close(a);
+		assert_null(a);
+	}
+
+	/* our own file with a looser mode is taken back to 0600 */
+	snprintf(path, sizeof(path), "%s/loose.log", test_dir);
+	assert_int_equal(fs_write_atomic(path, "", 0, 0644, NULL), 0);
+	a = try_open(path, &err);
+	assert_non_null(a);
+	wh_audit_close(a);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+/* Re-created after removal or rotation, the file is still opened without
+ * following a symlink planted in its place. */
+static void test_audit_recreate_and_rotate_never_follow_a_symlink(void **state)
+{
+	(void)state;
+	char target[128], path[128];
+	snprintf(target, sizeof(target), "%s/victim", test_dir);
+	assert_int_equal(fs_write_atomic(target, "", 0, 0600, NULL), 0);
+	snprintf(path, sizeof(path), "%s/planted.log", test_dir);
+	struct wh_audit *a = open_audit(path, 1 << 20);
+	struct vm_err err = {0};
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink(target, path), 0);
+	assert_int_not_equal(wh_audit_write(a, &hostile, false, &err), 0); /* fail closed */
+	wh_audit_close(a);
+	struct stat st;
+	assert_int_equal(stat(target, &st), 0);
+	assert_int_equal(st.st_size, 0);
+
+	/* rotation: the new file is opened the same way */
+	snprintf(path, sizeof(path), "%s/rot.log", test_dir);
+	a = open_audit(path, 1); /* every line rotates */
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	assert_int_equal(wh_audit_write(a, &hostile, false, &err), 0);
+	char rotated[160];
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	assert_int_equal(stat(rotated, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
 	wh_audit_close(a);
 }
 
@@ -280,6 +385,8 @@ int main(void)
 	    cmocka_unit_test(test_audit_write_reports_a_full_device),
 	    cmocka_unit_test(test_audit_write_never_leaves_a_torn_line),
 	    cmocka_unit_test(test_audit_write_recreates_a_removed_file),
+	    cmocka_unit_test(test_audit_open_refuses_what_is_not_its_own_file),
+	    cmocka_unit_test(test_audit_recreate_and_rotate_never_follow_a_symlink),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

@@ -476,6 +476,10 @@ static void test_config_url_redact_edge_cases(void **state)
 	url_redact("http://u:secretpw@host", small, sizeof(small));
 	assert_null(strstr(small, "sec"));
 	assert_string_equal(url_shown("http://a:b@c").s, "http://a:***@c");
+	/* shown URLs lose their query and fragment: a presigned URL's token is there */
+	assert_string_equal(url_shown("https://u:p@h/p?X-Amz-Signature=S&a=b#f").s,
+	                    "https://u:***@h/p");
+	assert_string_equal(url_shown("https://h#frag").s, "https://h");
 	assert_string_equal(url_redact(NULL, small, sizeof(small)), "");
 }
 

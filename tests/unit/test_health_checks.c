@@ -193,6 +193,50 @@ static void test_health_json_has_state_reasons_and_system(void **state)
 	free(s);
 }
 
+/* Containment as the executor found it: mode, limits available or why not,
+ * in the JSON and as gauges; absent (null, no family) without a source. */
+static void test_health_containment_in_json_and_metrics(void **state)
+{
+	(void)state;
+	struct health_snapshot *s = base();
+	health_evaluate(s, &th);
+	json_t *j = health_snapshot_json(s, "agent-1", "0.1.0");
+	assert_true(json_is_null(json_object_get(j, "containment")));
+	assert_non_null(json_object_get(json_object_get(j, "log"), "file_write_failures"));
+	json_decref(j);
+	char *text = health_format_prometheus(s, "1.2.3");
+	assert_null(strstr(text, "vm_agent_probe_containment"));
+	free(text);
+
+	s->containment_known = true;
+	snprintf(s->containment.mode, sizeof(s->containment.mode), "cgroup-v2");
+	s->containment.memory = s->containment.pids = true;
+	snprintf(s->containment.why, sizeof(s->containment.why), "no cpu controller");
+	j = health_snapshot_json(s, "agent-1", "0.1.0");
+	json_t *c = json_object_get(j, "containment");
+	assert_string_equal(json_string_value(json_object_get(c, "mode")), "cgroup-v2");
+	json_t *lim = json_object_get(c, "limits");
+	assert_true(json_is_true(json_object_get(lim, "memory")));
+	assert_true(json_is_false(json_object_get(lim, "cpu")));
+	assert_true(json_is_true(json_object_get(lim, "pids")));
+	assert_string_equal(json_string_value(json_object_get(c, "limits_unavailable")),
+	                    "no cpu controller");
+	json_decref(j);
+	text = health_format_prometheus(s, "1.2.3");
+	assert_non_null(strstr(text, "# TYPE vm_agent_probe_containment gauge\n"));
+	assert_non_null(strstr(text, "vm_agent_probe_containment{mode=\"cgroup-v2\"} 1\n"));
+	assert_non_null(strstr(text, "vm_agent_probe_containment{mode=\"none\"} 0\n"));
+	assert_non_null(strstr(text, "vm_agent_probe_limit_available{limit=\"memory\"} 1\n"));
+	assert_non_null(strstr(text, "vm_agent_probe_limit_available{limit=\"cpu\"} 0\n"));
+	s->log.file_write_failures = 3;
+	free(text);
+	text = health_format_prometheus(s, "1.2.3");
+	assert_non_null(strstr(text, "vm_agent_log_file_write_failures_total 3\n"));
+	assert_non_null(strstr(text, "vm_agent_log_lines_lost_total 0\n"));
+	free(text);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -203,6 +247,7 @@ int main(void)
 	    cmocka_unit_test(test_health_state_names),
 	    cmocka_unit_test(test_health_prometheus_format_and_escaping),
 	    cmocka_unit_test(test_health_json_has_state_reasons_and_system),
+	    cmocka_unit_test(test_health_containment_in_json_and_metrics),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -120,13 +120,13 @@ static void test_lifecycle_remote_upgrade_request_is_checked(void **state)
 	static const char sum[] =
 	    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 	const struct lc_upgrade_request bad[] = {
-	    {NULL, "https://a/b", sum, NULL, false},
-	    {"1.0;rm -rf /", "https://a/b", sum, NULL, false},
-	    {"1.0", "file:///etc/shadow", sum, NULL, false},
-	    {"1.0", "https://a/b c", sum, NULL, false},
-	    {"1.0", "https://a/b", "sha256:00", NULL, false},
-	    {"1.0", "https://a/b", "md5:0123456789abcdef0123456789abcdef", NULL, false},
-	    {"1.0", "https://a/b", sum, "ftp://x/y", false},
+	    {NULL, "https://a/b", sum, NULL, false, NULL},
+	    {"1.0;rm -rf /", "https://a/b", sum, NULL, false, NULL},
+	    {"1.0", "file:///etc/shadow", sum, NULL, false, NULL},
+	    {"1.0", "https://a/b c", sum, NULL, false, NULL},
+	    {"1.0", "https://a/b", "sha256:00", NULL, false, NULL},
+	    {"1.0", "https://a/b", "md5:0123456789abcdef0123456789abcdef", NULL, false, NULL},
+	    {"1.0", "https://a/b", sum, "ftp://x/y", false, NULL},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct vm_err err = {0};
@@ -164,6 +164,55 @@ static void test_lifecycle_spawn_detached_runs_in_its_own_session(void **state)
 static void write_file(const char *path, const char *text)
 {
 	assert_int_equal(fs_write_atomic(path, text, strlen(text), 0755, NULL), 0);
+}
+
+/* The request file of a remotely started upgrade: read once and removed; a
+ * symlink, a file others could read, or a directory others could write is
+ * refused (the request holds a presigned URL). */
+static void test_lifecycle_upgrade_request_file_private_and_consumed(void **state)
+{
+	(void)state;
+	static const char good[] =
+	    "{\"version\":\"9.9.9\",\"url\":\"https://h/a?sig=S\",\"checksum\":\"sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+	    "\"allow_downgrade\":true}";
+	char dir[PATH_MAX], path[PATH_MAX + 32], link[PATH_MAX + 32];
+	snprintf(dir, sizeof(dir), "%s/run", test_dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/upgrade-request.1.json", dir);
+	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0600, NULL), 0);
+	struct lc_upgrade_request_buf rq;
+	struct vm_err err = {0};
+	assert_int_equal(lc_upgrade_request_load(path, &rq, &err), 0);
+	assert_string_equal(rq.url, "https://h/a?sig=S");
+	assert_string_equal(rq.version, "9.9.9");
+	assert_true(rq.allow_downgrade);
+	assert_string_equal(rq.signature_url, "");
+	assert_int_equal(access(path, F_OK), -1); /* consumed */
+
+	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0644, NULL), 0);
+	assert_int_not_equal(lc_upgrade_request_load(path, &rq, &err), 0);
+	assert_int_equal(err.code, VM_ERR_PERM);
+
+	char target[PATH_MAX + 32];
+	snprintf(target, sizeof(target), "%s/target.json", dir);
+	assert_int_equal(fs_write_atomic(target, good, strlen(good), 0600, NULL), 0);
+	snprintf(link, sizeof(link), "%s/upgrade-request.2.json", dir);
+	assert_int_equal(symlink(target, link), 0);
+	assert_int_not_equal(lc_upgrade_request_load(link, &rq, &err), 0);
+	assert_int_equal(access(target, F_OK), 0);
+
+	assert_int_equal(chmod(dir, 0733), 0);
+	assert_int_equal(fs_write_atomic(path, good, strlen(good), 0600, NULL), 0);
+	assert_int_not_equal(lc_upgrade_request_load(path, &rq, &err), 0);
+	assert_int_equal(err.code, VM_ERR_PERM);
+
+	static const char bad[] = "{\"version\":\"1;reboot\",\"url\":\"https://h/a\","
+	                          "\"checksum\":\"sha256:00\"}";
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(fs_write_atomic(path, bad, strlen(bad), 0600, NULL), 0);
+	assert_int_not_equal(lc_upgrade_request_load(path, &rq, &err), 0);
+	assert_int_equal(err.code, VM_ERR_INVALID);
 }
 
 static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
@@ -316,6 +365,9 @@ int main(void)
 	        test_lifecycle_unit_template_has_the_binary_and_hardening, test_dir_setup,
 	        test_dir_teardown),
 	    cmocka_unit_test(test_lifecycle_remote_upgrade_request_is_checked),
+	    cmocka_unit_test_setup_teardown(
+	        test_lifecycle_upgrade_request_file_private_and_consumed, test_dir_setup,
+	        test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_spawn_detached_runs_in_its_own_session,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,

@@ -3,11 +3,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +86,7 @@ static void test_log_redaction_never_overflows(void **state)
 }
 
 #include "test_dir.h"
+#include "test_tmpfs.h"
 
 static int teardown_dir(void **state)
 {
@@ -200,6 +204,101 @@ static void test_log_configure_bad_file_keeps_previous(void **state)
 	free(data);
 }
 
+/* fd 2 into a pipe while fn runs (a pipe: no file size limit applies to
+ * it); returns what was written there (caller frees). */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	fflush(stderr);
+	int saved = dup(2);
+	assert_true(saved >= 0);
+	dup2(p[1], 2);
+	close(p[1]);
+	fn(arg); /* a few lines: far below the pipe's 64 KiB */
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	static char buf[65536];
+	size_t n = 0;
+	ssize_t r;
+	while (n < sizeof(buf) - 1 && (r = read(p[0], buf + n, sizeof(buf) - 1 - n)) > 0)
+		n += (size_t)r;
+	close(p[0]);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static void log_marker(void *arg)
+{
+	log_error("audit", "audit line NOT written: %s", (const char *)arg);
+}
+
+/* A full disk under the log file: the line goes to stderr (journald under
+ * systemd) instead of nowhere, and the drop is counted. */
+static void test_log_full_disk_falls_back_to_stderr(void **state)
+{
+	(void)state;
+	char dir[128], path[160];
+	snprintf(dir, sizeof(dir), "%s/full", test_dir);
+	if (!test_tmpfs_full(dir, "64k", 0))
+		skip();
+	snprintf(path, sizeof(path), "%s/agent.log", dir);
+	struct log_opts o = {LOG_INFO, LOG_FORMAT_TEXT, path, 1 << 20, 1};
+	struct vm_err err;
+	assert_int_equal(log_configure(&o, &err), 0);
+	struct log_stats before, after;
+	log_get_stats(&before);
+	char *out = capture_stderr(log_marker, "marker-enospc");
+	log_get_stats(&after);
+	log_shutdown();
+	test_tmpfs_release(dir);
+	assert_non_null(out);
+	assert_non_null(strstr(out, "audit line NOT written: marker-enospc"));
+	free(out);
+	assert_int_equal(after.file_write_failures, before.file_write_failures + 1);
+	assert_int_equal(after.lines_lost, before.lines_lost);
+}
+
+/* A short write (file size limit reached mid-line): the partial line is taken
+ * back from the file and the whole line goes to stderr. */
+static void test_log_short_write_falls_back_to_stderr(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/short.log", test_dir);
+	struct log_opts o = {LOG_INFO, LOG_FORMAT_TEXT, path, 1 << 20, 1};
+	struct vm_err err;
+	assert_int_equal(log_configure(&o, &err), 0);
+	log_info("test", "first line");
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	off_t one = st.st_size;
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)one + 10;
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	struct log_stats before, after;
+	log_get_stats(&before);
+	char *out = capture_stderr(log_marker, "marker-short-write");
+	log_get_stats(&after);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, prev);
+	assert_non_null(out);
+	assert_non_null(strstr(out, "audit line NOT written: marker-short-write"));
+	free(out);
+	assert_int_equal(after.file_write_failures, before.file_write_failures + 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, one); /* no torn line left in the file */
+	log_info("test", "after");         /* and the file is used again */
+	char *data = read_all(path);
+	assert_non_null(strstr(data, "test: after\n"));
+	free(data);
+	log_shutdown();
+}
+
 static atomic_int loggers_done;
 
 static void *log_loop(void *arg)
@@ -260,6 +359,8 @@ int main(void)
 	    cmocka_unit_test(test_log_line_is_one_line_of_valid_utf8),
 	    cmocka_unit_test(test_log_rotates_by_size_and_keeps_max_files),
 	    cmocka_unit_test(test_log_configure_bad_file_keeps_previous),
+	    cmocka_unit_test(test_log_full_disk_falls_back_to_stderr),
+	    cmocka_unit_test(test_log_short_write_falls_back_to_stderr),
 	    cmocka_unit_test(test_log_level_changes_while_threads_log),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, teardown_dir);
