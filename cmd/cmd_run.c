@@ -409,6 +409,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	/* The executor first: the webhook borrows it, and stops before it. */
 	open_containment(&ag);
 	ag.deps.probe = probe_exec_start(ag.cfg, &ag.cgroup, &err);
+	ag.deps.cgroup = &ag.cgroup;
 	if (ag.deps.probe == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;

@@ -14,10 +14,12 @@ struct wh_server;
 struct probe_exec;
 struct health_monitor;
 struct tun;
+struct cg_tree;
 struct wh_deps {
 	struct probe_exec *probe;
 	struct health_monitor *health;
 	struct tun *tunnel;
+	struct cg_tree *cgroup; /* shell sessions' containment; NULL = process group */
 };
 
 /* Starts the listener described by cfg->webhook. The server copies what it

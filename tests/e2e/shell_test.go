@@ -1,0 +1,394 @@
+// Interactive shell (issue 13): GET /v1/shell upgraded to a WebSocket, every
+// test through the relay and the tunnel, with gorilla/websocket as the client.
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+type shellExit struct {
+	Type   string `json:"type"`
+	Code   *int   `json:"code"`
+	Signal string `json:"signal"`
+	Reason string `json:"reason"`
+	ID     string `json:"id"`
+}
+
+// dialShell opens a shell session through the relay; q holds the query.
+func dialShell(t *testing.T, a *Agent, token string, q url.Values) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(a.Base, "http") + "/v1/shell"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	return d.Dial(u, h)
+}
+
+func cmdQuery(argv ...string) url.Values {
+	b, _ := json.Marshal(argv)
+	return url.Values{"command": {string(b)}}
+}
+
+// readUntilExit collects output frames until the exit message (bounded).
+func readUntilExit(t *testing.T, ws *websocket.Conn, limit time.Duration) (string, shellExit) {
+	t.Helper()
+	var out strings.Builder
+	deadline := time.Now().Add(limit)
+	for {
+		ws.SetReadDeadline(deadline)
+		mt, p, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("no exit message: %v; output so far %q", err, out.String())
+		}
+		if mt == websocket.BinaryMessage {
+			out.Write(p)
+			continue
+		}
+		var e shellExit
+		if err := json.Unmarshal(p, &e); err != nil {
+			t.Fatalf("bad control message %q: %v", p, err)
+		}
+		if e.Type == "exit" {
+			return out.String(), e
+		}
+	}
+}
+
+// readUntil reads output until it contains want (bounded).
+func readUntil(t *testing.T, ws *websocket.Conn, want string, limit time.Duration) string {
+	t.Helper()
+	var out strings.Builder
+	deadline := time.Now().Add(limit)
+	for !strings.Contains(out.String(), want) {
+		ws.SetReadDeadline(deadline)
+		mt, p, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("did not see %q: %v; output %q", want, err, out.String())
+		}
+		if mt == websocket.BinaryMessage {
+			out.Write(p)
+		}
+	}
+	return out.String()
+}
+
+func startShellAgent(t *testing.T, is *issuer, extra string) *Agent {
+	t.Helper()
+	return startAuthAgent(t, is, extra)
+}
+
+func TestShellEchoAndExitCode(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	ws, resp, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh", "-c", "echo hello-shell; exit 3"))
+	if err != nil {
+		t.Fatalf("dial: %v (%v)\n%s", err, resp, a.Log.String())
+	}
+	defer ws.Close()
+	out, e := readUntilExit(t, ws, 15*time.Second)
+	if !strings.Contains(out, "hello-shell") {
+		t.Errorf("output %q lacks hello-shell", out)
+	}
+	if e.Code == nil || *e.Code != 3 {
+		t.Errorf("exit %+v, want code 3", e)
+	}
+	// then a close frame
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Errorf("after exit: %v, want a normal close", err)
+	}
+}
+
+func TestShellInteractiveCatRoundTrip(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/cat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for i := 0; i < 3; i++ {
+		line := fmt.Sprintf("ping-%d", i)
+		if err := ws.WriteMessage(websocket.BinaryMessage, []byte(line+"\n")); err != nil {
+			t.Fatal(err)
+		}
+		// the terminal echoes the line, then cat writes it again
+		out := readUntil(t, ws, line+"\r\n"+line, 10*time.Second)
+		_ = out
+	}
+	ws.WriteMessage(websocket.BinaryMessage, []byte{4}) // ^D: cat sees end of input
+	_, e := readUntilExit(t, ws, 10*time.Second)
+	if e.Code == nil || *e.Code != 0 {
+		t.Errorf("cat ended %+v, want exit 0", e)
+	}
+}
+
+func TestShellResizeReflectsInSttySize(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	q := cmdQuery("/bin/sh")
+	q.Set("cols", "100")
+	q.Set("rows", "30")
+	ws, _, err := dialShell(t, a, is.tok("shell"), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.BinaryMessage, []byte("stty size\n"))
+	readUntil(t, ws, "30 100", 10*time.Second)
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"resize","cols":132,"rows":43}`))
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"resize","cols":0,"rows":-1}`)) // ignored
+	ws.WriteMessage(websocket.BinaryMessage, []byte("stty size\n"))
+	readUntil(t, ws, "43 132", 10*time.Second)
+	ws.WriteMessage(websocket.BinaryMessage, []byte("exit 0\n"))
+	readUntilExit(t, ws, 10*time.Second)
+}
+
+func TestShellKilledBySignal(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.BinaryMessage, []byte("kill -9 $$\n"))
+	_, e := readUntilExit(t, ws, 10*time.Second)
+	if e.Signal != "KILL" {
+		t.Errorf("exit %+v, want signal KILL", e)
+	}
+}
+
+// pidsOf lists the pids whose command line contains marker.
+func pidsOf(marker string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), marker) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func TestShellCloseLeavesNothingRunning(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/bash", "--norc", "-i"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := fmt.Sprintf("%d", 1000000+time.Now().UnixNano()%1000000)
+	ws.WriteMessage(websocket.BinaryMessage, []byte("sleep "+marker+" & setsid sleep "+marker+" & echo started-$((1+1))\n"))
+	readUntil(t, ws, "started-2", 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pidsOf("sleep "+marker)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(pidsOf("sleep " + marker)); n < 2 {
+		t.Fatalf("the sleeps did not start (%d)", n)
+	}
+	ws.Close() // the client goes away without a word
+	deadline = time.Now().Add(10 * time.Second)
+	for len(pidsOf("sleep "+marker)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p := pidsOf("sleep " + marker); len(p) > 0 {
+		t.Fatalf("left running after the session closed: %v", p)
+	}
+}
+
+func TestShellIdleTimeout(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  idle_timeout: 1s\n")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	start := time.Now()
+	_, e := readUntilExit(t, ws, 15*time.Second)
+	if !strings.Contains(e.Reason, "idle") {
+		t.Errorf("exit %+v, want an idle timeout", e)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("idle timeout took %v", d)
+	}
+}
+
+func TestShellAuthBeforeUpgrade(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	wrongTenant := is.claims("shell")
+	wrongTenant["tenant_id"] = "tenant-b"
+	for _, c := range []struct {
+		name, token string
+		want        int
+	}{
+		{"no token", "", 401},
+		{"wrong scope", is.tok("probe:run"), 403},
+		{"audit scope only", is.tok("shell:audit"), 403},
+		{"wrong tenant", is.sign("EdDSA", "ed", wrongTenant), 403},
+	} {
+		ws, resp, err := dialShell(t, a, c.token, cmdQuery("/bin/true"))
+		if err == nil {
+			ws.Close()
+			t.Errorf("%s: upgraded", c.name)
+			continue
+		}
+		if resp == nil || resp.StatusCode != c.want {
+			t.Errorf("%s: %v %v, want %d", c.name, resp, err, c.want)
+			continue
+		}
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("%s: content type %q", c.name, ct)
+		}
+	}
+}
+
+func TestShellSessionCap(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  max_sessions: 1\n")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/cat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_, resp, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/cat"))
+	if err == nil || resp == nil || resp.StatusCode != 429 {
+		t.Fatalf("second session: %v %v, want 429", resp, err)
+	}
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	if body.Error.Code != "too_many_sessions" {
+		t.Errorf("refusal code %q", body.Error.Code)
+	}
+}
+
+// castReplay parses an asciicast v2 file: header and the "o" stream.
+func castReplay(t *testing.T, data string) (map[string]interface{}, string, []string) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	if !sc.Scan() {
+		t.Fatal("empty recording")
+	}
+	var hdr map[string]interface{}
+	if err := json.Unmarshal(sc.Bytes(), &hdr); err != nil {
+		t.Fatalf("header %q: %v", sc.Text(), err)
+	}
+	var out strings.Builder
+	var kinds []string
+	for sc.Scan() {
+		var ev []interface{}
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil || len(ev) != 3 {
+			t.Fatalf("event %q: %v", sc.Text(), err)
+		}
+		if _, ok := ev[0].(float64); !ok {
+			t.Fatalf("event time %v", ev[0])
+		}
+		k := ev[1].(string)
+		kinds = append(kinds, k)
+		if k == "o" {
+			out.WriteString(ev[2].(string))
+		}
+	}
+	return hdr, out.String(), kinds
+}
+
+func TestShellRecordingReplaysOutput(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	tok := is.tok("shell")
+	ws, _, err := dialShell(t, a, tok, cmdQuery("/bin/sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"resize","cols":90,"rows":20}`))
+	ws.WriteMessage(websocket.BinaryMessage, []byte("printf 'caf\\303\\251 %s\\n' recorded; exit 7\n"))
+	shown, e := readUntilExit(t, ws, 10*time.Second)
+	if e.Code == nil || *e.Code != 7 || e.ID == "" {
+		t.Fatalf("exit %+v", e)
+	}
+	st, body, _ := call(t, a, "GET", "/v1/shell/sessions", is.tok("shell:audit"), "")
+	if st != 200 || !strings.Contains(body, e.ID) {
+		t.Fatalf("sessions: %d %s", st, body)
+	}
+	if st, _, _ := call(t, a, "GET", "/v1/shell/sessions", is.tok("shell"), ""); st != 403 {
+		t.Errorf("sessions with scope shell: %d, want 403", st)
+	}
+	st, rec, _ := call(t, a, "GET", "/v1/shell/sessions/"+e.ID+"/recording", is.tok("shell:audit"), "")
+	if st != 200 {
+		t.Fatalf("recording: %d %s", st, rec)
+	}
+	hdr, replay, kinds := castReplay(t, rec)
+	if hdr["version"] != 2.0 || hdr["width"] != 80.0 || hdr["height"] != 24.0 {
+		t.Errorf("header %v", hdr)
+	}
+	if hdr["sub"] != "operator@msp" || hdr["tenant"] != "tenant-a" || hdr["user"] == "" || hdr["jti"] == "" {
+		t.Errorf("header lacks who: %v", hdr)
+	}
+	if replay != shown {
+		t.Errorf("replay differs from what was shown:\nshown  %q\nreplay %q", shown, replay)
+	}
+	if !strings.Contains(replay, "café recorded") {
+		t.Errorf("replay %q", replay)
+	}
+	has := map[string]bool{}
+	for _, k := range kinds {
+		has[k] = true
+	}
+	if !has["i"] || !has["r"] {
+		t.Errorf("event kinds %v: want input and resize events", kinds)
+	}
+	fi, err := os.Stat(filepath.Join(a.Dir, "state", "shell", e.ID+".cast"))
+	if err != nil || fi.Mode().Perm() != 0600 {
+		t.Errorf("recording file: %v %v", fi, err)
+	}
+	// audit: a durable started line, and the end line with who, command, bytes, exit
+	var started, ended bool
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !(started && ended) {
+		for _, l := range auditLines(t, a) {
+			if l["route"] != "GET /v1/shell" {
+				continue
+			}
+			if l["outcome"] == "started" {
+				started = true
+			}
+			if sh, ok := l["shell"].(map[string]interface{}); ok && sh["id"] == e.ID && sh["code"] == 7.0 &&
+				sh["bytes_out"].(float64) > 0 && sh["bytes_in"].(float64) > 0 && sh["user"] != "" && l["sub"] == "operator@msp" {
+				ended = true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !started || !ended {
+		t.Errorf("audit: started %v ended %v\n%v", started, ended, auditLines(t, a))
+	}
+}
