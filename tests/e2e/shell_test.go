@@ -392,3 +392,116 @@ func TestShellRecordingReplaysOutput(t *testing.T) {
 		t.Errorf("audit: started %v ended %v\n%v", started, ended, auditLines(t, a))
 	}
 }
+
+func rssKiB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			n, _ := strconv.Atoi(strings.Fields(l)[1])
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// A 100 MiB burst to a client that does not read: the agent stops reading
+// the terminal (its RSS stays bounded), then delivers every byte once the
+// client reads. The recording stops at shell.record_max_bytes and says so.
+func TestShellBurstToNonReadingClientKeepsMemoryBounded(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  record_max_bytes: 1MiB\n")
+	const total = 100 << 20
+	ws, _, err := dialShell(t, a, is.tok("shell"),
+		cmdQuery("/bin/sh", "-c", fmt.Sprintf("stty raw -echo; head -c %d /dev/zero | tr '\\0' x", total)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	pid := a.Cmd.Process.Pid
+	base := rssKiB(t, pid)
+	peak := base
+	for i := 0; i < 30; i++ { // 3 s without reading
+		if r := rssKiB(t, pid); r > peak {
+			peak = r
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := 0
+	var e shellExit
+	deadline := time.Now().Add(90 * time.Second)
+	for e.Type != "exit" {
+		ws.SetReadDeadline(deadline)
+		mt, p, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got, err)
+		}
+		if mt == websocket.BinaryMessage {
+			got += len(p)
+		} else {
+			json.Unmarshal(p, &e)
+		}
+		if r := rssKiB(t, pid); got%(8<<20) < len(p) && r > peak {
+			peak = r
+		}
+	}
+	t.Logf("agent RSS %d KiB before, peak %d KiB; %d bytes delivered", base, peak, got)
+	if got < total {
+		t.Errorf("delivered %d bytes, want %d", got, total)
+	}
+	if peak-base > 48<<10 {
+		t.Errorf("agent RSS grew by %d KiB during a %d MiB burst", peak-base, total>>20)
+	}
+	_, rec, _ := call(t, a, "GET", "/v1/shell/sessions/"+e.ID+"/recording", is.tok("shell:audit"), "")
+	if len(rec) > 1<<20+256 || !strings.Contains(rec, "recording stopped") {
+		t.Errorf("recording of %d bytes, ends %q", len(rec), tail(rec, 120))
+	}
+}
+
+func TestShellSignalControlInterruptsForegroundJob(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.BinaryMessage, []byte("sleep 30\n"))
+	time.Sleep(300 * time.Millisecond) // let sleep start; the shell then waits for it
+	start := time.Now()
+	// like ^C: the foreground job ends and the shell reads the next line
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"signal","name":"INT"}`))
+	ws.WriteMessage(websocket.BinaryMessage, []byte("echo after-$((2+2))\n"))
+	readUntil(t, ws, "after-4", 10*time.Second)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the interrupt took %v", d)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"close"}`))
+	_, e := readUntilExit(t, ws, 10*time.Second)
+	if !strings.Contains(e.Reason, "closed") {
+		t.Errorf("exit %+v", e)
+	}
+}
+
+func TestShellRecordingRetentionByCount(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  retention_count: 2\n")
+	for i := 0; i < 4; i++ {
+		ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/true"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readUntilExit(t, ws, 10*time.Second)
+		ws.Close()
+		time.Sleep(1100 * time.Millisecond) // distinct mtimes (seconds)
+	}
+	ents, _ := filepath.Glob(filepath.Join(a.Dir, "state", "shell", "*.cast"))
+	// pruned when a session starts: the last one's start kept 2 older ones
+	if len(ents) > 3 {
+		t.Errorf("%d recordings kept with retention_count 2", len(ents))
+	}
+}
