@@ -457,6 +457,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
 	ag.renewer = NULL;
 	/* GoAway first so no new request arrives, then let in-flight ones finish. */
+	wh_end_sessions(ag.webhook);
 	tun_stop(ag.deps.tunnel, ag.cfg->piko.stop_grace_ms);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");

@@ -909,6 +909,24 @@ void wh_shells_drop(struct wh_conn *c)
 	ws_close(s->conn, NULL);
 }
 
+void wh_shells_stop_all(struct wh_shells *sh)
+{
+	if (sh == NULL)
+		return;
+	pthread_mutex_lock(&sh->mu);
+	for (struct wh_shell_session *s = sh->sessions; s != NULL; s = s->next) {
+		pthread_mutex_lock(&s->mu);
+		if (s->reason == NULL)
+			s->reason = "agent stopping";
+		pthread_mutex_unlock(&s->mu);
+		atomic_store(&s->cancel, true);
+		/* the worker's read loop only looks at civetweb's stop flag between
+		 * reads: end the read now so that mg_stop need not wait for it */
+		(void)shutdown(mg_vma_client_fd(s->conn), SHUT_RD);
+	}
+	pthread_mutex_unlock(&sh->mu);
+}
+
 /* --- GET /v1/shell/sessions, GET /v1/shell/sessions/{id}/recording ---------------------- */
 
 static json_t *header_of(int dirfd, const char *name)

@@ -180,6 +180,8 @@ struct wh_conn *wh_conn_of(const struct mg_connection *conn);
 void wh_shells_set_cgroup(struct wh_shells *s, struct cg_tree *cg);
 /* A connection closes: a session it still holds (never upgraded) goes. */
 void wh_shells_drop(struct wh_conn *c);
+/* wh_stop: every session ends now (its shell is killed, its read ends). */
+void wh_shells_stop_all(struct wh_shells *sh);
 
 /* The route table (routes.c). */
 extern const struct wh_route wh_routes[];

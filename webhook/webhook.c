@@ -619,11 +619,18 @@ fail:
 	return NULL;
 }
 
+void wh_end_sessions(struct wh_server *srv)
+{
+	if (srv != NULL)
+		wh_shells_stop_all(srv->shells);
+}
+
 void wh_stop(struct wh_server *srv)
 {
 	if (srv == NULL)
 		return;
 	atomic_store(&srv->stopping, true);
+	wh_shells_stop_all(srv->shells);
 	wh_stop_listeners(srv);
 	free_server(srv);
 }

@@ -27,6 +27,10 @@ struct wh_deps {
  * VM_ERR_IO) with the reason in err. */
 struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err);
 
+/* Ends every shell session now (before the tunnel drains its streams: a
+ * session would hold its stream for the whole grace). NULL is fine. */
+void wh_end_sessions(struct wh_server *srv);
+
 /* Stops accepting, waits for in-flight requests, frees. NULL is fine. */
 void wh_stop(struct wh_server *srv);
 

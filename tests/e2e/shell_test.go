@@ -505,3 +505,53 @@ func TestShellRecordingRetentionByCount(t *testing.T) {
 		t.Errorf("%d recordings kept with retention_count 2", len(ents))
 	}
 }
+
+// The request guard bounds requests, not sessions: a shell outlives
+// webhook.request_timeout once upgraded.
+func TestShellOutlivesRequestTimeout(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "webhook:\n  request_timeout: 500ms\n")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/cat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for i := 0; i < 6; i++ { // 3 s, six times the request deadline
+		line := fmt.Sprintf("tick-%d", i)
+		ws.WriteMessage(websocket.BinaryMessage, []byte(line+"\n"))
+		readUntil(t, ws, line+"\r\n"+line, 5*time.Second)
+		time.Sleep(500 * time.Millisecond)
+	}
+	ws.WriteMessage(websocket.BinaryMessage, []byte{4})
+	if _, e := readUntilExit(t, ws, 10*time.Second); e.Code == nil || *e.Code != 0 {
+		t.Errorf("exit %+v", e)
+	}
+}
+
+// Stopping the agent ends open sessions at once (their shells killed) and
+// does not wait for the clients.
+func TestShellAgentStopEndsSessions(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	marker := fmt.Sprintf("%d", 2000000+time.Now().UnixNano()%1000000)
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh", "-c", "sleep "+marker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pidsOf("sleep "+marker)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	a.Signal(15)
+	if code := a.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("stop took %v with a shell open", d)
+	}
+	if p := pidsOf("sleep " + marker); len(p) > 0 {
+		t.Errorf("left running after the agent stopped: %v", p)
+	}
+}
