@@ -191,7 +191,9 @@ static void shim_run(int ctl_fd, int report_fd, bool session)
 			setpgid(0, 0);
 		return;
 	}
-	(void)setpgid(prog, prog);
+	/* not for a session leader to be: a group now would make its setsid fail */
+	if (!session)
+		(void)setpgid(prog, prog);
 	shim_prog = prog;
 	/* the agent signals the shim's group; the program's group gets it */
 	struct sigaction fw;
