@@ -921,8 +921,9 @@ void wh_shells_stop_all(struct wh_shells *sh)
 		pthread_mutex_unlock(&s->mu);
 		atomic_store(&s->cancel, true);
 		/* the worker's read loop only looks at civetweb's stop flag between
-		 * reads: end the read now so that mg_stop need not wait for it */
-		(void)shutdown(mg_vma_client_fd(s->conn), SHUT_RD);
+		 * reads, and a write to a client that does not read waits for
+		 * civetweb's timeout: end both now so that mg_stop need not wait */
+		(void)shutdown(mg_vma_client_fd(s->conn), SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&sh->mu);
 }

@@ -555,3 +555,33 @@ func TestShellAgentStopEndsSessions(t *testing.T) {
 		t.Errorf("left running after the agent stopped: %v", p)
 	}
 }
+
+// shell.max_duration ends a busy session too; shell.record_input: false
+// leaves input out of the recording; unknown recordings are 404.
+func TestShellMaxDurationAndOutputOnlyRecording(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  max_duration: 1s\n  record_input: false\n")
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	start := time.Now()
+	ws.WriteMessage(websocket.BinaryMessage, []byte("secret-typed; sleep 30\n"))
+	_, e := readUntilExit(t, ws, 15*time.Second)
+	if !strings.Contains(e.Reason, "max duration") || time.Since(start) > 8*time.Second {
+		t.Errorf("exit %+v after %v, want max duration", e, time.Since(start))
+	}
+	_, rec, _ := call(t, a, "GET", "/v1/shell/sessions/"+e.ID+"/recording", is.tok("shell:audit"), "")
+	_, _, kinds := castReplay(t, rec)
+	for _, k := range kinds {
+		if k == "i" {
+			t.Errorf("input recorded with record_input false")
+		}
+	}
+	for _, id := range []string{"00000000-0000-0000-0000-000000000000", "..%2f..%2faudit.log", "x"} {
+		if st, _, _ := call(t, a, "GET", "/v1/shell/sessions/"+id+"/recording", is.tok("shell:audit"), ""); st != 404 {
+			t.Errorf("recording %q: %d, want 404", id, st)
+		}
+	}
+}
