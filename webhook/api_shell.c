@@ -484,6 +484,8 @@ static void *session_main(void *arg)
 	static const char normal[2] = {0x03, (char)0xe8}; /* 1000 */
 	(void)ws_send(s, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, normal, sizeof(normal));
 	audit_end(s, sum, rc == 0, rc == 0 ? "" : err.msg);
+	log_info("shell", "session %s ended: %s%s%s", s->id, rc != 0 ? err.msg : "",
+	         why != NULL ? why : "", rc == 0 && why == NULL ? "the shell exited" : "");
 	json_decref(sum);
 	proc_result_free(&res);
 
@@ -724,6 +726,8 @@ void wh_api_shell(struct wh_req *req)
 		goto fail;
 	}
 	wh_conn_of(req->conn)->shell = s;
+	log_info("shell", "session %s for %.200s (tenant %.100s): user %s, %s", s->id, s->sub,
+	         s->tenant, s->user, s->cmdline);
 	req->upgrade = true;
 	req->status = 101;
 	req->shell = json_pack("{s:s,s:s,s:s,s:s}", "id", s->id, "event", "start", "command",

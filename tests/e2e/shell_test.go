@@ -193,9 +193,18 @@ func pidsOf(marker string) []int {
 	return out
 }
 
+// With a cgroup per session, and with the subreaper fallback (no cgroup v2
+// at probe.cgroup_root): a setsid child does not escape either.
 func TestShellCloseLeavesNothingRunning(t *testing.T) {
+	t.Run("cgroup", func(t *testing.T) { shellCloseLeavesNothing(t, "") })
+	t.Run("subreaper", func(t *testing.T) {
+		shellCloseLeavesNothing(t, "probe:\n  cgroup_root: "+t.TempDir()+"\n")
+	})
+}
+
+func shellCloseLeavesNothing(t *testing.T, extra string) {
 	is := newIssuer(t)
-	a := startShellAgent(t, is, "")
+	a := startShellAgent(t, is, extra)
 	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/bash", "--norc", "-i"))
 	if err != nil {
 		t.Fatal(err)
