@@ -910,6 +910,12 @@ void wh_shells_drop(struct wh_conn *c)
 	if (c == NULL || c->shell == NULL)
 		return;
 	struct wh_shell_session *s = c->shell;
+	if (!s->thr_started) {
+		/* accepted and audited as started, but the shell never ran */
+		json_t *sum = summary(s, NULL, "no WebSocket session (handshake failed)");
+		audit_end(s, sum, false, "handshake_failed");
+		json_decref(sum);
+	}
 	ws_close(s->conn, NULL);
 }
 

@@ -594,3 +594,47 @@ func TestShellMaxDurationAndOutputOnlyRecording(t *testing.T) {
 		}
 	}
 }
+
+// An upgrade civetweb refuses after we accepted it (a wrong WebSocket
+// version) leaves no session behind: its slot is free again and its end
+// is audited.
+func TestShellFailedHandshakeFreesItsSlot(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  max_sessions: 1\n")
+	req, _ := http.NewRequest("GET", a.Base+"/v1/shell", nil)
+	req.Header.Set("Authorization", "Bearer "+is.tok("shell"))
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Sec-WebSocket-Version", "8")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 101 {
+		t.Fatalf("upgraded with version 8")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ws, resp, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/true"))
+		if err == nil {
+			readUntilExit(t, ws, 10*time.Second)
+			ws.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot stayed taken: %v %v", resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	found := false
+	for _, l := range auditLines(t, a) {
+		if l["error"] == "handshake_failed" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no handshake_failed audit line")
+	}
+}
