@@ -659,9 +659,14 @@ static bool is_upgrade(const struct wh_req *req)
 void wh_api_shell(struct wh_req *req)
 {
 	struct wh_shells *sh = wh_shells_of(req);
+	struct wh_conn *wc = wh_conn_of(req->conn);
 	if (!is_upgrade(req)) {
 		wh_reply_error(req, 400, "websocket_required",
 		               "GET /v1/shell is a WebSocket (Upgrade: websocket)");
+		return;
+	}
+	if (wc == NULL) { /* on_init_connection was out of memory */
+		wh_reply_error(req, 503, "unavailable", "out of memory");
 		return;
 	}
 	if (sh == NULL || !sh->enabled || sh->max_sessions == 0) {
@@ -725,7 +730,7 @@ void wh_api_shell(struct wh_req *req)
 		wh_reply_error(req, 500, "recording_unavailable", "%s", err.msg);
 		goto fail;
 	}
-	wh_conn_of(req->conn)->shell = s;
+	wc->shell = s;
 	log_info("shell", "session %s for %.200s (tenant %.100s): user %s, %s", s->id, s->sub,
 	         s->tenant, s->user, s->cmdline);
 	req->upgrade = true;

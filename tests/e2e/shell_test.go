@@ -638,3 +638,29 @@ func TestShellFailedHandshakeFreesItsSlot(t *testing.T) {
 		t.Errorf("no handshake_failed audit line")
 	}
 }
+
+func TestShellRecordingRetentionByAge(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "shell:\n  retention_age: 1h\n")
+	dir := filepath.Join(a.Dir, "state", "shell")
+	os.MkdirAll(dir, 0700)
+	old := filepath.Join(dir, "0123abcd-0000-4000-8000-000000000000.cast")
+	other := filepath.Join(dir, "notes.txt")
+	for _, p := range []string{old, other} {
+		os.WriteFile(p, []byte(`{"version":2}`+"\n"), 0600)
+		past := time.Now().Add(-2 * time.Hour)
+		os.Chtimes(p, past, past)
+	}
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntilExit(t, ws, 10*time.Second)
+	ws.Close()
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("a recording older than shell.retention_age was kept: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("a file that is no recording was removed: %v", err)
+	}
+}
