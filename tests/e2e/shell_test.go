@@ -176,7 +176,7 @@ func TestShellKilledBySignal(t *testing.T) {
 	}
 }
 
-// pidsOf lists the pids whose command line contains marker.
+// pidsOf lists the pids whose command line starts with marker.
 func pidsOf(marker string) []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
@@ -186,7 +186,9 @@ func pidsOf(marker string) []int {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), marker) {
+		// the command line starts with it: a "setsid sleep N" on its way to
+		// becoming "sleep N" is not counted twice
+		if err == nil && strings.HasPrefix(strings.ReplaceAll(string(b), "\x00", " "), marker) {
 			out = append(out, pid)
 		}
 	}
@@ -213,10 +215,11 @@ func shellCloseLeavesNothing(t *testing.T, extra string) {
 	ws.WriteMessage(websocket.BinaryMessage, []byte("sleep "+marker+" & setsid sleep "+marker+" & echo started-$((1+1))\n"))
 	readUntil(t, ws, "started-2", 10*time.Second)
 	deadline := time.Now().Add(5 * time.Second)
-	for len(pidsOf("sleep "+marker)) < 2 && time.Now().Before(deadline) {
+	n := 0
+	for n = len(pidsOf("sleep " + marker)); n < 2 && time.Now().Before(deadline); n = len(pidsOf("sleep " + marker)) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := len(pidsOf("sleep " + marker)); n < 2 {
+	if n < 2 {
 		t.Fatalf("the sleeps did not start (%d)", n)
 	}
 	ws.Close() // the client goes away without a word
@@ -543,14 +546,17 @@ func TestShellAgentStopEndsSessions(t *testing.T) {
 	is := newIssuer(t)
 	a := startShellAgent(t, is, "")
 	marker := fmt.Sprintf("%d", 2000000+time.Now().UnixNano()%1000000)
-	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sh", "-c", "sleep "+marker))
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sleep", marker))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for len(pidsOf("sleep "+marker)) == 0 && time.Now().Before(deadline) {
+	for len(pidsOf("/bin/sleep "+marker)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if len(pidsOf("/bin/sleep "+marker)) == 0 {
+		t.Fatal("the shell's command did not start")
 	}
 	start := time.Now()
 	a.Signal(15)
@@ -560,7 +566,7 @@ func TestShellAgentStopEndsSessions(t *testing.T) {
 	if d := time.Since(start); d > 8*time.Second {
 		t.Errorf("stop took %v with a shell open", d)
 	}
-	if p := pidsOf("sleep " + marker); len(p) > 0 {
+	if p := pidsOf("/bin/sleep " + marker); len(p) > 0 {
 		t.Errorf("left running after the agent stopped: %v", p)
 	}
 }
