@@ -421,6 +421,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	/* The executor first: the webhook borrows it, and stops before it. */
 	open_containment(&ag);
 	ag.deps.probe = probe_exec_start(ag.cfg, &ag.cgroup, &err);
+	ag.deps.cgroup = &ag.cgroup;
 	if (ag.deps.probe == NULL) {
 		log_error("agent", "%s", err.msg);
 		goto out;
@@ -470,6 +471,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
 	ag.renewer = NULL;
 	/* GoAway first so no new request arrives, then let in-flight ones finish. */
+	wh_end_sessions(ag.webhook);
 	tun_stop(ag.deps.tunnel, ag.cfg->piko.stop_grace_ms);
 	wh_stop(ag.webhook);
 	log_info("agent", "stopped");

@@ -109,6 +109,19 @@ struct cfg {
 	} probe;
 
 	struct {
+		bool enabled;
+		char default_cmd[PATH_MAX]; /* when the user has no login shell */
+		char default_user[CFG_ID_MAX];
+		int max_sessions;
+		uint64_t idle_timeout_ms;
+		uint64_t max_duration_ms;
+		uint64_t record_max_bytes;
+		bool record_input;
+		int retention_count;
+		uint64_t retention_age_ms;
+	} shell;
+
+	struct {
 		uint64_t check_interval_ms;
 		uint64_t report_interval_ms;
 		char proc_root[PATH_MAX];

@@ -11,6 +11,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <pthread.h>
+#include <pty.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -172,7 +174,7 @@ static void shim_forward(int sig)
 		(void)kill(-(pid_t)shim_prog, sig);
 }
 
-static void shim_run(int ctl_fd, int report_fd)
+static void shim_run(int ctl_fd, int report_fd, bool session)
 {
 	(void)cg_set_subreaper();
 	/* no signal may find the shim between fork and its handlers */
@@ -184,11 +186,15 @@ static void shim_run(int ctl_fd, int report_fd)
 	if (prog < 0)
 		child_fail(report_fd, STEP_SETUP);
 	if (prog == 0) {
-		/* a group of its own: `kill -9 0` in a step must not take the shim */
-		setpgid(0, 0);
+		/* a group of its own: `kill -9 0` in a step must not take the shim;
+		 * a terminal's program leads a session (child_exec makes it one) */
+		if (!session)
+			setpgid(0, 0);
 		return;
 	}
-	(void)setpgid(prog, prog);
+	/* not for a session leader to be: a group now would make its setsid fail */
+	if (!session)
+		(void)setpgid(prog, prog);
 	shim_prog = prog;
 	/* the agent signals the shim's group; the program's group gets it */
 	struct sigaction fw;
@@ -259,7 +265,10 @@ static int high_fd(int fd)
 static void child_exec(const struct proc_spec *spec, const struct target *t, int in_fd, int out_fd,
                        int err_fd, int report_fd, int cg_fd, int ctl_fd)
 {
-	setpgid(0, 0);
+	bool pty = (spec->flags & PROC_PTY) != 0;
+	/* a terminal's shell leads its own session (below, after the shim) */
+	if (!pty || ctl_fd >= 0)
+		setpgid(0, 0);
 	if (spec->flags & PROC_DIE_WITH_PARENT) {
 		/* and the parent must not have died already */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != t->parent)
@@ -269,9 +278,12 @@ static void child_exec(const struct proc_spec *spec, const struct target *t, int
 		child_fail(report_fd, STEP_CGROUP);
 	child_signals_default();
 	if (ctl_fd >= 0) {
-		shim_run(ctl_fd, report_fd);
+		shim_run(ctl_fd, report_fd, pty);
 		child_signals_default();
 	}
+	/* the terminal becomes the controlling one of a new session */
+	if (pty && (setsid() < 0 || ioctl(in_fd, TIOCSCTTY, 0) != 0))
+		child_fail(report_fd, STEP_SETUP);
 	int f3 = spec->fd3 > 0 ? high_fd(spec->fd3) : -1;
 	in_fd = high_fd(in_fd);
 	out_fd = high_fd(out_fd);
@@ -463,6 +475,11 @@ static void read_stream(struct run *r, int *fd, enum proc_stream which)
 			close_fd(fd);
 			return;
 		}
+		if (r->spec->flags & PROC_PTY) {
+			if (r->spec->on_output != NULL)
+				r->spec->on_output(r->spec->ctx, which, buf, (size_t)n);
+			return; /* one chunk per turn: cancel and stop stay polled */
+		}
 		size_t kept = 0;
 		struct capture *c = &r->cap[which - 1];
 		if (capture_add(c, buf, (size_t)n, &kept, r->spec->output_only) != 0)
@@ -518,7 +535,8 @@ static void enforce(struct run *r, struct proc_result *res, int64_t now)
 {
 	const struct proc_spec *s = r->spec;
 	if (r->term_at == 0) {
-		bool cancel = s->cancel != NULL && atomic_load(s->cancel);
+		bool cancel = (s->cancel != NULL && atomic_load(s->cancel)) ||
+		              (s->stop != NULL && s->stop(s->ctx));
 		bool late = s->deadline_ms > 0 && now >= s->deadline_ms;
 		if (!cancel && !late)
 			return;
@@ -590,6 +608,24 @@ static int make_pipe(int fds[2])
 	return pipe2(fds, O_CLOEXEC);
 }
 
+/* A terminal in the places of the pipes: the child's three ends are the
+ * slave (in[0], out[1], errp[1]); we read and write the master (out[0]). */
+static int open_pty(const struct proc_spec *spec, int out[2], int errp[2], int in[2])
+{
+	struct winsize ws = {.ws_row = spec->pty_rows ? spec->pty_rows : 24,
+	                     .ws_col = spec->pty_cols ? spec->pty_cols : 80};
+	int master, slave;
+	if (openpty(&master, &slave, NULL, NULL, &ws) != 0)
+		return -1;
+	(void)fcntl(master, F_SETFD, FD_CLOEXEC);
+	(void)fcntl(slave, F_SETFD, FD_CLOEXEC);
+	out[0] = master;
+	out[1] = slave;
+	errp[1] = fcntl(slave, F_DUPFD_CLOEXEC, 0);
+	in[0] = fcntl(slave, F_DUPFD_CLOEXEC, 0);
+	return errp[1] < 0 || in[0] < 0 ? -1 : 0;
+}
+
 int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_err *err)
 {
 	memset(res, 0, sizeof(*res));
@@ -633,17 +669,25 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		}
 	}
 
-	if (spec->stdin_data != NULL)
+	bool pty = (spec->flags & PROC_PTY) != 0;
+	if (pty && (spec->stdin_data != NULL || spec->fd3 > 0)) {
+		rc = vm_err_set(err, VM_ERR_INVALID, "a terminal takes no stdin data or fd 3");
+		goto out;
+	}
+	if (pty) {
+		rc = open_pty(spec, out, errp, in);
+	} else if (spec->stdin_data != NULL) {
 		rc = make_pipe(in);
-	else
+	} else {
 		in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (rc != 0 || in[0] < 0 || make_pipe(out) != 0 || make_pipe(errp) != 0 ||
-	    make_pipe(rep) != 0) {
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "pipe");
+	}
+	if (rc != 0 || in[0] < 0 || (!pty && make_pipe(out) != 0) ||
+	    (!pty && make_pipe(errp) != 0) || make_pipe(rep) != 0) {
+		rc = vm_err_errno(err, VM_ERR_IO, errno, pty ? "openpty" : "pipe");
 		goto out;
 	}
 	pid_t pid;
-	if (!spec->set_ids && r.step == NULL && ctl[0] < 0 &&
+	if (!pty && !spec->set_ids && r.step == NULL && ctl[0] < 0 &&
 	    !(spec->flags & PROC_DIE_WITH_PARENT)) {
 		rc = spawn_child(spec, &t, in[0], out[1], errp[1], &pid, err);
 		if (rc != 0)
@@ -661,8 +705,10 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 	if (pid == 0)
 		child_exec(spec, &t, in[0], out[1], errp[1], rep[1], step.procs_fd, ctl[0]);
 spawned:
-	/* Also from the parent: no window where the child is not yet its own group. */
-	(void)setpgid(pid, pid);
+	/* Also from the parent: no window where the child is not yet its own group
+	 * (a terminal's child makes its own session: a group now would forbid it) */
+	if (!pty)
+		(void)setpgid(pid, pid);
 	r.pid = res->pid = pid;
 	close_fd(&in[0]);
 	close_fd(&out[1]);
@@ -703,6 +749,8 @@ spawned:
 	r.pidfd = pidfd_for(pid);
 	if (r.in_fd >= 0 && spec->stdin_len == 0)
 		close_fd(&r.in_fd);
+	if (pty && spec->on_start != NULL)
+		spec->on_start(spec->ctx, r.out_fd, pid);
 	loop(&r, res);
 	if (!r.reaped) {
 		/* poll failed: make sure nothing is left behind */

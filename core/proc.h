@@ -38,6 +38,12 @@ enum proc_flags {
 	 * it outlives us. Not with set_ids, cgroup, stdin, fd3 or
 	 * PROC_DIE_WITH_PARENT. */
 	PROC_DETACH = 1u << 2,
+	/* stdin, stdout and stderr are a new terminal (pty_cols x pty_rows); the
+	 * child leads a new session with it as its controlling terminal. Every
+	 * byte read from the master goes to on_output (PROC_STDOUT, nothing is
+	 * captured; a blocking on_output stops the reading: backpressure);
+	 * on_start gets the master once the child runs. Not with stdin or fd3. */
+	PROC_PTY = 1u << 3,
 };
 
 struct proc_spec {
@@ -67,6 +73,12 @@ struct proc_spec {
 	struct cg_tree *cgroup;
 	struct cg_limits limits;
 	int fd3; /* > 0: given to the child as fd 3 (a script memfd); 0 = none */
+	/* PROC_PTY: the terminal's size, and the master (borrowed until proc_run
+	 * returns: input, resize, signals) with the child's pid once it runs */
+	uint16_t pty_cols, pty_rows;
+	void (*on_start)(void *ctx, int master_fd, pid_t pid);
+	/* May be NULL; polled with cancel: true ends the run as canceled. */
+	bool (*stop)(void *ctx);
 };
 
 struct proc_result {

@@ -193,6 +193,8 @@ char *wh_audit_format(const struct wh_audit_entry *e)
 	if (e->probe_id != NULL && e->probe_id[0] != '\0' &&
 	    put_field(line, esc, cut, "probe_id", e->probe_id, F) != 0)
 		goto done;
+	if (e->shell != NULL && json_object_set(line, "shell", e->shell) != 0)
+		goto done;
 	if (json_array_size(esc) > 0 && json_object_set(line, "escaped", esc) != 0)
 		goto done;
 	if (json_array_size(cut) > 0 && json_object_set(line, "truncated", cut) != 0)
@@ -276,6 +278,7 @@ static void entry_of(const struct wh_req *req, struct wh_audit_entry *e, char *r
 	    .remote_addr = req->info->remote_addr,
 	    .forwarded_for = mg_get_header(req->conn, "X-Forwarded-For"),
 	    .probe_id = req->probe_id,
+	    .shell = req->shell,
 	};
 }
 
@@ -305,7 +308,8 @@ int wh_audit_request(struct wh_audit *a, const struct wh_req *req)
  * something. Derived from the method so that a new route fails closed. */
 static bool changes_state(const struct wh_route *r)
 {
-	return strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0;
+	return (r->flags & WH_ROUTE_ACTS) ||
+	       (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0);
 }
 
 int wh_audit_begin(struct wh_req *req)

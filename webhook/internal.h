@@ -36,15 +36,25 @@ struct wh_req {
 	bool audited; /* the audit line is written (before the response goes out) */
 	char err_code[48];
 	char probe_id[64]; /* the probe a handler acted on, when any */
+	/* the handler accepted a WebSocket upgrade: civetweb goes on to the
+	 * handshake (the session's own audit line comes when it ends) */
+	bool upgrade;
+	json_t *shell; /* owned; the shell's part of the audit line (dispatch frees it) */
 };
 
 typedef void (*wh_handler_fn)(struct wh_req *req);
+
+enum wh_route_flags {
+	/* a GET that starts something (the shell): audited "started" like a POST */
+	WH_ROUTE_ACTS = 1u << 0,
+};
 
 struct wh_route {
 	const char *method;
 	const char *pattern; /* "/v1/probes/{id}": {x} matches one non-empty segment */
 	wh_handler_fn fn;
 	const char *scope; /* JWT scope the caller needs; NULL = no auth (livez only) */
+	unsigned flags;    /* enum wh_route_flags */
 };
 
 /* Authorizes req for scope (auth.c). Returns 0 when allowed and fills
@@ -74,6 +84,7 @@ struct wh_audit_entry {
 	int status;          /* 0 on a "started" line */
 	const char *tenant, *sub, *jti, *route, *path, *error, *remote_addr, *forwarded_for;
 	const char *probe_id; /* omitted when NULL or "" */
+	json_t *shell;        /* borrowed; a shell session's summary, omitted when NULL */
 };
 /* The line as malloc'd JSON text without a newline; NULL only out of memory. */
 char *wh_audit_format(const struct wh_audit_entry *e);
@@ -104,6 +115,14 @@ bool wh_guard_reading(struct wh_guard *g, struct wh_guard_slot *s); /* body not 
 bool wh_guard_was_cut(struct wh_guard *g, struct wh_guard_slot *s);
 void wh_guard_detach(struct wh_guard *g, struct wh_guard_slot *s);
 
+/* Per connection (civetweb's user connection data): the guard's slot, and
+ * the shell session an accepted upgrade hands to the WebSocket handlers. */
+struct wh_shell_session;
+struct wh_conn {
+	struct wh_guard_slot *slot;
+	struct wh_shell_session *shell;
+};
+
 /* The socket of a connection (webhook/civetweb/civetweb_fd.c). */
 int mg_vma_client_fd(const struct mg_connection *conn);
 
@@ -129,6 +148,41 @@ void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
  * *out is malloc'd and NUL-terminated. */
 int wh_read_body(struct wh_req *req, char **out, size_t *len);
 
+/* Shell control messages (shell_control.c): the text frames of a session. */
+#define WH_SHELL_CTL_MAX 4096
+#define WH_SHELL_DIM_MAX 1000
+enum wh_shell_ctl_type {
+	WH_SHELL_CTL_NONE = 0,
+	WH_SHELL_CTL_RESIZE,
+	WH_SHELL_CTL_SIGNAL,
+	WH_SHELL_CTL_CLOSE,
+};
+struct wh_shell_ctl {
+	enum wh_shell_ctl_type type;
+	uint16_t cols, rows; /* RESIZE: 1..WH_SHELL_DIM_MAX each */
+	int signo;           /* SIGNAL */
+};
+/* Parses one message; VM_ERR_INVALID (and type NONE) for anything else. */
+int wh_shell_control_parse(const char *data, size_t len, struct wh_shell_ctl *out,
+                           struct vm_err *err);
+/* "INT", "SIGINT", ... → the number; 0 when unknown. */
+int wh_shell_signal_of(const char *name);
+
+/* Shell sessions (api_shell.c): one per upgraded connection. */
+struct wh_shells;
+struct cg_tree;
+struct wh_shells *wh_shells_new(const struct cfg *cfg, struct vm_err *err);
+void wh_shells_free(struct wh_shells *s);
+/* Registers the WebSocket handlers of /v1/shell on a civetweb context. */
+void wh_shells_register(struct mg_context *ctx);
+struct wh_shells *wh_shells_of(const struct wh_req *req);
+struct wh_conn *wh_conn_of(const struct mg_connection *conn);
+void wh_shells_set_cgroup(struct wh_shells *s, struct cg_tree *cg);
+/* A connection closes: a session it still holds (never upgraded) goes. */
+void wh_shells_drop(struct wh_conn *c);
+/* wh_stop: every session ends now (its shell is killed, its read ends). */
+void wh_shells_stop_all(struct wh_shells *sh);
+
 /* The route table (routes.c). */
 extern const struct wh_route wh_routes[];
 extern const size_t wh_route_count;
@@ -143,5 +197,8 @@ void wh_api_probe_list(struct wh_req *req);
 void wh_api_probe_get(struct wh_req *req);
 void wh_api_probe_events(struct wh_req *req);
 void wh_api_probe_cancel(struct wh_req *req);
+void wh_api_shell(struct wh_req *req);
+void wh_api_shell_list(struct wh_req *req);
+void wh_api_shell_recording(struct wh_req *req);
 
 #endif

@@ -35,6 +35,7 @@ struct wh_server {
 	struct wh_deps deps;
 	struct wh_auth *auth;
 	struct wh_audit *audit;
+	struct wh_shells *shells;
 	atomic_bool stopping; /* long-lived handlers (SSE) end when set */
 	uint64_t max_body;
 	char tls_cert_file[PATH_MAX];
@@ -160,9 +161,15 @@ static struct wh_listener *listener_of(const struct mg_connection *conn)
 	return mg_get_user_data(mg_get_context(conn));
 }
 
-static struct wh_guard_slot *slot_of(const struct mg_connection *conn)
+struct wh_conn *wh_conn_of(const struct mg_connection *conn)
 {
 	return mg_get_user_connection_data(conn);
+}
+
+static struct wh_guard_slot *slot_of(const struct mg_connection *conn)
+{
+	struct wh_conn *c = wh_conn_of(conn);
+	return c != NULL ? c->slot : NULL;
 }
 
 /* The body is left unread (or half read): answer, then close the connection
@@ -311,8 +318,10 @@ static int dispatch(struct mg_connection *conn)
 			/* handlers that stream (SSE) are audited when done */
 			if (!req.audited)
 				(void)wh_audit_request(req.srv->audit, &req);
+			json_decref(req.shell);
 			close_if_unread(l, conn);
-			return 1;
+			/* 0: civetweb goes on to the WebSocket handshake (api_shell.c) */
+			return req.upgrade ? 0 : 1;
 		}
 		alen = str_appendf(allow, sizeof(allow), alen, "%s%s", alen ? ", " : "", r->method);
 	}
@@ -354,7 +363,11 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
 /* A worker took a connection: its requests are guarded until it closes. */
 static int on_init_connection(const struct mg_connection *conn, void **conn_data)
 {
-	*conn_data = wh_guard_attach(listener_of(conn)->guard, mg_vma_client_fd(conn));
+	struct wh_conn *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return 1; /* civetweb closes the connection */
+	c->slot = wh_guard_attach(listener_of(conn)->guard, mg_vma_client_fd(conn));
+	*conn_data = c;
 	return 0;
 }
 
@@ -368,7 +381,10 @@ static void on_end_request(const struct mg_connection *conn, int status)
 /* Called before civetweb closes the socket: the guard must not touch it after. */
 static void on_connection_close(const struct mg_connection *conn)
 {
+	struct wh_conn *c = wh_conn_of(conn);
+	wh_shells_drop(c);
 	wh_guard_detach(listener_of(conn)->guard, slot_of(conn));
+	free(c);
 }
 
 static int on_log_message(const struct mg_connection *conn, const char *message)
@@ -404,8 +420,8 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
  * the tunnel's unix listener sits in the runtime dir, sized by max_streams:
  * restart it to apply them), compared value by value, never padding. */
 static const char *const wh_keys[] = {
-    "webhook.",         "auth.", "agent.id", "agent.tenant_id", "agent.runtime_dir",
-    "piko.max_streams", NULL};
+    "webhook.",         "auth.",  "agent.id", "agent.tenant_id", "agent.runtime_dir",
+    "piko.max_streams", "shell.", NULL};
 
 bool wh_listener_changed(const struct cfg *a, const struct cfg *b)
 {
@@ -448,8 +464,14 @@ static void wh_stop_listeners(struct wh_server *srv)
 	srv->tun.ctx = srv->tcp.ctx = NULL;
 }
 
+struct wh_shells *wh_shells_of(const struct wh_req *req)
+{
+	return req->srv->shells;
+}
+
 static void free_server(struct wh_server *srv)
 {
+	wh_shells_free(srv->shells);
 	wh_guard_free(srv->tcp.guard);
 	wh_guard_free(srv->tun.guard);
 	sock_unix_close(&srv->sock);
@@ -519,6 +541,7 @@ static int start_listener(struct wh_listener *l, const struct cfg *cfg, const ch
 		                  "webhook: cannot listen on %s: %s", ports,
 		                  etext[0] ? etext : "civetweb failed to start");
 	}
+	wh_shells_register(l->ctx);
 	return 0;
 }
 
@@ -565,6 +588,10 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 	srv->audit = wh_audit_open(cfg, err);
 	if (srv->audit == NULL)
 		goto fail;
+	srv->shells = wh_shells_new(cfg, err);
+	if (srv->shells == NULL)
+		goto fail;
+	wh_shells_set_cgroup(srv->shells, srv->deps.cgroup);
 	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
 	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);
 
@@ -592,11 +619,18 @@ fail:
 	return NULL;
 }
 
+void wh_end_sessions(struct wh_server *srv)
+{
+	if (srv != NULL)
+		wh_shells_stop_all(srv->shells);
+}
+
 void wh_stop(struct wh_server *srv)
 {
 	if (srv == NULL)
 		return;
 	atomic_store(&srv->stopping, true);
+	wh_shells_stop_all(srv->shells);
 	wh_stop_listeners(srv);
 	free_server(srv);
 }

@@ -14,17 +14,23 @@ struct wh_server;
 struct probe_exec;
 struct health_monitor;
 struct tun;
+struct cg_tree;
 struct wh_deps {
 	struct probe_exec *probe;
 	struct health_monitor *health;
 	struct tun *tunnel;
 	char runtime_dir[PATH_MAX]; /* agent.runtime_dir (0700): a remote upgrade's request */
+	struct cg_tree *cgroup; /* shell sessions' containment; NULL = process group */
 };
 
 /* Starts the listener described by cfg->webhook. The server copies what it
  * needs from cfg. A busy port or unreadable TLS files are errors (VM_ERR_BUSY,
  * VM_ERR_IO) with the reason in err. */
 struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err);
+
+/* Ends every shell session now (before the tunnel drains its streams: a
+ * session would hold its stream for the whole grace). NULL is fine. */
+void wh_end_sessions(struct wh_server *srv);
 
 /* Stops accepting, waits for in-flight requests, frees. NULL is fine. */
 void wh_stop(struct wh_server *srv);

@@ -377,6 +377,13 @@ func (r *relay) handleProxy(w http.ResponseWriter, req *http.Request) {
 		fmt.Fprintln(w, `{"error": "no available upstreams"}`)
 		return
 	}
+	// Like Piko, a WebSocket upgrade is proxied as is (ReverseProxy copies
+	// the upgraded bytes both ways); the request timeout would cut a long
+	// session, so only the response headers are bounded (ResponseHeaderTimeout).
+	if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+		u.proxy.ServeHTTP(w, req)
+		return
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), *proxyTimeout)
 	defer cancel()
 	u.proxy.ServeHTTP(w, req.WithContext(ctx))

@@ -528,6 +528,68 @@ static void test_proc_cgroup_leftovers_killed_at_next_open(void **state)
 	real_tree = again;
 }
 
+struct pty_seen {
+	char out[4096];
+	size_t len;
+	int master;
+};
+
+static void pty_output(void *ctx, enum proc_stream stream, const char *data, size_t len)
+{
+	struct pty_seen *p = ctx;
+	assert_int_equal(stream, PROC_STDOUT);
+	size_t room = sizeof(p->out) - 1 - p->len;
+	size_t n = len < room ? len : room;
+	memcpy(p->out + p->len, data, n);
+	p->len += n;
+	p->out[p->len] = '\0';
+}
+
+static void pty_started(void *ctx, int master, pid_t pid)
+{
+	struct pty_seen *p = ctx;
+	assert_true(master >= 0);
+	assert_true(pid > 0);
+	p->master = master;
+}
+
+/* PROC_PTY: a terminal of the asked size, a session of its own with it as
+ * the controlling terminal (tty names it), and every byte
+ * reaches on_output; a subreaper tree (CG_NONE) keeps the same terminal. */
+static void test_proc_pty_session_with_controlling_terminal(void **state)
+{
+	(void)state;
+	struct cg_tree none = {.mode = CG_NONE};
+	for (int i = 0; i < 20; i++) {
+		int shim = i % 2; /* repeated: a start-up race shows within a few runs */
+		char *const argv[] = {"/bin/sh", "-c", "tty; stty size; exit 4", NULL};
+		struct pty_seen seen = {.master = -1};
+		struct proc_spec spec = {.path = "/bin/sh",
+		                         .argv = argv,
+		                         .envp = clean_env,
+		                         .flags = PROC_PTY,
+		                         .grace_ms = 200,
+		                         .on_output = pty_output,
+		                         .on_start = pty_started,
+		                         .ctx = &seen,
+		                         .pty_cols = 100,
+		                         .pty_rows = 30,
+		                         .cgroup = shim ? &none : NULL};
+		struct proc_result res;
+		struct vm_err err = {0};
+		int rc = proc_run(&spec, &res, &err);
+		if (rc != 0)
+			print_error("shim %d: %s\n", shim, err.msg);
+		assert_int_equal(rc, 0);
+		assert_int_equal(res.exit_code, 4);
+		assert_true(seen.master >= 0);
+		assert_non_null(strstr(seen.out, "/dev/pts/"));
+		assert_non_null(strstr(seen.out, "30 100"));
+		assert_null(res.out); /* nothing captured: it all went to on_output */
+		proc_result_free(&res);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -546,6 +608,7 @@ int main(void)
 	    cmocka_unit_test(test_proc_null_envp_inherits_environment),
 	    cmocka_unit_test(test_proc_die_with_parent_kills_child_when_caller_is_killed),
 	    cmocka_unit_test(test_proc_detach_own_session_null_stdio_and_reaped),
+	    cmocka_unit_test(test_proc_pty_session_with_controlling_terminal),
 	    cmocka_unit_test_setup_teardown(test_proc_cgroup_kills_setsid_child_and_removes_cgroup,
 	                                    open_real_tree, close_real_tree),
 	    cmocka_unit_test_setup_teardown(test_proc_cgroup_leftovers_killed_at_next_open,
