@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -82,7 +83,21 @@ struct wh_audit *wh_audit_open(const struct cfg *cfg, struct vm_err *err)
 	a->fd = a->dfd = -1;
 	a->max_size = cfg->auth.audit_max_size;
 	a->max_files = cfg->auth.audit_max_files;
-	snprintf(a->path, sizeof(a->path), "%s", cfg->auth.audit_file);
+	/* The built-in default is relative (./.vm-agent/audit.log, for `make run`):
+	 * anchor it at the directory the agent started in, once. */
+	char cwd[PATH_MAX] = "";
+	if (cfg->auth.audit_file[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL) {
+		vm_err_errno(err, VM_ERR_IO, errno, "auth.audit_file %s: getcwd",
+		             cfg->auth.audit_file);
+		goto fail;
+	}
+	size_t n = str_appendf(a->path, sizeof(a->path), 0, "%s%s%s", cwd, cwd[0] ? "/" : "",
+	                       cfg->auth.audit_file);
+	if (n >= sizeof(a->path)) {
+		vm_err_set(err, VM_ERR_INVALID, "auth.audit_file %s: path too long",
+		           cfg->auth.audit_file);
+		goto fail;
+	}
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", a->path);
 	char *slash = strrchr(dir, '/');
