@@ -384,6 +384,16 @@ func (r *relay) handleProxy(w http.ResponseWriter, req *http.Request) {
 		u.proxy.ServeHTTP(w, req)
 		return
 	}
+	// A request with a body closes its client connection after the reply.
+	// Otherwise, when the agent answers before the body is through (a 401
+	// or 413 refuses it unread), net/http's server drains the rest of the
+	// body for keep-alive while the Transport is still copying it upstream:
+	// the Transport sees a short body, fails the write and closes the yamux
+	// stream, and hashicorp/yamux then reads a locally closed stream with an
+	// empty buffer as EOF: the answer's body is cut after its headers.
+	if req.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), *proxyTimeout)
 	defer cancel()
 	u.proxy.ServeHTTP(w, req.WithContext(ctx))
