@@ -447,8 +447,15 @@ int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol, 
 
 bool jwt_has_scope(const struct jwt_token *tok, const char *scope)
 {
+	return jwt_scope_list_has(tok->scope, scope);
+}
+
+bool jwt_scope_list_has(const char *list, const char *scope)
+{
 	size_t n = strlen(scope);
-	for (const char *p = tok->scope; *p != '\0';) {
+	if (list == NULL)
+		return false;
+	for (const char *p = list; *p != '\0';) {
 		size_t w = strcspn(p, " ");
 		if (w == n && strncmp(p, scope, n) == 0)
 			return true;

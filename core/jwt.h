@@ -98,6 +98,9 @@ int jwt_check_claims(const struct jwt_token *tok, const struct jwt_policy *pol, 
 
 /* True when the space-separated scope claim holds scope exactly. */
 bool jwt_has_scope(const struct jwt_token *tok, const char *scope);
+/* The same on a space-separated list (a verified token's scope kept for later
+ * checks, e.g. the scope a step type needs); NULL holds nothing. */
+bool jwt_scope_list_has(const char *list, const char *scope);
 
 /* Short machine name of a reason ("expired", "bad_signature"…) for logs and audit. */
 const char *jwt_reason_name(int reason);

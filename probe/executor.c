@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/jwt.h"
 #include "core/log.h"
 #include "core/proc.h"
 #include "core/rand.h"
@@ -453,6 +454,25 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 	pthread_mutex_unlock(&oc->ex->mu);
 }
 
+static void on_event(void *c, const char *level, const char *message,
+                     const struct probe_progress *pr)
+{
+	struct out_ctx *oc = c;
+	json_t *ev = json_pack("{s:i,s:s}", "step", oc->step, "level", level);
+	probe_json_set_bytes(ev, "message", message, strlen(message));
+	if (pr != NULL) {
+		json_t *pj = json_pack("{s:I}", "current", (json_int_t)pr->current);
+		if (pr->total >= 0)
+			json_object_set_new(pj, "total", json_integer((json_int_t)pr->total));
+		if (pr->unit != NULL)
+			json_object_set_new(pj, "unit", json_string(pr->unit));
+		json_object_set_new(ev, "progress", pj);
+	}
+	pthread_mutex_lock(&oc->ex->mu);
+	emit(oc->ex, oc->p, "progress", ev);
+	pthread_mutex_unlock(&oc->ex->mu);
+}
+
 /* Each limit the request names replaces the probe.* default. */
 static struct cg_limits step_limits(const struct cg_limits *req, const struct cg_limits *dflt)
 {
@@ -517,6 +537,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .deadline_ms = dl < deadline ? dl : deadline,
 		    .cancel = &p->cancel,
 		    .on_output = on_output,
+		    .on_event = on_event,
 		    .out_ctx = &oc,
 		    .cgroup = ex->cgroup,
 		    .limits = limits,
@@ -693,6 +714,18 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 		free(req);
 		free(p);
 		return PROBE_E_TOO_LARGE;
+	}
+	for (int i = 0; i < req->nsteps; i++) {
+		const char *need = probe_steps[req->steps[i].type].scope;
+		if (need != NULL && !jwt_scope_list_has(who != NULL ? who->scope : NULL, need)) {
+			snprintf(out->err_path, sizeof(out->err_path), "steps[%d].type", i);
+			vm_err_set(err, VM_ERR_PERM, "step type %s needs scope %s",
+			           probe_steps[req->steps[i].type].name, need);
+			probe_request_free(req);
+			free(req);
+			free(p);
+			return PROBE_E_FORBIDDEN;
+		}
 	}
 	caller_scope(who, p->idem_scope);
 	int rc = PROBE_CREATED;

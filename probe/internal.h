@@ -99,6 +99,12 @@ int probe_sink_begin(struct probe_sink *s, const char *name, struct vm_err *err)
 int probe_sink_write_b64(struct probe_sink *s, const void *data, size_t len, struct vm_err *err);
 int probe_sink_end(struct probe_sink *s, struct vm_err *err);
 
+/* How far a long step got, for progress events (total < 0: unknown). */
+struct probe_progress {
+	int64_t current, total;
+	const char *unit; /* "bytes", "packages", "files"… */
+};
+
 /* What a running step may use. */
 struct probe_step_ctx {
 	const char *work_dir;
@@ -108,7 +114,12 @@ struct probe_step_ctx {
 	int64_t deadline_ms; /* monotonic: min(step timeout, probe deadline) */
 	const atomic_bool *cancel;
 	void (*on_output)(void *ctx, int stream, const char *data, size_t len);
-	void *out_ctx;
+	/* A `progress` event {step, level, message, progress?} into the probe's
+	 * event stream (level "info", "warn" or "error"; progress may be NULL).
+	 * Long steps send one at least every 2 s; use probe_step_event. */
+	void (*on_event)(void *ctx, const char *level, const char *message,
+	                 const struct probe_progress *progress);
+	void *out_ctx; /* both callbacks' ctx */
 	struct cg_tree *cgroup;  /* NULL = process group only (see proc_spec) */
 	struct cg_limits limits; /* the request's, else probe.* */
 	struct probe_sink *sink; /* NULL: large fields stay in the result */
@@ -119,6 +130,9 @@ enum probe_step_status { STEP_OK = 0, STEP_FAILED, STEP_TIMED_OUT, STEP_CANCELED
 
 struct probe_step_type {
 	const char *name; /* "exec", "script", "file.read", "file.write" */
+	/* The token scope this type needs besides probe:run (NULL = none), e.g.
+	 * "host:write"; probe_submit refuses the request without it. */
+	const char *scope;
 	/* Reads the type's fields from obj into st; path is the step's JSON path. */
 	int (*parse)(json_t *obj, struct probe_step_req *st, const char *path, char *epath,
 	             size_t ecap, struct vm_err *err);
@@ -148,6 +162,12 @@ int probe_field_duration(json_t *obj, const char *name, uint64_t *out, const cha
 /* Refuses members not in the NULL-terminated list (typos must not be ignored). */
 int probe_fields_known(json_t *obj, const char *const *known, const char *path, char *epath,
                        size_t ecap, struct vm_err *err);
+
+/* Sends a progress event through ctx->on_event (nothing when it is NULL);
+ * the message is formatted and cut at 1 KiB. */
+void probe_step_event(const struct probe_step_ctx *ctx, const char *level,
+                      const struct probe_progress *progress, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Adds text to a JSON object as name (valid UTF-8) or name_b64 (anything else). */
 void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_t len);

@@ -53,6 +53,7 @@ enum probe_submit_rc {
 	PROBE_E_STOPPED = -4,   /* shutting down: 503 */
 	PROBE_E_IO = -5,        /* the record could not be persisted: 500 */
 	PROBE_E_TOO_LARGE = -6, /* could produce more than a record holds: 400, see err_path */
+	PROBE_E_FORBIDDEN = -7, /* a step type needs a scope the caller lacks: 403, see err_path */
 };
 
 /* Who submits (from the verified token): idempotency keys are scoped by
@@ -60,6 +61,10 @@ enum probe_submit_rc {
 struct probe_caller {
 	const char *tenant_id;
 	const char *sub;
+	/* The token's scopes (space-separated): a step type that needs more than
+	 * probe:run (host:write, containers:write, backup:run…) is refused with
+	 * PROBE_E_FORBIDDEN unless they hold its scope. NULL = none beyond probe:run. */
+	const char *scope;
 };
 
 struct probe_submit_out {

@@ -3,6 +3,7 @@
  * the probe.allow policy. */
 #include <errno.h>
 #include <fnmatch.h>
+#include <stdarg.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,10 +37,10 @@ static uint64_t bound_small(const struct probe_step_req *st, uint64_t output_cap
 }
 
 const struct probe_step_type probe_steps[] = {
-    {"exec", probe_exec_parse, probe_exec_run, bound_process},
-    {"script", probe_script_parse, probe_script_run, bound_process},
-    {"file.read", probe_file_read_parse, probe_file_read_run, bound_read},
-    {"file.write", probe_file_write_parse, probe_file_write_run, bound_small},
+    {"exec", NULL, probe_exec_parse, probe_exec_run, bound_process},
+    {"script", NULL, probe_script_parse, probe_script_run, bound_process},
+    {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
+    {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 
@@ -74,6 +75,19 @@ void probe_json_set_bytes(json_t *obj, const char *name, const char *data, size_
 	b64_encode((const uint8_t *)data, len, b, 0);
 	json_object_set_new(obj, key, json_string(b));
 	free(b);
+}
+
+void probe_step_event(const struct probe_step_ctx *ctx, const char *level,
+                      const struct probe_progress *progress, const char *fmt, ...)
+{
+	if (ctx == NULL || ctx->on_event == NULL)
+		return;
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ctx->on_event(ctx->out_ctx, level, msg, progress);
 }
 
 #define READ_CHUNK (48u << 10) /* a multiple of 3: base64 chunks need no padding */

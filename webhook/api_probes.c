@@ -58,7 +58,7 @@ void wh_api_probe_create(struct wh_req *req)
 		return;
 	struct probe_submit_out out;
 	struct vm_err err = {0};
-	struct probe_caller who = {req->claims.tenant, req->claims.sub};
+	struct probe_caller who = {req->claims.tenant, req->claims.sub, req->claims.scope};
 	int rc = probe_submit(ex, body, len, &who, &out, &err);
 	free(body);
 	snprintf(req->probe_id, sizeof(req->probe_id), "%s", out.id);
@@ -75,6 +75,13 @@ void wh_api_probe_create(struct wh_req *req)
 		return;
 	case PROBE_E_CONFLICT:
 		wh_reply_error(req, 409, "idempotency_conflict", "%s", err.msg);
+		return;
+	case PROBE_E_FORBIDDEN:
+		snprintf(req->err_code, sizeof(req->err_code), "insufficient_scope");
+		wh_reply_json(req, 403,
+		              json_pack("{s:{s:s,s:s,s:s}}", "error", "code", "insufficient_scope",
+		                        "message", err.msg, "path", out.err_path));
+		req->status = 403;
 		return;
 	case PROBE_E_FULL:
 		wh_reply_error_hdr(req, 429, "Retry-After: 1\r\n", "queue_full", "%s", err.msg);

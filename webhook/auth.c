@@ -285,6 +285,7 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 		goto fail;
 	}
 	req->claims.verified = true;
+	snprintf(req->claims.scope, sizeof(req->claims.scope), "%s", tok->scope);
 	free(tok);
 	return 0;
 fail:

@@ -21,6 +21,7 @@ struct wh_claims {
 	char sub[256];
 	char jti[256];
 	char tenant[256];
+	char scope[1024]; /* the token's scope claim: routes check more than one (steps) */
 };
 
 struct wh_req {

@@ -65,7 +65,7 @@ static int submit_as(struct probe_exec *ex, const char *sub, const char *body,
                      struct probe_submit_out *out)
 {
 	struct vm_err err = {0};
-	struct probe_caller who = {"tenant-a", sub};
+	struct probe_caller who = {"tenant-a", sub, NULL};
 	int rc = probe_submit(ex, body, strlen(body), &who, out, &err);
 	json_decref(out->record);
 	out->record = NULL;
