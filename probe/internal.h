@@ -58,6 +58,15 @@ struct probe_step_req {
 	const char *owner;
 	bool backup, create_only, has_sha256;
 	uint8_t sha256[SHA256_LEN];
+	/* Every step type: the step's JSON object (owned by the request's doc) and
+	 * "check": true, a dry run that reports what would change and changes nothing. */
+	json_t *obj;
+	bool check;
+	/* A step type's own parsed parameters (host, container, backup steps):
+	 * set by its parse, freed by ext_free with the request. Keeps new types
+	 * out of this struct. */
+	void *ext;
+	void (*ext_free)(void *ext);
 };
 
 struct probe_request {

@@ -156,8 +156,12 @@ static void free_step(struct probe_step_req *st)
 {
 	free(st->envbuf);
 	free(st->content);
+	if (st->ext_free != NULL)
+		st->ext_free(st->ext);
 	st->envbuf = NULL;
 	st->content = NULL;
+	st->ext = NULL;
+	st->ext_free = NULL;
 }
 
 void probe_request_free(struct probe_request *req)
@@ -189,6 +193,7 @@ static int parse_step(json_t *obj, struct probe_step_req *st, const char *path, 
 	                    err) != 0)
 		return -1;
 	st->mode = -1;
+	st->obj = obj;
 	return probe_steps[st->type].parse(obj, st, path, epath, ecap, err);
 }
 
