@@ -12,6 +12,7 @@
 
 #include "cmd/cmd.h"
 #include "core/admin.h"
+#include "core/budget.h"
 #include "core/cgroup.h"
 #include "core/config.h"
 #include "core/fs.h"
@@ -37,7 +38,16 @@ struct agent {
 	time_t started_at;
 	struct cg_tree cgroup;      /* step containment; the executor borrows it */
 	struct lc_renewer *renewer; /* Piko token renewal; feeds the tunnel */
+	struct budget *budget;      /* limits.max_concurrent; probes and shells borrow it */
 };
+
+/* limits.max_concurrent, where 0 means the sum of both kinds' own caps. */
+static int concurrency_limit(const struct cfg *cfg)
+{
+	if (cfg->limits.max_concurrent > 0)
+		return cfg->limits.max_concurrent;
+	return cfg->probe.max_concurrent + (cfg->shell.max_sessions > 0 ? cfg->shell.max_sessions : 0);
+}
 
 /* Before any thread: kills what a crashed predecessor's steps left running
  * (recorded in the state dir), may move the agent into its "agent/" leaf,
@@ -118,6 +128,15 @@ static void probe_source(void *ctx, uint64_t *queued, uint64_t *running)
 {
 	const struct agent *ag = ctx;
 	probe_queue_depth(ag->deps.probe, queued, running);
+}
+
+static void budget_source(void *ctx, uint64_t *in_use, uint64_t *limit)
+{
+	const struct agent *ag = ctx;
+	int used, lim;
+	budget_usage(ag->budget, &used, &lim);
+	*in_use = (uint64_t)used;
+	*limit = (uint64_t)lim;
 }
 
 /* Fixed at start (probe.cgroup_root needs a restart): a copy of cg_open's verdict. */
@@ -231,6 +250,7 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 	reload_tunnel(ag, next);
 	health_reconfigure(ag->health, next);
 	probe_exec_reconfigure(ag->deps.probe, next);
+	budget_set_limit(ag->budget, concurrency_limit(next));
 	cfg_free(ag->cfg);
 	ag->cfg = next;
 	log_info("config", "configuration reloaded from %s", ag->cfg->source);
@@ -420,7 +440,13 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	}
 	/* The executor first: the webhook borrows it, and stops before it. */
 	open_containment(&ag);
-	ag.deps.probe = probe_exec_start(ag.cfg, &ag.cgroup, &err);
+	ag.budget = budget_new(concurrency_limit(ag.cfg), &err);
+	if (ag.budget == NULL) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
+	ag.deps.budget = ag.budget;
+	ag.deps.probe = probe_exec_start(ag.cfg, &ag.cgroup, ag.budget, &err);
 	ag.deps.cgroup = &ag.cgroup;
 	if (ag.deps.probe == NULL) {
 		log_error("agent", "%s", err.msg);
@@ -443,8 +469,8 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	if (lc_renewer_run(ag.renewer, token_to_tunnel, &ag, &err) != 0)
 		log_error("agent", "%s", err.msg);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
-	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
-	                                 containment_source};
+	struct health_sources sources = {&ag,           tunnel_source,      probe_source,
+	                                 probe_store_source, containment_source, budget_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);
@@ -478,6 +504,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 out:
 	lc_renewer_stop(ag.renewer);    /* only set here when the tunnel never started */
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
+	budget_free(ag.budget);         /* after both of its users */
 	cg_close(&ag.cgroup);
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);

@@ -122,6 +122,11 @@ struct cfg {
 	} shell;
 
 	struct {
+		/* slots shared by running probes and open shells; 0 = their sum */
+		int max_concurrent;
+	} limits;
+
+	struct {
 		uint64_t check_interval_ms;
 		uint64_t report_interval_ms;
 		char proc_root[PATH_MAX];

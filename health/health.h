@@ -39,6 +39,8 @@ struct health_sources {
 	void (*probe_store)(void *ctx, uint64_t *write_failures, uint64_t *quarantined);
 	/* Step containment and the limits it allows (GET /v1/health, status, /metrics). */
 	void (*containment)(void *ctx, struct health_containment *out);
+	/* Slots of limits.max_concurrent held now (running probes, open shells) and the limit. */
+	void (*budget)(void *ctx, uint64_t *in_use, uint64_t *limit);
 };
 
 enum health_state { HEALTH_HEALTHY = 0, HEALTH_DEGRADED = 1, HEALTH_UNHEALTHY = 2 };

@@ -66,6 +66,8 @@ struct health_snapshot {
 	bool probe_enabled;
 	uint64_t probe_queued, probe_running;
 	uint64_t probe_write_failures, probe_quarantined;
+	bool budget_known; /* false: no budget source */
+	uint64_t budget_in_use, budget_limit;
 	struct log_stats log;   /* lines the log file refused (sent to stderr) */
 	bool containment_known; /* false: no containment source */
 	struct health_containment containment;

@@ -81,11 +81,16 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 	    "failed", u64(s->reports_failed), "spool_entries", u64(s->spool_entries), "spool_bytes",
 	    u64(s->spool_bytes), "spool_dropped", u64(s->spool_dropped), "clock_skew_seconds",
 	    s->clock_skew_known ? num(s->clock_skew_s) : json_null());
-	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "agent_id", agent_id,
-	                 "version", version, "time", iso_time(s->time), "started_at",
+	/* limits.max_concurrent: slots held by running probes and open shells */
+	json_t *conc = s->budget_known ? json_pack("{s:o,s:o}", "in_use", u64(s->budget_in_use),
+	                                           "limit", u64(s->budget_limit))
+	                               : json_null();
+	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "agent_id",
+	                 agent_id, "version", version, "time", iso_time(s->time), "started_at",
 	                 iso_time(s->started_at), "state", health_state_name(s->state), "reasons",
 	                 reasons, "system", system_json(&s->sys), "tunnel", tunnel, "probe", probe,
-	                 "containment", cont ? cont : json_null(), "reporting", rep, "log",
+	                 "containment", cont ? cont : json_null(), "concurrency",
+	                 conc ? conc : json_null(), "reporting", rep, "log",
 	                 json_pack("{s:o,s:o}", "file_write_failures",
 	                           u64(s->log.file_write_failures), "lines_lost",
 	                           u64(s->log.lines_lost)));

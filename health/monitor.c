@@ -83,6 +83,9 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	struct health_containment cont = {0};
 	if (m->src.containment != NULL)
 		m->src.containment(m->src.ctx, &cont);
+	uint64_t in_use = 0, limit = 0;
+	if (m->src.budget != NULL)
+		m->src.budget(m->src.ctx, &in_use, &limit);
 
 	pthread_mutex_lock(&m->mu);
 	struct health_snapshot *s = &m->cur;
@@ -99,6 +102,9 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	s->log = logst;
 	s->containment_known = m->src.containment != NULL;
 	s->containment = cont;
+	s->budget_known = m->src.budget != NULL;
+	s->budget_in_use = in_use;
+	s->budget_limit = limit;
 	health_evaluate(s, &m->th);
 	if (!first && s->state != before) {
 		m->state_changed = true;

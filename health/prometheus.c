@@ -91,6 +91,8 @@ G(g_tun_up, s->tunnel.connected)
 G(g_tun_reconn, s->tunnel.reconnects)
 G(g_probe_q, s->probe_queued)
 G(g_probe_run, s->probe_running)
+G(g_budget_used, s->budget_known ? (double)s->budget_in_use : NAN)
+G(g_budget_limit, s->budget_known ? (double)s->budget_limit : NAN)
 G(g_sent, s->reports_sent)
 G(g_failed, s->reports_failed)
 G(g_spool_n, s->spool_entries)
@@ -133,6 +135,9 @@ static const struct {
      g_tun_reconn},
     {"vm_agent_probe_queue_depth", "gauge", "Probes waiting to run.", g_probe_q},
     {"vm_agent_probe_running", "gauge", "Probes running now.", g_probe_run},
+    {"vm_agent_concurrency_in_use", "gauge",
+     "Slots of limits.max_concurrent held (running probes and open shells).", g_budget_used},
+    {"vm_agent_concurrency_limit", "gauge", "limits.max_concurrent in effect.", g_budget_limit},
     {"vm_agent_health_reports_sent_total", "counter", "Health reports the control plane accepted.",
      g_sent},
     {"vm_agent_health_reports_failed_total", "counter",

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/budget.h"
 #include "core/fs.h"
 #include "core/jwt.h"
 #include "core/log.h"
@@ -92,6 +93,7 @@ struct probe_exec {
 	struct cfg_strlist allow;
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
+	struct budget *budget;   /* borrowed: limits.max_concurrent, shared with shells */
 };
 
 static json_t *time_json(int64_t ms)
@@ -624,26 +626,56 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 	pthread_mutex_unlock(&ex->mu);
 }
 
+/* The next probe for a worker, under ex->mu: entries canceled while queued
+ * are dropped; a live probe leaves the queue only with a slot of the
+ * concurrency budget (*slot), else it stays queued and NULL says wait. While
+ * stopping, or when canceled, it leaves without one (only to be recorded). */
+static struct probe *next_locked(struct probe_exec *ex, bool *slot)
+{
+	*slot = false;
+	while (ex->qlen > 0) {
+		struct probe *p = ex->queue[ex->qhead];
+		bool stale = p->state != P_QUEUED || p->finishing;
+		if (!stale && !ex->stopping && !atomic_load(&p->cancel)) {
+			if (!budget_try_take(ex->budget))
+				return NULL;
+			*slot = true;
+		}
+		ex->qhead = (ex->qhead + 1) % ex->qcap;
+		ex->qlen--;
+		p->in_queue = false;
+		if (!stale)
+			return p;
+	}
+	return NULL;
+}
+
+/* budget watcher: a slot came free (a probe or a shell ended). */
+static void slot_freed(void *ctx)
+{
+	struct probe_exec *ex = ctx;
+	pthread_mutex_lock(&ex->mu);
+	pthread_cond_broadcast(&ex->work_cv);
+	pthread_mutex_unlock(&ex->mu);
+}
+
 static void *worker(void *arg)
 {
 	struct probe_exec *ex = arg;
 	pthread_mutex_lock(&ex->mu);
 	for (;;) {
-		while (ex->qlen == 0 && !ex->stopping) {
+		bool slot;
+		struct probe *p = next_locked(ex, &slot);
+		if (p == NULL) {
+			if (ex->stopping)
+				break; /* and nothing left */
 			/* idle: apply retention by age now and then, not only when probes end */
 			struct timespec until = time_deadline(RETAIN_EVERY_S * 1000);
 			if (pthread_cond_timedwait(&ex->work_cv, &ex->mu, &until) == ETIMEDOUT)
 				retain(ex);
+			continue;
 		}
-		if (ex->qlen == 0)
-			break; /* stopping and nothing left */
-		struct probe *p = ex->queue[ex->qhead];
-		ex->qhead = (ex->qhead + 1) % ex->qcap;
-		ex->qlen--;
-		p->in_queue = false;
-		if (p->state != P_QUEUED || p->finishing)
-			continue; /* canceled while queued */
-		if (ex->stopping || atomic_load(&p->cancel)) {
+		if (!slot) {
 			finish_locked(ex, p,
 			              ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
 			              ex->stopping ? "the agent was shutting down" : NULL);
@@ -653,6 +685,7 @@ static void *worker(void *arg)
 		json_object_set_new(p->rec, "started_at", time_json(time_wall_ms()));
 		pthread_mutex_unlock(&ex->mu);
 		run_probe(ex, p);
+		budget_give(ex->budget); /* not under ex->mu: its watcher takes it */
 		pthread_mutex_lock(&ex->mu);
 	}
 	pthread_mutex_unlock(&ex->mu);
@@ -869,18 +902,19 @@ json_t *probe_list(struct probe_exec *ex, const char *state, int limit)
 	return arr;
 }
 
-int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
+enum probe_cancel_rc probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 {
 	*record = NULL;
 	pthread_mutex_lock(&ex->mu);
 	struct probe *p = find(ex, id);
 	if (p == NULL) {
 		pthread_mutex_unlock(&ex->mu);
-		return -1;
+		return PROBE_CANCEL_UNKNOWN;
 	}
 	if (terminal(p->state) || p->finishing) {
 		pthread_mutex_unlock(&ex->mu);
-		return -2; /* not loaded: a finished record can be as large as the limit */
+		/* not loaded: a finished record can be as large as the limit */
+		return PROBE_CANCEL_FINISHED;
 	}
 	atomic_store(&p->cancel, true);
 	/* queued: nothing to kill; the worker skips it. Running: proc_run sees the flag. */
@@ -891,7 +925,7 @@ int probe_cancel(struct probe_exec *ex, const char *id, json_t **record)
 	*record = rec != NULL ? rec : probe_get(ex, id);
 	if (*record != NULL)
 		json_object_set_new(*record, "cancel_requested", json_true());
-	return 0;
+	return PROBE_CANCEL_OK;
 }
 
 bool probe_events_acquire(struct probe_exec *ex)
@@ -1021,7 +1055,8 @@ static void load_one(void *c, const char *id, json_t *rec)
 	ex->nfinished++;
 }
 
-struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, struct vm_err *err)
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg,
+                                    struct budget *budget, struct vm_err *err)
 {
 	struct probe_exec *ex = calloc(1, sizeof(*ex));
 	if (ex == NULL) {
@@ -1042,6 +1077,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
 	ex->cgroup = cg;
+	ex->budget = budget;
 	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
 	                                (uint32_t)cfg->probe.pids_max};
 	ex->qcap = cfg->probe.queue_size;
@@ -1081,6 +1117,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 		         "%d probe(s) were unfinished when the agent stopped: marked "
 		         "interrupted, not re-run",
 		         lc.interrupted);
+	budget_watch(ex->budget, slot_freed, ex);
 	for (int i = 0; i < cfg->probe.max_concurrent; i++) {
 		if (pthread_create(&ex->workers[i], NULL, worker, ex) != 0) {
 			vm_err_set(err, VM_ERR_NOMEM, "cannot start probe workers");
@@ -1116,6 +1153,7 @@ void probe_exec_stop(struct probe_exec *ex)
 	 * their running step is terminated within probe.cancel_grace. */
 	for (int i = 0; i < ex->nworkers; i++)
 		pthread_join(ex->workers[i], NULL);
+	budget_watch(ex->budget, NULL, NULL); /* a shell's release may be calling it */
 	probe_committer_stop(ex->store);
 	while (ex->head != NULL) {
 		struct probe *p = ex->head;

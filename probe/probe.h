@@ -23,8 +23,12 @@ struct probe_exec;
 /* Loads the records under probe.work_dir/runs (marking unfinished ones
  * interrupted), applies retention and starts the workers. The executor copies
  * what it needs from cfg; cg (borrowed until probe_exec_stop, may be NULL)
- * gives each step its own cgroup. */
-struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, struct vm_err *err);
+ * gives each step its own cgroup; budget (borrowed likewise, NULL = none) is
+ * limits.max_concurrent: a probe runs only with one of its slots, and waits
+ * queued for one (the executor is the budget's watcher). */
+struct budget;
+struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg,
+                                    struct budget *budget, struct vm_err *err);
 
 /* Stops taking work, interrupts queued and running probes (SIGTERM, then
  * SIGKILL after probe.cancel_grace), persists their records, wakes every event
@@ -91,9 +95,16 @@ json_t *probe_list(struct probe_exec *ex, const char *state, int limit);
 /* True when s names a probe state. */
 bool probe_state_valid(const char *s);
 
-/* Cancels a queued or running probe. Returns 0 (record in *record, new ref),
- * -1 unknown id, -2 already finished (*record NULL). */
-int probe_cancel(struct probe_exec *ex, const char *id, json_t **record);
+/* Results of probe_cancel (negative ones are errors). */
+enum probe_cancel_rc {
+	PROBE_CANCEL_OK = 0,        /* canceled (queued) or told to stop (running): 202 */
+	PROBE_CANCEL_UNKNOWN = -1,  /* no probe with this id: 404 */
+	PROBE_CANCEL_FINISHED = -2, /* it has already finished: 409 */
+};
+
+/* Cancels a queued or running probe. On PROBE_CANCEL_OK *record is the record
+ * (new ref; NULL when it cannot be read), otherwise NULL. */
+enum probe_cancel_rc probe_cancel(struct probe_exec *ex, const char *id, json_t **record);
 
 /* Event streams hold an HTTP worker each: at most PROBE_MAX_STREAMS at a time.
  * acquire returns false when the limit is reached; each true needs a release. */

@@ -189,12 +189,11 @@ void wh_api_probe_cancel(struct wh_req *req)
 		return;
 	const char *id = req->params[0];
 	json_t *rec = NULL;
-	int rc = valid_id(id) ? probe_cancel(ex, id, &rec) : -1;
+	enum probe_cancel_rc rc = valid_id(id) ? probe_cancel(ex, id, &rec) : PROBE_CANCEL_UNKNOWN;
 	snprintf(req->probe_id, sizeof(req->probe_id), "%.63s", valid_id(id) ? id : "");
-	if (rc == -1) {
+	if (rc == PROBE_CANCEL_UNKNOWN) {
 		wh_reply_error(req, 404, "not_found", "no probe with this id");
-	} else if (rc == -2) {
-		json_decref(rec);
+	} else if (rc == PROBE_CANCEL_FINISHED) {
 		wh_reply_error(req, 409, "already_finished", "the probe has already finished");
 	} else if (rec == NULL) {
 		wh_reply_error(req, 500, "internal", "the probe record is unreadable");

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/budget.h"
 #include "core/codec.h"
 #include "core/fs.h"
 #include "core/buf.h"
@@ -46,6 +47,7 @@ struct wh_shells {
 	int active;
 	struct wh_shell_session *sessions;
 	struct cg_tree *cgroup; /* borrowed (the agent's); NULL = process group */
+	struct budget *budget;  /* borrowed: limits.max_concurrent; NULL = none */
 	char dir[PATH_MAX];     /* recordings */
 	bool enabled, record_input;
 	int max_sessions, retention_count;
@@ -93,9 +95,9 @@ struct wh_shell_session {
 	struct recorder rec;
 };
 
-struct wh_shells *wh_shells_new(const struct cfg *cfg, struct vm_err *err)
+struct wh_shells *wh_shells_new(const struct cfg *cfg, const struct wh_deps *deps,
+                                struct vm_err *err)
 {
-	(void)err;
 	struct wh_shells *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		vm_err_set(err, VM_ERR_NOMEM, "out of memory");
@@ -114,13 +116,9 @@ struct wh_shells *wh_shells_new(const struct cfg *cfg, struct vm_err *err)
 	s->retention_age_ms = cfg->shell.retention_age_ms;
 	snprintf(s->default_cmd, sizeof(s->default_cmd), "%s", cfg->shell.default_cmd);
 	snprintf(s->default_user, sizeof(s->default_user), "%s", cfg->shell.default_user);
+	s->cgroup = deps->cgroup;
+	s->budget = deps->budget;
 	return s;
-}
-
-void wh_shells_set_cgroup(struct wh_shells *s, struct cg_tree *cg)
-{
-	if (s != NULL)
-		s->cgroup = cg;
 }
 
 void wh_shells_free(struct wh_shells *s)
@@ -336,6 +334,22 @@ static void session_free(struct wh_shell_session *s)
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
 	free(s);
+}
+
+/* The session leaves the open list and gives its slot of the budget back
+ * (after sh->mu: the budget's watcher takes the executor's lock). */
+static void session_unlink(struct wh_shell_session *s)
+{
+	struct wh_shells *sh = s->owner;
+	pthread_mutex_lock(&sh->mu);
+	for (struct wh_shell_session **p = &sh->sessions; *p != NULL; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	sh->active--;
+	pthread_mutex_unlock(&sh->mu);
+	budget_give(sh->budget);
 }
 
 static int ws_send(struct wh_shell_session *s, int opcode, const char *data, size_t len)
@@ -711,6 +725,17 @@ void wh_api_shell(struct wh_req *req)
 		    sh->max_sessions);
 		goto fail;
 	}
+	/* the slot is held for the session's lifetime (session_unlink gives it back) */
+	if (!budget_try_take(sh->budget)) {
+		pthread_mutex_unlock(&sh->mu);
+		int used, limit;
+		budget_usage(sh->budget, &used, &limit);
+		wh_reply_error_hdr(req, 429, "Retry-After: 5\r\n", "concurrency_limit",
+		                   "%d of %d slots are held by running probes and open shells "
+		                   "(limits.max_concurrent)",
+		                   used, limit);
+		goto fail;
+	}
 	sh->active++;
 	s->next = sh->sessions;
 	sh->sessions = s;
@@ -719,14 +744,7 @@ void wh_api_shell(struct wh_req *req)
 
 	if (rec_open(s, &err) != 0) {
 		/* no recording, no session: what is typed must be on record */
-		pthread_mutex_lock(&sh->mu);
-		for (struct wh_shell_session **p = &sh->sessions; *p != NULL; p = &(*p)->next)
-			if (*p == s) {
-				*p = s->next;
-				break;
-			}
-		sh->active--;
-		pthread_mutex_unlock(&sh->mu);
+		session_unlink(s);
 		wh_reply_error(req, 500, "recording_unavailable", "%s", err.msg);
 		goto fail;
 	}
@@ -890,15 +908,7 @@ static void ws_close(const struct mg_connection *conn, void *cbdata)
 	atomic_store(&s->cancel, true);
 	if (s->thr_started)
 		pthread_join(s->thr, NULL);
-	struct wh_shells *sh = s->owner;
-	pthread_mutex_lock(&sh->mu);
-	for (struct wh_shell_session **p = &sh->sessions; *p != NULL; p = &(*p)->next)
-		if (*p == s) {
-			*p = s->next;
-			break;
-		}
-	sh->active--;
-	pthread_mutex_unlock(&sh->mu);
+	session_unlink(s);
 	c->shell = NULL;
 	session_free(s);
 }

@@ -172,13 +172,15 @@ int wh_shell_signal_of(const char *name);
 /* Shell sessions (api_shell.c): one per upgraded connection. */
 struct wh_shells;
 struct cg_tree;
-struct wh_shells *wh_shells_new(const struct cfg *cfg, struct vm_err *err);
+/* deps->cgroup (containment) and deps->budget (limits.max_concurrent: a
+ * slot per session) are borrowed; either may be NULL. */
+struct wh_shells *wh_shells_new(const struct cfg *cfg, const struct wh_deps *deps,
+                                struct vm_err *err);
 void wh_shells_free(struct wh_shells *s);
 /* Registers the WebSocket handlers of /v1/shell on a civetweb context. */
 void wh_shells_register(struct mg_context *ctx);
 struct wh_shells *wh_shells_of(const struct wh_req *req);
 struct wh_conn *wh_conn_of(const struct mg_connection *conn);
-void wh_shells_set_cgroup(struct wh_shells *s, struct cg_tree *cg);
 /* A connection closes: a session it still holds (never upgraded) goes. */
 void wh_shells_drop(struct wh_conn *c);
 /* wh_stop: every session ends now (its shell is killed, its read ends). */

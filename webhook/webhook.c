@@ -588,10 +588,9 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 	srv->audit = wh_audit_open(cfg, err);
 	if (srv->audit == NULL)
 		goto fail;
-	srv->shells = wh_shells_new(cfg, err);
+	srv->shells = wh_shells_new(cfg, &srv->deps, err);
 	if (srv->shells == NULL)
 		goto fail;
-	wh_shells_set_cgroup(srv->shells, srv->deps.cgroup);
 	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
 	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/budget.h"
 #include "core/codec.h"
 #include "core/fs.h"
 #include "probe/internal.h"
@@ -98,7 +99,7 @@ static void test_probe_store_unfinished_records_become_interrupted(void **state)
 	char moved[PATH_MAX + 64];
 	snprintf(moved, sizeof(moved), "%s/quarantine/p-000000000003-aa.json", runs);
 
-	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	assert_int_equal(access(moved, F_OK), 0);
 	uint64_t failures, quarantined;
@@ -131,7 +132,7 @@ static void test_probe_store_idempotency_survives_restart(void **state)
 	(void)state;
 	struct cfg *c = make_cfg("");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	const char *body =
 	    "{\"idempotency_key\":\"abc\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
@@ -142,7 +143,7 @@ static void test_probe_store_idempotency_survives_restart(void **state)
 	assert_string_equal(again.id, out.id);
 	probe_exec_stop(ex);
 
-	ex = probe_exec_start(c, NULL, &err);
+	ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	assert_int_equal(submit(ex, body, &again), PROBE_EXISTING);
 	assert_string_equal(again.id, out.id);
@@ -176,7 +177,7 @@ static void test_probe_store_retention_by_count(void **state)
 	(void)state;
 	struct cfg *c = make_cfg("  retention_count: 2\n");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	char ids[4][PROBE_ID_MAX];
 	for (int i = 0; i < 4; i++) {
@@ -213,7 +214,7 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	(void)state;
 	struct cfg *c = make_cfg("  max_concurrent: 1\n  queue_size: 1\n");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	const char *slow = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"sleep\",\"30\"]}]}";
 	struct probe_submit_out a, b, full;
@@ -230,7 +231,7 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	assert_int_equal(submit(ex, slow, &full), PROBE_E_FULL);
 	probe_exec_stop(ex); /* interrupts both within cancel_grace */
 
-	ex = probe_exec_start(c, NULL, &err);
+	ex = probe_exec_start(c, NULL, NULL, &err);
 	json_t *rec = probe_get(ex, a.id);
 	assert_string_equal(state_of(rec), "interrupted");
 	json_decref(rec);
@@ -242,12 +243,63 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	free(c);
 }
 
+/* limits.max_concurrent: with every slot held (a shell, say), a probe stays
+ * queued, a queued one can still be canceled, and a released slot runs the
+ * next; stopping with a probe waiting for a slot does not hang. */
+static void test_probe_store_probe_waits_queued_for_a_budget_slot(void **state)
+{
+	(void)state;
+	struct cfg *c = make_cfg("  max_concurrent: 2\n");
+	struct vm_err err = {0};
+	struct budget *b = budget_new(1, &err);
+	assert_non_null(b);
+	assert_true(budget_try_take(b)); /* the shell's slot */
+	struct probe_exec *ex = probe_exec_start(c, NULL, b, &err);
+	assert_non_null(ex);
+	const char *quick = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
+	struct probe_submit_out p1, p2, p3;
+	assert_int_equal(submit(ex, quick, &p1), PROBE_CREATED);
+	assert_int_equal(submit(ex, quick, &p2), PROBE_CREATED);
+	usleep(300 * 1000);
+	json_t *rec = probe_get(ex, p1.id);
+	assert_string_equal(state_of(rec), "queued");
+	json_decref(rec);
+	assert_int_equal(probe_cancel(ex, p2.id, &rec), PROBE_CANCEL_OK);
+	json_decref(rec);
+	uint64_t queued, running;
+	probe_queue_depth(ex, &queued, &running);
+	assert_int_equal(running, 0);
+
+	budget_give(b); /* the shell ended */
+	rec = wait_done(ex, p1.id);
+	assert_string_equal(state_of(rec), "succeeded");
+	json_decref(rec);
+	rec = probe_get(ex, p2.id);
+	assert_string_equal(state_of(rec), "canceled");
+	json_decref(rec);
+	int used, limit;
+	budget_usage(b, &used, &limit);
+	assert_int_equal(used, 0); /* the probe gave its slot back */
+
+	assert_true(budget_try_take(b));
+	assert_int_equal(submit(ex, quick, &p3), PROBE_CREATED);
+	probe_exec_stop(ex); /* p3 waits for a slot: recorded interrupted, no hang */
+	ex = probe_exec_start(c, NULL, b, &err);
+	rec = probe_get(ex, p3.id);
+	assert_string_equal(state_of(rec), "interrupted");
+	json_decref(rec);
+	probe_exec_stop(ex);
+	budget_free(b);
+	rm_tree(c);
+	free(c);
+}
+
 static void test_probe_store_idempotency_key_scoped_by_subject(void **state)
 {
 	(void)state;
 	struct cfg *c = make_cfg("");
 	struct vm_err err = {0};
-	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	const char *body =
 	    "{\"idempotency_key\":\"k\",\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
@@ -260,7 +312,7 @@ static void test_probe_store_idempotency_key_scoped_by_subject(void **state)
 	json_decref(wait_done(ex, mine.id));
 	json_decref(wait_done(ex, theirs.id));
 	probe_exec_stop(ex);
-	ex = probe_exec_start(c, NULL, &err); /* the scope survives a restart */
+	ex = probe_exec_start(c, NULL, NULL, &err); /* the scope survives a restart */
 	assert_non_null(ex);
 	assert_int_equal(submit_as(ex, "mallory", body, &again), PROBE_EXISTING);
 	assert_string_equal(again.id, theirs.id);
@@ -284,7 +336,7 @@ static void test_probe_store_spilled_output_reads_back(void **state)
 	for (size_t i = 0; i < n; i++)
 		data[i] = (char)(i * 31 + 7);
 	assert_int_equal(fs_write_atomic(src, data, n, 0600, &err), 0);
-	struct probe_exec *ex = probe_exec_start(c, NULL, &err);
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
 	assert_non_null(ex);
 	char body[PATH_MAX + 512];
 	snprintf(body, sizeof(body),
@@ -514,6 +566,7 @@ int main(void)
 	    cmocka_unit_test(test_probe_store_retention_by_count),
 	    cmocka_unit_test(test_probe_store_queue_limit_and_shutdown_interrupts),
 	    cmocka_unit_test(test_probe_store_idempotency_key_scoped_by_subject),
+	    cmocka_unit_test(test_probe_store_probe_waits_queued_for_a_budget_slot),
 	    cmocka_unit_test(test_probe_store_spilled_output_reads_back),
 	    cmocka_unit_test(test_probe_store_journal_replays_lost_records),
 	    cmocka_unit_test(test_probe_store_journal_keeps_newer_direct_record),
