@@ -237,6 +237,30 @@ static void test_health_containment_in_json_and_metrics(void **state)
 	free(s);
 }
 
+/* limits.max_concurrent: slots in use and the limit, null/NaN without a budget. */
+static void test_health_concurrency_in_json_and_metrics(void **state)
+{
+	(void)state;
+	struct health_snapshot *s = base();
+	health_evaluate(s, &th);
+	json_t *j = health_snapshot_json(s, "agent-1", "0.1.0");
+	assert_true(json_is_null(json_object_get(j, "concurrency")));
+	json_decref(j);
+	s->budget_known = true;
+	s->budget_in_use = 2;
+	s->budget_limit = 3;
+	j = health_snapshot_json(s, "agent-1", "0.1.0");
+	json_t *c = json_object_get(j, "concurrency");
+	assert_int_equal(json_integer_value(json_object_get(c, "in_use")), 2);
+	assert_int_equal(json_integer_value(json_object_get(c, "limit")), 3);
+	json_decref(j);
+	char *text = health_format_prometheus(s, "1.2.3");
+	assert_non_null(strstr(text, "vm_agent_concurrency_in_use 2\n"));
+	assert_non_null(strstr(text, "vm_agent_concurrency_limit 3\n"));
+	free(text);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +272,7 @@ int main(void)
 	    cmocka_unit_test(test_health_prometheus_format_and_escaping),
 	    cmocka_unit_test(test_health_json_has_state_reasons_and_system),
 	    cmocka_unit_test(test_health_containment_in_json_and_metrics),
+	    cmocka_unit_test(test_health_concurrency_in_json_and_metrics),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
