@@ -84,20 +84,20 @@ void cmd_clear_secrets(const struct cmd_entry *e, void *args);
 
 /* Lifecycle subcommands (cmd_lifecycle.c). */
 
-/* A report for self->name, after libcurl's global init when http is set.
- * NULL when out of memory. */
-struct lc_report *cmd_lc_begin(const struct cmd_entry *self, bool http);
-
 struct cmd_lc_exit {
 	bool json;               /* print the report as JSON */
-	bool http;               /* cmd_lc_begin initialised libcurl */
+	bool http;               /* initialise libcurl around the command */
 	bool echo_error;         /* also print the error on stderr (text mode) */
 	bool fail_step_is_error; /* exit 1 when a step FAILed although rc == 0 */
 	int invalid_exit;        /* exit code for VM_ERR_INVALID; 0 = runtime (1) */
 };
 
-/* Prints and frees r, and turns rc/err into the exit code. */
-int cmd_lc_end(const struct cmd_entry *self, struct lc_report *r, int rc, const struct vm_err *err,
+/* One lifecycle command (lc_install, lc_repair…) behind an adapter. */
+typedef int (*cmd_lc_fn)(const void *opts, struct lc_report *r, struct vm_err *err);
+
+/* Runs fn(opts) with a report for self->name, prints the report as how says
+ * and turns the outcome into the exit code. */
+int cmd_lc_run(const struct cmd_entry *self, cmd_lc_fn fn, const void *opts,
                const struct cmd_lc_exit *how);
 
 /* Build information (build_info.c, generated). */

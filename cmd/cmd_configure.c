@@ -60,6 +60,11 @@ static int configure_inspect(const struct configure_args *a, const char *path)
 	return VM_EXIT_OK;
 }
 
+static int configure_run(const void *o, struct lc_report *r, struct vm_err *err)
+{
+	return lc_configure(o, r, err);
+}
+
 static int configure_exec(const struct cmd_entry *self, void *args)
 {
 	const struct configure_args *a = args;
@@ -90,16 +95,12 @@ static int configure_exec(const struct cmd_entry *self, void *args)
 	    .no_reload = a->no_reload,
 	    .reload_timeout_s = a->reload_timeout_s,
 	};
-	struct lc_report *r = cmd_lc_begin(self, false);
-	if (r == NULL)
-		return VM_EXIT_RUNTIME;
-	int rc = lc_configure(&o, r, &err);
 	/* a FAIL step with rc == 0: written, but the agent refused it */
 	struct cmd_lc_exit how = {.json = a->json,
 	                          .echo_error = true,
 	                          .fail_step_is_error = true,
 	                          .invalid_exit = VM_EXIT_CONFIG};
-	return cmd_lc_end(self, r, rc, &err, &how);
+	return cmd_lc_run(self, configure_run, &o, &how);
 }
 
 const struct cmd_entry cmd_configure_entry = {

@@ -37,19 +37,19 @@ static const struct cmd_flag install_flags[] = {
     {"json", 0, CMD_FLAG_BOOL, IA(json), NULL, "machine-readable report"},
 };
 
+static int install_run(const void *o, struct lc_report *r, struct vm_err *err)
+{
+	return lc_install(o, r, err);
+}
+
 static int install_exec(const struct cmd_entry *self, void *args)
 {
 	struct install_args *a = args;
 	a->o.version = vma_build_version;
 	a->o.install_key = a->key.value;
-	struct vm_err err = {0};
-	struct lc_report *r = cmd_lc_begin(self, true);
-	if (r == NULL)
-		return VM_EXIT_RUNTIME;
-	int rc = lc_install(&a->o, r, &err);
 	struct cmd_lc_exit how = {
 	    .json = a->json, .http = true, .echo_error = true, .invalid_exit = VM_EXIT_USAGE};
-	return cmd_lc_end(self, r, rc, &err, &how);
+	return cmd_lc_run(self, install_run, &a->o, &how);
 }
 
 const struct cmd_entry cmd_install_entry = {

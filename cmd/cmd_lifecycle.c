@@ -7,7 +7,7 @@
 #include "core/err.h"
 #include "core/http.h"
 
-struct lc_report *cmd_lc_begin(const struct cmd_entry *self, bool http)
+static struct lc_report *report_begin(const struct cmd_entry *self, bool http)
 {
 	struct vm_err err = {0};
 	struct lc_report *r = malloc(sizeof(*r));
@@ -19,8 +19,8 @@ struct lc_report *cmd_lc_begin(const struct cmd_entry *self, bool http)
 	return r;
 }
 
-int cmd_lc_end(const struct cmd_entry *self, struct lc_report *r, int rc, const struct vm_err *err,
-               const struct cmd_lc_exit *how)
+static int report_end(const struct cmd_entry *self, struct lc_report *r, int rc,
+                      const struct vm_err *err, const struct cmd_lc_exit *how)
 {
 	if (rc != 0 && r->result[0] == '\0')
 		snprintf(r->result, sizeof(r->result), "%s failed: %s", self->name, err->msg);
@@ -35,4 +35,15 @@ int cmd_lc_end(const struct cmd_entry *self, struct lc_report *r, int rc, const 
 		return err->code == VM_ERR_INVALID && how->invalid_exit ? how->invalid_exit
 		                                                        : VM_EXIT_RUNTIME;
 	return how->fail_step_is_error && worst == LC_FAIL ? VM_EXIT_RUNTIME : VM_EXIT_OK;
+}
+
+int cmd_lc_run(const struct cmd_entry *self, cmd_lc_fn fn, const void *opts,
+               const struct cmd_lc_exit *how)
+{
+	struct vm_err err = {0};
+	struct lc_report *r = report_begin(self, how->http);
+	if (r == NULL)
+		return VM_EXIT_RUNTIME;
+	int rc = fn(opts, r, &err);
+	return report_end(self, r, rc, &err, how);
 }

@@ -22,19 +22,19 @@ static const struct cmd_flag repair_flags[] = {
     {"json", 0, CMD_FLAG_BOOL, RA(json), NULL, "machine-readable report"},
 };
 
+static int repair_run(const void *o, struct lc_report *r, struct vm_err *err)
+{
+	return lc_repair(o, r, err);
+}
+
 static int repair_exec(const struct cmd_entry *self, void *args)
 {
 	struct repair_args *a = args;
 	a->o.version = vma_build_version;
 	a->o.install_key = a->key.value;
-	struct vm_err err = {0};
-	struct lc_report *r = cmd_lc_begin(self, true);
-	if (r == NULL)
-		return VM_EXIT_RUNTIME;
-	int rc = lc_repair(&a->o, r, &err);
 	/* the checklist itself says what failed */
 	struct cmd_lc_exit how = {.json = a->json, .http = true};
-	return cmd_lc_end(self, r, rc, &err, &how);
+	return cmd_lc_run(self, repair_run, &a->o, &how);
 }
 
 const struct cmd_entry cmd_repair_entry = {

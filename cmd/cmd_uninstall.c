@@ -22,19 +22,19 @@ static const struct cmd_flag uninstall_flags[] = {
     {"json", 0, CMD_FLAG_BOOL, UA(json), NULL, "machine-readable report"},
 };
 
+static int uninstall_run(const void *o, struct lc_report *r, struct vm_err *err)
+{
+	return lc_uninstall(o, r, err);
+}
+
 static int uninstall_exec(const struct cmd_entry *self, void *args)
 {
 	struct uninstall_args *a = args;
 	if (a->o.purge && (a->o.keep_data || a->o.keep_logs))
 		return cmd_usage_error(self, "--purge cannot be combined with --keep-data or "
 		                             "--keep-logs");
-	struct vm_err err = {0};
-	struct lc_report *r = cmd_lc_begin(self, true);
-	if (r == NULL)
-		return VM_EXIT_RUNTIME;
-	int rc = lc_uninstall(&a->o, r, &err);
 	struct cmd_lc_exit how = {.json = a->json, .http = true, .echo_error = true};
-	return cmd_lc_end(self, r, rc, &err, &how);
+	return cmd_lc_run(self, uninstall_run, &a->o, &how);
 }
 
 const struct cmd_entry cmd_uninstall_entry = {

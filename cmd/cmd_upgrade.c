@@ -38,6 +38,11 @@ static const struct cmd_flag upgrade_flags[] = {
      "upgrade asked for by the API)"},
 };
 
+static int upgrade_run(const void *o, struct lc_report *r, struct vm_err *err)
+{
+	return lc_upgrade(o, r, err);
+}
+
 static int upgrade_exec(const struct cmd_entry *self, void *args)
 {
 	struct upgrade_args *a = args;
@@ -66,14 +71,8 @@ static int upgrade_exec(const struct cmd_entry *self, void *args)
 	}
 	if (a->o.version == NULL || a->o.url == NULL || a->o.checksum == NULL)
 		return cmd_usage_error(self, "--version, --url and --checksum are required");
-	struct lc_report *r = cmd_lc_begin(self, true);
-	if (r == NULL) {
-		free(rq);
-		return VM_EXIT_RUNTIME;
-	}
-	int rc = lc_upgrade(&a->o, r, &err);
 	struct cmd_lc_exit how = {.json = a->json, .http = true, .echo_error = true};
-	rc = cmd_lc_end(self, r, rc, &err, &how);
+	int rc = cmd_lc_run(self, upgrade_run, &a->o, &how);
 	if (rq != NULL)
 		explicit_bzero(rq, sizeof(*rq));
 	free(rq);
