@@ -34,8 +34,9 @@
 #include "core/time.h"
 #include "webhook/internal.h"
 
-#define ARGV_MAX      64
-#define ENV_MAX       32
+#define ARGV_MAX      WH_SHELL_ARGV_MAX
+#define ENV_MAX       WH_SHELL_ENV_MAX
+#define START_WAIT_MS 5000 /* for a "start" message when the query names no command */
 #define LIST_MAX      1000
 #define HEADER_MAX    8192
 #define GRACE_MS      500  /* SIGTERM → SIGKILL; an interactive bash ignores SIGTERM */
@@ -73,6 +74,13 @@ struct wh_shell_session {
 	char id[ID_LEN + 1];
 	char sub[256], jti[256], tenant[256], remote[64], user[64];
 	char cmdline[1024];
+	struct wh_shell_params query; /* the query's; a "start" message merges over them */
+	/* Until the first frame (or START_WAIT_MS): the query had no command, so
+	 * the first text frame may be {"type":"start",...}. Under mu. */
+	bool awaiting;
+	bool deferred;                 /* set before the upgrade: awaiting was true */
+	struct wh_shell_params *start; /* handed from the worker to the session thread */
+	char start_err[256];           /* a "start" message that did not validate */
 	char *argv[ARGV_MAX + 1];
 	char *envp[ENV_MAX + 8];
 	char cwd[PATH_MAX];
@@ -218,6 +226,7 @@ static void rec_resize(struct recorder *r, uint16_t cols, uint16_t rows)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* The file, before the upgrade: no recording, no session. */
 static int rec_open(struct wh_shell_session *s, struct vm_err *err)
 {
 	struct recorder *r = &s->rec;
@@ -231,6 +240,13 @@ static int rec_open(struct wh_shell_session *s, struct vm_err *err)
 	r->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (r->fd < 0)
 		return vm_err_errno(err, VM_ERR_IO, errno, "create %s", path);
+	return 0;
+}
+
+/* The header, once the parameters are final (a "start" message may come). */
+static int rec_header(struct wh_shell_session *s, struct vm_err *err)
+{
+	struct recorder *r = &s->rec;
 	json_t *h = json_pack(
 	    "{s:i,s:i,s:i,s:I,s:s,s:{s:s,s:s},s:s,s:s,s:s,s:s,s:s,s:s}", "version", 2, "width",
 	    s->cols, "height", s->rows, "timestamp", (json_int_t)(s->start_wall / 1000), "command",
@@ -246,7 +262,7 @@ static int rec_open(struct wh_shell_session *s, struct vm_err *err)
 	r->bytes = n + 1;
 	free(line);
 	if (rc != 0)
-		return vm_err_errno(err, VM_ERR_IO, errno, "write %s", path);
+		return vm_err_errno(err, VM_ERR_IO, errno, "write the recording of %s", s->id);
 	return 0;
 }
 
@@ -316,16 +332,156 @@ static void prune_locked(struct wh_shells *sh)
 	closedir(d);
 }
 
+/* --- parameters (the query, or a "start" message) --------------------------------------- */
+
+static int query_var(const struct wh_req *req, const char *name, char *out, size_t cap)
+{
+	const char *qs = req->info->query_string;
+	out[0] = '\0';
+	if (qs == NULL)
+		return 0;
+	return mg_get_var(qs, strlen(qs), name, out, cap);
+}
+
+static int add_env(struct wh_shell_session *s, int *n, const char *name, const char *value)
+{
+	if (*n >= ENV_MAX + 7)
+		return -1;
+	size_t len = strlen(name) + strlen(value) + 2;
+	char *e = malloc(len);
+	if (e == NULL)
+		return -1;
+	snprintf(e, len, "%s=%s", name, value);
+	s->envp[(*n)++] = e;
+	return 0;
+}
+
+/* The query's parameters, by the rules of a "start" message (shell_control.c):
+ * sizes as integers, command and env as JSON text, the rest as strings. */
+static int query_params(const struct wh_req *req, struct wh_shell_params *p, struct vm_err *err)
+{
+	static const char *const names[] = {"cols", "rows", "command", "user",
+	                                    "env",  "cwd",  "term"};
+	char v[QUERY_MAX];
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int n = query_var(req, names[i], v, sizeof(v));
+		if (n == -2)
+			return vm_err_set(err, VM_ERR_INVALID, "%s: over %d bytes", names[i],
+			                  QUERY_MAX - 1);
+		if (n <= 0)
+			continue;
+		json_t *j;
+		if (strcmp(names[i], "cols") == 0 || strcmp(names[i], "rows") == 0)
+			j = json_integer(strtol(v, NULL, 10));
+		else if (strcmp(names[i], "command") == 0 || strcmp(names[i], "env") == 0)
+			j = json_loads(v, JSON_REJECT_DUPLICATES, NULL);
+		else
+			j = json_stringn_nocheck(v, (size_t)n);
+		int rc = wh_shell_param_set(p, names[i], j != NULL ? j : json_null(), err);
+		json_decref(j);
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void session_clear(struct wh_shell_session *s)
+{
+	for (int i = 0; s->argv[i] != NULL; i++) {
+		free(s->argv[i]);
+		s->argv[i] = NULL;
+	}
+	for (int i = 0; s->envp[i] != NULL; i++) {
+		free(s->envp[i]);
+		s->envp[i] = NULL;
+	}
+}
+
+/* The session from validated parameters: user and ids, the command (default
+ * the login shell, else shell.default, else sh), cwd, environment. 0, or -1
+ * with err (VM_ERR_INVALID: the caller's mistake). May run again (start). */
+static int session_setup(struct wh_shell_session *s, const struct wh_shell_params *p,
+                         struct vm_err *err)
+{
+	struct wh_shells *sh = s->owner;
+	session_clear(s);
+	s->cols = p->cols != 0 ? p->cols : 80;
+	s->rows = p->rows != 0 ? p->rows : 24;
+	snprintf(s->user, sizeof(s->user), "%.63s", p->user != NULL ? p->user : sh->default_user);
+	if (proc_lookup_ids(s->user, "", &s->uid, &s->gid, &s->set_ids, err) != 0) {
+		err->code = VM_ERR_INVALID;
+		return -1;
+	}
+	char pwbuf[4096], home[PATH_MAX] = "/", login[PATH_MAX] = "";
+	struct passwd pw, *pp = NULL;
+	if (getpwuid_r(s->uid, &pw, pwbuf, sizeof(pwbuf), &pp) == 0 && pp != NULL) {
+		snprintf(home, sizeof(home), "%s", pp->pw_dir);
+		snprintf(login, sizeof(login), "%s", pp->pw_shell);
+	}
+	int na = 0;
+	for (; na < p->argc; na++)
+		s->argv[na] = strdup(p->argv[na]);
+	if (na == 0) {
+		const char *sh_path = login;
+		if (sh_path[0] != '/' || access(sh_path, X_OK) != 0 || strstr(sh_path, "nologin") ||
+		    strstr(sh_path, "/false"))
+			sh_path = sh->default_cmd;
+		if (access(sh_path, X_OK) != 0)
+			sh_path = "/bin/sh";
+		s->argv[na++] = strdup(sh_path);
+	}
+	size_t off = 0;
+	for (int i = 0; i < na; i++) {
+		if (s->argv[i] == NULL)
+			return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		off = str_appendf(s->cmdline, sizeof(s->cmdline), off, "%s%s", i ? " " : "",
+		                  s->argv[i]);
+	}
+	snprintf(s->cwd, sizeof(s->cwd), "%s",
+	         p->cwd != NULL ? p->cwd : access(home, X_OK) == 0 ? home : "/");
+	int ne = 0;
+	/* envp[0] is TERM (the recording's header reads it there) */
+	if (add_env(s, &ne, "TERM", p->term != NULL ? p->term : "xterm-256color") != 0 ||
+	    add_env(s, &ne, "HOME", home) != 0 || add_env(s, &ne, "USER", s->user) != 0 ||
+	    add_env(s, &ne, "LOGNAME", s->user) != 0 || add_env(s, &ne, "SHELL", s->argv[0]) != 0 ||
+	    add_env(s, &ne, "PATH", PROC_DEFAULT_PATH) != 0)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	for (int i = 0; i < p->nenv; i++) {
+		if (ne >= ENV_MAX + 7 || (s->envp[ne] = strdup(p->env[i])) == NULL)
+			return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+		ne++;
+	}
+	return 0;
+}
+
+/* Fills the session from the query; answers 400 (503) and returns -1 on a bad one. */
+static int parse_params(struct wh_req *req, struct wh_shell_session *s)
+{
+	struct vm_err err = {0};
+	if (query_params(req, &s->query, &err) != 0 || session_setup(s, &s->query, &err) != 0) {
+		if (err.code == VM_ERR_NOMEM)
+			wh_reply_error(req, 503, "unavailable", "%s", err.msg);
+		else
+			wh_reply_error(req, 400, "invalid_request", "%s", err.msg);
+		return -1;
+	}
+	/* no command: the first frame may be a "start" message with the parameters */
+	s->awaiting = s->deferred = s->query.argc == 0;
+	return 0;
+}
+
 /* --- the session ------------------------------------------------------------------------ */
 
 static void session_free(struct wh_shell_session *s)
 {
 	if (s == NULL)
 		return;
-	for (int i = 0; s->argv[i] != NULL; i++)
-		free(s->argv[i]);
-	for (int i = 0; s->envp[i] != NULL; i++)
-		free(s->envp[i]);
+	session_clear(s);
+	wh_shell_params_free(&s->query);
+	if (s->start != NULL) {
+		wh_shell_params_free(s->start);
+		free(s->start);
+	}
 	if (s->master >= 0)
 		close(s->master);
 	if (s->rec.fd >= 0)
@@ -443,9 +599,84 @@ static void audit_end(struct wh_shell_session *s, json_t *sum, bool ok, const ch
 		          s->id, s->sub, err.msg);
 }
 
-static void *session_main(void *arg)
+/* The durable line of a "start" message's parameters, before they run
+ * (the line before the upgrade could not know them). */
+static int audit_params(struct wh_shell_session *s, struct vm_err *err)
 {
-	struct wh_shell_session *s = arg;
+	json_t *sum = json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", s->id, "event", "parameters",
+	                        "command", s->cmdline, "user", s->user, "cwd", s->cwd);
+	if (sum == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	struct wh_audit_entry e = {
+	    .outcome = "started",
+	    .status = 101,
+	    .tenant = s->tenant,
+	    .sub = s->sub,
+	    .jti = s->jti,
+	    .route = "GET /v1/shell",
+	    .path = "/v1/shell",
+	    .remote_addr = s->remote,
+	    .shell = sum,
+	};
+	int rc = s->audit != NULL ? wh_audit_write(s->audit, &e, true, err) : 0;
+	json_decref(sum);
+	return rc;
+}
+
+/* When the query named no command: the first frame, for at most
+ * START_WAIT_MS. A "start" message's parameters go over the query's, are
+ * validated as the query's are and audited durably; another first frame, or
+ * none in time, keeps the query's. Then the recording's header. 0 to run the
+ * shell; -1 with err and *code (the exit message's "error") to end unstarted. */
+static int await_start(struct wh_shell_session *s, const char **code, struct vm_err *err)
+{
+	if (!s->deferred)
+		return 0; /* everything was in the query, the header written before the upgrade */
+	pthread_mutex_lock(&s->mu);
+	struct timespec until = time_deadline(START_WAIT_MS);
+	while (s->awaiting && !s->ws_closed && !atomic_load(&s->cancel))
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) != 0)
+			break;
+	s->awaiting = false;
+	struct wh_shell_params *start = s->start;
+	s->start = NULL;
+	char bad[sizeof(s->start_err)];
+	snprintf(bad, sizeof(bad), "%s", s->start_err);
+	bool gone = s->ws_closed || atomic_load(&s->cancel);
+	pthread_mutex_unlock(&s->mu);
+	int rc = 0;
+	if (gone) {
+		*code = "closed";
+		rc = vm_err_set(err, VM_ERR_INVALID, "the connection ended before the shell started");
+	} else if (bad[0] != '\0') {
+		*code = "invalid_request";
+		rc = vm_err_set(err, VM_ERR_INVALID, "start: %s", bad);
+	} else if (start != NULL) {
+		wh_shell_params_merge(&s->query, start);
+		if (session_setup(s, &s->query, err) != 0) {
+			*code = err->code == VM_ERR_NOMEM ? "unavailable" : "invalid_request";
+			rc = -1;
+		} else if (audit_params(s, err) != 0) {
+			*code = "audit_unavailable"; /* fail closed: nothing runs unaudited */
+			rc = -1;
+		}
+	}
+	if (start != NULL) {
+		wh_shell_params_free(start);
+		free(start);
+	}
+	if (rc == 0 && rec_header(s, err) != 0) {
+		*code = "recording_unavailable";
+		rc = -1;
+	}
+	if (rc == 0 && s->query.argc > 0)
+		log_info("shell", "session %s: parameters from its start message: user %s, %s", s->id,
+		         s->user, s->cmdline);
+	return rc;
+}
+
+static int run_shell(struct wh_shell_session *s, struct proc_result *res, struct vm_err *err)
+{
 	struct wh_shells *sh = s->owner;
 	struct proc_spec spec = {
 	    .path = s->argv[0],
@@ -467,9 +698,19 @@ static void *session_main(void *arg)
 	    .on_start = on_start,
 	    .stop = should_stop,
 	};
+	return proc_run(&spec, res, err);
+}
+
+static void *session_main(void *arg)
+{
+	struct wh_shell_session *s = arg;
 	struct proc_result res;
+	memset(&res, 0, sizeof(res));
 	struct vm_err err = {0};
-	int rc = proc_run(&spec, &res, &err);
+	const char *code = NULL;
+	int rc = await_start(s, &code, &err);
+	if (rc == 0)
+		rc = run_shell(s, &res, &err);
 	pthread_mutex_lock(&s->mu);
 	const char *why = s->reason;
 	if (why == NULL && res.timed_out)
@@ -486,7 +727,8 @@ static void *session_main(void *arg)
 		json_object_set_new(msg, "type", json_string("exit"));
 		if (rc != 0)
 			json_object_set_new(msg, "error",
-			                    json_string(err.code == VM_ERR_NOTFOUND
+			                    json_string(code != NULL ? code
+			                                : err.code == VM_ERR_NOTFOUND
 			                                    ? "not_found"
 			                                    : "pty_unavailable"));
 		char *text = json_dumps(msg, JSON_COMPACT);
@@ -517,152 +759,7 @@ static void *session_main(void *arg)
 	return NULL;
 }
 
-/* --- the request: parameters, limits, then the upgrade ---------------------------------- */
-
-static int query_var(const struct wh_req *req, const char *name, char *out, size_t cap)
-{
-	const char *qs = req->info->query_string;
-	out[0] = '\0';
-	if (qs == NULL)
-		return 0;
-	return mg_get_var(qs, strlen(qs), name, out, cap);
-}
-
-static int add_env(struct wh_shell_session *s, int *n, const char *name, const char *value)
-{
-	if (*n >= ENV_MAX + 7)
-		return -1;
-	size_t len = strlen(name) + strlen(value) + 2;
-	char *e = malloc(len);
-	if (e == NULL)
-		return -1;
-	snprintf(e, len, "%s=%s", name, value);
-	s->envp[(*n)++] = e;
-	return 0;
-}
-
-static bool env_name_ok(const char *k)
-{
-	if (k[0] == '\0' || strlen(k) > 64 || (k[0] >= '0' && k[0] <= '9'))
-		return false;
-	for (const char *p = k; *p; p++)
-		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-		      (*p >= '0' && *p <= '9') || *p == '_'))
-			return false;
-	return true;
-}
-
-/* Fills the session from the query; answers 400 and returns -1 on a bad one. */
-static int parse_params(struct wh_req *req, struct wh_shell_session *s)
-{
-	struct wh_shells *sh = s->owner;
-	char v[QUERY_MAX];
-	s->cols = 80;
-	s->rows = 24;
-	if (query_var(req, "cols", v, sizeof(v)) > 0) {
-		long n = strtol(v, NULL, 10);
-		if (n >= 1 && n <= WH_SHELL_DIM_MAX)
-			s->cols = (uint16_t)n;
-	}
-	if (query_var(req, "rows", v, sizeof(v)) > 0) {
-		long n = strtol(v, NULL, 10);
-		if (n >= 1 && n <= WH_SHELL_DIM_MAX)
-			s->rows = (uint16_t)n;
-	}
-	if (query_var(req, "user", v, sizeof(v)) <= 0)
-		snprintf(v, sizeof(v), "%s", sh->default_user);
-	snprintf(s->user, sizeof(s->user), "%.63s", v);
-	struct vm_err err = {0};
-	if (proc_lookup_ids(s->user, "", &s->uid, &s->gid, &s->set_ids, &err) != 0) {
-		wh_reply_error(req, 400, "invalid_request", "%s", err.msg);
-		return -1;
-	}
-	char pwbuf[4096], home[PATH_MAX] = "/", login[PATH_MAX] = "";
-	struct passwd pw, *pp = NULL;
-	if (getpwuid_r(s->uid, &pw, pwbuf, sizeof(pwbuf), &pp) == 0 && pp != NULL) {
-		snprintf(home, sizeof(home), "%s", pp->pw_dir);
-		snprintf(login, sizeof(login), "%s", pp->pw_shell);
-	}
-	/* command: a JSON array of strings; default the login shell, else shell.default, else sh */
-	int na = 0;
-	if (query_var(req, "command", v, sizeof(v)) > 0) {
-		json_t *a = json_loads(v, JSON_REJECT_DUPLICATES, NULL);
-		size_t i;
-		json_t *it;
-		bool ok =
-		    json_is_array(a) && json_array_size(a) >= 1 && json_array_size(a) <= ARGV_MAX;
-		json_array_foreach(a, i, it)
-		{
-			if (!ok || !json_is_string(it) || json_string_length(it) == 0) {
-				ok = false;
-				break;
-			}
-			s->argv[na++] = strdup(json_string_value(it));
-		}
-		json_decref(a);
-		if (!ok) {
-			wh_reply_error(req, 400, "invalid_request",
-			               "command is a JSON array of 1..%d non-empty strings",
-			               ARGV_MAX);
-			return -1;
-		}
-	} else {
-		const char *sh_path = login;
-		if (sh_path[0] != '/' || access(sh_path, X_OK) != 0 || strstr(sh_path, "nologin") ||
-		    strstr(sh_path, "/false"))
-			sh_path = sh->default_cmd;
-		if (access(sh_path, X_OK) != 0)
-			sh_path = "/bin/sh";
-		s->argv[na++] = strdup(sh_path);
-	}
-	size_t off = 0;
-	for (int i = 0; i < na; i++) {
-		if (s->argv[i] == NULL) {
-			wh_reply_error(req, 503, "unavailable", "out of memory");
-			return -1;
-		}
-		off = str_appendf(s->cmdline, sizeof(s->cmdline), off, "%s%s", i ? " " : "",
-		                  s->argv[i]);
-	}
-	if (query_var(req, "cwd", v, sizeof(v)) > 0)
-		snprintf(s->cwd, sizeof(s->cwd), "%s", v);
-	else
-		snprintf(s->cwd, sizeof(s->cwd), "%s", access(home, X_OK) == 0 ? home : "/");
-	int ne = 0;
-	char term[64];
-	if (query_var(req, "term", term, sizeof(term)) <= 0)
-		snprintf(term, sizeof(term), "xterm-256color");
-	/* envp[0] is TERM (the recording's header reads it there) */
-	if (add_env(s, &ne, "TERM", term) != 0 || add_env(s, &ne, "HOME", home) != 0 ||
-	    add_env(s, &ne, "USER", s->user) != 0 || add_env(s, &ne, "LOGNAME", s->user) != 0 ||
-	    add_env(s, &ne, "SHELL", s->argv[0]) != 0 ||
-	    add_env(s, &ne, "PATH", PROC_DEFAULT_PATH) != 0) {
-		wh_reply_error(req, 503, "unavailable", "out of memory");
-		return -1;
-	}
-	if (query_var(req, "env", v, sizeof(v)) > 0) {
-		json_t *o = json_loads(v, JSON_REJECT_DUPLICATES, NULL);
-		const char *k;
-		json_t *val;
-		bool ok = json_is_object(o) && json_object_size(o) <= ENV_MAX;
-		json_object_foreach(o, k, val)
-		{
-			if (!ok || !env_name_ok(k) || !json_is_string(val) ||
-			    add_env(s, &ne, k, json_string_value(val)) != 0) {
-				ok = false;
-				break;
-			}
-		}
-		json_decref(o);
-		if (!ok) {
-			wh_reply_error(req, 400, "invalid_request",
-			               "env is a JSON object of at most %d NAME: \"value\" pairs",
-			               ENV_MAX);
-			return -1;
-		}
-	}
-	return 0;
-}
+/* --- the request: limits, then the upgrade ------------------------------------------- */
 
 static bool is_upgrade(const struct wh_req *req)
 {
@@ -694,6 +791,7 @@ void wh_api_shell(struct wh_req *req)
 	}
 	s->owner = sh;
 	s->master = -1;
+	wh_shell_params_init(&s->query);
 	s->rec.fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->rec.mu, NULL);
@@ -742,7 +840,7 @@ void wh_api_shell(struct wh_req *req)
 	prune_locked(sh);
 	pthread_mutex_unlock(&sh->mu);
 
-	if (rec_open(s, &err) != 0) {
+	if (rec_open(s, &err) != 0 || (!s->awaiting && rec_header(s, &err) != 0)) {
 		/* no recording, no session: what is typed must be on record */
 		session_unlink(s);
 		wh_reply_error(req, 500, "recording_unavailable", "%s", err.msg);
@@ -753,8 +851,9 @@ void wh_api_shell(struct wh_req *req)
 	         s->tenant, s->user, s->cmdline);
 	req->upgrade = true;
 	req->status = 101;
-	req->shell = json_pack("{s:s,s:s,s:s,s:s}", "id", s->id, "event", "start", "command",
-	                       s->cmdline, "user", s->user);
+	/* awaiting: the command may still come in a "start" message, audited then */
+	req->shell = json_pack("{s:s,s:s,s:s,s:s,s:b}", "id", s->id, "event", "start", "command",
+	                       s->cmdline, "user", s->user, "awaiting_start", s->awaiting);
 	return;
 fail:
 	session_free(s);
@@ -857,9 +956,47 @@ static void control(struct wh_shell_session *s, int fd, const char *data, size_t
 		pthread_mutex_unlock(&s->mu);
 		atomic_store(&s->cancel, true);
 		break;
+	case WH_SHELL_CTL_START: /* only as the first frame (first_frame) */
 	case WH_SHELL_CTL_NONE:
 		break;
 	}
+	wh_shell_ctl_free(&c);
+}
+
+/* The first frame of a session whose query named no command, while the
+ * session thread waits for it (await_start): a "start" message is handed
+ * over (true: consumed); any other frame starts the query's shell at once
+ * and is then handled as usual (false). */
+static bool first_frame(struct wh_shell_session *s, int op, const char *data, size_t len)
+{
+	pthread_mutex_lock(&s->mu);
+	bool awaiting = s->awaiting;
+	s->awaiting = false;
+	pthread_mutex_unlock(&s->mu);
+	if (!awaiting)
+		return false;
+	struct wh_shell_ctl c;
+	struct vm_err err = {0};
+	bool is_start = false;
+	struct wh_shell_params *p = NULL;
+	if (op == MG_WEBSOCKET_OPCODE_TEXT) {
+		int rc = wh_shell_control_parse(data, len, &c, &err);
+		is_start = c.asked == WH_SHELL_CTL_START;
+		if (rc == 0 && is_start && (p = malloc(sizeof(*p))) != NULL) {
+			*p = c.params; /* moved */
+			wh_shell_params_init(&c.params);
+		} else if (is_start && rc == 0) {
+			vm_err_set(&err, VM_ERR_NOMEM, "out of memory");
+		}
+		wh_shell_ctl_free(&c);
+	}
+	pthread_mutex_lock(&s->mu);
+	s->start = p;
+	if (is_start && p == NULL)
+		snprintf(s->start_err, sizeof(s->start_err), "%s", err.msg);
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return is_start;
 }
 
 static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
@@ -876,6 +1013,8 @@ static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len,
 		return 1;
 	}
 	if (op == MG_WEBSOCKET_OPCODE_PONG)
+		return 1;
+	if (s->deferred && first_frame(s, op, data, len))
 		return 1;
 	int fd = wait_master(s);
 	if (op == MG_WEBSOCKET_OPCODE_TEXT) {
@@ -927,6 +1066,9 @@ void wh_shells_drop(struct wh_conn *c)
 	struct wh_shell_session *s = c->shell;
 	if (!s->thr_started) {
 		/* accepted and audited as started, but the shell never ran */
+		struct vm_err e = {0};
+		if (s->deferred) /* its recording says what the session was */
+			(void)rec_header(s, &e);
 		json_t *sum = summary(s, NULL, "no WebSocket session (handshake failed)");
 		audit_end(s, sum, false, "handshake_failed");
 		json_decref(sum);

@@ -150,22 +150,49 @@ void wh_reply_raw(struct wh_req *req, int status, const char *content_type,
 int wh_read_body(struct wh_req *req, char **out, size_t *len);
 
 /* Shell control messages (shell_control.c): the text frames of a session. */
-#define WH_SHELL_CTL_MAX 4096
-#define WH_SHELL_DIM_MAX 1000
+#define WH_SHELL_CTL_MAX  16384
+#define WH_SHELL_DIM_MAX  1000
+#define WH_SHELL_ARGV_MAX 64
+#define WH_SHELL_ENV_MAX  32
+#define WH_SHELL_NAME_MAX 64 /* user and term, NUL included */
+
+/* A session's parameters, from the query or from a "start" message, validated
+ * by the same rules (wh_shell_param_set). Strings are malloc'd. */
+struct wh_shell_params {
+	uint16_t cols, rows; /* 0: not given (an out-of-range size is ignored) */
+	int argc;            /* 0: not given (the default shell) */
+	char *argv[WH_SHELL_ARGV_MAX + 1];
+	int nenv; /* -1: not given */
+	char *env[WH_SHELL_ENV_MAX + 1]; /* "NAME=value" */
+	char *user, *cwd, *term;         /* NULL: not given */
+};
+void wh_shell_params_init(struct wh_shell_params *p);
+void wh_shell_params_free(struct wh_shell_params *p);
+/* Sets one parameter (cols, rows, command, user, env, cwd, term) from its
+ * JSON value: VM_ERR_INVALID naming it when the value is wrong, VM_ERR_NOMEM. */
+int wh_shell_param_set(struct wh_shell_params *p, const char *name, const json_t *v,
+                       struct vm_err *err);
+/* Moves what src gives over dst (src is left empty). */
+void wh_shell_params_merge(struct wh_shell_params *dst, struct wh_shell_params *src);
+
 enum wh_shell_ctl_type {
 	WH_SHELL_CTL_NONE = 0,
 	WH_SHELL_CTL_RESIZE,
 	WH_SHELL_CTL_SIGNAL,
 	WH_SHELL_CTL_CLOSE,
+	WH_SHELL_CTL_START, /* the parameters, as the first frame of a session */
 };
 struct wh_shell_ctl {
 	enum wh_shell_ctl_type type;
-	uint16_t cols, rows; /* RESIZE: 1..WH_SHELL_DIM_MAX each */
-	int signo;           /* SIGNAL */
+	enum wh_shell_ctl_type asked; /* the type named, also when the message is refused */
+	uint16_t cols, rows;           /* RESIZE: 1..WH_SHELL_DIM_MAX each */
+	int signo;                     /* SIGNAL */
+	struct wh_shell_params params; /* START; free with wh_shell_ctl_free */
 };
 /* Parses one message; VM_ERR_INVALID (and type NONE) for anything else. */
 int wh_shell_control_parse(const char *data, size_t len, struct wh_shell_ctl *out,
                            struct vm_err *err);
+void wh_shell_ctl_free(struct wh_shell_ctl *c);
 /* "INT", "SIGINT", ... → the number; 0 when unknown. */
 int wh_shell_signal_of(const char *name);
 
