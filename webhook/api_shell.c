@@ -971,7 +971,6 @@ static bool first_frame(struct wh_shell_session *s, int op, const char *data, si
 {
 	pthread_mutex_lock(&s->mu);
 	bool awaiting = s->awaiting;
-	s->awaiting = false;
 	pthread_mutex_unlock(&s->mu);
 	if (!awaiting)
 		return false;
@@ -990,13 +989,23 @@ static bool first_frame(struct wh_shell_session *s, int op, const char *data, si
 		}
 		wh_shell_ctl_free(&c);
 	}
+	/* one step: the session thread sees either no first frame yet or all of it */
 	pthread_mutex_lock(&s->mu);
-	s->start = p;
-	if (is_start && p == NULL)
-		snprintf(s->start_err, sizeof(s->start_err), "%s", err.msg);
-	pthread_cond_broadcast(&s->cv);
+	bool late = !s->awaiting; /* it stopped waiting meanwhile: an ordinary frame */
+	if (!late) {
+		s->awaiting = false;
+		s->start = p;
+		p = NULL;
+		if (is_start && s->start == NULL)
+			snprintf(s->start_err, sizeof(s->start_err), "%s", err.msg);
+		pthread_cond_broadcast(&s->cv);
+	}
 	pthread_mutex_unlock(&s->mu);
-	return is_start;
+	if (p != NULL) {
+		wh_shell_params_free(p);
+		free(p);
+	}
+	return is_start && !late;
 }
 
 static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
