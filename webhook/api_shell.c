@@ -579,10 +579,12 @@ static json_t *summary(struct wh_shell_session *s, const struct proc_result *res
 	return o;
 }
 
-static void audit_end(struct wh_shell_session *s, json_t *sum, bool ok, const char *error)
+/* One durable line of this session (route GET /v1/shell, status 101). */
+static int audit_line(struct wh_shell_session *s, const char *outcome, json_t *sum,
+                      const char *error, struct vm_err *err)
 {
 	struct wh_audit_entry e = {
-	    .outcome = ok ? "ok" : "error",
+	    .outcome = outcome,
 	    .status = 101,
 	    .tenant = s->tenant,
 	    .sub = s->sub,
@@ -593,8 +595,13 @@ static void audit_end(struct wh_shell_session *s, json_t *sum, bool ok, const ch
 	    .remote_addr = s->remote,
 	    .shell = sum,
 	};
+	return s->audit != NULL ? wh_audit_write(s->audit, &e, true, err) : 0;
+}
+
+static void audit_end(struct wh_shell_session *s, json_t *sum, bool ok, const char *error)
+{
 	struct vm_err err = {0};
-	if (s->audit != NULL && wh_audit_write(s->audit, &e, true, &err) != 0)
+	if (audit_line(s, ok ? "ok" : "error", sum, error, &err) != 0)
 		log_error("audit", "audit line NOT written for the end of shell %s (sub %s): %s",
 		          s->id, s->sub, err.msg);
 }
@@ -607,18 +614,7 @@ static int audit_params(struct wh_shell_session *s, struct vm_err *err)
 	                        "command", s->cmdline, "user", s->user, "cwd", s->cwd);
 	if (sum == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
-	struct wh_audit_entry e = {
-	    .outcome = "started",
-	    .status = 101,
-	    .tenant = s->tenant,
-	    .sub = s->sub,
-	    .jti = s->jti,
-	    .route = "GET /v1/shell",
-	    .path = "/v1/shell",
-	    .remote_addr = s->remote,
-	    .shell = sum,
-	};
-	int rc = s->audit != NULL ? wh_audit_write(s->audit, &e, true, err) : 0;
+	int rc = audit_line(s, "started", sum, NULL, err);
 	json_decref(sum);
 	return rc;
 }
