@@ -317,11 +317,14 @@ static int read_request(const char *name, char **body, size_t *len, struct vm_er
 	return fs_read_file(name, REQUEST_MAX, body, len, err);
 }
 
-static int fail(const struct remote_args *a, const char *code, const char *msg)
+static int fail(const struct remote_args *a, const char *remote_dir, const char *code,
+                const char *msg)
 {
 	if (a->json) {
 		json_t *d =
 		    json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code, "message", msg);
+		if (remote_dir[0] != '\0')
+			json_object_set_new(d, "remote_dir", json_string(remote_dir));
 		char *t = json_dumps(d, JSON_INDENT(2));
 		json_decref(d);
 		if (t != NULL)
@@ -369,7 +372,7 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	char remote_dir[256] = "", kh[PATH_MAX + 32];
 	int exit_code = VM_EXIT_RUNTIME;
 	if (read_request(a->request, &body, &blen, &err) != 0) {
-		exit_code = fail(a, "request_unreadable", err.msg);
+		exit_code = fail(a, remote_dir, "request_unreadable", err.msg);
 		goto out;
 	}
 	/* refused here, before anything touches the remote host */
@@ -384,13 +387,13 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	if (vrc != 0) {
 		char msg[sizeof(path) + sizeof(err.msg) + 32];
 		snprintf(msg, sizeof(msg), "invalid request at %s: %s", path, err.msg);
-		exit_code = fail(a, "invalid_request", msg);
+		exit_code = fail(a, remote_dir, "invalid_request", msg);
 		goto out;
 	}
 	doc = json_loadb(body, blen, 0, NULL);
 	if (json_object_get(doc, "limits") != NULL) {
 		exit_code =
-		    fail(a, "invalid_request",
+		    fail(a, remote_dir, "invalid_request",
 		         "limits: not supported by the runner (no cgroups of ours remotely)");
 		goto out;
 	}
@@ -400,7 +403,7 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	c.results = json_array();
 
 	if (fs_read_file("/proc/self/exe", BINARY_MAX, &bin, &binlen, &err) != 0) {
-		exit_code = fail(a, "binary_unreadable", err.msg);
+		exit_code = fail(a, remote_dir, "binary_unreadable", err.msg);
 		goto out;
 	}
 	if (a->expect_sha256 == NULL)
@@ -419,12 +422,12 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	}
 	char got[SMALL_OUT];
 	if (ssh_small(&s, kh_opt, "mktemp -d", NULL, 0, got, sizeof(got), &err) != 0) {
-		exit_code = fail(a, "ssh_failed", err.msg);
+		exit_code = fail(a, remote_dir, "ssh_failed", err.msg);
 		goto out;
 	}
 	if (got[0] != '/' || !safe_token(got, 200)) {
-		exit_code =
-		    fail(a, "remote_tempdir", "mktemp -d on the remote host gave an odd path");
+		exit_code = fail(a, remote_dir, "remote_tempdir",
+		                 "mktemp -d on the remote host gave an odd path");
 		goto out;
 	}
 	snprintf(remote_dir, sizeof(remote_dir), "%.200s", got);
@@ -433,13 +436,13 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	         "cat > %s/" REMOTE_BINARY " && chmod 700 %s/" REMOTE_BINARY, remote_dir,
 	         remote_dir);
 	if (ssh_small(&s, kh_opt, cmdline, bin, binlen, NULL, 0, &err) != 0) {
-		exit_code = fail(a, "upload_failed", err.msg);
+		exit_code = fail(a, remote_dir, "upload_failed", err.msg);
 		goto cleanup;
 	}
 	/* the bytes that will run are checked where they will run */
 	snprintf(cmdline, sizeof(cmdline), "sha256sum %s/" REMOTE_BINARY, remote_dir);
 	if (ssh_small(&s, kh_opt, cmdline, NULL, 0, got, sizeof(got), &err) != 0) {
-		exit_code = fail(a, "verify_failed", err.msg);
+		exit_code = fail(a, remote_dir, "verify_failed", err.msg);
 		goto cleanup;
 	}
 	if (strlen(got) < 64 || strncasecmp(got, want_hex, 64) != 0) {
@@ -448,7 +451,7 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 		         "the uploaded binary's sha256 is %.64s on the remote host, expected %s: "
 		         "not run",
 		         got, want_hex);
-		exit_code = fail(a, "upload_corrupt", msg);
+		exit_code = fail(a, remote_dir, "upload_corrupt", msg);
 		goto cleanup;
 	}
 	struct buf rc_line;
@@ -475,7 +478,7 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	free(remote_cmd);
 	conv_close(&c);
 	if (prc != 0) {
-		exit_code = fail(a, "ssh_failed", err.msg);
+		exit_code = fail(a, remote_dir, "ssh_failed", err.msg);
 		goto cleanup;
 	}
 	char how[128];
