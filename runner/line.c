@@ -51,7 +51,7 @@ int runner_line_parse(const char *line, size_t len, struct runner_cmd *cmd, char
 		    strcmp(key, "step") != 0 && strcmp(key, "timeout") != 0 &&
 		    strcmp(key, "idempotency_key") != 0) {
 			char f[80];
-			snprintf(f, sizeof(f), "%.64s", key);
+			snprintf(f, sizeof(f), "%.64s", key[0] ? key : "$");
 			return bad(path, cap, f, err, "unknown field");
 		}
 	}

@@ -103,6 +103,8 @@ static void test_runner_line_errors_name_the_field(void **state)
 	expect_refused("{\"id\":\"c\",\"type\":\"command\",\"step\":{},\"idempotency_key\":\"\"}",
 	               "idempotency_key", "c");
 	expect_refused("{\"id\":\"c\",\"type\":\"command\",\"step\":{},\"extra\":1}", "extra", "c");
+	/* found by fuzz_runner_line: an empty member name still gets a path */
+	expect_refused("{\"id\":\"c\",\"type\":\"command\",\"step\":{},\"\":1}", "$", "c");
 	expect_refused("{\"id\":\"c\",\"id\":\"d\",\"type\":\"command\",\"step\":{}}", "$", NULL);
 	char longid[RUNNER_ID_MAX + 40];
 	snprintf(longid, sizeof(longid), "{\"id\":\"%0*d\",\"type\":\"command\",\"step\":{}}",
