@@ -35,8 +35,8 @@ struct remote_args {
 
 #define RA(f) offsetof(struct remote_args, f)
 static const struct cmd_flag remote_flags[] = {
-    {"ssh", 0, CMD_FLAG_STR, RA(ssh), "[USER@]HOST", "the machine to run on (required)"},
-    {"port", 0, CMD_FLAG_STR, RA(port), "N", "SSH port"},
+    {"ssh", 0, CMD_FLAG_STR, RA(ssh), "DEST", "[user@]host to run on (required)"},
+    {"port", 0, CMD_FLAG_STR, RA(port), "PORT", "SSH port (1-65535)"},
     {"identity", 0, CMD_FLAG_STR, RA(identity), "F", "SSH private key (ssh -i)"},
     {"known-hosts", 0, CMD_FLAG_STR, RA(known_hosts), "F",
      "known_hosts file to check the host key"},
@@ -348,8 +348,10 @@ static int remote_exec(const struct cmd_entry *self, void *args)
 	                    strspn(a->ssh, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	                                   "0123456789._-") != (size_t)(at - a->ssh))))
 		return cmd_usage_error(self, "--ssh: expected [user@]host, got '%s'", a->ssh);
-	if (a->port != NULL && strspn(a->port, "0123456789") != strlen(a->port))
-		return cmd_usage_error(self, "--port: expected a number");
+	if (a->port != NULL && (a->port[0] == '\0' || strlen(a->port) > 5 ||
+	                        strspn(a->port, "0123456789") != strlen(a->port) ||
+	                        atoi(a->port) < 1 || atoi(a->port) > 65535))
+		return cmd_usage_error(self, "--port: expected a port 1-65535, got '%s'", a->port);
 	uint64_t ttl = 10 * 60 * 1000;
 	if (a->ttl != NULL && (cfg_parse_duration(a->ttl, &ttl) != 0 || ttl < 1000))
 		return cmd_usage_error(self, "--ttl: expected a duration like 30s or 10m");
@@ -535,7 +537,7 @@ out:
 const struct cmd_entry cmd_remote_entry = {
     "remote",
     "run a probe request on a machine without an agent, over SSH",
-    "remote --ssh [USER@]HOST [--port N] [--identity F] [--known-hosts F] [--ttl D]\n"
+    "remote --ssh [USER@]HOST [--port PORT] [--identity F] [--known-hosts F] [--ttl D]\n"
     "       [--json] [--insecure-host-key] FILE|-",
     "Runs a probe request ({\"steps\":[…]}) on a remote machine through the system's\n"
     "ssh client: uploads this binary to a private temp dir there (mktemp -d),\n"
