@@ -758,7 +758,8 @@ static int remove_children(int dfd, int depth, struct vm_err *err)
 			rc = vm_err_set(err, VM_ERR_INVALID, "directory tree too deep");
 			break;
 		}
-		int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int sub =
+		    openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sub < 0) {
 			rc = vm_err_errno(err, VM_ERR_IO, errno, "open %s", e->d_name);
 			break;

@@ -676,7 +676,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 		goto out;
 	}
 	if (feed && (pty || spec->stdin_data != NULL || spec->fd3 > 0)) {
-		rc = vm_err_set(err, VM_ERR_INVALID, "a fed stdin takes no stdin data, pty or fd 3");
+		rc =
+		    vm_err_set(err, VM_ERR_INVALID, "a fed stdin takes no stdin data, pty or fd 3");
 		goto out;
 	}
 	if (pty) {
