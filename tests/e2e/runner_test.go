@@ -405,3 +405,29 @@ func TestRunnerSelfDeleteRemote(t *testing.T) {
 		t.Fatalf("binary still there on the remote side: %q %v", out, err)
 	}
 }
+
+// TestRemoteTTL: --ttl bounds the remote runner: a step still running at its
+// end is stopped, the runner ends and deletes itself, and the temp dir goes.
+func TestRemoteTTL(t *testing.T) {
+	s := startSSHD(t)
+	t0 := time.Now()
+	code, out, errOut := runRemote(t, s, `{"steps":[{"type":"exec","argv":["sleep","30"]}]}`,
+		"--json", "--ttl", "2s")
+	if code != 1 || time.Since(t0) > 20*time.Second {
+		t.Fatalf("exit %d after %v\n%s\n%s", code, time.Since(t0), out, errOut)
+	}
+	var doc struct {
+		RemoteDir  string           `json:"remote_dir"`
+		Steps      []map[string]any `json:"steps"`
+		RunnerExit map[string]any   `json:"runner_exit"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Steps) != 1 {
+		t.Fatalf("document %s (%v)", out, err)
+	}
+	res, _ := doc.Steps[0]["result"].(map[string]any)
+	if res["status"] != "timed_out" || doc.RunnerExit["reason"] != "ttl" ||
+		doc.RunnerExit["self_delete"] != true {
+		t.Fatalf("document %s", out)
+	}
+	remoteGone(t, s, doc.RemoteDir)
+}
