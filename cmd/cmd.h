@@ -65,6 +65,8 @@ extern const struct cmd_entry cmd_repair_entry;
 extern const struct cmd_entry cmd_upgrade_entry;
 extern const struct cmd_entry cmd_uninstall_entry;
 extern const struct cmd_entry cmd_status_entry;
+extern const struct cmd_entry cmd_runner_entry;
+extern const struct cmd_entry cmd_remote_entry;
 
 /* Prints "usage: vm-agent <synopsis>" and the help made from the entry. */
 void cmd_print_usage(const struct cmd_entry *e, FILE *out);

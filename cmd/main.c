@@ -33,7 +33,8 @@ static const struct cmd_entry cmd_help_entry = {
 static const struct cmd_entry *const commands[] = {
     &cmd_run_entry,    &cmd_install_entry, &cmd_configure_entry,
     &cmd_repair_entry, &cmd_upgrade_entry, &cmd_uninstall_entry,
-    &cmd_status_entry, &cmd_version_entry, &cmd_help_entry,
+    &cmd_status_entry, &cmd_runner_entry, &cmd_remote_entry,
+    &cmd_version_entry, &cmd_help_entry,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -734,3 +734,52 @@ int fs_copy_file(const char *src, const char *dst, mode_t mode, uint64_t max, st
 		name_path(dst, err);
 	return rc;
 }
+
+/* Empties the directory dfd (consumed), depth-bounded. */
+static int remove_children(int dfd, int depth, struct vm_err *err)
+{
+	DIR *d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return vm_err_errno(err, VM_ERR_IO, errno, "opendir");
+	}
+	int rc = 0;
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0 || errno == ENOENT)
+			continue;
+		if (errno != EISDIR && errno != EPERM) {
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "remove %s", e->d_name);
+			break;
+		}
+		if (depth >= 64) {
+			rc = vm_err_set(err, VM_ERR_INVALID, "directory tree too deep");
+			break;
+		}
+		int sub =
+		    openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0) {
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "open %s", e->d_name);
+			break;
+		}
+		rc = remove_children(sub, depth + 1, err);
+		if (rc == 0 && unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+			rc = vm_err_errno(err, VM_ERR_IO, errno, "remove %s", e->d_name);
+	}
+	closedir(d);
+	return rc;
+}
+
+int fs_remove_tree(const char *path, struct vm_err *err)
+{
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : vm_err_errno(err, VM_ERR_IO, errno, "open %s", path);
+	if (remove_children(dfd, 0, err) != 0)
+		return -1;
+	if (rmdir(path) != 0 && errno != ENOENT)
+		return vm_err_errno(err, VM_ERR_IO, errno, "remove %s", path);
+	return 0;
+}

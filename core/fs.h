@@ -108,4 +108,10 @@ int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
 int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, uint64_t max,
                  struct vm_err *err);
 
+/* Removes the directory tree at the absolute path: each level opened
+ * O_NOFOLLOW | O_DIRECTORY and emptied with unlinkat relative to its fd, so
+ * a symlink inside is removed, never followed. Missing is fine. For the
+ * program's own private directories (the runner's scratch). */
+int fs_remove_tree(const char *path, struct vm_err *err);
+
 #endif

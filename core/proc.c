@@ -670,13 +670,19 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct vm_er
 	}
 
 	bool pty = (spec->flags & PROC_PTY) != 0;
+	bool feed = (spec->flags & PROC_STDIN_STREAM) != 0;
 	if (pty && (spec->stdin_data != NULL || spec->fd3 > 0)) {
 		rc = vm_err_set(err, VM_ERR_INVALID, "a terminal takes no stdin data or fd 3");
 		goto out;
 	}
+	if (feed && (pty || spec->stdin_data != NULL || spec->fd3 > 0)) {
+		rc =
+		    vm_err_set(err, VM_ERR_INVALID, "a fed stdin takes no stdin data, pty or fd 3");
+		goto out;
+	}
 	if (pty) {
 		rc = open_pty(spec, out, errp, in);
-	} else if (spec->stdin_data != NULL) {
+	} else if (spec->stdin_data != NULL || feed) {
 		rc = make_pipe(in);
 	} else {
 		in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -747,6 +753,15 @@ spawned:
 		if (*fd >= 0)
 			(void)fcntl(*fd, F_SETFL, O_NONBLOCK);
 	r.pidfd = pidfd_for(pid);
+	if (feed) {
+		/* the caller's from now on, blocking: the loop never polls it */
+		(void)fcntl(r.in_fd, F_SETFL, 0);
+		if (spec->on_start != NULL)
+			spec->on_start(spec->ctx, r.in_fd, pid);
+		else
+			close(r.in_fd);
+		r.in_fd = -1;
+	}
 	if (r.in_fd >= 0 && spec->stdin_len == 0)
 		close_fd(&r.in_fd);
 	if (pty && spec->on_start != NULL)

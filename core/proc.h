@@ -44,6 +44,11 @@ enum proc_flags {
 	 * captured; a blocking on_output stops the reading: backpressure);
 	 * on_start gets the master once the child runs. Not with stdin or fd3. */
 	PROC_PTY = 1u << 3,
+	/* stdin is a pipe the caller feeds: on_start gets its write end (the
+	 * caller's to write, blocking, and to close: closing is the child's
+	 * EOF) once the child runs. For a conversation with the child, e.g.
+	 * the next request written from on_output. Not with stdin, PTY or fd3. */
+	PROC_STDIN_STREAM = 1u << 4,
 };
 
 struct proc_spec {
@@ -74,7 +79,8 @@ struct proc_spec {
 	struct cg_limits limits;
 	int fd3; /* > 0: given to the child as fd 3 (a script memfd); 0 = none */
 	/* PROC_PTY: the terminal's size, and the master (borrowed until proc_run
-	 * returns: input, resize, signals) with the child's pid once it runs */
+	 * returns: input, resize, signals) with the child's pid once it runs;
+	 * PROC_STDIN_STREAM: the stdin pipe's write end (owned by the caller) */
 	uint16_t pty_cols, pty_rows;
 	void (*on_start)(void *ctx, int master_fd, pid_t pid);
 	/* May be NULL; polled with cancel: true ends the run as canceled. */

@@ -7,6 +7,7 @@
 #define VMA_PROBE_PROBE_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -129,5 +130,41 @@ struct probe_event {
 int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq, struct probe_event *evs,
                       int max, int timeout_ms);
 void probe_event_free(struct probe_event *ev);
+
+/* --- one step without the executor: the runner's front door (probe/oneshot.c) -------- */
+
+/* The step types this build knows, in table order ("exec", "script"…). */
+size_t probe_step_type_count(void);
+const char *probe_step_type_name(size_t i);
+
+/* Validates a request body exactly as probe_submit does (parse, output
+ * budget for output_cap), without queueing it or checking token scopes. */
+int probe_request_validate(const char *body, size_t len, uint64_t output_cap, char *path,
+                           size_t path_cap, struct vm_err *err);
+
+/* What one synchronous step may use (the caller's policy and limits). */
+struct probe_run_opts {
+	const char *work_dir;
+	uint64_t output_cap, grace_ms, default_timeout_ms;
+	const struct cfg_strlist *allow; /* probe.allow semantics; NULL or empty = anything */
+	int64_t deadline_ms;             /* monotonic hard end (a TTL); 0 = none */
+	const atomic_bool *cancel;       /* may be NULL */
+	/* Output chunks (stream 1 stdout, 2 stderr) and progress events, as
+	 * the executor's output and progress events (total < 0: unknown,
+	 * unit may be NULL); both may be NULL. */
+	void (*on_output)(void *ctx, int stream, const char *data, size_t len);
+	void (*on_event)(void *ctx, const char *level, const char *message, int64_t current,
+	                 int64_t total, const char *unit);
+	void *ctx;
+};
+
+/* Runs one step, a JSON object as in a request's "steps" (borrowed), with
+ * timeout (a request's "timeout" value, may be NULL) through the same parser,
+ * validation, step table and policy as a probe. Every step type is allowed:
+ * the caller decides who may run this. Returns 0 with *result (new reference:
+ * the step's record fields, "status", "duration_ms") and *ok, or
+ * PROBE_E_INVALID / PROBE_E_TOO_LARGE with path ("step.argv") and err. */
+int probe_run_step(json_t *step, json_t *timeout, const struct probe_run_opts *o, json_t **result,
+                   bool *ok, char *path, size_t path_cap, struct vm_err *err);
 
 #endif

@@ -426,6 +426,32 @@ static void test_secret_load_file_refuses_fifo_without_blocking(void **state)
 	unlink(fifo);
 }
 
+/* fs_remove_tree empties nested directories and removes a symlink inside
+ * without following it (what it points to survives). */
+static void test_fs_remove_tree_does_not_follow_symlinks(void **state)
+{
+	(void)state;
+	char keep[PATH_MAX], tree[PATH_MAX], p[PATH_MAX + 64];
+	snprintf(keep, sizeof(keep), "%s/keep", test_dir);
+	snprintf(tree, sizeof(tree), "%s/tree", test_dir);
+	assert_int_equal(mkdir(keep, 0700), 0);
+	snprintf(p, sizeof(p), "%s/precious", keep);
+	assert_int_equal(fs_write_atomic(p, "x", 1, 0600, &(struct vm_err){0}), 0);
+	snprintf(p, sizeof(p), "%s/a/b", tree);
+	assert_int_equal(fs_mkdir_p(p, 0700, &(struct vm_err){0}), 0);
+	snprintf(p, sizeof(p), "%s/a/b/file", tree);
+	assert_int_equal(fs_write_atomic(p, "y", 1, 0600, &(struct vm_err){0}), 0);
+	snprintf(p, sizeof(p), "%s/a/link", tree);
+	assert_int_equal(symlink(keep, p), 0);
+	struct vm_err err = {0};
+	assert_int_equal(fs_remove_tree(tree, &err), 0);
+	struct stat sb;
+	assert_int_not_equal(lstat(tree, &sb), 0);
+	snprintf(p, sizeof(p), "%s/precious", keep);
+	assert_int_equal(stat(p, &sb), 0);
+	assert_int_equal(fs_remove_tree(tree, &err), 0); /* missing is fine */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -446,6 +472,7 @@ int main(void)
 	    cmocka_unit_test(test_fs_own_writes_sweep_old_versions_dead_temps),
 	    cmocka_unit_test(test_fs_write_at_fails_when_write_returns_zero),
 	    cmocka_unit_test(test_secret_load_file_refuses_fifo_without_blocking),
+	    cmocka_unit_test(test_fs_remove_tree_does_not_follow_symlinks),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

@@ -594,11 +594,66 @@ static void test_proc_pty_session_with_controlling_terminal(void **state)
 	}
 }
 
+/* PROC_STDIN_STREAM: the caller writes stdin as the conversation goes (here
+ * an answer to each line the child prints) and closes it for EOF. */
+struct feed_ctx {
+	int fd;
+	int answered;
+};
+
+static void feed_start(void *ctx, int fd, pid_t pid)
+{
+	(void)pid;
+	((struct feed_ctx *)ctx)->fd = fd;
+	assert_int_equal(write(fd, "one\n", 4), 4);
+}
+
+static void feed_output(void *ctx, enum proc_stream stream, const char *data, size_t len)
+{
+	struct feed_ctx *f = ctx;
+	if (stream != PROC_STDOUT || memchr(data, '\n', len) == NULL || f->fd < 0)
+		return;
+	if (++f->answered == 1) {
+		assert_int_equal(write(f->fd, "two\n", 4), 4);
+	} else {
+		close(f->fd); /* EOF: the child's read loop ends */
+		f->fd = -1;
+	}
+}
+
+static void test_proc_stdin_stream_conversation(void **state)
+{
+	(void)state;
+	char *const argv[] = {"/bin/sh", "-c", "while read l; do echo got-$l; done; echo eof",
+	                      NULL};
+	struct feed_ctx f = {.fd = -1};
+	struct proc_spec spec = {.path = "/bin/sh",
+	                         .argv = argv,
+	                         .envp = clean_env,
+	                         .flags = PROC_STDIN_STREAM,
+	                         .out_cap = 1 << 20,
+	                         .deadline_ms = time_mono_ms() + 10000,
+	                         .on_start = feed_start,
+	                         .on_output = feed_output,
+	                         .ctx = &f};
+	struct proc_result r;
+	struct vm_err err = {0};
+	assert_int_equal(proc_run(&spec, &r, &err), 0);
+	assert_false(r.timed_out);
+	assert_string_equal(r.out, "got-one\ngot-two\neof\n");
+	proc_result_free(&r);
+	/* not with stdin data */
+	spec.stdin_data = "x";
+	spec.stdin_len = 1;
+	assert_int_not_equal(proc_run(&spec, &r, &err), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_proc_exit_code_stdout_stderr),
 	    cmocka_unit_test(test_proc_stdin_and_clean_env),
+	    cmocka_unit_test(test_proc_stdin_stream_conversation),
 	    cmocka_unit_test(test_proc_output_cap_drains_and_flags),
 	    cmocka_unit_test(test_proc_deadline_kills_group),
 	    cmocka_unit_test(test_proc_cancel_flag),
