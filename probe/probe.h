@@ -119,4 +119,11 @@ int probe_events_wait(struct probe_exec *ex, const char *id, uint64_t *seq, stru
                       int max, int timeout_ms);
 void probe_event_free(struct probe_event *ev);
 
+/* What this agent can do (GET /v1/capabilities, the runner's `ready`
+ * message): {"version", "platform", "architecture", "step_types": [{"type",
+ * "schema", "scope"}], "features": {"shell": bool, ...}}. Step types come
+ * from the step table; cfg (may be NULL: features that depend on it are
+ * off) decides the configurable features. New reference; NULL on OOM. */
+json_t *probe_capabilities(const struct cfg *cfg);
+
 #endif
