@@ -290,3 +290,48 @@ func TestInventoryBounded(t *testing.T) {
 		t.Errorf("the small sections went missing: %s", body)
 	}
 }
+
+// The control plane asks for the inventory in its answer to a health report:
+// the next report carries it (trigger "inventory"), once, and a request in
+// the answer to that report is not honoured.
+func TestInventoryRequestedInHealthReport(t *testing.T) {
+	cp := hcFakeCP(t, "-want-inventory")
+	a := startAgent(t, hcConfig(cp, hcWriteCreds(t, 0600)))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := httpClient.Get(cp + "/v1/agents/agent-1/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reps []struct {
+			Trigger   string          `json:"trigger"`
+			Inventory json.RawMessage `json:"inventory"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&reps)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reps) >= 3 {
+			if reps[0].Trigger != "startup" || reps[1].Trigger != "inventory" || reps[2].Trigger == "inventory" {
+				t.Fatalf("triggers: %s, %s, %s", reps[0].Trigger, reps[1].Trigger, reps[2].Trigger)
+			}
+			if len(reps[0].Inventory) != 0 || len(reps[2].Inventory) != 0 {
+				t.Errorf("an inventory in a report nobody asked it for")
+			}
+			var inv invDoc
+			if err := json.Unmarshal(reps[1].Inventory, &inv); err != nil {
+				t.Fatalf("inventory report: %v", err)
+			}
+			host, _ := os.Hostname()
+			if inv.Host.Hostname != host || len(inv.Packages) == 0 {
+				t.Errorf("inventory in the report: host %+v, %d packages", inv.Host, len(inv.Packages))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d reports\n%s", len(reps), a.Log.String())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
