@@ -66,22 +66,32 @@ static int prepare(const char *line, size_t *len, struct vm_err *err)
 	return PASSWD_LINE_OK;
 }
 
-int passwd_parse_line(const char *line, size_t len, struct passwd_entry *out, struct vm_err *err)
+/* The common part of both formats: skip or split the line into exactly want
+ * fields, the first a non-empty name copied into name. */
+static int fields(const char *line, size_t len, size_t want, const char *f[MAX_FIELDS],
+                  size_t fl[MAX_FIELDS], char *name, size_t name_cap, struct vm_err *err)
 {
-	memset(out, 0, sizeof(*out));
 	int rc = prepare(line, &len, err);
 	if (rc != PASSWD_LINE_OK)
 		return rc < 0 ? -1 : rc;
+	size_t n = split(line, len, f, fl);
+	if (n != want)
+		return vm_err_set(err, VM_ERR_INVALID, "expected %zu fields, found %s", want,
+		                  n < want ? "fewer" : "more");
+	if (fl[0] == 0)
+		return vm_err_set(err, VM_ERR_INVALID, "empty name");
+	return copy_field(name, name_cap, f[0], fl[0], "name", err) < 0 ? -1 : PASSWD_LINE_OK;
+}
+
+int passwd_parse_line(const char *line, size_t len, struct passwd_entry *out, struct vm_err *err)
+{
+	memset(out, 0, sizeof(*out));
 	const char *f[MAX_FIELDS];
 	size_t fl[MAX_FIELDS];
-	size_t n = split(line, len, f, fl);
-	if (n != 7)
-		return vm_err_set(err, VM_ERR_INVALID, "expected 7 fields, found %s",
-		                  n > MAX_FIELDS ? "more" : (n < 7 ? "fewer" : "more"));
-	if (fl[0] == 0)
-		return vm_err_set(err, VM_ERR_INVALID, "empty user name");
-	if (copy_field(out->name, sizeof(out->name), f[0], fl[0], "name", err) < 0 ||
-	    parse_id(f[2], fl[2], &out->uid, "uid", err) < 0 ||
+	int rc = fields(line, len, 7, f, fl, out->name, sizeof(out->name), err);
+	if (rc != PASSWD_LINE_OK)
+		return rc;
+	if (parse_id(f[2], fl[2], &out->uid, "uid", err) < 0 ||
 	    parse_id(f[3], fl[3], &out->gid, "gid", err) < 0 ||
 	    copy_field(out->gecos, sizeof(out->gecos), f[4], fl[4], "gecos", err) < 0 ||
 	    copy_field(out->home, sizeof(out->home), f[5], fl[5], "home", err) < 0 ||
@@ -93,19 +103,12 @@ int passwd_parse_line(const char *line, size_t len, struct passwd_entry *out, st
 int group_parse_line(const char *line, size_t len, struct group_entry *out, struct vm_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	int rc = prepare(line, &len, err);
-	if (rc != PASSWD_LINE_OK)
-		return rc < 0 ? -1 : rc;
 	const char *f[MAX_FIELDS];
 	size_t fl[MAX_FIELDS];
-	size_t n = split(line, len, f, fl);
-	if (n != 4)
-		return vm_err_set(err, VM_ERR_INVALID, "expected 4 fields, found %s",
-		                  n < 4 ? "fewer" : "more");
-	if (fl[0] == 0)
-		return vm_err_set(err, VM_ERR_INVALID, "empty group name");
-	if (copy_field(out->name, sizeof(out->name), f[0], fl[0], "name", err) < 0 ||
-	    parse_id(f[2], fl[2], &out->gid, "gid", err) < 0 ||
+	int rc = fields(line, len, 4, f, fl, out->name, sizeof(out->name), err);
+	if (rc != PASSWD_LINE_OK)
+		return rc;
+	if (parse_id(f[2], fl[2], &out->gid, "gid", err) < 0 ||
 	    copy_field(out->members, sizeof(out->members), f[3], fl[3], "member list", err) < 0)
 		return -1;
 	if (fl[3] == 0)

@@ -195,6 +195,9 @@ json_t *health_inventory_collect(const struct health_inv_ctx *ctx);
  * nothing left to cut). */
 int health_inventory_dump(json_t *doc, uint64_t max_bytes, char **text, size_t *len);
 
+/* Adds section to the "truncated" array unless it is there already. */
+void health_inv_name_truncated(json_t *truncated, const char *section);
+
 /* A host string as JSON: clean UTF-8 as it is; anything else escaped whole
  * (\xNN, controls, backslashes doubled) as in the audit log; cut at
  * HEALTH_INV_STR_MAX on a character boundary. */

@@ -25,15 +25,12 @@ json_t *health_inv_str(const char *s, size_t len)
 static const char *const cuttable[] = {"packages",  "services",   "users",      "groups",
                                        "listening", "interfaces", "filesystems"};
 
-static void name_truncated(json_t *doc, const char *section)
+void health_inv_name_truncated(json_t *truncated, const char *section)
 {
-	json_t *t = json_object_get(doc, "truncated");
-	if (!json_is_array(t))
-		return;
 	size_t i;
 	json_t *v;
-	json_array_foreach(t, i, v) if (strcmp(json_string_value(v), section) == 0) return;
-	json_array_append_new(t, json_string(section));
+	json_array_foreach(truncated, i, v) if (strcmp(json_string_value(v), section) == 0) return;
+	json_array_append_new(truncated, json_string(section));
 }
 
 int health_inventory_dump(json_t *doc, uint64_t max_bytes, char **text, size_t *len)
@@ -67,7 +64,7 @@ int health_inventory_dump(json_t *doc, uint64_t max_bytes, char **text, size_t *
 		size_t keep = json_array_size(longest) / 2;
 		while (json_array_size(longest) > keep)
 			json_array_remove(longest, json_array_size(longest) - 1);
-		name_truncated(doc, which);
+		health_inv_name_truncated(json_object_get(doc, "truncated"), which);
 	}
 }
 

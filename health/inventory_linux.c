@@ -162,15 +162,26 @@ static int split_tabs(const char *line, size_t len, const char *f[MAX_TABS], siz
 	return n;
 }
 
-int health_inv_parse_dpkg_line(const char *line, size_t len, struct health_pkg *out)
+/* Both package formats: four tab-separated fields, a name first. Returns 0,
+ * HEALTH_INV_LINE_SKIP for an empty line, or -1. */
+static int pkg_fields(const char *line, size_t len, const char *f[MAX_TABS], size_t fl[MAX_TABS],
+                      struct health_pkg *out)
 {
 	memset(out, 0, sizeof(*out));
-	const char *f[MAX_TABS];
-	size_t fl[MAX_TABS];
 	int n = split_tabs(line, len, f, fl);
 	if (n == 0)
 		return HEALTH_INV_LINE_SKIP;
-	if (n != 4 || fl[0] == 0 || fl[3] < 2)
+	return n == 4 && fl[0] > 0 ? 0 : -1;
+}
+
+int health_inv_parse_dpkg_line(const char *line, size_t len, struct health_pkg *out)
+{
+	const char *f[MAX_TABS];
+	size_t fl[MAX_TABS];
+	int rc = pkg_fields(line, len, f, fl, out);
+	if (rc != 0)
+		return rc;
+	if (fl[3] < 2)
 		return -1;
 	/* status abbreviation: want, current state, error ("ii ", "rc ", "iU ") */
 	if (f[3][1] != 'i' && f[3][1] != 'U' && f[3][1] != 'F' && f[3][1] != 'H' &&
@@ -185,13 +196,12 @@ int health_inv_parse_dpkg_line(const char *line, size_t len, struct health_pkg *
 
 int health_inv_parse_rpm_line(const char *line, size_t len, struct health_pkg *out)
 {
-	memset(out, 0, sizeof(*out));
 	const char *f[MAX_TABS];
 	size_t fl[MAX_TABS];
-	int n = split_tabs(line, len, f, fl);
-	if (n == 0)
-		return HEALTH_INV_LINE_SKIP;
-	if (n != 4 || fl[0] == 0 || fl[2] == 0)
+	int rc = pkg_fields(line, len, f, fl, out);
+	if (rc != 0)
+		return rc;
+	if (fl[2] == 0)
 		return -1;
 	/* gpg-pubkey entries are keys in the database, not packages */
 	if (fl[0] == 10 && memcmp(f[0], "gpg-pubkey", 10) == 0)
@@ -372,11 +382,7 @@ static void section_error(struct inv *iv, const char *section, const char *fmt, 
 
 static void mark_truncated(struct inv *iv, const char *section)
 {
-	size_t i;
-	json_t *v;
-	json_array_foreach(iv->truncated, i,
-	                   v) if (strcmp(json_string_value(v), section) == 0) return;
-	json_array_append_new(iv->truncated, json_string(section));
+	health_inv_name_truncated(iv->truncated, section);
 }
 
 /* Appends item to list unless it holds max_items already (then marks it). */
