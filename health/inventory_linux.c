@@ -407,17 +407,19 @@ static char *const tool_env[] = {"LC_ALL=C", "PATH=" PROC_DEFAULT_PATH, "SYSTEMD
                                  "SYSTEMD_PAGER=", NULL};
 
 #define TOOL_DEADLINE_MS 20000
+#define FQDN_DEADLINE_MS 3000 /* a resolver without an answer: fall back to the hostname */
 #define TOOL_OUTPUT_MAX  (16u << 20)
 
 /* Runs argv (name looked up in the fixed system PATH). 0 when it ran and
  * exited 0; otherwise the section's error is set. res is the caller's. */
-static int run_tool(struct inv *iv, const char *section, char *const *argv, struct proc_result *res)
+static int run_tool(struct inv *iv, const char *section, char *const *argv, int64_t deadline_ms,
+                    struct proc_result *res)
 {
 	struct proc_spec spec = {
 	    .argv = argv,
 	    .envp = tool_env,
 	    .flags = PROC_SEARCH_PATH | PROC_DIE_WITH_PARENT,
-	    .deadline_ms = time_mono_ms() + TOOL_DEADLINE_MS,
+	    .deadline_ms = time_mono_ms() + deadline_ms,
 	    .grace_ms = 1000,
 	    .out_cap = TOOL_OUTPUT_MAX,
 	    .cancel = iv->ctx->cancel,
@@ -462,7 +464,7 @@ static void collect_host(struct inv *iv)
 	json_t *h = json_pack("{s:o}", "hostname", hs(host));
 	char *const argv[] = {"hostname", "--fqdn", NULL};
 	struct proc_result r;
-	if (run_tool(iv, "host", argv, &r) == 0 && r.out != NULL) {
+	if (run_tool(iv, "host", argv, FQDN_DEADLINE_MS, &r) == 0 && r.out != NULL) {
 		size_t n = r.out_len;
 		while (n > 0 && (r.out[n - 1] == '\n' || r.out[n - 1] == ' '))
 			n--;
@@ -731,7 +733,7 @@ static void collect_packages(struct inv *iv)
 	json_object_set_new(iv->doc, "package_manager", json_string(manager));
 	json_object_set_new(iv->doc, "packages", w.list);
 	struct proc_result r;
-	if (run_tool(iv, "packages", argv, &r) == 0 && r.out != NULL) {
+	if (run_tool(iv, "packages", argv, TOOL_DEADLINE_MS, &r) == 0 && r.out != NULL) {
 		each_line(r.out, r.out_len, pkg_line, &w);
 		if (w.bad > 0)
 			section_error(iv, "packages", "%zu lines of %s output not understood",
@@ -789,7 +791,7 @@ static void collect_services(struct inv *iv)
 	struct unit_walk w = {.iv = iv, .by_name = json_object()};
 	struct proc_result r;
 	bool any = false;
-	if (run_tool(iv, "services", files, &r) == 0 && r.out != NULL) {
+	if (run_tool(iv, "services", files, TOOL_DEADLINE_MS, &r) == 0 && r.out != NULL) {
 		if (health_inv_parse_units_json(r.out, r.out_len, "unit_file", "state", NULL,
 		                                unit_file, &w) < 0)
 			section_error(iv, "services",
@@ -799,7 +801,7 @@ static void collect_services(struct inv *iv)
 	}
 	proc_result_free(&r);
 	/* without a running systemd (containers, chroots) only the unit files are known */
-	if (run_tool(iv, "services", units, &r) == 0 && r.out != NULL) {
+	if (run_tool(iv, "services", units, TOOL_DEADLINE_MS, &r) == 0 && r.out != NULL) {
 		if (health_inv_parse_units_json(r.out, r.out_len, "unit", "active", "sub",
 		                                unit_state, &w) < 0)
 			section_error(iv, "services",
