@@ -179,6 +179,13 @@ typedef void (*health_unit_fn)(void *ctx, const char *name, const char *v1, cons
 int health_inv_parse_units_json(const char *text, size_t len, const char *name_key,
                                 const char *k1, const char *k2, health_unit_fn fn, void *ctx);
 
+/* The same tables without --output=json (`--no-legend --plain`): columns
+ * split on blanks, a leading bullet ("●", "*") dropped; fn gets column 0 and
+ * columns c1, c2 (-1 = none, ""). Returns the rows, or -1 when a row has too
+ * few columns. */
+int health_inv_parse_units_plain(const char *text, size_t len, int c1, int c2, health_unit_fn fn,
+                                 void *ctx);
+
 struct health_inv_ctx {
 	struct health_proc_ctx proc; /* proc_root, statvfs */
 	const char *etc_root;        /* "/etc", or a fixture directory */

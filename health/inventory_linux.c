@@ -359,6 +359,48 @@ int health_inv_parse_units_json(const char *text, size_t len, const char *name_k
 	return seen;
 }
 
+#define UNIT_COLS 8
+
+int health_inv_parse_units_plain(const char *text, size_t len, int c1, int c2, health_unit_fn fn,
+                                 void *ctx)
+{
+	int need = c1 > c2 ? c1 : c2;
+	if (need >= UNIT_COLS || memchr(text, '\0', len) != NULL)
+		return -1;
+	int seen = 0;
+	const char *p = text, *end = text + len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *le = nl != NULL ? nl : end;
+		char col[UNIT_COLS][256];
+		int n = 0;
+		for (const char *q = p; q < le && n < UNIT_COLS;) {
+			while (q < le && (*q == ' ' || *q == '\t' || *q == '\r'))
+				q++;
+			const char *s = q;
+			while (q < le && *q != ' ' && *q != '\t' && *q != '\r')
+				q++;
+			if (q == s)
+				break;
+			/* list-units marks failed units with a bullet column ("●", or "*") */
+			if (n == 0 && ((q - s == 3 && memcmp(s, "\xe2\x97\x8f", 3) == 0) ||
+			               (q - s == 1 && *s == '*')))
+				continue;
+			if (!copy_exact(col[n], sizeof(col[n]), s, (size_t)(q - s)))
+				return -1;
+			n++;
+		}
+		if (n > 0) {
+			if (n <= need)
+				return -1;
+			fn(ctx, col[0], c1 >= 0 ? col[c1] : "", c2 >= 0 ? col[c2] : "");
+			seen++;
+		}
+		p = le + 1;
+	}
+	return seen;
+}
+
 /* --- collectors ----------------------------------------------------------------------- */
 
 struct inv {
@@ -781,35 +823,54 @@ static void unit_file(void *ctx, const char *name, const char *state, const char
 		json_object_set_new(o, "enabled", hs(state));
 }
 
+/* One systemctl table, as JSON where systemctl has --output=json (systemd
+ * 246 and later) and as the plain table otherwise. True when understood. */
+static bool units_query(struct inv *iv, struct unit_walk *w, const char *verb, bool all,
+                        const char *name_key, const char *k1, const char *k2, int c1, int c2,
+                        health_unit_fn fn)
+{
+	for (int plain = 0; plain < 2; plain++) {
+		char *argv[8] = {"systemctl", (char *)verb, "--type=service", "--no-pager"};
+		int n = 4;
+		if (all)
+			argv[n++] = "--all";
+		if (plain) {
+			argv[n++] = "--no-legend";
+			argv[n++] = "--plain";
+		} else {
+			argv[n++] = "--output=json";
+		}
+		argv[n] = NULL;
+		struct proc_result r;
+		bool ok = false;
+		if (run_tool(iv, "services", argv, TOOL_DEADLINE_MS, &r) == 0 && r.out != NULL) {
+			int got =
+			    plain ? health_inv_parse_units_plain(r.out, r.out_len, c1, c2, fn, w)
+			          : health_inv_parse_units_json(r.out, r.out_len, name_key, k1, k2,
+			                                        fn, w);
+			if (got >= 0)
+				ok = true;
+			else
+				section_error(iv, "services", "systemctl %s: output not understood",
+				              verb);
+		}
+		proc_result_free(&r);
+		if (ok) {
+			if (plain) /* the JSON attempt's complaint is moot */
+				json_object_del(iv->errors, "services");
+			return true;
+		}
+	}
+	return false;
+}
+
 static void collect_services(struct inv *iv)
 {
-	char *const files[] = {"systemctl",  "list-unit-files", "--type=service",
-	                       "--no-pager", "--output=json",   NULL};
-	char *const units[] = {"systemctl", "list-units", "--type=service",
-	                       "--all",     "--no-pager", "--output=json",
-	                       NULL};
 	struct unit_walk w = {.iv = iv, .by_name = json_object()};
-	struct proc_result r;
-	bool any = false;
-	if (run_tool(iv, "services", files, TOOL_DEADLINE_MS, &r) == 0 && r.out != NULL) {
-		if (health_inv_parse_units_json(r.out, r.out_len, "unit_file", "state", NULL,
-		                                unit_file, &w) < 0)
-			section_error(iv, "services",
-			              "systemctl list-unit-files: output not understood");
-		else
-			any = true;
-	}
-	proc_result_free(&r);
+	bool any = units_query(iv, &w, "list-unit-files", false, "unit_file", "state", NULL, 1, -1,
+	                       unit_file);
 	/* without a running systemd (containers, chroots) only the unit files are known */
-	if (run_tool(iv, "services", units, TOOL_DEADLINE_MS, &r) == 0 && r.out != NULL) {
-		if (health_inv_parse_units_json(r.out, r.out_len, "unit", "active", "sub",
-		                                unit_state, &w) < 0)
-			section_error(iv, "services",
-			              "systemctl list-units: output not understood");
-		else
-			any = true;
-	}
-	proc_result_free(&r);
+	any |= units_query(iv, &w, "list-units", true, "unit", "active", "sub", 2, 3, unit_state);
 	json_t *list = json_array();
 	const char *k;
 	json_t *v;

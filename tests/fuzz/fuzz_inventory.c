@@ -1,7 +1,8 @@
 /* libFuzzer target: the inventory's parsers of host text (health/
- * inventory_linux.c). The first byte picks the parser, the rest is its input,
- * so one corpus covers os-release, cpuinfo, dpkg-query and rpm lines,
- * /proc/net lines (v4 and v6) and systemctl's JSON. */
+ * inventory_linux.c). The first byte (mod 9; the seeds start with bytes 0-8)
+ * picks the parser and the rest is its input, so one corpus covers
+ * os-release, cpuinfo, dpkg-query and rpm lines, /proc/net lines (v4, v6),
+ * systemctl's JSON and plain tables, and the escaping of host strings. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct health_cpu_info cpu;
 	static struct health_pkg pkg;
 	static struct health_sock sock;
-	switch (data[0] % 8) {
+	switch (data[0] % 9) {
 	case 0:
 		(void)health_inv_parse_os_release(text, &os);
 		break;
@@ -47,12 +48,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 4:
 	case 5:
-		if (health_inv_parse_net_line(in, len, data[0] % 8 == 5, &sock) == 0 &&
+		if (health_inv_parse_net_line(in, len, data[0] % 9 == 5, &sock) == 0 &&
 		    strlen(sock.addr) == 0)
 			__builtin_trap();
 		break;
 	case 6:
 		(void)health_inv_parse_units_json(in, len, "unit", "active", "sub", unit, NULL);
+		break;
+	case 8:
+		(void)health_inv_parse_units_plain(in, len, 2, 3, unit, NULL);
 		break;
 	case 7: {
 		/* every host string becomes valid UTF-8 within the cap */

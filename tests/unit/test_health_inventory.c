@@ -185,6 +185,34 @@ static void test_inventory_systemctl_json(void **state)
 	assert_int_equal(health_inv_parse_units_json("", 0, "unit", NULL, NULL, seen_unit, &u), -1);
 }
 
+static void test_inventory_systemctl_plain_tables(void **state)
+{
+	(void)state;
+	struct units_seen u = {0};
+	const char *files = "apt-daily.service              static   -\n"
+	                    "ssh.service                    enabled  enabled\n\n";
+	assert_int_equal(health_inv_parse_units_plain(files, strlen(files), 1, -1, seen_unit, &u),
+	                 2);
+	assert_string_equal(u.last[0], "ssh.service");
+	assert_string_equal(u.last[1], "enabled");
+	assert_string_equal(u.last[2], "");
+	memset(&u, 0, sizeof(u));
+	const char *units =
+	    "  cron.service loaded active running Regular background program\n"
+	    "\xe2\x97\x8f nginx.service loaded failed failed A high performance web "
+	    "server\n";
+	assert_int_equal(health_inv_parse_units_plain(units, strlen(units), 2, 3, seen_unit, &u),
+	                 2);
+	assert_string_equal(u.last[0], "nginx.service");
+	assert_string_equal(u.last[1], "failed");
+	assert_string_equal(u.last[2], "failed");
+	/* too few columns, or a NUL */
+	assert_int_equal(
+	    health_inv_parse_units_plain("x.service loaded\n", 17, 2, 3, seen_unit, &u), -1);
+	assert_int_equal(health_inv_parse_units_plain("a b\0c d e", 9, 1, -1, seen_unit, &u), -1);
+	assert_int_equal(health_inv_parse_units_plain("", 0, 1, -1, seen_unit, &u), 0);
+}
+
 static void test_inventory_host_strings_escaped_and_cut(void **state)
 {
 	(void)state;
@@ -335,6 +363,7 @@ int main(void)
 	    cmocka_unit_test(test_inventory_rpm_lines_epoch_and_keys),
 	    cmocka_unit_test(test_inventory_net_lines_v4_v6_listen_and_udp),
 	    cmocka_unit_test(test_inventory_systemctl_json),
+	    cmocka_unit_test(test_inventory_systemctl_plain_tables),
 	    cmocka_unit_test(test_inventory_host_strings_escaped_and_cut),
 	    cmocka_unit_test(test_inventory_dump_halves_longest_list_and_names_it),
 	    cmocka_unit_test_setup_teardown(test_inventory_collect_fixture_sections_and_errors,
