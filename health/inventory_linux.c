@@ -475,11 +475,16 @@ static int run_tool(struct inv *iv, const char *section, char *const *argv, int6
 	if (res->exit_code != 0 || res->timed_out || res->canceled) {
 		char how[128];
 		proc_result_describe(res, how, sizeof(how));
-		size_t n = res->err_len;
-		while (n > 0 && (res->err[n - 1] == '\n' || res->err[n - 1] == ' '))
+		/* the tool's own words, on one line */
+		char said[301];
+		size_t n = res->err_len < sizeof(said) - 1 ? res->err_len : sizeof(said) - 1;
+		for (size_t i = 0; i < n; i++)
+			said[i] = res->err[i] == '\n' ? ' ' : res->err[i];
+		while (n > 0 && said[n - 1] == ' ')
 			n--;
-		section_error(iv, section, "%s %s: %s%s%.*s", argv[0], argv[1], how, n ? ": " : "",
-		              (int)(n > 300 ? 300 : n), res->err != NULL ? res->err : "");
+		said[n] = '\0';
+		section_error(iv, section, "%s %s: %s%s%s", argv[0], argv[1], how, n ? ": " : "",
+		              said);
 		return -1;
 	}
 	if (res->out_truncated)
