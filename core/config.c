@@ -166,6 +166,9 @@ static const struct cfg_key keys[] = {
     DUR("health.clock_skew_max", health.clock_skew_max_ms, "60s", 1000, DAY_MS, LIVE),
     INT("health.spool_max_entries", health.spool_max_entries, "1000", 1, 1000000, LIVE),
     SIZE("health.spool_max_bytes", health.spool_max_bytes, "10MiB", 4096, 10 * GIB, LIVE),
+    DUR("inventory.cache_ttl", inventory.cache_ttl_ms, "60s", 0, DAY_MS, LIVE),
+    INT("inventory.max_items", inventory.max_items, "10000", 1, 1000000, LIVE),
+    SIZE("inventory.max_bytes", inventory.max_bytes, "4MiB", 4096, 256.0 * 1048576.0, LIVE),
 
     ENUM("log.level", log.level, "info", "debug|info|warn|error", LIVE),
     ENUM("log.format", log.format, "text", "text|json", LIVE),

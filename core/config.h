@@ -141,6 +141,12 @@ struct cfg {
 	} health;
 
 	struct {
+		uint64_t cache_ttl_ms; /* GET /v1/inventory answers from cache this long */
+		int max_items;         /* per list (packages, services, users…) */
+		uint64_t max_bytes;    /* the whole document */
+	} inventory;
+
+	struct {
 		int level;  /* enum log_level */
 		int format; /* enum log_format */
 		char file[PATH_MAX];

@@ -67,6 +67,14 @@ char *health_json(struct health_monitor *m);
 /* The latest snapshot in Prometheus text exposition format 0.0.4. Caller frees. */
 char *health_prometheus(struct health_monitor *m);
 
+/* The host inventory (GET /v1/inventory) as compact JSON text the caller
+ * frees, *len its length: collected on demand, then served from a cache for
+ * inventory.cache_ttl; lists capped at inventory.max_items and the document
+ * at inventory.max_bytes (cut lists named in "truncated"); sections that
+ * failed carry their reason in "errors". Concurrent callers share one
+ * collection. NULL (err says why) only when no document could be built. */
+char *health_inventory_json(struct health_monitor *m, size_t *len, struct vm_err *err);
+
 /* Files the reporter leaves under state_dir, for `status` when the agent is
  * not running: "<state_dir>/health/last_report.json" and the spool directory. */
 void health_paths(const char *state_dir, char *last_report, size_t lr_cap, char *spool_dir,

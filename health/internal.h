@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <sys/statvfs.h>
 
 #include "core/cp.h"
@@ -113,7 +114,103 @@ int health_parse_netdev(const char *text, struct health_net *out, size_t cap, si
 int health_parse_mounts(const char *text, struct health_fs *out, size_t cap, size_t *n);
 int health_parse_self_status(const char *text, uint64_t *rss_bytes, uint64_t *threads);
 bool health_fs_is_pseudo(const char *fstype);
+/* Reads <proc_root>/rel (at most HEALTH_PROC_FILE_MAX bytes); caller frees. */
+int health_read_proc(const struct health_proc_ctx *ctx, const char *rel, char **text);
+/* Real filesystems from the mounts file with their statvfs sizes (at most cap). */
+int health_collect_filesystems(const struct health_proc_ctx *ctx, struct health_fs *fs, size_t cap,
+                               size_t *nfs);
 double health_cpu_percent(const struct health_cpu_ticks *prev, const struct health_cpu_ticks *cur);
+
+/* --- inventory (inventory.c: document, bounds, cache; inventory_linux.c: collectors) --- */
+
+#define HEALTH_INV_STR_MAX 1024 /* each host string, after escaping, cut on a character */
+
+struct health_os_release {
+	char id[64], id_like[256], name[256], version[256], version_id[64], version_codename[64],
+	    pretty_name[256];
+};
+
+/* os-release(5): KEY=value lines, values bare or quoted ("…" with \ escapes,
+ * or '…'); unknown keys and bad lines are ignored. 0, or -1 when no known
+ * key was found. */
+int health_inv_parse_os_release(const char *text, struct health_os_release *out);
+
+struct health_cpu_info {
+	char model[256];
+	uint64_t count; /* "processor" entries */
+};
+
+/* /proc/cpuinfo: the first model line ("model name", "Processor", "cpu
+ * model", "uarch") and the processor count. 0, or -1 with no processor. */
+int health_inv_parse_cpuinfo(const char *text, struct health_cpu_info *out);
+
+struct health_pkg {
+	char name[256], version[256], arch[64];
+};
+
+#define HEALTH_INV_LINE_SKIP 1 /* a line that is fine but not an entry */
+
+/* One line of `dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t
+ * ${db:Status-Abbrev}\n'`: installed packages (status "ii", "hi", "iU"…: the
+ * second letter says installed) give 0, others HEALTH_INV_LINE_SKIP, bad
+ * lines -1. */
+int health_inv_parse_dpkg_line(const char *line, size_t len, struct health_pkg *out);
+
+/* One line of `rpm -qa --queryformat '%{NAME}\t%{EPOCH}\t%{VERSION}-%{RELEASE}
+ * \t%{ARCH}\n'`; an epoch other than "(none)" becomes "E:" before the version. */
+int health_inv_parse_rpm_line(const char *line, size_t len, struct health_pkg *out);
+
+struct health_sock {
+	char addr[46]; /* INET6_ADDRSTRLEN */
+	uint16_t port;
+	uint8_t state; /* TCP_LISTEN = 0x0A; TCP_CLOSE = 0x07 for unconnected UDP */
+	bool remote_any; /* remote address and port all zero */
+	uint32_t uid;
+	uint64_t inode;
+};
+
+/* One line of /proc/net/{tcp,udp} (v6 false) or {tcp6,udp6}. 0, the header
+ * HEALTH_INV_LINE_SKIP, or -1. */
+int health_inv_parse_net_line(const char *line, size_t len, bool v6, struct health_sock *out);
+
+/* `systemctl list-units|list-unit-files --output=json`: an array of objects.
+ * For each object with a string name_key, fn gets it and the string values
+ * of k1 and k2 ("" when absent). Returns the objects seen, or -1 when the
+ * text is not such an array. */
+typedef void (*health_unit_fn)(void *ctx, const char *name, const char *v1, const char *v2);
+int health_inv_parse_units_json(const char *text, size_t len, const char *name_key,
+                                const char *k1, const char *k2, health_unit_fn fn, void *ctx);
+
+/* The same tables without --output=json (`--no-legend --plain`): columns
+ * split on blanks, a leading bullet ("●", "*") dropped; fn gets column 0 and
+ * columns c1, c2 (-1 = none, ""). Returns the rows, or -1 when a row has too
+ * few columns. */
+int health_inv_parse_units_plain(const char *text, size_t len, int c1, int c2, health_unit_fn fn,
+                                 void *ctx);
+
+struct health_inv_ctx {
+	struct health_proc_ctx proc; /* proc_root, statvfs */
+	const char *etc_root;        /* "/etc", or a fixture directory */
+	size_t max_items;            /* per list */
+	const atomic_bool *cancel;   /* may be NULL: ends running tools */
+};
+
+/* Collects every section into a new document: sections that fail leave
+ * their message under "errors", cut lists are named in "truncated". */
+json_t *health_inventory_collect(const struct health_inv_ctx *ctx);
+
+/* Dumps doc compactly within max_bytes, cutting the longest lists in half
+ * (and naming them in "truncated") until it fits. 0, or -1 (no memory, or
+ * nothing left to cut). */
+int health_inventory_dump(json_t *doc, uint64_t max_bytes, char **text, size_t *len);
+
+/* Adds section to the "truncated" array unless it is there already. */
+void health_inv_name_truncated(json_t *truncated, const char *section);
+
+/* A host string as JSON: clean UTF-8 as it is; anything else escaped whole
+ * (\xNN, controls, backslashes doubled) as in the audit log; cut at
+ * HEALTH_INV_STR_MAX on a character boundary. */
+json_t *health_inv_str(const char *s, size_t len);
 
 /* --- checks (checks.c) ----------------------------------------------------------------- */
 
@@ -203,7 +300,18 @@ struct health_monitor {
 	bool creds_reload; /* the reporter must re-read the credentials file */
 	char last_report_path[PATH_MAX], spool_dir[PATH_MAX];
 	struct health_spool *spool; /* reporter thread only */
+	/* inventory: settings under mu; the cache under inv_mu, which a request
+	 * holds while it collects, so concurrent requests share one collection */
+	uint64_t inv_ttl_ms, inv_max_bytes;
+	size_t inv_max_items;
+	pthread_mutex_t inv_mu;
+	char *inv_text;
+	size_t inv_len;
+	int64_t inv_at_ms; /* monotonic; 0 = nothing cached */
 };
+
+/* Takes inventory.* from cfg (caller holds mu, or is alone). */
+void health_inventory_settings(struct health_monitor *m, const struct cfg *cfg);
 
 /* Reporter thread body (reporter.c). */
 void *health_reporter_main(void *arg);

@@ -20,6 +20,7 @@ static void settings_from_cfg(struct health_monitor *m, const struct cfg *cfg)
 	m->report_interval_ms = cfg->health.report_interval_ms;
 	m->spool_lim.max_entries = (uint64_t)cfg->health.spool_max_entries;
 	m->spool_lim.max_bytes = cfg->health.spool_max_bytes;
+	health_inventory_settings(m, cfg);
 }
 
 /* Returns true when anything changed. Caller holds mu (or is alone). */
@@ -161,6 +162,7 @@ struct health_monitor *health_start(const struct cfg *cfg, const struct health_s
 		return NULL;
 	}
 	pthread_mutex_init(&m->mu, NULL);
+	pthread_mutex_init(&m->inv_mu, NULL);
 	time_cond_init(&m->cond); /* the reporter waits on it too, with time_deadline */
 	atomic_init(&m->stop, false);
 	if (sources != NULL)
@@ -214,6 +216,8 @@ void health_stop(struct health_monitor *m)
 	health_spool_close(m->spool);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->mu);
+	pthread_mutex_destroy(&m->inv_mu);
+	free(m->inv_text);
 	free(m);
 }
 

@@ -288,7 +288,7 @@ double health_cpu_percent(const struct health_cpu_ticks *prev, const struct heal
 
 /* --- collectors ----------------------------------------------------------------------- */
 
-static int read_proc(const struct health_proc_ctx *ctx, const char *rel, char **text)
+int health_read_proc(const struct health_proc_ctx *ctx, const char *rel, char **text)
 {
 	char path[PATH_MAX];
 	struct vm_err err;
@@ -308,7 +308,7 @@ static int collect_stat(const struct health_proc_ctx *ctx, const struct health_c
                         struct health_system *out)
 {
 	char *t;
-	if (read_proc(ctx, "stat", &t) != 0)
+	if (health_read_proc(ctx, "stat", &t) != 0)
 		return -1;
 	uint64_t running;
 	int rc = health_parse_stat(t, &out->ticks, &out->ncpu, &out->boot_time, &running);
@@ -323,7 +323,7 @@ static int collect_loadavg(const struct health_proc_ctx *ctx, const struct healt
 {
 	(void)prev;
 	char *t;
-	if (read_proc(ctx, "loadavg", &t) != 0)
+	if (health_read_proc(ctx, "loadavg", &t) != 0)
 		return -1;
 	int rc = health_parse_loadavg(t, &out->load1, &out->load5, &out->load15);
 	free(t);
@@ -335,7 +335,7 @@ static int collect_meminfo(const struct health_proc_ctx *ctx, const struct healt
 {
 	(void)prev;
 	char *t;
-	if (read_proc(ctx, "meminfo", &t) != 0)
+	if (health_read_proc(ctx, "meminfo", &t) != 0)
 		return -1;
 	int rc = health_parse_meminfo(t, out);
 	free(t);
@@ -347,7 +347,7 @@ static int collect_uptime(const struct health_proc_ctx *ctx, const struct health
 {
 	(void)prev;
 	char *t;
-	if (read_proc(ctx, "uptime", &t) != 0)
+	if (health_read_proc(ctx, "uptime", &t) != 0)
 		return -1;
 	int rc = health_parse_uptime(t, &out->uptime_s);
 	free(t);
@@ -359,23 +359,23 @@ static int collect_net(const struct health_proc_ctx *ctx, const struct health_cp
 {
 	(void)prev;
 	char *t;
-	if (read_proc(ctx, "net/dev", &t) != 0)
+	if (health_read_proc(ctx, "net/dev", &t) != 0)
 		return -1;
 	int rc = health_parse_netdev(t, out->net, HEALTH_MAX_NET, &out->nnet);
 	free(t);
 	return rc;
 }
 
-static int collect_fs(const struct health_proc_ctx *ctx, const struct health_cpu_ticks *prev,
-                      struct health_system *out)
+int health_collect_filesystems(const struct health_proc_ctx *ctx, struct health_fs *fs, size_t cap,
+                               size_t *nfs)
 {
-	(void)prev;
 	char *t, rel[64];
+	*nfs = 0;
 	self_path(ctx, "mounts", rel, sizeof(rel));
-	if (read_proc(ctx, rel, &t) != 0)
+	if (health_read_proc(ctx, rel, &t) != 0)
 		return -1;
 	size_t n = 0;
-	int rc = health_parse_mounts(t, out->fs, HEALTH_MAX_FS, &n);
+	int rc = health_parse_mounts(t, fs, cap, &n);
 	free(t);
 	if (rc != 0)
 		return -1;
@@ -384,11 +384,11 @@ static int collect_fs(const struct health_proc_ctx *ctx, const struct health_cpu
 	for (size_t i = 0; i < n; i++) {
 		struct statvfs st;
 		/* Unreadable mount points (permissions, vanished) are left out. */
-		if (sv(out->fs[i].mount, &st) != 0 || st.f_blocks == 0)
+		if (sv(fs[i].mount, &st) != 0 || st.f_blocks == 0)
 			continue;
-		struct health_fs *f = &out->fs[kept++];
-		if (f != &out->fs[i])
-			*f = out->fs[i];
+		struct health_fs *f = &fs[kept++];
+		if (f != &fs[i])
+			*f = fs[i];
 		uint64_t frsize = st.f_frsize ? st.f_frsize : st.f_bsize;
 		f->size_bytes = (uint64_t)st.f_blocks * frsize;
 		f->free_bytes = (uint64_t)st.f_bfree * frsize;
@@ -396,8 +396,15 @@ static int collect_fs(const struct health_proc_ctx *ctx, const struct health_cpu
 		f->inodes_total = st.f_files;
 		f->inodes_free = st.f_ffree;
 	}
-	out->nfs = kept;
+	*nfs = kept;
 	return 0;
+}
+
+static int collect_fs(const struct health_proc_ctx *ctx, const struct health_cpu_ticks *prev,
+                      struct health_system *out)
+{
+	(void)prev;
+	return health_collect_filesystems(ctx, out->fs, HEALTH_MAX_FS, &out->nfs);
 }
 
 static bool is_number(const char *s)
@@ -442,7 +449,7 @@ static int collect_self(const struct health_proc_ctx *ctx, const struct health_c
 	(void)prev;
 	char rel[64], path[PATH_MAX], *t;
 	self_path(ctx, "status", rel, sizeof(rel));
-	if (read_proc(ctx, rel, &t) != 0)
+	if (health_read_proc(ctx, rel, &t) != 0)
 		return -1;
 	int rc = health_parse_self_status(t, &out->self_rss_bytes, &out->self_threads);
 	free(t);

@@ -30,6 +30,7 @@ struct outcome {
 	long retry_after_s;
 	bool has_time;
 	double server_time;
+	bool want_inventory; /* the answer asks for an inventory report */
 	char error[160];
 };
 
@@ -85,6 +86,7 @@ static void send_report(struct health_monitor *m, const struct cp_creds *cred, c
 			out->has_time = true;
 			out->server_time = json_number_value(st);
 		}
+		out->want_inventory = json_is_true(json_object_get(j, "want_inventory"));
 		json_decref(j);
 	}
 	http_resp_free(&r);
@@ -98,6 +100,7 @@ struct reporter {
 	bool have_cred;
 	char cred_error[256];
 	unsigned failures; /* consecutive, for backoff */
+	bool inventory_wanted; /* an answer asked for it: the next report carries one */
 };
 
 static void write_last_report(struct health_monitor *m, const char *id, const struct outcome *o,
@@ -141,6 +144,8 @@ static void record(struct reporter *rp, const char *id, const struct outcome *o)
 	enum health_state st = s->state;
 	pthread_mutex_unlock(&m->mu);
 	write_last_report(m, id, o, st);
+	if (delivered(o) && o->want_inventory)
+		rp->inventory_wanted = true;
 }
 
 static void publish_spool(struct reporter *rp)
@@ -208,6 +213,17 @@ int health_report_new(struct health_monitor *m, const char *trigger, char id[HEA
 	                  trigger, "state", health_state_name(s->state), "health", h)
 	      : NULL;
 	free(s);
+	/* asked for by the control plane: the same document as GET /v1/inventory */
+	if (doc != NULL && strcmp(trigger, "inventory") == 0) {
+		size_t ilen = 0;
+		struct vm_err ierr = {0};
+		char *inv = health_inventory_json(m, &ilen, &ierr);
+		json_t *ij = inv != NULL ? json_loadb(inv, ilen, 0, NULL) : NULL;
+		free(inv);
+		if (ij == NULL)
+			ij = json_pack("{s:{s:s}}", "errors", "inventory", ierr.msg);
+		json_object_set_new(doc, "inventory", ij);
+	}
 	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
 	json_decref(doc);
 	if (text == NULL)
@@ -329,6 +345,11 @@ void *health_reporter_main(void *arg)
 		struct outcome last = {.status = enabled ? 0 : 202};
 		if (enabled)
 			report_once(&rp, trigger, &last);
+		/* One inventory report per request, and a request in the answer to an
+		 * inventory report is not honoured: a control plane that always asks
+		 * gets one every other report, never a loop. */
+		bool inventory_next = rp.inventory_wanted && strcmp(trigger, "inventory") != 0;
+		rp.inventory_wanted = false;
 		uint64_t wait = interval;
 		if (!delivered(&last) && !rejected(&last)) {
 			rp.failures++;
@@ -342,6 +363,10 @@ void *health_reporter_main(void *arg)
 		 * spool on the backoff schedule in between. */
 		uint64_t next_ms = (uint64_t)time_mono_ms() + interval;
 		trigger = "interval";
+		if (inventory_next) {
+			trigger = "inventory";
+			continue;
+		}
 		for (;;) {
 			pthread_mutex_lock(&m->mu);
 			bool changed = m->state_changed;

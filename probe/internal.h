@@ -150,6 +150,10 @@ struct probe_step_type {
 	                              const struct probe_step_ctx *ctx, json_t *result);
 	/* The most this step can add to the record (output_cap per stream). */
 	uint64_t (*output_bound)(const struct probe_step_req *st, uint64_t output_cap);
+	/* Version of this type's parameters (GET /v1/capabilities, the runner's
+	 * ready message): 1 at first, +1 on each change an older sender could
+	 * get wrong (a new required field, a changed meaning). */
+	int schema;
 };
 
 extern const struct probe_step_type probe_steps[];

@@ -167,4 +167,11 @@ struct probe_run_opts {
 int probe_run_step(json_t *step, json_t *timeout, const struct probe_run_opts *o, json_t **result,
                    bool *ok, char *path, size_t path_cap, struct vm_err *err);
 
+/* What this agent can do (GET /v1/capabilities, the runner's `ready`
+ * message): {"version", "platform", "architecture", "step_types": [{"type",
+ * "schema", "scope"}], "features": {"shell": bool, ...}}. Step types come
+ * from the step table; cfg (may be NULL: features that depend on it are
+ * off) decides the configurable features. New reference; NULL on OOM. */
+json_t *probe_capabilities(const struct cfg *cfg);
+
 #endif

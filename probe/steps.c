@@ -37,10 +37,10 @@ static uint64_t bound_small(const struct probe_step_req *st, uint64_t output_cap
 }
 
 const struct probe_step_type probe_steps[] = {
-    {"exec", NULL, probe_exec_parse, probe_exec_run, bound_process},
-    {"script", NULL, probe_script_parse, probe_script_run, bound_process},
-    {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
-    {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
+    {"exec", NULL, probe_exec_parse, probe_exec_run, bound_process, 1},
+    {"script", NULL, probe_script_parse, probe_script_run, bound_process, 1},
+    {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read, 1},
+    {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small, 1},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

@@ -261,7 +261,8 @@ int wh_auth_check(struct wh_req *req, const char *scope)
 		        "use a new token");
 		goto fail;
 	}
-	if (!jwt_has_scope(tok, scope)) {
+	/* "" = any valid token of this agent and tenant (capabilities) */
+	if (scope[0] != '\0' && !jwt_has_scope(tok, scope)) {
 		char why[128];
 		snprintf(why, sizeof(why), "the token lacks scope %s", scope);
 		log_denied(req, 403, "insufficient_scope", why);

@@ -54,7 +54,7 @@ struct wh_route {
 	const char *method;
 	const char *pattern; /* "/v1/probes/{id}": {x} matches one non-empty segment */
 	wh_handler_fn fn;
-	const char *scope; /* JWT scope the caller needs; NULL = no auth (livez only) */
+	const char *scope; /* JWT scope the caller needs; "" = any valid token; NULL = no auth (livez only) */
 	unsigned flags;    /* enum wh_route_flags */
 };
 
@@ -129,6 +129,10 @@ int mg_vma_client_fd(const struct mg_connection *conn);
 
 /* True once wh_stop began: handlers that stream (SSE) must return soon. */
 bool wh_stopping(const struct wh_req *req);
+
+/* This agent's capabilities (probe_capabilities of the config the server
+ * started with); NULL when they could not be built. Borrowed. */
+const json_t *wh_capabilities_of(const struct wh_req *req);
 
 /* The modules handlers call (copied from wh_start's deps). */
 const struct wh_deps *wh_deps_of(const struct wh_req *req);
@@ -220,6 +224,8 @@ extern const size_t wh_route_count;
 /* Handlers. */
 void wh_api_livez(struct wh_req *req);
 void wh_api_health(struct wh_req *req);
+void wh_api_capabilities(struct wh_req *req);
+void wh_api_inventory(struct wh_req *req);
 void wh_api_metrics(struct wh_req *req);
 void wh_api_upgrade(struct wh_req *req);
 void wh_api_probe_create(struct wh_req *req);

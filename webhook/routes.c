@@ -4,6 +4,8 @@
 const struct wh_route wh_routes[] = {
     {"GET", "/v1/livez", wh_api_livez, NULL, 0},
     {"GET", "/v1/health", wh_api_health, "health:read", 0},
+    {"GET", "/v1/capabilities", wh_api_capabilities, "", 0},
+    {"GET", "/v1/inventory", wh_api_inventory, "inventory:read", 0},
     {"GET", "/metrics", wh_api_metrics, "metrics:read", 0},
     {"POST", "/v1/upgrade", wh_api_upgrade, "agent:upgrade", 0},
     {"POST", "/v1/probes", wh_api_probe_create, "probe:run", 0},

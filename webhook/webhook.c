@@ -20,6 +20,7 @@
 #include "core/codec.h"
 #include "core/log.h"
 #include "core/sock.h"
+#include "probe/probe.h"
 #include "webhook/internal.h"
 
 /* One civetweb context: its workers, and the guard that bounds their requests. */
@@ -36,6 +37,7 @@ struct wh_server {
 	struct wh_auth *auth;
 	struct wh_audit *audit;
 	struct wh_shells *shells;
+	json_t *capabilities; /* GET /v1/capabilities */
 	atomic_bool stopping; /* long-lived handlers (SSE) end when set */
 	uint64_t max_body;
 	char tls_cert_file[PATH_MAX];
@@ -434,6 +436,11 @@ static bool is_loopback(const char *addr)
 	       strcmp(addr, "localhost") == 0;
 }
 
+const json_t *wh_capabilities_of(const struct wh_req *req)
+{
+	return req->srv->capabilities;
+}
+
 const struct wh_deps *wh_deps_of(const struct wh_req *req)
 {
 	return &req->srv->deps;
@@ -477,6 +484,7 @@ static void free_server(struct wh_server *srv)
 	sock_unix_close(&srv->sock);
 	wh_auth_free(srv->auth);
 	wh_audit_close(srv->audit);
+	json_decref(srv->capabilities);
 	free(srv);
 }
 
@@ -591,6 +599,7 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 	srv->shells = wh_shells_new(cfg, &srv->deps, err);
 	if (srv->shells == NULL)
 		goto fail;
+	srv->capabilities = probe_capabilities(cfg);
 	snprintf(srv->tls_cert_file, sizeof(srv->tls_cert_file), "%s", cfg->webhook.tls_cert_file);
 	snprintf(srv->tls_key_file, sizeof(srv->tls_key_file), "%s", cfg->webhook.tls_key_file);
 

@@ -3,14 +3,19 @@
 // a repeat is answered 200 {"duplicate":true} and not stored again.
 // GET /v1/agents/{id}/health lists the unique reports received, in arrival
 // order (a test helper, not part of the contract).
+// With -want-inventory the answer to each "startup" report asks for an
+// inventory report ("want_inventory": true).
 package main
 
 import (
 	"encoding/json"
+	"flag"
 	"net/http"
 	"strings"
 	"time"
 )
+
+var wantInventory = flag.Bool("want-inventory", false, "ask for an inventory in the answer to startup reports")
 
 type healthReport struct {
 	ID        string          `json:"id"`
@@ -18,6 +23,7 @@ type healthReport struct {
 	Trigger   string          `json:"trigger"`
 	State     string          `json:"state"`
 	Health    json.RawMessage `json:"health"`
+	Inventory json.RawMessage `json:"inventory,omitempty"`
 }
 
 var (
@@ -50,7 +56,8 @@ func postHealth(w http.ResponseWriter, r *http.Request, params []string, body []
 	if dup {
 		return writeJSON(w, 200, map[string]interface{}{"id": rep.ID, "duplicate": true, "server_time": now})
 	}
-	return writeJSON(w, 202, map[string]interface{}{"id": rep.ID, "duplicate": false, "server_time": now})
+	return writeJSON(w, 202, map[string]interface{}{"id": rep.ID, "duplicate": false, "server_time": now,
+		"want_inventory": *wantInventory && rep.Trigger == "startup"})
 }
 
 func listHealth(w http.ResponseWriter, r *http.Request, params []string, body []byte) int {
