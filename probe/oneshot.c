@@ -8,16 +8,6 @@
 #include "core/time.h"
 #include "probe/internal.h"
 
-size_t probe_step_type_count(void)
-{
-	return probe_step_count;
-}
-
-const char *probe_step_type_name(size_t i)
-{
-	return i < probe_step_count ? probe_steps[i].name : NULL;
-}
-
 int probe_request_validate(const char *body, size_t len, uint64_t output_cap, char *path,
                            size_t path_cap, struct vm_err *err)
 {

@@ -133,10 +133,6 @@ void probe_event_free(struct probe_event *ev);
 
 /* --- one step without the executor: the runner's front door (probe/oneshot.c) -------- */
 
-/* The step types this build knows, in table order ("exec", "script"…). */
-size_t probe_step_type_count(void);
-const char *probe_step_type_name(size_t i);
-
 /* Validates a request body exactly as probe_submit does (parse, output
  * budget for output_cap), without queueing it or checking token scopes. */
 int probe_request_validate(const char *body, size_t len, uint64_t output_cap, char *path,

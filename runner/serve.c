@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "core/codec.h"
@@ -247,19 +246,32 @@ static void handle_line(struct session *s, const char *line, size_t len)
 	runner_cmd_free(&cmd);
 }
 
+/* The capabilities document (the same as GET /v1/capabilities) plus the
+ * protocol's own fields; step_types as names, their schemas under step_schemas. */
 static json_t *ready_line(const struct runner_opts *o)
 {
-	struct utsname u;
-	if (uname(&u) != 0)
-		memset(&u, 0, sizeof(u));
+	json_t *r = probe_capabilities(NULL);
 	json_t *types = json_array();
-	for (size_t i = 0; i < probe_step_type_count(); i++)
-		json_array_append_new(types, json_string(probe_step_type_name(i)));
-	return json_pack("{s:s,s:s,s:i,s:s,s:s,s:i,s:I,s:I,s:o}", "type", "ready", "version",
-	                 o->version ? o->version : "", "protocol", RUNNER_PROTOCOL, "platform",
-	                 "linux", "arch", u.machine, "pid", (int)getpid(), "ttl_ms",
-	                 (json_int_t)o->ttl_ms, "line_max", (json_int_t)o->line_max, "step_types",
-	                 types);
+	if (r == NULL || types == NULL) {
+		json_decref(r);
+		json_decref(types);
+		return NULL;
+	}
+	size_t i;
+	json_t *t;
+	json_array_foreach(json_object_get(r, "step_types"), i, t)
+		json_array_append(types, json_object_get(t, "type"));
+	json_object_set(r, "step_schemas", json_object_get(r, "step_types"));
+	json_object_set_new(r, "step_types", types);
+	json_object_set(r, "arch", json_object_get(r, "architecture"));
+	if (o->version != NULL)
+		json_object_set_new(r, "version", json_string(o->version));
+	json_object_set_new(r, "type", json_string("ready"));
+	json_object_set_new(r, "protocol", json_integer(RUNNER_PROTOCOL));
+	json_object_set_new(r, "pid", json_integer(getpid()));
+	json_object_set_new(r, "ttl_ms", json_integer((json_int_t)o->ttl_ms));
+	json_object_set_new(r, "line_max", json_integer((json_int_t)o->line_max));
+	return r;
 }
 
 int runner_serve(const struct runner_opts *o, enum runner_end *why, struct vm_err *err)
