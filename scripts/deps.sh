@@ -10,6 +10,7 @@ PACKAGES="
   golang-go golang-github-hashicorp-yamux-dev golang-github-gorilla-websocket-dev
   minisign tinyproxy curl systemd
   golang-github-prometheus-common-dev
+  openssh-server openssh-client
 "
 
 missing=""
@@ -23,6 +24,14 @@ if [ -n "$missing" ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "deps: installing:$missing"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages that ship a service (openssh-server for the runner's e2e tests) must not
+  # start it: a system sshd on port 22 is not ours to run. A policy-rc.d that answers
+  # 101 keeps invoke-rc.d from starting anything; ours is removed afterwards.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   # A package that apt does not know yet usually means stale lists: refresh first.
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086
