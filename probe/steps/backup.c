@@ -766,19 +766,32 @@ static void last_line(const struct rsync_run *r, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)best_len, best != NULL ? best : "");
 }
 
-/* ssh's exit (255) and a broken stream (12) said more precisely. */
-static const char *ssh_code(const char *code, const char *err)
+/* ssh's exit (255) and a broken stream (12) said more precisely, with the
+ * line of ssh's stderr that says it (rsync's own last line says less). */
+static const char *ssh_code(const char *code, const struct rsync_run *r, char *why, size_t cap)
 {
-	if (strstr(err, "Host key verification failed") != NULL ||
-	    strstr(err, "REMOTE HOST IDENTIFICATION HAS CHANGED") != NULL ||
-	    strstr(err, "No ED25519 host key is known") != NULL)
-		return "host_key_rejected";
-	if (strstr(err, "Permission denied") != NULL)
-		return "auth_failed";
-	if (strstr(err, "Connection refused") != NULL || strstr(err, "timed out") != NULL ||
-	    strstr(err, "No route to host") != NULL || strstr(err, "Could not resolve") != NULL ||
-	    strstr(err, "Network is unreachable") != NULL)
-		return "host_unreachable";
+	static const struct {
+		const char *needle, *code;
+	} known[] = {
+	    {"Host key verification failed", "host_key_rejected"},
+	    {"REMOTE HOST IDENTIFICATION HAS CHANGED", "host_key_rejected"},
+	    {"Permission denied", "auth_failed"},
+	    {"Connection refused", "host_unreachable"},
+	    {"timed out", "host_unreachable"},
+	    {"No route to host", "host_unreachable"},
+	    {"Could not resolve", "host_unreachable"},
+	    {"Network is unreachable", "host_unreachable"},
+	};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		const char *hit = strstr(r->err, known[i].needle);
+		if (hit == NULL)
+			continue;
+		const char *start = hit;
+		while (start > r->err && start[-1] != '\n')
+			start--;
+		snprintf(why, cap, "%.*s", (int)strcspn(start, "\r\n"), start);
+		return known[i].code;
+	}
 	return code;
 }
 
@@ -872,7 +885,7 @@ static enum probe_step_status run_rsync(const struct backup_params *bp,
 		}
 	} else {
 		const char *code = res.exit_code == 255 || res.exit_code == 12
-		                       ? ssh_code(ex.code, r->err)
+		                       ? ssh_code(ex.code, r, why, sizeof(why))
 		                       : ex.code;
 		if (res.term_signal != 0)
 			status = fail(result, "rsync_failed", "rsync was killed by signal %d",
