@@ -25,9 +25,9 @@
 #define MAX_FILES_LIMIT  100000
 #define MAX_FILES_DEF    1000
 #define WALK_DEPTH_MAX   256
-#define EVENT_EVERY_MS   1000 /* progress while records arrive */
-#define HEARTBEAT_MS     1500 /* and without them: never 2 s apart */
-#define STDERR_KEEP      2048 /* the tail of rsync's stderr kept for errors */
+#define EVENT_EVERY_MS   1000                      /* progress while records arrive */
+#define HEARTBEAT_MS     1500                      /* and without them: never 2 s apart */
+#define STDERR_KEEP      2048                      /* the tail of rsync's stderr kept for errors */
 #define FILE_ENTRY_BOUND (RSYNC_NAME_MAX * 2 + 96) /* one files[] entry in the record */
 
 struct backup_params {
@@ -51,6 +51,19 @@ static int bad(char *epath, size_t ecap, const char *path, const char *field, st
 {
 	snprintf(epath, ecap, "%s.%s", path, field);
 	return vm_err_set(err, VM_ERR_INVALID, "%s: %s", epath, why);
+}
+
+/* An optional integer field in [lo, hi]; *out keeps its default when absent. */
+static int int_field(json_t *obj, const char *name, int64_t lo, int64_t hi, const char *why,
+                     int64_t *out, const char *path, char *epath, size_t ecap, struct vm_err *err)
+{
+	json_t *v = json_object_get(obj, name);
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return bad(epath, ecap, path, name, err, why);
+	*out = (int64_t)json_integer_value(v);
+	return 1;
 }
 
 /* Absolute, no NUL, CR or LF, no "." or ".." component, at most PATH_MAX-1. */
@@ -88,7 +101,8 @@ static bool valid_host(const char *h)
 			label = 0;
 			continue;
 		}
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		bool alnum =
+		    (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 		if (!alnum && !(c == '-' && label > 0))
 			return false;
 		if (++label > 63)
@@ -105,8 +119,8 @@ static bool valid_user(const char *u)
 		return false;
 	for (size_t i = 1; i < n; i++) {
 		char c = u[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-		          (c == '$' && i == n - 1);
+		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+		          c == '-' || (c == '$' && i == n - 1);
 		if (!ok)
 			return false;
 	}
@@ -127,9 +141,9 @@ static int parse_paths(json_t *obj, struct backup_params *bp, const char *path, 
 	{
 		char f[32];
 		snprintf(f, sizeof(f), "sources[%zu]", i);
-		const char *why = json_is_string(v) ? path_problem(json_string_value(v),
-		                                                   json_string_length(v))
-		                                    : "must be a string";
+		const char *why = json_is_string(v)
+		                      ? path_problem(json_string_value(v), json_string_length(v))
+		                      : "must be a string";
 		if (why == NULL && strspn(json_string_value(v), "/") == json_string_length(v))
 			why = "must name a directory or file below /";
 		if (why != NULL)
@@ -147,7 +161,8 @@ static int parse_paths(json_t *obj, struct backup_params *bp, const char *path, 
 			snprintf(f, sizeof(f), "ignore[%zu]", i);
 			if (!json_is_string(v) ||
 			    strlen(json_string_value(v)) != json_string_length(v))
-				return bad(epath, ecap, path, f, err, "must be a string without NUL");
+				return bad(epath, ecap, path, f, err,
+				           "must be a string without NUL");
 			if (backup_glob_parse(json_string_value(v), &bp->ignore[bp->nignore], why,
 			                      sizeof(why)) != 0)
 				return bad(epath, ecap, path, f, err, why);
@@ -187,25 +202,23 @@ static int parse_dest(json_t *obj, struct backup_params *bp, const char *path, c
 		           "must be a user name ([a-z_][a-z0-9_-]*, at most 32 bytes)");
 	if (bp->user != NULL && bp->host == NULL)
 		return bad(epath, ecap, dp, "user", err, "needs a host");
-	json_t *port = json_object_get(d, "port");
-	bp->port = 22;
-	if (port != NULL && !json_is_null(port)) {
-		if (!json_is_integer(port) || json_integer_value(port) < 1 ||
-		    json_integer_value(port) > 65535)
-			return bad(epath, ecap, dp, "port", err, "must be an integer 1-65535");
-		if (bp->host == NULL)
-			return bad(epath, ecap, dp, "port", err, "needs a host");
-		bp->port = (int)json_integer_value(port);
-	}
+	int64_t port = 22;
+	int rc = int_field(d, "port", 1, 65535, "must be an integer 1-65535", &port, dp, epath,
+	                   ecap, err);
+	if (rc < 0)
+		return -1;
+	if (rc > 0 && bp->host == NULL)
+		return bad(epath, ecap, dp, "port", err, "needs a host");
+	bp->port = (int)port;
 	return 0;
 }
 
 static int parse_common(json_t *obj, struct probe_step_req *st, bool need_dest, const char *path,
                         char *epath, size_t ecap, struct vm_err *err)
 {
-	static const char *const known[] = {"type",       "name",      "sources", "ignore",
-	                                    "destination", "list_files", "max_files",
-	                                    "bwlimit",    "timeout",   NULL};
+	static const char *const known[] = {"type",        "name",       "sources",   "ignore",
+	                                    "destination", "list_files", "max_files", "bwlimit",
+	                                    "timeout",     NULL};
 	if (probe_fields_known(obj, known, path, epath, ecap, err) != 0)
 		return -1;
 	struct backup_params *bp = calloc(1, sizeof(*bp));
@@ -219,25 +232,17 @@ static int parse_common(json_t *obj, struct probe_step_req *st, bool need_dest, 
 	    probe_field_duration(obj, "timeout", &st->timeout_ms, path, epath, ecap, err) != 0)
 		return -1;
 	if (need_dest && !bp->has_dest)
-		return bad(epath, ecap, path, "destination", err,
-		           "required: {path} for a local copy, {host, user?, port?, path} over SSH");
-	bp->max_files = MAX_FILES_DEF;
-	json_t *mf = json_object_get(obj, "max_files");
-	if (mf != NULL && !json_is_null(mf)) {
-		if (!json_is_integer(mf) || json_integer_value(mf) < 1 ||
-		    json_integer_value(mf) > MAX_FILES_LIMIT)
-			return bad(epath, ecap, path, "max_files", err,
-			           "must be an integer 1-100000");
-		bp->max_files = (int)json_integer_value(mf);
-	}
-	json_t *bw = json_object_get(obj, "bwlimit");
-	if (bw != NULL && !json_is_null(bw)) {
-		if (!json_is_integer(bw) || json_integer_value(bw) < 1 ||
-		    json_integer_value(bw) > 1000000000)
-			return bad(epath, ecap, path, "bwlimit", err,
-			           "must be an integer: KiB per second, 1-1000000000");
-		bp->bwlimit = (int64_t)json_integer_value(bw);
-	}
+		return bad(
+		    epath, ecap, path, "destination", err,
+		    "required: {path} for a local copy, {host, user?, port?, path} over SSH");
+	int64_t max_files = MAX_FILES_DEF;
+	if (int_field(obj, "max_files", 1, MAX_FILES_LIMIT, "must be an integer 1-100000",
+	              &max_files, path, epath, ecap, err) < 0 ||
+	    int_field(obj, "bwlimit", 1, 1000000000,
+	              "must be an integer: KiB per second, 1-1000000000", &bp->bwlimit, path, epath,
+	              ecap, err) < 0)
+		return -1;
+	bp->max_files = (int)max_files;
 	return 0;
 }
 
@@ -358,8 +363,8 @@ static int source_open(const char *src, char leaf[FS_NAME_MAX], struct stat *sb,
 	struct vm_err err = {0};
 	int dfd = fs_open_parent(clean, leaf, &err);
 	if (dfd < 0) {
-		*status = fail(result, err.code == VM_ERR_NOTFOUND ? "source_not_found"
-		                                                   : fs_err_name(&err),
+		*status = fail(result,
+		               err.code == VM_ERR_NOTFOUND ? "source_not_found" : fs_err_name(&err),
 		               "source %s: %s", src, err.msg);
 		return -1;
 	}
@@ -470,7 +475,10 @@ static void walk_dir(struct walk *w, int dfd, size_t len, int depth)
 			w->name[len] = '\0';
 			continue;
 		}
-		char kind = S_ISREG(sb.st_mode) ? 'f' : is_dir ? 'd' : S_ISLNK(sb.st_mode) ? 'L' : 'D';
+		char kind = S_ISREG(sb.st_mode)   ? 'f'
+		            : is_dir              ? 'd'
+		            : S_ISLNK(sb.st_mode) ? 'L'
+		                                  : 'D';
 		walk_entry(w, kind, kind == 'f' ? (int64_t)sb.st_size : 0, is_dir);
 		if (is_dir && depth < WALK_DEPTH_MAX) {
 			int sub = openat(dirfd(d), de->d_name,
@@ -515,7 +523,8 @@ static enum probe_step_status plan_walk(const struct backup_params *bp,
 			walk_entry(w, is_dir ? 'd' : 'f', is_dir ? 0 : (int64_t)sb.st_size, is_dir);
 		}
 		if (is_dir) {
-			int dfd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int dfd =
+			    openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (dfd < 0)
 				status = fail(result, "io_error", "source %s: %s", bp->sources[i],
 				              strerror(errno));
@@ -599,9 +608,10 @@ static int build_argv(const struct backup_params *bp, const struct probe_step_ct
 			return -1;
 		}
 		if (!e_safe(cb->ssh_identity) || !e_safe(cb->known_hosts)) {
-			*status = fail(result, "not_configured",
-			               "backup.ssh_identity and backup.known_hosts must be absolute "
-			               "paths of letters, digits and /._+@-");
+			*status =
+			    fail(result, "not_configured",
+			         "backup.ssh_identity and backup.known_hosts must be absolute "
+			         "paths of letters, digits and /._+@-");
 			return -1;
 		}
 		char ssh[PATH_MAX];
@@ -611,14 +621,14 @@ static int build_argv(const struct backup_params *bp, const struct probe_step_ct
 			return -1;
 		}
 		/* -F none: no ssh_config can add a ProxyCommand or another key */
-		snprintf(a->ssh, sizeof(a->ssh),
-		         "%s -F none -o BatchMode=yes -o IdentitiesOnly=yes "
-		         "-o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null "
-		         "-o UserKnownHostsFile=%s -o ConnectTimeout=%llu -o ServerAliveInterval=15 "
-		         "-o ServerAliveCountMax=3 -p %d -i %s",
-		         ssh, cb->known_hosts,
-		         (unsigned long long)(cb->connect_timeout_ms + 999) / 1000, bp->port,
-		         cb->ssh_identity);
+		snprintf(
+		    a->ssh, sizeof(a->ssh),
+		    "%s -F none -o BatchMode=yes -o IdentitiesOnly=yes "
+		    "-o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null "
+		    "-o UserKnownHostsFile=%s -o ConnectTimeout=%llu -o ServerAliveInterval=15 "
+		    "-o ServerAliveCountMax=3 -p %d -i %s",
+		    ssh, cb->known_hosts, (unsigned long long)(cb->connect_timeout_ms + 999) / 1000,
+		    bp->port, cb->ssh_identity);
 		v[n++] = "-e";
 		v[n++] = a->ssh;
 		bool v6 = strchr(bp->host, ':') != NULL;
@@ -796,8 +806,7 @@ static const char *ssh_code(const char *code, const struct rsync_run *r, char *w
 }
 
 static enum probe_step_status run_rsync(const struct backup_params *bp,
-                                        const struct probe_step_ctx *ctx, bool plan,
-                                        json_t *result)
+                                        const struct probe_step_ctx *ctx, bool plan, json_t *result)
 {
 	char rsync[PATH_MAX];
 	struct vm_err err = {0};
@@ -849,8 +858,9 @@ static enum probe_step_status run_rsync(const struct backup_params *bp,
 	if (plan) {
 		tally_result(&r->t, result, "rsync");
 	} else {
-		int64_t bytes = r->have_stat[RSYNC_STAT_TRANSFERRED] ? r->stat[RSYNC_STAT_TRANSFERRED]
-		                                                     : r->bytes;
+		int64_t bytes = r->have_stat[RSYNC_STAT_TRANSFERRED]
+		                    ? r->stat[RSYNC_STAT_TRANSFERRED]
+		                    : r->bytes;
 		int64_t files = r->have_stat[RSYNC_STAT_REG_TRANSFERRED]
 		                    ? r->stat[RSYNC_STAT_REG_TRANSFERRED]
 		                    : r->files_started;

@@ -58,17 +58,17 @@ enum rsync_stat {
 struct rsync_rec {
 	enum rsync_rec_type type;
 	/* ITEM */
-	char itemize[16]; /* "YXcstpoguax" (11), or "*deleting" */
-	int64_t length;   /* the file's size (%l) */
+	char itemize[16];          /* "YXcstpoguax" (11), or "*deleting" */
+	int64_t length;            /* the file's size (%l) */
 	char name[RSYNC_NAME_MAX]; /* as rsync prints it (escaped, dirs end in '/') */
 	bool name_cut;
 	const char *op; /* "copy", "create", "link", "attrs", "unchanged", "delete", "message" */
 	char kind;      /* 'f' file, 'd' dir, 'L' symlink, 'D' device, 'S' special, 0 */
 	bool changes;   /* the item would change something at the destination */
 	/* PROGRESS */
-	int64_t bytes;  /* transferred so far */
-	int percent;    /* 0-100 */
-	int64_t xfr;    /* files transferred so far (-1 = not said) */
+	int64_t bytes;         /* transferred so far */
+	int percent;           /* 0-100 */
+	int64_t xfr;           /* files transferred so far (-1 = not said) */
 	int64_t to_chk, total; /* files left to check / in the list (-1 = not said) */
 	/* STAT */
 	enum rsync_stat stat;

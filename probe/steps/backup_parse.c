@@ -26,8 +26,9 @@ static long class_end(const char *p, size_t i)
 	size_t first = j;
 	for (; p[j] != '\0' && p[j] != ']'; j++) {
 		char c = p[j];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		          c == '.' || c == '_' || (c == '-' && j > first && p[j + 1] != ']');
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		          (c == '-' && j > first && p[j + 1] != ']');
 		if (!ok)
 			return -1;
 	}
@@ -47,9 +48,12 @@ int backup_glob_parse(const char *pattern, struct backup_glob *out, char *why, s
 	/* --exclude takes "+ " and "- " as rule prefixes, and "!" clears the list */
 	if (strcmp(pattern, "!") == 0 || strncmp(pattern, "+ ", 2) == 0 ||
 	    strncmp(pattern, "- ", 2) == 0)
-		return refuse(why, why_cap, "rsync filter-rule prefixes (\"+ \", \"- \", \"!\") are not accepted");
+		return refuse(
+		    why, why_cap,
+		    "rsync filter-rule prefixes (\"+ \", \"- \", \"!\") are not accepted");
 	if (strstr(pattern, "**") != NULL)
-		return refuse(why, why_cap, "\"**\" is not accepted (use one '*' per path component)");
+		return refuse(why, why_cap,
+		              "\"**\" is not accepted (use one '*' per path component)");
 	if (strstr(pattern, "//") != NULL || strcmp(pattern, "/") == 0)
 		return refuse(why, why_cap, "empty path components are not accepted");
 	for (size_t i = 0; i < n; i++) {
@@ -63,9 +67,10 @@ int backup_glob_parse(const char *pattern, struct backup_glob *out, char *why, s
 		if (c == '[') {
 			long e = class_end(pattern, i);
 			if (e < 0)
-				return refuse(why, why_cap,
-				              "a class must be \"[...]\" of letters, digits and \".-_\", "
-				              "negated with a leading '!'");
+				return refuse(
+				    why, why_cap,
+				    "a class must be \"[...]\" of letters, digits and \".-_\", "
+				    "negated with a leading '!'");
 			i = (size_t)e;
 		}
 	}
@@ -122,9 +127,9 @@ static int64_t number(const char *s, size_t len, size_t *i)
 	int64_t v = 0;
 	size_t start = *i;
 	/* a comma only between digits: "(xfr#2, to-chk=3/6)" ends the number at ',' */
-	while (*i < len && ((s[*i] >= '0' && s[*i] <= '9') ||
-	                    (s[*i] == ',' && *i > start && *i + 1 < len && s[*i + 1] >= '0' &&
-	                     s[*i + 1] <= '9'))) {
+	while (*i < len &&
+	       ((s[*i] >= '0' && s[*i] <= '9') || (s[*i] == ',' && *i > start && *i + 1 < len &&
+	                                           s[*i + 1] >= '0' && s[*i + 1] <= '9'))) {
 		if (s[*i] != ',') {
 			if (v > (INT64_MAX - 9) / 10)
 				return -1;
@@ -351,23 +356,33 @@ struct rsync_exit rsync_exit_describe(int status)
 	} table[] = {
 	    {0, {"ok", "completed", false}},
 	    {1, {"rsync_usage", "rsync refused its arguments (syntax or usage error)", false}},
-	    {2, {"protocol_incompatible", "the two rsync versions cannot talk to each other", false}},
+	    {2,
+	     {"protocol_incompatible", "the two rsync versions cannot talk to each other", false}},
 	    {3, {"file_selection", "errors selecting input/output files or directories", false}},
 	    {4, {"unsupported", "an action the rsync at the other end does not support", false}},
 	    {5, {"protocol_error", "error starting the client-server protocol", false}},
 	    {10, {"connection_failed", "socket I/O error", false}},
 	    {11, {"io_error", "file I/O error", false}},
-	    {12, {"connection_failed", "the data stream broke (the SSH connection failed or the "
-	                               "remote rsync died)", false}},
+	    {12,
+	     {"connection_failed",
+	      "the data stream broke (the SSH connection failed or the "
+	      "remote rsync died)",
+	      false}},
 	    {13, {"rsync_failed", "errors with program diagnostics", false}},
 	    {14, {"rsync_failed", "error in IPC code", false}},
 	    {20, {"interrupted", "rsync received SIGUSR1 or SIGINT", false}},
 	    {21, {"rsync_failed", "some error returned by waitpid()", false}},
 	    {22, {"out_of_memory", "rsync could not allocate its buffers", false}},
-	    {23, {"partial_transfer", "partial transfer: some files or attributes were not "
-	                              "transferred", false}},
-	    {24, {"source_files_vanished", "some source files vanished before they could be "
-	                                   "transferred", true}},
+	    {23,
+	     {"partial_transfer",
+	      "partial transfer: some files or attributes were not "
+	      "transferred",
+	      false}},
+	    {24,
+	     {"source_files_vanished",
+	      "some source files vanished before they could be "
+	      "transferred",
+	      true}},
 	    {25, {"max_delete", "the --max-delete limit stopped deletions", false}},
 	    {30, {"timeout", "timeout in data send/receive (backup.io_timeout)", false}},
 	    {35, {"timeout", "timeout waiting for the connection", false}},

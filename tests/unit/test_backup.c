@@ -127,10 +127,19 @@ static void test_rsync_malformed_records_are_other_never_items(void **state)
 {
 	(void)state;
 	static const char *const bad[] = {
-	    "VMA1|",           "VMA1|>f+++|",      "VMA1|>f+++|12",    "VMA1|>f+++|12|",
-	    "VMA1|>f+++|x|a",  "VMA1|>f+++|-1|a",  "VMA1|0123456789abcdef|1|a",
-	    "VMA1|>|1|a",      "12 percent",       "99999999999999999999999 10% x",
-	    "3 101% 1kB/s",    ",3 10% 1kB/s",     "Total file size: lots",
+	    "VMA1|",
+	    "VMA1|>f+++|",
+	    "VMA1|>f+++|12",
+	    "VMA1|>f+++|12|",
+	    "VMA1|>f+++|x|a",
+	    "VMA1|>f+++|-1|a",
+	    "VMA1|0123456789abcdef|1|a",
+	    "VMA1|>|1|a",
+	    "12 percent",
+	    "99999999999999999999999 10% x",
+	    "3 101% 1kB/s",
+	    ",3 10% 1kB/s",
+	    "Total file size: lots",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct rsync_rec r;
@@ -186,8 +195,8 @@ static void test_backup_glob_refuses_what_rsync_reads_differently(void **state)
 {
 	(void)state;
 	static const char *const bad[] = {
-	    "",      "**",     "a/**/b", "+ keep", "- drop", "!",    "a\\*",   "[]x]", "[^a]",
-	    "[a",    "x]",     "[[:alpha:]]", "a//b", "/",   "a\nb", "[a/b]",  "[-a]"};
+	    "",   "**", "a/**/b",      "+ keep", "- drop", "!",    "a\\*",  "[]x]", "[^a]",
+	    "[a", "x]", "[[:alpha:]]", "a//b",   "/",      "a\nb", "[a/b]", "[-a]"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct backup_glob g;
 		char why[128];
