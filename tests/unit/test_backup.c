@@ -9,7 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/proc.h"
 #include "probe/steps/backup.h"
+#include "test_dir.h"
 
 #define MAX_RECS 32
 
@@ -258,6 +264,124 @@ static void test_backup_glob_matches_like_rsync_exclude(void **state)
 	assert_false(backup_glob_excluded(gs, 2, "src/x", false));
 }
 
+/* The tree of the rsync comparison: names relative to the transfer root. */
+static const struct {
+	const char *name;
+	bool dir;
+} tree[] = {
+    {"src", true},
+    {"src/a.log", false},
+    {"src/a.txt", false},
+    {"src/.hidden", false},
+    {"src/cache", true},
+    {"src/cache/x", false},
+    {"src/sub", true},
+    {"src/sub/cache", false},
+    {"src/sub/x.o", false},
+    {"src/sub/deep", true},
+    {"src/sub/deep/y.o", false},
+    {"src/sub/deep/z.c", false},
+    {"src/tmp", true},
+    {"src/tmp/t", false},
+    {"src/sub/tmp", true},
+    {"src/sub/tmp/u", false},
+    {"src/bx", false},
+    {"src/b.h", false},
+};
+
+/* What the walker keeps: an entry is out when it or a directory above it is excluded. */
+static bool walker_keeps(const struct backup_glob *g, size_t i)
+{
+	char name[256];
+	snprintf(name, sizeof(name), "%s", tree[i].name);
+	for (;;) {
+		bool is_dir = strcmp(name, tree[i].name) != 0 || tree[i].dir;
+		if (backup_glob_excluded(g, 1, name, is_dir))
+			return false;
+		char *slash = strrchr(name, '/');
+		if (slash == NULL)
+			return true;
+		*slash = '\0';
+	}
+}
+
+struct names {
+	char buf[8192];
+	size_t len;
+};
+
+static void collect_name(void *ctx, const struct rsync_rec *rec)
+{
+	struct names *n = ctx;
+	if (rec->type != RSYNC_REC_ITEM)
+		return;
+	size_t l = strlen(rec->name);
+	if (l > 0 && rec->name[l - 1] == '/')
+		l--;
+	n->len +=
+	    (size_t)snprintf(n->buf + n->len, sizeof(n->buf) - n->len, "|%.*s|", (int)l, rec->name);
+}
+
+/* Each accepted pattern excludes exactly what real rsync's --exclude does. */
+static void test_backup_glob_agrees_with_real_rsync(void **state)
+{
+	(void)state;
+	char rsync[PATH_MAX];
+	struct vm_err err = {0};
+	if (proc_resolve("rsync", rsync, sizeof(rsync), &err) != 0)
+		fail_msg("rsync is not installed (scripts/deps.sh installs it): %s", err.msg);
+	char root[128], p[256];
+	snprintf(root, sizeof(root), "%s/src", test_dir);
+	for (size_t i = 0; i < sizeof(tree) / sizeof(tree[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", test_dir, tree[i].name);
+		if (tree[i].dir)
+			assert_int_equal(mkdir(p, 0755), 0);
+		else
+			assert_int_equal(close(open(p, O_CREAT | O_WRONLY, 0644)), 0);
+	}
+	static const char *const pats[] = {
+	    "*.log",          "cache",     "cache/", "/src/tmp", "tmp",    "sub/*.o", "deep/*",
+	    "/src/sub/deep/", ".*",        "*.[ch]", "*.[!ch]",  "[a-c]x", "?",       "src",
+	    "/src/*",         "sub/tmp/u", "*/x*",
+	};
+	char dst[128];
+	snprintf(dst, sizeof(dst), "%s/dst/", test_dir);
+	for (size_t k = 0; k < sizeof(pats) / sizeof(pats[0]); k++) {
+		struct backup_glob g;
+		char why[128], ex[300];
+		assert_int_equal(backup_glob_parse(pats[k], &g, why, sizeof(why)), 0);
+		snprintf(ex, sizeof(ex), "--exclude=%s", pats[k]);
+		const char *argv[] = {
+		    rsync, "-a", "--dry-run", "-ii", "--out-format=" RSYNC_OUT_FORMAT,
+		    ex,    "--", root,        dst,   NULL};
+		const char *envp[] = {"LC_ALL=C", NULL};
+		struct proc_spec spec = {.path = rsync,
+		                         .argv = (char *const *)argv,
+		                         .envp = (char *const *)envp,
+		                         .out_cap = 1 << 20,
+		                         .deadline_ms = time_mono_ms() + 20000,
+		                         .grace_ms = 100};
+		struct proc_result res;
+		assert_int_equal(proc_run(&spec, &res, &err), 0);
+		assert_int_equal(res.exit_code, 0);
+		static struct names got;
+		memset(&got, 0, sizeof(got));
+		rsync_reader_init(&reader, collect_name, &got);
+		rsync_reader_feed(&reader, res.out, res.out_len);
+		rsync_reader_finish(&reader);
+		proc_result_free(&res);
+		for (size_t i = 0; i < sizeof(tree) / sizeof(tree[0]); i++) {
+			char key[260];
+			snprintf(key, sizeof(key), "|%s|", tree[i].name);
+			bool by_rsync = strstr(got.buf, key) != NULL;
+			if (by_rsync != walker_keeps(&g, i))
+				fail_msg("pattern %s, %s: rsync %s it, the walker %s it", pats[k],
+				         tree[i].name, by_rsync ? "keeps" : "drops",
+				         by_rsync ? "drops" : "keeps");
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -268,6 +392,8 @@ int main(void)
 	    cmocka_unit_test(test_rsync_exit_codes_mapped),
 	    cmocka_unit_test(test_backup_glob_refuses_what_rsync_reads_differently),
 	    cmocka_unit_test(test_backup_glob_matches_like_rsync_exclude),
+	    cmocka_unit_test_setup_teardown(test_backup_glob_agrees_with_real_rsync, test_dir_setup,
+	                                    test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
