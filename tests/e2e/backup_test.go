@@ -321,37 +321,46 @@ func TestBackupSteps(t *testing.T) {
 		}
 	})
 
-	t.Run("cancel_leaves_no_rsync_or_ssh", func(t *testing.T) {
-		dst := filepath.Join(t.TempDir(), "canceled")
-		status, r, raw := backupSubmit(t, a, is, backupScopes, map[string]interface{}{
-			"type": "backup.run", "sources": []string{big}, "destination": remote(dst), "bwlimit": 1024})
-		if status != 202 {
-			t.Fatal(raw)
-		}
-		// mid-copy: once data moves
-		evs, _ := progressUntil(t, a, is, r.ID, func(e map[string]interface{}) bool {
-			p, _ := e["progress"].(map[string]interface{})
-			return p != nil && num(p["current"]) > 0
+	// with the host's cgroups, and with the fallback (a subreaper shim per step)
+	sub := startAuthAgent(t, is, fmt.Sprintf("probe:\n  cancel_grace: 500ms\n  cgroup_root: /nonexistent-cgroup-root\n"+
+		"backup:\n  ssh_identity: %s\n  known_hosts: %s\n", s.Identity, s.KnownHosts))
+	for _, m := range []struct {
+		name string
+		a    *Agent
+	}{{"cgroup", a}, {"subreaper", sub}} {
+		a := m.a
+		t.Run("cancel_leaves_no_rsync_or_ssh/"+m.name, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "canceled")
+			status, r, raw := backupSubmit(t, a, is, backupScopes, map[string]interface{}{
+				"type": "backup.run", "sources": []string{big}, "destination": remote(dst), "bwlimit": 1024})
+			if status != 202 {
+				t.Fatal(raw)
+			}
+			// mid-copy: once data moves
+			evs, _ := progressUntil(t, a, is, r.ID, func(e map[string]interface{}) bool {
+				p, _ := e["progress"].(map[string]interface{})
+				return p != nil && num(p["current"]) > 0
+			})
+			if len(evs) == 0 {
+				t.Fatal("no progress before the end")
+			}
+			// the agent's rsync and ssh both carry the known_hosts path (in -e)
+			waitMarkerCount(t, s.KnownHosts, 2, 5*time.Second)
+			if st, b, _ := call(t, a, "DELETE", "/v1/probes/"+r.ID, is.tok("probe:cancel"), ""); st != 200 && st != 202 {
+				t.Fatalf("cancel: %d %s", st, b)
+			}
+			rec := waitProbe(t, a, is, r.ID, 10*time.Second)
+			if rec.State != "canceled" {
+				t.Fatalf("state %s %v", rec.State, rec.Steps)
+			}
+			waitMarkerGone(t, s.KnownHosts, 3*time.Second)
+			waitMarkerGone(t, "--server", 5*time.Second) // the remote rsync too
+			st := rec.Steps[0]
+			if st["error_code"] != "canceled" || num(st["transferred_bytes"]) <= 0 {
+				t.Errorf("a canceled run says how far it got: %v", st)
+			}
 		})
-		if len(evs) == 0 {
-			t.Fatal("no progress before the end")
-		}
-		// the agent's rsync and ssh both carry the known_hosts path (in -e)
-		waitMarkerCount(t, s.KnownHosts, 2, 5*time.Second)
-		if st, b, _ := call(t, a, "DELETE", "/v1/probes/"+r.ID, is.tok("probe:cancel"), ""); st != 200 && st != 202 {
-			t.Fatalf("cancel: %d %s", st, b)
-		}
-		rec := waitProbe(t, a, is, r.ID, 10*time.Second)
-		if rec.State != "canceled" {
-			t.Fatalf("state %s %v", rec.State, rec.Steps)
-		}
-		waitMarkerGone(t, s.KnownHosts, 3*time.Second)
-		waitMarkerGone(t, "--server", 5*time.Second) // the remote rsync too
-		st := rec.Steps[0]
-		if st["error_code"] != "canceled" || num(st["transferred_bytes"]) <= 0 {
-			t.Errorf("a canceled run says how far it got: %v", st)
-		}
-	})
+	}
 
 	t.Run("unreachable_host_is_a_clear_error", func(t *testing.T) {
 		dead := map[string]interface{}{"host": "127.0.0.1", "user": "root", "port": freePort(t), "path": "/tmp/x"}
