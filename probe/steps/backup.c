@@ -22,7 +22,7 @@
 
 #define MAX_SOURCES      64
 #define MAX_IGNORE       64
-#define MAX_FILES_LIMIT  100000
+#define MAX_FILES_LIMIT  50000 /* x FILE_ENTRY_BOUND fits a record */
 #define MAX_FILES_DEF    1000
 #define WALK_DEPTH_MAX   256
 #define EVENT_EVERY_MS   1000                      /* progress while records arrive */
@@ -236,7 +236,7 @@ static int parse_common(json_t *obj, struct probe_step_req *st, bool need_dest, 
 		    epath, ecap, path, "destination", err,
 		    "required: {path} for a local copy, {host, user?, port?, path} over SSH");
 	int64_t max_files = MAX_FILES_DEF;
-	if (int_field(obj, "max_files", 1, MAX_FILES_LIMIT, "must be an integer 1-100000",
+	if (int_field(obj, "max_files", 1, MAX_FILES_LIMIT, "must be an integer 1-50000",
 	              &max_files, path, epath, ecap, err) < 0 ||
 	    int_field(obj, "bwlimit", 1, 1000000000,
 	              "must be an integer: KiB per second, 1-1000000000", &bp->bwlimit, path, epath,
