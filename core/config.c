@@ -153,6 +153,10 @@ static const struct cfg_key keys[] = {
     INT("shell.retention_count", shell.retention_count, "200", 1, 1000000),
     DUR("shell.retention_age", shell.retention_age_ms, "30d", 1000, 3650 * DAY_MS),
     INT("limits.max_concurrent", limits.max_concurrent, "0", 0, 320, LIVE),
+    STR("backup.ssh_identity", backup.ssh_identity, "", LIVE),
+    STR("backup.known_hosts", backup.known_hosts, "", LIVE),
+    DUR("backup.connect_timeout", backup.connect_timeout_ms, "10s", 1000, 600000, LIVE),
+    DUR("backup.io_timeout", backup.io_timeout_ms, "5m", 1000, DAY_MS, LIVE),
 
     DUR("health.check_interval", health.check_interval_ms, "30s", 1000, DAY_MS, LIVE),
     DUR("health.report_interval", health.report_interval_ms, "300s", 1000, DAY_MS, LIVE),

@@ -121,6 +121,14 @@ struct cfg {
 		uint64_t retention_age_ms;
 	} shell;
 
+	/* backup.plan / backup.run over SSH: the key and the only hosts trusted */
+	struct cfg_backup {
+		char ssh_identity[PATH_MAX]; /* private key for ssh -i; "" = remote refused */
+		char known_hosts[PATH_MAX];  /* UserKnownHostsFile; "" = remote refused */
+		uint64_t connect_timeout_ms; /* ssh ConnectTimeout */
+		uint64_t io_timeout_ms;      /* rsync --timeout: no data this long ends the run */
+	} backup;
+
 	struct {
 		/* slots shared by running probes and open shells; 0 = their sum */
 		int max_concurrent;

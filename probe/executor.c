@@ -91,6 +91,7 @@ struct probe_exec {
 	uint64_t write_failures, quarantined; /* for health */
 	int retention_count;
 	struct cfg_strlist allow;
+	struct cfg_backup backup; /* backup.*: the backup steps' SSH settings */
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 	struct budget *budget;   /* borrowed: limits.max_concurrent, shared with shells */
@@ -468,6 +469,8 @@ static void on_event(void *c, const char *level, const char *message,
 			json_object_set_new(pj, "total", json_integer((json_int_t)pr->total));
 		if (pr->unit != NULL)
 			json_object_set_new(pj, "unit", json_string(pr->unit));
+		if (pr->detail != NULL)
+			json_object_update(pj, pr->detail);
 		json_object_set_new(ev, "progress", pj);
 	}
 	pthread_mutex_lock(&oc->ex->mu);
@@ -528,6 +531,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		struct cfg_strlist allow;
 		pthread_mutex_lock(&ex->mu);
 		allow = ex->allow;
+		struct cfg_backup backup = ex->backup;
 		uint64_t grace_ms = ex->grace_ms;
 		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
 		pthread_mutex_unlock(&ex->mu);
@@ -544,6 +548,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .cgroup = ex->cgroup,
 		    .limits = limits,
 		    .sink = p->sink,
+		    .backup = &backup,
 		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
@@ -1076,6 +1081,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg,
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
+	ex->backup = cfg->backup;
 	ex->cgroup = cg;
 	ex->budget = budget;
 	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
@@ -1174,6 +1180,7 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
 		return;
 	pthread_mutex_lock(&ex->mu);
 	ex->allow = cfg->probe.allow;
+	ex->backup = cfg->backup;
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;

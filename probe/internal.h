@@ -112,6 +112,9 @@ int probe_sink_end(struct probe_sink *s, struct vm_err *err);
 struct probe_progress {
 	int64_t current, total;
 	const char *unit; /* "bytes", "packages", "files"… */
+	/* Borrowed, may be NULL: its members are added to the event's progress
+	 * object (a backup's {file, op, percent, transferred_bytes}). */
+	json_t *detail;
 };
 
 /* What a running step may use. */
@@ -132,6 +135,7 @@ struct probe_step_ctx {
 	struct cg_tree *cgroup;  /* NULL = process group only (see proc_spec) */
 	struct cg_limits limits; /* the request's, else probe.* */
 	struct probe_sink *sink; /* NULL: large fields stay in the result */
+	const struct cfg_backup *backup; /* backup.* (NULL: remote backups refused) */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */

@@ -41,6 +41,10 @@ const struct probe_step_type probe_steps[] = {
     {"script", NULL, probe_script_parse, probe_script_run, bound_process, 1},
     {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read, 1},
     {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small, 1},
+    {"backup.plan", "backup:read", probe_backup_plan_parse, probe_backup_plan_run,
+     probe_backup_bound, 1},
+    {"backup.run", "backup:run", probe_backup_run_parse, probe_backup_run_run, probe_backup_bound,
+     1},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

@@ -11,6 +11,7 @@ PACKAGES="
   minisign tinyproxy curl systemd
   golang-github-prometheus-common-dev
   openssh-server openssh-client
+  rsync
 "
 
 missing=""

@@ -18,6 +18,11 @@ int probe_file_read_parse(STEP_PARSE_ARGS);
 enum probe_step_status probe_file_read_run(STEP_RUN_ARGS);
 int probe_file_write_parse(STEP_PARSE_ARGS);
 enum probe_step_status probe_file_write_run(STEP_RUN_ARGS);
+int probe_backup_plan_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_backup_plan_run(STEP_RUN_ARGS);
+int probe_backup_run_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_backup_run_run(STEP_RUN_ARGS);
+uint64_t probe_backup_bound(const struct probe_step_req *st, uint64_t output_cap);
 
 /* env, cwd, stdin, user, group, timeout: shared by exec and script. */
 int probe_proc_fields(STEP_PARSE_ARGS);
