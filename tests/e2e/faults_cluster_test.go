@@ -150,3 +150,42 @@ func TestFaultClusterNodeDiesAgentMovesThroughBalancer(t *testing.T) {
 }
 
 func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
+
+// Without a balancer: piko.fallback_urls lists the other nodes. A dead first
+// server is skipped at start, and when the node holding the session dies the
+// agent moves on to the next one in the list.
+func TestFaultFallbackServerList(t *testing.T) {
+	is := newIssuer(t)
+	a1 := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a", "-keepalive", "1s")
+	a2 := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a", "-keepalive", "1s")
+	dead := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens there
+	tok := writeToken(t, t.TempDir(), makeHS256(relayHMACKey, time.Now().Add(time.Hour).Unix(), "agent-1"))
+	y := fmt.Sprintf("piko:\n  server_url: %s\n  fallback_urls: [%q, %q]\n  endpoint: agent-1\n  token_file: %s\n"+
+		"  keepalive_interval: 1s\n  keepalive_timeout: 1s\n", dead, a1.UpstreamURL, a2.UpstreamURL, tok)
+	a := startAgent(t, mergeYAML(is.yaml(), y), fastReconnect...)
+	nodes := []*Relay{a1, a2}
+	first := waitHolder(t, nodes, nil, 15*time.Second)
+	if first != a1 {
+		t.Fatalf("want the session on the first reachable server of the list, got %v\n%s", first, a.Log.String())
+	}
+	a.Base = first.ProxyURL()
+	st, r, b := submit(t, a, is, `{"steps":[{"type":"exec","argv":["/bin/true"]}]}`)
+	if st != 202 {
+		t.Fatalf("submit: %d %s", st, b)
+	}
+	killed := time.Now()
+	a1.Kill()
+	next := waitHolder(t, nodes, a1, 15*time.Second)
+	if next != a2 {
+		t.Fatalf("the agent did not move to the next server\n%s", tail(a.Log.String(), 3000))
+	}
+	t.Logf("first server dead at start, second killed: the agent held a session on the third after %s",
+		time.Since(killed).Round(time.Millisecond))
+	a.Base = next.ProxyURL()
+	if p := waitProbe(t, a, is, r.ID, 20*time.Second); p.State != "succeeded" {
+		t.Errorf("probe acknowledged before the failover: %s %s", p.State, p.Error)
+	}
+	if !strings.Contains(a.Log.String(), "next Piko server") {
+		t.Errorf("no log line names the next server:\n%s", a.Log.String())
+	}
+}
