@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 10
 THIRD_PARTY := $(CURDIR)/build/third_party
 CIVETWEB    := -DCIVETWEB_DIR=$(THIRD_PARTY)/civetweb
 
-.PHONY: all deps build run test test-fast test-san fuzz bench package clean format
+.PHONY: all deps build run test test-fast test-san fuzz fuzz-long soak bench package clean format
 
 all: build
 
@@ -53,6 +53,25 @@ fuzz: deps
 	$(call configure,$(SAN_BUILD),clang,-DCMAKE_BUILD_TYPE=Debug -DVMA_SANITIZE=ON -DVMA_FUZZ=ON -DVMA_FUZZ_SECONDS=$(FUZZ_SECONDS))
 	@cmake --build $(SAN_BUILD) -j $(JOBS)
 	cd $(SAN_BUILD) && ctest --output-on-failure -L fuzz
+
+# Every libFuzzer target at depth: FUZZ_RUNS executions each (or
+# FUZZ_LONG_SECONDS, whichever comes first), then new coverage is merged into
+# the committed corpus (tests/fuzz/corpus/; review and commit it). A crash
+# leaves crash-* in $(SAN_BUILD)/fuzz-long/ and fails the target.
+FUZZ_RUNS ?= 10000000
+FUZZ_LONG_SECONDS ?= 1800
+fuzz-long: deps
+	$(call configure,$(SAN_BUILD),clang,-DCMAKE_BUILD_TYPE=Debug -DVMA_SANITIZE=ON -DVMA_FUZZ=ON -DVMA_FUZZ_SECONDS=$(FUZZ_SECONDS))
+	@cmake --build $(SAN_BUILD) -j $(JOBS)
+	SAN_BUILD=$(CURDIR)/$(SAN_BUILD) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_LONG_SECONDS=$(FUZZ_LONG_SECONDS) \
+		tests/fuzz/fuzz_long.sh
+
+# The fault suite's long forms (docs/reliability.md): 1 GiB transfers, a
+# 10-minute soak, 10 minutes of refused reconnects.
+soak: build
+	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
+		GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
+		VMA_SOAK=1 go test -count=1 -v -timeout 60m -run 'TestFault' ./...
 
 bench: deps
 	$(call configure,$(BENCH_BUILD),$(CC),-DCMAKE_BUILD_TYPE=Release)

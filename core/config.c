@@ -95,6 +95,7 @@ static const struct cfg_key keys[] = {
     STR("agent.proxy_credentials_file", agent.proxy_credentials_file, "", LIVE),
 
     STR("piko.server_url", piko.server_url, "", LIVE),
+    LIST("piko.fallback_urls", piko.fallback_urls, "", LIVE),
     STR("piko.endpoint", piko.endpoint, "", LIVE),
     SECRET("piko.token", piko.token, "", LIVE),
     STR("piko.token_file", piko.token_file, "", LIVE),
@@ -928,6 +929,12 @@ static int validate(struct loader *ld)
 		return fail_key(ld, "webhook.listen_addr", "must not be empty (use 127.0.0.1)");
 	if (c->piko.server_url[0] && !is_http_url(c->piko.server_url))
 		return fail_key(ld, "piko.server_url", "expected an http:// or https:// URL");
+	for (int i = 0; i < c->piko.fallback_urls.count; i++)
+		if (!is_http_url(c->piko.fallback_urls.items[i]))
+			return fail_key(ld, "piko.fallback_urls",
+			                "entry %d: expected an http:// or https:// URL", i);
+	if (c->piko.fallback_urls.count > 0 && c->piko.server_url[0] == '\0')
+		return fail_key(ld, "piko.fallback_urls", "needs piko.server_url (tried first)");
 	if (c->agent.proxy_url[0] && !is_http_url(c->agent.proxy_url) &&
 	    strncmp(c->agent.proxy_url, "socks", 5) != 0)
 		return fail_key(ld, "agent.proxy_url",

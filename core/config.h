@@ -53,6 +53,9 @@ struct cfg {
 
 	struct {
 		char server_url[CFG_STR_MAX];
+		/* tried in order after server_url when a server cannot be reached
+		 * (a cluster without a load balancer in front) */
+		struct cfg_strlist fallback_urls;
 		char endpoint[CFG_ID_MAX];
 		char token[CFG_TOKEN_MAX]; /* secret: never logged */
 		char token_file[PATH_MAX];

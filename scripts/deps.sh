@@ -12,6 +12,7 @@ PACKAGES="
   golang-github-prometheus-common-dev
   openssh-server openssh-client
   rsync
+  haproxy iproute2 iptables
 "
 
 missing=""

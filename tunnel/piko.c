@@ -33,7 +33,11 @@
 
 /* What a reload may change; the thread swaps in a new copy between sessions. */
 struct tun_settings {
-	char server_url[CFG_STR_MAX]; /* "" = tunnel off (idle until a reload) */
+	char server_url[CFG_STR_MAX]; /* the server dialled now; "" = tunnel off */
+	/* piko.server_url then piko.fallback_urls: a dial that fails moves on to
+	 * the next (server_url changes under set_lock, tun_token_set reads it) */
+	char urls[CFG_LIST_MAX + 1][CFG_STR_MAX];
+	int nurls, cur;
 	char endpoint[CFG_ID_MAX];
 	char tenant[CFG_ID_MAX];
 	char token_file[PATH_MAX];
@@ -494,6 +498,21 @@ static struct dial *ready_take(struct tun *t)
 	return d;
 }
 
+/* After a failed dial: the next server of the list (wrapping), if there is one. */
+static void next_server(struct tun *t)
+{
+	if (t->set->nurls < 2)
+		return;
+	pthread_mutex_lock(&t->set_lock);
+	struct tun_settings *s = t->set;
+	s->cur = (s->cur + 1) % s->nurls;
+	_Static_assert(sizeof(s->server_url) == sizeof(s->urls[0]), "same size");
+	memcpy(s->server_url, s->urls[s->cur], sizeof(s->server_url));
+	pthread_mutex_unlock(&t->set_lock);
+	log_info("tunnel", "next Piko server: %s (%d of %d)", url_shown(s->server_url).s,
+	         s->cur + 1, s->nurls);
+}
+
 static void *tun_main(void *arg)
 {
 	struct tun *t = arg;
@@ -626,6 +645,7 @@ static void *tun_main(void *arg)
 			log_warn("tunnel", "cannot connect to %s: %s; retrying in %.1fs",
 			         url_shown(t->set->server_url).s, err.msg, (double)wait / 1000.0);
 			tun_note_error(t, "cannot connect: %s", err.msg);
+			next_server(t);
 		}
 		nap(t, wait);
 	}
@@ -653,6 +673,12 @@ static struct tun_settings *settings_new(const struct cfg *cfg, struct vm_err *e
 		return NULL;
 	}
 	snprintf(ts->server_url, sizeof(ts->server_url), "%s", cfg->piko.server_url);
+	if (cfg->piko.server_url[0] != '\0') {
+		snprintf(ts->urls[ts->nurls++], CFG_STR_MAX, "%s", cfg->piko.server_url);
+		for (int i = 0; i < cfg->piko.fallback_urls.count; i++)
+			snprintf(ts->urls[ts->nurls++], CFG_STR_MAX, "%s",
+			         cfg->piko.fallback_urls.items[i]);
+	}
 	snprintf(ts->endpoint, sizeof(ts->endpoint), "%s", cfg->piko.endpoint);
 	snprintf(ts->tenant, sizeof(ts->tenant), "%s", cfg->agent.tenant_id);
 	snprintf(ts->token_file, sizeof(ts->token_file), "%s", cfg->piko.token_file);
@@ -697,10 +723,12 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		log_warn("tunnel",
 		         "piko.insecure_skip_verify is set: the server's TLS certificate is "
 		         "NOT verified; anyone on the path can impersonate the Piko server");
-	if (strncmp(ts->server_url, "http://", 7) == 0)
-		log_warn("tunnel",
-		         "piko.server_url uses plain http://: the token and all traffic are "
-		         "unencrypted");
+	for (int i = 0; i < ts->nurls; i++)
+		if (strncmp(ts->urls[i], "http://", 7) == 0)
+			log_warn("tunnel",
+			         "%s uses plain http://: the token and all traffic are "
+			         "unencrypted",
+			         i == 0 ? "piko.server_url" : "a piko.fallback_urls entry");
 	if (ts->forward_unix[0] != '\0')
 		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s",
 		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_unix);
@@ -708,6 +736,9 @@ static void settings_apply(struct tun *t, struct tun_settings *ts)
 		log_info("tunnel", "tunnel to %s, endpoint %s, forwarding to %s:%d",
 		         url_shown(ts->server_url).s, ts->endpoint, ts->forward_host,
 		         ts->forward_port);
+	if (ts->nurls > 1)
+		log_info("tunnel", "%d fallback Piko servers, tried in order when one cannot "
+		                   "be reached", ts->nurls - 1);
 }
 
 /* Takes new settings from tun_reload, if any. */

@@ -297,8 +297,11 @@ int ymx_stream_consume(struct ymx_session *s, struct ymx_stream *st, size_t n)
 	s->rx_buffered -= before - st->rx.len;
 	if (st->reset || st->remote_fin)
 		return 0;
-	/* hashicorp's rule: top the window back up once half of it is free. */
-	uint32_t delta = (uint32_t)(YMX_WINDOW - st->rx.len) - st->recv_window;
+	/* hashicorp's rule: top the window back up once half of it is free. The
+	 * rest of a frame still arriving left the window at its header already
+	 * but is not in rx yet: it must not be granted twice. */
+	size_t in_flight = s->cur_stream == st ? s->remaining : 0;
+	uint32_t delta = (uint32_t)(YMX_WINDOW - st->rx.len - in_flight) - st->recv_window;
 	if (delta < YMX_WINDOW / 2)
 		return 0;
 	if (send_hdr(s, YMX_T_WINDOW, 0, st->id, delta) != 0)

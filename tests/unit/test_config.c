@@ -175,6 +175,11 @@ static void test_config_urls_and_forward_addr_follow_the_one_rule(void **state)
 	             "agent.control_plane_url: expected an http");
 	expect_error("piko:\n  server_url: \"http://\"\n  endpoint: a\n",
 	             "piko.server_url: expected an http");
+	expect_error("piko:\n  server_url: https://p\n  endpoint: a\n"
+	             "  fallback_urls: [\"https://q\", \"ftp://r\"]\n",
+	             "piko.fallback_urls: entry 1: expected an http");
+	expect_error("piko:\n  fallback_urls: [\"https://q\"]\n",
+	             "piko.fallback_urls: needs piko.server_url");
 	expect_error("piko:\n  forward_addr: \"::1:8080\"\n",
 	             "piko.forward_addr: expected IP:PORT");
 	expect_error("piko:\n  forward_addr: \"127.0.0.1:+80\"\n",

@@ -181,6 +181,37 @@ static void test_yamux_window_update_after_consume(void **state)
 	ymx_session_free(&s);
 }
 
+/* A frame's payload arrives in pieces and the stream is drained between
+ * them: the bytes still in flight were already taken from the window, so
+ * the update must not hand them out again (the peer would then send more
+ * than the buffer holds: found by TestFaultLargeTransfersBoundedMemory). */
+static void test_yamux_window_update_counts_bytes_still_in_flight(void **state)
+{
+	(void)state;
+	struct ymx_session s;
+	struct fake f;
+	setup_session(&s, &f, 8);
+	assert_int_equal(feed_hdr(&s, YMX_T_WINDOW, YMX_SYN, 2, 0), 0);
+	struct ymx_stream *st = f.last_open;
+	/* one frame of the whole window; 200 KiB of it arrive, then all is read */
+	assert_int_equal(feed_hdr(&s, YMX_T_DATA, 0, 2, YMX_WINDOW), 0);
+	uint8_t chunk[4096];
+	memset(chunk, 'd', sizeof(chunk));
+	for (size_t got = 0; got < 200 * 1024; got += sizeof(chunk))
+		assert_int_equal(ymx_feed(&s, chunk, sizeof(chunk)), 0);
+	assert_int_equal(ymx_stream_consume(&s, st, 200 * 1024), 0);
+	/* 56 KiB are still on their way: at most 200 KiB may be granted */
+	assert_int_equal(last(&f)->type, YMX_T_WINDOW);
+	assert_int_equal(last(&f)->length, 200 * 1024);
+	/* the rest of the frame, then a full window's worth more: all fits */
+	for (size_t got = 200 * 1024; got < YMX_WINDOW; got += sizeof(chunk))
+		assert_int_equal(ymx_feed(&s, chunk, sizeof(chunk)), 0);
+	assert_int_equal(feed_data(&s, 2, 0, st->recv_window), 0);
+	assert_int_equal(s.rx_buffered, YMX_WINDOW);
+	assert_int_equal(st->rx.len, YMX_WINDOW);
+	ymx_session_free(&s);
+}
+
 static void test_yamux_receive_window_exceeded_is_protocol_error(void **state)
 {
 	(void)state;
@@ -337,6 +368,7 @@ int main(void)
 	    cmocka_unit_test(test_yamux_server_syn_gets_ack_and_data_before_ack),
 	    cmocka_unit_test(test_yamux_odd_or_duplicate_stream_is_protocol_error),
 	    cmocka_unit_test(test_yamux_window_update_after_consume),
+	    cmocka_unit_test(test_yamux_window_update_counts_bytes_still_in_flight),
 	    cmocka_unit_test(test_yamux_receive_window_exceeded_is_protocol_error),
 	    cmocka_unit_test(test_yamux_send_respects_window),
 	    cmocka_unit_test(test_yamux_ping_answered_and_ours_acked),
