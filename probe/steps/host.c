@@ -554,6 +554,17 @@ enum probe_step_status host_fail_proc(json_t *result, const char *code, const ch
 	                 (int)(len - start > 512 ? 512 : len - start), s != NULL ? s + start : "");
 }
 
+const char *host_next_line(const char *data, size_t size, size_t *off, size_t *len)
+{
+	if (*off >= size)
+		return NULL;
+	const char *line = data + *off;
+	const char *nl = memchr(line, '\n', size - *off);
+	*len = nl != NULL ? (size_t)(nl - line) : size - *off;
+	*off += *len + 1;
+	return line;
+}
+
 /* --- names ---------------------------------------------------------------------- */
 
 static bool is_lower(char c)

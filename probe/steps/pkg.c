@@ -51,12 +51,9 @@ static bool field(char *dst, size_t cap, const char *s, size_t n)
 int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int max)
 {
 	int count = 0;
-	size_t i = 0;
-	while (i < len) {
-		const char *line = data + i;
-		const char *nl = memchr(line, '\n', len - i);
-		size_t ll = nl != NULL ? (size_t)(nl - line) : len - i;
-		i += ll + 1;
+	size_t i = 0, ll;
+	const char *line;
+	while ((line = host_next_line(data, len, &i, &ll)) != NULL) {
 		if (ll == 0)
 			continue;
 		const char *t1 = memchr(line, '\t', ll);
@@ -172,12 +169,9 @@ static bool bracket(const char **s, const char *end, char open, char close, char
 int apt_parse_sim(const char *data, size_t len, struct apt_sim *out, int max)
 {
 	int count = 0;
-	size_t i = 0;
-	while (i < len) {
-		const char *line = data + i;
-		const char *nl = memchr(line, '\n', len - i);
-		size_t ll = nl != NULL ? (size_t)(nl - line) : len - i;
-		i += ll + 1;
+	size_t i = 0, ll;
+	const char *line;
+	while ((line = host_next_line(data, len, &i, &ll)) != NULL) {
 		char action;
 		if (ll > 5 && memcmp(line, "Inst ", 5) == 0)
 			action = 'i';
@@ -502,9 +496,10 @@ static int64_t lists_mtime(void)
 	return newest;
 }
 
-/* apt-get [-s | -o APT::Status-Fd=1] install|remove targets, never asking. */
-static void apt_argv(const char **argv, bool simulate, const char *verb, const char *const *targets,
-                     int nt)
+/* apt-get [-s | -o APT::Status-Fd=1] install|remove targets, never asking;
+ * a pinned version may be older than the installed one. */
+static void apt_argv(const char **argv, bool simulate, bool pinned, const char *verb,
+                     const char *const *targets, int nt)
 {
 	int n = 0;
 	argv[n++] = "apt-get";
@@ -520,6 +515,8 @@ static void apt_argv(const char **argv, bool simulate, const char *verb, const c
 	argv[n++] = "Dpkg::Options::=--force-confdef";
 	argv[n++] = "-o";
 	argv[n++] = "Dpkg::Options::=--force-confold";
+	if (pinned)
+		argv[n++] = "--allow-downgrades";
 	argv[n++] = verb;
 	for (int i = 0; i < nt; i++)
 		argv[n++] = targets[i];
@@ -637,7 +634,7 @@ enum probe_step_status probe_pkg_run(STEP_RUN_ARGS)
 	 * install: apt upgrades an installed name to its candidate) */
 	const char *verb = a->state == PKG_ABSENT ? "remove" : "install";
 	const char *argv[PKG_MAX + 16];
-	apt_argv(argv, true, verb, targets, nt);
+	apt_argv(argv, true, a->version != NULL, verb, targets, nt);
 	struct proc_result res;
 	if (run_apt(ctx, argv, result, &waited, &res, &status) != 0)
 		return status;
@@ -696,7 +693,7 @@ enum probe_step_status probe_pkg_run(STEP_RUN_ARGS)
 	free(sim);
 
 	/* the real run, with apt's progress on the status fd */
-	apt_argv(argv, false, verb, targets, nt);
+	apt_argv(argv, false, a->version != NULL, verb, targets, nt);
 	probe_step_event(ctx, "info", NULL, "apt-get %s: %d package(s)", verb, nt);
 	if (run_apt(ctx, argv, result, &waited, &res, &status) != 0)
 		return status;

@@ -32,12 +32,9 @@ int svc_parse_show(const char *data, size_t len, struct svc_state *out)
 	            {"SubState", offsetof(struct svc_state, sub)},
 	            {"UnitFileState", offsetof(struct svc_state, unit_file)}};
 	memset(out, 0, sizeof(*out));
-	size_t i = 0;
-	while (i < len) {
-		const char *line = data + i;
-		const char *nl = memchr(line, '\n', len - i);
-		size_t ll = nl != NULL ? (size_t)(nl - line) : len - i;
-		i += ll + 1;
+	size_t i = 0, ll;
+	const char *line;
+	while ((line = host_next_line(data, len, &i, &ll)) != NULL) {
 		if (ll == 0)
 			continue;
 		const char *eq = memchr(line, '=', ll);

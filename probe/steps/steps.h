@@ -142,6 +142,10 @@ bool host_wait(const struct probe_step_ctx *ctx, int64_t ms);
 enum probe_step_status host_fail_proc(json_t *result, const char *code, const char *tool,
                                       const struct proc_result *res);
 
+/* Line by line through a tool's output: the next line at *off (its length
+ * without the '\n' in *len), *off moved past it; NULL at the end. */
+const char *host_next_line(const char *data, size_t size, size_t *off, size_t *len);
+
 /* Names, by the rules of the tools that take them (pure, no I/O). None may
  * start with '-' (it would be read as an option). */
 /* Debian policy 5.6.1 for apt ([a-z0-9][a-z0-9+.-]+); rpm/apk names also allow
