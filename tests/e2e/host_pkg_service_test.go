@@ -275,6 +275,8 @@ func TestHostService(t *testing.T) {
 	})
 	t.Run("check mode changes nothing", func(t *testing.T) {
 		before := state()
+		wants := "/etc/systemd/system/multi-user.target.wants/vma-demo.service"
+		link := h.C.Sha256(t, wants)
 		for _, a := range []string{"stop", "restart", "enable"} {
 			if s := svc(a, true); s["status"] != "succeeded" || s["changed"] != true || s["check"] != true {
 				t.Errorf("check %s: %v", a, s)
@@ -282,6 +284,9 @@ func TestHostService(t *testing.T) {
 		}
 		if after := state(); after != before {
 			t.Errorf("check mode changed the unit: %q -> %q", before, after)
+		}
+		if after := h.C.Sha256(t, wants); after[wants] != "missing" || link[wants] != "missing" {
+			t.Errorf("check-mode enable touched %s: %v -> %v", wants, link, after)
 		}
 	})
 	t.Run("enable, then unchanged", func(t *testing.T) {
