@@ -92,6 +92,7 @@ struct probe_exec {
 	int retention_count;
 	struct cfg_strlist allow;
 	struct cfg_backup backup; /* backup.*: the backup steps' SSH settings */
+	struct cfg_host host;    /* host.* for host steps (live) */
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 	struct budget *budget;   /* borrowed: limits.max_concurrent, shared with shells */
@@ -534,6 +535,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		struct cfg_backup backup = ex->backup;
 		uint64_t grace_ms = ex->grace_ms;
 		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
+		struct cfg_host host = ex->host;
 		pthread_mutex_unlock(&ex->mu);
 		struct probe_step_ctx ctx = {
 		    .work_dir = ex->work_dir,
@@ -549,6 +551,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .limits = limits,
 		    .sink = p->sink,
 		    .backup = &backup,
+		    .host = &host,
 		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
@@ -1082,6 +1085,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg,
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
 	ex->backup = cfg->backup;
+	ex->host = cfg->host;
 	ex->cgroup = cg;
 	ex->budget = budget;
 	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
@@ -1181,6 +1185,7 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
 	pthread_mutex_lock(&ex->mu);
 	ex->allow = cfg->probe.allow;
 	ex->backup = cfg->backup;
+	ex->host = cfg->host;
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;

@@ -136,6 +136,7 @@ struct probe_step_ctx {
 	struct cg_limits limits; /* the request's, else probe.* */
 	struct probe_sink *sink; /* NULL: large fields stay in the result */
 	const struct cfg_backup *backup; /* backup.* (NULL: remote backups refused) */
+	const struct cfg_host *host; /* host.* settings; NULL (unit tests) = defaults */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */

@@ -45,6 +45,8 @@ const struct probe_step_type probe_steps[] = {
      probe_backup_bound, 1},
     {"backup.run", "backup:run", probe_backup_run_parse, probe_backup_run_run, probe_backup_bound,
      1},
+    {"pkg.ensure", HOST_SCOPE_WRITE, probe_pkg_parse, probe_pkg_run, probe_pkg_bound, 1},
+    {"service", HOST_SCOPE_WRITE, probe_service_parse, probe_service_run, bound_small, 1},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

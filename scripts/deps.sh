@@ -13,6 +13,7 @@ PACKAGES="
   openssh-server openssh-client
   rsync
   haproxy iproute2 iptables
+  debootstrap systemd-container dpkg-dev
 "
 
 missing=""
