@@ -330,7 +330,7 @@ static enum probe_step_status wait_locks(const struct probe_step_ctx *ctx, json_
 		if (last_event == 0 || now - last_event >= LOCK_EVENT_MS) {
 			last_event = now;
 			probe_step_event(ctx, "info",
-			                 &(struct probe_progress){(now - start) / 1000, -1, "seconds"},
+			                 &(struct probe_progress){(now - start) / 1000, -1, "seconds", NULL},
 			                 "waiting for the package database: %s is held by %s%d", held,
 			                 pid > 0 ? "pid " : "another process", pid > 0 ? (int)pid : 0);
 		}
@@ -368,7 +368,7 @@ static void apt_line(struct apt_progress *p, const char *line, size_t len)
 		return;
 	p->last_event = now;
 	probe_step_event(p->ctx, err ? "warn" : "info",
-	                 &(struct probe_progress){(int64_t)s.percent, 100, "percent"}, "%s%s%s",
+	                 &(struct probe_progress){(int64_t)s.percent, 100, "percent", NULL}, "%s%s%s",
 	                 s.pkg, s.pkg[0] != '\0' ? ": " : "", s.msg);
 }
 
