@@ -41,6 +41,10 @@ const struct probe_step_type probe_steps[] = {
     {"script", NULL, probe_script_parse, probe_script_run, bound_process},
     {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
     {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
+    {"user.ensure", HOST_SCOPE_WRITE, probe_user_parse, probe_user_run, bound_small},
+    {"group.ensure", HOST_SCOPE_WRITE, probe_group_parse, probe_group_run, bound_small},
+    {"sudoers.ensure", HOST_SCOPE_WRITE, probe_sudoers_parse, probe_sudoers_run, bound_small},
+    {"sshd.harden", HOST_SCOPE_WRITE, probe_sshd_parse, probe_sshd_run, bound_small},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 
