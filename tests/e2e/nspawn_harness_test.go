@@ -195,8 +195,13 @@ func bootContainer(t *testing.T) *Container {
 		default:
 		}
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", c.cmd.Process.Pid, c.cmd.Process.Pid))
+		// nspawn first forks short-lived helpers: only the child that has
+		// become the container's systemd is its leader
 		if f := strings.Fields(string(b)); len(f) > 0 {
-			c.Leader, _ = strconv.Atoi(f[0])
+			comm, _ := os.ReadFile("/proc/" + f[0] + "/comm")
+			if strings.TrimSpace(string(comm)) == "systemd" {
+				c.Leader, _ = strconv.Atoi(f[0])
+			}
 		}
 		if c.Leader == 0 {
 			time.Sleep(20 * time.Millisecond)
