@@ -699,6 +699,14 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	return replace_at(dirfd, name, &f, &o, err);
 }
 
+pid_t fs_lock_holder(int fd)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(fd, F_GETLK, &fl) != 0)
+		return -1;
+	return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+}
+
 int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err)
 {
 	if (unlinkat(dirfd, leaf, 0) != 0 && errno != ENOENT)

@@ -33,6 +33,9 @@ int probe_proc_fields(STEP_PARSE_ARGS);
  *     fields, reads "check" into st->check), then the type's own fields with
  *     probe_field_* and the host_valid_* validators (400 with the JSON path);
  *     keep the parsed parameters in st->ext (malloc'd) with st->ext_free.
+ *     The request parser already took "name" as the step's label (64 bytes at
+ *     most): a host step whose object has a name (unit, user, group) reads the
+ *     same field again with probe_field_str(obj, "name", true, …).
  *   - run: host_result_init(result, st) first; read current state (files with
  *     host_file_read, never open(path)); for each difference call
  *     host_change*(…) — in check mode that is all, return STEP_OK without
@@ -126,9 +129,15 @@ struct host_cmd {
 	size_t out_cap;
 	proc_output_fn on_output; /* may be NULL */
 	void *out_ctx;
+	/* A tool quiet (no output) for 1.5 s gets a "<argv[0]>: running (N s)"
+	 * progress event, so a long step reports at least every 2 s; label
+	 * replaces argv[0] there. */
+	const char *label;
 };
 int host_run(const struct probe_step_ctx *ctx, const struct host_cmd *c, struct proc_result *res,
              struct vm_err *err);
+/* Sleeps ms (or until the step's deadline): false when canceled or past the deadline. */
+bool host_wait(const struct probe_step_ctx *ctx, int64_t ms);
 /* "apt-get: exit 100: <last line of stderr>" as the step's error (code). */
 enum probe_step_status host_fail_proc(json_t *result, const char *code, const char *tool,
                                       const struct proc_result *res);
