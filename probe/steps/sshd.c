@@ -124,17 +124,23 @@ static bool include_matches(const char *arg, size_t n, const char *file)
 	return n > 0 && w > 0 && (size_t)w < sizeof(pat) && fnmatch(pat, file, FNM_PATHNAME) == 0;
 }
 
+/* The next keyword line before the first Match block (what follows a Match
+ * applies only to that match); false at the end or at the Match. */
+static bool next_global(const char *conf, size_t len, size_t *pos, struct kv *kv)
+{
+	const char *line;
+	size_t n;
+	while (next_line(conf, len, pos, &line, &n))
+		if (split_kv(line, n, kv))
+			return !key_is(kv, "Match");
+	return false;
+}
+
 bool host_sshd_includes(const char *conf, size_t len, const char *file)
 {
-	size_t pos = 0, n;
-	const char *line;
+	size_t pos = 0;
 	struct kv kv;
-	while (next_line(conf, len, &pos, &line, &n)) {
-		if (!split_kv(line, n, &kv))
-			continue;
-		/* an Include inside a Match block applies only to that match */
-		if (key_is(&kv, "Match"))
-			return false;
+	while (next_global(conf, len, &pos, &kv)) {
 		if (!key_is(&kv, "Include"))
 			continue;
 		size_t i = 0;
@@ -153,14 +159,9 @@ bool host_sshd_includes(const char *conf, size_t len, const char *file)
 
 int host_sshd_value(const char *conf, size_t len, const char *key, char *out, size_t cap)
 {
-	size_t pos = 0, n;
-	const char *line;
+	size_t pos = 0;
 	struct kv kv;
-	while (next_line(conf, len, &pos, &line, &n)) {
-		if (!split_kv(line, n, &kv))
-			continue;
-		if (key_is(&kv, "Match"))
-			return 0;
+	while (next_global(conf, len, &pos, &kv)) {
 		if (key_is(&kv, key)) {
 			if (cap > 0)
 				snprintf(out, cap, "%.*s", (int)kv.vlen, kv.val);
