@@ -285,6 +285,18 @@ func TestHostUsersSshdHarden(t *testing.T) {
 		t.Error("sshd does not answer after the refused setting")
 	}
 
+	// a setting sshd accepts but that leaves it unreachable where the agent
+	// tests it (listening on another address): rolled back and reloaded
+	steps = hostSteps(t, h, "failed",
+		`{"type":"sshd.harden","disable_password_auth":true,"extra":{"ListenAddress":"127.0.0.2"}}`)
+	if steps[0]["error_code"] != "sshd_unreachable" || steps[0]["restored"] != true || changed(steps[0]) {
+		t.Errorf("unreachable sshd: %v", steps[0])
+	}
+	sameSums(t, "unreachable setting", hardened, c.Sha256(t, files...))
+	if !sshAnswers(t, c, port) {
+		t.Error("sshd does not answer after the rollback")
+	}
+
 	// no Include in sshd_config: a marked block on top of it instead
 	c.Run(t, "sed", "-i", "/^Include/d", "/etc/ssh/sshd_config")
 	conf, _ := c.ReadFile(t, "/etc/ssh/sshd_config")
