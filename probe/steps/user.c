@@ -425,7 +425,7 @@ enum probe_step_status probe_user_run(STEP_RUN_ARGS)
 	}
 	bool exists = pw.exists && host_passwd_find(pw.data, pw.len, st->name, e) == 1;
 	if (host_group_memberships(gr.data, gr.len, st->name, groups, sizeof(groups)) != 0) {
-		s = host_fail(result, "internal", "too many groups list %s", st->name);
+		s = host_fail(result, "internal", "%s is a member of too many groups", st->name);
 		goto out;
 	}
 	wanted_groups(q, want, sizeof(want));
