@@ -16,7 +16,26 @@ import (
 
 var userFiles = []string{"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"}
 
-// hostStep runs one probe and returns its steps; the probe must end in want.
+// bootUsersHost boots the container and waits (20 s at most) until the agent's
+// webhook answers through the relay: the tunnel connects before the webhook
+// socket exists, and a slow (ASan) start loses the first request otherwise.
+func bootUsersHost(t *testing.T) *Host {
+	t.Helper()
+	h := bootHost(t, "")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, _, _ := call(t, h.A, "GET", "/v1/livez", "", "")
+		if status == 200 {
+			return h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's webhook did not answer through the relay in 20 s (last %d)", status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// hostSteps runs one probe and returns its steps; the probe must end in want.
 func hostSteps(t *testing.T, h *Host, want string, steps ...string) []map[string]interface{} {
 	t.Helper()
 	rec := h.Probe(t, `{"continue_on_error":true,"steps":[`+strings.Join(steps, ",")+`]}`)
@@ -67,7 +86,7 @@ func wantBadRequest(t *testing.T, h *Host, body, path string) {
 }
 
 func TestHostUsersUserAndGroupEnsure(t *testing.T) {
-	h := bootHost(t, "")
+	h := bootUsersHost(t)
 	c := h.C
 	group := `{"type":"group.ensure","name":"ops","gid":2500}`
 	user := `{"type":"user.ensure","name":"alice","uid":2501,"groups":["ops","adm"],"shell":"/bin/bash"}`
@@ -157,7 +176,7 @@ func TestHostUsersUserAndGroupEnsure(t *testing.T) {
 }
 
 func TestHostUsersSudoersEnsure(t *testing.T) {
-	h := bootHost(t, "")
+	h := bootUsersHost(t)
 	c := h.C
 	const path = "/etc/sudoers.d/vma-ops"
 	rule := `{"type":"sudoers.ensure","name":"vma-ops","user":"root","commands":["/usr/bin/systemctl restart cron","/usr/bin/journalctl"],"nopasswd":true}`
@@ -227,7 +246,7 @@ func sshAnswers(t *testing.T, c *Container, port int) bool {
 }
 
 func TestHostUsersSshdHarden(t *testing.T) {
-	h := bootHost(t, "")
+	h := bootUsersHost(t)
 	c := h.C
 	const dropin = "/etc/ssh/sshd_config.d/50-vm-agent.conf"
 	files := []string{"/etc/ssh/sshd_config", dropin}
