@@ -108,8 +108,8 @@ int net_read_banner(const char *ip, int port, int64_t deadline_ms, char *out, si
 	socklen_t el = sizeof(soerr);
 	if (wait_fd(fd, POLLOUT, deadline_ms) != 1 ||
 	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) != 0 || soerr != 0) {
-		rc = vm_err_errno(err, VM_ERR_IO, soerr != 0 ? soerr : ETIMEDOUT, "connect %s:%d", ip,
-		                  port);
+		rc = vm_err_errno(err, VM_ERR_IO, soerr != 0 ? soerr : ETIMEDOUT, "connect %s:%d",
+		                  ip, port);
 		goto out;
 	}
 	while (got + 1 < cap && memchr(out, '\n', got) == NULL) {

@@ -31,15 +31,17 @@ int probe_group_parse(STEP_PARSE_ARGS)
 	st->ext = q;
 	st->ext_free = group_req_free;
 	if (st->name == NULL || !host_valid_group_name(st->name))
-		return host_bad_field(path, "name", epath, ecap, err,
-		                      "a group name by groupadd's rule ([a-z_][a-z0-9_-]*$?, at most "
-		                      "32)");
+		return host_bad_field(
+		    path, "name", epath, ecap, err,
+		    "a group name by groupadd's rule ([a-z_][a-z0-9_-]*$?, at most "
+		    "32)");
 	if (host_field_state(obj, &q->present, path, epath, ecap, err) != 0 ||
 	    host_field_id(obj, "gid", &q->gid, &q->has_gid, path, epath, ecap, err) != 0 ||
 	    probe_field_bool(obj, "system", &q->system, path, epath, ecap, err) != 0)
 		return -1;
 	if (!q->present && (q->has_gid || q->system))
-		return host_bad_field(path, "state", epath, ecap, err, "\"absent\" takes only the name");
+		return host_bad_field(path, "state", epath, ecap, err,
+		                      "\"absent\" takes only the name");
 	return 0;
 }
 

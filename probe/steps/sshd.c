@@ -119,8 +119,8 @@ static bool include_matches(const char *arg, size_t n, const char *file)
 		arg++;
 		n -= 2;
 	}
-	int w = snprintf(pat, sizeof(pat), "%s%.*s", arg[0] == '/' || n == 0 ? "" : SSHD_DIR, (int)n,
-	                 arg);
+	int w = snprintf(pat, sizeof(pat), "%s%.*s", arg[0] == '/' || n == 0 ? "" : SSHD_DIR,
+	                 (int)n, arg);
 	return n > 0 && w > 0 && (size_t)w < sizeof(pat) && fnmatch(pat, file, FNM_PATHNAME) == 0;
 }
 
@@ -178,14 +178,15 @@ static bool line_is(const char *line, size_t n, const char *s)
 	return n == strlen(s) && memcmp(line, s, n) == 0;
 }
 
-int host_sshd_inplace(const char *conf, size_t len, const char *body, size_t blen,
-                      struct buf *out, struct buf *old)
+int host_sshd_inplace(const char *conf, size_t len, const char *body, size_t blen, struct buf *out,
+                      struct buf *old)
 {
 	buf_free(out);
 	if (old != NULL)
 		buf_free(old);
-	if (body != NULL && (buf_printf(out, BLOCK_BEGIN "\n") != 0 ||
-	                     buf_append(out, body, blen) != 0 || buf_printf(out, BLOCK_END "\n") != 0))
+	if (body != NULL &&
+	    (buf_printf(out, BLOCK_BEGIN "\n") != 0 || buf_append(out, body, blen) != 0 ||
+	     buf_printf(out, BLOCK_END "\n") != 0))
 		return -1;
 	size_t pos = 0, n;
 	const char *line;
@@ -199,7 +200,8 @@ int host_sshd_inplace(const char *conf, size_t len, const char *body, size_t ble
 		if (in_block) {
 			if (line_is(line, n, BLOCK_END))
 				in_block = false;
-			else if (old != NULL && (buf_append(old, line, n) != 0 || buf_append(old, "\n", 1)))
+			else if (old != NULL &&
+			         (buf_append(old, line, n) != 0 || buf_append(old, "\n", 1)))
 				return -1;
 			continue;
 		}
@@ -231,7 +233,8 @@ static int put_list(struct buf *out, const char *key, const char *const *v, int 
 int host_sshd_render(const struct host_sshd_spec *s, struct buf *out)
 {
 	buf_free(out);
-	if ((s->disable_password_auth == 1 && buf_printf(out, "PasswordAuthentication no\n") != 0) ||
+	if ((s->disable_password_auth == 1 &&
+	     buf_printf(out, "PasswordAuthentication no\n") != 0) ||
 	    (s->disable_root_login == 1 && buf_printf(out, "PermitRootLogin no\n") != 0) ||
 	    put_list(out, "AllowUsers", s->allow_users, s->nallow_users) != 0 ||
 	    put_list(out, "AllowGroups", s->allow_groups, s->nallow_groups) != 0 ||
@@ -269,9 +272,8 @@ static int field_tristate(json_t *obj, const char *name, int *out, const char *p
 	return 0;
 }
 
-static int field_names(json_t *obj, const char *name, bool (*valid)(const char *),
-                       const char **out, int *n, const char *path, char *epath, size_t ecap,
-                       struct vm_err *err)
+static int field_names(json_t *obj, const char *name, bool (*valid)(const char *), const char **out,
+                       int *n, const char *path, char *epath, size_t ecap, struct vm_err *err)
 {
 	json_t *v = json_object_get(obj, name);
 	if (v == NULL)
@@ -293,14 +295,17 @@ static int field_names(json_t *obj, const char *name, bool (*valid)(const char *
 }
 
 /* Keywords the typed fields own: extra must not set them a second way. */
-static const char *const typed_keys[] = {"PasswordAuthentication", "PermitRootLogin",
-                                         "AllowUsers", "AllowGroups", "Port", NULL};
+static const char *const typed_keys[] = {
+    "PasswordAuthentication", "PermitRootLogin", "AllowUsers", "AllowGroups", "Port", NULL};
 
 int probe_sshd_parse(STEP_PARSE_ARGS)
 {
-	static const char *const known[] = {"disable_password_auth", "disable_root_login",
-	                                    "allow_users",           "allow_groups",
-	                                    "port",                  "extra",
+	static const char *const known[] = {"disable_password_auth",
+	                                    "disable_root_login",
+	                                    "allow_users",
+	                                    "allow_groups",
+	                                    "port",
+	                                    "extra",
 	                                    NULL};
 	if (host_parse_common(obj, st, known, path, epath, ecap, err) != 0)
 		return -1;
@@ -309,8 +314,8 @@ int probe_sshd_parse(STEP_PARSE_ARGS)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	st->ext = s;
 	st->ext_free = sshd_req_free;
-	if (field_tristate(obj, "disable_password_auth", &s->disable_password_auth, path, epath, ecap,
-	                   err) != 0 ||
+	if (field_tristate(obj, "disable_password_auth", &s->disable_password_auth, path, epath,
+	                   ecap, err) != 0 ||
 	    field_tristate(obj, "disable_root_login", &s->disable_root_login, path, epath, ecap,
 	                   err) != 0 ||
 	    field_names(obj, "allow_users", host_valid_user_name, s->allow_users, &s->nallow_users,
@@ -338,20 +343,24 @@ int probe_sshd_parse(STEP_PARSE_ARGS)
 			snprintf(f, sizeof(f), "extra.%.64s", k);
 			f[utf8_cut(f, strlen(f))] = '\0';
 			if (!host_valid_sshd_keyword(k))
-				return host_bad_field(path, f, epath, ecap, err,
-				                      "not an sshd_config keyword (letters and digits; not "
-				                      "Include or Match)");
+				return host_bad_field(
+				    path, f, epath, ecap, err,
+				    "not an sshd_config keyword (letters and digits; not "
+				    "Include or Match)");
 			for (const char *const *t = typed_keys; *t != NULL; t++)
 				if (strcasecmp(k, *t) == 0)
-					return host_bad_field(path, f, epath, ecap, err,
-					                      "set by its own field of sshd.harden");
+					return host_bad_field(
+					    path, f, epath, ecap, err,
+					    "set by its own field of sshd.harden");
 			for (int i = 0; i < s->nextra; i++)
 				if (strcasecmp(k, s->extra[i].key) == 0)
-					return host_bad_field(path, f, epath, ecap, err, "given twice");
+					return host_bad_field(path, f, epath, ecap, err,
+					                      "given twice");
 			if (!json_is_string(v) || !host_valid_sshd_value(json_string_value(v)))
-				return host_bad_field(path, f, epath, ecap, err,
-				                      "one value of printable ASCII without whitespace, '#' "
-				                      "or '\"'");
+				return host_bad_field(
+				    path, f, epath, ecap, err,
+				    "one value of printable ASCII without whitespace, '#' "
+				    "or '\"'");
 			s->extra[s->nextra].key = k;
 			s->extra[s->nextra++].value = json_string_value(v);
 		}
@@ -367,8 +376,7 @@ int probe_sshd_parse(STEP_PARSE_ARGS)
 
 /* Appends a change per keyword whose value differs between the old and the new
  * managed text, and lists them in "modified_keys". */
-static void report_keys(json_t *result, const char *old, size_t olen, const char *neu,
-                        size_t nlen)
+static void report_keys(json_t *result, const char *old, size_t olen, const char *neu, size_t nlen)
 {
 	json_t *keys = json_array();
 	const char *texts[2] = {neu, old};
@@ -390,7 +398,8 @@ static void report_keys(json_t *result, const char *old, size_t olen, const char
 			bool dup = false;
 			size_t i;
 			json_t *k;
-			json_array_foreach(keys, i, k) dup |= strcasecmp(json_string_value(k), key) == 0;
+			json_array_foreach(keys, i, k) dup |=
+			    strcasecmp(json_string_value(k), key) == 0;
 			if (dup)
 				continue;
 			json_array_append_new(keys, json_string(key));
@@ -434,7 +443,8 @@ static int sshd_port(const struct probe_step_ctx *ctx, const struct host_sshd_sp
 	struct vm_err err = {0};
 	char v[16];
 	int port = 22;
-	if (host_run(ctx, &(struct host_cmd){.argv = argv}, &res, &err) == 0 && res.exit_code == 0 &&
+	if (host_run(ctx, &(struct host_cmd){.argv = argv}, &res, &err) == 0 &&
+	    res.exit_code == 0 &&
 	    host_sshd_value(res.out, res.out_len, "port", v, sizeof(v)) == 1 && atoi(v) > 0 &&
 	    atoi(v) < 65536)
 		port = atoi(v);
@@ -471,8 +481,8 @@ static int sshd_answers(const struct probe_step_ctx *ctx, int port, json_t *resu
 }
 
 /* Puts the old bytes back and reloads again, saying so in the result. */
-static void roll_back(const struct probe_step_ctx *ctx, const struct host_backup *bk,
-                      bool reload, json_t *result)
+static void roll_back(const struct probe_step_ctx *ctx, const struct host_backup *bk, bool reload,
+                      json_t *result)
 {
 	struct vm_err err = {0};
 	if (host_backup_restore(bk, &err) != 0) {
@@ -531,11 +541,12 @@ enum probe_step_status probe_sshd_run(STEP_RUN_ARGS)
 		oldbody = drop.data;
 		oldlen = drop.len;
 	} else {
-		int r = host_sshd_inplace(conf.data, conf.len, (const char *)buf_data(&body), body.len,
-		                          &text, &old);
+		int r = host_sshd_inplace(conf.data, conf.len, (const char *)buf_data(&body),
+		                          body.len, &text, &old);
 		if (r != 0) {
 			rc = r == -2 ? host_fail(result, "sshd_config_block",
-			                         SSHD_CONFIG " has a vm-agent block without its end line")
+			                         SSHD_CONFIG
+			                         " has a vm-agent block without its end line")
 			             : host_fail(result, "internal", "out of memory");
 			goto out;
 		}

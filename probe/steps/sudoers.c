@@ -26,8 +26,8 @@ bool host_valid_sudoers_name(const char *s)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		          c == '_' || c == '-';
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          (c >= '0' && c <= '9') || c == '_' || c == '-';
 		if (!ok)
 			return false;
 	}
@@ -60,7 +60,8 @@ bool host_valid_sudo_command(const char *s)
 int host_sudoers_render(const char *name, const struct host_sudo_rule *r, struct buf *out)
 {
 	buf_free(out);
-	if (buf_printf(out, "# Managed by vm-agent (sudoers.ensure %s): changes here are overwritten.\n",
+	if (buf_printf(out,
+	               "# Managed by vm-agent (sudoers.ensure %s): changes here are overwritten.\n",
 	               name) != 0 ||
 	    buf_printf(out, "%s%s ALL=(ALL:ALL) %s", r->group != NULL ? "%" : "",
 	               r->group != NULL ? r->group : r->user, r->nopasswd ? "NOPASSWD: " : "") != 0)
@@ -87,9 +88,10 @@ int probe_sudoers_parse(STEP_PARSE_ARGS)
 	st->ext = q;
 	st->ext_free = sudoers_req_free;
 	if (st->name == NULL || !host_valid_sudoers_name(st->name))
-		return host_bad_field(path, "name", epath, ecap, err,
-		                      "a drop-in name of [A-Za-z0-9_-], 1-64 characters (sudo ignores "
-		                      "names with '.' or '~')");
+		return host_bad_field(
+		    path, "name", epath, ecap, err,
+		    "a drop-in name of [A-Za-z0-9_-], 1-64 characters (sudo ignores "
+		    "names with '.' or '~')");
 	struct host_sudo_rule *r = &q->rule;
 	if (host_field_state(obj, &q->present, path, epath, ecap, err) != 0 ||
 	    probe_field_str(obj, "user", false, 64, &r->user, path, epath, ecap, err) != 0 ||
@@ -108,7 +110,8 @@ int probe_sudoers_parse(STEP_PARSE_ARGS)
 		return 0;
 	}
 	if ((r->user == NULL) == (r->group == NULL))
-		return host_bad_field(path, "user", epath, ecap, err, "exactly one of user or group");
+		return host_bad_field(path, "user", epath, ecap, err,
+		                      "exactly one of user or group");
 	if (!json_is_array(cmds) || json_array_size(cmds) == 0 ||
 	    json_array_size(cmds) > HOST_SUDO_CMDS_MAX)
 		return host_bad_field(path, "commands", epath, ecap, err,
@@ -120,9 +123,10 @@ int probe_sudoers_parse(STEP_PARSE_ARGS)
 		if (!json_is_string(c) || !host_valid_sudo_command(json_string_value(c))) {
 			char f[32];
 			snprintf(f, sizeof(f), "commands[%zu]", i);
-			return host_bad_field(path, f, epath, ecap, err,
-			                      "\"ALL\" or an absolute path with arguments (no , : = \\ # "
-			                      "\" ! or control characters)");
+			return host_bad_field(
+			    path, f, epath, ecap, err,
+			    "\"ALL\" or an absolute path with arguments (no , : = \\ # "
+			    "\" ! or control characters)");
 		}
 		r->commands[r->ncommands++] = json_string_value(c);
 	}
@@ -182,15 +186,16 @@ enum probe_step_status probe_sudoers_run(STEP_RUN_ARGS)
 		s = host_fail(result, "internal", "out of memory");
 		goto out;
 	}
-	bool same = cur.exists && cur.len == text.len &&
-	            memcmp(cur.data, buf_data(&text), text.len) == 0;
+	bool same =
+	    cur.exists && cur.len == text.len && memcmp(cur.data, buf_data(&text), text.len) == 0;
 	if (same && cur.mode == 0440 && cur.uid == 0 && cur.gid == 0)
 		goto out;
 	if (!same)
 		host_change_file(result, path, &cur, (const char *)buf_data(&text), text.len);
 	else
-		host_change(result, "mode", json_sprintf("%04o %u:%u", (unsigned)cur.mode,
-		                                          (unsigned)cur.uid, (unsigned)cur.gid),
+		host_change(result, "mode",
+		            json_sprintf("%04o %u:%u", (unsigned)cur.mode, (unsigned)cur.uid,
+		                         (unsigned)cur.gid),
 		            json_string("0440 0:0"));
 	if (st->check)
 		goto out;

@@ -13,8 +13,8 @@
 #include "core/passwd.h"
 #include "probe/steps/steps.h"
 
-#define PASSWD_FILE "/etc/passwd"
-#define GROUP_FILE  "/etc/group"
+#define PASSWD_FILE    "/etc/passwd"
+#define GROUP_FILE     "/etc/group"
 #define PATH_FIELD_MAX 255
 #define GROUPS_JOINED  (HOST_GROUPS_MAX * 33 + 1)
 
@@ -90,8 +90,7 @@ bool host_valid_passwd_path(const char *s)
 }
 
 /* Calls fn for each well-formed line until it returns nonzero (that value). */
-static int each_line(const char *text, size_t len, int (*fn)(void *ctx, const char *line,
-                                                             size_t n),
+static int each_line(const char *text, size_t len, int (*fn)(void *ctx, const char *line, size_t n),
                      void *ctx)
 {
 	size_t start = 0;
@@ -120,14 +119,16 @@ static int find_pw(void *p, const char *line, size_t n)
 {
 	struct find_ctx *f = p;
 	struct passwd_entry *e = f->out;
-	return passwd_parse_line(line, n, e, NULL) == PASSWD_LINE_OK && strcmp(e->name, f->name) == 0;
+	return passwd_parse_line(line, n, e, NULL) == PASSWD_LINE_OK &&
+	       strcmp(e->name, f->name) == 0;
 }
 
 static int find_gr(void *p, const char *line, size_t n)
 {
 	struct find_ctx *f = p;
 	struct group_entry *e = f->out;
-	return group_parse_line(line, n, e, NULL) == PASSWD_LINE_OK && strcmp(e->name, f->name) == 0;
+	return group_parse_line(line, n, e, NULL) == PASSWD_LINE_OK &&
+	       strcmp(e->name, f->name) == 0;
 }
 
 int host_passwd_find(const char *text, size_t len, const char *name, struct passwd_entry *out)
@@ -188,7 +189,7 @@ static void user_req_free(void *p)
 
 int probe_user_parse(STEP_PARSE_ARGS)
 {
-	static const char *const known[] = {"state", "uid",    "gid",    "groups",      "shell",
+	static const char *const known[] = {"state", "uid",    "gid",         "groups", "shell",
 	                                    "home",  "system", "remove_home", NULL};
 	if (host_parse_common(obj, st, known, path, epath, ecap, err) != 0)
 		return -1;
@@ -198,12 +199,14 @@ int probe_user_parse(STEP_PARSE_ARGS)
 	st->ext = q;
 	st->ext_free = user_req_free;
 	if (st->name == NULL || !host_valid_user_name(st->name))
-		return host_bad_field(path, "name", epath, ecap, err,
-		                      "a user name by useradd's rule ([a-z_][a-z0-9_-]*$?, at most 32)");
+		return host_bad_field(
+		    path, "name", epath, ecap, err,
+		    "a user name by useradd's rule ([a-z_][a-z0-9_-]*$?, at most 32)");
 	if (host_field_state(obj, &q->present, path, epath, ecap, err) != 0 ||
 	    host_field_id(obj, "uid", &q->uid, &q->has_uid, path, epath, ecap, err) != 0 ||
 	    host_field_id(obj, "gid", &q->gid, &q->has_gid, path, epath, ecap, err) != 0 ||
-	    probe_field_str(obj, "shell", false, PATH_FIELD_MAX, &q->shell, path, epath, ecap, err) ||
+	    probe_field_str(obj, "shell", false, PATH_FIELD_MAX, &q->shell, path, epath, ecap,
+	                    err) ||
 	    probe_field_str(obj, "home", false, PATH_FIELD_MAX, &q->home, path, epath, ecap, err) ||
 	    probe_field_bool(obj, "system", &q->system, path, epath, ecap, err) != 0 ||
 	    probe_field_bool(obj, "remove_home", &q->remove_home, path, epath, ecap, err) != 0)
@@ -228,7 +231,8 @@ int probe_user_parse(STEP_PARSE_ARGS)
 			if (!json_is_string(g) || !host_valid_group_name(json_string_value(g))) {
 				char f[32];
 				snprintf(f, sizeof(f), "groups[%zu]", i);
-				return host_bad_field(path, f, epath, ecap, err, "not a valid group name");
+				return host_bad_field(path, f, epath, ecap, err,
+				                      "not a valid group name");
 			}
 			q->groups[q->ngroups++] = json_string_value(g);
 		}
@@ -270,8 +274,7 @@ static bool shell_ok(const char *shell)
 	return shell == NULL || faccessat(AT_FDCWD, shell, X_OK, AT_EACCESS) == 0;
 }
 
-static enum probe_step_status user_remove(const struct probe_step_req *st,
-                                          const struct user_req *q,
+static enum probe_step_status user_remove(const struct probe_step_req *st, const struct user_req *q,
                                           const struct probe_step_ctx *ctx, json_t *result,
                                           const struct passwd_entry *e, const char *groups)
 {
@@ -337,8 +340,7 @@ static enum probe_step_status user_add(const struct probe_step_req *st, const st
 	return st->check ? STEP_OK : host_run_ok(ctx, argv, "tool_failed", result);
 }
 
-static enum probe_step_status user_modify(const struct probe_step_req *st,
-                                          const struct user_req *q,
+static enum probe_step_status user_modify(const struct probe_step_req *st, const struct user_req *q,
                                           const struct probe_step_ctx *ctx, json_t *result,
                                           const struct passwd_entry *e, const char *groups,
                                           const char *want_groups)
@@ -367,15 +369,13 @@ static enum probe_step_status user_modify(const struct probe_step_req *st,
 	if (q->shell != NULL && strcmp(q->shell, e->shell) != 0) {
 		argv[n++] = "-s";
 		argv[n++] = q->shell;
-		host_change(result, "shell", json_string(e->shell),
-		            json_string(q->shell));
+		host_change(result, "shell", json_string(e->shell), json_string(q->shell));
 	}
 	/* the home field moves; the directory's contents stay where they are */
 	if (q->home != NULL && strcmp(q->home, e->home) != 0) {
 		argv[n++] = "-d";
 		argv[n++] = q->home;
-		host_change(result, "home", json_string(e->home),
-		            json_string(q->home));
+		host_change(result, "home", json_string(e->home), json_string(q->home));
 	}
 	if (n == 1 || st->check)
 		return STEP_OK;

@@ -51,8 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		buf_init(&old, 1u << 22);
 		static const char body[] = "PasswordAuthentication no\n";
 		if (host_sshd_inplace(text, len, body, sizeof(body) - 1, &a, &old) == 0) {
-			if (host_sshd_inplace((const char *)buf_data(&a), a.len, body, sizeof(body) - 1,
-			                      &b, &old) != 0 ||
+			if (host_sshd_inplace((const char *)buf_data(&a), a.len, body,
+			                      sizeof(body) - 1, &b, &old) != 0 ||
 			    a.len != b.len || memcmp(buf_data(&a), buf_data(&b), a.len) != 0 ||
 			    old.len != sizeof(body) - 1)
 				__builtin_trap();

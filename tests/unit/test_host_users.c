@@ -137,10 +137,10 @@ static void test_sudoers_parse_refuses_bad_input_with_its_path(void **state)
 	          "{\"name\":\"ops\",\"user\":\"alice\",\"commands\":[\"/bin/true\"],"
 	          "\"nopasswd\":true}");
 	expect_ok(probe_sudoers_parse, "{\"name\":\"ops\",\"state\":\"absent\"}");
-	expect_bad(probe_sudoers_parse, "{\"name\":\"ops.d\",\"user\":\"a\",\"commands\":[\"ALL\"]}",
-	           "steps[0].name");
-	expect_bad(probe_sudoers_parse, "{\"name\":\"ops\",\"user\":\"Bob\",\"commands\":[\"ALL\"]}",
-	           "steps[0].user");
+	expect_bad(probe_sudoers_parse,
+	           "{\"name\":\"ops.d\",\"user\":\"a\",\"commands\":[\"ALL\"]}", "steps[0].name");
+	expect_bad(probe_sudoers_parse,
+	           "{\"name\":\"ops\",\"user\":\"Bob\",\"commands\":[\"ALL\"]}", "steps[0].user");
 	expect_bad(probe_sudoers_parse,
 	           "{\"name\":\"ops\",\"group\":\"a b\",\"commands\":[\"ALL\"]}", "steps[0].group");
 	expect_bad(probe_sudoers_parse,
@@ -197,7 +197,8 @@ static char *render_sshd(const struct host_sshd_spec *s)
 static void test_sshd_render_is_fixed_order_with_extra_sorted(void **state)
 {
 	(void)state;
-	struct host_sshd_spec s = {.disable_password_auth = 1, .disable_root_login = 1, .port = 2222};
+	struct host_sshd_spec s = {
+	    .disable_password_auth = 1, .disable_root_login = 1, .port = 2222};
 	s.allow_users[s.nallow_users++] = "alice";
 	s.allow_users[s.nallow_users++] = "bob";
 	s.allow_groups[s.nallow_groups++] = "ops";
@@ -254,8 +255,8 @@ static void test_sshd_value_first_wins_and_stops_at_match(void **state)
 	                   "PermitRootLogin yes\n";
 	assert_int_equal(host_sshd_value(conf, strlen(conf), "Port", v, sizeof(v)), 1);
 	assert_string_equal(v, "2222");
-	assert_int_equal(host_sshd_value(conf, strlen(conf), "passwordauthentication", v, sizeof(v)),
-	                 1);
+	assert_int_equal(
+	    host_sshd_value(conf, strlen(conf), "passwordauthentication", v, sizeof(v)), 1);
 	assert_string_equal(v, "no");
 	assert_int_equal(host_sshd_value(conf, strlen(conf), "PermitRootLogin", v, sizeof(v)), 0);
 	const char *t = "port 22\naddressfamily any\nallowusers alice bob\n";
@@ -268,8 +269,8 @@ static char *inplace(const char *conf, const char *body, int *rc, char **old)
 	struct buf out, ob;
 	buf_init(&out, 1u << 20);
 	buf_init(&ob, 1u << 20);
-	*rc = host_sshd_inplace(conf, strlen(conf), body, body != NULL ? strlen(body) : 0, &out,
-	                        &ob);
+	*rc =
+	    host_sshd_inplace(conf, strlen(conf), body, body != NULL ? strlen(body) : 0, &out, &ob);
 	char *s = buf_take(&out, NULL);
 	if (old != NULL)
 		*old = buf_take(&ob, NULL);
@@ -368,7 +369,8 @@ static void test_user_parse_refuses_bad_input_with_its_path(void **state)
 	expect_ok(probe_user_parse, "{\"name\":\"alice\",\"uid\":1500,\"gid\":1500,"
 	                            "\"groups\":[\"sudo\",\"adm\"],\"shell\":\"/bin/bash\","
 	                            "\"home\":\"/home/alice\",\"system\":false}");
-	expect_ok(probe_user_parse, "{\"name\":\"alice\",\"state\":\"absent\",\"remove_home\":true}");
+	expect_ok(probe_user_parse,
+	          "{\"name\":\"alice\",\"state\":\"absent\",\"remove_home\":true}");
 	expect_bad(probe_user_parse, "{\"name\":\"Alice\"}", "steps[0].name");
 	expect_bad(probe_user_parse, "{\"name\":\"-alice\"}", "steps[0].name");
 	expect_bad(probe_user_parse, "{\"name\":\"abcdefghijklmnopqrstuvwxyz0123456\"}",

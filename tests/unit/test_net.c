@@ -64,9 +64,9 @@ static void test_net_read_banner_reads_the_first_line(void **state)
 	server_start(&s, "SSH-2.0-OpenSSH_9.2p1 Debian-2\r\nmore");
 	char line[256];
 	struct vm_err err = {0};
-	assert_int_equal(net_read_banner("127.0.0.1", s.port, time_mono_ms() + 5000, line,
-	                                 sizeof(line), &err),
-	                 0);
+	assert_int_equal(
+	    net_read_banner("127.0.0.1", s.port, time_mono_ms() + 5000, line, sizeof(line), &err),
+	    0);
 	assert_string_equal(line, "SSH-2.0-OpenSSH_9.2p1 Debian-2");
 	server_stop(&s);
 }
@@ -78,9 +78,9 @@ static void test_net_read_banner_cuts_a_long_line(void **state)
 	server_start(&s, "SSH-2.0-a-very-long-banner-without-end");
 	char line[8];
 	struct vm_err err = {0};
-	assert_int_equal(net_read_banner("127.0.0.1", s.port, time_mono_ms() + 5000, line,
-	                                 sizeof(line), &err),
-	                 0);
+	assert_int_equal(
+	    net_read_banner("127.0.0.1", s.port, time_mono_ms() + 5000, line, sizeof(line), &err),
+	    0);
 	assert_string_equal(line, "SSH-2.0");
 	server_stop(&s);
 }
@@ -109,16 +109,15 @@ static void test_net_read_banner_refused_and_bad_address(void **state)
 	int port = s.port;
 	char line[64];
 	struct vm_err err = {0};
-	assert_int_equal(net_read_banner("127.0.0.1", port, time_mono_ms() + 2000, line,
-	                                 sizeof(line), &err),
-	                 0);
+	assert_int_equal(
+	    net_read_banner("127.0.0.1", port, time_mono_ms() + 2000, line, sizeof(line), &err), 0);
 	server_stop(&s);
 	assert_true(net_read_banner("127.0.0.1", port, time_mono_ms() + 2000, line, sizeof(line),
 	                            &err) < 0);
-	assert_true(net_read_banner("localhost", 22, time_mono_ms() + 100, line, sizeof(line),
-	                            &err) < 0);
-	assert_true(net_read_banner("127.0.0.1", 0, time_mono_ms() + 100, line, sizeof(line),
-	                            &err) < 0);
+	assert_true(
+	    net_read_banner("localhost", 22, time_mono_ms() + 100, line, sizeof(line), &err) < 0);
+	assert_true(
+	    net_read_banner("127.0.0.1", 0, time_mono_ms() + 100, line, sizeof(line), &err) < 0);
 }
 
 int main(void)
