@@ -41,6 +41,8 @@ const struct probe_step_type probe_steps[] = {
     {"script", NULL, probe_script_parse, probe_script_run, bound_process},
     {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
     {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
+    {"pkg.ensure", HOST_SCOPE_WRITE, probe_pkg_parse, probe_pkg_run, probe_pkg_bound},
+    {"service", HOST_SCOPE_WRITE, probe_service_parse, probe_service_run, bound_small},
     {"user.ensure", HOST_SCOPE_WRITE, probe_user_parse, probe_user_run, bound_small},
     {"group.ensure", HOST_SCOPE_WRITE, probe_group_parse, probe_group_run, bound_small},
     {"sudoers.ensure", HOST_SCOPE_WRITE, probe_sudoers_parse, probe_sudoers_run, bound_small},

@@ -320,7 +320,9 @@ int host_diff(const char *a, size_t alen, const char *b, size_t blen, const char
 	}
 	static const char cut[] = "\\ diff truncated\n";
 	rc = 0;
-	if (full.len <= max) {
+	if (full.len == 0) {
+		rc = 0; /* equal texts; an empty buf has no data pointer to pass on */
+	} else if (full.len <= max) {
 		rc = buf_append(out, buf_data(&full), full.len) == 0 ? 0 : -1;
 	} else {
 		size_t keep = max > sizeof(cut) ? max - (sizeof(cut) - 1) : 0;
@@ -421,7 +423,7 @@ json_t *host_change_file(json_t *result, const char *path, const struct host_fil
 	const char *label = path[0] == '/' ? path + 1 : path;
 	if (host_diff(had ? before->data : NULL, had ? before->len : 0, after, after_len, label,
 	              HOST_DIFF_MAX, &d) >= 0)
-		probe_json_set_bytes(c, "diff", (const char *)buf_data(&d), d.len);
+		probe_json_set_bytes(c, "diff", d.len > 0 ? (const char *)buf_data(&d) : "", d.len);
 	buf_free(&d);
 	return c;
 }
@@ -552,6 +554,17 @@ enum probe_step_status host_fail_proc(json_t *result, const char *code, const ch
 		start--;
 	return host_fail(result, code, "%s: %s%s%.*s", tool, how, len > start ? ": " : "",
 	                 (int)(len - start > 512 ? 512 : len - start), s != NULL ? s + start : "");
+}
+
+const char *host_next_line(const char *data, size_t size, size_t *off, size_t *len)
+{
+	if (*off >= size)
+		return NULL;
+	const char *line = data + *off;
+	const char *nl = memchr(line, '\n', size - *off);
+	*len = nl != NULL ? (size_t)(nl - line) : size - *off;
+	*off += *len + 1;
+	return line;
 }
 
 /* --- names ---------------------------------------------------------------------- */
