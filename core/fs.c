@@ -699,12 +699,16 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	return replace_at(dirfd, name, &f, &o, err);
 }
 
-pid_t fs_lock_holder(int fd)
+int fs_lock_holder(int fd, pid_t *pid)
 {
 	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	*pid = 0;
 	if (fcntl(fd, F_GETLK, &fl) != 0)
 		return -1;
-	return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+	if (fl.l_type == F_UNLCK)
+		return 0;
+	*pid = fl.l_pid;
+	return 1;
 }
 
 int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err)

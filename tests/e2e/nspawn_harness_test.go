@@ -58,11 +58,22 @@ func nspawnSpec() string {
 }
 
 // nspawnRoot returns the cached root, building it under a lock file so
-// concurrent test binaries neither race nor build twice.
+// concurrent test binaries neither race nor build twice. It lives in the
+// source tree's build/ whichever binary is tested (the gcc and the ASan runs
+// share it); VMA_NSPAWN_ROOT puts it elsewhere.
 func nspawnRoot(t *testing.T) string {
 	t.Helper()
-	build := filepath.Dir(agentBin(t))
-	root := filepath.Join(build, "nspawn-root")
+	root := os.Getenv("VMA_NSPAWN_ROOT")
+	if root == "" {
+		root = "../../build/nspawn-root"
+	}
+	root, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(root), 0755); err != nil {
+		t.Fatal(err)
+	}
 	lock, err := os.OpenFile(root+".lock", os.O_CREATE|os.O_RDWR, 0600)
 	if err != nil {
 		t.Fatalf("nspawn root lock: %v", err)
