@@ -98,19 +98,6 @@ static bool key_is(const struct kv *kv, const char *key)
 	return kv->klen == strlen(key) && strncasecmp(kv->key, key, kv->klen) == 0;
 }
 
-/* The next line of text from *pos (without '\n'); false at the end. */
-static bool next_line(const char *text, size_t len, size_t *pos, const char **line, size_t *n)
-{
-	if (text == NULL || *pos >= len)
-		return false;
-	const char *nl = memchr(text + *pos, '\n', len - *pos);
-	size_t end = nl != NULL ? (size_t)(nl - text) : len;
-	*line = text + *pos;
-	*n = end - *pos;
-	*pos = end + 1;
-	return true;
-}
-
 /* Whether one Include argument (a glob, relative to /etc/ssh) matches file. */
 static bool include_matches(const char *arg, size_t n, const char *file)
 {
@@ -130,7 +117,7 @@ static bool next_global(const char *conf, size_t len, size_t *pos, struct kv *kv
 {
 	const char *line;
 	size_t n;
-	while (next_line(conf, len, pos, &line, &n))
+	while ((line = host_next_line(conf, len, pos, &n)) != NULL)
 		if (split_kv(line, n, kv))
 			return !key_is(kv, "Match");
 	return false;
@@ -191,7 +178,7 @@ int host_sshd_inplace(const char *conf, size_t len, const char *body, size_t ble
 	size_t pos = 0, n;
 	const char *line;
 	bool in_block = false, seen = false;
-	while (next_line(conf, len, &pos, &line, &n)) {
+	while ((line = host_next_line(conf, len, &pos, &n)) != NULL) {
 		bool last = pos > len; /* the text's last line had no '\n' */
 		if (!in_block && !seen && line_is(line, n, BLOCK_BEGIN)) {
 			in_block = seen = true;
@@ -385,7 +372,7 @@ static void report_keys(json_t *result, const char *old, size_t olen, const char
 		size_t pos = 0, n;
 		const char *line;
 		struct kv kv;
-		while (next_line(texts[t], lens[t], &pos, &line, &n)) {
+		while ((line = host_next_line(texts[t], lens[t], &pos, &n)) != NULL) {
 			if (!split_kv(line, n, &kv) || kv.klen > SSHD_KEY_MAX)
 				continue;
 			char key[SSHD_KEY_MAX + 1], a[SSHD_LINE_MAX], b[SSHD_LINE_MAX];

@@ -93,14 +93,12 @@ bool host_valid_passwd_path(const char *s)
 static int each_line(const char *text, size_t len, int (*fn)(void *ctx, const char *line, size_t n),
                      void *ctx)
 {
-	size_t start = 0;
-	while (start < len) {
-		const char *nl = memchr(text + start, '\n', len - start);
-		size_t end = nl != NULL ? (size_t)(nl - text) : len;
-		int rc = fn(ctx, text + start, end - start);
+	size_t off = 0, n;
+	const char *line;
+	while ((line = host_next_line(text, len, &off, &n)) != NULL) {
+		int rc = fn(ctx, line, n);
 		if (rc != 0)
 			return rc;
-		start = end + 1;
 	}
 	return 0;
 }
