@@ -9,6 +9,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -251,17 +252,12 @@ func TestHostUsersSshdHarden(t *testing.T) {
 	const dropin = "/etc/ssh/sshd_config.d/50-vm-agent.conf"
 	files := []string{"/etc/ssh/sshd_config", dropin}
 	harden := `{"type":"sshd.harden","disable_password_auth":true,"disable_root_login":true,"allow_users":["root","admin"],"extra":{"MaxAuthTries":"3"}}`
-	// the container shares the host's network: its sshd gets a port of its
-	// own (port 22 may be the host's or another container's)
-	port := freePort(t)
-	portConf := fmt.Sprintf("Port %d\n", port)
-	c.WriteFile(t, "/etc/ssh/sshd_config.d/10-e2e-port.conf", []byte(portConf), 0644)
-	c.Run(t, "systemctl", "reset-failed", "ssh")
-	c.Run(t, "systemctl", "restart", "ssh")
+	// the harness gives sshd a free port of its own on 127.0.0.1 (in the
+	// main file, after its Include: the host's sshd has port 22)
+	port := c.SSHPort
 	if !sshAnswers(t, c, port) {
 		t.Fatal("sshd does not answer in the fresh container")
 	}
-
 	before := c.Sha256(t, files...)
 	steps := hostSteps(t, h, "succeeded", strings.TrimSuffix(harden, "}")+`,"check":true}`)
 	wantChanged(t, "check", steps, true)
@@ -304,10 +300,25 @@ func TestHostUsersSshdHarden(t *testing.T) {
 		t.Error("sshd does not answer after the refused setting")
 	}
 
-	// a setting sshd accepts but that leaves it unreachable where the agent
-	// tests it (listening on another address): rolled back and reloaded
-	steps = hostSteps(t, h, "failed",
-		`{"type":"sshd.harden","disable_password_auth":true,"extra":{"ListenAddress":"127.0.0.2"}}`)
+	// a port sshd accepts (`sshd -t` does not bind) where, after the reload,
+	// something else answers without an SSH banner: rolled back, reloaded
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for {
+			conn, err := other.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte("HTTP/1.0 400 Bad Request\r\n\r\n"))
+			conn.Close()
+		}
+	}()
+	otherPort := other.Addr().(*net.TCPAddr).Port
+	steps = hostSteps(t, h, "failed", fmt.Sprintf(`{"type":"sshd.harden","disable_password_auth":true,"port":%d}`, otherPort))
 	if steps[0]["error_code"] != "sshd_unreachable" || steps[0]["restored"] != true || changed(steps[0]) {
 		t.Errorf("unreachable sshd: %v", steps[0])
 	}
@@ -318,12 +329,10 @@ func TestHostUsersSshdHarden(t *testing.T) {
 
 	// no Include in sshd_config: a marked block on top of it instead
 	c.Run(t, "sed", "-i", "/^Include/d", "/etc/ssh/sshd_config")
-	conf, _ := c.ReadFile(t, "/etc/ssh/sshd_config")
-	c.WriteFile(t, "/etc/ssh/sshd_config", []byte(conf+portConf), 0644)
 	c.Run(t, "rm", "-f", dropin)
 	steps = hostSteps(t, h, "succeeded", `{"type":"sshd.harden","disable_root_login":true}`)
 	wantChanged(t, "in-place", steps, true)
-	conf, _ = c.ReadFile(t, "/etc/ssh/sshd_config")
+	conf, _ := c.ReadFile(t, "/etc/ssh/sshd_config")
 	if steps[0]["mode"] != "in-place" || !strings.HasPrefix(conf, "# BEGIN vm-agent sshd.harden") ||
 		!strings.Contains(conf, "\nPermitRootLogin no\n# END vm-agent sshd.harden\n") {
 		t.Errorf("in-place: mode %v\n%s", steps[0]["mode"], conf)
