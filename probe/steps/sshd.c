@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "core/buf.h"
 #include "core/fs.h"
@@ -456,11 +455,8 @@ static int sshd_answers(const struct probe_step_ctx *ctx, int port, json_t *resu
 			}
 			vm_err_set(&err, VM_ERR_IO, "port %d answered without an SSH banner", port);
 		}
-		if (time_mono_ms() + BANNER_RETRY_MS >= end ||
-		    (ctx->cancel != NULL && atomic_load(ctx->cancel)))
+		if (time_mono_ms() + BANNER_RETRY_MS >= end || !host_wait(ctx, BANNER_RETRY_MS))
 			break;
-		struct timespec ts = {0, BANNER_RETRY_MS * 1000000L};
-		nanosleep(&ts, NULL);
 	}
 	host_fail(result, "sshd_unreachable", "sshd does not answer on 127.0.0.1:%d: %s", port,
 	          err.msg);
