@@ -35,9 +35,11 @@ void buf_consume(struct buf *b, size_t n);
  * gets their length. b is left empty. */
 char *buf_take(struct buf *b, size_t *len);
 
+/* The live bytes; "" for a buffer that never allocated (NULL + 0 is
+ * undefined behaviour, and callers pass the result to memcmp and friends). */
 static inline const uint8_t *buf_data(const struct buf *b)
 {
-	return b->p + b->off;
+	return b->p != NULL ? b->p + b->off : (const uint8_t *)"";
 }
 
 /* Appends printf output at buf[o] of a cap-byte array (kept NUL-terminated).

@@ -47,6 +47,10 @@ const struct probe_step_type probe_steps[] = {
      1},
     {"pkg.ensure", HOST_SCOPE_WRITE, probe_pkg_parse, probe_pkg_run, probe_pkg_bound, 1},
     {"service", HOST_SCOPE_WRITE, probe_service_parse, probe_service_run, bound_small, 1},
+    {"user.ensure", HOST_SCOPE_WRITE, probe_user_parse, probe_user_run, bound_small, 1},
+    {"group.ensure", HOST_SCOPE_WRITE, probe_group_parse, probe_group_run, bound_small, 1},
+    {"sudoers.ensure", HOST_SCOPE_WRITE, probe_sudoers_parse, probe_sudoers_run, bound_small, 1},
+    {"sshd.harden", HOST_SCOPE_WRITE, probe_sshd_parse, probe_sshd_run, bound_small, 1},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

@@ -220,4 +220,97 @@ struct svc_state {
  * a value too long. Pure. */
 int svc_parse_show(const char *data, size_t len, struct svc_state *out);
 
+/* --- users, groups, sudoers, sshd (user.c, group.c, sudoers.c, sshd.c) ------------- */
+int probe_user_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_user_run(STEP_RUN_ARGS);
+int probe_group_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_group_run(STEP_RUN_ARGS);
+int probe_sudoers_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_sudoers_run(STEP_RUN_ARGS);
+int probe_sshd_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_sshd_run(STEP_RUN_ARGS);
+
+#define HOST_GROUPS_MAX 64 /* supplementary groups of a user.ensure */
+#define HOST_ID_MAX     4294967294u /* (uid_t)-1 means "no id" to the kernel */
+
+/* Runs argv with host_run: STEP_OK when it exited 0, else the step's failure
+ * with code (timeouts and cancels as such). */
+enum probe_step_status host_run_ok(const struct probe_step_ctx *ctx, const char *const *argv,
+                                   const char *code, json_t *result);
+/* A uid or gid field: an integer 1..HOST_ID_MAX (0 is root's; an absent field
+ * leaves *set false). */
+int host_field_id(json_t *obj, const char *name, uint32_t *out, bool *set, const char *path,
+                  char *epath, size_t ecap, struct vm_err *err);
+/* "state": "present" (the default) or "absent". */
+int host_field_state(json_t *obj, bool *present, const char *path, char *epath, size_t ecap,
+                     struct vm_err *err);
+/* An absolute path useradd can store in passwd(5): no ':', no control
+ * characters, no "." or ".." component, no trailing '/', at most 255 bytes. */
+bool host_valid_passwd_path(const char *s);
+
+/* Finds name's line in a passwd(5) / group(5) text (core/passwd.h parses
+ * each line; malformed lines are skipped). Returns 1 found, 0 not. */
+struct passwd_entry;
+struct group_entry;
+int host_passwd_find(const char *text, size_t len, const char *name, struct passwd_entry *out);
+int host_group_find(const char *text, size_t len, const char *name, struct group_entry *out);
+/* The groups user is a listed member of, sorted and ","-joined into out
+ * (cut = -1). */
+int host_group_memberships(const char *text, size_t len, const char *user, char *out,
+                           size_t cap);
+
+/* sudoers.ensure: a drop-in /etc/sudoers.d/<name>. */
+#define HOST_SUDO_CMDS_MAX 64
+struct host_sudo_rule {
+	const char *user, *group; /* exactly one */
+	const char *commands[HOST_SUDO_CMDS_MAX];
+	int ncommands;
+	bool nopasswd;
+};
+/* A drop-in name sudo reads: [A-Za-z0-9_-], 1-64, not starting with '-'
+ * (sudo skips names with '.' or ending in '~'). */
+bool host_valid_sudoers_name(const char *s);
+/* "ALL" or an absolute path, optionally followed by arguments separated by
+ * single spaces; no characters sudoers would read as syntax (',', ':', '=',
+ * '\\', '#', '"', '!') and no control characters. */
+bool host_valid_sudo_command(const char *s);
+/* The drop-in text: a comment line naming it, then one rule line. */
+int host_sudoers_render(const char *name, const struct host_sudo_rule *r, struct buf *out);
+
+/* sshd.harden. */
+#define HOST_SSHD_LIST_MAX  64
+#define HOST_SSHD_EXTRA_MAX 32
+#define HOST_SSHD_DROPIN    "/etc/ssh/sshd_config.d/50-vm-agent.conf"
+struct host_sshd_spec {
+	int disable_password_auth, disable_root_login; /* -1 unset, 0, 1 */
+	const char *allow_users[HOST_SSHD_LIST_MAX];
+	int nallow_users;
+	const char *allow_groups[HOST_SSHD_LIST_MAX];
+	int nallow_groups;
+	int port; /* 0 unset */
+	struct {
+		const char *key, *value;
+	} extra[HOST_SSHD_EXTRA_MAX];
+	int nextra;
+};
+/* An sshd_config keyword: a letter then letters or digits, at most 64; not
+ * Include or Match (they change the file's structure). */
+bool host_valid_sshd_keyword(const char *s);
+/* One token: printable ASCII without whitespace, '#' or '"', 1-1024 bytes. */
+bool host_valid_sshd_value(const char *s);
+/* "Key value" lines in a fixed order (the managed keys, then extra sorted). */
+int host_sshd_render(const struct host_sshd_spec *s, struct buf *out);
+/* True when sshd_config's text includes file (an Include outside any Match
+ * block whose glob, relative to /etc/ssh, matches it). */
+bool host_sshd_includes(const char *conf, size_t len, const char *file);
+/* sshd_config with body as a marked block at the top (first value wins in
+ * sshd_config) and any earlier marked block removed; body NULL removes it.
+ * The old block's body (may be empty) goes to old when not NULL. */
+int host_sshd_inplace(const char *conf, size_t len, const char *body, size_t blen,
+                      struct buf *out, struct buf *old);
+/* The first value of keyword key (case-insensitive; "Key value" or
+ * "Key=value") in a config text or `sshd -T` output, outside Match blocks,
+ * into out; 1 found, 0 not. */
+int host_sshd_value(const char *conf, size_t len, const char *key, char *out, size_t cap);
+
 #endif
