@@ -142,6 +142,8 @@ static const struct cfg_key keys[] = {
     INT("probe.cpu_max", probe.cpu_max, "0", 0, 100000, LIVE),
     INT("probe.pids_max", probe.pids_max, "4096", 0, 4194304, LIVE),
     STR("probe.cgroup_root", probe.cgroup_root, "/sys/fs/cgroup"),
+
+    DUR("host.apt_lists_max_age", host.apt_lists_max_age_ms, "24h", 0, 365 * DAY_MS, LIVE),
     BOOL("shell.enabled", shell.enabled, "true"),
     STR("shell.default", shell.default_cmd, "/bin/bash"),
     STR("shell.default_user", shell.default_user, "root"),

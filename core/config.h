@@ -108,6 +108,12 @@ struct cfg {
 		char cgroup_root[PATH_MAX]; /* where cgroups are mounted; elsewhere = fallback */
 	} probe;
 
+	/* host steps (probe/steps/host.c and the step files); a step reads them
+	 * through probe_step_ctx.host */
+	struct cfg_host {
+		uint64_t apt_lists_max_age_ms; /* apt-get update when the lists are older */
+	} host;
+
 	struct {
 		bool enabled;
 		char default_cmd[PATH_MAX]; /* when the user has no login shell */

@@ -699,6 +699,15 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	return replace_at(dirfd, name, &f, &o, err);
 }
 
+int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err)
+{
+	if (unlinkat(dirfd, leaf, 0) != 0 && errno != ENOENT)
+		return vm_err_errno(err, errno_code(errno), errno, "remove %s", leaf);
+	if (fsync(dirfd) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "fsync the directory of %s", leaf);
+	return 0;
+}
+
 int fs_open_regular(const char *path, int flags, struct stat *sb, struct vm_err *err)
 {
 	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */

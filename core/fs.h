@@ -101,6 +101,10 @@ struct fs_write_opts {
 int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
                 const struct fs_write_opts *o, struct vm_err *err);
 
+/* Removes dirfd/leaf (not a directory; a symlink itself, never its target)
+ * and fsyncs dirfd; a missing leaf is fine. */
+int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err);
+
 /* Copies the open regular file srcfd (from offset 0, at most max bytes, else
  * VM_ERR_INVALID) to dirfd/name the same atomic way, in bounded chunks. The
  * copy gets sb's owner and group and sb's permission bits without setuid,

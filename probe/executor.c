@@ -90,6 +90,7 @@ struct probe_exec {
 	uint64_t write_failures, quarantined; /* for health */
 	int retention_count;
 	struct cfg_strlist allow;
+	struct cfg_host host;    /* host.* for host steps (live) */
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 };
@@ -528,6 +529,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		allow = ex->allow;
 		uint64_t grace_ms = ex->grace_ms;
 		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
+		struct cfg_host host = ex->host;
 		pthread_mutex_unlock(&ex->mu);
 		struct probe_step_ctx ctx = {
 		    .work_dir = ex->work_dir,
@@ -542,6 +544,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .cgroup = ex->cgroup,
 		    .limits = limits,
 		    .sink = p->sink,
+		    .host = &host,
 		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
@@ -1041,6 +1044,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	ex->retention_age_ms = cfg->probe.retention_age_ms;
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
+	ex->host = cfg->host;
 	ex->cgroup = cg;
 	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
 	                                (uint32_t)cfg->probe.pids_max};
@@ -1136,6 +1140,7 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
 		return;
 	pthread_mutex_lock(&ex->mu);
 	ex->allow = cfg->probe.allow;
+	ex->host = cfg->host;
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;

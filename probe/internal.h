@@ -132,6 +132,7 @@ struct probe_step_ctx {
 	struct cg_tree *cgroup;  /* NULL = process group only (see proc_spec) */
 	struct cg_limits limits; /* the request's, else probe.* */
 	struct probe_sink *sink; /* NULL: large fields stay in the result */
+	const struct cfg_host *host; /* host.* settings; NULL (unit tests) = defaults */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */

@@ -10,6 +10,7 @@ PACKAGES="
   golang-go golang-github-hashicorp-yamux-dev golang-github-gorilla-websocket-dev
   minisign tinyproxy curl systemd
   golang-github-prometheus-common-dev
+  debootstrap systemd-container dpkg-dev
 "
 
 missing=""

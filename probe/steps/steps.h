@@ -2,6 +2,9 @@
 #ifndef VMA_PROBE_STEPS_STEPS_H
 #define VMA_PROBE_STEPS_STEPS_H
 
+#include <limits.h>
+
+#include "core/proc.h"
 #include "probe/internal.h"
 
 #define STEP_PARSE_ARGS                                                                     \
@@ -21,5 +24,127 @@ enum probe_step_status probe_file_write_run(STEP_RUN_ARGS);
 
 /* env, cwd, stdin, user, group, timeout: shared by exec and script. */
 int probe_proc_fields(STEP_PARSE_ARGS);
+
+/* --- host steps (host.c) ------------------------------------------------------------
+ * What every step that changes the host (pkg.ensure, service, user.ensure,
+ * sudoers.ensure, sshd.harden, cron.ensure, ssh_keys.sync…) shares. How to
+ * write one (probe/steps/pkg.c is a model):
+ *   - parse: host_parse_common(obj, st, known, …) first (refuses unknown
+ *     fields, reads "check" into st->check), then the type's own fields with
+ *     probe_field_* and the host_valid_* validators (400 with the JSON path);
+ *     keep the parsed parameters in st->ext (malloc'd) with st->ext_free.
+ *   - run: host_result_init(result, st) first; read current state (files with
+ *     host_file_read, never open(path)); for each difference call
+ *     host_change*(…) — in check mode that is all, return STEP_OK without
+ *     touching anything (host_result_init set "check": true); otherwise apply
+ *     it (host_file_write: directory fd, atomic, owner and mode; tools with
+ *     host_run: argv only, LC_ALL=C, the step's deadline, cancel and cgroup).
+ *     Before a change that is validated afterwards (sshd -t, visudo -cf),
+ *     host_backup_take the files and host_backup_restore them on failure.
+ *     Fail with host_fail(result, "code", "fmt", …) (STEP_FAILED).
+ *   - the second identical run must find nothing to change: changed stays false.
+ *   - table row in probe/steps.c: {"x.ensure", HOST_SCOPE_WRITE, parse, run,
+ *     bound_small}; read-only types use HOST_SCOPE_READ.
+ * Result: {"changed": bool, "check": bool, "changes": [{"what", "before",
+ * "after"[, "path", "diff"]}], …the type's own fields, "error", "error_code"}. */
+#define HOST_SCOPE_WRITE "host:write"
+#define HOST_SCOPE_READ  "host:read"
+#define HOST_TEXT_MAX    (1u << 20) /* largest text file a host step reads or writes */
+#define HOST_DIFF_MAX    (64u << 10) /* a diff in a result is cut here */
+#define HOST_OUT_CAP     (256u << 10) /* a tool's stdout/stderr kept per stream */
+
+/* Refuses members of obj not in known (NULL-terminated; "type", "name" and
+ * "check" are always allowed) and reads "check" into st->check. */
+int host_parse_common(json_t *obj, struct probe_step_req *st, const char *const *known,
+                      const char *path, char *epath, size_t ecap, struct vm_err *err);
+/* Writes "<path>.<field>" into epath and "<epath>: why" into err; returns -1. */
+int host_bad_field(const char *path, const char *field, char *epath, size_t ecap,
+                   struct vm_err *err, const char *why);
+
+/* Sets "changed": false, "check": st->check and an empty "changes" array. */
+void host_result_init(json_t *result, const struct probe_step_req *st);
+/* Appends {"what", "before", "after"} (both taken, NULL = JSON null) to
+ * "changes" and sets "changed": true. Returns the change object (borrowed) so
+ * a step can add fields ("path", "diff"). */
+json_t *host_change(json_t *result, const char *what, json_t *before, json_t *after);
+json_t *host_change_str(json_t *result, const char *what, const char *before, const char *after);
+/* Sets "error" (formatted) and "error_code" (a stable word); returns STEP_FAILED. */
+enum probe_step_status host_fail(json_t *result, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A unified diff (3 lines of context, "--- a/label", "+++ b/label") of two
+ * texts into out (cleared first). Bounded: the output stops at max bytes with
+ * "\ diff truncated\n" and the function returns 1; 0 when whole; -1 when out
+ * of memory. Equal texts give an empty diff. Pure. */
+struct buf;
+int host_diff(const char *a, size_t alen, const char *b, size_t blen, const char *label,
+              size_t max, struct buf *out);
+
+/* A text file's current state, read by the directory-fd rule (core/fs.h). */
+struct host_file {
+	bool exists;
+	char *data; /* NUL-terminated; NULL when missing */
+	size_t len;
+	mode_t mode; /* permission bits */
+	uid_t uid;
+	gid_t gid;
+};
+/* A missing file is exists = false and returns 0; larger than max, a symlink
+ * the rule refuses, or not a regular file: an error. */
+int host_file_read(const char *path, size_t max, struct host_file *out, struct vm_err *err);
+void host_file_free(struct host_file *f);
+/* Replaces path atomically (fs_write_at in the parent's fd) with owner and mode. */
+int host_file_write(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+                    gid_t gid, struct vm_err *err);
+/* Removes path (a missing one is fine). */
+int host_file_remove(const char *path, struct vm_err *err);
+/* Records a file change: {"what": "file", "path", "before": sha256|null,
+ * "after": sha256|null, "diff"} (after NULL: the file is removed). */
+json_t *host_change_file(json_t *result, const char *path, const struct host_file *before,
+                         const char *after, size_t after_len);
+
+/* The previous bytes, owner and mode of a file (or that it did not exist),
+ * to put back byte-identical when a validated change fails. */
+struct host_backup {
+	char path[PATH_MAX];
+	struct host_file f;
+};
+int host_backup_take(struct host_backup *b, const char *path, size_t max, struct vm_err *err);
+/* Writes the old bytes back (owner, mode) or removes a file that did not exist. */
+int host_backup_restore(const struct host_backup *b, struct vm_err *err);
+void host_backup_free(struct host_backup *b);
+
+/* Runs a host tool: argv[0] looked up in PROC_DEFAULT_PATH, environment
+ * PATH, LC_ALL=C plus env (NULL-terminated "K=V", may be NULL), the step's
+ * deadline, cancel, grace and cgroup; out_cap 0 = HOST_OUT_CAP. Returns 0 when
+ * the tool ran (check res->exit_code); free res with proc_result_free. */
+struct host_cmd {
+	const char *const *argv;
+	const char *const *env;
+	const char *stdin_data;
+	size_t stdin_len;
+	size_t out_cap;
+	proc_output_fn on_output; /* may be NULL */
+	void *out_ctx;
+};
+int host_run(const struct probe_step_ctx *ctx, const struct host_cmd *c, struct proc_result *res,
+             struct vm_err *err);
+/* "apt-get: exit 100: <last line of stderr>" as the step's error (code). */
+enum probe_step_status host_fail_proc(json_t *result, const char *code, const char *tool,
+                                      const struct proc_result *res);
+
+/* Names, by the rules of the tools that take them (pure, no I/O). None may
+ * start with '-' (it would be read as an option). */
+/* Debian policy 5.6.1 for apt ([a-z0-9][a-z0-9+.-]+); rpm/apk names also allow
+ * upper case and '_'. manager NULL = apt. */
+bool host_valid_pkg_name(const char *manager, const char *s);
+/* [epoch:]upstream[-revision] characters ([A-Za-z0-9.+~:_-]), starting with a digit. */
+bool host_valid_pkg_version(const char *s);
+/* systemd unit names: [A-Za-z0-9:_.\\@-], at most 255, one '@' at most,
+ * with a unit type suffix or none (then ".service" is meant). */
+bool host_valid_unit_name(const char *s);
+/* useradd/groupadd's rule: [a-z_][a-z0-9_-]*[$]?, at most 32 characters. */
+bool host_valid_user_name(const char *s);
+bool host_valid_group_name(const char *s);
 
 #endif
