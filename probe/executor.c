@@ -91,9 +91,18 @@ struct probe_exec {
 	int retention_count;
 	struct cfg_strlist allow;
 	struct cfg_host host;    /* host.* for host steps (live) */
+	struct probe_http http;  /* agent.ca_file, proxy_url, proxy_credentials_file (live) */
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 };
+
+static void http_settings(struct probe_http *h, const struct cfg *cfg)
+{
+	snprintf(h->ca_file, sizeof(h->ca_file), "%s", cfg->agent.ca_file);
+	snprintf(h->proxy_url, sizeof(h->proxy_url), "%s", cfg->agent.proxy_url);
+	snprintf(h->proxy_credentials_file, sizeof(h->proxy_credentials_file), "%s",
+	         cfg->agent.proxy_credentials_file);
+}
 
 static json_t *time_json(int64_t ms)
 {
@@ -530,6 +539,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		uint64_t grace_ms = ex->grace_ms;
 		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
 		struct cfg_host host = ex->host;
+		struct probe_http http = ex->http;
 		pthread_mutex_unlock(&ex->mu);
 		struct probe_step_ctx ctx = {
 		    .work_dir = ex->work_dir,
@@ -545,6 +555,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .limits = limits,
 		    .sink = p->sink,
 		    .host = &host,
+		    .http = &http,
 		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
@@ -1045,6 +1056,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg, s
 	ex->retention_count = cfg->probe.retention_count;
 	ex->allow = cfg->probe.allow;
 	ex->host = cfg->host;
+	http_settings(&ex->http, cfg);
 	ex->cgroup = cg;
 	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
 	                                (uint32_t)cfg->probe.pids_max};
@@ -1141,6 +1153,7 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
 	pthread_mutex_lock(&ex->mu);
 	ex->allow = cfg->probe.allow;
 	ex->host = cfg->host;
+	http_settings(&ex->http, cfg);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;

@@ -36,11 +36,32 @@ static uint64_t bound_small(const struct probe_step_req *st, uint64_t output_cap
 	return PROBE_STEP_OVERHEAD;
 }
 
+/* A host step whose result carries a diff (cut at HOST_DIFF_MAX, JSON-escaped
+ * at most 2x) beside small fields. */
+static uint64_t bound_diff(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)st;
+	(void)output_cap;
+	return 2 * (uint64_t)HOST_DIFF_MAX + PROBE_STEP_OVERHEAD;
+}
+
+/* cron.list: a crontab (at most 256 KiB) listed line by line, its text twice
+ * (line and command) JSON-escaped, plus per-entry fields for 2048 entries. */
+static uint64_t bound_listing(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)st;
+	(void)output_cap;
+	return 4 * (256u << 10) + 2048 * 128 + PROBE_STEP_OVERHEAD;
+}
+
 const struct probe_step_type probe_steps[] = {
     {"exec", NULL, probe_exec_parse, probe_exec_run, bound_process},
     {"script", NULL, probe_script_parse, probe_script_run, bound_process},
     {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
     {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
+    {"cron.ensure", HOST_SCOPE_WRITE, probe_cron_ensure_parse, probe_cron_ensure_run, bound_diff},
+    {"cron.list", HOST_SCOPE_READ, probe_cron_list_parse, probe_cron_list_run, bound_listing},
+    {"ssh_keys.sync", HOST_SCOPE_WRITE, probe_ssh_keys_parse, probe_ssh_keys_run, bound_diff},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 
