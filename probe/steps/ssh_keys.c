@@ -133,7 +133,8 @@ static enum probe_step_status fetch(const struct probe_step_ctx *ctx, const char
 	    .connect_timeout_ms = 10000,
 	    .total_timeout_ms = (uint64_t)(left < KEYS_FETCH_MS ? left : KEYS_FETCH_MS),
 	    .max_body = AK_TEXT_MAX,
-	    .follow_redirects = true,
+	    /* no redirects: an https source must not hand us on to plain http */
+	    .follow_redirects = false,
 	    .cancel = ctx->cancel,
 	};
 	struct http_resp resp;
