@@ -206,7 +206,8 @@ static json_t *job_json(const struct cron_job *j)
 		const char *eq = strchr(j->env[i], '=');
 		char k[72];
 		snprintf(k, sizeof(k), "%.*s", (int)(eq - j->env[i]), j->env[i]);
-		json_object_set_new(env, k, json_string(eq + 1));
+		/* a hand-edited block may hold any bytes */
+		probe_json_set_bytes(env, k, eq + 1, strlen(eq + 1));
 	}
 	json_object_set_new(o, "env", env);
 	return o;
