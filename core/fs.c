@@ -699,6 +699,18 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	return replace_at(dirfd, name, &f, &o, err);
 }
 
+int fs_lock_holder(int fd, pid_t *pid)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	*pid = 0;
+	if (fcntl(fd, F_GETLK, &fl) != 0)
+		return -1;
+	if (fl.l_type == F_UNLCK)
+		return 0;
+	*pid = fl.l_pid;
+	return 1;
+}
+
 int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err)
 {
 	if (unlinkat(dirfd, leaf, 0) != 0 && errno != ENOENT)

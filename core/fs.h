@@ -101,6 +101,11 @@ struct fs_write_opts {
 int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
                 const struct fs_write_opts *o, struct vm_err *err);
 
+/* Whether a POSIX (fcntl) lock on fd would conflict with a write lock of
+ * ours — dpkg's and apt's locks — without taking it: 1 (held; *pid is the
+ * holder, 0 when it is in a pid namespace we cannot see), 0 (free), -1. */
+int fs_lock_holder(int fd, pid_t *pid);
+
 /* Removes dirfd/leaf (not a directory; a symlink itself, never its target)
  * and fsyncs dirfd; a missing leaf is fine. */
 int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/codec.h"
 #include "core/config.h"
 #include "probe/internal.h"
@@ -186,9 +187,15 @@ static int parse_step(json_t *obj, struct probe_step_req *st, const char *path, 
 	for (size_t i = 0; i < probe_step_count; i++)
 		if (strcmp(probe_steps[i].name, type) == 0)
 			st->type = (int)i;
-	if (st->type < 0)
-		return bad(epath, ecap, path, "type", err,
-		           "unknown step type (exec, script, file.read, file.write)");
+	if (st->type < 0) {
+		/* the list comes from the table: a new type is named without an edit here */
+		char why[512];
+		size_t o = str_appendf(why, sizeof(why), 0, "unknown step type (");
+		for (size_t i = 0; i < probe_step_count; i++)
+			o = str_appendf(why, sizeof(why), o, "%s%s", i ? ", " : "", probe_steps[i].name);
+		str_appendf(why, sizeof(why), o, ")");
+		return bad(epath, ecap, path, "type", err, why);
+	}
 	if (probe_field_str(obj, "name", false, PROBE_NAME_MAX, &st->name, path, epath, ecap,
 	                    err) != 0)
 		return -1;

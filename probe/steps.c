@@ -59,6 +59,8 @@ const struct probe_step_type probe_steps[] = {
     {"script", NULL, probe_script_parse, probe_script_run, bound_process},
     {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
     {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
+    {"pkg.ensure", HOST_SCOPE_WRITE, probe_pkg_parse, probe_pkg_run, probe_pkg_bound},
+    {"service", HOST_SCOPE_WRITE, probe_service_parse, probe_service_run, bound_small},
     {"cron.ensure", HOST_SCOPE_WRITE, probe_cron_ensure_parse, probe_cron_ensure_run, bound_diff},
     {"cron.list", HOST_SCOPE_READ, probe_cron_list_parse, probe_cron_list_run, bound_listing},
     {"ssh_keys.sync", HOST_SCOPE_WRITE, probe_ssh_keys_parse, probe_ssh_keys_run, bound_diff},

@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/codec.h"
 #include "core/fs.h"
 #include "core/proc.h"
+#include "core/time.h"
 #include "probe/steps/steps.h"
 
 #define DIFF_CONTEXT 3
@@ -318,7 +320,9 @@ int host_diff(const char *a, size_t alen, const char *b, size_t blen, const char
 	}
 	static const char cut[] = "\\ diff truncated\n";
 	rc = 0;
-	if (full.len <= max) {
+	if (full.len == 0) {
+		rc = 0; /* equal texts; an empty buf has no data pointer to pass on */
+	} else if (full.len <= max) {
 		rc = buf_append(out, buf_data(&full), full.len) == 0 ? 0 : -1;
 	} else {
 		size_t keep = max > sizeof(cut) ? max - (sizeof(cut) - 1) : 0;
@@ -419,7 +423,7 @@ json_t *host_change_file(json_t *result, const char *path, const struct host_fil
 	const char *label = path[0] == '/' ? path + 1 : path;
 	if (host_diff(had ? before->data : NULL, had ? before->len : 0, after, after_len, label,
 	              HOST_DIFF_MAX, &d) >= 0)
-		probe_json_set_bytes(c, "diff", (const char *)buf_data(&d), d.len);
+		probe_json_set_bytes(c, "diff", d.len > 0 ? (const char *)buf_data(&d) : "", d.len);
 	buf_free(&d);
 	return c;
 }
@@ -451,6 +455,53 @@ void host_backup_free(struct host_backup *b)
 /* --- tools ---------------------------------------------------------------------- */
 
 #define HOST_ENV_MAX 16
+#define QUIET_MS     1500
+
+/* The tool's output goes to the step's callback; quiet spells get a heartbeat. */
+struct run_ctx {
+	const struct probe_step_ctx *ctx;
+	const struct host_cmd *c;
+	int64_t start, last;
+};
+
+static void run_output(void *p, enum proc_stream stream, const char *data, size_t len)
+{
+	struct run_ctx *r = p;
+	r->last = time_mono_ms();
+	if (r->c->on_output != NULL)
+		r->c->on_output(r->c->out_ctx, stream, data, len);
+}
+
+/* polled by proc_run every tick: never stops the run, only reports */
+static bool run_tick(void *p)
+{
+	struct run_ctx *r = p;
+	int64_t now = time_mono_ms();
+	if (now - r->last >= QUIET_MS) {
+		r->last = now;
+		probe_step_event(r->ctx, "info", NULL, "%s: running (%lld s)",
+		                 r->c->label != NULL ? r->c->label : r->c->argv[0],
+		                 (long long)((now - r->start) / 1000));
+	}
+	return false;
+}
+
+bool host_wait(const struct probe_step_ctx *ctx, int64_t ms)
+{
+	int64_t end = time_mono_ms() + ms;
+	for (;;) {
+		if (ctx->cancel != NULL && atomic_load(ctx->cancel))
+			return false;
+		int64_t now = time_mono_ms();
+		if (ctx->deadline_ms > 0 && now >= ctx->deadline_ms)
+			return false;
+		if (now >= end)
+			return true;
+		int64_t step = end - now < 50 ? end - now : 50;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
 
 int host_run(const struct probe_step_ctx *ctx, const struct host_cmd *c, struct proc_result *res,
              struct vm_err *err)
@@ -463,6 +514,7 @@ int host_run(const struct probe_step_ctx *ctx, const struct host_cmd *c, struct 
 		envp[ne++] = c->env[i];
 	}
 	envp[ne] = NULL;
+	struct run_ctx rc = {ctx, c, time_mono_ms(), time_mono_ms()};
 	struct proc_spec spec = {
 	    .argv = (char *const *)c->argv,
 	    .envp = (char *const *)envp,
@@ -474,8 +526,9 @@ int host_run(const struct probe_step_ctx *ctx, const struct host_cmd *c, struct 
 	    .grace_ms = ctx->grace_ms,
 	    .out_cap = c->out_cap != 0 ? c->out_cap : HOST_OUT_CAP,
 	    .cancel = ctx->cancel,
-	    .on_output = c->on_output,
-	    .ctx = c->out_ctx,
+	    .on_output = run_output,
+	    .ctx = &rc,
+	    .stop = run_tick,
 	    .cgroup = ctx->cgroup,
 	    .limits = ctx->limits,
 	};
@@ -501,6 +554,17 @@ enum probe_step_status host_fail_proc(json_t *result, const char *code, const ch
 		start--;
 	return host_fail(result, code, "%s: %s%s%.*s", tool, how, len > start ? ": " : "",
 	                 (int)(len - start > 512 ? 512 : len - start), s != NULL ? s + start : "");
+}
+
+const char *host_next_line(const char *data, size_t size, size_t *off, size_t *len)
+{
+	if (*off >= size)
+		return NULL;
+	const char *line = data + *off;
+	const char *nl = memchr(line, '\n', size - *off);
+	*len = nl != NULL ? (size_t)(nl - line) : size - *off;
+	*off += *len + 1;
+	return line;
 }
 
 /* --- names ---------------------------------------------------------------------- */

@@ -40,6 +40,9 @@ int probe_proc_fields(STEP_PARSE_ARGS);
  *     fields, reads "check" into st->check), then the type's own fields with
  *     probe_field_* and the host_valid_* validators (400 with the JSON path);
  *     keep the parsed parameters in st->ext (malloc'd) with st->ext_free.
+ *     The request parser already took "name" as the step's label (64 bytes at
+ *     most): a host step whose object has a name (unit, user, group) reads the
+ *     same field again with probe_field_str(obj, "name", true, …).
  *   - run: host_result_init(result, st) first; read current state (files with
  *     host_file_read, never open(path)); for each difference call
  *     host_change*(…) — in check mode that is all, return STEP_OK without
@@ -133,12 +136,22 @@ struct host_cmd {
 	size_t out_cap;
 	proc_output_fn on_output; /* may be NULL */
 	void *out_ctx;
+	/* A tool quiet (no output) for 1.5 s gets a "<argv[0]>: running (N s)"
+	 * progress event, so a long step reports at least every 2 s; label
+	 * replaces argv[0] there. */
+	const char *label;
 };
 int host_run(const struct probe_step_ctx *ctx, const struct host_cmd *c, struct proc_result *res,
              struct vm_err *err);
+/* Sleeps ms (or until the step's deadline): false when canceled or past the deadline. */
+bool host_wait(const struct probe_step_ctx *ctx, int64_t ms);
 /* "apt-get: exit 100: <last line of stderr>" as the step's error (code). */
 enum probe_step_status host_fail_proc(json_t *result, const char *code, const char *tool,
                                       const struct proc_result *res);
+
+/* Line by line through a tool's output: the next line at *off (its length
+ * without the '\n' in *len), *off moved past it; NULL at the end. */
+const char *host_next_line(const char *data, size_t size, size_t *off, size_t *len);
 
 /* Names, by the rules of the tools that take them (pure, no I/O). None may
  * start with '-' (it would be read as an option). */
@@ -153,5 +166,60 @@ bool host_valid_unit_name(const char *s);
 /* useradd/groupadd's rule: [a-z_][a-z0-9_-]*[$]?, at most 32 characters. */
 bool host_valid_user_name(const char *s);
 bool host_valid_group_name(const char *s);
+
+/* --- pkg.ensure (pkg.c) and its tool-output parsers ----------------------------------- */
+int probe_pkg_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_pkg_run(STEP_RUN_ARGS);
+uint64_t probe_pkg_bound(const struct probe_step_req *st, uint64_t output_cap);
+
+#define PKG_MAX       64  /* names per step */
+#define PKG_FIELD_MAX 160 /* a package name or version, with NUL */
+
+/* One line of dpkg-query -W -f '${Package}\t${db:Status-Abbrev}\t${Version}\n'. */
+struct pkg_info {
+	char name[PKG_FIELD_MAX];
+	char version[PKG_FIELD_MAX];
+	bool installed; /* status i (installed), W or t (triggers pending) */
+};
+/* Parses that output into at most max entries: the count, or -1 on a
+ * malformed line (a field too long, too few fields). Pure. */
+int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int max);
+
+/* One line of apt's status fd (-o APT::Status-Fd): dlstatus:ID:PERCENT:MSG,
+ * pmstatus|pmerror|pmconffile:PKG:PERCENT:MSG (PKG may hold ':'). */
+enum apt_status_kind { APT_DLSTATUS = 1, APT_PMSTATUS, APT_PMERROR, APT_PMCONFFILE };
+struct apt_status {
+	enum apt_status_kind kind;
+	char pkg[PKG_FIELD_MAX]; /* "" for dlstatus */
+	double percent;          /* 0..100 */
+	char msg[256];           /* cut */
+};
+/* 0, or -1 when the line is not a status line. Pure. */
+int apt_status_parse(const char *line, size_t len, struct apt_status *out);
+
+/* One action of apt-get -s: "Inst NAME [OLD] (NEW …)", "Remv NAME [OLD]",
+ * "Purg NAME [OLD]" (other lines are ignored). */
+struct apt_sim {
+	char action; /* 'i' installed, 'u' upgraded (OLD present), 'r' removed */
+	char name[PKG_FIELD_MAX];
+	char old_version[PKG_FIELD_MAX], new_version[PKG_FIELD_MAX];
+};
+/* Fills at most max actions; returns how many lines were actions (may be
+ * more than max), or -1 on a malformed action line. Pure. */
+int apt_parse_sim(const char *data, size_t len, struct apt_sim *out, int max);
+
+/* --- service (service.c) and systemctl show's parser ---------------------------------- */
+int probe_service_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_service_run(STEP_RUN_ARGS);
+
+/* systemctl show -p LoadState,ActiveState,SubState,MainPID,UnitFileState,CanReload. */
+struct svc_state {
+	char load[32], active[32], sub[32], unit_file[32]; /* "" when absent */
+	long main_pid;                                    /* 0 = none */
+	bool can_reload;
+};
+/* Parses "Key=Value" lines (unknown keys ignored); -1 on a malformed line or
+ * a value too long. Pure. */
+int svc_parse_show(const char *data, size_t len, struct svc_state *out);
 
 #endif

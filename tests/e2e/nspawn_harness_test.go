@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,11 +58,22 @@ func nspawnSpec() string {
 }
 
 // nspawnRoot returns the cached root, building it under a lock file so
-// concurrent test binaries neither race nor build twice.
+// concurrent test binaries neither race nor build twice. It lives in the
+// source tree's build/ whichever binary is tested (the gcc and the ASan runs
+// share it); VMA_NSPAWN_ROOT puts it elsewhere.
 func nspawnRoot(t *testing.T) string {
 	t.Helper()
-	build := filepath.Dir(agentBin(t))
-	root := filepath.Join(build, "nspawn-root")
+	root := os.Getenv("VMA_NSPAWN_ROOT")
+	if root == "" {
+		root = "../../build/nspawn-root"
+	}
+	root, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(root), 0755); err != nil {
+		t.Fatal(err)
+	}
 	lock, err := os.OpenFile(root+".lock", os.O_CREATE|os.O_RDWR, 0600)
 	if err != nil {
 		t.Fatalf("nspawn root lock: %v", err)
@@ -154,11 +166,41 @@ func prepareRoot(root string) error {
 
 // Container is one booted systemd-nspawn container.
 type Container struct {
-	Share  string // host dir bound read-only at /opt/vma inside
-	Leader int    // the container's init, for nsenter
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	done   chan struct{}
+	Share   string // host dir bound read-only at /opt/vma inside
+	Leader  int    // the container's init, for nsenter
+	SSHPort int    // sshd inside listens on 127.0.0.1:SSHPort (the host's port 22 is shared)
+	cmd     *exec.Cmd
+	log     *syncBuffer
+	done    chan struct{}
+	cgroups []string // the container's own cgroup in each hierarchy, removed at the end
+}
+
+// containerCgroups names a fresh cgroup for a container in each hierarchy
+// systemd tracks processes in: the unified one, and name=systemd on a
+// hybrid host.
+func containerCgroups(name string) []string {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.procs"); err == nil {
+		return []string{"/sys/fs/cgroup/vma-nspawn/" + name}
+	}
+	var out []string
+	for _, h := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"} {
+		if _, err := os.Stat(h + "/cgroup.procs"); err == nil {
+			out = append(out, h+"/vma-nspawn/"+name)
+		}
+	}
+	return out
+}
+
+// removeCgroup removes a cgroup directory tree, deepest first (rmdir only:
+// cgroup directories hold no files to delete).
+func removeCgroup(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroup(filepath.Join(dir, e.Name()))
+		}
+	}
+	os.Remove(dir)
 }
 
 var containerSeq int64
@@ -177,9 +219,16 @@ func bootContainer(t *testing.T) *Container {
 	var rnd [4]byte
 	rand.Read(rnd[:])
 	name := fmt.Sprintf("vma-%d-%s", atomic.AddInt64(&containerSeq, 1), hex.EncodeToString(rnd[:]))
-	// --keep-unit --register=no: no systemd or machined needed on the host
-	c.cmd = exec.Command("systemd-nspawn", "-D", root, "-M", name, "--volatile=overlay",
-		"--register=no", "--keep-unit", "--bind-ro="+c.Share+":/opt/vma", "--console=pipe", "-b")
+	// --keep-unit --register=no: no systemd or machined needed on the host.
+	// The container's cgroup is the one nspawn starts in: a fresh one each,
+	// or every container's system.slice would be the same directory and one
+	// container's systemd would kill another's services.
+	c.cgroups = containerCgroups(name)
+	wrap := `for d in $CGROUPS; do mkdir -p "$d" && echo $$ > "$d/cgroup.procs" || exit 1; done; exec "$@"`
+	c.cmd = exec.Command("sh", "-c", wrap, "sh", "systemd-nspawn", "-D", root, "-M", name,
+		"--volatile=overlay", "--register=no", "--keep-unit", "--bind-ro="+c.Share+":/opt/vma",
+		"--console=pipe", "-b")
+	c.cmd.Env = append(os.Environ(), "CGROUPS="+strings.Join(c.cgroups, " "))
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("systemd-nspawn: %v", err)
@@ -187,40 +236,46 @@ func bootContainer(t *testing.T) *Container {
 	go func() { c.cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() { c.stop(t) })
 
+	// nspawn's first child is a short-lived helper that forks the container's
+	// init: the leader is nspawn's child once systemctl answers through it
 	deadline := time.Now().Add(60 * time.Second)
-	for c.Leader == 0 && time.Now().Before(deadline) {
+	state, why := "", ""
+	for time.Now().Before(deadline) {
 		select {
 		case <-c.done:
 			t.Fatalf("the container exited while booting:\n%s", c.log.String())
 		default:
 		}
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", c.cmd.Process.Pid, c.cmd.Process.Pid))
+		c.Leader = 0
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			c.Leader, _ = strconv.Atoi(f[0])
 		}
 		if c.Leader == 0 {
 			time.Sleep(20 * time.Millisecond)
+			continue
 		}
-	}
-	if c.Leader == 0 {
-		t.Fatalf("the container did not start in 60 s:\n%s", c.log.String())
-	}
-	// "degraded" (a unit failed) still boots the services the tests need
-	state := ""
-	for time.Now().Before(deadline) {
-		out, _, _ := c.exec(nil, 30*time.Second, "systemctl", "is-system-running", "--wait")
-		state = strings.TrimSpace(out)
+		out, errs, _ := c.exec(nil, 30*time.Second, "systemctl", "is-system-running", "--wait")
+		state, why = strings.TrimSpace(out), errs
+		// "degraded" (a unit failed) still runs the services the tests need
 		if state == "running" || state == "degraded" {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	if state != "running" && state != "degraded" {
-		t.Fatalf("the container did not boot (state %q):\n%s", state, c.log.String())
+		t.Fatalf("the container did not boot in 60 s (state %q, %s):\n%s", state, why, c.log.String())
 	}
-	if state == "degraded" {
-		out, _, _ := c.exec(nil, 10*time.Second, "systemctl", "--failed", "--no-legend")
-		t.Logf("container degraded: %s", out)
+	// the network is the host's, whose sshd already has port 22: the
+	// container's listens on loopback and a free port, set in the main file
+	// (after its Include, so a drop-in's Port still wins, as sshd reads them)
+	c.SSHPort = freePort(t)
+	c.Run(t, "sed", "-i", "-e", fmt.Sprintf("s/^#Port 22$/Port %d/", c.SSHPort),
+		"-e", "s/^#ListenAddress 0.0.0.0$/ListenAddress 127.0.0.1/", "/etc/ssh/sshd_config")
+	c.Run(t, "systemctl", "reset-failed")
+	c.Run(t, "systemctl", "restart", "ssh")
+	if out, _, _ := c.Exec("systemctl", "--failed", "--no-legend"); strings.TrimSpace(out) != "" {
+		t.Logf("failed units in the container: %s", out)
 	}
 	t.Logf("container %s booted in %s", name, time.Since(start).Round(10*time.Millisecond))
 	return c
@@ -233,6 +288,9 @@ func (c *Container) stop(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		c.cmd.Process.Kill()
 		<-c.done
+	}
+	for _, d := range c.cgroups {
+		removeCgroup(d)
 	}
 	if t.Failed() {
 		t.Logf("container console:\n%s", tail(c.log.String(), 8000))
@@ -436,6 +494,16 @@ func TestNspawnHarnessBootsAndRunsTheAgentInside(t *testing.T) {
 	if out := strings.TrimSpace(h.C.Run(t, "systemctl", "is-active", "ssh", "cron", "dbus")); out != "active\nactive\nactive" {
 		t.Errorf("services: %q", out)
 	}
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", h.C.SSHPort), 5*time.Second)
+	if err != nil {
+		t.Fatalf("sshd in the container: %v", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	banner := make([]byte, 8)
+	if _, err := io.ReadFull(conn, banner); err != nil || !strings.HasPrefix(string(banner), "SSH-2.0") {
+		t.Errorf("sshd banner: %q %v", banner, err)
+	}
+	conn.Close()
 	rec := h.Probe(t, `{"steps":[{"type":"exec","argv":["sh","-c","cat /etc/hostname; echo x > /tmp/inside"]}]}`)
 	if rec.State != "succeeded" || len(rec.Steps) != 1 || rec.Steps[0]["stdout"] != "vma-host\n" {
 		t.Fatalf("probe: %+v", rec)

@@ -1,0 +1,721 @@
+/* Step "pkg.ensure": packages present, absent or at the latest version,
+ * through apt (apt-get and dpkg-query by argv, DEBIAN_FRONTEND=noninteractive).
+ * What would change is always computed by apt-get -s first: check mode
+ * reports exactly that, a real run applies it. Waits (with progress events)
+ * while another process holds the package database; refreshes the lists
+ * when older than host.apt_lists_max_age. Other managers are detected and
+ * refused as unsupported. Also the parsers of the tools' output. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/fs.h"
+#include "core/proc.h"
+#include "core/time.h"
+#include "probe/steps/steps.h"
+
+#define APT_LISTS_DIR     "/var/lib/apt/lists"
+#define LISTS_MAX_AGE_MS  (24LL * 3600 * 1000)
+#define LOCK_EVENT_MS     1000
+#define STATUS_EVENT_MS   500
+#define DEPS_MAX          64 /* other packages apt pulls in or removes, reported */
+
+enum pkg_state { PKG_PRESENT, PKG_ABSENT, PKG_LATEST };
+
+struct pkg_args {
+	const char *names[PKG_MAX];
+	int n;
+	enum pkg_state state;
+	const char *version; /* only with one name and state present */
+	const char *manager; /* NULL = detect */
+};
+
+/* --- parsers ------------------------------------------------------------------- */
+
+/* Copies [s, s+n) into a cap-byte field; false when it does not fit. */
+static bool field(char *dst, size_t cap, const char *s, size_t n)
+{
+	if (n >= cap)
+		return false;
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	return true;
+}
+
+int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int max)
+{
+	int count = 0;
+	size_t i = 0, ll;
+	const char *line;
+	while ((line = host_next_line(data, len, &i, &ll)) != NULL) {
+		if (ll == 0)
+			continue;
+		const char *t1 = memchr(line, '\t', ll);
+		const char *t2 = t1 != NULL ? memchr(t1 + 1, '\t', ll - (size_t)(t1 + 1 - line)) : NULL;
+		if (t1 == NULL || t2 == NULL || t1 == line)
+			return -1;
+		struct pkg_info p = {0};
+		size_t sl = (size_t)(t2 - t1 - 1);
+		/* db:Status-Abbrev: want, status and error flags ("ii ", "rc ", "un ") */
+		if (!field(p.name, sizeof(p.name), line, (size_t)(t1 - line)) || sl < 2 || sl > 3 ||
+		    !field(p.version, sizeof(p.version), t2 + 1, ll - (size_t)(t2 + 1 - line)))
+			return -1;
+		char st = t1[2];
+		p.installed = st == 'i' || st == 'W' || st == 't';
+		/* one name can appear per architecture: an installed one wins */
+		int k = 0;
+		while (k < count && k < max && strcmp(out[k].name, p.name) != 0)
+			k++;
+		if (k < count && k < max) {
+			if (p.installed && !out[k].installed)
+				out[k] = p;
+			continue;
+		}
+		if (count < max)
+			out[count] = p;
+		count++;
+	}
+	return count < max ? count : max;
+}
+
+static bool number(const char *s, size_t n, double *out)
+{
+	if (n == 0 || n > 24)
+		return false;
+	char tmp[32];
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
+	char *end;
+	double v = strtod(tmp, &end);
+	if (*end != '\0' || !(v >= 0.0 && v <= 100.0) || tmp[0] == '-' || tmp[0] == '+' ||
+	    tmp[0] == ' ')
+		return false;
+	*out = v;
+	return true;
+}
+
+int apt_status_parse(const char *line, size_t len, struct apt_status *out)
+{
+	static const struct {
+		const char *prefix;
+		enum apt_status_kind kind;
+	} kinds[] = {{"dlstatus:", APT_DLSTATUS},
+	             {"pmstatus:", APT_PMSTATUS},
+	             {"pmerror:", APT_PMERROR},
+	             {"pmconffile:", APT_PMCONFFILE}};
+	memset(out, 0, sizeof(*out));
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	size_t p = 0;
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		size_t pl = strlen(kinds[k].prefix);
+		if (len >= pl && memcmp(line, kinds[k].prefix, pl) == 0) {
+			out->kind = kinds[k].kind;
+			p = pl;
+			break;
+		}
+	}
+	if (out->kind == 0)
+		return -1;
+	/* the package (or download id) runs to the first ':' that is followed by
+	 * a number and another ':' (a package name may itself hold ':arch') */
+	for (size_t c = p; c < len; c++) {
+		if (line[c] != ':' || c == p)
+			continue;
+		const char *num = line + c + 1;
+		const char *end = memchr(num, ':', len - (c + 1));
+		if (end == NULL)
+			return -1;
+		if (!number(num, (size_t)(end - num), &out->percent))
+			continue;
+		if (out->kind != APT_DLSTATUS &&
+		    !field(out->pkg, sizeof(out->pkg), line + p, c - p))
+			return -1;
+		size_t ml = len - (size_t)(end + 1 - line);
+		if (ml >= sizeof(out->msg))
+			ml = sizeof(out->msg) - 1;
+		memcpy(out->msg, end + 1, ml);
+		out->msg[ml] = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+/* "[x]" at *s: its content into dst; *s moves past it and one space. */
+static bool bracket(const char **s, const char *end, char open, char close, char *dst, size_t cap)
+{
+	if (*s >= end || **s != open)
+		return true;
+	const char *c = memchr(*s, close, (size_t)(end - *s));
+	if (c == NULL)
+		return false;
+	const char *v = *s + 1;
+	/* "(NEW origin [arch])": the version is the first word */
+	const char *sp = memchr(v, ' ', (size_t)(c - v));
+	if (!field(dst, cap, v, (size_t)((sp != NULL ? sp : c) - v)))
+		return false;
+	*s = c + 1;
+	while (*s < end && **s == ' ')
+		(*s)++;
+	return true;
+}
+
+int apt_parse_sim(const char *data, size_t len, struct apt_sim *out, int max)
+{
+	int count = 0;
+	size_t i = 0, ll;
+	const char *line;
+	while ((line = host_next_line(data, len, &i, &ll)) != NULL) {
+		char action;
+		if (ll > 5 && memcmp(line, "Inst ", 5) == 0)
+			action = 'i';
+		else if (ll > 5 && (memcmp(line, "Remv ", 5) == 0 || memcmp(line, "Purg ", 5) == 0))
+			action = 'r';
+		else
+			continue;
+		const char *s = line + 5, *end = line + ll;
+		const char *sp = memchr(s, ' ', (size_t)(end - s));
+		const char *ne = sp != NULL ? sp : end;
+		struct apt_sim a = {.action = action};
+		if (ne == s || !field(a.name, sizeof(a.name), s, (size_t)(ne - s)))
+			return -1;
+		s = ne;
+		while (s < end && *s == ' ')
+			s++;
+		if (!bracket(&s, end, '[', ']', a.old_version, sizeof(a.old_version)) ||
+		    !bracket(&s, end, '(', ')', a.new_version, sizeof(a.new_version)))
+			return -1;
+		if (action == 'i' && a.old_version[0] != '\0')
+			a.action = 'u';
+		if (count < max)
+			out[count] = a;
+		count++;
+	}
+	return count;
+}
+
+/* --- parse ---------------------------------------------------------------------- */
+
+static void args_free(void *p)
+{
+	free(p);
+}
+
+int probe_pkg_parse(STEP_PARSE_ARGS)
+{
+	static const char *const known[] = {"names", "state", "version", "manager", NULL};
+	static const char *const managers[] = {"apt", "dnf", "yum", "zypper", "apk", NULL};
+	if (host_parse_common(obj, st, known, path, epath, ecap, err) != 0)
+		return -1;
+	struct pkg_args *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
+	st->ext = a;
+	st->ext_free = args_free;
+	const char *state = NULL;
+	if (probe_field_str(obj, "state", false, 16, &state, path, epath, ecap, err) != 0 ||
+	    probe_field_str(obj, "version", false, PKG_FIELD_MAX - 1, &a->version, path, epath, ecap,
+	                    err) != 0 ||
+	    probe_field_str(obj, "manager", false, 16, &a->manager, path, epath, ecap, err) != 0)
+		return -1;
+	if (a->manager != NULL) {
+		const char *const *m = managers;
+		while (*m != NULL && strcmp(*m, a->manager) != 0)
+			m++;
+		if (*m == NULL)
+			return host_bad_field(path, "manager", epath, ecap, err,
+			                      "one of apt, dnf, yum, zypper, apk");
+	}
+	a->state = PKG_PRESENT;
+	if (state != NULL && strcmp(state, "absent") == 0)
+		a->state = PKG_ABSENT;
+	else if (state != NULL && strcmp(state, "latest") == 0)
+		a->state = PKG_LATEST;
+	else if (state != NULL && strcmp(state, "present") != 0)
+		return host_bad_field(path, "state", epath, ecap, err,
+		                      "one of present, absent, latest");
+	json_t *names = json_object_get(obj, "names");
+	if (!json_is_array(names) || json_array_size(names) == 0 ||
+	    json_array_size(names) > PKG_MAX)
+		return host_bad_field(path, "names", epath, ecap, err,
+		                      "a list of 1 to 64 package names");
+	size_t i;
+	json_t *v;
+	json_array_foreach(names, i, v)
+	{
+		char f[32];
+		snprintf(f, sizeof(f), "names[%zu]", i);
+		const char *s = json_string_value(v);
+		if (s == NULL || strlen(s) != json_string_length(v) ||
+		    !host_valid_pkg_name(a->manager, s))
+			return host_bad_field(path, f, epath, ecap, err,
+			                      "not a valid package name (Debian policy: lower case "
+			                      "letters, digits, '+', '-', '.'; at least 2 characters)");
+		for (int k = 0; k < a->n; k++)
+			if (strcmp(a->names[k], s) == 0)
+				return host_bad_field(path, f, epath, ecap, err, "listed twice");
+		a->names[a->n++] = s;
+	}
+	if (a->version != NULL) {
+		if (!host_valid_pkg_version(a->version))
+			return host_bad_field(path, "version", epath, ecap, err,
+			                      "not a valid version ([epoch:]upstream[-revision])");
+		if (a->n != 1 || a->state != PKG_PRESENT)
+			return host_bad_field(path, "version", epath, ecap, err,
+			                      "only with one name and state present");
+	}
+	return 0;
+}
+
+/* Each package (requested: in packages and changes; a dependency once) is
+ * under 1 KiB of JSON: names and versions are bounded, the message is 1 KiB. */
+uint64_t probe_pkg_bound(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)output_cap;
+	const struct pkg_args *a = st->ext;
+	return (uint64_t)((a != NULL ? a->n : PKG_MAX) * 2 + DEPS_MAX) * 1024 + PROBE_STEP_OVERHEAD;
+}
+
+/* --- run ------------------------------------------------------------------------ */
+
+static const char *const apt_env[] = {"DEBIAN_FRONTEND=noninteractive",
+                                      "APT_LISTCHANGES_FRONTEND=none", NULL};
+
+/* Which manager this host has; NULL when none is known. */
+static const char *detect_manager(void)
+{
+	static const char *const tools[][2] = {
+	    {"apt-get", "apt"}, {"dnf", "dnf"}, {"yum", "yum"}, {"zypper", "zypper"}, {"apk", "apk"}};
+	char p[PATH_MAX];
+	struct vm_err e = {0};
+	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++)
+		if (proc_resolve(tools[i][0], p, sizeof(p), &e) == 0 && access(p, X_OK) == 0)
+			return tools[i][1];
+	return NULL;
+}
+
+/* Waits while one of apt's or dpkg's locks is held by another process, with
+ * a progress event every second; false (result filled) at the deadline. */
+static enum probe_step_status wait_locks(const struct probe_step_ctx *ctx, json_t *result,
+                                         int64_t *waited)
+{
+	static const char *const locks[] = {"/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock",
+	                                    "/var/lib/apt/lists/lock",
+	                                    "/var/cache/apt/archives/lock"};
+	int64_t start = time_mono_ms(), last_event = 0;
+	for (;;) {
+		const char *held = NULL;
+		pid_t pid = 0;
+		for (size_t i = 0; i < sizeof(locks) / sizeof(locks[0]) && held == NULL; i++) {
+			struct stat sb;
+			struct vm_err e = {0};
+			int fd = fs_open_read(locks[i], &sb, &e);
+			if (fd < 0)
+				continue;
+			if (fs_lock_holder(fd, &pid) == 1)
+				held = locks[i];
+			close(fd);
+		}
+		int64_t now = time_mono_ms();
+		if (held == NULL) {
+			*waited += now - start;
+			return STEP_OK;
+		}
+		if (last_event == 0 || now - last_event >= LOCK_EVENT_MS) {
+			last_event = now;
+			probe_step_event(ctx, "info",
+			                 &(struct probe_progress){(now - start) / 1000, -1, "seconds"},
+			                 "waiting for the package database: %s is held by %s%d", held,
+			                 pid > 0 ? "pid " : "another process", pid > 0 ? (int)pid : 0);
+		}
+		if (!host_wait(ctx, 200)) {
+			*waited += time_mono_ms() - start;
+			if (ctx->cancel != NULL && atomic_load(ctx->cancel)) {
+				host_fail(result, "canceled", "canceled while waiting for %s", held);
+				return STEP_CANCELED;
+			}
+			host_fail(result, "lock_timeout",
+			          "the package database stayed locked (%s) until the step's timeout",
+			          held);
+			return STEP_TIMED_OUT;
+		}
+	}
+}
+
+/* apt's lines on the status fd (stdout) become progress events. */
+struct apt_progress {
+	const struct probe_step_ctx *ctx;
+	char line[1024];
+	size_t len;
+	bool overlong;
+	int64_t last_event;
+};
+
+static void apt_line(struct apt_progress *p, const char *line, size_t len)
+{
+	struct apt_status s;
+	if (apt_status_parse(line, len, &s) != 0)
+		return;
+	int64_t now = time_mono_ms();
+	bool err = s.kind == APT_PMERROR;
+	if (!err && now - p->last_event < STATUS_EVENT_MS)
+		return;
+	p->last_event = now;
+	probe_step_event(p->ctx, err ? "warn" : "info",
+	                 &(struct probe_progress){(int64_t)s.percent, 100, "percent"}, "%s%s%s",
+	                 s.pkg, s.pkg[0] != '\0' ? ": " : "", s.msg);
+}
+
+static void apt_output(void *ctx, enum proc_stream stream, const char *data, size_t len)
+{
+	struct apt_progress *p = ctx;
+	if (stream != PROC_STDOUT)
+		return;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == '\n') {
+			if (!p->overlong)
+				apt_line(p, p->line, p->len);
+			p->len = 0;
+			p->overlong = false;
+		} else if (p->len < sizeof(p->line)) {
+			p->line[p->len++] = data[i];
+		} else {
+			p->overlong = true; /* not a status line of ours */
+		}
+	}
+}
+
+static bool lock_failure(const struct proc_result *res)
+{
+	return res->exit_code == 100 && res->err != NULL &&
+	       (strstr(res->err, "Could not get lock") != NULL ||
+	        strstr(res->err, "Unable to acquire the dpkg frontend lock") != NULL ||
+	        strstr(res->err, "Unable to lock") != NULL);
+}
+
+/* Runs an apt command once the locks are free, again when it lost the race
+ * for them. 0 with res filled when it ran; otherwise the step's status. */
+static int run_apt(const struct probe_step_ctx *ctx, const char *const *argv, json_t *result,
+                   int64_t *waited, struct proc_result *res, enum probe_step_status *status)
+{
+	for (;;) {
+		if ((*status = wait_locks(ctx, result, waited)) != STEP_OK)
+			return -1;
+		struct apt_progress prog = {.ctx = ctx};
+		struct host_cmd c = {.argv = argv, .env = apt_env, .on_output = apt_output,
+		                     .out_ctx = &prog};
+		struct vm_err err = {0};
+		memset(res, 0, sizeof(*res));
+		if (host_run(ctx, &c, res, &err) != 0) {
+			*status = host_fail(result, "apt_failed", "%s: %s", argv[0], err.msg);
+			return -1;
+		}
+		if (!lock_failure(res))
+			return 0;
+		proc_result_free(res);
+		if (!host_wait(ctx, 200)) {
+			*status = host_fail(result, "lock_timeout",
+			                    "the package database stayed locked until the step's timeout");
+			return -1;
+		}
+	}
+}
+
+/* The installed state of names (dpkg-query); unknown names are not installed. */
+static int query(const struct probe_step_ctx *ctx, const struct pkg_args *a,
+                 struct pkg_info *info, json_t *result, enum probe_step_status *status)
+{
+	const char *argv[PKG_MAX + 5] = {"dpkg-query", "-W", "-f",
+	                                 "${Package}\t${db:Status-Abbrev}\t${Version}\n"};
+	int n = 4;
+	for (int i = 0; i < a->n; i++)
+		argv[n++] = a->names[i];
+	argv[n] = NULL;
+	struct proc_result res = {0};
+	struct vm_err err = {0};
+	struct host_cmd c = {.argv = argv};
+	if (host_run(ctx, &c, &res, &err) != 0) {
+		*status = host_fail(result, "apt_failed", "dpkg-query: %s", err.msg);
+		return -1;
+	}
+	/* 1: some names are not known to dpkg at all */
+	if (res.exit_code != 0 && res.exit_code != 1) {
+		*status = host_fail_proc(result, "apt_failed", "dpkg-query", &res);
+		proc_result_free(&res);
+		return -1;
+	}
+	struct pkg_info found[PKG_MAX];
+	int k = pkg_parse_dpkg_query(res.out != NULL ? res.out : "", res.out_len, found, PKG_MAX);
+	proc_result_free(&res);
+	if (k < 0) {
+		*status = host_fail(result, "apt_failed", "dpkg-query: output not understood");
+		return -1;
+	}
+	for (int i = 0; i < a->n; i++) {
+		memset(&info[i], 0, sizeof(info[i]));
+		snprintf(info[i].name, sizeof(info[i].name), "%s", a->names[i]);
+		for (int j = 0; j < k; j++)
+			if (strcmp(found[j].name, a->names[i]) == 0)
+				info[i] = found[j];
+	}
+	return 0;
+}
+
+/* The newest mtime of apt's package lists (wall ms), 0 when there are none. */
+static int64_t lists_mtime(void)
+{
+	struct vm_err e = {0};
+	int dfd = fs_walk_dir(APT_LISTS_DIR, &e);
+	if (dfd < 0)
+		return 0;
+	DIR *d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return 0;
+	}
+	int64_t newest = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strstr(de->d_name, "_Packages") == NULL)
+			continue;
+		struct stat sb;
+		if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		int64_t ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
+		if (ms > newest)
+			newest = ms;
+	}
+	closedir(d);
+	return newest;
+}
+
+/* apt-get [-s | -o APT::Status-Fd=1] install|remove targets, never asking;
+ * a pinned version may be older than the installed one. */
+static void apt_argv(const char **argv, bool simulate, bool pinned, const char *verb,
+                     const char *const *targets, int nt)
+{
+	int n = 0;
+	argv[n++] = "apt-get";
+	argv[n++] = "-q";
+	argv[n++] = "-y";
+	if (simulate) {
+		argv[n++] = "-s";
+	} else {
+		argv[n++] = "-o";
+		argv[n++] = "APT::Status-Fd=1";
+	}
+	argv[n++] = "-o";
+	argv[n++] = "Dpkg::Options::=--force-confdef";
+	argv[n++] = "-o";
+	argv[n++] = "Dpkg::Options::=--force-confold";
+	if (pinned)
+		argv[n++] = "--allow-downgrades";
+	argv[n++] = verb;
+	for (int i = 0; i < nt; i++)
+		argv[n++] = targets[i];
+	argv[n] = NULL;
+}
+
+static const char *action_name(char a)
+{
+	return a == 'i' ? "installed" : a == 'u' ? "upgraded" : a == 'r' ? "removed" : "none";
+}
+
+static const char *installed_version(const struct pkg_info *p)
+{
+	return p->installed ? p->version : NULL;
+}
+
+static json_t *str_or_null(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? json_string(s) : json_null();
+}
+
+static void report(json_t *result, const char *name, char action, const char *old_v,
+                   const char *new_v)
+{
+	json_t *p = json_object();
+	json_object_set_new(p, "name", json_string(name));
+	json_object_set_new(p, "action", json_string(action_name(action)));
+	json_object_set_new(p, "old_version", str_or_null(old_v));
+	json_object_set_new(p, "new_version", str_or_null(new_v));
+	json_array_append_new(json_object_get(result, "packages"), p);
+	if (action != 0) {
+		json_t *c = host_change(result, "package", old_v != NULL && old_v[0] ? json_string(old_v) : NULL,
+		                        new_v != NULL && new_v[0] ? json_string(new_v) : NULL);
+		json_object_set_new(c, "name", json_string(name));
+	}
+}
+
+enum probe_step_status probe_pkg_run(STEP_RUN_ARGS)
+{
+	const struct pkg_args *a = st->ext;
+	host_result_init(result, st);
+	json_object_set_new(result, "packages", json_array());
+	const char *mgr = a->manager != NULL ? a->manager : detect_manager();
+	if (mgr == NULL)
+		return host_fail(result, "unsupported_manager",
+		                 "no package manager found (apt-get, dnf, yum, zypper, apk)");
+	json_object_set_new(result, "manager", json_string(mgr));
+	if (strcmp(mgr, "apt") != 0)
+		return host_fail(result, "unsupported_manager",
+		                 "unsupported manager: %s (pkg.ensure drives apt only so far)", mgr);
+
+	enum probe_step_status status = STEP_OK;
+	struct pkg_info before[PKG_MAX], after[PKG_MAX];
+	if (query(ctx, a, before, result, &status) != 0)
+		return status;
+	/* what apt is asked for: names not yet as wanted (latest: all of them) */
+	const char *targets[PKG_MAX];
+	char pinned[PKG_FIELD_MAX * 2];
+	int nt = 0;
+	for (int i = 0; i < a->n; i++) {
+		bool want = a->state == PKG_LATEST ||
+		            (a->state == PKG_ABSENT && before[i].installed) ||
+		            (a->state == PKG_PRESENT &&
+		             (!before[i].installed ||
+		              (a->version != NULL && strcmp(before[i].version, a->version) != 0)));
+		if (!want)
+			continue;
+		if (a->version != NULL) {
+			snprintf(pinned, sizeof(pinned), "%s=%s", a->names[i], a->version);
+			targets[nt++] = pinned;
+		} else {
+			targets[nt++] = a->names[i];
+		}
+	}
+	int64_t waited = 0;
+	json_object_set_new(result, "lists_refreshed", json_false());
+	if (nt > 0 && a->state != PKG_ABSENT) {
+		int64_t max_age = ctx->host != NULL ? (int64_t)ctx->host->apt_lists_max_age_ms
+		                                    : LISTS_MAX_AGE_MS;
+		int64_t m = lists_mtime();
+		if (m == 0 || time_wall_ms() - m >= max_age) {
+			if (st->check) {
+				/* check mode changes nothing, the lists included */
+				probe_step_event(ctx, "warn", NULL,
+				                 "apt's package lists are %s; check mode does not refresh them",
+				                 m == 0 ? "missing" : "stale");
+				json_object_set_new(result, "lists_stale", json_true());
+			} else {
+				probe_step_event(ctx, "info", NULL, "apt-get update (lists %s)",
+				                 m == 0 ? "missing" : "older than host.apt_lists_max_age");
+				const char *up[] = {"apt-get", "-q", "-o", "APT::Status-Fd=1", "update", NULL};
+				struct proc_result res;
+				if (run_apt(ctx, up, result, &waited, &res, &status) != 0)
+					return status;
+				if (res.exit_code != 0) {
+					status = host_fail_proc(result, "apt_update_failed", "apt-get update",
+					                        &res);
+					proc_result_free(&res);
+					return status;
+				}
+				proc_result_free(&res);
+				json_object_set_new(result, "lists_refreshed", json_true());
+			}
+		}
+	}
+	if (nt == 0) {
+		for (int i = 0; i < a->n; i++)
+			report(result, a->names[i], 0, installed_version(&before[i]),
+			       installed_version(&before[i]));
+		json_object_set_new(result, "lock_waited_ms", json_integer(waited));
+		return STEP_OK;
+	}
+
+	/* apt-get -s: exactly what the real run would do (latest is a plain
+	 * install: apt upgrades an installed name to its candidate) */
+	const char *verb = a->state == PKG_ABSENT ? "remove" : "install";
+	const char *argv[PKG_MAX + 16];
+	apt_argv(argv, true, a->version != NULL, verb, targets, nt);
+	struct proc_result res;
+	if (run_apt(ctx, argv, result, &waited, &res, &status) != 0)
+		return status;
+	if (res.exit_code != 0) {
+		bool unknown = res.err != NULL && strstr(res.err, "Unable to locate package") != NULL;
+		bool nover = res.err != NULL && strstr(res.err, "was not found") != NULL;
+		status = host_fail_proc(result, unknown ? "package_not_found"
+		                                : nover ? "version_not_found"
+		                                        : "apt_failed",
+		                        "apt-get", &res);
+		proc_result_free(&res);
+		return status;
+	}
+	struct apt_sim *sim = calloc(DEPS_MAX, sizeof(*sim));
+	int ns = sim != NULL ? apt_parse_sim(res.out != NULL ? res.out : "", res.out_len, sim, DEPS_MAX)
+	                     : -1;
+	proc_result_free(&res);
+	if (ns < 0) {
+		free(sim);
+		return host_fail(result, "apt_failed", "apt-get -s: output not understood");
+	}
+	if (ns > DEPS_MAX)
+		ns = DEPS_MAX;
+	json_t *deps = json_array();
+	json_object_set_new(result, "dependencies", deps);
+	for (int j = 0; j < ns; j++) {
+		bool asked = false;
+		for (int i = 0; i < a->n; i++)
+			asked = asked || strcmp(sim[j].name, a->names[i]) == 0;
+		if (asked)
+			continue;
+		json_t *d = json_object();
+		json_object_set_new(d, "name", json_string(sim[j].name));
+		json_object_set_new(d, "action", json_string(action_name(sim[j].action)));
+		json_object_set_new(d, "old_version", str_or_null(sim[j].old_version));
+		json_object_set_new(d, "new_version", str_or_null(sim[j].new_version));
+		json_array_append_new(deps, d);
+	}
+	if (st->check || ns == 0) {
+		for (int i = 0; i < a->n; i++) {
+			const struct apt_sim *s = NULL;
+			for (int j = 0; j < ns && s == NULL; j++)
+				if (strcmp(sim[j].name, a->names[i]) == 0)
+					s = &sim[j];
+			if (s == NULL)
+				report(result, a->names[i], 0, installed_version(&before[i]),
+			       installed_version(&before[i]));
+			else
+				report(result, a->names[i], s->action, installed_version(&before[i]),
+				       s->action == 'r' ? NULL : s->new_version);
+		}
+		free(sim);
+		json_object_set_new(result, "lock_waited_ms", json_integer(waited));
+		return STEP_OK;
+	}
+	free(sim);
+
+	/* the real run, with apt's progress on the status fd */
+	apt_argv(argv, false, a->version != NULL, verb, targets, nt);
+	probe_step_event(ctx, "info", NULL, "apt-get %s: %d package(s)", verb, nt);
+	if (run_apt(ctx, argv, result, &waited, &res, &status) != 0)
+		return status;
+	json_object_set_new(result, "lock_waited_ms", json_integer(waited));
+	if (res.exit_code != 0) {
+		status = host_fail_proc(result, "apt_failed", "apt-get", &res);
+		proc_result_free(&res);
+		return status;
+	}
+	proc_result_free(&res);
+	if (query(ctx, a, after, result, &status) != 0)
+		return status;
+	for (int i = 0; i < a->n; i++) {
+		char act = 0;
+		if (before[i].installed && !after[i].installed)
+			act = 'r';
+		else if (!before[i].installed && after[i].installed)
+			act = 'i';
+		else if (after[i].installed && strcmp(before[i].version, after[i].version) != 0)
+			act = 'u';
+		report(result, a->names[i], act, installed_version(&before[i]),
+		       installed_version(&after[i]));
+	}
+	return STEP_OK;
+}
