@@ -11,6 +11,7 @@
 
 #include "core/buf.h"
 #include "core/codec.h"
+#include "probe/steps/steps.h"
 
 struct ktype {
 	const char *name;
@@ -343,11 +344,9 @@ int ak_parse_file(const char *text, size_t len, bool strict, struct ak_file *out
 		return vm_err_set(err, VM_ERR_INVALID, "holds a NUL byte: not a key list");
 	bool in_block = false;
 	size_t keys = 0, line_no = 0;
-	for (size_t o = 0; o < len;) {
-		const char *s = text + o;
-		const char *nl = memchr(s, '\n', len - o);
-		size_t n = nl ? (size_t)(nl - s) : len - o;
-		o += n + (nl ? 1 : 0);
+	size_t off = 0, n;
+	const char *s;
+	while ((s = host_next_line(text, len, &off, &n)) != NULL) {
 		line_no++;
 		size_t rawn = n;
 		if (n > 0 && s[n - 1] == '\r')
