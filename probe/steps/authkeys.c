@@ -32,11 +32,28 @@ static const struct ktype ktypes[] = {
 
 /* The options sshd reads (auth-options.c); case does not matter to it. */
 static const char *const known_opts[] = {
-    "agent-forwarding", "cert-authority",  "command",    "environment",   "expiry-time",
-    "from",             "no-agent-forwarding", "no-port-forwarding", "no-pty",
-    "no-user-rc",       "no-X11-forwarding", "no-touch-required", "permitlisten",
-    "permitopen",       "port-forwarding", "principals", "pty",           "restrict",
-    "tunnel",           "user-rc",         "verify-required", "X11-forwarding",
+    "agent-forwarding",
+    "cert-authority",
+    "command",
+    "environment",
+    "expiry-time",
+    "from",
+    "no-agent-forwarding",
+    "no-port-forwarding",
+    "no-pty",
+    "no-user-rc",
+    "no-X11-forwarding",
+    "no-touch-required",
+    "permitlisten",
+    "permitopen",
+    "port-forwarding",
+    "principals",
+    "pty",
+    "restrict",
+    "tunnel",
+    "user-rc",
+    "verify-required",
+    "X11-forwarding",
     NULL,
 };
 
@@ -132,7 +149,8 @@ static int blob_check(const struct ktype *t, const uint8_t *blob, size_t len, st
 			return vm_err_set(err, VM_ERR_INVALID, "not a well-formed RSA key");
 		if (nbits < 1024 || nbits > 16384)
 			return vm_err_set(err, VM_ERR_INVALID,
-			                  "an RSA key of %zu bits (1024-16384 are accepted)", nbits);
+			                  "an RSA key of %zu bits (1024-16384 are accepted)",
+			                  nbits);
 	} else if (t->curve != NULL) {
 		if (rd_string(&r, &s, &n) != 0 || !str_is(s, n, t->curve) ||
 		    rd_string(&r, &s, &n) != 0 || n != t->point || s[0] != 0x04)
@@ -143,7 +161,8 @@ static int blob_check(const struct ktype *t, const uint8_t *blob, size_t len, st
 	}
 	if (t->sk) {
 		if (rd_string(&r, &s, &n) != 0 || n == 0 || n > 255)
-			return vm_err_set(err, VM_ERR_INVALID, "a security key without application");
+			return vm_err_set(err, VM_ERR_INVALID,
+			                  "a security key without application");
 		for (size_t i = 0; i < n; i++)
 			if (s[i] < 0x21 || s[i] > 0x7e)
 				return vm_err_set(err, VM_ERR_INVALID,
@@ -176,13 +195,13 @@ static int options_check(const char *s, const char **end, struct vm_err *err)
 		if (*p == '=') {
 			if (*++p != '"')
 				return vm_err_set(err, VM_ERR_INVALID,
-				                  "the value of option %.*s must be quoted", (int)nl,
-				                  name);
+				                  "the value of option %.*s must be quoted",
+				                  (int)nl, name);
 			for (p++; *p != '"'; p++) {
 				if (*p == '\0')
 					return vm_err_set(err, VM_ERR_INVALID,
-					                  "option %.*s: unterminated quote", (int)nl,
-					                  name);
+					                  "option %.*s: unterminated quote",
+					                  (int)nl, name);
 				if (*p == '\\' && p[1] == '"')
 					p++;
 			}
@@ -247,7 +266,8 @@ int ak_parse_key(const char *line, size_t len, struct ak_key *out, struct vm_err
 			p++;
 		tl = strcspn(p, " \t");
 		if ((t = ktype_find(p, tl)) == NULL) {
-			rc = vm_err_set(err, VM_ERR_INVALID, "'%.*s' is not a key type accepted here",
+			rc = vm_err_set(err, VM_ERR_INVALID,
+			                "'%.*s' is not a key type accepted here",
 			                (int)(tl > 40 ? 40 : tl), p);
 			goto out;
 		}
@@ -362,7 +382,8 @@ int ak_parse_file(const char *text, size_t len, bool strict, struct ak_file *out
 		if (n == strlen(AK_END) && memcmp(s, AK_END, n) == 0) {
 			if (!in_block)
 				return vm_err_set(err, VM_ERR_INVALID,
-				                  "line %zu: an END marker without its BEGIN", line_no);
+				                  "line %zu: an END marker without its BEGIN",
+				                  line_no);
 			in_block = false;
 			continue;
 		}
@@ -402,9 +423,8 @@ int ak_parse_file(const char *text, size_t len, bool strict, struct ak_file *out
 
 static int key_line(struct buf *b, const struct ak_key *k)
 {
-	return buf_printf(b, "%s%s%s %s%s%s\n", k->options ? k->options : "",
-	                  k->options ? " " : "", k->type, k->b64, k->comment ? " " : "",
-	                  k->comment ? k->comment : "");
+	return buf_printf(b, "%s%s%s %s%s%s\n", k->options ? k->options : "", k->options ? " " : "",
+	                  k->type, k->b64, k->comment ? " " : "", k->comment ? k->comment : "");
 }
 
 /* Whether key k is among the lines of f (managed: any, else unmanaged only). */
@@ -455,7 +475,8 @@ static int count_missing(const struct ak_file *a, const struct ak_file *b)
 			continue;
 		bool seen = false;
 		for (size_t j = 0; j < i && !seen; j++)
-			seen = a->lines[j].is_key && ak_key_same(&a->lines[j].key, &a->lines[i].key);
+			seen =
+			    a->lines[j].is_key && ak_key_same(&a->lines[j].key, &a->lines[i].key);
 		n += !seen && !in_file(b, &a->lines[i].key, false);
 	}
 	return n;

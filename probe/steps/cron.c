@@ -110,10 +110,10 @@ int probe_cron_ensure_parse(STEP_PARSE_ARGS)
 		return 0;
 	}
 	const char *command;
-	if (probe_field_str(obj, "schedule", true, CRON_SCHED_MAX, &sched, path, epath, ecap, err) !=
-	        0 ||
-	    probe_field_str(obj, "command", true, CRON_LINE_MAX, &command, path, epath, ecap, err) !=
-	        0)
+	if (probe_field_str(obj, "schedule", true, CRON_SCHED_MAX, &sched, path, epath, ecap,
+	                    err) != 0 ||
+	    probe_field_str(obj, "command", true, CRON_LINE_MAX, &command, path, epath, ecap,
+	                    err) != 0)
 		return -1;
 	if (cron_schedule_check(sched, cp->sched, sizeof(cp->sched), &why) != 0)
 		return host_bad_field(path, "schedule", epath, ecap, err, why.msg);
@@ -168,8 +168,8 @@ static enum probe_step_status crontab_read(const struct probe_step_ctx *ctx, con
 	} else if (res.exit_code == 0) {
 		if (res.out_len > CRON_TEXT_MAX) {
 			ret = host_fail(result, "crontab_too_large",
-			                "the crontab of %s is larger than %u bytes; not changed", user,
-			                CRON_TEXT_MAX);
+			                "the crontab of %s is larger than %u bytes; not changed",
+			                user, CRON_TEXT_MAX);
 		} else {
 			*text = res.out ? res.out : strdup("");
 			*len = res.out ? res.out_len : 0;

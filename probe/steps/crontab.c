@@ -39,12 +39,12 @@ static const char *const months[] = {"jan", "feb", "mar", "apr", "may", "jun", "
 static const char *const days[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat", NULL};
 
 static const struct field fields[5] = {
-    {"minute", 0, 59, NULL},     {"hour", 0, 23, NULL},  {"day of month", 1, 31, NULL},
+    {"minute", 0, 59, NULL},  {"hour", 0, 23, NULL},       {"day of month", 1, 31, NULL},
     {"month", 1, 12, months}, {"day of week", 0, 7, days},
 };
 
-static const char *const macros[] = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly",
-                                     "@daily",  "@midnight", "@hourly", NULL};
+static const char *const macros[] = {"@reboot", "@yearly",   "@annually", "@monthly", "@weekly",
+                                     "@daily",  "@midnight", "@hourly",   NULL};
 
 /* A number or name at s[0, n) of field f into *v. */
 static int field_value(const struct field *f, const char *s, size_t n, int *v)
@@ -95,7 +95,8 @@ static int element_check(const struct field *f, const char *s, size_t n, struct 
 				goto bad;
 			if (a > b)
 				return vm_err_set(err, VM_ERR_INVALID,
-				                  "%s: range %.*s runs backwards", f->what, (int)rn, s);
+				                  "%s: range %.*s runs backwards", f->what, (int)rn,
+				                  s);
 			range = true;
 		}
 	}
@@ -103,8 +104,8 @@ static int element_check(const struct field *f, const char *s, size_t n, struct 
 		size_t sn = n - rn - 1;
 		if (!range)
 			return vm_err_set(err, VM_ERR_INVALID,
-			                  "%s: a step needs '*' or a range before it (%.*s)", f->what,
-			                  (int)n, s);
+			                  "%s: a step needs '*' or a range before it (%.*s)",
+			                  f->what, (int)n, s);
 		int step = 0;
 		if (sn == 0 || sn > 2)
 			goto bad;
@@ -237,8 +238,9 @@ int cron_env_check(const char *name, const char *value, struct vm_err *err)
 {
 	size_t n = strlen(name);
 	if (n == 0 || n > 64 || !(isalpha((unsigned char)name[0]) || name[0] == '_'))
-		return vm_err_set(err, VM_ERR_INVALID, "a variable name is 1-64 of [A-Za-z0-9_], "
-		                                       "not starting with a digit");
+		return vm_err_set(err, VM_ERR_INVALID,
+		                  "a variable name is 1-64 of [A-Za-z0-9_], "
+		                  "not starting with a digit");
 	for (size_t i = 0; i < n; i++)
 		if (!isalnum((unsigned char)name[i]) && name[i] != '_')
 			return vm_err_set(err, VM_ERR_INVALID,
@@ -469,8 +471,8 @@ int cron_parse(const char *text, size_t len, struct cron_tab *tab, struct vm_err
 			goto out;
 		}
 		if (cron_find(tab, name) != NULL) {
-			rc = vm_err_set(err, VM_ERR_INVALID,
-			                "line %zu: a second block named %s", i + 1, name);
+			rc = vm_err_set(err, VM_ERR_INVALID, "line %zu: a second block named %s",
+			                i + 1, name);
 			goto out;
 		}
 		size_t end = i + 1;
@@ -479,9 +481,10 @@ int cron_parse(const char *text, size_t len, struct cron_tab *tab, struct vm_err
 			if (en != NULL && strcmp(en, name) == 0)
 				break;
 			if (marker(lines[end], CRON_BEGIN) != NULL || en != NULL) {
-				rc = vm_err_set(err, VM_ERR_INVALID,
-				                "line %zu: a marker inside the block %s of line %zu",
-				                end + 1, name, i + 1);
+				rc =
+				    vm_err_set(err, VM_ERR_INVALID,
+				               "line %zu: a marker inside the block %s of line %zu",
+				               end + 1, name, i + 1);
 				goto out;
 			}
 		}
@@ -553,7 +556,8 @@ char *cron_render(const struct cron_tab *tab, size_t *len)
 	buf_init(&b, CRON_TEXT_MAX);
 	for (size_t i = 0; i < tab->n; i++) {
 		const struct cron_item *it = &tab->items[i];
-		int bad = it->managed ? block_render(&b, &it->job) : buf_printf(&b, "%s\n", it->line);
+		int bad =
+		    it->managed ? block_render(&b, &it->job) : buf_printf(&b, "%s\n", it->line);
 		if (bad) {
 			buf_free(&b);
 			return NULL;

@@ -99,9 +99,9 @@ int probe_ssh_keys_parse(STEP_PARSE_ARGS)
 		snprintf(f, sizeof(f), "keys[%zu]", i);
 		struct ak_key k;
 		struct vm_err why = {0};
-		int rc = json_is_string(v) ? ak_parse_key(json_string_value(v), json_string_length(v),
-		                                          &k, &why)
-		                           : vm_err_set(&why, VM_ERR_INVALID, "must be a string");
+		int rc = json_is_string(v)
+		             ? ak_parse_key(json_string_value(v), json_string_length(v), &k, &why)
+		             : vm_err_set(&why, VM_ERR_INVALID, "must be a string");
 		ak_key_free(&k);
 		if (rc != 0) {
 			buf_free(&b);
@@ -273,9 +273,9 @@ enum probe_step_status probe_ssh_keys_run(STEP_RUN_ARGS)
 		json_object_set_new(host_change_str(result, "directory", NULL, "0700"), "path",
 		                    json_string(dpath));
 	else if ((dsb.st_mode & 07777) != 0700 || dsb.st_uid != pw.pw_uid)
-		json_object_set_new(host_change_str(result, "directory_mode",
-		                                    mode_str(dsb.st_mode, mb), "0700"),
-		                    "path", json_string(dpath));
+		json_object_set_new(
+		    host_change_str(result, "directory_mode", mode_str(dsb.st_mode, mb), "0700"),
+		    "path", json_string(dpath));
 	bool content = fd < 0 || oldlen != m.len || memcmp(old, m.text, m.len) != 0;
 	if (content) {
 		struct host_file before = {.exists = fd >= 0,
@@ -286,11 +286,11 @@ enum probe_step_status probe_ssh_keys_run(STEP_RUN_ARGS)
 		                           .gid = fd >= 0 ? fsb.st_gid : 0};
 		host_change_file(result, path, &before, m.text, m.len);
 	}
-	if (fd >= 0 && ((fsb.st_mode & 07777) != 0600 || fsb.st_uid != pw.pw_uid ||
-	                fsb.st_gid != pw.pw_gid))
-		json_object_set_new(host_change_str(result, "file_mode", mode_str(fsb.st_mode, mb2),
-		                                    "0600"),
-		                    "path", json_string(path));
+	if (fd >= 0 &&
+	    ((fsb.st_mode & 07777) != 0600 || fsb.st_uid != pw.pw_uid || fsb.st_gid != pw.pw_gid))
+		json_object_set_new(
+		    host_change_str(result, "file_mode", mode_str(fsb.st_mode, mb2), "0600"),
+		    "path", json_string(path));
 	json_t *changed = json_object_get(result, "changed");
 	ret = STEP_OK;
 	if (st->check || !json_is_true(changed))
@@ -306,7 +306,8 @@ enum probe_step_status probe_ssh_keys_run(STEP_RUN_ARGS)
 		ret = fs_fail(result, dpath, &err);
 		goto out;
 	}
-	struct fs_write_opts o = {.mode = 0600, .set_ids = true, .uid = pw.pw_uid, .gid = pw.pw_gid};
+	struct fs_write_opts o = {
+	    .mode = 0600, .set_ids = true, .uid = pw.pw_uid, .gid = pw.pw_gid};
 	if (fs_write_at(sshfd, "authorized_keys", m.text, m.len, &o, &err) != 0)
 		ret = fs_fail(result, path, &err);
 out:

@@ -25,14 +25,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (out2 == NULL || strcmp(out, out2) != 0)
 				abort();
 			/* an edit through the model renders to a crontab that reads back */
-			struct cron_job j = {.name = "fuzz", .schedule = "@daily",
-			                     .command = "echo 100%", .valid = true};
+			struct cron_job j = {.name = "fuzz",
+			                     .schedule = "@daily",
+			                     .command = "echo 100%",
+			                     .valid = true};
 			if (cron_set(&again, &j, &err) == 0) {
 				char *out3 = cron_render(&again, NULL);
 				struct cron_tab third;
 				if (out3 != NULL) {
 					if (cron_parse(out3, strlen(out3), &third, &err) != 0 ||
-					    strcmp(cron_find(&third, "fuzz")->command, "echo 100%") != 0)
+					    strcmp(cron_find(&third, "fuzz")->command,
+					           "echo 100%") != 0)
 						abort();
 					cron_tab_free(&third);
 				}
@@ -51,7 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = '\0';
 	char norm[CRON_SCHED_MAX + 1], norm2[CRON_SCHED_MAX + 1];
 	if (cron_schedule_check(s, norm, sizeof(norm), &err) == 0 &&
-	    (cron_schedule_check(norm, norm2, sizeof(norm2), &err) != 0 || strcmp(norm, norm2) != 0))
+	    (cron_schedule_check(norm, norm2, sizeof(norm2), &err) != 0 ||
+	     strcmp(norm, norm2) != 0))
 		abort();
 	(void)cron_command_check(s, &err);
 	free(s);

@@ -14,12 +14,31 @@
 #include "probe/steps/authkeys.h"
 
 /* real keys made with ssh-keygen */
-#define K_ED "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE/jvAF+YG71tww7fNS3ZIkxJwyRvTy1ZYns+grpyhQ1 c-ed25519"
-#define K_ED2 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtUbJEil+ojfFZIcsDiO7qPKQuEWn74yg3bE7uI2m6l second"
-#define K_P256 "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJbt8qCLxDCm4gjE7Uo41LPPcBzHdtTQPFYB6iBfxvBI8bvP2cA7Am/zeEPFxDNkoThSRluX8ROwpBQ4aAfiCbo= c-ecdsa"
-#define K_P384 "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBGv8ceVkwGmk9tgoA1/hjS+2PR/EXOK1QXI8dzZhkG9AM+gQION0B1qo0jhj7YC8WRUvoLy7dXXvsAd8U6OJQodch7F08+uWQo90gVrF+haW6VH6q8JqNRmpPU3ggdv94g== c-ecdsa"
-#define K_P521 "ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBAEgMR8BSHhZ3Svgv0zRBIsjlWlDToXB98o/va/P2JzXRI58Z/4Hy3VzbUywPpboDibsKFBilWT6bAU5ufBSpW9lzwEyOHZaTVA4cJGf3J+xr3hFGCRSbv435eM0FsYKFuZTO0PfUwBlVP39AoFchhk8l/wUIIn2mfRuhsyGyhiMN9ty8w== c-ecdsa"
-#define K_RSA "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC5riZYK0RxoIbPA0QOFvu9dTFhLyH5ePOaQWL4dH0E58+cQo9Nrz/IZr1tMyla9xRjU5GI4oLjUnXEjsr8KgQnqENNh8YdD3NpcB8TmXe9YqbkRmGwSMlvIHEIWg5VdM+v5x/PeSi9VQ129jhRwWF8vJTZl4umnRNhTXWBVRzoJw== c-rsa"
+#define K_ED                                                                                \
+	"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE/jvAF+YG71tww7fNS3ZIkxJwyRvTy1ZYns+grpyhQ1 " \
+	"c-ed25519"
+#define K_ED2 \
+	"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtUbJEil+ojfFZIcsDiO7qPKQuEWn74yg3bE7uI2m6l second"
+#define K_P256                                                                                     \
+	"ecdsa-sha2-nistp256 "                                                                     \
+	"AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJbt8qCLxDCm4gjE7Uo41LPPcBzHdtTQPFYB" \
+	"6iBfxvBI8bvP2cA7Am/zeEPFxDNkoThSRluX8ROwpBQ4aAfiCbo= c-ecdsa"
+#define K_P384                                                                            \
+	"ecdsa-sha2-nistp384 "                                                            \
+	"AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBGv8ceVkwGmk9tgoA1/hjS+2PR/" \
+	"EXOK1QXI8dzZhkG9AM+gQION0B1qo0jhj7YC8WRUvoLy7dXXvsAd8U6OJQodch7F08+uWQo90gVrF+"  \
+	"haW6VH6q8JqNRmpPU3ggdv94g== c-ecdsa"
+#define K_P521                                                                                     \
+	"ecdsa-sha2-nistp521 "                                                                     \
+	"AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBAEgMR8BSHhZ3Svgv0zRBIsjlWlDToXB98o/" \
+	"va/P2JzXRI58Z/"                                                                           \
+	"4Hy3VzbUywPpboDibsKFBilWT6bAU5ufBSpW9lzwEyOHZaTVA4cJGf3J+"                                \
+	"xr3hFGCRSbv435eM0FsYKFuZTO0PfUwBlVP39AoFchhk8l/wUIIn2mfRuhsyGyhiMN9ty8w== c-ecdsa"
+#define K_RSA                                                                                 \
+	"ssh-rsa "                                                                            \
+	"AAAAB3NzaC1yc2EAAAADAQABAAAAgQC5riZYK0RxoIbPA0QOFvu9dTFhLyH5ePOaQWL4dH0E58+cQo9Nrz/" \
+	"IZr1tMyla9xRjU5GI4oLjUnXEjsr8KgQnqENNh8YdD3NpcB8TmXe9YqbkRmGwSMlvIHEIWg5VdM+v5x/"    \
+	"PeSi9VQ129jhRwWF8vJTZl4umnRNhTXWBVRzoJw== c-rsa"
 
 static int parse_key(const char *line, struct ak_key *k, struct vm_err *err)
 {
@@ -50,9 +69,9 @@ static void test_authkeys_real_keys_of_every_type_parse(void **state)
 {
 	(void)state;
 	static const char *const keys[] = {K_ED, K_ED2, K_RSA, K_P256, K_P384, K_P521};
-	static const char *const types[] = {"ssh-ed25519",         "ssh-ed25519",
-	                                    "ssh-rsa",             "ecdsa-sha2-nistp256",
-	                                    "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"};
+	static const char *const types[] = {
+	    "ssh-ed25519",         "ssh-ed25519",         "ssh-rsa",
+	    "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"};
 	for (size_t i = 0; i < 6; i++) {
 		struct ak_key k;
 		struct vm_err err = {0};
@@ -70,11 +89,12 @@ static void test_authkeys_options_and_comment(void **state)
 	(void)state;
 	struct ak_key k;
 	struct vm_err err = {0};
-	const char *line = "from=\"10.0.0.0/8,192.168.1.1\",command=\"echo \\\"hi there\\\"\",no-pty "
-	                   K_ED " two words  ";
+	const char *line =
+	    "from=\"10.0.0.0/8,192.168.1.1\",command=\"echo \\\"hi there\\\"\",no-pty " K_ED
+	    " two words  ";
 	assert_int_equal(parse_key(line, &k, &err), 0);
-	assert_string_equal(k.options,
-	                    "from=\"10.0.0.0/8,192.168.1.1\",command=\"echo \\\"hi there\\\"\",no-pty");
+	assert_string_equal(
+	    k.options, "from=\"10.0.0.0/8,192.168.1.1\",command=\"echo \\\"hi there\\\"\",no-pty");
 	assert_string_equal(k.comment, "c-ed25519 two words");
 	ak_key_free(&k);
 	assert_int_equal(parse_key("  restrict,PTY " K_RSA, &k, &err), 0);
@@ -138,7 +158,10 @@ static void test_authkeys_wire_format_checked(void **state)
 		int n;
 		bool ok;
 	} cases[] = {
-	    {"sk-ssh-ed25519@openssh.com", {"sk-ssh-ed25519@openssh.com", pk, app}, {26, 32, 4}, 3,
+	    {"sk-ssh-ed25519@openssh.com",
+	     {"sk-ssh-ed25519@openssh.com", pk, app},
+	     {26, 32, 4},
+	     3,
 	     true},
 	    {"sk-ssh-ed25519@openssh.com", {"sk-ssh-ed25519@openssh.com", pk}, {26, 32}, 2, false},
 	    {"sk-ecdsa-sha2-nistp256@openssh.com",
@@ -146,8 +169,16 @@ static void test_authkeys_wire_format_checked(void **state)
 	     {34, 8, 65, 4},
 	     4,
 	     true},
-	    {"ecdsa-sha2-nistp256", {"ecdsa-sha2-nistp256", "nistp384", point}, {19, 8, 65}, 3, false},
-	    {"ecdsa-sha2-nistp256", {"ecdsa-sha2-nistp256", "nistp256", point}, {19, 8, 64}, 3, false},
+	    {"ecdsa-sha2-nistp256",
+	     {"ecdsa-sha2-nistp256", "nistp384", point},
+	     {19, 8, 65},
+	     3,
+	     false},
+	    {"ecdsa-sha2-nistp256",
+	     {"ecdsa-sha2-nistp256", "nistp256", point},
+	     {19, 8, 64},
+	     3,
+	     false},
 	    {"ssh-ed25519", {"ssh-ed25519", pk}, {11, 31}, 2, false},
 	    {"ssh-ed25519", {"ssh-ed25519", pk, pk}, {11, 32, 1}, 3, false},
 	    {"ssh-rsa", {"ssh-rsa", "\x01\x00\x01", weak_n}, {7, 3, 96}, 3, false},
@@ -262,8 +293,8 @@ static void test_authkeys_merge_block_stays_in_place(void **state)
 	const char *cur = "# top\n" AK_BEGIN "\n" K_ED "\n" AK_END "\n# bottom\n";
 	struct merged m = merge(cur, K_ED "\n" K_P384 "\n", false);
 	char expect[16384];
-	snprintf(expect, sizeof(expect), "# top\n%s\n%s\n%s\n%s\n# bottom\n", AK_BEGIN, K_ED, K_P384,
-	         AK_END);
+	snprintf(expect, sizeof(expect), "# top\n%s\n%s\n%s\n%s\n# bottom\n", AK_BEGIN, K_ED,
+	         K_P384, AK_END);
 	assert_string_equal(m.text, expect);
 	assert_int_equal(m.added, 1);
 	assert_int_equal(m.kept, 1);

@@ -38,12 +38,34 @@ static void test_crontab_schedule_refuses_everything_else(void **state)
 {
 	(void)state;
 	static const char *const bad[] = {
-	    "",          "* * * *",       "* * * * * *",  "60 * * * *",   "* 24 * * *",
-	    "* * 0 * *", "* * 32 * *",    "* * * 13 *",   "* * * * 8",    "5-1 * * * *",
-	    "*/0 * * *", "*/60 * * * *",  "5/10 * * * *", "1,,2 * * * *", ", * * * *",
-	    "a * * * *", "* * * jan,xyz *", "* * * * mo", "@every_5m",    "@DAILY",
-	    "-1 * * * *", "1- * * * *",   "*/ * * * *",   "001 * * * *",  "* * * * *\n",
-	    "* * * * * ; rm -rf /", "*/5/5 * * * *", "** * * * *",
+	    "",
+	    "* * * *",
+	    "* * * * * *",
+	    "60 * * * *",
+	    "* 24 * * *",
+	    "* * 0 * *",
+	    "* * 32 * *",
+	    "* * * 13 *",
+	    "* * * * 8",
+	    "5-1 * * * *",
+	    "*/0 * * *",
+	    "*/60 * * * *",
+	    "5/10 * * * *",
+	    "1,,2 * * * *",
+	    ", * * * *",
+	    "a * * * *",
+	    "* * * jan,xyz *",
+	    "* * * * mo",
+	    "@every_5m",
+	    "@DAILY",
+	    "-1 * * * *",
+	    "1- * * * *",
+	    "*/ * * * *",
+	    "001 * * * *",
+	    "* * * * *\n",
+	    "* * * * * ; rm -rf /",
+	    "*/5/5 * * * *",
+	    "** * * * *",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char out[CRON_SCHED_MAX + 1];
@@ -125,12 +147,18 @@ static void test_crontab_set_replaces_in_place_appends_and_removes(void **state)
 	struct cron_tab tab;
 	struct vm_err err = {0};
 	assert_int_equal(cron_parse(sample, strlen(sample), &tab, &err), 0);
-	struct cron_job want = {.name = "backup", .schedule = "30 2 * * *",
-	                        .command = "echo 100% done", .nenv = 0, .valid = true};
+	struct cron_job want = {.name = "backup",
+	                        .schedule = "30 2 * * *",
+	                        .command = "echo 100% done",
+	                        .nenv = 0,
+	                        .valid = true};
 	assert_int_equal(cron_set(&tab, &want, &err), 0);
-	struct cron_job add = {.name = "report", .schedule = "@weekly",
-	                       .command = "/usr/bin/report", .nenv = 1,
-	                       .env = {"MAILTO=ops"}, .valid = true};
+	struct cron_job add = {.name = "report",
+	                       .schedule = "@weekly",
+	                       .command = "/usr/bin/report",
+	                       .nenv = 1,
+	                       .env = {"MAILTO=ops"},
+	                       .valid = true};
 	assert_int_equal(cron_set(&tab, &add, &err), 0);
 	char *out = cron_render(&tab, NULL);
 	const char *want_text = "# my own jobs\n"
@@ -195,7 +223,8 @@ static void test_crontab_hand_edited_block_kept_raw_and_replaceable(void **state
 	char *out = cron_render(&tab, NULL);
 	assert_string_equal(out, text);
 	free(out);
-	struct cron_job want = {.name = "x", .schedule = "@daily", .command = "true", .valid = true};
+	struct cron_job want = {
+	    .name = "x", .schedule = "@daily", .command = "true", .valid = true};
 	assert_int_equal(cron_set(&tab, &want, &err), 0);
 	out = cron_render(&tab, NULL);
 	assert_string_equal(out, "# BEGIN vm-agent x\n@daily true\n# END vm-agent x\n");
