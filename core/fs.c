@@ -720,6 +720,56 @@ int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err)
 	return 0;
 }
 
+int fs_set_owner_mode(int fd, bool set_ids, uid_t uid, gid_t gid, mode_t mode, struct vm_err *err)
+{
+	/* owner first: chown clears setuid/setgid bits set before it */
+	if (set_ids && fchown(fd, uid, gid) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "chown");
+	if (fchmod(fd, mode) != 0)
+		return vm_err_errno(err, VM_ERR_IO, errno, "chmod");
+	return 0;
+}
+
+int fs_open_dir_at(int dirfd, const char *name, bool create, mode_t mode, bool set_ids, uid_t uid,
+                   gid_t gid, bool *created, struct stat *sb, struct vm_err *err)
+{
+	*created = false;
+	for (int tries = 0; tries < 2; tries++) {
+		int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			if (fstat(fd, sb) != 0) {
+				close(fd);
+				return vm_err_errno(err, VM_ERR_IO, errno, "stat %s", name);
+			}
+			if (*created && fs_set_owner_mode(fd, set_ids, uid, gid, mode, err) != 0) {
+				close(fd);
+				return -err->code;
+			}
+			if (*created)
+				fstat(fd, sb);
+			return fd;
+		}
+		int e = errno;
+		struct stat lst;
+		if (e != ENOENT) {
+			/* O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP or ENOTDIR */
+			if (fstatat(dirfd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+				return vm_err_set(err, FS_ERR_SYMLINK, "%s is a symlink; refused", name);
+			if (e == ENOTDIR)
+				return vm_err_set(err, VM_ERR_INVALID, "%s is not a directory", name);
+			return vm_err_errno(err, errno_code(e), e, "open %s", name);
+		}
+		if (!create)
+			return vm_err_set(err, VM_ERR_NOTFOUND, "%s does not exist", name);
+		/* made 0700: nobody else can use it before its owner and mode are set */
+		if (mkdirat(dirfd, name, 0700) == 0)
+			*created = true;
+		else if (errno != EEXIST)
+			return vm_err_errno(err, VM_ERR_IO, errno, "mkdir %s", name);
+	}
+	return vm_err_set(err, VM_ERR_IO, "%s changed while it was created", name);
+}
+
 int fs_open_regular(const char *path, int flags, struct stat *sb, struct vm_err *err)
 {
 	/* O_NONBLOCK: a FIFO must not hang the open; the fd is checked, not the path */

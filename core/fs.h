@@ -110,6 +110,17 @@ int fs_lock_holder(int fd, pid_t *pid);
  * and fsyncs dirfd; a missing leaf is fine. */
 int fs_remove_at(int dirfd, const char *leaf, struct vm_err *err);
 
+/* Opens the directory name in dirfd (O_RDONLY), never following a symlink
+ * (FS_ERR_SYMLINK); anything but a directory is VM_ERR_INVALID; missing is
+ * VM_ERR_NOTFOUND unless create, which makes it (mode, then owner uid:gid
+ * when set_ids, applied on the opened fd) and sets *created. sb is fstat of
+ * the returned fd. */
+int fs_open_dir_at(int dirfd, const char *name, bool create, mode_t mode, bool set_ids, uid_t uid,
+                   gid_t gid, bool *created, struct stat *sb, struct vm_err *err);
+
+/* Owner (when set_ids) then mode of an open file or directory. */
+int fs_set_owner_mode(int fd, bool set_ids, uid_t uid, gid_t gid, mode_t mode, struct vm_err *err);
+
 /* Copies the open regular file srcfd (from offset 0, at most max bytes, else
  * VM_ERR_INVALID) to dirfd/name the same atomic way, in bounded chunks. The
  * copy gets sb's owner and group and sb's permission bits without setuid,

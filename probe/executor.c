@@ -93,10 +93,19 @@ struct probe_exec {
 	struct cfg_strlist allow;
 	struct cfg_backup backup; /* backup.*: the backup steps' SSH settings */
 	struct cfg_host host;    /* host.* for host steps (live) */
+	struct probe_http http;  /* agent.ca_file, proxy_url, proxy_credentials_file (live) */
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 	struct budget *budget;   /* borrowed: limits.max_concurrent, shared with shells */
 };
+
+static void http_settings(struct probe_http *h, const struct cfg *cfg)
+{
+	snprintf(h->ca_file, sizeof(h->ca_file), "%s", cfg->agent.ca_file);
+	snprintf(h->proxy_url, sizeof(h->proxy_url), "%s", cfg->agent.proxy_url);
+	snprintf(h->proxy_credentials_file, sizeof(h->proxy_credentials_file), "%s",
+	         cfg->agent.proxy_credentials_file);
+}
 
 static json_t *time_json(int64_t ms)
 {
@@ -536,6 +545,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		uint64_t grace_ms = ex->grace_ms;
 		struct cg_limits limits = step_limits(&req->limits, &ex->limits);
 		struct cfg_host host = ex->host;
+		struct probe_http http = ex->http;
 		pthread_mutex_unlock(&ex->mu);
 		struct probe_step_ctx ctx = {
 		    .work_dir = ex->work_dir,
@@ -552,6 +562,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .sink = p->sink,
 		    .backup = &backup,
 		    .host = &host,
+		    .http = &http,
 		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
@@ -1086,6 +1097,7 @@ struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg,
 	ex->allow = cfg->probe.allow;
 	ex->backup = cfg->backup;
 	ex->host = cfg->host;
+	http_settings(&ex->http, cfg);
 	ex->cgroup = cg;
 	ex->budget = budget;
 	ex->limits = (struct cg_limits){cfg->probe.memory_max, (uint32_t)cfg->probe.cpu_max,
@@ -1186,6 +1198,7 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg)
 	ex->allow = cfg->probe.allow;
 	ex->backup = cfg->backup;
 	ex->host = cfg->host;
+	http_settings(&ex->http, cfg);
 	ex->default_timeout_ms = cfg->probe.default_timeout_ms;
 	ex->grace_ms = cfg->probe.cancel_grace_ms;
 	ex->retention_age_ms = cfg->probe.retention_age_ms;

@@ -117,6 +117,14 @@ struct probe_progress {
 	json_t *detail;
 };
 
+/* The agent's HTTP client settings (agent.ca_file, agent.proxy_url,
+ * agent.proxy_credentials_file) for steps that fetch (ssh_keys.sync). */
+struct probe_http {
+	char ca_file[PATH_MAX];
+	char proxy_url[CFG_STR_MAX];
+	char proxy_credentials_file[PATH_MAX];
+};
+
 /* What a running step may use. */
 struct probe_step_ctx {
 	const char *work_dir;
@@ -137,6 +145,7 @@ struct probe_step_ctx {
 	struct probe_sink *sink; /* NULL: large fields stay in the result */
 	const struct cfg_backup *backup; /* backup.* (NULL: remote backups refused) */
 	const struct cfg_host *host; /* host.* settings; NULL (unit tests) = defaults */
+	const struct probe_http *http; /* NULL = system CAs, libcurl's proxy handling */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */

@@ -36,6 +36,24 @@ static uint64_t bound_small(const struct probe_step_req *st, uint64_t output_cap
 	return PROBE_STEP_OVERHEAD;
 }
 
+/* A host step whose result carries a diff (cut at HOST_DIFF_MAX, JSON-escaped
+ * at most 2x) beside small fields. */
+static uint64_t bound_diff(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)st;
+	(void)output_cap;
+	return 2 * (uint64_t)HOST_DIFF_MAX + PROBE_STEP_OVERHEAD;
+}
+
+/* cron.list: a crontab (at most 256 KiB) listed line by line, its text twice
+ * (line and command) JSON-escaped, plus per-entry fields for 2048 entries. */
+static uint64_t bound_listing(const struct probe_step_req *st, uint64_t output_cap)
+{
+	(void)st;
+	(void)output_cap;
+	return 4 * (256u << 10) + 2048 * 128 + PROBE_STEP_OVERHEAD;
+}
+
 const struct probe_step_type probe_steps[] = {
     {"exec", NULL, probe_exec_parse, probe_exec_run, bound_process, 1},
     {"script", NULL, probe_script_parse, probe_script_run, bound_process, 1},
@@ -51,6 +69,10 @@ const struct probe_step_type probe_steps[] = {
     {"group.ensure", HOST_SCOPE_WRITE, probe_group_parse, probe_group_run, bound_small, 1},
     {"sudoers.ensure", HOST_SCOPE_WRITE, probe_sudoers_parse, probe_sudoers_run, bound_small, 1},
     {"sshd.harden", HOST_SCOPE_WRITE, probe_sshd_parse, probe_sshd_run, bound_small, 1},
+    {"cron.ensure", HOST_SCOPE_WRITE, probe_cron_ensure_parse, probe_cron_ensure_run, bound_diff,
+     1},
+    {"cron.list", HOST_SCOPE_READ, probe_cron_list_parse, probe_cron_list_run, bound_listing, 1},
+    {"ssh_keys.sync", HOST_SCOPE_WRITE, probe_ssh_keys_parse, probe_ssh_keys_run, bound_diff, 1},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

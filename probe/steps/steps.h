@@ -27,6 +27,13 @@ int probe_backup_run_parse(STEP_PARSE_ARGS);
 enum probe_step_status probe_backup_run_run(STEP_RUN_ARGS);
 uint64_t probe_backup_bound(const struct probe_step_req *st, uint64_t output_cap);
 
+int probe_cron_ensure_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_cron_ensure_run(STEP_RUN_ARGS);
+int probe_cron_list_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_cron_list_run(STEP_RUN_ARGS);
+int probe_ssh_keys_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_ssh_keys_run(STEP_RUN_ARGS);
+
 /* env, cwd, stdin, user, group, timeout: shared by exec and script. */
 int probe_proc_fields(STEP_PARSE_ARGS);
 

@@ -452,6 +452,44 @@ static void test_fs_remove_tree_does_not_follow_symlinks(void **state)
 	assert_int_equal(fs_remove_tree(tree, &err), 0); /* missing is fine */
 }
 
+/* .ssh-style directories: created 0700 with the given mode applied on the
+ * fd, an existing one opened as is, a symlink or a file refused. */
+static void test_fs_open_dir_at_creates_refuses_symlink_and_file(void **state)
+{
+	(void)state;
+	char base[128];
+	snprintf(base, sizeof(base), "%s/opendir", test_dir);
+	assert_int_equal(mkdir(base, 0755), 0);
+	int dfd = open(base, O_RDONLY | O_DIRECTORY);
+	assert_true(dfd >= 0);
+	struct vm_err err = {0};
+	struct stat sb;
+	bool created;
+	assert_int_equal(fs_open_dir_at(dfd, "d", false, 0700, false, 0, 0, &created, &sb, &err),
+	                 -VM_ERR_NOTFOUND);
+	int fd = fs_open_dir_at(dfd, "d", true, 0711, true, getuid(), getgid(), &created, &sb, &err);
+	assert_true(fd >= 0);
+	assert_true(created);
+	assert_int_equal(sb.st_mode & 07777, 0711);
+	close(fd);
+	fd = fs_open_dir_at(dfd, "d", true, 0700, false, 0, 0, &created, &sb, &err);
+	assert_true(fd >= 0);
+	assert_false(created);
+	assert_int_equal(sb.st_mode & 07777, 0711); /* an existing one is not changed */
+	assert_int_equal(fs_set_owner_mode(fd, false, 0, 0, 0700, &err), 0);
+	assert_int_equal(fstat(fd, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	close(fd);
+	assert_int_equal(symlinkat("/", dfd, "link"), 0);
+	assert_int_equal(fs_open_dir_at(dfd, "link", true, 0700, false, 0, 0, &created, &sb, &err),
+	                 -FS_ERR_SYMLINK);
+	int f = openat(dfd, "file", O_CREAT | O_WRONLY, 0600);
+	close(f);
+	assert_int_equal(fs_open_dir_at(dfd, "file", true, 0700, false, 0, 0, &created, &sb, &err),
+	                 -VM_ERR_INVALID);
+	close(dfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -473,6 +511,7 @@ int main(void)
 	    cmocka_unit_test(test_fs_write_at_fails_when_write_returns_zero),
 	    cmocka_unit_test(test_secret_load_file_refuses_fifo_without_blocking),
 	    cmocka_unit_test(test_fs_remove_tree_does_not_follow_symlinks),
+	    cmocka_unit_test(test_fs_open_dir_at_creates_refuses_symlink_and_file),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
