@@ -485,6 +485,8 @@ static int run_exec(const struct cmd_entry *self, void *args)
 		tun_stop(ag.deps.tunnel, 0);
 		goto out;
 	}
+	/* Only now may Piko route requests to us: the webhook listens. */
+	tun_open(ag.deps.tunnel);
 	lc_pid_file_write(ag.cfg->agent.state_dir);
 	/* Neither is the admin socket: `status` then reports the agent as absent. */
 	ag.admin = admin_start(ag.cfg->agent.runtime_dir, admin_cmds,

@@ -60,6 +60,7 @@ struct tun {
 	int wake_fd;
 	_Atomic bool stop;
 	_Atomic bool reload; /* pending holds new settings */
+	_Atomic bool open;   /* tun_open: the webhook listens, connecting may start */
 	struct tun_hooks hooks;
 	struct tun_settings *set;     /* the thread's; swapped under set_lock */
 	struct tun_settings *pending; /* guarded by lock */
@@ -527,7 +528,7 @@ static void *tun_main(void *arg)
 		if (settings_take(t))
 			failures = 0;
 		delay = t->set->reconnect.initial_delay_ms;
-		if (t->set->server_url[0] == '\0') {
+		if (t->set->server_url[0] == '\0' || !atomic_load(&t->open)) {
 			/* Off: sleep until a reload or stop. */
 			struct pollfd p = {.fd = t->wake_fd, .events = POLLIN};
 			(void)poll(&p, 1, -1);
@@ -760,6 +761,13 @@ static void wake(struct tun *t)
 	uint64_t one = 1;
 	if (write(t->wake_fd, &one, sizeof(one)) < 0)
 		log_debug("tunnel", "wake: %s", strerror(errno));
+}
+
+void tun_open(struct tun *t)
+{
+	if (t == NULL || atomic_exchange(&t->open, true))
+		return;
+	wake(t);
 }
 
 struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, struct vm_err *err)

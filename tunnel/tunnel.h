@@ -42,6 +42,11 @@ struct tun_stats {
  * (the webhook's deps) stay valid across reloads. */
 struct tun *tun_start(const struct cfg *cfg, const struct tun_hooks *hooks, struct vm_err *err);
 
+/* Lets the started tunnel connect: call it once the webhook it forwards to
+ * listens, so that Piko is never offered a session whose first requests
+ * would find no listener (502). Until then the thread waits. */
+void tun_open(struct tun *t);
+
 /* Applies new settings (SIGHUP): the current session drains like a stop
  * (GoAway, grace) and the tunnel reconnects with them. On bad settings returns
  * a negative code and keeps the old ones. */

@@ -377,3 +377,31 @@ func TestFaultRefusingRelayRetryLoopStaysFlat(t *testing.T) {
 		t.Errorf("CPU %.1f%% while retrying (want near zero)", cpu*100)
 	}
 }
+
+// The first request through a new session is answered: the agent offers its
+// session to Piko only once the webhook behind it listens (before, the tunnel
+// connected ~15 ms before the webhook's socket existed and the control plane's
+// first request after a start got 502 from the relay).
+func TestFaultFirstRequestAfterStartAnswered(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		r := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a")
+		tok := writeToken(t, t.TempDir(), makeHS256(relayHMACKey, time.Now().Add(time.Hour).Unix(), "agent-1"))
+		dir := t.TempDir()
+		a := &Agent{t: t, Dir: dir, Port: freePort(t), Log: &syncBuffer{}, done: make(chan struct{})}
+		a.Config = writeConfig(t, dir, a.Port, tunnelYAML(r, tok, ""))
+		a.start(fastReconnect...)
+		deadline := time.Now().Add(15 * time.Second)
+		for r.Status().Upstreams == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no session\n%s", a.Log.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		code, body, err := getThrough(&http.Client{Timeout: 10 * time.Second}, r.ProxyURL(), "/v1/livez")
+		if err != nil || code != 200 {
+			t.Fatalf("start %d: the first request through the new session got %d %q %v\n%s", i, code, body, err, a.Log.String())
+		}
+		a.Signal(9)
+		<-a.done
+	}
+}
