@@ -451,7 +451,13 @@ struct out_ctx {
 	struct probe_exec *ex;
 	struct probe *p;
 	int step;
+	int64_t persisted_ms; /* when the step's last_progress was last made durable */
 };
+
+/* A long step's last progress event is kept in its record (last_progress) and
+ * made durable this often, so that a restarted agent can say how far an
+ * interrupted backup or install got. */
+#define PROGRESS_PERSIST_MS 5000
 
 static void on_output(void *c, int stream, const char *data, size_t len)
 {
@@ -466,6 +472,8 @@ static void on_output(void *c, int stream, const char *data, size_t len)
 	}
 	pthread_mutex_unlock(&oc->ex->mu);
 }
+
+static void ex_count_write_failure(struct probe_exec *ex);
 
 static void on_event(void *c, const char *level, const char *message,
                      const struct probe_progress *pr)
@@ -483,9 +491,38 @@ static void on_event(void *c, const char *level, const char *message,
 			json_object_update(pj, pr->detail);
 		json_object_set_new(ev, "progress", pj);
 	}
-	pthread_mutex_lock(&oc->ex->mu);
-	emit(oc->ex, oc->p, "progress", ev);
-	pthread_mutex_unlock(&oc->ex->mu);
+	json_t *last = json_deep_copy(ev);
+	if (last != NULL) {
+		json_object_del(last, "step");
+		json_object_set_new(last, "at", time_json(time_wall_ms()));
+	}
+	struct probe_exec *ex = oc->ex;
+	struct probe *p = oc->p;
+	pthread_mutex_lock(&ex->mu);
+	emit(ex, p, "progress", ev);
+	json_t *srec = json_array_get(json_object_get(p->rec, "steps"), (size_t)oc->step);
+	struct probe_image *img = NULL;
+	int64_t now = time_mono_ms();
+	if (srec != NULL && last != NULL) {
+		json_object_set_new(srec, "last_progress", last);
+		last = NULL;
+		if (now - oc->persisted_ms >= PROGRESS_PERSIST_MS)
+			img = probe_image_new(p->rec, p->sink, false);
+	}
+	pthread_mutex_unlock(&ex->mu);
+	json_decref(last);
+	if (img == NULL)
+		return;
+	/* journal only (the record of a running probe is read from memory): one
+	 * append and one fdatasync every PROGRESS_PERSIST_MS at most */
+	struct vm_err werr = {0};
+	if (probe_committer_log_stream(ex->store, p->id, probe_image_write, img, &werr) != 0) {
+		log_warn("probe", "%s: the progress of step %d could not be persisted: %s", p->id,
+		         oc->step, werr.msg);
+		ex_count_write_failure(ex);
+	}
+	probe_image_free(img);
+	oc->persisted_ms = now;
 }
 
 /* Each limit the request names replaces the probe.* default. */
@@ -536,7 +573,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 			break;
 		}
 		int64_t dl = st->timeout_ms ? now + (int64_t)st->timeout_ms : deadline;
-		struct out_ctx oc = {ex, p, i};
+		struct out_ctx oc = {ex, p, i, time_mono_ms()};
 		/* each step checks the allow-list in force when it starts (reloads apply) */
 		struct cfg_strlist allow;
 		pthread_mutex_lock(&ex->mu);
