@@ -902,6 +902,10 @@ static int wait_master(struct wh_shell_session *s)
  * client: TCP backpressure), polled so that an end is noticed. */
 static void write_input(struct wh_shell_session *s, int fd, const char *data, size_t len)
 {
+	/* Counted as received, before the write: the shell may read them, exit
+	 * and have its end line written before this thread runs again (the end
+	 * line then said bytes_in 0: TestShellRecordingReplaysOutput, under load). */
+	atomic_fetch_add(&s->bytes_in, len);
 	size_t off = 0;
 	while (off < len && !atomic_load(&s->cancel)) {
 		ssize_t n = write(fd, data + off, len - off);
@@ -923,7 +927,6 @@ static void write_input(struct wh_shell_session *s, int fd, const char *data, si
 		}
 		return; /* EIO: the terminal is gone */
 	}
-	atomic_fetch_add(&s->bytes_in, off);
 }
 
 static void control(struct wh_shell_session *s, int fd, const char *data, size_t len)

@@ -272,7 +272,8 @@ static const char *outcome_of(const struct wh_req *req)
 {
 	if (req->status == 401 || req->status == 403)
 		return "denied";
-	if (req->status >= 200 && req->status < 400)
+	/* 101: a WebSocket upgrade accepted (the shell's start line) */
+	if (req->status == 101 || (req->status >= 200 && req->status < 400))
 		return "ok";
 	return "error";
 }

@@ -393,6 +393,9 @@ func TestShellRecordingReplaysOutput(t *testing.T) {
 			if l["outcome"] == "started" {
 				started = true
 			}
+			if sh, ok := l["shell"].(map[string]interface{}); ok && sh["event"] == "start" && l["outcome"] != "ok" {
+				t.Errorf("the accepted upgrade's audit line says outcome %v, want ok: %v", l["outcome"], l)
+			}
 			if sh, ok := l["shell"].(map[string]interface{}); ok && sh["id"] == e.ID && sh["code"] == 7.0 &&
 				sh["bytes_out"].(float64) > 0 && sh["bytes_in"].(float64) > 0 && sh["user"] != "" && l["sub"] == "operator@msp" {
 				ended = true
