@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cmd/cmd.h"
+#include "containers/containers.h"
 #include "core/admin.h"
 #include "core/cgroup.h"
 #include "core/config.h"
@@ -442,6 +443,10 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	}
 	if (lc_renewer_run(ag.renewer, token_to_tunnel, &ag, &err) != 0)
 		log_error("agent", "%s", err.msg);
+	/* The engine client only holds settings: the engine may come and go. */
+	ag.deps.containers = ctr_engine_new(ag.cfg, &err);
+	if (ag.deps.containers == NULL)
+		log_error("containers", "%s", err.msg);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
 	                                 containment_source};
@@ -478,6 +483,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 out:
 	lc_renewer_stop(ag.renewer);    /* only set here when the tunnel never started */
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
+	ctr_engine_free(ag.deps.containers);
 	cg_close(&ag.cgroup);
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);

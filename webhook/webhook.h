@@ -15,12 +15,14 @@ struct probe_exec;
 struct health_monitor;
 struct tun;
 struct cg_tree;
+struct ctr_engine;
 struct wh_deps {
 	struct probe_exec *probe;
 	struct health_monitor *health;
 	struct tun *tunnel;
 	char runtime_dir[PATH_MAX]; /* agent.runtime_dir (0700): a remote upgrade's request */
 	struct cg_tree *cgroup; /* shell sessions' containment; NULL = process group */
+	struct ctr_engine *containers; /* /v1/containers; NULL answers 503 */
 };
 
 /* Starts the listener described by cfg->webhook. The server copies what it
