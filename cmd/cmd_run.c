@@ -132,6 +132,23 @@ static void containment_source(void *ctx, struct health_containment *out)
 	snprintf(out->why, sizeof(out->why), "%s", ag->cgroup.why);
 }
 
+static void engine_source(void *ctx, struct health_engine *out)
+{
+	const struct agent *ag = ctx;
+	struct ctr_engine_info in;
+	ctr_engine_info(ag->deps.containers, &in);
+	out->enabled = in.enabled;
+	out->reachable = in.reachable;
+	out->seen = in.seen;
+	snprintf(out->version, sizeof(out->version), "%s", in.version);
+	out->running = in.running;
+	out->paused = in.paused;
+	out->exited = in.exited;
+	out->created = in.created;
+	out->other = in.other;
+	snprintf(out->why, sizeof(out->why), "%s", in.why);
+}
+
 static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *quarantined)
 {
 	const struct agent *ag = ctx;
@@ -449,7 +466,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 		log_error("containers", "%s", err.msg);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
-	                                 containment_source};
+	                                 containment_source, engine_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);

@@ -49,6 +49,9 @@ void ctr_engine_free(struct ctr_engine *e);
 struct ctr_engine_info {
 	bool enabled;
 	bool reachable;
+	/* it answered at least once since the agent started: a host without an
+	 * engine is no container host, one whose engine went away is degraded */
+	bool seen;
 	char version[64];     /* the engine's Version */
 	char api_version[16]; /* negotiated, "1.41" */
 	uint64_t running, paused, exited, created, other; /* containers we manage */

@@ -25,6 +25,7 @@ struct ctr_engine {
 	char tenant[CFG_ID_MAX];
 	pthread_mutex_t mu;
 	char api[16]; /* "v1.41"; "" until negotiated (again after a failure) */
+	bool seen;    /* negotiated once: the engine exists on this host */
 };
 
 static int fail(struct ctr_err *err, int status, const char *code, const char *fmt, ...)
@@ -168,6 +169,7 @@ static int negotiate(struct ctr_engine *e, char *api, size_t cap, struct ctr_err
 	snprintf(api, cap, "v%d.%d", maj, min);
 	pthread_mutex_lock(&e->mu);
 	snprintf(e->api, sizeof(e->api), "%s", api);
+	e->seen = true;
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
@@ -676,6 +678,9 @@ void ctr_engine_info(struct ctr_engine *e, struct ctr_engine_info *out)
 	out->enabled = e != NULL && e->enabled;
 	if (!out->enabled)
 		return;
+	pthread_mutex_lock(&e->mu);
+	out->seen = e->seen;
+	pthread_mutex_unlock(&e->mu);
 	struct ctr_err err = {0};
 	struct http_resp r;
 	struct call ver = {.method = "GET", .path = "/version", .unversioned = true,
@@ -696,7 +701,7 @@ void ctr_engine_info(struct ctr_engine *e, struct ctr_engine_info *out)
 		snprintf(out->why, sizeof(out->why), "%s", err.msg);
 		return;
 	}
-	out->reachable = true;
+	out->reachable = out->seen = true;
 	pthread_mutex_lock(&e->mu);
 	snprintf(out->api_version, sizeof(out->api_version), "%s", e->api[0] ? e->api + 1 : "");
 	pthread_mutex_unlock(&e->mu);

@@ -83,6 +83,9 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	struct health_containment cont = {0};
 	if (m->src.containment != NULL)
 		m->src.containment(m->src.ctx, &cont);
+	struct health_engine eng = {0};
+	if (m->src.engine != NULL)
+		m->src.engine(m->src.ctx, &eng);
 
 	pthread_mutex_lock(&m->mu);
 	struct health_snapshot *s = &m->cur;
@@ -99,6 +102,8 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	s->log = logst;
 	s->containment_known = m->src.containment != NULL;
 	s->containment = cont;
+	s->engine_known = m->src.engine != NULL;
+	s->engine = eng;
 	health_evaluate(s, &m->th);
 	if (!first && s->state != before) {
 		m->state_changed = true;
