@@ -464,6 +464,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	ag.deps.containers = ctr_engine_new(ag.cfg, &err);
 	if (ag.deps.containers == NULL)
 		log_error("containers", "%s", err.msg);
+	probe_exec_set_containers(ag.deps.probe, ag.deps.containers);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {&ag, tunnel_source, probe_source, probe_store_source,
 	                                 containment_source, engine_source};

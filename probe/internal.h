@@ -132,6 +132,8 @@ struct probe_step_ctx {
 	struct cg_tree *cgroup;  /* NULL = process group only (see proc_spec) */
 	struct cg_limits limits; /* the request's, else probe.* */
 	struct probe_sink *sink; /* NULL: large fields stay in the result */
+	struct ctr_engine *containers; /* container steps' engine; NULL = none */
+	const char *probe_id, *sub;    /* the probe and its caller (container labels) */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */

@@ -41,6 +41,12 @@ const struct probe_step_type probe_steps[] = {
     {"script", NULL, probe_script_parse, probe_script_run, bound_process},
     {"file.read", NULL, probe_file_read_parse, probe_file_read_run, bound_read},
     {"file.write", NULL, probe_file_write_parse, probe_file_write_run, bound_small},
+    {"container.create", "containers:write", probe_container_parse, probe_container_run, bound_small},
+    {"container.start", "containers:write", probe_container_parse, probe_container_run, bound_small},
+    {"container.stop", "containers:write", probe_container_parse, probe_container_run, bound_small},
+    {"container.restart", "containers:write", probe_container_parse, probe_container_run, bound_small},
+    {"container.delete", "containers:write", probe_container_parse, probe_container_run, bound_small},
+    {"image.pull", "containers:write", probe_container_parse, probe_container_run, bound_small},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

@@ -420,6 +420,62 @@ func TestContainers(t *testing.T) {
 		}
 	})
 
+	t.Run("probe steps: scope, idempotent create, labels, stop, delete", func(t *testing.T) {
+		spec := map[string]interface{}{"name": "vma-stepped", "image": ctrImage, "command": []string{"/bin/sleep", "300"}}
+		create := mustJSON(map[string]interface{}{"steps": []interface{}{
+			map[string]interface{}{"type": "container.create", "spec": spec},
+			map[string]interface{}{"type": "container.start", "container": "vma-stepped"},
+		}})
+		st, body, _ := call(t, a, "POST", "/v1/probes", is.tok("probe:run"), create)
+		if code, path := errCode(t, body); st != 403 || code != "insufficient_scope" || path != "steps[0].type" {
+			t.Errorf("step without containers:write: %d %s", st, body)
+		}
+		bad := mustJSON(map[string]interface{}{"steps": []interface{}{
+			map[string]interface{}{"type": "container.create", "spec": map[string]interface{}{"name": "x", "image": "y", "cpus": -1}},
+		}})
+		st, body, _ = call(t, a, "POST", "/v1/probes", is.tok("probe:run containers:write"), bad)
+		if code, path := errCode(t, body); st != 400 || code != "invalid_request" || path != "steps[0].spec.cpus" {
+			t.Errorf("bad spec in a step: %d %s", st, body)
+		}
+		run := func(body string) probeRec {
+			st, b, _ := call(t, a, "POST", "/v1/probes", is.tok("probe:run containers:write"), body)
+			var r probeRec
+			json.Unmarshal([]byte(b), &r)
+			if st != 202 {
+				t.Fatalf("submit: %d %s", st, b)
+			}
+			return waitProbe(t, a, is, r.ID, 30*time.Second)
+		}
+		changed := func(step map[string]interface{}) interface{} {
+			if res, ok := step["result"].(map[string]interface{}); ok {
+				return res["changed"]
+			}
+			return step["changed"]
+		}
+		r1 := run(create)
+		if r1.State != "succeeded" || changed(r1.Steps[0]) != true || changed(r1.Steps[1]) != true {
+			t.Fatalf("first create: %s %s", r1.State, mustJSON(r1.Steps))
+		}
+		r2 := run(create)
+		if r2.State != "succeeded" || changed(r2.Steps[0]) != false || changed(r2.Steps[1]) != false {
+			t.Errorf("second create: %s %s", r2.State, mustJSON(r2.Steps))
+		}
+		_, body, _ = call(t, a, "GET", "/v1/containers/vma-stepped", is.tok("containers:read"), "")
+		labels := jsonOf(t, body)["Config"].(map[string]interface{})["Labels"].(map[string]interface{})
+		if labels["io.vm-agent.probe"] != r1.ID || labels["io.vm-agent.creator"] != "operator@msp" {
+			t.Errorf("labels of a step-created container: %v (probe %s)", labels, r1.ID)
+		}
+		r3 := run(mustJSON(map[string]interface{}{"steps": []interface{}{
+			map[string]interface{}{"type": "container.stop", "container": "vma-stepped", "timeout": 0},
+			map[string]interface{}{"type": "container.delete", "container": "vma-stepped", "force": true},
+			map[string]interface{}{"type": "container.start", "container": "vma-stepped"},
+		}}))
+		if r3.State != "failed" || changed(r3.Steps[0]) != true || changed(r3.Steps[1]) != true ||
+			!strings.Contains(mustJSON(r3.Steps[2]), "not_found") {
+			t.Errorf("stop, delete, start: %s %s", r3.State, mustJSON(r3.Steps))
+		}
+	})
+
 	t.Run("engine down: 503 engine_unavailable and health degraded", func(t *testing.T) {
 		eng.stop()
 		st, body, _ := call(t, a, "GET", "/v1/containers", is.tok("containers:read"), "")
