@@ -493,7 +493,13 @@ func TestContainers(t *testing.T) {
 			t.Errorf("health with the engine down: %s", h)
 		}
 		eng.start()
-		st, body, _ = call(t, a, "GET", "/v1/containers?all=true", is.tok("containers:read"), "")
+		// a freshly started engine may refuse a moment longer than its /_ping
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if st, body, _ = call(t, a, "GET", "/v1/containers?all=true", is.tok("containers:read"), ""); st == 200 {
+				break
+			}
+			t.Logf("engine back, not yet: %d %s", st, body)
+		}
 		if st != 200 {
 			t.Errorf("engine back: %d %s", st, body)
 		}
