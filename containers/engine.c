@@ -261,6 +261,23 @@ int ctr_inspect(struct ctr_engine *e, const char *id, json_t **out, struct ctr_e
 	return inspect_managed(e, id, out, err);
 }
 
+/* The full id of a container of ours (checked like inspect): 200, else an err status. */
+static int managed_id(struct ctr_engine *e, const char *id, char cid[ENGINE_ID_MAX + 1],
+                      struct ctr_err *err)
+{
+	json_t *ins;
+	int rc = inspect_managed(e, id, &ins, err);
+	if (rc != 200)
+		return rc;
+	const char *full = json_string_value(json_object_get(ins, "Id"));
+	if (full == NULL || strlen(full) > ENGINE_ID_MAX)
+		rc = fail(err, 502, "engine_error", "the engine's inspect has no usable Id");
+	else
+		snprintf(cid, ENGINE_ID_MAX + 1, "%s", full);
+	json_decref(ins);
+	return rc;
+}
+
 static json_t *summary(const json_t *c)
 {
 	json_t *names = json_object_get(c, "Names");
@@ -341,13 +358,10 @@ static json_t *changed(bool yes, const char *id)
 int ctr_act(struct ctr_engine *e, const char *id, enum ctr_action a, int timeout_s, json_t **out,
             struct ctr_err *err)
 {
-	json_t *ins;
-	int rc = inspect_managed(e, id, &ins, err);
+	char cid[ENGINE_ID_MAX + 1];
+	int rc = managed_id(e, id, cid, err);
 	if (rc != 200)
 		return rc;
-	char cid[ENGINE_ID_MAX + 1];
-	snprintf(cid, sizeof(cid), "%s", json_string_value(json_object_get(ins, "Id")));
-	json_decref(ins);
 	static const char *const verbs[] = {"start", "stop", "restart"};
 	char path[256], t[32] = "";
 	if (a != CTR_START && timeout_s >= 0)
@@ -373,13 +387,10 @@ int ctr_act(struct ctr_engine *e, const char *id, enum ctr_action a, int timeout
 int ctr_delete(struct ctr_engine *e, const char *id, bool force, bool volumes, json_t **out,
                struct ctr_err *err)
 {
-	json_t *ins;
-	int rc = inspect_managed(e, id, &ins, err);
+	char cid[ENGINE_ID_MAX + 1];
+	int rc = managed_id(e, id, cid, err);
 	if (rc != 200)
 		return rc;
-	char cid[ENGINE_ID_MAX + 1];
-	snprintf(cid, sizeof(cid), "%s", json_string_value(json_object_get(ins, "Id")));
-	json_decref(ins);
 	char path[256];
 	snprintf(path, sizeof(path), "/containers/%s?force=%s&v=%s", cid, force ? "true" : "false",
 	         volumes ? "true" : "false");
@@ -399,14 +410,12 @@ int ctr_delete(struct ctr_engine *e, const char *id, bool force, bool volumes, j
 
 int ctr_stats(struct ctr_engine *e, const char *id, json_t **out, struct ctr_err *err)
 {
-	json_t *ins;
-	int rc = inspect_managed(e, id, &ins, err);
+	char cid[ENGINE_ID_MAX + 1];
+	int rc = managed_id(e, id, cid, err);
 	if (rc != 200)
 		return rc;
 	char path[256];
-	snprintf(path, sizeof(path), "/containers/%s/stats?stream=false",
-	         json_string_value(json_object_get(ins, "Id")));
-	json_decref(ins);
+	snprintf(path, sizeof(path), "/containers/%s/stats?stream=false", cid);
 	struct call c = {.method = "GET", .path = path};
 	struct http_resp r;
 	if ((rc = call(e, &c, &r, err)) != 0)
