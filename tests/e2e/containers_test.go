@@ -80,6 +80,14 @@ func startPodman(t *testing.T) *podmanEngine {
 	}
 	p.start()
 	t.Cleanup(p.stop)
+	// first (cleanups run last-in first-out): no container outlives the test
+	t.Cleanup(func() {
+		c := exec.Command("podman", p.args("rm", "-f", "-a", "-t", "0")...)
+		c.Env = p.env()
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Logf("podman rm -a: %v %s", err, out)
+		}
+	})
 	return p
 }
 

@@ -108,6 +108,15 @@ func main() {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}, MaxIdleConnsPerHost: 4}}
+	// before the service goes: containers (conmon, their init) would outlive it
+	cleanups = append(cleanups, func() {
+		for i := 0; i < *containers; i++ {
+			s, b, err := do(eng, "DELETE", fmt.Sprintf("http://d/v1.41/containers/bench-%d?force=true", i), "", "")
+			if err != nil || (s != 204 && s != 404) {
+				fmt.Fprintf(os.Stderr, "ctrbench: removing bench-%d: %d %s %v\n", i, s, b, err)
+			}
+		}
+	})
 	for i := 0; i < 300; i++ {
 		if s, _, err := do(eng, "GET", "http://d/_ping", "", ""); err == nil && s == 200 {
 			break
