@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cmd/cmd.h"
+#include "containers/containers.h"
 #include "core/admin.h"
 #include "core/budget.h"
 #include "core/cgroup.h"
@@ -148,6 +149,23 @@ static void containment_source(void *ctx, struct health_containment *out)
 	out->cpu = (ag->cgroup.controllers & CG_CPU) != 0;
 	out->pids = (ag->cgroup.controllers & CG_PIDS) != 0;
 	snprintf(out->why, sizeof(out->why), "%s", ag->cgroup.why);
+}
+
+static void engine_source(void *ctx, struct health_engine *out)
+{
+	const struct agent *ag = ctx;
+	struct ctr_engine_info in;
+	ctr_engine_info(ag->deps.containers, &in);
+	out->enabled = in.enabled;
+	out->reachable = in.reachable;
+	out->seen = in.seen;
+	snprintf(out->version, sizeof(out->version), "%s", in.version);
+	out->running = in.running;
+	out->paused = in.paused;
+	out->exited = in.exited;
+	out->created = in.created;
+	out->other = in.other;
+	snprintf(out->why, sizeof(out->why), "%s", in.why);
 }
 
 static void probe_store_source(void *ctx, uint64_t *write_failures, uint64_t *quarantined)
@@ -468,9 +486,15 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	}
 	if (lc_renewer_run(ag.renewer, token_to_tunnel, &ag, &err) != 0)
 		log_error("agent", "%s", err.msg);
+	/* The engine client only holds settings: the engine may come and go. */
+	ag.deps.containers = ctr_engine_new(ag.cfg, &err);
+	if (ag.deps.containers == NULL)
+		log_error("containers", "%s", err.msg);
+	probe_exec_set_containers(ag.deps.probe, ag.deps.containers);
 	/* Health is not essential to serving: without it /v1/health answers 503. */
 	struct health_sources sources = {&ag,           tunnel_source,      probe_source,
-	                                 probe_store_source, containment_source, budget_source};
+	                                 probe_store_source, containment_source, budget_source,
+	                                 engine_source};
 	ag.health = health_start(ag.cfg, &sources, &err);
 	if (ag.health == NULL)
 		log_error("health", "health monitor not started: %s", err.msg);
@@ -507,6 +531,7 @@ out:
 	lc_renewer_stop(ag.renewer);    /* only set here when the tunnel never started */
 	probe_exec_stop(ag.deps.probe); /* persists interrupted records; NULL is fine */
 	budget_free(ag.budget);         /* after both of its users */
+	ctr_engine_free(ag.deps.containers);
 	cg_close(&ag.cgroup);
 	http_global_cleanup();
 	pthread_mutex_destroy(&ag.mu);

@@ -334,3 +334,27 @@ struct url_shown url_shown(const char *url)
 	url_redact(bare, u.s, sizeof(u.s));
 	return u;
 }
+
+int url_query_escape(const char *s, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		             (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
+		             *p == '~';
+		if (o + (plain ? 1 : 3) >= cap)
+			return -1;
+		if (plain) {
+			out[o++] = (char)*p;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		}
+	}
+	if (o >= cap)
+		return -1;
+	out[o] = '\0';
+	return 0;
+}

@@ -30,6 +30,10 @@ void hex_encode(const uint8_t *in, size_t len, char *out);
  * (cap bytes). Returns the byte count, or -1 on anything else. */
 long hex_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/* Percent-encodes s for a URL's query (RFC 3986 unreserved bytes stay).
+ * Returns 0, or -1 when out (cap bytes, NUL included) is too small. */
+int url_query_escape(const char *s, char *out, size_t cap);
+
 /* UTF-8 (RFC 3629). A well-formed character has no overlong form, is no
  * surrogate (U+D800..DFFF) and is at most U+10FFFF; anything else is bytes. */
 

@@ -145,6 +145,9 @@ static const struct cfg_key keys[] = {
     STR("probe.cgroup_root", probe.cgroup_root, "/sys/fs/cgroup"),
 
     DUR("host.apt_lists_max_age", host.apt_lists_max_age_ms, "24h", 0, 365 * DAY_MS, LIVE),
+    BOOL("containers.enabled", containers.enabled, "true"),
+    STR("containers.socket", containers.socket, "/var/run/docker.sock"),
+    BOOL("containers.manage_unlabeled", containers.manage_unlabeled, "false"),
     BOOL("shell.enabled", shell.enabled, "true"),
     STR("shell.default", shell.default_cmd, "/bin/bash"),
     STR("shell.default_user", shell.default_user, "root"),

@@ -144,6 +144,12 @@ struct cfg {
 	} limits;
 
 	struct {
+		bool enabled;
+		char socket[PATH_MAX]; /* the engine's API socket (Docker or Podman) */
+		bool manage_unlabeled; /* touch containers without our tenant label too */
+	} containers;
+
+	struct {
 		uint64_t check_interval_ms;
 		uint64_t report_interval_ms;
 		char proc_root[PATH_MAX];

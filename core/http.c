@@ -32,9 +32,12 @@ struct xfer {
 	uint64_t file_cap;
 	int fd; /* download target, -1 when none */
 	bool overflow;
+	bool sink_stopped; /* on_body asked to end the transfer */
 	bool write_failed;
 	int write_errno;
 	const atomic_bool *cancel;
+	int (*on_body)(void *ctx, const char *data, size_t len);
+	void *body_ctx;
 };
 
 int http_global_init(struct vm_err *err)
@@ -79,6 +82,13 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 		x->resp->downloaded += n;
 		return n;
 	}
+	if (x->on_body != NULL && status >= 200 && status < 300) {
+		if (x->on_body(x->body_ctx, data, n) != 0) {
+			x->sink_stopped = true;
+			return 0;
+		}
+		return n;
+	}
 	if (buf_append(&x->body, data, n) != 0) {
 		x->overflow = true;
 		return 0;
@@ -89,8 +99,15 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
 	(void)dt, (void)dn, (void)ut, (void)un;
-	const struct xfer *x = userp;
-	return x->cancel != NULL && atomic_load(x->cancel) ? 1 : 0;
+	struct xfer *x = userp;
+	if (x->cancel != NULL && atomic_load(x->cancel))
+		return 1;
+	/* a streaming sink gets its idle tick here (client gone, deadline) */
+	if (x->on_body != NULL && x->on_body(x->body_ctx, NULL, 0) != 0) {
+		x->sink_stopped = true;
+		return 1;
+	}
+	return 0;
 }
 
 static int setup(CURL *c, const struct http_opts *o, const char *method, const char *url,
@@ -120,6 +137,8 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
 	if (o->user_agent != NULL)
 		bad |= (int)curl_easy_setopt(c, CURLOPT_USERAGENT, o->user_agent);
+	if (o->unix_socket != NULL && o->unix_socket[0] != '\0')
+		bad |= (int)curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
 	if (o->follow_redirects) {
 		bad |= (int)curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 		bad |= (int)curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
@@ -206,6 +225,8 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	    .file_cap = o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY,
 	    .fd = -1,
 	    .cancel = o->cancel,
+	    .on_body = o->on_body,
+	    .body_ctx = o->body_ctx,
 	};
 	int rc = 0;
 	CURL *c = curl_easy_init();
@@ -242,7 +263,9 @@ int http_request(const struct http_opts *opts, const char *method, const char *u
 	curl_off_t ra = -1;
 	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
 		resp->retry_after_s = (long)ra;
-	if (x.overflow || cc == CURLE_FILESIZE_EXCEEDED) {
+	if (x.sink_stopped) {
+		rc = 0; /* the caller's sink ended it: not an error */
+	} else if (x.overflow || cc == CURLE_FILESIZE_EXCEEDED) {
 		rc =
 		    vm_err_set(err, VM_ERR_INVALID, "%s %s: response body exceeds %llu bytes",
 		               method, shown, (unsigned long long)(x.fd >= 0 ? x.file_cap : x.cap));

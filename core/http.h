@@ -35,6 +35,15 @@ struct http_opts {
 	    *user_agent; /* NULL = "vm-agent/<version>" is up to the caller; curl's default */
 	/* Borrowed. When it becomes true the transfer is aborted (shutdown). */
 	const atomic_bool *cancel;
+	/* NULL or "" = TCP; else the request goes over this unix socket
+	 * (CURLOPT_UNIX_SOCKET_PATH; the URL's host is then only the Host header). */
+	const char *unix_socket;
+	/* When set, a 2xx body is handed to this sink chunk by chunk instead of
+	 * resp->body (a stream: logs, pull progress); it is also called with len 0
+	 * about once a second while the transfer waits. A non-zero return ends the
+	 * transfer, and http_request then returns 0 with the status it had. */
+	int (*on_body)(void *ctx, const char *data, size_t len);
+	void *body_ctx;
 };
 
 struct http_resp {

@@ -146,6 +146,15 @@ static void check_probe_store(struct health_snapshot *s, const struct health_thr
 		    (unsigned long long)s->probe_quarantined);
 }
 
+/* A container host whose engine is gone can start nothing: degraded. */
+static void check_engine(struct health_snapshot *s, const struct health_thresholds *t)
+{
+	(void)t;
+	if (s->engine_known && s->engine.enabled && s->engine.seen &&
+	    !s->engine.reachable)
+		add(s, HEALTH_DEGRADED, "container engine unreachable: %s", s->engine.why);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(struct health_snapshot *, const struct health_thresholds *);
@@ -154,6 +163,7 @@ static const struct {
     {"tunnel", check_tunnel}, {"control_plane", check_control_plane},
     {"clock", check_clock},   {"collectors", check_collectors},
     {"spool", check_spool},   {"probe_store", check_probe_store},
+    {"engine", check_engine},
 };
 
 void health_evaluate(struct health_snapshot *s, const struct health_thresholds *t)

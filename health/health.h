@@ -30,6 +30,16 @@ struct health_containment {
 	char why[256];          /* why cgroups or some limits are unavailable; "" = all there */
 };
 
+/* The container engine (containers/): reachable, version, our containers by state. */
+struct health_engine {
+	bool enabled; /* containers.enabled: false = not checked */
+	bool reachable;
+	bool seen; /* answered once since start: only then is "unreachable" a problem */
+	char version[64];
+	uint64_t running, paused, exited, created, other;
+	char why[256]; /* why it is unreachable */
+};
+
 struct health_sources {
 	void *ctx;
 	void (*tunnel)(void *ctx, struct health_tunnel_state *out);
@@ -41,6 +51,8 @@ struct health_sources {
 	void (*containment)(void *ctx, struct health_containment *out);
 	/* Slots of limits.max_concurrent held now (running probes, open shells) and the limit. */
 	void (*budget)(void *ctx, uint64_t *in_use, uint64_t *limit);
+	/* The container engine; NULL = no containers module. */
+	void (*engine)(void *ctx, struct health_engine *out);
 };
 
 enum health_state { HEALTH_HEALTHY = 0, HEALTH_DEGRADED = 1, HEALTH_UNHEALTHY = 2 };

@@ -72,6 +72,8 @@ struct health_snapshot {
 	struct log_stats log;   /* lines the log file refused (sent to stderr) */
 	bool containment_known; /* false: no containment source */
 	struct health_containment containment;
+	bool engine_known; /* false: no engine source */
+	struct health_engine engine;
 	/* reporter */
 	bool reporting_enabled;
 	int64_t last_report_at;    /* unix s of the last attempt; 0 = none */

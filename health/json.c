@@ -73,6 +73,16 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 		    "{s:s,s:{s:b,s:b,s:b},s:s?}", "mode", s->containment.mode, "limits", "memory",
 		    s->containment.memory, "cpu", s->containment.cpu, "pids", s->containment.pids,
 		    "limits_unavailable", s->containment.why[0] ? s->containment.why : NULL);
+	json_t *eng = json_null();
+	if (s->engine_known && s->engine.enabled)
+		eng = json_pack("{s:b,s:b,s:s,s:{s:o,s:o,s:o,s:o,s:o},s:s?}", "enabled", 1, "reachable",
+		                s->engine.reachable, "version", s->engine.version, "containers",
+		                "running", u64(s->engine.running), "paused", u64(s->engine.paused),
+		                "exited", u64(s->engine.exited), "created", u64(s->engine.created),
+		                "other", u64(s->engine.other), "error",
+		                s->engine.why[0] ? s->engine.why : NULL);
+	else if (s->engine_known)
+		eng = json_pack("{s:b}", "enabled", 0);
 	json_t *rep = json_pack(
 	    "{s:b,s:o,s:o,s:i,s:s?,s:o,s:o,s:o,s:o,s:o,s:o}", "enabled", s->reporting_enabled,
 	    "last_attempt_at", iso_time(s->last_report_at), "last_success_at",
@@ -85,12 +95,13 @@ json_t *health_snapshot_json(const struct health_snapshot *s, const char *agent_
 	json_t *conc = s->budget_known ? json_pack("{s:o,s:o}", "in_use", u64(s->budget_in_use),
 	                                           "limit", u64(s->budget_limit))
 	                               : json_null();
-	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "agent_id",
+	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "agent_id",
 	                 agent_id, "version", version, "time", iso_time(s->time), "started_at",
 	                 iso_time(s->started_at), "state", health_state_name(s->state), "reasons",
 	                 reasons, "system", system_json(&s->sys), "tunnel", tunnel, "probe", probe,
 	                 "containment", cont ? cont : json_null(), "concurrency",
-	                 conc ? conc : json_null(), "reporting", rep, "log",
+	                 conc ? conc : json_null(), "engine", eng ? eng : json_null(), "reporting",
+	                 rep, "log",
 	                 json_pack("{s:o,s:o}", "file_write_failures",
 	                           u64(s->log.file_write_failures), "lines_lost",
 	                           u64(s->log.lines_lost)));

@@ -87,6 +87,9 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	uint64_t in_use = 0, limit = 0;
 	if (m->src.budget != NULL)
 		m->src.budget(m->src.ctx, &in_use, &limit);
+	struct health_engine eng = {0};
+	if (m->src.engine != NULL)
+		m->src.engine(m->src.ctx, &eng);
 
 	pthread_mutex_lock(&m->mu);
 	struct health_snapshot *s = &m->cur;
@@ -106,6 +109,8 @@ static void check_once(struct health_monitor *m, struct health_cpu_ticks *prev)
 	s->budget_known = m->src.budget != NULL;
 	s->budget_in_use = in_use;
 	s->budget_limit = limit;
+	s->engine_known = m->src.engine != NULL;
+	s->engine = eng;
 	health_evaluate(s, &m->th);
 	if (!first && s->state != before) {
 		m->state_changed = true;

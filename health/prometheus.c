@@ -1,6 +1,7 @@
 /* Prometheus text exposition format 0.0.4: one table of scalar metrics plus
  * labelled families (filesystems, interfaces, state). Names follow the
  * conventions: base units (_bytes, _seconds), counters end in _total. */
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -206,6 +207,24 @@ static void containment_families(struct pbuf *b, const struct health_snapshot *s
 	put(b, "vm_agent_probe_limit_available{limit=\"pids\"} %d\n", c->pids);
 }
 
+/* The container engine: up, and our containers by state. */
+static void engine_families(struct pbuf *b, const struct health_snapshot *s)
+{
+	if (!s->engine_known || !s->engine.enabled)
+		return;
+	const struct health_engine *e = &s->engine;
+	family(b, "vm_agent_container_engine_up", "gauge",
+	       "1 when the container engine answers on containers.socket.");
+	put(b, "vm_agent_container_engine_up %d\n", e->reachable);
+	family(b, "vm_agent_containers", "gauge",
+	       "Containers this agent manages, by state (when the engine is up).");
+	put(b, "vm_agent_containers{state=\"running\"} %" PRIu64 "\n", e->running);
+	put(b, "vm_agent_containers{state=\"paused\"} %" PRIu64 "\n", e->paused);
+	put(b, "vm_agent_containers{state=\"exited\"} %" PRIu64 "\n", e->exited);
+	put(b, "vm_agent_containers{state=\"created\"} %" PRIu64 "\n", e->created);
+	put(b, "vm_agent_containers{state=\"other\"} %" PRIu64 "\n", e->other);
+}
+
 char *health_format_prometheus(const struct health_snapshot *s, const char *version)
 {
 	struct pbuf b = {.failed = false};
@@ -227,6 +246,7 @@ char *health_format_prometheus(const struct health_snapshot *s, const char *vers
 		value(&b, scalars[i].get(s));
 	}
 	containment_families(&b, s);
+	engine_families(&b, s);
 	fs_family(&b, s, "vm_agent_host_filesystem_size_bytes", "Filesystem size.",
 	          offsetof(struct health_fs, size_bytes));
 	fs_family(&b, s, "vm_agent_host_filesystem_avail_bytes",

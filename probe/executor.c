@@ -53,6 +53,7 @@ struct probe {
 	int64_t created_ms, finished_ms; /* wall clock */
 	char idem[PROBE_IDEM_MAX + 1];
 	uint8_t idem_scope[SHA256_LEN]; /* who may replay the key: sha256(tenant, sub) */
+	char sub[256];                  /* the caller (labels of what container steps create) */
 	uint8_t body_hash[SHA256_LEN];
 	json_t *rec;               /* full record while unfinished; NULL once on disk */
 	struct probe_request *req; /* while unfinished */
@@ -97,6 +98,7 @@ struct probe_exec {
 	struct cg_tree *cgroup;  /* borrowed from run */
 	struct cg_limits limits; /* probe.memory_max, cpu_max, pids_max */
 	struct budget *budget;   /* borrowed: limits.max_concurrent, shared with shells */
+	struct ctr_engine *containers; /* borrowed; container steps (NULL: they fail) */
 };
 
 static void http_settings(struct probe_http *h, const struct cfg *cfg)
@@ -600,6 +602,9 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		    .backup = &backup,
 		    .host = &host,
 		    .http = &http,
+		    .containers = ex->containers,
+		    .probe_id = p->id,
+		    .sub = p->sub,
 		};
 		pthread_mutex_lock(&ex->mu);
 		json_t *srec = json_array_get(steps, (size_t)i);
@@ -817,6 +822,7 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 		}
 	}
 	caller_scope(who, p->idem_scope);
+	snprintf(p->sub, sizeof(p->sub), "%s", who != NULL && who->sub != NULL ? who->sub : "");
 	int rc = PROBE_CREATED;
 	pthread_mutex_lock(&ex->mu);
 	if (ex->stopping) {
@@ -1268,4 +1274,10 @@ void probe_store_health(struct probe_exec *ex, uint64_t *write_failures, uint64_
 	*write_failures = ex->write_failures;
 	*quarantined = ex->quarantined;
 	pthread_mutex_unlock(&ex->mu);
+}
+
+void probe_exec_set_containers(struct probe_exec *ex, struct ctr_engine *engine)
+{
+	if (ex != NULL)
+		ex->containers = engine;
 }

@@ -146,6 +146,8 @@ struct probe_step_ctx {
 	const struct cfg_backup *backup; /* backup.* (NULL: remote backups refused) */
 	const struct cfg_host *host; /* host.* settings; NULL (unit tests) = defaults */
 	const struct probe_http *http; /* NULL = system CAs, libcurl's proxy handling */
+	struct ctr_engine *containers; /* container steps' engine; NULL = none */
+	const char *probe_id, *sub;    /* the probe and its caller (container labels) */
 };
 
 /* Step outcome, mapped to the step's "status" and the probe's state. */

@@ -30,6 +30,10 @@ struct probe_exec;
 struct budget;
 struct probe_exec *probe_exec_start(const struct cfg *cfg, struct cg_tree *cg,
                                     struct budget *budget, struct vm_err *err);
+/* The container engine the container.* and image.pull steps use (borrowed;
+ * set once before any probe runs). */
+struct ctr_engine;
+void probe_exec_set_containers(struct probe_exec *ex, struct ctr_engine *engine);
 
 /* Stops taking work, interrupts queued and running probes (SIGTERM, then
  * SIGKILL after probe.cancel_grace), persists their records, wakes every event

@@ -73,6 +73,17 @@ const struct probe_step_type probe_steps[] = {
      1},
     {"cron.list", HOST_SCOPE_READ, probe_cron_list_parse, probe_cron_list_run, bound_listing, 1},
     {"ssh_keys.sync", HOST_SCOPE_WRITE, probe_ssh_keys_parse, probe_ssh_keys_run, bound_diff, 1},
+    {"container.create", "containers:write", probe_container_parse, probe_container_run,
+     bound_small, 1},
+    {"container.start", "containers:write", probe_container_parse, probe_container_run, bound_small,
+     1},
+    {"container.stop", "containers:write", probe_container_parse, probe_container_run, bound_small,
+     1},
+    {"container.restart", "containers:write", probe_container_parse, probe_container_run,
+     bound_small, 1},
+    {"container.delete", "containers:write", probe_container_parse, probe_container_run,
+     bound_small, 1},
+    {"image.pull", "containers:write", probe_container_parse, probe_container_run, bound_small, 1},
 };
 const size_t probe_step_count = sizeof(probe_steps) / sizeof(probe_steps[0]);
 

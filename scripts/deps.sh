@@ -9,6 +9,7 @@ PACKAGES="
   ca-certificates patch xz-utils debian-archive-keyring
   golang-go golang-github-hashicorp-yamux-dev golang-github-gorilla-websocket-dev
   minisign tinyproxy curl systemd
+  podman runc busybox-static
   golang-github-prometheus-common-dev
   openssh-server openssh-client
   rsync

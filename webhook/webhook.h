@@ -16,6 +16,7 @@ struct health_monitor;
 struct tun;
 struct cg_tree;
 struct budget;
+struct ctr_engine;
 struct wh_deps {
 	struct probe_exec *probe;
 	struct health_monitor *health;
@@ -23,6 +24,7 @@ struct wh_deps {
 	char runtime_dir[PATH_MAX]; /* agent.runtime_dir (0700): a remote upgrade's request */
 	struct cg_tree *cgroup; /* shell sessions' containment; NULL = process group */
 	struct budget *budget;  /* limits.max_concurrent, a slot per open shell; NULL = none */
+	struct ctr_engine *containers; /* /v1/containers; NULL answers 503 */
 };
 
 /* Starts the listener described by cfg->webhook. The server copies what it

@@ -34,6 +34,9 @@ enum probe_step_status probe_cron_list_run(STEP_RUN_ARGS);
 int probe_ssh_keys_parse(STEP_PARSE_ARGS);
 enum probe_step_status probe_ssh_keys_run(STEP_RUN_ARGS);
 
+int probe_container_parse(STEP_PARSE_ARGS);
+enum probe_step_status probe_container_run(STEP_RUN_ARGS);
+
 /* env, cwd, stdin, user, group, timeout: shared by exec and script. */
 int probe_proc_fields(STEP_PARSE_ARGS);
 
