@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cmd/cmd.h"
+#include "core/cgroup.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -125,6 +126,15 @@ static int runner_exec(const struct cmd_entry *self, void *args)
 	    .stop = &stop_flag,
 	    .version = vma_build_version,
 	};
+	/* The agent's containment rule, here too: whatever a step starts (a
+	 * daemon, a setsid child) dies with it, so nothing outlives the runner
+	 * on a host that never had the agent. Its record lives in the scratch dir. */
+	struct cg_tree cg = {0};
+	int killed = 0;
+	if (scratch[0] != '\0') {
+		cg_open(&cg, dflt->probe.cgroup_root, "/proc/self/cgroup", scratch, &killed);
+		o.cgroup = &cg;
+	}
 	free(dflt);
 	enum runner_end why = RUNNER_END_EOF;
 	struct vm_err err = {0};
@@ -133,6 +143,8 @@ static int runner_exec(const struct cmd_entry *self, void *args)
 		exit_code = VM_EXIT_RUNTIME;
 	}
 	free(allow);
+	if (o.cgroup != NULL)
+		cg_close(&cg);
 	json_t *bye = json_pack("{s:s,s:s}", "type", "exit", "reason", runner_end_name(why));
 	if (scratch[0] != '\0' && fs_remove_tree(scratch, &err) != 0) {
 		log_error("runner", "scratch directory %s: %s", scratch, err.msg);

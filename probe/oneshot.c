@@ -105,6 +105,7 @@ int probe_run_step(json_t *step, json_t *timeout, const struct probe_run_opts *o
 	    .on_event = one_event,
 	    .out_ctx = &oc,
 	    .limits = req->limits,
+	    .cgroup = o->cgroup,
 	};
 	json_t *res = json_object();
 	int64_t t0 = time_mono_ms();

@@ -149,6 +149,7 @@ struct probe_run_opts {
 	const struct cfg_strlist *allow; /* probe.allow semantics; NULL or empty = anything */
 	int64_t deadline_ms;             /* monotonic hard end (a TTL); 0 = none */
 	const atomic_bool *cancel;       /* may be NULL */
+	struct cg_tree *cgroup;          /* as the executor's: each step's whole tree dies with it */
 	/* Output chunks (stream 1 stdout, 2 stderr) and progress events, as
 	 * the executor's output and progress events (total < 0: unknown,
 	 * unit may be NULL); both may be NULL. */

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cgroup.h"
 #include "core/config.h"
 #include "core/err.h"
 
@@ -59,6 +60,7 @@ struct runner_opts {
 	uint64_t output_cap, grace_ms, default_timeout_ms;
 	const atomic_bool *stop; /* set by a signal: ends the session, cancels a step */
 	const char *version;
+	struct cg_tree *cgroup; /* steps' containment (cgroup v2 or subreaper); NULL = group */
 };
 
 /* Sends the ready line, then serves commands until EOF, the TTL, the idle

@@ -204,6 +204,7 @@ static void run_command(struct session *s, const struct runner_cmd *cmd)
 	    .allow = o->allow,
 	    .deadline_ms = s->end_ms,
 	    .cancel = o->stop,
+	    .cgroup = o->cgroup,
 	    .on_output = on_output,
 	    .on_event = on_event,
 	    .ctx = s,

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -430,4 +432,34 @@ func TestRemoteTTL(t *testing.T) {
 		t.Fatalf("document %s", out)
 	}
 	remoteGone(t, s, doc.RemoteDir)
+}
+
+// Nothing a runner step starts outlives it: a daemon it leaves behind in its
+// own session (setsid, out of the step's process group) dies with the step,
+// through the same containment as the agent's (cgroup v2 or the subreaper).
+func TestRunnerStepLeavesNothingRunning(t *testing.T) {
+	tmp := t.TempDir()
+	r := startRunner(t, []string{"TMPDIR=" + tmp})
+	if ready := r.next(t, 10*time.Second); ready["type"] != "ready" {
+		t.Fatalf("ready line %v", ready)
+	}
+	pidfile := filepath.Join(tmp, "daemon.pid")
+	_, done := r.command(t, cmdLine(t, "d1", map[string]any{"type": "exec",
+		"argv": []string{"/bin/sh", "-c", "setsid sh -c 'echo $$ > " + pidfile + "; exec sleep 300' </dev/null >/dev/null 2>&1 & sleep 0.3"}}, nil), "d1")
+	if done["ok"] != true {
+		t.Fatalf("step: %v", done)
+	}
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the step's setsid daemon %d still runs after the step ended", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
