@@ -60,8 +60,11 @@ struct ctr_engine_info {
 /* Pings the engine (bounded: a few seconds) and counts containers by state. */
 void ctr_engine_info(struct ctr_engine *e, struct ctr_engine_info *out);
 
-/* Progress of a long call (image pull): cur/total may be 0 when unknown. */
-typedef void (*ctr_progress_fn)(void *ctx, const char *message, uint64_t cur, uint64_t total);
+/* Progress of a long call (image pull): cur/total may be 0 when unknown;
+ * message NULL is an idle tick (about once a second while the engine is
+ * silent). A non-zero return stops the call (the step was canceled or ran out
+ * of time): it fails with 499 "canceled". */
+typedef int (*ctr_progress_fn)(void *ctx, const char *message, uint64_t cur, uint64_t total);
 
 /* Every operation returns the HTTP status to answer with: 2xx with *out set
  * (owned by the caller), else err filled and *out NULL. */
@@ -76,6 +79,10 @@ int ctr_inspect(struct ctr_engine *e, const char *id, json_t **out, struct ctr_e
  * another spec → 409 conflict unless "replace": true. */
 int ctr_create(struct ctr_engine *e, const json_t *spec, const struct ctr_who *who,
                ctr_progress_fn progress, void *pctx, json_t **out, struct ctr_err *err);
+/* The same decision without acting (a step's "check": true): 200 with
+ * {"changed": false} when the container exists with this spec, {"changed":
+ * true, "would": "create"|"replace"} otherwise; the same 400/409 errors. */
+int ctr_create_check(struct ctr_engine *e, const json_t *spec, json_t **out, struct ctr_err *err);
 
 enum ctr_action { CTR_START, CTR_STOP, CTR_RESTART };
 /* timeout_s: stop/restart grace, < 0 = the engine's default. {"changed": bool}. */

@@ -138,7 +138,9 @@ static int negotiate(struct ctr_engine *e, char *api, size_t cap, struct ctr_err
 	if (api[0] != '\0')
 		return 0;
 	struct http_resp r;
-	struct call ping = {.method = "GET", .path = "/_ping", .unversioned = true,
+	struct call ping = {.method = "GET",
+	                    .path = "/_ping",
+	                    .unversioned = true,
 	                    .timeout_ms = ENGINE_CONNECT_MS};
 	int rc = raw_call(e, &ping, "", &r, err);
 	long st = r.status;
@@ -147,7 +149,9 @@ static int negotiate(struct ctr_engine *e, char *api, size_t cap, struct ctr_err
 		return rc;
 	if (st != 200)
 		return fail(err, 503, "engine_unavailable", "the engine's /_ping answered %ld", st);
-	struct call ver = {.method = "GET", .path = "/version", .unversioned = true,
+	struct call ver = {.method = "GET",
+	                   .path = "/version",
+	                   .unversioned = true,
 	                   .timeout_ms = ENGINE_CONNECT_MS};
 	if ((rc = raw_call(e, &ver, "", &r, err)) != 0)
 		return rc;
@@ -156,7 +160,8 @@ static int negotiate(struct ctr_engine *e, char *api, size_t cap, struct ctr_err
 	int maj = 0, min = 0;
 	if (parse_version(json_string_value(json_object_get(j, "ApiVersion")), &maj, &min) != 0) {
 		json_decref(j);
-		return fail(err, 503, "engine_unavailable", "the engine's /version has no ApiVersion");
+		return fail(err, 503, "engine_unavailable",
+		            "the engine's /version has no ApiVersion");
 	}
 	json_decref(j);
 	if (maj > CTR_API_MAX_MAJOR || (maj == CTR_API_MAX_MAJOR && min > CTR_API_MAX_MINOR)) {
@@ -223,8 +228,7 @@ static bool managed(const struct ctr_engine *e, const json_t *labels)
 }
 
 /* Inspects id and checks it is ours: 200 with *out, else an err status. */
-static int inspect_managed(struct ctr_engine *e, const char *id, json_t **out,
-                           struct ctr_err *err)
+static int inspect_managed(struct ctr_engine *e, const char *id, json_t **out, struct ctr_err *err)
 {
 	*out = NULL;
 	if (!valid_id(id))
@@ -250,7 +254,8 @@ static int inspect_managed(struct ctr_engine *e, const char *id, json_t **out,
 	if (!managed(e, json_object_get(json_object_get(j, "Config"), "Labels"))) {
 		json_decref(j);
 		return fail(err, 403, "foreign_container",
-		            "container %s is not managed by this agent (no tenant label of ours)", id);
+		            "container %s is not managed by this agent (no tenant label of ours)",
+		            id);
 	}
 	*out = j;
 	return 200;
@@ -369,7 +374,8 @@ int ctr_act(struct ctr_engine *e, const char *id, enum ctr_action a, int timeout
 	snprintf(path, sizeof(path), "/containers/%s/%s%s", cid, verbs[a], t);
 	struct call c = {.method = "POST",
 	                 .path = path,
-	                 .timeout_ms = ENGINE_CALL_MS + (timeout_s > 0 ? (uint64_t)timeout_s : 10) * 1000};
+	                 .timeout_ms =
+	                     ENGINE_CALL_MS + (timeout_s > 0 ? (uint64_t)timeout_s : 10) * 1000};
 	struct http_resp r;
 	if ((rc = call(e, &c, &r, err)) != 0)
 		return rc;
@@ -438,6 +444,7 @@ struct pull_sink {
 	void *pctx;
 	char error[256]; /* the stream's {"error": ...}, when any */
 	int64_t last_ms;
+	bool stopped; /* the progress callback asked to stop */
 };
 
 static void pull_line(struct pull_sink *p, const char *text, size_t len)
@@ -451,7 +458,9 @@ static void pull_line(struct pull_sink *p, const char *text, size_t len)
 	if (s != NULL && p->progress != NULL) {
 		json_int_t cur = json_integer_value(json_object_get(d, "current"));
 		json_int_t tot = json_integer_value(json_object_get(d, "total"));
-		p->progress(p->pctx, s, cur > 0 ? (uint64_t)cur : 0, tot > 0 ? (uint64_t)tot : 0);
+		if (p->progress(p->pctx, s, cur > 0 ? (uint64_t)cur : 0,
+		                tot > 0 ? (uint64_t)tot : 0))
+			p->stopped = true;
 	}
 	json_decref(j);
 }
@@ -459,9 +468,12 @@ static void pull_line(struct pull_sink *p, const char *text, size_t len)
 static int pull_body(void *ctx, const char *data, size_t len)
 {
 	struct pull_sink *p = ctx;
-	if (len == 0)
-		return 0;
-	for (size_t i = 0; i < len; i++) {
+	if (len == 0) {
+		if (p->progress != NULL && p->progress(p->pctx, NULL, 0, 0))
+			p->stopped = true;
+		return p->stopped;
+	}
+	for (size_t i = 0; i < len && !p->stopped; i++) {
 		if (data[i] != '\n') {
 			if (buf_append(&p->line, &data[i], 1) != 0)
 				buf_consume(&p->line, p->line.len); /* an absurd line: dropped */
@@ -470,7 +482,7 @@ static int pull_body(void *ctx, const char *data, size_t len)
 		pull_line(p, (const char *)buf_data(&p->line), p->line.len);
 		buf_consume(&p->line, p->line.len);
 	}
-	return 0;
+	return p->stopped;
 }
 
 int ctr_pull(struct ctr_engine *e, const char *image, ctr_progress_fn progress, void *pctx,
@@ -483,13 +495,21 @@ int ctr_pull(struct ctr_engine *e, const char *image, ctr_progress_fn progress, 
 	snprintf(path, sizeof(path), "/images/create?fromImage=%s", q);
 	struct pull_sink p = {.progress = progress, .pctx = pctx};
 	buf_init(&p.line, 64 * 1024);
-	struct call c = {.method = "POST", .path = path, .timeout_ms = ENGINE_PULL_MS,
-	                 .on_body = pull_body, .body_ctx = &p};
+	struct call c = {.method = "POST",
+	                 .path = path,
+	                 .timeout_ms = ENGINE_PULL_MS,
+	                 .on_body = pull_body,
+	                 .body_ctx = &p};
 	struct http_resp r;
 	int rc = call(e, &c, &r, err);
 	if (rc == 0 && p.line.len > 0)
 		pull_line(&p, (const char *)buf_data(&p.line), p.line.len);
 	buf_free(&p.line);
+	if (rc == 0 && p.stopped) {
+		http_resp_free(&r);
+		return fail(err, 499, "canceled",
+		            "the pull of %s was stopped (canceled or timed out)", image);
+	}
 	if (rc != 0)
 		return rc;
 	if (r.status == 200 && p.error[0] == '\0') {
@@ -541,8 +561,9 @@ static int create_once(struct ctr_engine *e, const char *name, const json_t *bod
 	return rc;
 }
 
-int ctr_create(struct ctr_engine *e, const json_t *spec, const struct ctr_who *who,
-               ctr_progress_fn progress, void *pctx, json_t **out, struct ctr_err *err)
+static int create_impl(struct ctr_engine *e, const json_t *spec, const struct ctr_who *who,
+                       ctr_progress_fn progress, void *pctx, bool check, json_t **out,
+                       struct ctr_err *err)
 {
 	*out = NULL;
 	json_t *canon = NULL, *body = NULL, *ins = NULL;
@@ -569,7 +590,14 @@ int ctr_create(struct ctr_engine *e, const json_t *spec, const struct ctr_who *w
 		}
 		if (!replace) {
 			rc = fail(err, 409, "conflict",
-			          "container %s exists with another spec (set \"replace\": true)", name);
+			          "container %s exists with another spec (set \"replace\": true)",
+			          name);
+			goto out;
+		}
+		if (check) {
+			*out = json_pack("{s:b, s:s, s:s?, s:s}", "changed", 1, "would", "replace",
+			                 "id", id, "name", name);
+			rc = 200;
 			goto out;
 		}
 		json_t *gone = NULL;
@@ -578,6 +606,10 @@ int ctr_create(struct ctr_engine *e, const json_t *spec, const struct ctr_who *w
 		if (rc != 200)
 			goto out;
 	} else if (rc != 404) {
+		goto out;
+	} else if (check) {
+		*out = json_pack("{s:b, s:s, s:s}", "changed", 1, "would", "create", "name", name);
+		rc = 200;
 		goto out;
 	}
 	body = ctr_spec_body(canon, e->tenant, who);
@@ -595,6 +627,17 @@ out:
 	json_decref(body);
 	json_decref(canon);
 	return rc;
+}
+
+int ctr_create(struct ctr_engine *e, const json_t *spec, const struct ctr_who *who,
+               ctr_progress_fn progress, void *pctx, json_t **out, struct ctr_err *err)
+{
+	return create_impl(e, spec, who, progress, pctx, false, out, err);
+}
+
+int ctr_create_check(struct ctr_engine *e, const json_t *spec, json_t **out, struct ctr_err *err)
+{
+	return create_impl(e, spec, NULL, NULL, NULL, true, out, err);
 }
 
 /* --- logs ------------------------------------------------------------------------ */
@@ -627,10 +670,12 @@ static int log_body(void *ctx, const char *data, size_t len)
 			l->bad = true;
 			return 1;
 		}
-		int stop = f.stream == 0 || f.len == 0
-		               ? 0
-		               : l->sink(l->sctx, f.stream == 2 ? "stderr" : f.stream == 3 ? "system" : "stdout",
-		                         (const char *)f.data, f.len);
+		int stop = f.stream == 0 || f.len == 0 ? 0
+		                                       : l->sink(l->sctx,
+		                                                 f.stream == 2   ? "stderr"
+		                                                 : f.stream == 3 ? "system"
+		                                                                 : "stdout",
+		                                                 (const char *)f.data, f.len);
 		buf_consume(&l->pending, (size_t)n);
 		if (stop)
 			return 1;
@@ -654,7 +699,8 @@ int ctr_logs(struct ctr_engine *e, const char *id, const struct ctr_log_opts *o,
 		snprintf(tail, sizeof(tail), "all");
 	else
 		snprintf(tail, sizeof(tail), "%ld", o->tail);
-	snprintf(path, sizeof(path), "/containers/%s/logs?stdout=true&stderr=true&follow=%s&tail=%s&since=%lld",
+	snprintf(path, sizeof(path),
+	         "/containers/%s/logs?stdout=true&stderr=true&follow=%s&tail=%s&since=%lld",
 	         json_string_value(json_object_get(ins, "Id")), o->follow ? "true" : "false", tail,
 	         (long long)o->since);
 	json_decref(ins);
@@ -692,7 +738,9 @@ void ctr_engine_info(struct ctr_engine *e, struct ctr_engine_info *out)
 	pthread_mutex_unlock(&e->mu);
 	struct ctr_err err = {0};
 	struct http_resp r;
-	struct call ver = {.method = "GET", .path = "/version", .unversioned = true,
+	struct call ver = {.method = "GET",
+	                   .path = "/version",
+	                   .unversioned = true,
 	                   .timeout_ms = ENGINE_CONNECT_MS};
 	if (raw_call(e, &ver, "", &r, &err) != 0) {
 		snprintf(out->why, sizeof(out->why), "%s", err.msg);

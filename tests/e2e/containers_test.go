@@ -473,6 +473,26 @@ func TestContainers(t *testing.T) {
 		if labels["io.vm-agent.probe"] != r1.ID || labels["io.vm-agent.creator"] != "operator@msp" {
 			t.Errorf("labels of a step-created container: %v (probe %s)", labels, r1.ID)
 		}
+		// check mode asks the engine and changes nothing: a new name would be
+		// created (and is not), a running container would be stopped (and runs on)
+		other := map[string]interface{}{"name": "vma-checked", "image": ctrImage, "command": []string{"/bin/sleep", "300"}}
+		rc := run(mustJSON(map[string]interface{}{"steps": []interface{}{
+			map[string]interface{}{"type": "container.create", "spec": other, "check": true},
+			map[string]interface{}{"type": "container.create", "spec": spec, "check": true},
+			map[string]interface{}{"type": "container.stop", "container": "vma-stepped", "check": true},
+			map[string]interface{}{"type": "container.start", "container": "vma-stepped", "check": true},
+		}}))
+		if rc.State != "succeeded" || changed(rc.Steps[0]) != true || rc.Steps[0]["would"] != "create" ||
+			changed(rc.Steps[1]) != false || changed(rc.Steps[2]) != true || changed(rc.Steps[3]) != false {
+			t.Errorf("check mode: %s %s", rc.State, mustJSON(rc.Steps))
+		}
+		if st, body, _ := call(t, a, "GET", "/v1/containers/vma-checked", is.tok("containers:read"), ""); st != 404 {
+			t.Errorf("check mode created a container: %d %s", st, body)
+		}
+		_, body, _ = call(t, a, "GET", "/v1/containers/vma-stepped", is.tok("containers:read"), "")
+		if state, _ := jsonOf(t, body)["State"].(map[string]interface{}); state["Running"] != true {
+			t.Errorf("check mode stopped the container: %v", state)
+		}
 		r3 := run(mustJSON(map[string]interface{}{"steps": []interface{}{
 			map[string]interface{}{"type": "container.stop", "container": "vma-stepped", "timeout": 0},
 			map[string]interface{}{"type": "container.delete", "container": "vma-stepped", "force": true},
