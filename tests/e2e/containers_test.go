@@ -522,7 +522,8 @@ func TestContainers(t *testing.T) {
 		}
 		eng.start()
 		// a freshly started engine may refuse a moment longer than its /_ping
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		// (under load podman took 8 s before it answered /version)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 			if st, body, _ = call(t, a, "GET", "/v1/containers?all=true", is.tok("containers:read"), ""); st == 200 {
 				break
 			}
