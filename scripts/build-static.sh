@@ -7,8 +7,8 @@
 # state, like scripts/fetch-civetweb.sh; apt verifies the archive signature and
 # the file hashes) into a prefix cached OUTSIDE the build tree:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/vm-agent/static-<arch>-<key>
-# where <key> hashes the source package versions, the musl version and this
-# script, so a second build only compiles vm-agent itself. civetweb comes from
+# where <key> hashes the source package versions, the musl version and
+# DEPS_REV (below), so a second build only compiles vm-agent itself. civetweb comes from
 # the build tree (scripts/fetch-civetweb.sh) and is compiled by CMake as usual.
 #
 # usage: scripts/build-static.sh [amd64]     (arm64: not yet, see docs/static-builds.md)
@@ -55,7 +55,9 @@ for p in $srcpkgs; do
 	versions="$versions $p=${v%,}"
 done
 musl_v=$(dpkg-query -W -f='${Version}' musl-dev)
-key=$(printf '%s musl=%s\n' "$versions" "$musl_v" | cat - "$0" | sha256sum | cut -c1-16)
+# Bump DEPS_REV when the way the dependencies are built below changes.
+DEPS_REV=1
+key=$(printf '%s musl=%s rev=%s\n' "$versions" "$musl_v" "$DEPS_REV" | sha256sum | cut -c1-16)
 prefix=$cache_root/static-$arch-$key
 log "dependency cache: $prefix"
 
@@ -80,26 +82,19 @@ fetch() {
 	log "no version of source package $p could be downloaded"; exit 1
 }
 
-if [ ! -f "$prefix/.done" ]; then
-	work=$cache_root/work-$arch-$key
-	rm -rf "$work" "$prefix" && mkdir -p "$work/src" "$prefix/include"
-	# musl's headers plus the kernel's UAPI headers (linux/, asm/, asm-generic/).
-	for d in linux asm-generic; do ln -s "/usr/include/$d" "$prefix/include/$d"; done
-	ln -s "$kinc/asm" "$prefix/include/asm"
-	export CC="$cc" CFLAGS="-O2 -fPIC -isystem $prefix/include" PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig"
-	built=""
-	for pv in $versions; do fetch "$pv"; done
+build_openssl() {
+	cd "$work/src/openssl"
+	./Configure "$ossl_target" no-shared no-tests no-dso no-engine no-afalgeng no-ui-console \
+		--prefix="$prefix" --libdir=lib --openssldir=/etc/ssl
+	make -j"$jobs" build_libs
+	make install_dev
+}
 
-	log "openssl"
-	(cd "$work/src/openssl" && ./Configure "$ossl_target" no-shared no-tests no-dso no-engine \
-		no-afalgeng no-ui-console --prefix="$prefix" --libdir=lib \
-		--openssldir=/etc/ssl >"$work/openssl.log" 2>&1 &&
-		make -j"$jobs" build_libs >>"$work/openssl.log" 2>&1 &&
-		make install_dev >>"$work/openssl.log" 2>&1) || { log "openssl failed: $work/openssl.log"; exit 1; }
-
-	log "curl"
-	(cd "$work/src/curl" && ./configure --host="$triplet" --prefix="$prefix" --disable-shared \
-		--enable-static --with-openssl="$prefix" --with-ca-bundle=/etc/ssl/certs/ca-certificates.crt \
+# libcurl with what the agent uses: HTTP(S), proxies, unix sockets.
+build_curl() {
+	cd "$work/src/curl"
+	./configure --host="$triplet" --prefix="$prefix" --disable-shared --enable-static \
+		--with-openssl="$prefix" --with-ca-bundle=/etc/ssl/certs/ca-certificates.crt \
 		--with-ca-path=/etc/ssl/certs --enable-http --enable-proxy --enable-unix-sockets \
 		--enable-ipv6 --disable-ftp --disable-file --disable-ldap --disable-ldaps --disable-rtsp \
 		--disable-dict --disable-telnet --disable-tftp --disable-pop3 --disable-imap --disable-smb \
@@ -107,16 +102,50 @@ if [ ! -f "$prefix/.done" ]; then
 		--disable-alt-svc --disable-hsts --disable-netrc --disable-ntlm --disable-kerberos-auth \
 		--disable-negotiate-auth --disable-aws --without-zlib --without-brotli --without-zstd \
 		--without-libpsl --without-libidn2 --without-nghttp2 --without-libssh2 --without-librtmp \
-		--without-gssapi --disable-ldap >"$work/curl.log" 2>&1 &&
-		make -j"$jobs" -C lib >>"$work/curl.log" 2>&1 && make -C lib install >>"$work/curl.log" 2>&1 &&
-		make -C include install >>"$work/curl.log" 2>&1 && make install-pkgconfigDATA >>"$work/curl.log" 2>&1) ||
-		{ log "curl failed: $work/curl.log"; exit 1; }
+		--without-gssapi
+	make -j"$jobs" -C lib
+	make -C lib install
+	make -C include install
+	make install-pkgconfigDATA
+}
 
-	for p in jansson libyaml; do
+# jansson and libyaml: their own CMake builds (the source packages carry no
+# generated configure script).
+build_cmake() {
+	cmake -S "$work/src/$1" -B "$work/src/$1/_b" -DCMAKE_C_COMPILER="$(command -v "$cc")" \
+		-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
+		-DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF "$@"
+	cmake --build "$work/src/$1/_b" -j "$jobs"
+	cmake --install "$work/src/$1/_b"
+}
+build_jansson() { build_cmake jansson -DJANSSON_BUILD_DOCS=OFF -DJANSSON_EXAMPLES=OFF -DJANSSON_WITHOUT_TESTS=ON; }
+build_libyaml() {
+	build_cmake libyaml -DBUILD_TESTING=OFF -DINSTALL_CMAKE_DIR=lib/cmake/yaml
+	# its CMake build installs no pkg-config file; vm-agent's CMakeLists looks for one
+	v=$(dpkg-parsechangelog -l "$work/src/libyaml/debian/changelog" -S Version | sed 's/-[^-]*$//')
+	printf 'prefix=%s\nlibdir=${prefix}/lib\nincludedir=${prefix}/include\n\nName: LibYAML\nDescription: Library to parse and emit YAML\nVersion: %s\nLibs: -L${libdir} -lyaml\nCflags: -I${includedir}\n' \
+		"$prefix" "$v" > "$prefix/lib/pkgconfig/yaml-0.1.pc"
+}
+
+# Each dependency is built once (a stamp in the prefix), so an interrupted first
+# build resumes where it stopped.
+if [ ! -f "$prefix/.done" ]; then
+	work=$cache_root/work-$arch-$key
+	mkdir -p "$work/src" "$prefix/include"
+	# musl's headers plus the kernel's UAPI headers (linux/, asm/, asm-generic/).
+	for d in linux asm-generic; do ln -sfn "/usr/include/$d" "$prefix/include/$d"; done
+	ln -sfn "$kinc/asm" "$prefix/include/asm"
+	export CC="$cc" CFLAGS="-O2 -fPIC -isystem $prefix/include" PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig"
+	built=""
+	for pv in $versions; do
+		p=${pv%%=*}
+		if [ -f "$prefix/.$p.done" ]; then built="$built $(cat "$prefix/.$p.done")"; continue; fi
+		rm -rf "$work/src/$p"
+		fetch "$pv"
 		log "$p"
-		(cd "$work/src/$p" && ./configure --host="$triplet" --prefix="$prefix" --disable-shared \
-			--enable-static >"$work/$p.log" 2>&1 && make -j"$jobs" >>"$work/$p.log" 2>&1 &&
-			make install >>"$work/$p.log" 2>&1) || { log "$p failed: $work/$p.log"; exit 1; }
+		("build_$p") > "$work/$p.log" 2>&1 || { log "$p failed: $work/$p.log"; exit 1; }
+		echo "${built##* }" > "$prefix/.$p.done"
+		rm -rf "$work/src/$p"
 	done
 	rm -rf "$work"
 	printf '%s musl=%s\n' "$built" "$musl_v" > "$prefix/.done"
@@ -127,7 +156,7 @@ log "dependencies: $(cat "$prefix/.done")"
 # --- vm-agent itself ------------------------------------------------------------
 t1=$(date +%s)
 export PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig" PKG_CONFIG_PATH=""
-cmake -S "$root" -B "$bdir" -DCMAKE_C_COMPILER="$(command -v "$cc")" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$root" -B "$bdir" -DCMAKE_C_COMPILER="$(command -v "$cc")" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DVMA_TESTS=OFF -DCIVETWEB_DIR="$third/civetweb" -DCMAKE_PREFIX_PATH="$prefix" \
 	-DCMAKE_FIND_ROOT_PATH="$prefix" -DCMAKE_FIND_ROOT_PATH_MODE_LIBRARY=ONLY \
 	-DCMAKE_FIND_ROOT_PATH_MODE_INCLUDE=ONLY -DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY \
