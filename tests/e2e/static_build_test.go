@@ -81,8 +81,8 @@ func TestStaticVersionArch(t *testing.T) {
 }
 
 // staticRoot builds a root filesystem holding only the agent, a CA bundle,
-// a static busybox (the exec probe's target) and the few /etc and /dev
-// entries the agent needs. Paths the agent sees are relative to it.
+// a static busybox (the exec probe's target), /proc and the few /etc and
+// /dev entries the agent needs. Paths the agent sees are relative to it.
 func staticRoot(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -96,7 +96,7 @@ func staticRoot(t *testing.T) string {
 		t.Fatalf("%s missing (busybox-static, installed by scripts/deps.sh --static): %v", bb, err)
 	}
 	copyInto(t, bb, filepath.Join(root, "bin/busybox"), 0755)
-	for _, d := range []string{"dev", "tmp", "work/state", "work/run"} {
+	for _, d := range []string{"dev", "proc", "tmp", "work/state", "work/run"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0755); err != nil {
 			t.Fatal(err)
 		}
@@ -107,6 +107,11 @@ func staticRoot(t *testing.T) string {
 			t.Fatalf("mknod /dev/%s: %v", name, err)
 		}
 	}
+	// /proc: the agent names directory fds as /proc/self/fd/N (docs/security.md).
+	if err := syscall.Mount("proc", filepath.Join(root, "proc"), "proc", 0, ""); err != nil {
+		t.Fatalf("mount /proc in the chroot: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(filepath.Join(root, "proc"), syscall.MNT_DETACH) })
 	for name, content := range map[string]string{
 		"etc/passwd": "root:x:0:0:root:/:/bin/busybox\n",
 		"etc/group":  "root:x:0:\n",
