@@ -173,7 +173,12 @@ func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
 		t.Fatalf("livez through the tunnel: %d %s %v", status, body, err)
 	}
 
-	st, rec, raw := submit(t, a, is, `{"steps":[{"type":"exec","argv":["/bin/busybox","echo","static-ok"]}]}`)
+	// The second step lists its own descriptors: only 0-2 and ls's own
+	// directory fd may be open. (A guard, not a proof of core/proc.c's musl
+	// close loop: every descriptor the agent opens is O_CLOEXEC, so this passes
+	// without the loop too.)
+	st, rec, raw := submit(t, a, is, `{"steps":[{"type":"exec","argv":["/bin/busybox","echo","static-ok"]},`+
+		`{"type":"exec","argv":["/bin/busybox","ls","/proc/self/fd"]}]}`)
 	if st != 202 {
 		t.Fatalf("submit: %d %s", st, raw)
 	}
@@ -181,7 +186,10 @@ func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
 	if done.State != "succeeded" {
 		t.Fatalf("exec probe: %s", mustJSON(done))
 	}
-	if !strings.Contains(mustJSON(done.Steps), "static-ok") {
+	if len(done.Steps) != 2 || !strings.Contains(fmt.Sprint(done.Steps[0]["stdout"]), "static-ok") {
 		t.Fatalf("exec probe output lacks static-ok: %s", mustJSON(done.Steps))
+	}
+	if fds := strings.Fields(fmt.Sprint(done.Steps[1]["stdout"])); len(fds) > 4 {
+		t.Fatalf("the probe's child inherited descriptors: %v", fds)
 	}
 }
