@@ -147,21 +147,10 @@ func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
 
 	a := &Agent{t: t, Dir: filepath.Join(root, "work"), Port: port, Log: &syncBuffer{},
 		done: make(chan struct{}), Base: r.ProxyURL(), Relay: r}
-	a.Cmd = &exec.Cmd{Path: "/vm-agent", Args: []string{"/vm-agent", "run", "--config", "/work/config.yaml"},
+	a.startCmd(&exec.Cmd{Path: "/vm-agent", Args: []string{"/vm-agent", "run", "--config", "/work/config.yaml"},
 		Env: append([]string{"PATH=/bin"}, fastReconnect...), Dir: "/",
 		Stdout: a.Log, Stderr: a.Log,
-		SysProcAttr: &syscall.SysProcAttr{Chroot: root}}
-	if err := a.Cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { a.exitErr = a.Cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() {
-		a.Signal(syscall.SIGKILL)
-		<-a.done
-		if t.Failed() {
-			t.Logf("agent log:\n%s", a.Log.String())
-		}
-	})
+		SysProcAttr: &syscall.SysProcAttr{Chroot: root}})
 	if err := a.waitReady(15 * time.Second); err != nil {
 		t.Fatalf("livez in the chroot: %v", err)
 	}
