@@ -123,6 +123,7 @@ build_libyaml() {
 	build_cmake libyaml -DBUILD_TESTING=OFF -DINSTALL_CMAKE_DIR=lib/cmake/yaml
 	# its CMake build installs no pkg-config file; vm-agent's CMakeLists looks for one
 	v=$(dpkg-parsechangelog -l "$work/src/libyaml/debian/changelog" -S Version | sed 's/-[^-]*$//')
+	# shellcheck disable=SC2016 # ${prefix} and ${libdir} are pkg-config variables
 	printf 'prefix=%s\nlibdir=${prefix}/lib\nincludedir=${prefix}/include\n\nName: LibYAML\nDescription: Library to parse and emit YAML\nVersion: %s\nLibs: -L${libdir} -lyaml\nCflags: -I${includedir}\n' \
 		"$prefix" "$v" > "$prefix/lib/pkgconfig/yaml-0.1.pc"
 }
@@ -148,10 +149,10 @@ if [ ! -f "$prefix/.done" ]; then
 		rm -rf "$work/src/$p"
 	done
 	rm -rf "$work"
-	printf '%s musl=%s\n' "$built" "$musl_v" > "$prefix/.done"
+	printf "%s musl=%s\n" "$built" "$musl_v" > "$prefix/.done"
 	log "dependencies built in $(($(date +%s) - t0)) s"
 fi
-log "dependencies: $(cat "$prefix/.done")"
+log "dependencies:$(cat "$prefix/.done")"
 
 # --- vm-agent itself ------------------------------------------------------------
 t1=$(date +%s)
