@@ -103,7 +103,7 @@ test-static: build
 	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
 		GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
 		VMA_STATIC_BIN=$(DIST)/vm-agent-linux-amd64 VMA_STATIC_ARCH=amd64 \
-		go test -count=1 -v -timeout 5m -run 'TestStatic' ./...
+		go test -tags static -count=1 -v -timeout 5m -run 'TestStatic' ./...
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,8 +1,12 @@
+//go:build static
+// +build static
+
 // End-to-end tests of the static (musl) release binary, dist/vm-agent-linux-<arch>
 // (scripts/build-static.sh, `make build-all`): it must run where nothing else
-// exists. The binary is named by VMA_STATIC_BIN; `make test-static` builds it
-// and runs these tests (they are not part of `make test`, see
-// docs/static-builds.md). Without VMA_STATIC_BIN they fail and say so.
+// exists. Behind the "static" build tag: `make test-static` builds the binary
+// and runs these with -tags static; `make test` (plain `go test ./...`) does
+// not compile them (docs/static-builds.md). Without VMA_STATIC_BIN they fail
+// and say so.
 package e2e
 
 import (
