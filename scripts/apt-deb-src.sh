@@ -44,9 +44,14 @@ from_oneline() {
 		awk -v kr="$keyring" '
 		$1 != "deb" { next }
 		{
-			for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) break
+			sb = kr
+			for (i = 2; i <= NF; i++) {
+				if ($i ~ /^(https?|file):/) break
+				o = $i; gsub(/[][]/, "", o)
+				if (o ~ /^signed-by=\//) sb = substr(o, 11)
+			}
 			if (i > NF) next
-			line = "deb-src [signed-by=" kr "]"
+			line = "deb-src [signed-by=" sb "]"
 			for (j = i; j <= NF; j++) line = line " " $j
 			print line
 		}
@@ -54,7 +59,7 @@ from_oneline() {
 	done
 }
 
-out=$( (from_deb822; from_oneline) | sort -u)
+out=$( (from_deb822; from_oneline) | awk '!seen[$0]++')
 if [ -z "$out" ]; then
 	echo "apt-deb-src: no Debian archive configured in $etc/sources.list or" \
 	     "$etc/sources.list.d/ (an enabled 'deb' entry)" >&2
