@@ -10,7 +10,8 @@ FUZZ_SECONDS ?= 10
 THIRD_PARTY := $(CURDIR)/build/third_party
 CIVETWEB    := -DCIVETWEB_DIR=$(THIRD_PARTY)/civetweb
 
-.PHONY: all deps build run test test-fast test-san fuzz fuzz-long soak bench package clean format
+.PHONY: all deps build run test test-fast test-san fuzz fuzz-long soak bench package clean format \
+	build-all test-static
 
 all: build
 
@@ -82,6 +83,27 @@ bench: deps
 package: build
 	cd $(BUILD) && cpack -G DEB
 	@ls $(BUILD)/vm-agent_*.deb
+
+# Release artifacts in dist/: the static (musl) binary and the Debian package,
+# each with a .sha256 and, with SIGN_KEY=<minisign secret key file>, a .minisig
+# (docs/static-builds.md). The static dependencies are cached outside the tree.
+DIST ?= $(CURDIR)/dist
+build-all: package
+	@scripts/deps.sh --static $(THIRD_PARTY)
+	DIST=$(DIST) JOBS=$(JOBS) scripts/build-static.sh amd64
+	@cp $(BUILD)/vm-agent_*.deb $(DIST)/
+	@scripts/dist-sign.sh $$(ls $(DIST)/vm-agent_*.deb)
+	@ls -l $(DIST)
+
+# The static binary in a bare chroot (tests/e2e/static_build_test.go). Not part
+# of `make test`: a cold dependency build costs minutes (docs/static-builds.md).
+test-static: build
+	@scripts/deps.sh --static $(THIRD_PARTY)
+	DIST=$(DIST) JOBS=$(JOBS) scripts/build-static.sh amd64
+	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
+		GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
+		VMA_STATIC_BIN=$(DIST)/vm-agent-linux-amd64 VMA_STATIC_ARCH=amd64 \
+		go test -tags static -count=1 -v -timeout 5m -run 'TestStatic' ./...
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -331,6 +332,36 @@ static pid_t vfork_exec(const struct proc_spec *spec, const struct target *t, in
 	return pid;
 }
 
+/* Close every descriptor from low up in the spawned child. glibc has a file
+ * action for it; musl (the static release build, docs/static-builds.md) has
+ * not, so there one close action per descriptor open now (from /proc/self/fd,
+ * or up to 1024 without /proc); musl's child ignores close errors. A
+ * descriptor another thread opens meanwhile is O_CLOEXEC like all of ours. */
+static int spawn_close_from(posix_spawn_file_actions_t *fa, int low)
+{
+#ifdef __GLIBC__
+	return posix_spawn_file_actions_addclosefrom_np(fa, low);
+#else
+	DIR *d = opendir("/proc/self/fd");
+	int rc = 0;
+	if (d == NULL) {
+		for (int fd = low; fd < 1024 && rc == 0; fd++)
+			rc = posix_spawn_file_actions_addclose(fa, fd);
+		return rc;
+	}
+	int self = dirfd(d);
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+		if (*end == '\0' && end != e->d_name && fd >= low && fd <= INT_MAX && fd != self)
+			rc = posix_spawn_file_actions_addclose(fa, (int)fd);
+	}
+	closedir(d);
+	return rc;
+#endif
+}
+
 /* Without an identity switch, glibc's posix_spawn does everything we need in
  * the child: own process group (or, detached, own session), clean signal
  * state, stdio, closing every other descriptor, chdir. It returns the exec
@@ -351,7 +382,7 @@ static int spawn_child(const struct proc_spec *spec, const struct target *t, int
 	rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
 	if (rc == 0 && spec->fd3 > 0)
 		rc = posix_spawn_file_actions_adddup2(&fa, spec->fd3, 3);
-	rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, spec->fd3 > 0 ? 4 : 3);
+	rc = rc ? rc : spawn_close_from(&fa, spec->fd3 > 0 ? 4 : 3);
 	if (rc == 0 && spec->cwd != NULL)
 		rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
 	short group = detach ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;

@@ -16,6 +16,12 @@ PACKAGES="
   haproxy iproute2 iptables
   debootstrap systemd-container dpkg-dev
 "
+# `deps.sh --static [DIR]`: only what `make build-all` (scripts/build-static.sh)
+# and the static-binary tests (`make test-static`) need on top of the above.
+if [ "${1:-}" = "--static" ]; then
+  PACKAGES="musl-tools busybox-static"
+  shift
+fi
 
 missing=""
 for p in $PACKAGES; do

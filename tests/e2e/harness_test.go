@@ -133,11 +133,17 @@ func (a *Agent) start(env ...string) {
 // startArgs starts the binary with args in a.Dir, output into a.Log, and
 // kills it when the test ends.
 func (a *Agent) startArgs(args []string, env ...string) {
-	a.Cmd = exec.Command(agentBin(a.t), args...)
-	a.Cmd.Env = append(os.Environ(), env...)
-	a.Cmd.Stdout = a.Log
-	a.Cmd.Stderr = a.Log
-	a.Cmd.Dir = a.Dir
+	cmd := exec.Command(agentBin(a.t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = a.Log
+	cmd.Stderr = a.Log
+	cmd.Dir = a.Dir
+	a.startCmd(cmd)
+}
+
+// startCmd starts cmd as the agent and kills it when the test ends.
+func (a *Agent) startCmd(cmd *exec.Cmd) {
+	a.Cmd = cmd
 	if err := a.Cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
