@@ -317,7 +317,9 @@ func TestFaultKill9ConfigureMatrix(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rng.Intn(4000)) * time.Microsecond)
+		// a random point over the whole run (and a little past its end)
+		avg := runTime / time.Duration(i+1)
+		time.Sleep(time.Duration(rng.Int63n(int64(avg*13/10) + 1)))
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
 		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == -1 {
