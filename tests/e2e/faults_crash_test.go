@@ -115,6 +115,8 @@ func TestFaultKill9Matrix(t *testing.T) {
 	start := time.Now()
 	t.Logf("setup %s", start.Sub(t0).Round(100*time.Millisecond))
 	logs := []*syncBuffer{a.Log}
+	everWritten := map[string]bool{}
+	linkWindow := map[string]bool{} // complete temps left between link and rename
 	var kills, midWrite, checked, writesNew int
 	var slowest time.Duration
 	for i := 0; i < iters && time.Since(start) < wall; i++ {
@@ -127,11 +129,30 @@ func TestFaultKill9Matrix(t *testing.T) {
 			}
 		}
 		// --- the previous kill's state, after the restart's cleanup
-		if m := crashTemps(state); len(m) != 0 {
-			t.Fatalf("iteration %d: temp files left after the restart: %v", i, m)
+		for _, m := range crashTemps(state) {
+			if !linkWindowTemp(m) {
+				t.Fatalf("iteration %d: temp file left after the restart: %s", i, m)
+			}
+			linkWindow[m] = true
 		}
-		if m := crashTemps(scratch); len(m) != 0 {
-			t.Fatalf("iteration %d: file.write temp left after the restart: %v", i, m)
+		// A kill between the temp's link and its rename (core/fs tmp_commit:
+		// there is no "link over") leaves the complete new file under a temp
+		// name; the next write of that target sweeps it once it is a minute
+		// old. Anything else, or a partial file, fails.
+		for _, m := range crashTemps(scratch) {
+			var st syscall.Stat_t
+			b, err := os.ReadFile(m)
+			if err != nil {
+				continue // swept meanwhile
+			}
+			if !strings.HasPrefix(filepath.Base(m), "target.bin.vma.tmp.") || syscall.Stat(m, &st) != nil ||
+				st.Nlink != 1 || !everWritten[sum(b)] {
+				t.Fatalf("iteration %d: file.write temp left after the restart: %s (%d bytes, not a complete content)",
+					i, m, len(b))
+			}
+			if !linkWindow[m] {
+				linkWindow[m] = true
+			}
 		}
 		for _, mk := range markers { // the previous agent's step processes
 			deadline := time.Now().Add(5 * time.Second)
@@ -201,6 +222,7 @@ func TestFaultKill9Matrix(t *testing.T) {
 		markers = append(markers, mk)
 		newContent := content(i)
 		allowed := map[string]bool{oldSum: true, sum(newContent): true}
+		everWritten[sum(newContent)] = true
 		bodies := []string{
 			mustJSON(map[string]interface{}{"steps": []interface{}{
 				map[string]interface{}{"type": "exec", "argv": []string{"/bin/sh", "-c",
@@ -278,13 +300,21 @@ func TestFaultKill9Matrix(t *testing.T) {
 			t.Fatalf("after the last kill: probe %s is %s", id, r.State)
 		}
 	}
-	if m := crashTemps(state); len(m) != 0 {
-		t.Fatalf("temp files left after the last restart: %v", m)
+	for _, m := range crashTemps(state) {
+		if !linkWindowTemp(m) {
+			t.Fatalf("temp file left after the last restart: %s", m)
+		}
+		linkWindow[m] = true
 	}
 	t.Logf("%d kills in %s (seed %d): %d probe records checked (%d accepted in all), %d kills while file.write had a temp open, "+
-		"target replaced %d times and never torn; slowest restart %s",
+		"target replaced %d times and never torn; %d complete temp(s) left by a kill between link and rename; slowest restart %s",
 		kills, time.Since(start).Round(100*time.Millisecond), seed, checked, len(known)+len(pending), midWrite,
-		writesNew, slowest.Round(time.Millisecond))
+		writesNew, len(linkWindow), slowest.Round(time.Millisecond))
+	if len(linkWindow) > 0 {
+		left := append(crashTemps(scratch), crashTemps(state)...)
+		t.Logf("of those temps, %d still there at the end (the next write of the same file sweeps one once it is 60 s old; "+
+			"the restart does not): %v", len(left), left)
+	}
 }
 
 // crashRestart is restartAgent without its per-agent token check (the
@@ -302,6 +332,25 @@ func crashRestart(t *testing.T, a *Agent) *Agent {
 		t.Fatalf("restarted agent did not reconnect to the relay\n%s", b.Log.String())
 	}
 	return b
+}
+
+// linkWindowTemp: a temp that core/fs's tmp_commit left when killed between
+// linking the complete temp under "<leaf>.vma.tmp.XXXXXX" and renaming it over
+// leaf. One link, the final name pattern, and a JSON leaf's temp parses: the
+// file is complete, only its name is a temp's. Known, bounded (the next write
+// of leaf sweeps it after FS_TMP_STALE_SEC), reported in docs/reliability.md.
+func linkWindowTemp(p string) bool {
+	n := filepath.Base(p)
+	i := strings.Index(n, ".vma.tmp.")
+	var st syscall.Stat_t
+	if i <= 0 || len(n) != i+len(".vma.tmp.")+6 || syscall.Stat(p, &st) != nil || st.Nlink != 1 {
+		return false
+	}
+	if strings.HasSuffix(n[:i], ".json") {
+		b, err := os.ReadFile(p)
+		return err == nil && json.Valid(b)
+	}
+	return true
 }
 
 func mustGlob(t *testing.T, pattern string) []string {
@@ -328,10 +377,12 @@ func TestFaultKill9ConfigureMatrix(t *testing.T) {
 	}
 	ref := filepath.Join(dir, "ref.yaml")
 	killedMid, sawNew := 0, 0
+	leftTemps := map[string]bool{}
 	var runTime time.Duration
 	for i := 0; i < iters; i++ {
-		set := []string{"--set", fmt.Sprintf("probe.max_concurrent=%d", i+2),
+		set := []string{"--set", fmt.Sprintf("probe.max_concurrent=%d", 2+i%200),
 			"--set", fmt.Sprintf("health.check_interval=%ds", 30+i%7)}
+		prev := cur
 		// the new version: the same edit on a copy, not killed
 		if err := os.WriteFile(ref, cur, 0600); err != nil {
 			t.Fatal(err)
@@ -368,14 +419,22 @@ func TestFaultKill9ConfigureMatrix(t *testing.T) {
 		if code, _, errOut := runCLI(t, nil, "configure", "--check", path); code != 0 {
 			t.Fatalf("iteration %d: the config does not load: %s", i, errOut)
 		}
-		// a named temp of an interrupted write may stay (no agent sweeps the
-		// config dir); the next configure must not trip over it
+		// a kill between link and rename leaves the complete file (the new
+		// config or the backup of the old one) under a temp name
+		for _, m := range mustGlob(t, filepath.Join(dir, "*tmp*")) {
+			if leftTemps[m] {
+				continue
+			}
+			b, _ := os.ReadFile(m)
+			if !linkWindowTemp(m) || !(bytes.Equal(b, want) || bytes.Equal(b, prev)) {
+				t.Fatalf("iteration %d: configure left %s (%d bytes), not a complete version", i, m, len(b))
+			}
+			leftTemps[m] = true
+		}
 	}
 	temps, _ := filepath.Glob(filepath.Join(dir, "*tmp*"))
 	t.Logf("%d kills of configure --set (%d before it exited; one uninterrupted run takes %s): "+
-		"the file was the new version %d times, the old one otherwise, and always loaded; %d temp file(s) left in the config dir",
-		iters, killedMid, (runTime / time.Duration(iters)).Round(100*time.Microsecond), sawNew, len(temps))
-	if len(temps) != 0 {
-		t.Errorf("configure left temp files beside the config: %v", temps)
-	}
+		"the file was the new version %d times, the old one otherwise, and always loaded; "+
+		"%d complete temp(s) left by a kill between link and rename, %d still there at the end",
+		iters, killedMid, (runTime / time.Duration(iters)).Round(100*time.Microsecond), sawNew, len(leftTemps), len(temps))
 }
