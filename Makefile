@@ -10,8 +10,8 @@ FUZZ_SECONDS ?= 10
 THIRD_PARTY := $(CURDIR)/build/third_party
 CIVETWEB    := -DCIVETWEB_DIR=$(THIRD_PARTY)/civetweb
 
-.PHONY: all deps build run test test-fast test-san fuzz fuzz-long soak bench package clean format \
-	build-all test-static
+.PHONY: all deps build run test test-fast test-san fuzz fuzz-long soak memcheck bench package clean \
+	format build-all test-static
 
 all: build
 
@@ -73,6 +73,14 @@ soak: build
 	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
 		GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
 		VMA_SOAK=1 go test -count=1 -v -timeout 60m -run 'TestFault' ./...
+
+# valgrind memcheck of the agent (gcc build) under tunnel and probe load,
+# stopped with SIGTERM; fails on any memcheck error or leak. The short form
+# (6 s) also runs in `make test`; MEMCHECK_LONG=1 runs the soak's longer load.
+memcheck: build
+	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
+		GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
+		VMA_SOAK=$(if $(MEMCHECK_LONG),1,) go test -count=1 -v -timeout 20m -run 'TestFaultValgrindMemcheck' ./...
 
 bench: deps
 	$(call configure,$(BENCH_BUILD),$(CC),-DCMAKE_BUILD_TYPE=Release)

@@ -13,7 +13,7 @@ PACKAGES="
   golang-github-prometheus-common-dev
   openssh-server openssh-client
   rsync
-  haproxy iproute2 iptables
+  haproxy iproute2 iptables valgrind
   debootstrap systemd-container dpkg-dev
 "
 # `deps.sh --static [DIR]`: only what `make build-all` (scripts/build-static.sh)
