@@ -53,6 +53,23 @@ static int concurrency_limit(const struct cfg *cfg)
 /* Before any thread: kills what a crashed predecessor's steps left running
  * (recorded in the state dir), may move the agent into its "agent/" leaf,
  * and says once what containment and which limits this host allows. */
+/* A writer of ours killed between linking its complete temp and renaming it
+ * over the file leaves the temp behind (the file itself is old or new). Before
+ * anything of ours writes, the state tree and the config file's (and its
+ * backup's) temps are swept. */
+static void sweep_dead_temps(const struct cfg *cfg)
+{
+	int n = fs_sweep_dead_temps(cfg->agent.state_dir, 4);
+	if (cfg->probe.work_dir[0] != '\0')
+		n += fs_sweep_dead_temps(cfg->probe.work_dir, 3);
+	n += fs_sweep_dead_temps_of(cfg->source);
+	char bak[PATH_MAX + 8];
+	snprintf(bak, sizeof(bak), "%s.bak", cfg->source);
+	n += fs_sweep_dead_temps_of(bak);
+	if (n > 0)
+		log_info("agent", "removed %d temp file(s) left by writers killed mid-write", n);
+}
+
 static void open_containment(struct agent *ag)
 {
 	int killed = 0;
@@ -456,6 +473,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	sweep_dead_temps(ag.cfg);
 	/* The executor first: the webhook borrows it, and stops before it. */
 	open_containment(&ag);
 	ag.budget = budget_new(concurrency_limit(ag.cfg), &err);

@@ -524,6 +524,87 @@ static void tmp_sweep(int dirfd, const char *leaf, bool legacy)
 	closedir(d);
 }
 
+/* Our temp name for any leaf: "<leaf>.vma.tmp.XXXXXX". */
+static bool tmp_any(const char *name)
+{
+	const char *m = strstr(name, ".vma.tmp.");
+	if (m == NULL || m == name || strlen(m + 9) != 6)
+		return false;
+	for (const char *c = m + 9; *c; c++)
+		if (!isalnum((unsigned char)*c))
+			return false;
+	return true;
+}
+
+/* leaf NULL: any of our temps; else only leaf's */
+static int sweep_tree(int dirfd, int depth, const char *leaf)
+{
+	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup < 0 ? NULL : fdopendir(dup);
+	if (d == NULL) {
+		if (dup >= 0)
+			close(dup);
+		return 0;
+	}
+	int removed = 0;
+	struct dirent *e;
+	for (int n = 0; n < FS_SWEEP_MAX && (e = readdir(d)) != NULL; n++) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth > 0) {
+			int sub = openat(dirfd, e->d_name,
+			                 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				removed += sweep_tree(sub, depth - 1, leaf);
+				close(sub);
+			}
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+		    !(leaf == NULL ? tmp_any(e->d_name) : tmp_of(e->d_name, leaf, false)))
+			continue;
+		int fd = openat(dirfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		/* flocked by its writer from creation on: free means the writer is dead */
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd, e->d_name, 0) == 0)
+			removed++;
+		close(fd);
+	}
+	closedir(d);
+	return removed;
+}
+
+int fs_sweep_dead_temps(const char *dir, int depth)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;
+	int n = sweep_tree(dfd, depth, NULL);
+	close(dfd);
+	return n;
+}
+
+int fs_sweep_dead_temps_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (path[0] != '/' || slash == NULL || slash[1] == '\0')
+		return 0;
+	char dir[PATH_MAX];
+	if ((size_t)(slash - path) >= sizeof(dir))
+		return 0;
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	int dfd = open(dir[0] != '\0' ? dir : "/", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;
+	int n = sweep_tree(dfd, 0, slash + 1);
+	close(dfd);
+	return n;
+}
+
 static int tmp_open(int dirfd, const char *leaf, struct tmpf *t, struct vm_err *err)
 {
 	t->named = false;

@@ -97,7 +97,19 @@ struct fs_write_opts {
 
 /* Replaces dirfd/leaf with data atomically: O_TMPFILE in dirfd (a named,
  * O_EXCL temp removed on failure where unsupported), owner, mode, fsync,
- * linkat/renameat in dirfd, fsync of dirfd. kill -9 leaves no temp file. */
+ * linkat/renameat in dirfd, fsync of dirfd. kill -9 leaves leaf old or new;
+ * killed between the link and the rename it leaves the complete temp
+ * "<leaf>.vma.tmp.XXXXXX" too, removed by the next write of leaf once stale,
+ * and in the agent's own directories by fs_sweep_dead_temps at start. */
+/* At start, before anything of ours writes there: removes the temp files that
+ * killed writers left in dir and depth levels below it (our name pattern, one
+ * link, not flocked: every temp is flocked by its writer from creation on).
+ * For the agent's own directories only. Returns how many went. */
+int fs_sweep_dead_temps(const char *dir, int depth);
+/* The same for one file's temps only (an absolute path in a directory that is
+ * not all ours, e.g. the config file's). */
+int fs_sweep_dead_temps_of(const char *path);
+
 int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
                 const struct fs_write_opts *o, struct vm_err *err);
 

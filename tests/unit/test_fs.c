@@ -490,6 +490,68 @@ static void test_fs_open_dir_at_creates_refuses_symlink_and_file(void **state)
 	close(dfd);
 }
 
+/* The start-up sweep: a dead writer's linked temp goes (any leaf, in the
+ * subdirectories too), a live writer's (flocked) stays, as do files that are
+ * not ours or have a second link; _of takes one leaf's temps only. */
+static void sweep_put(const char *dir, const char *name, const char *text)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static bool sweep_has(const char *dir, const char *name)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return access(p, F_OK) == 0;
+}
+
+static void test_fs_sweep_dead_temps_removes_only_dead_writers_temps(void **state)
+{
+	(void)state;
+	char base[128], sub[160], p[256], q[256];
+	snprintf(base, sizeof(base), "%s/sweep", test_dir);
+	snprintf(sub, sizeof(sub), "%s/health", base);
+	assert_int_equal(mkdir(base, 0700), 0);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	sweep_put(base, "state.json.vma.tmp.Ab12Cd", "{}");     /* dead: goes */
+	sweep_put(sub, "last_report.json.vma.tmp.7Ggrr1", "{}"); /* dead, below: goes */
+	sweep_put(base, "live.json.vma.tmp.ZZZZZZ", "{}");      /* flocked: stays */
+	sweep_put(base, "linked.vma.tmp.QQQQQQ", "x");          /* two links: stays */
+	sweep_put(base, "notes.vma.tmp.short", "x");            /* not our pattern */
+	sweep_put(base, "config.yaml", "a: 1\n");
+	snprintf(p, sizeof(p), "%s/linked.vma.tmp.QQQQQQ", base);
+	snprintf(q, sizeof(q), "%s/linked-too", base);
+	assert_int_equal(link(p, q), 0);
+	snprintf(p, sizeof(p), "%s/live.json.vma.tmp.ZZZZZZ", base);
+	int live = open(p, O_RDONLY);
+	assert_true(live >= 0);
+	assert_int_equal(flock(live, LOCK_EX | LOCK_NB), 0);
+	assert_int_equal(fs_sweep_dead_temps(base, 1), 2);
+	assert_false(sweep_has(base, "state.json.vma.tmp.Ab12Cd"));
+	assert_false(sweep_has(sub, "last_report.json.vma.tmp.7Ggrr1"));
+	assert_true(sweep_has(base, "live.json.vma.tmp.ZZZZZZ"));
+	assert_true(sweep_has(base, "linked.vma.tmp.QQQQQQ"));
+	assert_true(sweep_has(base, "notes.vma.tmp.short"));
+	assert_true(sweep_has(base, "config.yaml"));
+	close(live);
+	/* depth 0 leaves the subdirectory alone; _of takes only its leaf's */
+	sweep_put(sub, "x.vma.tmp.AAAAAA", "{}");
+	assert_int_equal(fs_sweep_dead_temps(base, 0), 1); /* the now unlocked live one */
+	assert_true(sweep_has(sub, "x.vma.tmp.AAAAAA"));
+	sweep_put(base, "config.yaml.vma.tmp.BBBBBB", "a: 2\n");
+	sweep_put(base, "other.yaml.vma.tmp.CCCCCC", "a: 3\n");
+	snprintf(p, sizeof(p), "%s/config.yaml", base);
+	assert_int_equal(fs_sweep_dead_temps_of(p), 1);
+	assert_false(sweep_has(base, "config.yaml.vma.tmp.BBBBBB"));
+	assert_true(sweep_has(base, "other.yaml.vma.tmp.CCCCCC"));
+	assert_int_equal(fs_sweep_dead_temps_of("relative/config.yaml"), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -512,6 +574,7 @@ int main(void)
 	    cmocka_unit_test(test_secret_load_file_refuses_fifo_without_blocking),
 	    cmocka_unit_test(test_fs_remove_tree_does_not_follow_symlinks),
 	    cmocka_unit_test(test_fs_open_dir_at_creates_refuses_symlink_and_file),
+	    cmocka_unit_test(test_fs_sweep_dead_temps_removes_only_dead_writers_temps),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
