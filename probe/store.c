@@ -484,13 +484,18 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 	/* thousands of records: one syncfs (one flush) instead of an fsync, and
 	 * on a filesystem without a journal a flush, per file; the writer waits */
 	bool one_sync = j->overflow || j->ndirty > CHECKPOINT_FSYNC_MAX;
-	for (int pass = 0; pass < 2; pass++) {
+	/* the records are reached through the runs directory's fd, never re-resolved */
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		ok = false;
+	for (int pass = 0; dfd >= 0 && pass < 2; pass++) {
 		for (size_t i = 0; i < j->ndirty; i++) {
-			char path[PATH_MAX];
+			char leaf[PROBE_ID_MAX + 8];
 			/* the newest write of each record counts */
 			if ((i + 1 < j->ndirty &&
 			     strcmp(j->dirty[i].id, j->dirty[i + 1].id) == 0) ||
-			    record_path(dir, j->dirty[i].id, path, sizeof(path)) != 0)
+			    (size_t)snprintf(leaf, sizeof(leaf), "%s.json", j->dirty[i].id) >=
+			        sizeof(leaf))
 				continue;
 			if (j->dirty[i].log) {
 				if (pass == 0 && materialize(j, dir, &j->dirty[i]) != 0)
@@ -499,7 +504,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 			}
 			if (one_sync)
 				continue;
-			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			int fd = openat(dfd, leaf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 			if (fd < 0)
 				continue; /* removed by retention meanwhile */
 			if (pass == 0)
@@ -509,8 +514,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 			close(fd);
 		}
 	}
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) != 0 || (one_sync && syncfs(dfd) != 0))
+	if (dfd >= 0 && (fsync(dfd) != 0 || (one_sync && syncfs(dfd) != 0)))
 		ok = false;
 	if (dfd >= 0)
 		close(dfd);
@@ -554,14 +558,12 @@ static void journal_open(struct journal *j, const char *dir)
 {
 	memset(j, 0, sizeof(*j));
 	pthread_mutex_init(&j->mu, NULL);
-	char path[PATH_MAX];
 	struct stat sb;
 	j->fd = -1;
 	j->scratch = memfd_create("vma-record", MFD_CLOEXEC);
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, JOURNAL_NAME) >= sizeof(path))
-		return;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = dfd < 0 ? -1
+	                 : openat(dfd, JOURNAL_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0 || dfd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || fsync(fd) != 0 ||
 	    fsync(dfd) != 0) {
 		log_warn("probe", "no record journal in %s (%s): one fsync per record", dir,
@@ -575,7 +577,7 @@ static void journal_open(struct journal *j, const char *dir)
 		if (!journal_prezero(fd, (uint64_t)sb.st_size) || journal_empty(fd) != 0) {
 			close(fd);
 			j->fd = -1;
-			(void)unlink(path);
+			(void)unlinkat(dfd, JOURNAL_NAME, 0);
 		}
 	}
 	if (dfd >= 0)
