@@ -559,28 +559,6 @@ static bool should_stop(void *ctx)
 	return false;
 }
 
-/* "TERM" for SIGTERM. glibc has sigabbrev_np; musl (the static release build)
- * has not, so there the signals a shell session commonly ends by. */
-static const char *signal_abbrev(int sig)
-{
-#ifdef __GLIBC__
-	return sigabbrev_np(sig);
-#else
-	static const struct {
-		int sig;
-		const char *name;
-	} names[] = {{SIGHUP, "HUP"},   {SIGINT, "INT"},   {SIGQUIT, "QUIT"}, {SIGILL, "ILL"},
-	             {SIGTRAP, "TRAP"}, {SIGABRT, "ABRT"}, {SIGBUS, "BUS"},   {SIGFPE, "FPE"},
-	             {SIGKILL, "KILL"}, {SIGUSR1, "USR1"}, {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"},
-	             {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"}, {SIGTERM, "TERM"}, {SIGXCPU, "XCPU"},
-	             {SIGXFSZ, "XFSZ"}, {SIGSYS, "SYS"}};
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (names[i].sig == sig)
-			return names[i].name;
-	return NULL;
-#endif
-}
-
 static json_t *summary(struct wh_shell_session *s, const struct proc_result *res, const char *why)
 {
 	json_t *o = json_pack(
@@ -591,7 +569,7 @@ static json_t *summary(struct wh_shell_session *s, const struct proc_result *res
 	if (o == NULL)
 		return NULL;
 	if (res != NULL && res->term_signal != 0) {
-		const char *name = signal_abbrev(res->term_signal);
+		const char *name = wh_shell_signal_name(res->term_signal);
 		json_object_set_new(o, "signal", json_string(name != NULL ? name : "?"));
 	} else if (res != NULL) {
 		json_object_set_new(o, "code", json_integer(res->exit_code));

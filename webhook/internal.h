@@ -197,8 +197,10 @@ struct wh_shell_ctl {
 int wh_shell_control_parse(const char *data, size_t len, struct wh_shell_ctl *out,
                            struct vm_err *err);
 void wh_shell_ctl_free(struct wh_shell_ctl *c);
-/* "INT", "SIGINT", ... → the number; 0 when unknown. */
+/* "INT", "SIGINT", ... → the number; 0 when unknown or not one a client may send. */
 int wh_shell_signal_of(const char *name);
+/* "TERM" for SIGTERM; NULL for a signal the table does not name. */
+const char *wh_shell_signal_name(int signo);
 
 /* Shell sessions (api_shell.c): one per upgraded connection. */
 struct wh_shells;

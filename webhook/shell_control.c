@@ -6,18 +6,28 @@
 #include <jansson.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "webhook/internal.h"
 
+/* The one signal table of the shell: the names a session's end is reported
+ * by, and (sendable) the ones a client may send ({"type":"signal"}). One
+ * table for glibc and musl alike (musl has no sigabbrev_np). */
 static const struct {
 	const char *name;
 	int signo;
+	bool sendable;
 } signals[] = {
-    {"INT", SIGINT},   {"TERM", SIGTERM}, {"HUP", SIGHUP},     {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-    {"TSTP", SIGTSTP}, {"CONT", SIGCONT}, {"WINCH", SIGWINCH}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+    {"INT", SIGINT, true},     {"TERM", SIGTERM, true},  {"HUP", SIGHUP, true},
+    {"QUIT", SIGQUIT, true},   {"KILL", SIGKILL, true},  {"TSTP", SIGTSTP, true},
+    {"CONT", SIGCONT, true},   {"WINCH", SIGWINCH, true}, {"USR1", SIGUSR1, true},
+    {"USR2", SIGUSR2, true},   {"ILL", SIGILL, false},   {"TRAP", SIGTRAP, false},
+    {"ABRT", SIGABRT, false},  {"BUS", SIGBUS, false},   {"FPE", SIGFPE, false},
+    {"SEGV", SIGSEGV, false},  {"PIPE", SIGPIPE, false}, {"ALRM", SIGALRM, false},
+    {"XCPU", SIGXCPU, false},  {"XFSZ", SIGXFSZ, false}, {"SYS", SIGSYS, false},
 };
 
 int wh_shell_signal_of(const char *name)
@@ -25,9 +35,17 @@ int wh_shell_signal_of(const char *name)
 	if (strncmp(name, "SIG", 3) == 0)
 		name += 3;
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
-		if (strcmp(signals[i].name, name) == 0)
+		if (signals[i].sendable && strcmp(signals[i].name, name) == 0)
 			return signals[i].signo;
 	return 0;
+}
+
+const char *wh_shell_signal_name(int signo)
+{
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		if (signals[i].signo == signo)
+			return signals[i].name;
+	return NULL;
 }
 
 /* A terminal dimension: 1..WH_SHELL_DIM_MAX, else 0. */

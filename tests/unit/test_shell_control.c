@@ -53,6 +53,12 @@ static void test_shell_control_signal_names(void **state)
 	assert_int_equal(c.signo, SIGTERM);
 	assert_int_not_equal(parse("{\"type\":\"signal\",\"name\":\"NOPE\"}", &c), 0);
 	assert_int_not_equal(parse("{\"type\":\"signal\",\"name\":9}", &c), 0);
+	/* named for a session's end, but not one a client may send */
+	assert_int_not_equal(parse("{\"type\":\"signal\",\"name\":\"SEGV\"}", &c), 0);
+	assert_string_equal(wh_shell_signal_name(SIGSEGV), "SEGV");
+	assert_string_equal(wh_shell_signal_name(SIGTERM), "TERM");
+	assert_string_equal(wh_shell_signal_name(SIGKILL), "KILL");
+	assert_null(wh_shell_signal_name(0));
 }
 
 static void test_shell_control_close_and_garbage(void **state)
