@@ -85,7 +85,9 @@ memcheck: build
 bench: deps
 	$(call configure,$(BENCH_BUILD),$(CC),-DCMAKE_BUILD_TYPE=Release)
 	@cmake --build $(BENCH_BUILD) -j $(JOBS)
-	BUILD_DIR=$(CURDIR)/$(BENCH_BUILD) tests/bench/run.sh
+	@scripts/deps.sh --static $(THIRD_PARTY)
+	DIST=$(DIST) JOBS=$(JOBS) scripts/build-static.sh amd64
+	BUILD_DIR=$(CURDIR)/$(BENCH_BUILD) VMA_STATIC_BIN=$(DIST)/vm-agent-linux-amd64 tests/bench/run.sh
 
 # The Debian package (CPack, cmake/package.cmake) from the normal build.
 package: build
