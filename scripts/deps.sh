@@ -19,7 +19,8 @@ PACKAGES="
 # `deps.sh --static [DIR]`: only what `make build-all` (scripts/build-static.sh)
 # and the static-binary tests (`make test-static`) need on top of the above.
 if [ "${1:-}" = "--static" ]; then
-  PACKAGES="musl-tools busybox-static"
+  PACKAGES="musl-tools busybox-static gcc-aarch64-linux-gnu linux-libc-dev-arm64-cross
+    qemu-user-static"
   shift
 fi
 

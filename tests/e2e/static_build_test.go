@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,6 +46,22 @@ func wantArch() string {
 	}
 }
 
+// emulator is the qemu-user binary that runs the VMA_STATIC_ARCH binary on this
+// host ("" when it runs natively). It is called explicitly rather than through
+// binfmt_misc, which a container usually cannot register handlers in; the
+// agent's own children (the exec probe's static busybox) then run natively.
+func emulator(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("VMA_STATIC_ARCH") != "arm64" || runtime.GOARCH == "arm64" {
+		return ""
+	}
+	q := "/usr/bin/qemu-aarch64-static"
+	if _, err := os.Stat(q); err != nil {
+		t.Fatalf("%s missing (qemu-user-static, installed by scripts/deps.sh --static): %v", q, err)
+	}
+	return q
+}
+
 // copyInto copies src to dst (nspawn_harness_test.go's copyFile), creating
 // dst's directory.
 func copyInto(t *testing.T, src, dst string, mode os.FileMode) {
@@ -59,7 +76,11 @@ func copyInto(t *testing.T, src, dst string, mode os.FileMode) {
 
 func TestStaticVersionArch(t *testing.T) {
 	bin := staticBin(t)
-	out, err := exec.Command(bin, "version", "--json").Output()
+	argv := []string{bin, "version", "--json"}
+	if q := emulator(t); q != "" {
+		argv = append([]string{q}, argv...)
+	}
+	out, err := exec.Command(argv[0], argv[1:]...).Output()
 	if err != nil {
 		t.Fatalf("version --json: %v", err)
 	}
@@ -94,6 +115,9 @@ func staticRoot(t *testing.T) string {
 	}
 	root := t.TempDir()
 	copyInto(t, staticBin(t), filepath.Join(root, "vm-agent"), 0755)
+	if q := emulator(t); q != "" {
+		copyInto(t, q, filepath.Join(root, "qemu"), 0755)
+	}
 	copyInto(t, "/etc/ssl/certs/ca-certificates.crt", filepath.Join(root, "etc/ssl/certs/ca-certificates.crt"), 0644)
 	bb := "/bin/busybox"
 	if _, err := os.Stat(bb); err != nil {
@@ -151,7 +175,11 @@ func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
 
 	a := &Agent{t: t, Dir: filepath.Join(root, "work"), Port: port, Log: &syncBuffer{},
 		done: make(chan struct{}), Base: r.ProxyURL(), Relay: r}
-	a.startCmd(&exec.Cmd{Path: "/vm-agent", Args: []string{"/vm-agent", "run", "--config", "/work/config.yaml"},
+	argv := []string{"/vm-agent", "run", "--config", "/work/config.yaml"}
+	if emulator(t) != "" {
+		argv = append([]string{"/qemu"}, argv...)
+	}
+	a.startCmd(&exec.Cmd{Path: argv[0], Args: argv,
 		Env: append([]string{"PATH=/bin"}, fastReconnect...), Dir: "/",
 		Stdout: a.Log, Stderr: a.Log,
 		SysProcAttr: &syscall.SysProcAttr{Chroot: root}})
