@@ -11,7 +11,7 @@ THIRD_PARTY := $(CURDIR)/build/third_party
 CIVETWEB    := -DCIVETWEB_DIR=$(THIRD_PARTY)/civetweb
 
 .PHONY: all deps build run test test-fast test-san fuzz fuzz-long soak memcheck bench package clean \
-	format build-all test-static
+	format build-all test-static dist-install-script
 
 all: build
 
@@ -105,7 +105,19 @@ build-all: package
 	DIST=$(DIST) JOBS=$(JOBS) scripts/build-static.sh arm64
 	@cp $(BUILD)/vm-agent_*.deb $(DIST)/
 	@scripts/dist-sign.sh $$(ls $(DIST)/vm-agent_*.deb)
+	@$(MAKE) --no-print-directory dist-install-script
 	@ls -l $(DIST)
+
+# dist/install.sh: installers/install.sh with the public key of SIGN_KEY pinned
+# (without SIGN_KEY it keeps the placeholder and refuses to run). RELEASE_URL:
+# the default base URL written into it.
+dist-install-script:
+	@mkdir -p $(DIST)
+	@k=""; [ -z "$(SIGN_KEY)" ] || t=$$(mktemp -u) && minisign -R -s "$(SIGN_KEY)" -p "$$t" >/dev/null && \
+	    k=$$(tail -n1 "$$t") && rm -f "$$t"; \
+	sed -e "s|@VMA_MINISIGN_PUBKEY@|$${k:-@VMA_MINISIGN_PUBKEY@}|" \
+	    -e "s|@VMA_RELEASE_URL@|$${RELEASE_URL:-@VMA_RELEASE_URL@}|" installers/install.sh > $(DIST)/install.sh
+	@scripts/dist-sign.sh $(DIST)/install.sh
 
 # The static binaries in a bare chroot (tests/e2e/static_build_test.go): amd64
 # natively, arm64 under qemu-user-static; and vm-agent built with clang -Werror
