@@ -3,8 +3,8 @@ package e2e
 // Network faults on a real link: the agent runs in a network namespace the
 // test creates, joined to the relay by a veth pair; iptables in the namespace
 // drops packets at random (loss) or all of them (a partition), then heals.
-// (Latency would need sch_netem, which not every kernel has: see
-// docs/reliability.md.)
+// (Latency: faults_latency_test.go, a delaying relay, since not every kernel
+// has sch_netem.)
 
 import (
 	"fmt"
