@@ -87,6 +87,14 @@ char *health_prometheus(struct health_monitor *m);
  * collection. NULL (err says why) only when no document could be built. */
 char *health_inventory_json(struct health_monitor *m, size_t *len, struct vm_err *err);
 
+/* The package manager that owns the OS, by os-release's ID, then the
+ * families ID_LIKE lists: "apt", "dnf" (also yum's hosts), "zypper", "apk",
+ * or NULL when none is known. _of is the pure mapping; the other reads
+ * etc_root/os-release ("/etc" on a host). Not "which binary exists": a
+ * Debian host with dnf installed is still apt's. */
+const char *health_os_pkg_manager_of(const char *id, const char *id_like);
+const char *health_os_pkg_manager(const char *etc_root);
+
 /* Files the reporter leaves under state_dir, for `status` when the agent is
  * not running: "<state_dir>/health/last_report.json" and the spool directory. */
 void health_paths(const char *state_dir, char *last_report, size_t lr_cap, char *spool_dir,

@@ -22,6 +22,7 @@
 #include "core/passwd.h"
 #include "core/proc.h"
 #include "core/time.h"
+#include "health/health.h"
 #include "health/internal.h"
 
 /* --- parsers -------------------------------------------------------------------------- */
@@ -523,17 +524,64 @@ static void collect_host(struct inv *iv)
 	json_object_set_new(iv->doc, "host", h);
 }
 
-static void collect_os(struct inv *iv)
+/* etc_root/os-release, else the vendor copy it links to (the text, freed by
+ * the caller), NULL with err set. */
+static char *read_os_release(const char *etc_root, struct vm_err *err)
 {
 	static const char *const files[] = {"os-release", "../usr/lib/os-release"};
 	char *t = NULL;
-	struct vm_err err = {0};
 	for (size_t i = 0; i < 2 && t == NULL; i++) {
 		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", iv->ctx->etc_root, files[i]);
-		if (fs_read_file(path, 64 << 10, &t, NULL, &err) != 0)
+		snprintf(path, sizeof(path), "%s/%s", etc_root, files[i]);
+		if (fs_read_file(path, 64 << 10, &t, NULL, err) != 0)
 			t = NULL;
 	}
+	return t;
+}
+
+const char *health_os_pkg_manager_of(const char *id, const char *id_like)
+{
+	static const struct {
+		const char *word, *manager;
+	} families[] = {
+	    {"debian", "apt"},     {"ubuntu", "apt"},      {"opensuse", "zypper"}, {"suse", "zypper"},
+	    {"sles", "zypper"},    {"sled", "zypper"},     {"opensuse-leap", "zypper"},
+	    {"opensuse-tumbleweed", "zypper"},             {"fedora", "dnf"},      {"rhel", "dnf"},
+	    {"centos", "dnf"},     {"rocky", "dnf"},       {"almalinux", "dnf"},   {"ol", "dnf"},
+	    {"amzn", "dnf"},       {"alpine", "apk"}};
+	/* ID names the OS itself: it wins over ID_LIKE, whose words go from the
+	 * closest family to the farthest */
+	const char *lists[] = {id != NULL ? id : "", id_like != NULL ? id_like : ""};
+	for (size_t l = 0; l < 2; l++) {
+		for (const char *p = lists[l]; *p != '\0';) {
+			while (*p == ' ')
+				p++;
+			size_t n = strcspn(p, " ");
+			for (size_t i = 0; n > 0 && i < sizeof(families) / sizeof(families[0]); i++)
+				if (strlen(families[i].word) == n && memcmp(p, families[i].word, n) == 0)
+					return families[i].manager;
+			p += n;
+		}
+	}
+	return NULL;
+}
+
+const char *health_os_pkg_manager(const char *etc_root)
+{
+	struct vm_err err = {0};
+	char *t = read_os_release(etc_root, &err);
+	struct health_os_release os;
+	const char *m = t != NULL && health_inv_parse_os_release(t, &os) == 0
+	                    ? health_os_pkg_manager_of(os.id, os.id_like)
+	                    : NULL;
+	free(t);
+	return m;
+}
+
+static void collect_os(struct inv *iv)
+{
+	struct vm_err err = {0};
+	char *t = read_os_release(iv->ctx->etc_root, &err);
 	struct health_os_release os;
 	if (t == NULL) {
 		section_error(iv, "os", "%s", err.msg);
@@ -763,8 +811,11 @@ static void collect_packages(struct inv *iv)
 	struct pkg_walk w = {.iv = iv, .list = json_array()};
 	char *const *argv;
 	const char *manager;
-	/* Debian-based first: an rpm binary can be installed there without a database */
-	if (proc_resolve("dpkg-query", path, sizeof(path), &err) == 0) {
+	/* the database of the manager that owns the OS (os-release): a Debian
+	 * host can have rpm installed, an rpm one dpkg; unknown OS: dpkg first */
+	const char *owner = health_os_pkg_manager(iv->ctx->etc_root);
+	bool rpm_os = owner != NULL && (strcmp(owner, "dnf") == 0 || strcmp(owner, "zypper") == 0);
+	if (!rpm_os && proc_resolve("dpkg-query", path, sizeof(path), &err) == 0) {
 		argv = dpkg;
 		manager = "dpkg";
 		w.parse = health_inv_parse_dpkg_line;

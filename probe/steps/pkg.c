@@ -18,6 +18,7 @@
 #include "core/fs.h"
 #include "core/proc.h"
 #include "core/time.h"
+#include "health/health.h"
 #include "probe/steps/steps.h"
 
 #define APT_LISTS_DIR     "/var/lib/apt/lists"
@@ -77,6 +78,69 @@ int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int
 				out[k] = p;
 			continue;
 		}
+		if (count < max)
+			out[count] = p;
+		count++;
+	}
+	return count < max ? count : max;
+}
+
+int pkg_parse_rpm_query(const char *data, size_t len, struct pkg_info *out, int max)
+{
+	static const char nip[] = "package ", nis[] = " is not installed";
+	int count = 0;
+	size_t i = 0, ll;
+	const char *line;
+	while ((line = host_next_line(data, len, &i, &ll)) != NULL) {
+		if (ll == 0)
+			continue;
+		struct pkg_info p = {0};
+		const char *f[4];
+		size_t fl[4];
+		int nf = 0;
+		for (size_t from = 0, c = 0; c <= ll; c++) {
+			if (c < ll && line[c] != '\t')
+				continue;
+			if (nf == 4)
+				return -1;
+			f[nf] = line + from;
+			fl[nf++] = c - from;
+			from = c + 1;
+		}
+		if (nf == 1) {
+			/* rpm -q's line for a name it does not have (LC_ALL=C) */
+			size_t pl = sizeof(nip) - 1, sl = sizeof(nis) - 1;
+			if (ll <= pl + sl || memcmp(line, nip, pl) != 0 ||
+			    memcmp(line + ll - sl, nis, sl) != 0 ||
+			    memchr(line + pl, ' ', ll - pl - sl) != NULL ||
+			    !field(p.name, sizeof(p.name), line + pl, ll - pl - sl))
+				return -1;
+		} else {
+			if (nf != 4 || fl[0] == 0 || fl[1] == 0 || fl[2] < 3 || fl[3] == 0 ||
+			    memchr(f[2], '-', fl[2]) == NULL ||
+			    !field(p.name, sizeof(p.name), f[0], fl[0]))
+				return -1;
+			bool none = fl[1] == 6 && memcmp(f[1], "(none)", 6) == 0;
+			for (size_t c = 0; !none && c < fl[1]; c++)
+				if (f[1][c] < '0' || f[1][c] > '9' || fl[1] > 9)
+					return -1;
+			none = none || (fl[1] == 1 && f[1][0] == '0');
+			size_t el = none ? 0 : fl[1] + 1;
+			if (el + fl[2] >= sizeof(p.version))
+				return -1;
+			if (!none) {
+				memcpy(p.version, f[1], fl[1]);
+				p.version[fl[1]] = ':';
+			}
+			memcpy(p.version + el, f[2], fl[2]);
+			p.version[el + fl[2]] = '\0';
+			p.installed = true;
+		}
+		int k = 0;
+		while (k < count && k < max && strcmp(out[k].name, p.name) != 0)
+			k++;
+		if (k < count && k < max)
+			continue;
 		if (count < max)
 			out[count] = p;
 		count++;
@@ -287,9 +351,21 @@ uint64_t probe_pkg_bound(const struct probe_step_req *st, uint64_t output_cap)
 static const char *const apt_env[] = {"DEBIAN_FRONTEND=noninteractive",
                                       "APT_LISTCHANGES_FRONTEND=none", NULL};
 
-/* Which manager this host has; NULL when none is known. */
+/* Which manager this host has: the one that owns the OS (os-release), when
+ * its tool is there; else the first tool found; NULL when none is known. */
 static const char *detect_manager(void)
 {
+	const char *owner = health_os_pkg_manager("/etc");
+	char op[PATH_MAX];
+	struct vm_err oe = {0};
+	if (owner != NULL) {
+		const char *tool = strcmp(owner, "apt") == 0 ? "apt-get" : owner;
+		if (proc_resolve(tool, op, sizeof(op), &oe) == 0 && access(op, X_OK) == 0)
+			return owner;
+		if (strcmp(owner, "dnf") == 0 && proc_resolve("yum", op, sizeof(op), &oe) == 0 &&
+		    access(op, X_OK) == 0)
+			return "yum";
+	}
 	static const char *const tools[][2] = {
 	    {"apt-get", "apt"}, {"dnf", "dnf"}, {"yum", "yum"}, {"zypper", "zypper"}, {"apk", "apk"}};
 	char p[PATH_MAX];

@@ -193,6 +193,14 @@ struct pkg_info {
  * malformed line (a field too long, too few fields). Pure. */
 int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int max);
 
+/* rpm -q --qf '%{NAME}\t%{EPOCH}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n' NAMES…
+ * (and dnf repoquery with the same fields): version "E:V-R" ("V-R" when the
+ * epoch is "(none)" or 0); "package NAME is not installed" lines are
+ * entries with installed false. The first line of a name wins (another
+ * architecture or an install-only kernel repeats it). The count (at most
+ * max), or -1 on any other line, a bad epoch or a field too long. Pure. */
+int pkg_parse_rpm_query(const char *data, size_t len, struct pkg_info *out, int max);
+
 /* One line of apt's status fd (-o APT::Status-Fd): dlstatus:ID:PERCENT:MSG,
  * pmstatus|pmerror|pmconffile:PKG:PERCENT:MSG (PKG may hold ':'). */
 enum apt_status_kind { APT_DLSTATUS = 1, APT_PMSTATUS, APT_PMERROR, APT_PMCONFFILE };

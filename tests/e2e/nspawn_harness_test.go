@@ -47,6 +47,9 @@ var nspawnInclude = []string{
 	"ca-certificates", "procps",
 	// the agent's runtime libraries
 	"libcurl4", "libjansson4", "libyaml-0-2", "libssl3",
+	// pkg.ensure's rpm managers on a Debian host (the auto-detection must
+	// still pick apt), rpmbuild and createrepo_c for the test's local repo
+	"rpm", "dnf", "zypper", "createrepo-c",
 }
 
 // Bumped when prepareRoot changes: the root is then prepared again (cheap)

@@ -1,4 +1,4 @@
-/* libFuzzer target: the host steps' parsers of tool output (dpkg-query, apt's
+/* libFuzzer target: the host steps' parsers of tool output (dpkg-query, rpm -q, apt's
  * status fd, apt-get -s, systemctl show) and the bounded diff of two texts.
  * The first byte picks the parser so one corpus covers them all. */
 #include <stddef.h>
@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct apt_sim sim[8];
 	struct apt_status st;
 	struct svc_state svc;
-	switch (data[0] % 5) {
+	switch (data[0] % 6) {
 	case 0:
 		(void)pkg_parse_dpkg_query(text, len, info, 8);
 		break;
@@ -33,6 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 3:
 		(void)svc_parse_show(text, len, &svc);
+		break;
+	case 5:
+		(void)pkg_parse_rpm_query(text, len, info, 8);
 		break;
 	case 4: {
 		/* two texts split at the first NUL; the diff is cut at 512 bytes */

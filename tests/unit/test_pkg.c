@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "health/health.h"
 #include "probe/internal.h"
 #include "probe/steps/steps.h"
 
@@ -186,11 +187,79 @@ static void test_pkg_and_service_requests_are_validated_with_paths(void **state)
 	}
 }
 
+static void test_rpm_query_installed_epoch_and_not_installed(void **state)
+{
+	(void)state;
+	const char out[] = "bash\t(none)\t5.2.15-2.fc38\tx86_64\n"
+	                   "package vma-nothere is not installed\n"
+	                   "openssl\t1\t3.0.9-2.fc38\tx86_64\n"
+	                   "kernel\t0\t6.4.1-1\tx86_64\n"
+	                   "kernel\t0\t6.5.2-1\tx86_64\n"
+	                   "\n";
+	struct pkg_info p[8];
+	int n = pkg_parse_rpm_query(out, strlen(out), p, 8);
+	assert_int_equal(n, 4);
+	assert_string_equal(p[0].name, "bash");
+	assert_string_equal(p[0].version, "5.2.15-2.fc38");
+	assert_true(p[0].installed);
+	assert_string_equal(p[1].name, "vma-nothere");
+	assert_false(p[1].installed);
+	assert_string_equal(p[2].version, "1:3.0.9-2.fc38");
+	assert_string_equal(p[3].version, "6.4.1-1"); /* the first line of a name wins */
+	assert_int_equal(pkg_parse_rpm_query("", 0, p, 8), 0);
+	assert_int_equal(pkg_parse_rpm_query(out, strlen(out), p, 2), 2);
+}
+
+static void test_rpm_query_refuses_malformed(void **state)
+{
+	(void)state;
+	struct pkg_info p[2];
+	static const char *const bad[] = {
+	    "bash\t(none)\t5.2\tx86_64\n",           /* no release */
+	    "bash\tx1\t5.2-1\tx86_64\n",             /* epoch not a number */
+	    "bash\t1\t5.2-1\n",                       /* three fields */
+	    "bash\t1\t5.2-1\tx86_64\textra\n",      /* five */
+	    "\t1\t5.2-1\tx86_64\n",                  /* no name */
+	    "package a b is not installed\n",        /* a name with a space */
+	    "package  is not installed\n",           /* an empty one */
+	    "error: rpmdb open failed\n",
+	    "bash\t1234567890\t5.2-1\tnoarch\n",     /* an epoch past 9 digits */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (pkg_parse_rpm_query(bad[i], strlen(bad[i]), p, 2) != -1)
+			fail_msg("accepted %s", bad[i]);
+	char big[400];
+	memset(big, 'a', sizeof(big));
+	memcpy(big + 200, "\t0\t1-1\tnoarch", 14);
+	assert_int_equal(pkg_parse_rpm_query(big, sizeof(big), p, 2), -1);
+	assert_int_equal(pkg_parse_rpm_query("a\0\t0\t1-1\tx\n", 12, p, 2), -1);
+}
+
+static void test_os_owner_of_the_package_database(void **state)
+{
+	(void)state;
+	assert_string_equal(health_os_pkg_manager_of("debian", ""), "apt");
+	assert_string_equal(health_os_pkg_manager_of("ubuntu", "debian"), "apt");
+	assert_string_equal(health_os_pkg_manager_of("rocky", "rhel centos fedora"), "dnf");
+	assert_string_equal(health_os_pkg_manager_of("fedora", ""), "dnf");
+	assert_string_equal(health_os_pkg_manager_of("opensuse-leap", "suse opensuse"), "zypper");
+	assert_string_equal(health_os_pkg_manager_of("sles", ""), "zypper");
+	assert_string_equal(health_os_pkg_manager_of("alpine", ""), "apk");
+	/* ID wins over ID_LIKE; a word must match whole */
+	assert_string_equal(health_os_pkg_manager_of("mydistro", "fedora debian"), "dnf");
+	assert_null(health_os_pkg_manager_of("debianish", "fedoraish"));
+	assert_null(health_os_pkg_manager_of("", ""));
+	assert_null(health_os_pkg_manager_of(NULL, NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_dpkg_query_installed_removed_and_multiarch),
 	    cmocka_unit_test(test_dpkg_query_refuses_malformed_and_bounds),
+	    cmocka_unit_test(test_rpm_query_installed_epoch_and_not_installed),
+	    cmocka_unit_test(test_rpm_query_refuses_malformed),
+	    cmocka_unit_test(test_os_owner_of_the_package_database),
 	    cmocka_unit_test(test_apt_status_lines),
 	    cmocka_unit_test(test_apt_sim_actions),
 	    cmocka_unit_test(test_systemctl_show),
