@@ -34,10 +34,12 @@ build: deps
 run: build
 	$(BUILD)/vm-agent run $(ARGS)
 
-# Everything: the normal build, then the same suite under ASan+UBSan (clang),
-# with every libFuzzer target run for FUZZ_SECONDS on its seed corpus.
+# Everything: the normal build, the static (musl) release binaries in a bare
+# chroot (test-static), then the same suite under ASan+UBSan (clang), with every
+# libFuzzer target run for FUZZ_SECONDS on its seed corpus.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory test-static
 	$(MAKE) --no-print-directory test-san
 
 test-fast: build
@@ -113,9 +115,10 @@ build-all: package
 # the default base URL written into it.
 dist-install-script:
 	@mkdir -p $(DIST)
-	@k=""; [ -z "$(SIGN_KEY)" ] || t=$$(mktemp -u) && minisign -R -s "$(SIGN_KEY)" -p "$$t" >/dev/null && \
-	    k=$$(tail -n1 "$$t") && rm -f "$$t"; \
-	sed -e "s|@VMA_MINISIGN_PUBKEY@|$${k:-@VMA_MINISIGN_PUBKEY@}|" \
+	@set -e; k=@VMA_MINISIGN_PUBKEY@; \
+	if [ -n "$(SIGN_KEY)" ]; then d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	    minisign -R -s "$(SIGN_KEY)" -p "$$d/key.pub" >/dev/null; k=$$(tail -n1 "$$d/key.pub"); fi; \
+	sed -e "s|@VMA_MINISIGN_PUBKEY@|$$k|" \
 	    -e "s|@VMA_RELEASE_URL@|$${RELEASE_URL:-@VMA_RELEASE_URL@}|" installers/install.sh > $(DIST)/install.sh
 	@scripts/dist-sign.sh $(DIST)/install.sh
 
