@@ -52,6 +52,13 @@ command -v "$tool" >/dev/null || { echo "build-static: $tool missing: run script
 log() { echo "build-static: $*" >&2; }
 t0=$(date +%s)
 
+# One build at a time per cache: the private apt state and the dependency
+# prefixes below are shared by every checkout on the machine (two worktrees, or
+# CI's clean clone next to a developer's `make build-all`).
+mkdir -p "$cache_root"
+exec 9>"$cache_root/lock"
+flock -n 9 || { log "waiting for another build using $cache_root"; flock 9; }
+
 # --- the source package versions: a private apt state kept in the cache --------
 apt_dir=$cache_root/apt
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
