@@ -135,9 +135,27 @@ test-static: build
 	    VMA_STATIC_BIN=$(DIST)/vm-agent-linux-$$a VMA_STATIC_ARCH=$$a \
 	    go test -tags static -count=1 -v -timeout 5m -run 'TestStatic' ./...); \
 	done
+	@$(MAKE) --no-print-directory test-docker VERSION=$(or $(VERSION),0.0.0-test)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf $(BUILD)/CMakeCache.txt $(BUILD)/CMakeFiles $(BUILD)/vm-agent $(SAN_BUILD) $(BENCH_BUILD)
+
+# OCI image FROM scratch with the static amd64 binary and a CA bundle
+# (scripts/docker-build.sh, docs/static-builds.md).
+docker-build:
+	DIST=$(DIST) JOBS=$(JOBS) VERSION=$(VERSION) scripts/docker-build.sh
+
+.PHONY: docker-build
+
+# The image of docker-build run by podman on loopback (tests/e2e/static_image_test.go).
+test-docker: docker-build
+	@command -v podman >/dev/null || apt-get install -y podman || { apt-get update && apt-get install -y podman; }
+	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
+	  GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
+	  VMA_OCI_IMAGE=$(DIST)/vm-agent-$(VERSION)-amd64.oci.tar \
+	  go test -tags static -count=1 -v -timeout 5m -run 'TestDockerImage' ./...
+
+.PHONY: test-docker
