@@ -784,7 +784,7 @@ static int64_t lists_mtime(void)
 	return newest;
 }
 
-/* TOOL FLAGS [-s | -o APT::Status-Fd=1 (apt)] [downgrade flag] VERB targets. */
+/* TOOL FLAGS [-s | -o APT::Status-Fd=1 (apt)] VERB [downgrade flag] targets. */
 static void mgr_argv(const struct pkg_mgr *m, const char **argv, bool simulate, bool pinned,
                      const char *verb, const char *const *targets, int nt)
 {
@@ -798,9 +798,9 @@ static void mgr_argv(const struct pkg_mgr *m, const char **argv, bool simulate, 
 		argv[n++] = "-o";
 		argv[n++] = "APT::Status-Fd=1";
 	}
+	argv[n++] = verb;
 	if (pinned && m->downgrade != NULL && strcmp(verb, m->install) == 0)
 		argv[n++] = m->downgrade;
-	argv[n++] = verb;
 	for (int i = 0; i < nt; i++)
 		argv[n++] = targets[i];
 	argv[n] = NULL;
