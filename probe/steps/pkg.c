@@ -90,6 +90,18 @@ int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int
 	return count < max ? count : max;
 }
 
+/* Appends p unless its name is already there (the first entry of a name
+ * wins); *count also counts what did not fit in max. */
+static void add_first(struct pkg_info *out, int max, int *count, const struct pkg_info *p)
+{
+	for (int k = 0; k < *count && k < max; k++)
+		if (strcmp(out[k].name, p->name) == 0)
+			return;
+	if (*count < max)
+		out[*count] = *p;
+	(*count)++;
+}
+
 int pkg_parse_rpm_query(const char *data, size_t len, struct pkg_info *out, int max)
 {
 	static const char nip[] = "package ", nis[] = " is not installed";
@@ -141,14 +153,7 @@ int pkg_parse_rpm_query(const char *data, size_t len, struct pkg_info *out, int 
 			p.version[el + fl[2]] = '\0';
 			p.installed = true;
 		}
-		int k = 0;
-		while (k < count && k < max && strcmp(out[k].name, p.name) != 0)
-			k++;
-		if (k < count && k < max)
-			continue;
-		if (count < max)
-			out[count] = p;
-		count++;
+		add_first(out, max, &count, &p);
 	}
 	return count < max ? count : max;
 }
@@ -186,14 +191,7 @@ int pkg_parse_zypper_info(const char *data, size_t len, struct pkg_info *out, in
 				return -1;
 			named = false;
 			p.installed = true;
-			int k = 0;
-			while (k < count && k < max && strcmp(out[k].name, p.name) != 0)
-				k++;
-			if (k < count && k < max)
-				continue;
-			if (count < max)
-				out[count] = p;
-			count++;
+			add_first(out, max, &count, &p);
 		}
 	}
 	return count < max ? count : max;
@@ -663,6 +661,19 @@ static int run_locked(const struct probe_step_ctx *ctx, const struct pkg_mgr *m,
 	}
 }
 
+/* info[i]: the entry of found for the i-th name (only the name when none). */
+static void by_name(const struct pkg_args *a, const struct pkg_info *found, int k,
+                    struct pkg_info *info)
+{
+	for (int i = 0; i < a->n; i++) {
+		memset(&info[i], 0, sizeof(info[i]));
+		snprintf(info[i].name, sizeof(info[i].name), "%s", a->names[i]);
+		for (int j = 0; j < k; j++)
+			if (strcmp(found[j].name, a->names[i]) == 0)
+				info[i] = found[j];
+	}
+}
+
 /* The installed state of names (dpkg-query or rpm -q); unknown names are
  * not installed. */
 static int query(const struct probe_step_ctx *ctx, const struct pkg_mgr *m,
@@ -704,18 +715,12 @@ static int query(const struct probe_step_ctx *ctx, const struct pkg_mgr *m,
 		*status = host_fail(result, m->failed, "%s: output not understood", argv[0]);
 		return -1;
 	}
-	for (int i = 0; i < a->n; i++) {
-		memset(&info[i], 0, sizeof(info[i]));
-		snprintf(info[i].name, sizeof(info[i].name), "%s", a->names[i]);
-		for (int j = 0; j < k; j++)
-			if (strcmp(found[j].name, a->names[i]) == 0)
-				info[i] = found[j];
-	}
+	by_name(a, found, k, info);
 	return 0;
 }
 
-/* The repositories' best version of each name (dnf repoquery, zypper info;
- * a pinned target asks for that version): version "" when there is none. */
+/* The repositories' best version of each target name (dnf repoquery,
+ * zypper info; never for a pin): version "" when there is none. */
 static int candidates(const struct probe_step_ctx *ctx, const struct pkg_mgr *m,
                       const struct pkg_args *a, const char *const *targets, int nt,
                       struct pkg_info *cand, json_t *result, int64_t *waited,
@@ -745,13 +750,7 @@ static int candidates(const struct probe_step_ctx *ctx, const struct pkg_mgr *m,
 		*status = host_fail(result, m->failed, "%s: output not understood", m->tool);
 		return -1;
 	}
-	for (int i = 0; i < a->n; i++) {
-		memset(&cand[i], 0, sizeof(cand[i]));
-		snprintf(cand[i].name, sizeof(cand[i].name), "%s", a->names[i]);
-		for (int j = 0; j < k; j++)
-			if (found[j].installed && strcmp(found[j].name, a->names[i]) == 0)
-				cand[i] = found[j];
-	}
+	by_name(a, found, k, cand);
 	return 0;
 }
 
