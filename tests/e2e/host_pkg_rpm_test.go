@@ -2,7 +2,8 @@
 // booted Debian 12 container (nspawn_harness_test.go), through the relay:
 // a pinned install, the second run unchanged, check mode changing nothing
 // (rpm -qa and the files identical), latest upgrading 1.0 to 2.0, a held
-// rpm/zypp lock waited for, absent removing. The noarch RPMs are built with
+// rpm/zypp lock waited for, absent removing; yum (a link to dnf, as Fedora
+// ships it) driven as dnf. The noarch RPMs are built with
 // the root's rpmbuild inside the container and served from a local file:
 // repository made with createrepo_c (no network).
 //
@@ -187,6 +188,21 @@ func TestHostPkgRpmManagers(t *testing.T) {
 					t.Errorf("vma-base: %q", out)
 				}
 			})
+			if tc.manager == "dnf" {
+				t.Run("yum is driven as dnf", func(t *testing.T) {
+					// what Fedora and EL 8+ ship: yum is a link to dnf
+					h.C.Run(t, "ln", "-sf", "dnf-3", "/usr/bin/yum")
+					s := step0(t, h.Probe(t, `{"steps":[{"type":"pkg.ensure","manager":"yum","names":["vma-hello"]}]}`))
+					if p := pkgOf(t, s, 0); s["status"] != "succeeded" || s["manager"] != "yum" ||
+						p["action"] != "installed" || p["new_version"] != "2.0-1" {
+						t.Fatalf("yum install: %v", s)
+					}
+					s = step0(t, h.Probe(t, `{"steps":[{"type":"pkg.ensure","manager":"yum","names":["vma-hello"],"state":"absent"}]}`))
+					if p := pkgOf(t, s, 0); s["status"] != "succeeded" || p["action"] != "removed" {
+						t.Fatalf("yum remove: %v", s)
+					}
+				})
+			}
 			t.Run("unknown package and version fail clearly", func(t *testing.T) {
 				if s := run(`"vma-nothere"`, ``); s["status"] != "failed" || s["error_code"] != "package_not_found" {
 					t.Errorf("unknown: %v", s)
