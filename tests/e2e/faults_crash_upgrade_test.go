@@ -2,7 +2,8 @@ package e2e
 
 // Crash at every step, the upgrade (docs/reliability.md): `vm-agent upgrade
 // --root` between two signed builds (this one and the 99.0.0 fixture, back
-// and forth with --allow-downgrade) SIGKILLed at a random point of its run,
+// and forth with --allow-downgrade) SIGKILLed at a random point of its run
+// or just after it reached a random phase,
 // then the agent's next start (`vm-agent run`, which settles the journal).
 // After every restart: the installed binary runs and is the old or the new
 // version, the install record and .prev agree with it, nothing of the
@@ -31,9 +32,9 @@ func upJournal(t *testing.T, root string) map[string]string {
 	if err != nil {
 		return nil
 	}
-	var j map[string]string
-	if err := json.Unmarshal(b, &j); err != nil {
-		t.Fatalf("upgrade.journal does not parse (%v): %q", err, b)
+	j := upJournalQuiet(root)
+	if j == nil {
+		t.Fatalf("upgrade.journal does not parse: %q", b)
 	}
 	return j
 }
@@ -41,12 +42,12 @@ func upJournal(t *testing.T, root string) map[string]string {
 // upRecord is the install record: version and sha256 of the binary.
 func upRecord(t *testing.T, root string) (string, string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "var/lib/vm-agent/install.json"))
-	var rec struct{ Version, Sha256 string }
-	if err != nil || json.Unmarshal(b, &rec) != nil {
-		t.Fatalf("install.json does not parse: %v %q", err, b)
+	v, sum := upRecordQuiet(root)
+	if v == "" {
+		b, err := os.ReadFile(filepath.Join(root, "var/lib/vm-agent/install.json"))
+		t.Fatalf("install.json does not parse or names no version: %v %q", err, b)
 	}
-	return rec.Version, "sha256:" + rec.Sha256
+	return v, sum
 }
 
 // upKilledPhase names the phase a killed upgrade had reached, from what it
@@ -123,15 +124,16 @@ func TestFaultKill9UpgradeMatrix(t *testing.T) {
 		return d
 	}
 	var runTime time.Duration
-	for i := 0; i < 4; i++ {
+	runs := 4
+	for i := 0; i < runs; i++ {
 		runTime += normal("calibration")
 	}
-	avg := runTime / 4
+	avg := runTime / time.Duration(runs)
 	t.Logf("an uninterrupted upgrade takes %s (download %d/%d bytes, 4 runs of the new binary)",
 		avg.Round(time.Millisecond), sizes[e.current], sizes["99.0.0"])
 
 	phases := map[string]int{}
-	var kills, withChild, rolledBack, newKept, normals int
+	var kills, groupKills, withChild, rolledBack, newKept, normals int
 	var slowest time.Duration
 	start := time.Now()
 	for i := 0; i < iters && time.Since(start) < wall; i++ {
@@ -152,22 +154,38 @@ func TestFaultKill9UpgradeMatrix(t *testing.T) {
 		// phase, so that the short stage, swap and commit windows are hit
 		// too, not only the download and the self-tests.
 		if i%2 == 0 {
-			time.Sleep(time.Duration(rng.Int63n(int64(avg*11/10) + 1)))
+			time.Sleep(time.Duration(rng.Int63n(int64(avg) + 1)))
 		} else {
-			want := []string{"verified", "prev_saved", "swapped"}[rng.Intn(3)]
+			// "record": the install record rewritten for the new version
+			want := []string{"verified", "prev_saved", "swapped", "record"}[rng.Intn(4)]
 			deadline := time.Now().Add(3 * avg)
 			for time.Now().Before(deadline) {
-				if j := upJournalQuiet(e.root); j != nil && j["phase"] == want {
+				if want == "record" {
+					if rv, _ := upRecordQuiet(e.root); rv == to {
+						break
+					}
+				} else if j := upJournalQuiet(e.root); j != nil && j["phase"] == want {
 					break
 				}
 				time.Sleep(200 * time.Microsecond)
 			}
-			time.Sleep(time.Duration(rng.Intn(3000)) * time.Microsecond)
+			if want == "record" { // the commit window is short: the journal's removal
+				time.Sleep(time.Duration(rng.Intn(400)) * time.Microsecond)
+			} else {
+				time.Sleep(time.Duration(rng.Intn(2000)) * time.Microsecond)
+			}
 		}
 		if upChildRunning(pid) {
 			withChild++
 		}
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		// Mostly the upgrade alone (its children must die with it); every
+		// fourth time its whole process group, as a service stop would.
+		if i%4 == 3 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			groupKills++
+		} else {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		err := cmd.Wait()
 		killed := false
 		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == -1 {
@@ -202,8 +220,10 @@ func TestFaultKill9UpgradeMatrix(t *testing.T) {
 		if v := upInstalledVersion(t, e.root); v == to {
 			newKept++
 		}
-		if i%10 == 9 {
-			normal(fmt.Sprintf("iteration %d", i))
+		if i%10 == 9 { // and the kill delays follow the machine's load
+			runTime += normal(fmt.Sprintf("iteration %d", i))
+			runs++
+			avg = runTime / time.Duration(runs)
 			normals++
 		}
 	}
@@ -222,10 +242,13 @@ func TestFaultKill9UpgradeMatrix(t *testing.T) {
 	for _, k := range names {
 		per = append(per, fmt.Sprintf("%s %d", k, phases[k]))
 	}
-	t.Logf("%d kills in %s (seed %d): %s; %d with a child (self-test) running; after the restart "+
+	if code, out, errOut := runCLI(t, nil, "repair", "--diagnose", "--root", e.root); code != 0 {
+		t.Errorf("repair --diagnose after the matrix: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("%d kills (%d of the whole process group) in %s (seed %d): %s; %d with a child (self-test) running; after the restart "+
 		"the new version was installed %d times, the old one otherwise (%d rolled back by the agent's start); "+
 		"%d uninterrupted upgrades succeeded in between; slowest restart %s",
-		kills, time.Since(start).Round(100*time.Millisecond), seed, strings.Join(per, ", "), withChild,
+		kills, groupKills, time.Since(start).Round(100*time.Millisecond), seed, strings.Join(per, ", "), withChild,
 		newKept, rolledBack, normals, slowest.Round(time.Millisecond))
 }
 
@@ -237,6 +260,16 @@ func upJournalQuiet(root string) map[string]string {
 		return nil
 	}
 	return j
+}
+
+// upRecordQuiet: upRecord for the polling loop ("" while it does not parse).
+func upRecordQuiet(root string) (string, string) {
+	b, _ := os.ReadFile(filepath.Join(root, "var/lib/vm-agent/install.json"))
+	var rec struct{ Version, Sha256 string }
+	if json.Unmarshal(b, &rec) != nil {
+		return "", ""
+	}
+	return rec.Version, "sha256:" + rec.Sha256
 }
 
 // upAssertConsistent: the state after a killed upgrade and the agent's
