@@ -270,6 +270,19 @@ static void assert_file_is(const char *path, const char *want)
 	free(data);
 }
 
+/* Recovery of a journal at phase ph naming bin and prev (1.0 -> 2.0). */
+static enum lc_recover_result recover_from(const char *ph, const char *bin, const char *prev)
+{
+	char journal[160], text[1024], out[256], msg[256];
+	snprintf(journal, sizeof(journal), "%s/upgrade.journal", test_dir);
+	snprintf(text, sizeof(text),
+	         "{\"phase\":\"%s\",\"bin\":\"%s\",\"prev\":\"%s\",\"new\":\"\","
+	         "\"from\":\"1.0\",\"to\":\"2.0\"}",
+	         ph, bin, prev);
+	write_file(journal, text);
+	return lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg));
+}
+
 /* The windows the upgrade kill -9 matrix (TestFaultKill9UpgradeMatrix) hit:
  * killed between linking .prev.tmp and renaming it (journal "verified"),
  * between the swap's rename and the "swapped" journal (journal "prev_saved",
@@ -279,7 +292,6 @@ static void test_lifecycle_recover_settles_every_kill_window(void **state)
 {
 	(void)state;
 	char bin[128], prev[140], ptmp[150], journal[160], record[160], text[1024];
-	char out[256], msg[256];
 	snprintf(bin, sizeof(bin), "%s/vm-agent", test_dir);
 	snprintf(prev, sizeof(prev), "%s.prev", bin);
 	snprintf(ptmp, sizeof(ptmp), "%s.tmp", prev);
@@ -289,31 +301,17 @@ static void test_lifecycle_recover_settles_every_kill_window(void **state)
 	/* verified: .prev.tmp (a link to the binary) goes too */
 	write_file(bin, "old");
 	assert_int_equal(link(bin, ptmp), 0);
-	snprintf(text, sizeof(text),
-	         "{\"phase\":\"verified\",\"bin\":\"%s\",\"prev\":\"%s\",\"new\":\"\","
-	         "\"from\":\"1.0\",\"to\":\"2.0\"}",
-	         bin, prev);
-	write_file(journal, text);
-	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
-	                 LC_RECOVER_CLEANED);
+	assert_int_equal(recover_from("verified", bin, prev), LC_RECOVER_CLEANED);
 	assert_false(lc_exists(ptmp));
 	assert_file_is(bin, "old");
 
 	/* prev_saved, but the rename of the new binary happened: rolled back */
 	assert_int_equal(link(bin, prev), 0);
 	write_file(bin, "new");
-	snprintf(text, sizeof(text),
-	         "{\"phase\":\"prev_saved\",\"bin\":\"%s\",\"prev\":\"%s\",\"new\":\"\","
-	         "\"from\":\"1.0\",\"to\":\"2.0\"}",
-	         bin, prev);
-	write_file(journal, text);
-	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
-	                 LC_RECOVER_ROLLED_BACK);
+	assert_int_equal(recover_from("prev_saved", bin, prev), LC_RECOVER_ROLLED_BACK);
 	assert_file_is(bin, "old");
 	/* prev_saved before that rename: .prev and the binary are one file, nothing to undo */
-	write_file(journal, text);
-	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
-	                 LC_RECOVER_CLEANED);
+	assert_int_equal(recover_from("prev_saved", bin, prev), LC_RECOVER_CLEANED);
 	assert_file_is(bin, "old");
 
 	/* swapped, the record already rewritten for the new version: the
@@ -326,13 +324,7 @@ static void test_lifecycle_recover_settles_every_kill_window(void **state)
 	         "\"from_package\":false}",
 	         0);
 	write_file(record, text);
-	snprintf(text, sizeof(text),
-	         "{\"phase\":\"swapped\",\"bin\":\"%s\",\"prev\":\"%s\",\"new\":\"\","
-	         "\"from\":\"1.0\",\"to\":\"2.0\"}",
-	         bin, prev);
-	write_file(journal, text);
-	assert_int_equal(lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg)),
-	                 LC_RECOVER_ROLLED_BACK);
+	assert_int_equal(recover_from("swapped", bin, prev), LC_RECOVER_ROLLED_BACK);
 	assert_file_is(bin, "old");
 	struct lc_paths *p = calloc(1, sizeof(*p));
 	assert_non_null(p);
