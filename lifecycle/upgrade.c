@@ -126,8 +126,8 @@ static void record_restore(const char *state_dir, const char *bin, const char *f
 	char sum[65];
 	if (p == NULL)
 		return;
-	if (snprintf(p->install_record, sizeof(p->install_record), "%s/install.json",
-	             state_dir) < (int)sizeof(p->install_record) &&
+	if (snprintf(p->install_record, sizeof(p->install_record), "%s/install.json", state_dir) <
+	        (int)sizeof(p->install_record) &&
 	    lc_record_read(p, &rec, NULL) == 0 && lc_sha256_hex(bin, sum, NULL) == 0 &&
 	    strcmp(rec.sha256, sum) != 0) {
 		snprintf(rec.sha256, sizeof(rec.sha256), "%s", sum);
@@ -177,7 +177,7 @@ enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size
 		unlink(jnew);
 	if (jsig != NULL && jsig[0] != '\0')
 		unlink(jsig);
-	unlink_suffixed(jprev, ".tmp");      /* swap_in killed between link and rename */
+	unlink_suffixed(jprev, ".tmp");     /* swap_in killed between link and rename */
 	unlink_suffixed(jbin, ".rollback"); /* restore_prev, likewise */
 	bool undo = ph != NULL && jbin && jprev &&
 	            (strcmp(ph, phases[PH_SWAPPED]) == 0 ||

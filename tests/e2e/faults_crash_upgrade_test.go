@@ -320,4 +320,3 @@ func upAssertConsistent(t *testing.T, e *upEnv, i int, ph, from, to string, sums
 		fail("left after the restart: %v", left)
 	}
 }
-
