@@ -170,7 +170,7 @@ func TestFaultKill9UpgradeMatrix(t *testing.T) {
 				time.Sleep(200 * time.Microsecond)
 			}
 			if want == "record" { // the commit window is short: the journal's removal
-				time.Sleep(time.Duration(rng.Intn(400)) * time.Microsecond)
+				time.Sleep(time.Duration(rng.Intn(150)) * time.Microsecond)
 			} else {
 				time.Sleep(time.Duration(rng.Intn(2000)) * time.Microsecond)
 			}
