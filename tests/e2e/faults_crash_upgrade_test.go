@@ -9,8 +9,8 @@ package e2e
 // version, the install record and .prev agree with it, nothing of the
 // upgrade is left (journal, download, *.tmp) and no process it started
 // outlived it. Every tenth iteration and at the end an upgrade runs
-// uninterrupted and must succeed. 150 iterations (at most 2 min: the e2e suite has one 20 min timeout) here, 600
-// with VMA_SOAK=1.
+// uninterrupted and must succeed. 150 iterations (at most 2 min: the e2e
+// suite shares one 20 min timeout) here, 600 with VMA_SOAK=1.
 
 import (
 	"encoding/json"
