@@ -5,6 +5,8 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,53 @@ int http_global_init(struct vm_err *err)
 void http_global_cleanup(void)
 {
 	curl_global_cleanup();
+}
+
+/* Where distributions keep their PEM bundle of trusted roots, most common first. */
+static const char *const system_ca_bundles[] = {
+	"/etc/ssl/certs/ca-certificates.crt",                /* Debian, Ubuntu, Arch, Alpine */
+	"/etc/pki/tls/certs/ca-bundle.crt",                  /* Fedora, RHEL, CentOS */
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", /* RHEL 7+ */
+	"/etc/ssl/ca-bundle.pem",                            /* openSUSE, SLES */
+	"/etc/ssl/cert.pem",                                 /* Alpine, OpenBSD-style */
+	"/etc/pki/tls/cacert.pem",
+};
+
+static pthread_once_t system_ca_once = PTHREAD_ONCE_INIT;
+static char system_ca[PATH_MAX]; /* "" = libcurl's default */
+
+static void system_ca_pick(void)
+{
+	const char *env = getenv("SSL_CERT_FILE");
+	if (env != NULL && env[0] != '\0' && strlen(env) < sizeof(system_ca) &&
+	    access(env, R_OK) == 0) {
+		memcpy(system_ca, env, strlen(env) + 1);
+		return;
+	}
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	/* A compiled-in bundle that is missing fails every handshake (libcurl
+	 * does not fall back to its CA directory), so only a readable one, or no
+	 * bundle but a readable directory (Debian's own libcurl), is kept. */
+	if (v != NULL && v->cainfo != NULL) {
+		if (access(v->cainfo, R_OK) == 0)
+			return;
+	} else if (v != NULL && v->capath != NULL && access(v->capath, R_OK | X_OK) == 0) {
+		return;
+	}
+	for (size_t i = 0; i < sizeof(system_ca_bundles) / sizeof(system_ca_bundles[0]); i++) {
+		if (access(system_ca_bundles[i], R_OK) == 0) {
+			memcpy(system_ca, system_ca_bundles[i], strlen(system_ca_bundles[i]) + 1);
+			return;
+		}
+	}
+}
+
+const char *http_ca_bundle(const char *configured)
+{
+	if (configured != NULL && configured[0] != '\0')
+		return configured;
+	pthread_once(&system_ca_once, system_ca_pick);
+	return system_ca[0] != '\0' ? system_ca : NULL;
 }
 
 void http_resp_free(struct http_resp *resp)
@@ -133,8 +182,9 @@ static int setup(CURL *c, const struct http_opts *o, const char *method, const c
 	}
 	if (x->hdrs != NULL)
 		bad |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->hdrs);
-	if (o->ca_file != NULL && o->ca_file[0] != '\0')
-		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
+	const char *ca = http_ca_bundle(o->ca_file);
+	if (ca != NULL)
+		bad |= (int)curl_easy_setopt(c, CURLOPT_CAINFO, ca);
 	if (o->user_agent != NULL)
 		bad |= (int)curl_easy_setopt(c, CURLOPT_USERAGENT, o->user_agent);
 	if (o->unix_socket != NULL && o->unix_socket[0] != '\0')

@@ -59,6 +59,14 @@ struct http_resp {
 int http_global_init(struct vm_err *err);
 void http_global_cleanup(void);
 
+/* The CA bundle a TLS connection trusts: `configured` when it is set; else
+ * $SSL_CERT_FILE when set and readable; else NULL (libcurl's compiled-in
+ * default) when that bundle is readable; else the first readable well-known
+ * system bundle (Debian, RHEL, SUSE, Alpine paths): the static binary carries
+ * Debian's path and runs on the others too. NULL means "set no CAINFO". The
+ * system choice is made once per process. */
+const char *http_ca_bundle(const char *configured);
+
 /* Performs one request. headers: NULL-terminated array of "Name: value" (NULL
  * = none). body may be NULL (body_len 0). Returns 0 when an HTTP response
  * arrived, whatever its status (check resp->status); a negative code when not:

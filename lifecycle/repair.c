@@ -271,8 +271,9 @@ static void check_reach(struct ctx *c, const char *name, const char *url, const 
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &pr);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-	if (ca[0] != '\0')
-		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+	const char *bundle = http_ca_bundle(ca);
+	if (bundle != NULL)
+		curl_easy_setopt(h, CURLOPT_CAINFO, bundle);
 	(void)http_proxy_apply(h, proxy, c->proxy_creds, NULL);
 	CURLcode cc = curl_easy_perform(h);
 	long status = 0;

@@ -318,8 +318,9 @@ static int dial(struct tun *t, const struct tun_settings *set, const struct secr
 	curl_easy_setopt(c, CURLOPT_HTTPPROXYTUNNEL, 1L);
 	if ((rc = http_proxy_apply(c, set->proxy_url, set->proxy_credentials_file, err)) != 0)
 		return rc;
-	if (set->ca_file[0])
-		curl_easy_setopt(c, CURLOPT_CAINFO, set->ca_file);
+	const char *ca = http_ca_bundle(set->ca_file);
+	if (ca != NULL)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
 	if (set->insecure) {
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);

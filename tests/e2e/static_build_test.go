@@ -152,13 +152,14 @@ func staticRoot(t *testing.T) string {
 	return root
 }
 
-func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
-	root := staticRoot(t)
+// startStaticAgent runs the static agent in root (chroot) with its tunnel to r
+// and waits until it answers /v1/livez and holds a session on the relay.
+func startStaticAgent(t *testing.T, root string, r *Relay) (*Agent, *issuer) {
+	t.Helper()
 	is := newIssuer(t)
 	for _, k := range []string{"ed", "ec", "rsa"} {
 		copyInto(t, filepath.Join(is.dir, k+".pem"), filepath.Join(root, "work", k+".pem"), 0600)
 	}
-	r := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a")
 	tok := makeHS256(relayHMACKey, time.Now().Add(time.Hour).Unix(), "agent-1")
 	if err := os.WriteFile(filepath.Join(root, "work/piko.token"), []byte(tok+"\n"), 0600); err != nil {
 		t.Fatal(err)
@@ -187,8 +188,36 @@ func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
 		t.Fatalf("livez in the chroot: %v", err)
 	}
 	if !r.WaitConnections(1, 15*time.Second) {
-		t.Fatal("the static agent in the chroot did not connect to the relay")
+		t.Fatalf("the static agent in the chroot did not connect to the relay:\n%s", a.Log.String())
 	}
+	return a, is
+}
+
+// A static binary carries Debian's CA bundle path; on a RHEL-family host the
+// bundle is elsewhere and no ca_file is configured: the agent must find it
+// (core/http.c http_ca_bundle) and connect to a TLS relay signed by it.
+func TestStaticChrootFindsRHELCABundle(t *testing.T) {
+	root := staticRoot(t)
+	if err := os.Remove(filepath.Join(root, "etc/ssl/certs/ca-certificates.crt")); err != nil {
+		t.Fatal(err)
+	}
+	ca, cert, key := writeTestCA(t, t.TempDir(), "rhel")
+	copyInto(t, ca, filepath.Join(root, "etc/pki/tls/certs/ca-bundle.crt"), 0644)
+	r := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a", "-tls-cert", cert, "-tls-key", key)
+	if !strings.HasPrefix(r.UpstreamURL, "https://") {
+		t.Fatalf("relay URL %s", r.UpstreamURL)
+	}
+	startStaticAgent(t, root, r)
+	status, body, err := getThrough(httpClient, r.ProxyURL(), "/v1/livez")
+	if err != nil || status != 200 {
+		t.Fatalf("livez through the TLS tunnel: %d %s %v", status, body, err)
+	}
+}
+
+func TestStaticChrootTunnelAndExecProbe(t *testing.T) {
+	root := staticRoot(t)
+	r := startRelay(t, "-hmac-key", relayHMACKey, "-tenant", "tenant-a")
+	a, is := startStaticAgent(t, root, r)
 	status, body, err := getThrough(httpClient, r.ProxyURL(), "/v1/livez")
 	if err != nil || status != 200 {
 		t.Fatalf("livez through the tunnel: %d %s %v", status, body, err)

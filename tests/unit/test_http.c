@@ -322,9 +322,30 @@ static void test_http_proxy_credentials_file_is_checked_and_sent(void **state)
 	rmdir(dir);
 }
 
+/* A configured bundle wins; with none, SSL_CERT_FILE (when readable) is the
+ * system choice, made once per process. */
+static void test_http_ca_bundle_prefers_configured_then_ssl_cert_file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/vma-ca-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(setenv("SSL_CERT_FILE", path, 1), 0);
+	assert_string_equal(http_ca_bundle("/etc/custom-ca.pem"), "/etc/custom-ca.pem");
+	const char *sys = http_ca_bundle("");
+	assert_non_null(sys);
+	assert_string_equal(sys, path);
+	assert_string_equal(http_ca_bundle(NULL), path);
+	unsetenv("SSL_CERT_FILE");
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    /* first: the system choice is made once, at the first request */
+	    cmocka_unit_test(test_http_ca_bundle_prefers_configured_then_ssl_cert_file),
 	    cmocka_unit_test(test_http_post_sends_headers_and_body_and_reads_answer),
 	    cmocka_unit_test(test_http_body_cap_is_an_error),
 	    cmocka_unit_test(test_http_connection_refused_is_io_error),
