@@ -143,7 +143,7 @@ format:
 clean:
 	rm -rf $(BUILD)/CMakeCache.txt $(BUILD)/CMakeFiles $(BUILD)/vm-agent $(SAN_BUILD) $(BENCH_BUILD)
 
-# OCI image FROM scratch with the static amd64 binary and a CA bundle
+# OCI images FROM scratch with the static binary (amd64, arm64, and an index of both) and a CA bundle
 # (scripts/docker-build.sh, docs/static-builds.md).
 docker-build:
 	DIST=$(DIST) JOBS=$(JOBS) VERSION=$(VERSION) scripts/docker-build.sh
@@ -155,7 +155,7 @@ test-docker: docker-build
 	@command -v podman >/dev/null || apt-get install -y podman || { apt-get update && apt-get install -y podman; }
 	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
 	  GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
-	  VMA_OCI_IMAGE=$(DIST)/vm-agent-$(VERSION)-amd64.oci.tar \
+	  VMA_OCI_IMAGE=$(DIST)/vm-agent-$(VERSION)-amd64.oci.tar VMA_OCI_INDEX=$(DIST)/vm-agent-$(VERSION).oci.tar \
 	  go test -tags static -count=1 -v -timeout 5m -run 'TestDockerImage' ./...
 
 .PHONY: test-docker

@@ -10,7 +10,11 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
+	"debug/elf"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -129,4 +133,115 @@ func TestDockerImageLivez(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("/v1/livez of the container did not answer in 60 s")
+}
+
+// ociBlob reads one blob of an oci-archive (a tar of an OCI image layout).
+func ociBlob(t *testing.T, archive, digest string) []byte {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	name := "index.json"
+	if digest != "" {
+		name = "blobs/" + strings.Replace(digest, ":", "/", 1)
+	}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s: %s not found: %v", archive, name, err)
+		}
+		if strings.TrimPrefix(h.Name, "./") == name {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+}
+
+type ociDesc struct {
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Platform  *struct {
+		Architecture string `json:"architecture"`
+		OS           string `json:"os"`
+	} `json:"platform"`
+}
+
+// The multi-architecture index of `make docker-build` (VMA_OCI_INDEX): one
+// image per architecture, each declaring it in the index and in its config,
+// and each holding a static agent built for it (the ELF machine of the file).
+func TestDockerImageIndexNamesBothArchitectures(t *testing.T) {
+	archive := os.Getenv("VMA_OCI_INDEX")
+	if archive == "" {
+		t.Fatal("VMA_OCI_INDEX is not set: run through `make test-docker VERSION=...`")
+	}
+	var top struct{ Manifests []ociDesc }
+	if err := json.Unmarshal(ociBlob(t, archive, ""), &top); err != nil || len(top.Manifests) != 1 {
+		t.Fatalf("index.json: %v %+v", err, top)
+	}
+	var idx struct {
+		MediaType string
+		Manifests []ociDesc
+	}
+	if err := json.Unmarshal(ociBlob(t, archive, top.Manifests[0].Digest), &idx); err != nil {
+		t.Fatal(err)
+	}
+	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	seen := map[string]bool{}
+	for _, m := range idx.Manifests {
+		if m.Platform == nil || m.Platform.OS != "linux" {
+			t.Fatalf("manifest without a linux platform: %+v", m)
+		}
+		arch := m.Platform.Architecture
+		var man struct {
+			Config ociDesc
+			Layers []ociDesc
+		}
+		if err := json.Unmarshal(ociBlob(t, archive, m.Digest), &man); err != nil || len(man.Layers) == 0 {
+			t.Fatalf("%s manifest: %v", arch, err)
+		}
+		var cfg struct{ Architecture, OS string }
+		if err := json.Unmarshal(ociBlob(t, archive, man.Config.Digest), &cfg); err != nil ||
+			cfg.Architecture != arch || cfg.OS != "linux" {
+			t.Fatalf("%s config says %+v (%v)", arch, cfg, err)
+		}
+		var bin []byte
+		for _, l := range man.Layers {
+			var r io.Reader = bytes.NewReader(ociBlob(t, archive, l.Digest))
+			if strings.HasSuffix(l.MediaType, "+gzip") {
+				zr, err := gzip.NewReader(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r = zr
+			}
+			tr := tar.NewReader(r)
+			for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+				if strings.TrimPrefix(h.Name, "./") == "usr/local/bin/vm-agent" {
+					bin, _ = io.ReadAll(tr)
+				}
+			}
+		}
+		ef, err := elf.NewFile(bytes.NewReader(bin))
+		if err != nil {
+			t.Fatalf("%s image: usr/local/bin/vm-agent is not an ELF file: %v", arch, err)
+		}
+		if ef.Machine != machine[arch] {
+			t.Fatalf("%s image holds a %v binary", arch, ef.Machine)
+		}
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Fatalf("%s image: the binary is dynamically linked", arch)
+			}
+		}
+		seen[arch] = true
+	}
+	if !seen["amd64"] || !seen["arm64"] || len(idx.Manifests) != 2 {
+		t.Fatalf("the index lists %+v, want amd64 and arm64", idx.Manifests)
+	}
 }
