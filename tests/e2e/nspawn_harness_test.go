@@ -50,6 +50,8 @@ var nspawnInclude = []string{
 	// pkg.ensure's rpm managers on a Debian host (the auto-detection must
 	// still pick apt), rpmbuild and createrepo_c for the test's local repo
 	"rpm", "dnf", "zypper", "createrepo-c",
+	// the one-line install (`curl … | sh`, which verifies with minisign)
+	"curl", "minisign",
 }
 
 // Bumped when prepareRoot changes: the root is then prepared again (cheap)

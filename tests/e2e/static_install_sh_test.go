@@ -13,6 +13,8 @@ package e2e
 
 import (
 	"bytes"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,4 +230,74 @@ func TestStaticInstallShRefusesUnknownArch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ishRefused(t, ishRun(t, d, upServer(t, d.dir)+"/files/", fake), "unsupported architecture 'riscv64'")
+}
+
+// The one-line install for real, the way the seed shows it (`curl … | sh -s --
+// …`), inside the booted nspawn Debian 12 container: install.sh downloads and
+// verifies the static binary from the host's loopback server, `vm-agent
+// install` registers with the fake control plane, writes the config and the
+// systemd unit and starts it; the service must be active and answer on
+// loopback, and `vm-agent uninstall` must take all of it away again.
+func TestStaticInstallShInBootedContainer(t *testing.T) {
+	d := ishMakeDist(t)
+	url := upServer(t, d.dir) + "/files/"
+	cp := lcStartFakeCP(t)
+	c := bootContainer(t)
+	// No port of the host's (the container shares its network) is taken for
+	// it: the agent's default 9999 must be free here.
+	if ln, err := net.Listen("tcp", "127.0.0.1:9999"); err != nil {
+		t.Fatalf("127.0.0.1:9999 is in use on this host: %v", err)
+	} else {
+		ln.Close()
+	}
+	pipe := "curl -fsSL " + url + "install.sh | sh -s -- --base-url " + url +
+		" --tenant-id tenant-a --key " + lcInstallKey + " --piko-url " + cp.URL +
+		" --control-plane-url " + cp.URL
+	out, errs, code := c.exec(nil, 120*time.Second, "sh", "-c", pipe)
+	if code != 0 {
+		t.Fatalf("curl | sh install in the container: exit %d\n%s%s", code, out, errs)
+	}
+	if strings.Contains(out+errs, lcInstallKey) {
+		t.Errorf("the install key was printed:\n%s%s", out, errs)
+	}
+	if sums := c.Sha256(t, "/usr/local/bin/vm-agent"); sums["/usr/local/bin/vm-agent"] !=
+		strings.TrimPrefix(upSum(t, d.bin), "sha256:") {
+		t.Errorf("installed binary %v is not the served %s", sums, d.name)
+	}
+	if st := strings.TrimSpace(c.Run(t, "systemctl", "is-active", "vm-agent")); st != "active" {
+		t.Fatalf("vm-agent.service is %q after install", st)
+	}
+	if en := strings.TrimSpace(c.Run(t, "systemctl", "is-enabled", "vm-agent")); en != "enabled" {
+		t.Errorf("vm-agent.service is %q, want enabled", en)
+	}
+	var st int
+	for i := 0; i < 100; i++ {
+		if r, err := http.Get("http://127.0.0.1:9999/v1/livez"); err == nil {
+			st = r.StatusCode
+			r.Body.Close()
+			if st == 200 {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st != 200 {
+		t.Fatalf("the installed service does not answer /v1/livez (status %d)", st)
+	}
+	if _, errs, code := c.Exec("/usr/local/bin/vm-agent", "status"); code != 0 {
+		t.Errorf("vm-agent status: exit %d\n%s", code, errs)
+	}
+	if cfg, ok := c.ReadFile(t, "/etc/vm-agent/config.yaml"); !ok || !strings.Contains(cfg, "tenant-a") {
+		t.Errorf("config after install: %v\n%s", ok, cfg)
+	}
+
+	c.Run(t, "/usr/local/bin/vm-agent", "uninstall")
+	if out, _, _ := c.Exec("systemctl", "is-active", "vm-agent"); strings.TrimSpace(out) == "active" {
+		t.Errorf("vm-agent.service still active after uninstall")
+	}
+	for _, p := range []string{"/usr/local/bin/vm-agent", "/etc/systemd/system/vm-agent.service"} {
+		if _, _, code := c.Exec("test", "-e", p); code == 0 {
+			t.Errorf("%s is left after uninstall", p)
+		}
+	}
 }
