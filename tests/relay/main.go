@@ -202,6 +202,9 @@ type relay struct {
 	rejected    int64 // upstream attempts refused (auth)
 	requests    int64
 	rsaPub      *rsa.PublicKey
+	// > 0: every upstream session is reset (RST) this many ns after it is
+	// accepted (fault mode "resetloop"), a Piko that accepts and then drops
+	resetAfterNs int64
 }
 
 func b64url(s string) ([]byte, error) {
@@ -341,6 +344,10 @@ func (r *relay) handleUpstream(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 	atomic.AddInt64(&r.connections, 1)
 	log.Printf("upstream %s connected from %s", endpoint, req.RemoteAddr)
+	if d := atomic.LoadInt64(&r.resetAfterNs); d > 0 {
+		t := time.AfterFunc(time.Duration(d), func() { conn.reset() })
+		defer t.Stop()
+	}
 	if exp != 0 {
 		// Piko drops the connection when the token expires (no close frame).
 		t := time.AfterFunc(time.Until(time.Unix(exp, 0)), func() {
@@ -420,6 +427,15 @@ func yamuxHdr(typ byte, flags uint16, id, length uint32) []byte {
 
 // fault applies one fault mode to every connected upstream.
 func (r *relay) fault(mode string, dur time.Duration) error {
+	if mode == "resetloop" { // from now on (dur > 0) or never again (dur 0)
+		atomic.StoreInt64(&r.resetAfterNs, int64(dur))
+		if dur > 0 {
+			for _, u := range r.snapshot() {
+				u.conn.reset()
+			}
+		}
+		return nil
+	}
 	ups := r.snapshot()
 	if len(ups) == 0 {
 		return errors.New("no upstream connected")
