@@ -74,7 +74,7 @@ fuzz-long: deps
 soak: build
 	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
 		GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
-		VMA_SOAK=1 go test -count=1 -v -timeout 60m -run 'TestFault' ./...
+		VMA_SOAK=1 go test -count=1 -v -timeout 120m -run 'TestFault' ./...
 
 # valgrind memcheck of the agent (gcc build) under tunnel and probe load,
 # stopped with SIGTERM; fails on any memcheck error or leak. The short form
