@@ -282,7 +282,21 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 			return -1;
 		}
 	}
+	/* The tunnel's listener (its workers run only while the tunnel uses it)
+	 * comes before settings that turn the tunnel on, and goes after those
+	 * that turn it off (the tunnel drains; the listener's requests finish). */
+	bool tun_listener = wh_tunnel_listener_wanted(next);
+	if (tun_listener && wh_tunnel_listener_apply(ag->webhook, next, err) != 0) {
+		log_error("config", "reload rejected: %s; keeping the current configuration",
+		          err->msg);
+		struct vm_err e2 = {0};
+		apply_log_config(ag->cfg, &e2, &rc);
+		cfg_free(next);
+		return -1;
+	}
 	reload_tunnel(ag, next);
+	if (!tun_listener) /* stopping cannot fail */
+		(void)wh_tunnel_listener_apply(ag->webhook, next, err);
 	health_reconfigure(ag->health, next);
 	probe_exec_reconfigure(ag->deps.probe, next);
 	budget_set_limit(ag->budget, concurrency_limit(next));

@@ -1084,12 +1084,14 @@ void wh_shells_drop(struct wh_conn *c)
 	ws_close(s->conn, NULL);
 }
 
-void wh_shells_stop_all(struct wh_shells *sh)
+void wh_shells_stop_all(struct wh_shells *sh, const struct mg_context *only)
 {
 	if (sh == NULL)
 		return;
 	pthread_mutex_lock(&sh->mu);
 	for (struct wh_shell_session *s = sh->sessions; s != NULL; s = s->next) {
+		if (only != NULL && mg_get_context(s->conn) != only)
+			continue;
 		pthread_mutex_lock(&s->mu);
 		if (s->reason == NULL)
 			s->reason = "agent stopping";
