@@ -545,24 +545,33 @@ func TestShellOutlivesRequestTimeout(t *testing.T) {
 	}
 }
 
+// openSleepShell opens a session running "/bin/sleep marker" and waits
+// (bounded) until that command runs.
+func openSleepShell(t *testing.T, a *Agent, is *issuer, marker string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sleep", marker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pidsOf("/bin/sleep "+marker)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(pidsOf("/bin/sleep "+marker)) == 0 {
+		ws.Close()
+		t.Fatal("the shell's command did not start")
+	}
+	return ws
+}
+
 // Stopping the agent ends open sessions at once (their shells killed) and
 // does not wait for the clients.
 func TestShellAgentStopEndsSessions(t *testing.T) {
 	is := newIssuer(t)
 	a := startShellAgent(t, is, "")
 	marker := fmt.Sprintf("%d", 2000000+time.Now().UnixNano()%1000000)
-	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sleep", marker))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := openSleepShell(t, a, is, marker)
 	defer ws.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(pidsOf("/bin/sleep "+marker)) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(pidsOf("/bin/sleep "+marker)) == 0 {
-		t.Fatal("the shell's command did not start")
-	}
 	start := time.Now()
 	a.Signal(15)
 	if code := a.Wait(15 * time.Second); code != 0 {
@@ -683,18 +692,8 @@ func TestShellTunnelOffByReloadEndsSessions(t *testing.T) {
 	is := newIssuer(t)
 	a := startShellAgent(t, is, "")
 	marker := fmt.Sprintf("%d", 3000000+time.Now().UnixNano()%1000000)
-	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sleep", marker))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := openSleepShell(t, a, is, marker)
 	defer ws.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(pidsOf("/bin/sleep "+marker)) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(pidsOf("/bin/sleep "+marker)) == 0 {
-		t.Fatal("the shell's command did not start")
-	}
 	cfg := readFileString(t, a.Config)
 	off := regexp.MustCompile(`(?m)^  server_url: \S+\n`).ReplaceAllString(cfg, "")
 	if off == cfg {
@@ -711,7 +710,7 @@ func TestShellTunnelOffByReloadEndsSessions(t *testing.T) {
 	if !strings.Contains(a.Log.String(), "stopped (the tunnel does not use it)") {
 		t.Fatalf("the tunnel's listener was not stopped:\n%s", a.Log.String())
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for len(pidsOf("/bin/sleep "+marker)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
