@@ -113,13 +113,17 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 /* The tunnel object lives as long as run, idle while piko.server_url is
  * empty: the webhook and health borrow its pointer, so a reload hands it new
  * settings instead of replacing it; it reconnects with them after a drain. */
-static void reload_tunnel(struct agent *ag, const struct cfg *next)
+static bool reload_tunnel(struct agent *ag, const struct cfg *next)
 {
 	struct vm_err err = {0};
-	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0)
+	bool taken = true;
+	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0) {
 		log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
 		          err.msg);
+		taken = false;
+	}
 	lc_renewer_reconfigure(ag->renewer, next);
+	return taken;
 }
 
 /* lc_token_sink: a renewed Piko token goes to the tunnel (on the renewal
@@ -294,8 +298,8 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 		cfg_free(next);
 		return -1;
 	}
-	reload_tunnel(ag, next);
-	if (!tun_listener) /* stopping cannot fail */
+	/* a tunnel that kept its old settings may still forward to it */
+	if (reload_tunnel(ag, next) && !tun_listener) /* stopping cannot fail */
 		(void)wh_tunnel_listener_apply(ag->webhook, next, err);
 	health_reconfigure(ag->health, next);
 	probe_exec_reconfigure(ag->deps.probe, next);

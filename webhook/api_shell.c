@@ -1094,7 +1094,7 @@ void wh_shells_stop_all(struct wh_shells *sh, const struct mg_context *only)
 			continue;
 		pthread_mutex_lock(&s->mu);
 		if (s->reason == NULL)
-			s->reason = "agent stopping";
+			s->reason = only != NULL ? "the tunnel was turned off" : "agent stopping";
 		pthread_mutex_unlock(&s->mu);
 		atomic_store(&s->cancel, true);
 		/* the worker's read loop only looks at civetweb's stop flag between
