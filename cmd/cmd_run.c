@@ -113,13 +113,17 @@ static int prepare_dirs(const struct cfg *cfg, struct vm_err *err)
 /* The tunnel object lives as long as run, idle while piko.server_url is
  * empty: the webhook and health borrow its pointer, so a reload hands it new
  * settings instead of replacing it; it reconnects with them after a drain. */
-static void reload_tunnel(struct agent *ag, const struct cfg *next)
+static bool reload_tunnel(struct agent *ag, const struct cfg *next)
 {
 	struct vm_err err = {0};
-	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0)
+	bool taken = true;
+	if (tun_config_changed(ag->cfg, next) && tun_reload(ag->deps.tunnel, next, &err) != 0) {
 		log_error("tunnel", "new tunnel settings rejected: %s; keeping the current ones",
 		          err.msg);
+		taken = false;
+	}
 	lc_renewer_reconfigure(ag->renewer, next);
+	return taken;
 }
 
 /* lc_token_sink: a renewed Piko token goes to the tunnel (on the renewal
@@ -282,7 +286,21 @@ static int reload(struct agent *ag, struct vm_err *err, struct reload_keys *keys
 			return -1;
 		}
 	}
-	reload_tunnel(ag, next);
+	/* The tunnel's listener (its workers run only while the tunnel uses it)
+	 * comes before settings that turn the tunnel on, and goes after those
+	 * that turn it off (the tunnel drains; the listener's requests finish). */
+	bool tun_listener = wh_tunnel_listener_wanted(next);
+	if (tun_listener && wh_tunnel_listener_apply(ag->webhook, next, err) != 0) {
+		log_error("config", "reload rejected: %s; keeping the current configuration",
+		          err->msg);
+		struct vm_err e2 = {0};
+		apply_log_config(ag->cfg, &e2, &rc);
+		cfg_free(next);
+		return -1;
+	}
+	/* a tunnel that kept its old settings may still forward to it */
+	if (reload_tunnel(ag, next) && !tun_listener) /* stopping cannot fail */
+		(void)wh_tunnel_listener_apply(ag->webhook, next, err);
 	health_reconfigure(ag->health, next);
 	probe_exec_reconfigure(ag->deps.probe, next);
 	budget_set_limit(ag->budget, concurrency_limit(next));

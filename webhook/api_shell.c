@@ -1084,15 +1084,17 @@ void wh_shells_drop(struct wh_conn *c)
 	ws_close(s->conn, NULL);
 }
 
-void wh_shells_stop_all(struct wh_shells *sh)
+void wh_shells_stop_all(struct wh_shells *sh, const struct mg_context *only)
 {
 	if (sh == NULL)
 		return;
 	pthread_mutex_lock(&sh->mu);
 	for (struct wh_shell_session *s = sh->sessions; s != NULL; s = s->next) {
+		if (only != NULL && mg_get_context(s->conn) != only)
+			continue;
 		pthread_mutex_lock(&s->mu);
 		if (s->reason == NULL)
-			s->reason = "agent stopping";
+			s->reason = only != NULL ? "the tunnel was turned off" : "agent stopping";
 		pthread_mutex_unlock(&s->mu);
 		atomic_store(&s->cancel, true);
 		/* the worker's read loop only looks at civetweb's stop flag between

@@ -216,8 +216,9 @@ struct wh_shells *wh_shells_of(const struct wh_req *req);
 struct wh_conn *wh_conn_of(const struct mg_connection *conn);
 /* A connection closes: a session it still holds (never upgraded) goes. */
 void wh_shells_drop(struct wh_conn *c);
-/* wh_stop: every session ends now (its shell is killed, its read ends). */
-void wh_shells_stop_all(struct wh_shells *sh);
+/* wh_stop: every session ends now (its shell is killed, its read ends);
+ * with only, just the sessions of that listener. */
+void wh_shells_stop_all(struct wh_shells *sh, const struct mg_context *only);
 
 /* The route table (routes.c). */
 extern const struct wh_route wh_routes[];

@@ -2,7 +2,9 @@
  * request limits. Two listeners share the routes: TCP (loopback by default)
  * for local callers, and a unix socket only root reaches, where the tunnel
  * forwards, each with its own workers and request guard so that slow local
- * clients cannot starve the tunnel. Handlers live in api_*.c. */
+ * clients cannot starve the tunnel. The unix one runs only while the tunnel
+ * forwards to it (piko.server_url set, no piko.forward_addr): a reload
+ * starts and stops it. Handlers live in api_*.c. */
 #include "webhook/webhook.h"
 
 #include <civetweb.h>
@@ -28,6 +30,7 @@ struct wh_listener {
 	struct wh_server *srv;
 	struct mg_context *ctx;
 	struct wh_guard *guard;
+	atomic_bool stopping; /* this listener alone stops: its SSE handlers end */
 };
 
 struct wh_server {
@@ -448,7 +451,7 @@ const struct wh_deps *wh_deps_of(const struct wh_req *req)
 
 bool wh_stopping(const struct wh_req *req)
 {
-	return atomic_load(&req->srv->stopping);
+	return atomic_load(&req->srv->stopping) || atomic_load(&listener_of(req->conn)->stopping);
 }
 
 struct wh_auth *wh_auth_of(const struct wh_req *req)
@@ -469,6 +472,22 @@ static void wh_stop_listeners(struct wh_server *srv)
 	if (srv->tcp.ctx != NULL)
 		mg_stop(srv->tcp.ctx);
 	srv->tun.ctx = srv->tcp.ctx = NULL;
+}
+
+/* The tunnel's listener alone (a reload turned the tunnel off): its shells
+ * and SSE streams end, its other requests finish, then its workers go. */
+static void stop_tunnel_listener(struct wh_server *srv)
+{
+	if (srv->tun.ctx != NULL) {
+		atomic_store(&srv->tun.stopping, true);
+		wh_shells_stop_all(srv->shells, srv->tun.ctx);
+		mg_stop(srv->tun.ctx); /* also removes the socket file */
+		srv->tun.ctx = NULL;
+	}
+	wh_guard_free(srv->tun.guard);
+	srv->tun.guard = NULL;
+	sock_unix_close(&srv->sock);
+	atomic_store(&srv->tun.stopping, false);
 }
 
 struct wh_shells *wh_shells_of(const struct wh_req *req)
@@ -573,9 +592,37 @@ static int start_tunnel_listener(struct wh_server *srv, const struct cfg *cfg, s
 		return vm_err_set(err, VM_ERR_INVALID, "webhook: socket name %s is too long",
 		                  srv->sock.name);
 	rc = start_listener(&srv->tun, cfg, ports, cfg->webhook.tunnel_threads, false, false, err);
+	if (rc == 0)
+		rc = sock_unix_seal(&srv->sock, err);
 	if (rc != 0)
-		return rc;
-	return sock_unix_seal(&srv->sock, err);
+		stop_tunnel_listener(srv);
+	return rc;
+}
+
+/* Idle, its workers would only cost memory: the unix listener runs while the
+ * tunnel forwards to it. */
+bool wh_tunnel_listener_wanted(const struct cfg *cfg)
+{
+	return cfg->piko.server_url[0] != '\0' && cfg->piko.forward_addr[0] == '\0';
+}
+
+int wh_tunnel_listener_apply(struct wh_server *srv, const struct cfg *cfg, struct vm_err *err)
+{
+	if (srv == NULL)
+		return 0;
+	bool want = wh_tunnel_listener_wanted(cfg);
+	if (want == (srv->tun.ctx != NULL))
+		return 0;
+	if (!want) {
+		stop_tunnel_listener(srv);
+		log_info("webhook", "the tunnel's listener %s stopped (the tunnel does not use it)",
+		         srv->sock.path);
+		return 0;
+	}
+	int rc = start_tunnel_listener(srv, cfg, err);
+	if (rc == 0)
+		log_info("webhook", "the tunnel's listener is %s", srv->sock.path);
+	return rc;
 }
 
 struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err)
@@ -609,7 +656,7 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 	         cfg->webhook.port, cfg->webhook.tls_enabled ? "s" : "");
 	/* The tunnel's first: once the TCP port answers (what start-up checks
 	 * wait for), tunnel streams find their listener too. */
-	if (start_tunnel_listener(srv, cfg, err) != 0)
+	if (wh_tunnel_listener_wanted(cfg) && start_tunnel_listener(srv, cfg, err) != 0)
 		goto fail;
 	if (start_listener(&srv->tcp, cfg, ports, cfg->webhook.num_threads, true, true, err) != 0)
 		goto fail;
@@ -619,7 +666,8 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 		         "reachable from the network; it is meant to be reached through the tunnel",
 		         addr);
 	log_info("webhook", "listening on %s%s; the tunnel's listener is %s", ports,
-	         cfg->webhook.tls_enabled ? " (TLS)" : "", srv->sock.path);
+	         cfg->webhook.tls_enabled ? " (TLS)" : "",
+	         srv->tun.ctx != NULL ? srv->sock.path : "off (the tunnel does not use it)");
 	return srv;
 fail:
 	wh_stop_listeners(srv);
@@ -630,7 +678,7 @@ fail:
 void wh_end_sessions(struct wh_server *srv)
 {
 	if (srv != NULL)
-		wh_shells_stop_all(srv->shells);
+		wh_shells_stop_all(srv->shells, NULL);
 }
 
 void wh_stop(struct wh_server *srv)
@@ -638,7 +686,7 @@ void wh_stop(struct wh_server *srv)
 	if (srv == NULL)
 		return;
 	atomic_store(&srv->stopping, true);
-	wh_shells_stop_all(srv->shells);
+	wh_shells_stop_all(srv->shells, NULL);
 	wh_stop_listeners(srv);
 	free_server(srv);
 }

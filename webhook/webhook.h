@@ -32,6 +32,16 @@ struct wh_deps {
  * VM_ERR_IO) with the reason in err. */
 struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, struct vm_err *err);
 
+/* Starts or stops the unix listener the tunnel forwards to, so that it runs
+ * exactly while cfg's tunnel uses it (piko.server_url set, piko.forward_addr
+ * empty); wh_start already did so for its cfg. A reload calls it before
+ * handing the tunnel settings that turn it on (a failure rejects the
+ * reload), and after those that turn it off. Stopping ends that listener's
+ * shells and SSE streams and waits for its other requests. NULL srv is fine. */
+int wh_tunnel_listener_apply(struct wh_server *srv, const struct cfg *cfg, struct vm_err *err);
+/* True when cfg's tunnel forwards to that listener. */
+bool wh_tunnel_listener_wanted(const struct cfg *cfg);
+
 /* Ends every shell session now (before the tunnel drains its streams: a
  * session would hold its stream for the whole grace). NULL is fine. */
 void wh_end_sessions(struct wh_server *srv);

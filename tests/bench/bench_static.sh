@@ -18,7 +18,7 @@ trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB (%d kB)", k / 1024, k}'; }
 
 # measure NAME BIN: prints "NAME rss_kb anon_kb stripped_bytes"
 measure() {
@@ -35,13 +35,13 @@ measure() {
 }
 dyn=$(measure dynamic "$VM_AGENT_BIN")
 sta=$(measure static "$static")
-printf '%-28s %14s %14s %16s\n' "binary" "VmRSS idle" "RssAnon" "stripped size"
+printf '%-28s %22s %22s %16s\n' "binary" "VmRSS idle" "RssAnon" "stripped size"
 for r in "$dyn" "$sta"; do
 	# shellcheck disable=SC2086 # the fields of one row
 	set -- $r
-	printf '%-28s %14s %14s %16s\n' "$1" "$(mib "$2")" "$(mib "$3")" "$4 B"
+	printf '%-28s %22s %22s %16s\n' "$1" "$(mib "$2")" "$(mib "$3")" "$4 B"
 done
-printf '%-28s %14s %14s %16s\n' "Piko agent (docs)" "17.0 MiB" "-" "-"
+printf '%-28s %22s %22s %16s\n' "Piko agent (docs)" "17.0 MiB" "-" "-"
 # shellcheck disable=SC2086
 set -- $sta
 awk -v k="$2" -v s="$4" 'BEGIN {

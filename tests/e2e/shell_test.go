@@ -10,8 +10,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -543,24 +545,33 @@ func TestShellOutlivesRequestTimeout(t *testing.T) {
 	}
 }
 
+// openSleepShell opens a session running "/bin/sleep marker" and waits
+// (bounded) until that command runs.
+func openSleepShell(t *testing.T, a *Agent, is *issuer, marker string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sleep", marker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pidsOf("/bin/sleep "+marker)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(pidsOf("/bin/sleep "+marker)) == 0 {
+		ws.Close()
+		t.Fatal("the shell's command did not start")
+	}
+	return ws
+}
+
 // Stopping the agent ends open sessions at once (their shells killed) and
 // does not wait for the clients.
 func TestShellAgentStopEndsSessions(t *testing.T) {
 	is := newIssuer(t)
 	a := startShellAgent(t, is, "")
 	marker := fmt.Sprintf("%d", 2000000+time.Now().UnixNano()%1000000)
-	ws, _, err := dialShell(t, a, is.tok("shell"), cmdQuery("/bin/sleep", marker))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := openSleepShell(t, a, is, marker)
 	defer ws.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(pidsOf("/bin/sleep "+marker)) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(pidsOf("/bin/sleep "+marker)) == 0 {
-		t.Fatal("the shell's command did not start")
-	}
 	start := time.Now()
 	a.Signal(15)
 	if code := a.Wait(15 * time.Second); code != 0 {
@@ -671,5 +682,42 @@ func TestShellRecordingRetentionByAge(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("a file that is no recording was removed: %v", err)
+	}
+}
+
+// A reload that turns the tunnel off stops the tunnel's listener: a shell
+// session on it ends at once (its command killed) instead of holding the
+// listener's worker, and the reload finishes well before piko.stop_grace.
+func TestShellTunnelOffByReloadEndsSessions(t *testing.T) {
+	is := newIssuer(t)
+	a := startShellAgent(t, is, "")
+	marker := fmt.Sprintf("%d", 3000000+time.Now().UnixNano()%1000000)
+	ws := openSleepShell(t, a, is, marker)
+	defer ws.Close()
+	cfg := readFileString(t, a.Config)
+	off := regexp.MustCompile(`(?m)^  server_url: \S+\n`).ReplaceAllString(cfg, "")
+	if off == cfg {
+		t.Fatalf("no piko.server_url in\n%s", cfg)
+	}
+	if err := os.WriteFile(a.Config, []byte(off), 0600); err != nil {
+		t.Fatal(err)
+	}
+	a.Signal(syscall.SIGHUP)
+	// piko.stop_grace is 10 s by default: the session must not last until then
+	if !a.WaitLog("config: configuration reloaded", 5*time.Second) {
+		t.Fatalf("the reload did not finish within 5 s with a shell open:\n%s", a.Log.String())
+	}
+	if !strings.Contains(a.Log.String(), "stopped (the tunnel does not use it)") {
+		t.Fatalf("the tunnel's listener was not stopped:\n%s", a.Log.String())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pidsOf("/bin/sleep "+marker)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p := pidsOf("/bin/sleep " + marker); len(p) > 0 {
+		t.Errorf("the shell's command outlived the tunnel's listener: %v", p)
+	}
+	if _, err := os.Lstat(filepath.Join(a.Dir, "run", "webhook.sock")); !os.IsNotExist(err) {
+		t.Errorf("webhook.sock after the tunnel was turned off: %v", err)
 	}
 }

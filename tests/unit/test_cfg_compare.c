@@ -139,11 +139,28 @@ static void test_cfg_compare_real_changes_are_seen(void **state)
 	free(a);
 }
 
+/* The tunnel's unix listener (its workers) runs only while the tunnel
+ * forwards to it: a reload turning the tunnel on or off starts or stops it. */
+static void test_cfg_compare_tunnel_listener_only_while_used(void **state)
+{
+	(void)state;
+	struct cfg *a = load();
+	assert_true(wh_tunnel_listener_wanted(a));
+	a->piko.server_url[0] = '\0';
+	assert_false(wh_tunnel_listener_wanted(a));
+	free(a);
+	a = load();
+	snprintf(a->piko.forward_addr, sizeof(a->piko.forward_addr), "127.0.0.1:9999");
+	assert_false(wh_tunnel_listener_wanted(a));
+	free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cfg_compare_meaningless_bytes_are_no_change),
 	    cmocka_unit_test(test_cfg_compare_real_changes_are_seen),
+	    cmocka_unit_test(test_cfg_compare_tunnel_listener_only_while_used),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
