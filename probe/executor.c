@@ -219,6 +219,7 @@ static void retain(struct probe_exec *ex)
 		if (terminal(p->state) && p->ended && !p->in_queue &&
 		    (ex->nfinished > ex->retention_count || p->finished_ms < horizon)) {
 			unlink_probe(ex, p);
+			probe_committer_forget(ex->store, p->id); /* no checkpoint writes it back */
 			probe_store_remove(ex->runs_dir, p->id);
 			ex->nfinished--;
 			ex->rings_full -= p->ev_first + 1 < p->ev_next;
@@ -430,6 +431,12 @@ static void finish_run_locked(struct probe_exec *ex, struct probe *p, enum pstat
                               const char *error)
 {
 	finish_begin_locked(ex, p, st, error);
+	/* with a journal the final record stays there alone until the checkpoint:
+	 * no file is created on the way to the final state */
+	if (p->img != NULL && probe_committer_journaled(ex->store) &&
+	    probe_committer_log_stream_async(ex->store, p->id, probe_image_write, p->img,
+	                                     on_committed, p) == 0)
+		return;
 	struct probe_image *keep = p->img;
 	if (keep != NULL) {
 		struct probe_prepared prep;
@@ -929,7 +936,7 @@ json_t *probe_get(struct probe_exec *ex, const char *id)
 	bool on_disk = p != NULL && p->rec == NULL;
 	pthread_mutex_unlock(&ex->mu);
 	if (on_disk)
-		rec = probe_store_read(ex->runs_dir, id, ex->record_max);
+		rec = probe_committer_read(ex->store, ex->runs_dir, id, ex->record_max);
 	return rec;
 }
 
@@ -941,7 +948,7 @@ int probe_record_fd(struct probe_exec *ex, const char *id, uint64_t *size)
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)
 		return rc;
-	return probe_store_open(ex->runs_dir, id, ex->record_max, size);
+	return probe_committer_open(ex->store, ex->runs_dir, id, ex->record_max, size);
 }
 
 json_t *probe_list(struct probe_exec *ex, const char *state, int limit)

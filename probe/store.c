@@ -456,16 +456,29 @@ static int write_span(void *ctx, int fd, struct vm_err *err)
 	return probe_write_all(fd, s->p, s->n, err);
 }
 
-/* Writes the record file of a journal-only record from its journal copy. */
-static int materialize(const struct journal *j, const char *dir, const struct jdirty *d)
+/* Writes the record file of a journal-only record from its journal copy
+ * (temp file and rename through dfd); not synced: the checkpoint makes it
+ * durable with the others before it empties the journal. */
+static int materialize(const struct journal *j, int dfd, const struct jdirty *d)
 {
+	char tmp[PROBE_ID_MAX + 16], leaf[PROBE_ID_MAX + 8];
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.json.tmp-c", d->id) >= sizeof(tmp) ||
+	    (size_t)snprintf(leaf, sizeof(leaf), "%s.json", d->id) >= sizeof(leaf))
+		return -1;
 	char *buf = malloc(d->len ? d->len : 1);
-	struct vm_err err = {0};
 	int rc =
 	    buf != NULL && pread(j->fd, buf, d->len, (off_t)d->off) == (ssize_t)d->len ? 0 : -1;
-	struct span sp = {buf, d->len};
-	if (rc == 0)
-		rc = probe_store_write_stream(dir, d->id, write_span, &sp, &err);
+	int fd = rc == 0 ? openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	                          0600)
+	                 : -1;
+	if (fd < 0 || fs_write_all(fd, buf, d->len) != 0)
+		rc = -1;
+	if (fd >= 0 && close(fd) != 0)
+		rc = -1;
+	if (rc == 0 && renameat(dfd, tmp, dfd, leaf) != 0)
+		rc = -1;
+	if (rc != 0 && fd >= 0)
+		(void)unlinkat(dfd, tmp, 0);
 	free(buf);
 	return rc;
 }
@@ -497,9 +510,8 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 			    (size_t)snprintf(leaf, sizeof(leaf), "%s.json", j->dirty[i].id) >=
 			        sizeof(leaf))
 				continue;
-			if (j->dirty[i].log) {
-				if (pass == 0 && materialize(j, dir, &j->dirty[i]) != 0)
-					ok = false;
+			if (pass == 0 && j->dirty[i].log && materialize(j, dfd, &j->dirty[i]) != 0) {
+				ok = false;
 				continue;
 			}
 			if (one_sync)
@@ -947,11 +959,12 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
 
 static int enqueue_async(struct probe_committer *c, const char *id, probe_write_fn fn, void *wctx,
                          char *owned_text, probe_commit_done_fn on_done, void *ctx,
-                         struct probe_prepared *prep)
+                         struct probe_prepared *prep, bool log)
 {
 	struct commit_item *it = calloc(1, sizeof(*it));
 	if (it == NULL)
 		return -1;
+	it->log = log;
 	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
 	it->id = it->idbuf;
 	it->write_fn = fn;
@@ -1012,19 +1025,92 @@ int probe_committer_write_prepared_async(struct probe_committer *c, const char *
                                          struct probe_prepared *prep, probe_commit_done_fn on_done,
                                          void *ctx)
 {
-	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep);
+	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep, false);
 }
 
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL);
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, false);
 }
 
 int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
                                 probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL);
+	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL, false);
+}
+
+int probe_committer_log_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
+                                     void *wctx, probe_commit_done_fn on_done, void *ctx)
+{
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, true);
+}
+
+bool probe_committer_journaled(const struct probe_committer *c)
+{
+	return c != NULL && c->j.fd >= 0 && c->j.scratch >= 0;
+}
+
+/* The newest write of id since the checkpoint, when it is journal-only: its
+ * bytes copied into a memfd (the journal stays the writer's). -1: none (the
+ * record file is the current one), -2: it could not be copied. Called with
+ * j->mu held, so a checkpoint cannot empty the journal meanwhile. */
+static int journal_copy_locked(const struct journal *j, const char *id, size_t max,
+                               uint64_t *size)
+{
+	const struct jdirty *d = NULL;
+	for (size_t i = j->ndirty; i-- > 0;)
+		if (strcmp(j->dirty[i].id, id) == 0) {
+			d = &j->dirty[i];
+			break;
+		}
+	if (d == NULL || !d->log)
+		return -1;
+	if (d->len > (uint64_t)max)
+		return -2;
+	static _Thread_local char buf[JOURNAL_COPY_CHUNK];
+	int fd = memfd_create("vma-record", MFD_CLOEXEC);
+	for (uint64_t done = 0; fd >= 0 && done < d->len;) {
+		size_t want = d->len - done < sizeof(buf) ? (size_t)(d->len - done) : sizeof(buf);
+		ssize_t n = pread(j->fd, buf, want, (off_t)(d->off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || pwrite_all(fd, buf, (size_t)n, done) != 0) {
+			close(fd);
+			return -2;
+		}
+		done += (uint64_t)n;
+	}
+	if (fd < 0)
+		return -2;
+	*size = d->len;
+	return fd;
+}
+
+int probe_committer_open(struct probe_committer *c, const char *dir, const char *id, size_t max,
+                         uint64_t *size)
+{
+	if (c != NULL && c->j.fd >= 0) {
+		pthread_mutex_lock(&c->j.mu);
+		int fd = journal_copy_locked(&c->j, id, max, size);
+		pthread_mutex_unlock(&c->j.mu);
+		if (fd != -1)
+			return fd < 0 ? -1 : fd;
+	}
+	return probe_store_open(dir, id, max, size);
+}
+
+json_t *probe_committer_read(struct probe_committer *c, const char *dir, const char *id,
+                             size_t max)
+{
+	uint64_t size;
+	int fd = probe_committer_open(c, dir, id, max, &size);
+	if (fd < 0)
+		return NULL;
+	struct vm_err err;
+	json_t *rec = read_record_fd(fd, max, &err);
+	close(fd);
+	return rec;
 }
 
 void probe_committer_forget(struct probe_committer *c, const char *id)
