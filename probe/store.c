@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -282,6 +284,7 @@ struct jhdr {
 struct jdirty {
 	char id[PROBE_ID_MAX];
 	bool log;
+	bool settled; /* a finished probe's record: the materializer may write its file */
 	uint64_t off, len;
 	size_t seq;
 };
@@ -294,6 +297,13 @@ struct journal {
 	size_t ndirty, cap;
 	pthread_mutex_t mu; /* dirty: the writer thread, and probe_committer_forget */
 	bool overflow;      /* an id did not fit in dirty: the checkpoint syncs the filesystem */
+	/* the materializer thread: files of settled journal-only records, written
+	 * off the writer thread between checkpoints (not synced: the checkpoint does) */
+	pthread_cond_t mat_cv; /* with mu: settled records to write, or stop */
+	size_t mat_next;       /* dirty entries before it were looked at */
+	bool mat_stop, mat_running;
+	pthread_t mat_thread;
+	char dir[PATH_MAX];
 };
 
 static uint64_t fnv(uint64_t h, const void *data, size_t n)
@@ -313,6 +323,7 @@ struct commit_item {
 	int rc, fd;
 	bool journaled; /* in the journal: renamed after the batch's one fdatasync */
 	bool log;       /* journal only: no record file until the checkpoint */
+	bool settled;   /* log, and the record of a finished probe (no later write expected) */
 	bool prepared;  /* tmp and fd already written by the caller (probe_store_prepare) */
 	uint64_t joff, jlen;
 	char tmp[PATH_MAX + 64];
@@ -399,8 +410,8 @@ static int journal_append(struct journal *j, const char *id, int src, uint64_t l
 	return rc;
 }
 
-static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint64_t off,
-                               uint64_t len)
+static void journal_mark_dirty(struct journal *j, const char *id, bool log, bool settled,
+                               uint64_t off, uint64_t len)
 {
 	pthread_mutex_lock(&j->mu);
 	if (j->ndirty == j->cap) {
@@ -417,6 +428,7 @@ static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint
 	struct jdirty *d = &j->dirty[j->ndirty];
 	snprintf(d->id, sizeof(d->id), "%s", id);
 	d->log = log;
+	d->settled = settled;
 	d->off = off;
 	d->len = len;
 	d->seq = j->ndirty++;
@@ -530,6 +542,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 		ok = false;
 	if (dfd >= 0)
 		close(dfd);
+	j->mat_next = 0; /* sorted (or emptied): look again from the start */
 	if (!ok || journal_empty(j->fd) != 0) {
 		pthread_mutex_unlock(&j->mu);
 		log_warn("probe", "journal checkpoint in %s failed; the journal is kept", dir);
@@ -564,12 +577,112 @@ static bool journal_prezero(int fd, uint64_t size)
 	return fsync(fd) == 0;
 }
 
+/* The next settled journal-only record whose file is not written yet, with no
+ * newer write of its id; its index, or -1. With j->mu held. */
+static long mat_pick_locked(struct journal *j)
+{
+	for (; j->mat_next < j->ndirty; j->mat_next++) {
+		const struct jdirty *d = &j->dirty[j->mat_next];
+		if (!d->log || !d->settled)
+			continue;
+		bool newer = false;
+		for (size_t k = j->mat_next + 1; k < j->ndirty && !newer; k++)
+			newer = strcmp(j->dirty[k].id, d->id) == 0;
+		if (!newer)
+			return (long)j->mat_next++;
+	}
+	return -1;
+}
+
+/* Writes the files of finished probes' journal-only records as they come, so
+ * the checkpoint has few left to create (a file each, while the writer waits).
+ * The temp file is written without the lock; the rename happens under it,
+ * only if the entry is still the newest, still journal-only and no checkpoint
+ * ran meanwhile (then readers find the file the moment the entry says so, and
+ * a forgotten or rewritten record is never replaced by this older copy). */
+static void *materializer_main(void *arg)
+{
+	struct journal *j = arg;
+	/* behind the workers and their steps: what it does not write, the checkpoint does */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	int dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	char *buf = NULL;
+	size_t cap = 0;
+	pthread_mutex_lock(&j->mu);
+	while (dfd >= 0 && !j->mat_stop) {
+		long i = mat_pick_locked(j);
+		if (i < 0) {
+			pthread_cond_wait(&j->mat_cv, &j->mu);
+			continue;
+		}
+		struct jdirty d = j->dirty[i];
+		uint64_t gen = j->gen;
+		if (d.len > cap) {
+			char *nb = realloc(buf, d.len);
+			if (nb == NULL)
+				continue; /* the checkpoint writes it */
+			buf = nb;
+			cap = d.len;
+		}
+		bool got = pread(j->fd, buf, d.len, (off_t)d.off) == (ssize_t)d.len;
+		pthread_mutex_unlock(&j->mu);
+		char tmp[PROBE_ID_MAX + 16], leaf[PROBE_ID_MAX + 8];
+		snprintf(tmp, sizeof(tmp), "%s.json.tmp-m", d.id);
+		snprintf(leaf, sizeof(leaf), "%s.json", d.id);
+		int fd = got ? openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		                      0600)
+		             : -1;
+		bool ok = fd >= 0 && fs_write_all(fd, buf, d.len) == 0;
+		if (fd >= 0 && close(fd) != 0)
+			ok = false;
+		pthread_mutex_lock(&j->mu);
+		bool still = ok && j->gen == gen && (size_t)i < j->ndirty &&
+		             strcmp(j->dirty[i].id, d.id) == 0 && j->dirty[i].log &&
+		             j->dirty[i].off == d.off;
+		for (size_t k = (size_t)i + 1; still && k < j->ndirty; k++)
+			still = strcmp(j->dirty[k].id, d.id) != 0;
+		if (still && renameat(dfd, tmp, dfd, leaf) == 0) {
+			/* a renamed record now: the checkpoint only syncs it */
+			for (size_t k = 0; k <= (size_t)i; k++)
+				if (strcmp(j->dirty[k].id, d.id) == 0)
+					j->dirty[k].log = false;
+		} else if (fd >= 0) {
+			(void)unlinkat(dfd, tmp, 0);
+		}
+	}
+	pthread_mutex_unlock(&j->mu);
+	free(buf);
+	if (dfd >= 0)
+		close(dfd);
+	return NULL;
+}
+
+static void materializer_start(struct journal *j)
+{
+	pthread_cond_init(&j->mat_cv, NULL);
+	j->mat_running = j->fd >= 0 && pthread_create(&j->mat_thread, NULL, materializer_main, j) == 0;
+}
+
+static void materializer_stop(struct journal *j)
+{
+	if (j->mat_running) {
+		pthread_mutex_lock(&j->mu);
+		j->mat_stop = true;
+		pthread_cond_signal(&j->mat_cv);
+		pthread_mutex_unlock(&j->mu);
+		pthread_join(j->mat_thread, NULL);
+		j->mat_running = false;
+	}
+	pthread_cond_destroy(&j->mat_cv);
+}
+
 /* Opens (creating, durably) dir/journal for appending; without it, j->fd is
  * -1 and every record is written the direct way. */
 static void journal_open(struct journal *j, const char *dir)
 {
 	memset(j, 0, sizeof(*j));
 	pthread_mutex_init(&j->mu, NULL);
+	snprintf(j->dir, sizeof(j->dir), "%s", dir);
 	struct stat sb;
 	j->fd = -1;
 	j->scratch = memfd_create("vma-record", MFD_CLOEXEC);
@@ -598,6 +711,7 @@ static void journal_open(struct journal *j, const char *dir)
 
 static void journal_close(struct journal *j, const char *dir)
 {
+	materializer_stop(j);
 	journal_checkpoint(j, dir);
 	if (j->fd >= 0)
 		close(j->fd);
@@ -681,7 +795,7 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 			item_fail(it, "fdatasync journal", jerr);
 		if (it->log) {
 			if (it->rc == 0)
-				journal_mark_dirty(j, it->id, true, it->joff, it->jlen);
+				journal_mark_dirty(j, it->id, true, it->settled, it->joff, it->jlen);
 			continue;
 		}
 		if (it->rc == 0 && !it->journaled && fsync(it->fd) != 0)
@@ -695,7 +809,7 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 		if (it->rc != 0 && it->fd >= 0)
 			(void)unlink(it->tmp);
 		if (it->rc == 0 && it->journaled)
-			journal_mark_dirty(j, it->id, false, 0, 0);
+			journal_mark_dirty(j, it->id, false, false, 0, 0);
 	}
 	if (!direct)
 		return; /* journaled renames need no directory fsync: a replay redoes them */
@@ -861,6 +975,8 @@ static void *committer_main(void *arg)
 		commit_batch(c->dir, batch, &c->j);
 		if (c->j.off > JOURNAL_CHECKPOINT)
 			journal_checkpoint(&c->j, c->dir);
+		if (c->j.mat_running)
+			pthread_cond_signal(&c->j.mat_cv);
 		/* callbacks run without our lock: they take their own (the executor's) */
 		for (struct commit_item *it = batch; it != NULL; it = it->next)
 			if (it->on_done != NULL)
@@ -890,6 +1006,7 @@ struct probe_committer *probe_committer_start(const char *dir, struct vm_err *er
 	}
 	snprintf(c->dir, sizeof(c->dir), "%s", dir);
 	journal_open(&c->j, dir);
+	materializer_start(&c->j);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	pthread_cond_init(&c->done_cv, NULL);
@@ -964,7 +1081,7 @@ static int enqueue_async(struct probe_committer *c, const char *id, probe_write_
 	struct commit_item *it = calloc(1, sizeof(*it));
 	if (it == NULL)
 		return -1;
-	it->log = log;
+	it->log = it->settled = log; /* async journal-only writes are final records */
 	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
 	it->id = it->idbuf;
 	it->write_fn = fn;
