@@ -34,10 +34,12 @@ build: deps
 run: build
 	$(BUILD)/vm-agent run $(ARGS)
 
-# Everything: the normal build, then the same suite under ASan+UBSan (clang),
-# with every libFuzzer target run for FUZZ_SECONDS on its seed corpus.
+# Everything: the normal build, the static (musl) release binaries in a bare
+# chroot (test-static), then the same suite under ASan+UBSan (clang), with every
+# libFuzzer target run for FUZZ_SECONDS on its seed corpus.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory test-static
 	$(MAKE) --no-print-directory test-san
 
 test-fast: build
@@ -113,9 +115,10 @@ build-all: package
 # the default base URL written into it.
 dist-install-script:
 	@mkdir -p $(DIST)
-	@k=""; [ -z "$(SIGN_KEY)" ] || t=$$(mktemp -u) && minisign -R -s "$(SIGN_KEY)" -p "$$t" >/dev/null && \
-	    k=$$(tail -n1 "$$t") && rm -f "$$t"; \
-	sed -e "s|@VMA_MINISIGN_PUBKEY@|$${k:-@VMA_MINISIGN_PUBKEY@}|" \
+	@set -e; k=@VMA_MINISIGN_PUBKEY@; \
+	if [ -n "$(SIGN_KEY)" ]; then d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	    minisign -R -s "$(SIGN_KEY)" -p "$$d/key.pub" >/dev/null; k=$$(tail -n1 "$$d/key.pub"); fi; \
+	sed -e "s|@VMA_MINISIGN_PUBKEY@|$$k|" \
 	    -e "s|@VMA_RELEASE_URL@|$${RELEASE_URL:-@VMA_RELEASE_URL@}|" installers/install.sh > $(DIST)/install.sh
 	@scripts/dist-sign.sh $(DIST)/install.sh
 
@@ -132,9 +135,27 @@ test-static: build
 	    VMA_STATIC_BIN=$(DIST)/vm-agent-linux-$$a VMA_STATIC_ARCH=$$a \
 	    go test -tags static -count=1 -v -timeout 5m -run 'TestStatic' ./...); \
 	done
+	@$(MAKE) --no-print-directory test-docker VERSION=$(or $(VERSION),0.0.0-test)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf $(BUILD)/CMakeCache.txt $(BUILD)/CMakeFiles $(BUILD)/vm-agent $(SAN_BUILD) $(BENCH_BUILD)
+
+# OCI image FROM scratch with the static amd64 binary and a CA bundle
+# (scripts/docker-build.sh, docs/static-builds.md).
+docker-build:
+	DIST=$(DIST) JOBS=$(JOBS) VERSION=$(VERSION) scripts/docker-build.sh
+
+.PHONY: docker-build
+
+# The image of docker-build run by podman on loopback (tests/e2e/static_image_test.go).
+test-docker: docker-build
+	@command -v podman >/dev/null || apt-get install -y podman || { apt-get update && apt-get install -y podman; }
+	cd tests/e2e && env GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
+	  GOCACHE=$(CURDIR)/$(BUILD)/gocache CGO_ENABLED=0 VM_AGENT_BIN=$(CURDIR)/$(BUILD)/vm-agent \
+	  VMA_OCI_IMAGE=$(DIST)/vm-agent-$(VERSION)-amd64.oci.tar \
+	  go test -tags static -count=1 -v -timeout 5m -run 'TestDockerImage' ./...
+
+.PHONY: test-docker

@@ -102,7 +102,49 @@ static int restore_prev(const char *prev, const char *bin, struct vm_err *err)
 		unlink(tmp);
 		return vm_err_errno(err, VM_ERR_IO, e, "rename %s over %s", tmp, bin);
 	}
+	unlink(tmp); /* still there when bin already was prev: see swap_in */
 	return fs_sync_parent(bin, err);
+}
+
+/* The installed binary was replaced: it is no longer the file .prev links to
+ * (swap_in links .prev to the binary, journals "prev_saved", then renames). */
+static bool swapped_in(const char *bin, const char *prev)
+{
+	struct stat a, b;
+	if (stat(bin, &a) != 0 || stat(prev, &b) != 0)
+		return false;
+	return a.st_dev != b.st_dev || a.st_ino != b.st_ino;
+}
+
+/* After a rollback the install record names the restored binary: a kill
+ * between the record's rewrite and the journal's removal left it naming the
+ * new one. */
+static void record_restore(const char *state_dir, const char *bin, const char *from)
+{
+	struct lc_paths *p = calloc(1, sizeof(*p));
+	struct lc_record rec;
+	char sum[65];
+	if (p == NULL)
+		return;
+	if (snprintf(p->install_record, sizeof(p->install_record), "%s/install.json", state_dir) <
+	        (int)sizeof(p->install_record) &&
+	    lc_record_read(p, &rec, NULL) == 0 && lc_sha256_hex(bin, sum, NULL) == 0 &&
+	    strcmp(rec.sha256, sum) != 0) {
+		snprintf(rec.sha256, sizeof(rec.sha256), "%s", sum);
+		if (from != NULL && from[0] != '\0')
+			snprintf(rec.version, sizeof(rec.version), "%s", from);
+		(void)lc_record_write(p, &rec, NULL);
+	}
+	free(p);
+}
+
+/* Removes <path><suffix>: a temp name of swap_in or restore_prev. */
+static void unlink_suffixed(const char *path, const char *suffix)
+{
+	char tmp[PATH_MAX + 16];
+	if (path != NULL && path[0] != '\0' &&
+	    snprintf(tmp, sizeof(tmp), "%s%s", path, suffix) < (int)sizeof(tmp))
+		unlink(tmp);
 }
 
 enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size_t bin_cap,
@@ -128,15 +170,22 @@ enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size
 	const char *jprev = json_string_value(json_object_get(o, "prev"));
 	const char *jnew = json_string_value(json_object_get(o, "new"));
 	const char *jsig = json_string_value(json_object_get(o, "signature"));
+	const char *from = json_string_value(json_object_get(o, "from"));
 	const char *to = json_string_value(json_object_get(o, "to"));
 	enum lc_recover_result res = LC_RECOVER_CLEANED;
 	if (jnew != NULL && jnew[0] != '\0')
 		unlink(jnew);
 	if (jsig != NULL && jsig[0] != '\0')
 		unlink(jsig);
-	if (ph != NULL && strcmp(ph, phases[PH_SWAPPED]) == 0 && jbin && jprev) {
+	unlink_suffixed(jprev, ".tmp");     /* swap_in killed between link and rename */
+	unlink_suffixed(jbin, ".rollback"); /* restore_prev, likewise */
+	bool undo = ph != NULL && jbin && jprev &&
+	            (strcmp(ph, phases[PH_SWAPPED]) == 0 ||
+	             (strcmp(ph, phases[PH_PREV_SAVED]) == 0 && swapped_in(jbin, jprev)));
+	if (undo) {
 		struct vm_err e = {0};
 		if (restore_prev(jprev, jbin, &e) == 0) {
+			record_restore(state_dir, jbin, from);
 			res = LC_RECOVER_ROLLED_BACK;
 			snprintf(bin, bin_cap, "%s", jbin);
 			snprintf(msg, cap,
@@ -513,6 +562,9 @@ static int swap_in(struct job *j, struct vm_err *err)
 		unlink(tmp);
 		return vm_err_errno(err, VM_ERR_IO, e, "rename %s", tmp);
 	}
+	/* After a rollback bin and .prev are links to one file; a rename between
+	 * two links of one file does nothing and keeps both names (POSIX). */
+	unlink(tmp);
 	int rc = fs_sync_parent(j->prev, err);
 	if (rc == 0)
 		rc = journal_write(j, PH_PREV_SAVED, err);

@@ -52,6 +52,13 @@ command -v "$tool" >/dev/null || { echo "build-static: $tool missing: run script
 log() { echo "build-static: $*" >&2; }
 t0=$(date +%s)
 
+# One build at a time per cache: the private apt state and the dependency
+# prefixes below are shared by every checkout on the machine (two worktrees, or
+# CI's clean clone next to a developer's `make build-all`).
+mkdir -p "$cache_root"
+exec 9>"$cache_root/lock"
+flock -n 9 || { log "waiting for another build using $cache_root"; flock 9; }
+
 # --- the source package versions: a private apt state kept in the cache --------
 apt_dir=$cache_root/apt
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
@@ -81,11 +88,12 @@ log "dependency cache: $prefix"
 if [ -z "$cross" ]; then cc=$(command -v musl-gcc); else cc=$prefix/bin/musl-gcc; fi
 export AR="${cross}ar" RANLIB="${cross}ranlib" NM="${cross}nm" STRIP="${cross}strip"
 # The CMake builds (jansson, libyaml, vm-agent) cross-compile through a toolchain file.
-toolchain=$cache_root/toolchain-$arch-$key.cmake
-mkdir -p "$cache_root"
-{ [ -z "$cross" ] || printf 'set(CMAKE_SYSTEM_NAME Linux)\nset(CMAKE_SYSTEM_PROCESSOR %s)\n' "$cproc"
-cat <<TC
-set(CMAKE_C_COMPILER $cc)
+# write_toolchain FILE COMPILER-LINES: the target, the given compiler settings,
+# the binutils, and the dependency prefix as the only root for libraries and headers.
+write_toolchain() {
+	{ [ -z "$cross" ] || printf 'set(CMAKE_SYSTEM_NAME Linux)\nset(CMAKE_SYSTEM_PROCESSOR %s)\n' "$cproc"
+	printf '%s\n' "$2"
+	cat <<TC
 set(CMAKE_AR $(command -v "$AR"))
 set(CMAKE_RANLIB $(command -v "$RANLIB"))
 set(CMAKE_STRIP $(command -v "$STRIP"))
@@ -95,7 +103,11 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 TC
-} > "$toolchain"
+	} > "$1"
+}
+toolchain=$cache_root/toolchain-$arch-$key.cmake
+mkdir -p "$cache_root"
+write_toolchain "$toolchain" "set(CMAKE_C_COMPILER $cc)"
 
 # --- the dependencies, once per key ---------------------------------------------
 # fetch PKG=V1,V2,… into $work/src/<pkg>, Debian patches applied (dpkg-source): the
@@ -227,20 +239,9 @@ if [ -n "$use_clang" ]; then
 		[ ! -e "$f" ] || ln -s "$f" "$sysroot/usr/lib/"
 	done
 	toolchain=$cache_root/toolchain-$arch-$key-clang.cmake
-	{ [ -z "$cross" ] || printf 'set(CMAKE_SYSTEM_NAME Linux)\nset(CMAKE_SYSTEM_PROCESSOR %s)\n' "$cproc"
-	cat <<TC
-set(CMAKE_C_COMPILER $(command -v clang))
+	write_toolchain "$toolchain" "set(CMAKE_C_COMPILER $(command -v clang))
 set(CMAKE_C_COMPILER_TARGET $triplet)
-set(CMAKE_SYSROOT $sysroot)
-set(CMAKE_AR $(command -v "$AR"))
-set(CMAKE_RANLIB $(command -v "$RANLIB"))
-set(CMAKE_FIND_ROOT_PATH $prefix)
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
-TC
-	} > "$toolchain"
+set(CMAKE_SYSROOT $sysroot)"
 fi
 export PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig" PKG_CONFIG_PATH=""
 cmake -S "$root" -B "$bdir" -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

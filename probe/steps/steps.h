@@ -201,6 +201,13 @@ int pkg_parse_dpkg_query(const char *data, size_t len, struct pkg_info *out, int
  * max), or -1 on any other line, a bad epoch or a field too long. Pure. */
 int pkg_parse_rpm_query(const char *data, size_t len, struct pkg_info *out, int max);
 
+/* zypper --no-color info NAMES… (LC_ALL=C): each package's "Name : N" and
+ * its candidate's "Version : V" lines become an entry (installed true: the
+ * name has a candidate); other lines ("package 'x' not found.") are skipped.
+ * The count (at most max), or -1 on a Version without a Name before it or a
+ * field too long. Pure. */
+int pkg_parse_zypper_info(const char *data, size_t len, struct pkg_info *out, int max);
+
 /* One line of apt's status fd (-o APT::Status-Fd): dlstatus:ID:PERCENT:MSG,
  * pmstatus|pmerror|pmconffile:PKG:PERCENT:MSG (PKG may hold ':'). */
 enum apt_status_kind { APT_DLSTATUS = 1, APT_PMSTATUS, APT_PMERROR, APT_PMCONFFILE };

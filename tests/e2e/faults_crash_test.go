@@ -28,10 +28,27 @@ import (
 )
 
 func crashIterations() (int, time.Duration) {
+	return crashBudget(40, 60*time.Second, 300, 10*time.Minute)
+}
+
+// crashBudget: a matrix's iteration count and wall-time cap, the short form
+// in `make test`, the long one with VMA_SOAK=1.
+func crashBudget(n int, wall time.Duration, soakN int, soakWall time.Duration) (int, time.Duration) {
 	if soak() {
-		return 300, 10 * time.Minute
+		return soakN, soakWall
 	}
-	return 40, 60 * time.Second
+	return n, wall
+}
+
+// crashRNG: a matrix's random source, seeded from VMA_CRASH_SEED when set
+// (logged, so that a failing run can be replayed).
+func crashRNG(t *testing.T) (*rand.Rand, int64) {
+	seed := time.Now().UnixNano()
+	if v := os.Getenv("VMA_CRASH_SEED"); v != "" {
+		seed, _ = strconv.ParseInt(v, 10, 64)
+	}
+	t.Logf("seed %d (VMA_CRASH_SEED reproduces it)", seed)
+	return rand.New(rand.NewSource(seed)), seed
 }
 
 // crashTemps lists the temp files under dir (recursively): every name the
@@ -85,12 +102,7 @@ func pidAlive(pid int, marker string) bool {
 
 func TestFaultKill9Matrix(t *testing.T) {
 	iters, wall := crashIterations()
-	seed := time.Now().UnixNano()
-	if v := os.Getenv("VMA_CRASH_SEED"); v != "" {
-		seed, _ = strconv.ParseInt(v, 10, 64)
-	}
-	rng := rand.New(rand.NewSource(seed))
-	t.Logf("seed %d (VMA_CRASH_SEED reproduces it)", seed)
+	rng, seed := crashRNG(t)
 
 	t0 := time.Now()
 	t.Cleanup(func() { t.Logf("whole test incl. setup and cleanup %s", time.Since(t0).Round(100*time.Millisecond)) })

@@ -157,43 +157,5 @@ func TestFaultNetworkLatency200ms(t *testing.T) {
 	if soak() {
 		partition = 2 * time.Minute
 	}
-	cut := time.Now()
-	ns.drop(t, 1)
-	var noticed time.Duration
-	for time.Since(cut) < partition {
-		if noticed == 0 && strings.Count(a.Log.String(), "disconnected") > disc {
-			noticed = time.Since(cut)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	conns := r.Status().Connections
-	healed := time.Now()
-	ns.drop(t, 0)
-	var back time.Duration
-	for time.Since(healed) < 20*time.Second {
-		if s := r.Status(); s.Connections > conns && s.Upstreams == 1 {
-			back = time.Since(healed)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(3 * time.Second) // the relay's side of the dead session lingers until its keepalive fails
-	upstreams := r.Status().Upstreams
-	code, body, err := getThrough(client, a.Base, "/v1/livez")
-	t.Logf("partition %s under 200 ms: noticed after %s (bound 5 s), back %s after the heal (cap 1 s + connect 3 s), %d session(s) on the relay",
-		partition, noticed.Round(time.Millisecond), back.Round(time.Millisecond), upstreams)
-	if noticed == 0 || noticed > 6*time.Second {
-		t.Errorf("dead session noticed after %s (want ≤ keepalive_interval + keepalive_timeout = 5 s)\n%s",
-			noticed, tail(a.Log.String(), 2000))
-	}
-	if back == 0 || back > 7*time.Second {
-		t.Errorf("reconnected %s after the heal (want within the backoff cap + connect timeout)\n%s",
-			back, tail(a.Log.String(), 2000))
-	}
-	if upstreams != 1 {
-		t.Errorf("%d sessions on the relay after the heal, want exactly 1", upstreams)
-	}
-	if err != nil || code != 200 || !strings.Contains(body, "ok") {
-		t.Errorf("after the heal: %d %q %v", code, body, err)
-	}
+	partitionAndHeal(t, ns, r, a, client, partition, disc, 5*time.Second, 3*time.Second, " under 200 ms")
 }

@@ -231,9 +231,9 @@ func TestHostPkgEnsure(t *testing.T) {
 		if s["status"] != "failed" || s["error_code"] != "package_not_found" {
 			t.Errorf("unknown: %v", s)
 		}
-		s = step0(t, h.Probe(t, `{"steps":[{"type":"pkg.ensure","names":["vma-hello"],"manager":"dnf"}]}`))
+		s = step0(t, h.Probe(t, `{"steps":[{"type":"pkg.ensure","names":["vma-hello"],"manager":"apk"}]}`))
 		if s["status"] != "failed" || s["error_code"] != "unsupported_manager" {
-			t.Errorf("dnf: %v", s)
+			t.Errorf("apk: %v", s)
 		}
 	})
 }

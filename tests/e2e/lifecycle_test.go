@@ -259,6 +259,17 @@ type lcProc struct {
 	done chan struct{}
 }
 
+// stop ends the agent with SIGTERM (SIGKILL after 10 s) and waits for it.
+func (p *lcProc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
 // lcRunInstalled runs `<root>/usr/local/bin/vm-agent run` (or bin) with the
 // installed config, state and logs redirected into the root.
 func lcRunInstalled(t *testing.T, root, bin string, env ...string) *lcProc {

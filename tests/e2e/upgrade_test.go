@@ -102,13 +102,24 @@ func upServer(t *testing.T, dir string) string {
 
 func upInstalledVersion(t *testing.T, root string) string {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(root, "usr/local/bin/vm-agent"), "version", "--json").Output()
+	v, err := upVersionOf(filepath.Join(root, "usr/local/bin/vm-agent"))
 	if err != nil {
 		t.Fatalf("installed binary does not run: %v", err)
 	}
+	return v
+}
+
+// upVersionOf runs `bin version --json` and returns the version it reports.
+func upVersionOf(bin string) (string, error) {
+	out, err := exec.Command(bin, "version", "--json").Output()
+	if err != nil {
+		return "", err
+	}
 	var v struct{ Version string }
-	json.Unmarshal(out, &v)
-	return v.Version
+	if err := json.Unmarshal(out, &v); err != nil || v.Version == "" {
+		return "", fmt.Errorf("version --json printed %q", out)
+	}
+	return v.Version, nil
 }
 
 // upEnv is one installed root with a trusted key and a file server.
@@ -531,5 +542,28 @@ func upNoProcessUnder(root string, timeout time.Duration) bool {
 			return false
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// After a rollback the binary and .prev are one file (restore_prev links
+// .prev back in place). The next upgrade's link of the binary to .prev.tmp
+// and rename over .prev is then a rename between two links of one file,
+// which POSIX makes a no-op that keeps both names: .prev.tmp must not stay
+// behind (found by TestFaultKill9UpgradeMatrix).
+func TestUpgradeAfterRollbackLeavesNoPrevTemp(t *testing.T) {
+	e := upSetup(t)
+	bin := filepath.Join(e.root, "usr/local/bin/vm-agent")
+	if err := os.Link(bin, bin+".prev"); err != nil {
+		t.Fatal(err)
+	}
+	p := e.publish(t, upFixture(t, "vm-agent-v99.0.0"), "good", &e.key)
+	if code, out := e.upgrade(t, "--version", "99.0.0", "--url", e.url+"/files/good", "--checksum", upSum(t, p)); code != 0 {
+		t.Fatalf("upgrade: %s", out)
+	}
+	if left := crashTemps(filepath.Dir(bin)); len(left) > 0 {
+		t.Errorf("left beside the binary: %v", left)
+	}
+	if v, err := upVersionOf(bin + ".prev"); err != nil || v != e.current {
+		t.Errorf(".prev is %q (%v), want the previous %s", v, err, e.current)
 	}
 }

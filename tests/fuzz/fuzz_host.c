@@ -1,5 +1,6 @@
-/* libFuzzer target: the host steps' parsers of tool output (dpkg-query, rpm -q, apt's
- * status fd, apt-get -s, systemctl show) and the bounded diff of two texts.
+/* libFuzzer target: the host steps' parsers of tool output (dpkg-query, rpm -q,
+ * zypper info, apt's status fd, apt-get -s, systemctl show) and the bounded
+ * diff of two texts.
  * The first byte picks the parser so one corpus covers them all. */
 #include <stddef.h>
 #include <stdint.h>
@@ -21,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct apt_sim sim[8];
 	struct apt_status st;
 	struct svc_state svc;
-	switch (data[0] % 6) {
+	switch (data[0] % 7) {
 	case 0:
 		(void)pkg_parse_dpkg_query(text, len, info, 8);
 		break;
@@ -36,6 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 5:
 		(void)pkg_parse_rpm_query(text, len, info, 8);
+		break;
+	case 6:
+		(void)pkg_parse_zypper_info(text, len, info, 8);
 		break;
 	case 4: {
 		/* two texts split at the first NUL; the diff is cut at 512 bytes */

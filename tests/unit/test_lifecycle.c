@@ -261,6 +261,83 @@ static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 	free(data);
 }
 
+static void assert_file_is(const char *path, const char *want)
+{
+	char *data;
+	size_t len;
+	assert_int_equal(fs_read_file(path, 4096, &data, &len, NULL), 0);
+	assert_string_equal(data, want);
+	free(data);
+}
+
+/* Recovery of a journal at phase ph naming bin and prev (1.0 -> 2.0). */
+static enum lc_recover_result recover_from(const char *ph, const char *bin, const char *prev)
+{
+	char journal[160], text[1024], out[256], msg[256];
+	snprintf(journal, sizeof(journal), "%s/upgrade.journal", test_dir);
+	snprintf(text, sizeof(text),
+	         "{\"phase\":\"%s\",\"bin\":\"%s\",\"prev\":\"%s\",\"new\":\"\","
+	         "\"from\":\"1.0\",\"to\":\"2.0\"}",
+	         ph, bin, prev);
+	write_file(journal, text);
+	return lc_upgrade_recover(test_dir, out, sizeof(out), msg, sizeof(msg));
+}
+
+/* The windows the upgrade kill -9 matrix (TestFaultKill9UpgradeMatrix) hit:
+ * killed between linking .prev.tmp and renaming it (journal "verified"),
+ * between the swap's rename and the "swapped" journal (journal "prev_saved",
+ * but the new binary installed), and between the record's rewrite and the
+ * journal's removal (record already naming the new version). */
+static void test_lifecycle_recover_settles_every_kill_window(void **state)
+{
+	(void)state;
+	char bin[128], prev[140], ptmp[150], journal[160], record[160], text[1024];
+	snprintf(bin, sizeof(bin), "%s/vm-agent", test_dir);
+	snprintf(prev, sizeof(prev), "%s.prev", bin);
+	snprintf(ptmp, sizeof(ptmp), "%s.tmp", prev);
+	snprintf(journal, sizeof(journal), "%s/upgrade.journal", test_dir);
+	snprintf(record, sizeof(record), "%s/install.json", test_dir);
+
+	/* verified: .prev.tmp (a link to the binary) goes too */
+	write_file(bin, "old");
+	assert_int_equal(link(bin, ptmp), 0);
+	assert_int_equal(recover_from("verified", bin, prev), LC_RECOVER_CLEANED);
+	assert_false(lc_exists(ptmp));
+	assert_file_is(bin, "old");
+
+	/* prev_saved, but the rename of the new binary happened: rolled back */
+	assert_int_equal(link(bin, prev), 0);
+	write_file(bin, "new");
+	assert_int_equal(recover_from("prev_saved", bin, prev), LC_RECOVER_ROLLED_BACK);
+	assert_file_is(bin, "old");
+	/* prev_saved before that rename: .prev and the binary are one file, nothing to undo */
+	assert_int_equal(recover_from("prev_saved", bin, prev), LC_RECOVER_CLEANED);
+	assert_file_is(bin, "old");
+
+	/* swapped, the record already rewritten for the new version: the
+	 * record names the restored binary again */
+	char old_sum[65];
+	assert_int_equal(lc_sha256_hex(bin, old_sum, NULL), 0);
+	write_file(bin, "new");
+	snprintf(text, sizeof(text),
+	         "{\"bin\":\"/usr/local/bin/vm-agent\",\"sha256\":\"%064d\",\"version\":\"2.0\","
+	         "\"from_package\":false}",
+	         0);
+	write_file(record, text);
+	assert_int_equal(recover_from("swapped", bin, prev), LC_RECOVER_ROLLED_BACK);
+	assert_file_is(bin, "old");
+	struct lc_paths *p = calloc(1, sizeof(*p));
+	assert_non_null(p);
+	snprintf(p->install_record, sizeof(p->install_record), "%s", record);
+	struct lc_record rec;
+	assert_int_equal(lc_record_read(p, &rec, NULL), 0);
+	free(p);
+	assert_string_equal(rec.version, "1.0");
+	assert_string_equal(rec.sha256, old_sum);
+	assert_string_equal(rec.bin, "/usr/local/bin/vm-agent");
+	assert_false(lc_exists(journal));
+}
+
 /* No temp copy (name.tmp.XXXXXX) is left in dir. */
 static void assert_no_temp_left(const char *dir)
 {
@@ -369,6 +446,8 @@ int main(void)
 	        test_lifecycle_upgrade_request_file_private_and_consumed, test_dir_setup,
 	        test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_spawn_detached_runs_in_its_own_session,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_settles_every_kill_window,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
 	                                    test_dir_setup, test_dir_teardown),

@@ -235,6 +235,54 @@ static void test_rpm_query_refuses_malformed(void **state)
 	assert_int_equal(pkg_parse_rpm_query("a\0\t0\t1-1\tx\n", 12, p, 2), -1);
 }
 
+static void test_zypper_info_candidates(void **state)
+{
+	(void)state;
+	/* zypper --no-color info vma-hello vma-nothere vma-dep (LC_ALL=C) */
+	const char out[] = "Loading repository data...\n"
+	                   "Reading installed packages...\n"
+	                   "\n"
+	                   "\n"
+	                   "Information for package vma-hello:\n"
+	                   "----------------------------------\n"
+	                   "Repository     : vma\n"
+	                   "Name           : vma-hello\n"
+	                   "Version        : 2.0-1\n"
+	                   "Arch           : noarch\n"
+	                   "Installed      : Yes\n"
+	                   "Status         : out-of-date (version 1.0-1 installed)\n"
+	                   "Description    : \n"
+	                   "    Version : not a field\n"
+	                   "package 'vma-nothere' not found.\n"
+	                   "Name           : vma-dep\n"
+	                   "Version        : 3:1.0-1\n"
+	                   "Name           : vma-dep\n"
+	                   "Version        : 0.9-1\n";
+	struct pkg_info p[8];
+	int n = pkg_parse_zypper_info(out, strlen(out), p, 8);
+	assert_int_equal(n, 2);
+	assert_string_equal(p[0].name, "vma-hello");
+	assert_string_equal(p[0].version, "2.0-1");
+	assert_true(p[0].installed);
+	assert_string_equal(p[1].name, "vma-dep");
+	assert_string_equal(p[1].version, "3:1.0-1"); /* the first entry of a name wins */
+	assert_int_equal(pkg_parse_zypper_info("", 0, p, 8), 0);
+	assert_int_equal(pkg_parse_zypper_info(out, strlen(out), p, 1), 1);
+	static const char *const bad[] = {
+	    "Version        : 2.0-1\n",                             /* no Name before */
+	    "Name           : a b\nVersion        : 1-1\n",        /* a name with a space */
+	    "Name           : \n",                                  /* an empty one */
+	    "Name           : a\nVersion        : 1 2\n",          /* a version with a space */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (pkg_parse_zypper_info(bad[i], strlen(bad[i]), p, 2) != -1)
+			fail_msg("accepted %s", bad[i]);
+	char big[400];
+	memset(big, 'a', sizeof(big));
+	memcpy(big, "Name : ", 7);
+	assert_int_equal(pkg_parse_zypper_info(big, sizeof(big), p, 2), -1);
+}
+
 static void test_os_owner_of_the_package_database(void **state)
 {
 	(void)state;
@@ -259,6 +307,7 @@ int main(void)
 	    cmocka_unit_test(test_dpkg_query_refuses_malformed_and_bounds),
 	    cmocka_unit_test(test_rpm_query_installed_epoch_and_not_installed),
 	    cmocka_unit_test(test_rpm_query_refuses_malformed),
+	    cmocka_unit_test(test_zypper_info_candidates),
 	    cmocka_unit_test(test_os_owner_of_the_package_database),
 	    cmocka_unit_test(test_apt_status_lines),
 	    cmocka_unit_test(test_apt_sim_actions),
