@@ -426,6 +426,17 @@ static void journal_mark_dirty(struct journal *j, const char *id, bool log, bool
 	pthread_mutex_unlock(&j->mu);
 }
 
+/* id's record file was just written the direct way: its older journal-only
+ * entries must neither be served (GET) nor written over it (checkpoint). */
+static void journal_forget(struct journal *j, const char *id)
+{
+	pthread_mutex_lock(&j->mu);
+	for (size_t i = 0; i < j->ndirty; i++)
+		if (strcmp(j->dirty[i].id, id) == 0)
+			j->dirty[i].log = false; /* the file is newer: the checkpoint fsyncs it */
+	pthread_mutex_unlock(&j->mu);
+}
+
 /* Empties the journal: a zero first header ends it. The file keeps its
  * (pre-zeroed) blocks, so later appends stay overwrites. */
 static int journal_empty(int fd)
@@ -801,6 +812,8 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 			(void)unlink(it->tmp);
 		if (it->rc == 0 && it->journaled)
 			journal_mark_dirty(j, it->id, false, false, 0, 0);
+		else if (it->rc == 0 && j != NULL)
+			journal_forget(j, it->id); /* written the direct way (too large) */
 	}
 	if (!direct)
 		return; /* journaled renames need no directory fsync: a replay redoes them */
@@ -1223,14 +1236,8 @@ json_t *probe_committer_read(struct probe_committer *c, const char *dir, const c
 
 void probe_committer_forget(struct probe_committer *c, const char *id)
 {
-	if (c == NULL)
-		return;
-	struct journal *j = &c->j;
-	pthread_mutex_lock(&j->mu);
-	for (size_t i = 0; i < j->ndirty; i++)
-		if (strcmp(j->dirty[i].id, id) == 0)
-			j->dirty[i].log = false; /* the file is newer: the checkpoint fsyncs it */
-	pthread_mutex_unlock(&j->mu);
+	if (c != NULL)
+		journal_forget(&c->j, id);
 }
 
 void probe_committer_stop(struct probe_committer *c)

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -564,6 +565,68 @@ static void test_probe_store_journal_checkpoint_writes_journal_only_records(void
 	assert_int_equal(system(cmd), 0);
 }
 
+/* A final record too large for a journal entry is written the direct way:
+ * neither GET nor the checkpoint may then take the probe's older journal-only
+ * record (its step start) for the current one. */
+struct done_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int rc;
+};
+
+static void on_done_signal(void *ctx, int rc, const char *msg)
+{
+	(void)msg;
+	struct done_wait *w = ctx;
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->rc = rc;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void test_probe_store_journal_large_final_record_supersedes_log(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-journal-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct vm_err err = {0};
+	struct probe_committer *c = probe_committer_start(dir, &err);
+	assert_non_null(c);
+	if (!probe_committer_journaled(c))
+		fail_msg("no journal in %s (disk nearly full?)", dir);
+	assert_int_equal(probe_committer_log(c, "p-x", "{\"v\":1}", &err), 0);
+	size_t n = (2u << 20) + 16; /* over an entry's 1 MiB */
+	char *big = malloc(n + 16);
+	assert_non_null(big);
+	snprintf(big, 16, "{\"pad\":\"");
+	memset(big + 8, 'x', n - 10);
+	memcpy(big + n - 2, "\"}", 3);
+	struct done_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, -1};
+	assert_int_equal(probe_committer_log_stream_async(c, "p-x", probe_write_text, big,
+	                                                  on_done_signal, &w),
+	                 0);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	assert_int_equal(w.rc, 0);
+	json_t *r = probe_committer_read(c, dir, "p-x", 4 * n);
+	assert_non_null(r);
+	assert_non_null(json_object_get(r, "pad"));
+	json_decref(r);
+	probe_committer_stop(c); /* checkpoints */
+	r = probe_store_read(dir, "p-x", 4 * n);
+	assert_non_null(r);
+	assert_non_null(json_object_get(r, "pad"));
+	json_decref(r);
+	free(big);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -577,6 +640,7 @@ int main(void)
 	    cmocka_unit_test(test_probe_store_journal_replays_lost_records),
 	    cmocka_unit_test(test_probe_store_journal_keeps_newer_direct_record),
 	    cmocka_unit_test(test_probe_store_journal_checkpoint_writes_journal_only_records),
+	    cmocka_unit_test(test_probe_store_journal_large_final_record_supersedes_log),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
