@@ -1080,12 +1080,13 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
 
 static int enqueue_async(struct probe_committer *c, const char *id, probe_write_fn fn, void *wctx,
                          char *owned_text, probe_commit_done_fn on_done, void *ctx,
-                         struct probe_prepared *prep, bool log)
+                         struct probe_prepared *prep, bool log, bool settled)
 {
 	struct commit_item *it = calloc(1, sizeof(*it));
 	if (it == NULL)
 		return -1;
-	it->log = it->settled = log; /* async journal-only writes are final records */
+	it->log = log;
+	it->settled = log && settled;
 	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
 	it->id = it->idbuf;
 	it->write_fn = fn;
@@ -1146,25 +1147,26 @@ int probe_committer_write_prepared_async(struct probe_committer *c, const char *
                                          struct probe_prepared *prep, probe_commit_done_fn on_done,
                                          void *ctx)
 {
-	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep, false);
+	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep, false, false);
 }
 
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, false);
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, false, false);
 }
 
 int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
                                 probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL, false);
+	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL, false, false);
 }
 
 int probe_committer_log_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
-                                     void *wctx, probe_commit_done_fn on_done, void *ctx)
+                                     void *wctx, bool settled, probe_commit_done_fn on_done,
+                                     void *ctx)
 {
-	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, true);
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, true, settled);
 }
 
 bool probe_committer_journaled(const struct probe_committer *c)
