@@ -396,6 +396,21 @@ static void *durable_writer(void *arg)
 	return NULL;
 }
 
+/* 8 threads of durable_writer on a; none may fail. */
+static void run_writers(struct wh_audit *a)
+{
+	pthread_t t[8];
+	struct writer_arg w[8];
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct writer_arg){a, i, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, durable_writer, &w[i]), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].fails, 0);
+	}
+}
+
 static size_t count_lines(const char *path)
 {
 	FILE *f = fopen(path, "rb");
@@ -417,29 +432,13 @@ static void test_audit_durable_lines_from_many_threads(void **state)
 	snprintf(path, sizeof(path), "%s/audit.log", dir);
 	snprintf(old, sizeof(old), "%s.1", path);
 	struct wh_audit *a = open_audit(path, 1 << 20);
-	pthread_t t[8];
-	struct writer_arg w[8];
-	for (int i = 0; i < 8; i++) {
-		w[i] = (struct writer_arg){a, i, 0};
-		assert_int_equal(pthread_create(&t[i], NULL, durable_writer, &w[i]), 0);
-	}
-	for (int i = 0; i < 8; i++) {
-		assert_int_equal(pthread_join(t[i], NULL), 0);
-		assert_int_equal(w[i].fails, 0);
-	}
+	run_writers(a);
 	wh_audit_close(a);
 	assert_int_equal(count_lines(path), 8 * 40);
 	/* again with a rotation every few lines (max_files 1: file and file.1) */
 	unlink(path);
 	a = open_audit(path, 4096);
-	for (int i = 0; i < 8; i++) {
-		w[i] = (struct writer_arg){a, i, 0};
-		assert_int_equal(pthread_create(&t[i], NULL, durable_writer, &w[i]), 0);
-	}
-	for (int i = 0; i < 8; i++) {
-		assert_int_equal(pthread_join(t[i], NULL), 0);
-		assert_int_equal(w[i].fails, 0);
-	}
+	run_writers(a);
 	wh_audit_close(a);
 	size_t lines = count_lines(path);
 	assert_true(lines > 0 && lines <= 4096 / 100);

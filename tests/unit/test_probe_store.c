@@ -63,6 +63,20 @@ static json_t *wait_done(struct probe_exec *ex, const char *id)
 	return NULL;
 }
 
+/* Polls until a worker took the probe (bounded: 5 s). */
+static void wait_running(struct probe_exec *ex, const char *id)
+{
+	for (int i = 0; i < 500; i++) {
+		json_t *rec = probe_get(ex, id);
+		bool running = strcmp(state_of(rec), "running") == 0;
+		json_decref(rec);
+		if (running)
+			return;
+		usleep(10000);
+	}
+	fail_msg("probe %s never ran", id);
+}
+
 static int submit_as(struct probe_exec *ex, const char *sub, const char *body,
                      struct probe_submit_out *out)
 {
@@ -226,14 +240,7 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	const char *slow = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"sleep\",\"30\"]}]}";
 	struct probe_submit_out a, b, full;
 	assert_int_equal(submit(ex, slow, &a), PROBE_CREATED);
-	for (int i = 0; i < 500; i++) { /* until the worker took it */
-		json_t *rec = probe_get(ex, a.id);
-		bool running = strcmp(state_of(rec), "running") == 0;
-		json_decref(rec);
-		if (running)
-			break;
-		usleep(10000);
-	}
+	wait_running(ex, a.id);
 	assert_int_equal(submit(ex, slow, &b), PROBE_CREATED);
 	assert_int_equal(submit(ex, slow, &full), PROBE_E_FULL);
 	probe_exec_stop(ex); /* interrupts both within cancel_grace */
@@ -600,14 +607,7 @@ static void test_probe_store_step_start_written_ahead(void **state)
 	const char *quick = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
 	struct probe_submit_out a, b, d;
 	assert_int_equal(submit(ex, two, &a), PROBE_CREATED);
-	for (int i = 0; i < 500; i++) { /* until the worker took it */
-		json_t *rec = probe_get(ex, a.id);
-		bool running = strcmp(state_of(rec), "running") == 0;
-		json_decref(rec);
-		if (running)
-			break;
-		usleep(10000);
-	}
+	wait_running(ex, a.id);
 	assert_int_equal(submit(ex, quick, &b), PROBE_CREATED);
 	assert_int_equal(submit(ex, quick, &d), PROBE_CREATED);
 	char runs[PATH_MAX + 8], j[PATH_MAX + 32], saved[PATH_MAX + 32], rec_path[PATH_MAX + 96];
