@@ -6,6 +6,7 @@
 #define VMA_CORE_CGROUP_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,6 +33,14 @@ struct cg_limits {
 	uint32_t pids_max;   /* tasks (pids.max): a fork bomb stops here */
 };
 
+/* Empty step cgroups kept for the next step (no mkdir/rmdir per step). */
+#define CG_POOL_MAX 32
+
+struct cg_pooled {
+	char name[48]; /* "step-<pid>-<n>" under base: the start-up sweep's pattern */
+	int procs_fd;
+};
+
 struct cg_tree {
 	enum cg_mode mode;
 	unsigned controllers;  /* CG_* usable under base */
@@ -39,6 +48,9 @@ struct cg_tree {
 	char record[PATH_MAX]; /* state file naming base (cleanup after a crash) */
 	char why[256];         /* why cgroups or some limits are unavailable; "" = all there */
 	atomic_uint seq;
+	pthread_mutex_t pool_lock; /* set up by cg_open */
+	int pool_n;
+	struct cg_pooled pool[CG_POOL_MAX];
 };
 
 struct cg_step {
@@ -46,6 +58,7 @@ struct cg_step {
 	int procs_fd;     /* cgroup.procs, O_CLOEXEC: the child writes "0" to join */
 	unsigned applied; /* CG_* whose limit was written */
 	char note[256];   /* requested limits that could not be applied, and why */
+	struct cg_tree *tree; /* where cg_step_free returns it when it is clean */
 };
 
 /* Pure lookup, testable on a fake tree: v2 is root itself (pure v2) or
@@ -63,14 +76,16 @@ int cg_detect(const char *root, const char *self_cgroup, char *v2, size_t v2cap,
 void cg_open(struct cg_tree *t, const char *root, const char *self_cgroup, const char *state_dir,
              int *killed);
 
-/* Removes the base when empty and the record. NULL is fine. */
+/* Empties the pool, removes the base when empty and the record. NULL is fine. */
 void cg_close(struct cg_tree *t);
 
 /* Kills every process in the step cgroups under base (a dead agent's leftovers)
  * and removes them. Returns the number of processes that were still there. */
 int cg_kill_leftovers(const char *base);
 
-/* Creates a step cgroup under t with the limits it can apply. */
+/* A step cgroup under t with the limits it can apply: an empty one from the
+ * pool (checked empty again, every limit rewritten: lim's value or "max"),
+ * else a new one. */
 int cg_step_new(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *s,
                 struct vm_err *err);
 
@@ -89,7 +104,9 @@ void cg_step_signal(const struct cg_step *s, int sig);
 /* True when no process is left in the step cgroup. */
 bool cg_step_empty(const struct cg_step *s);
 
-/* Kills what is left, waits (bounded) until empty and removes the cgroup. */
+/* Kills what is left and waits (bounded) until empty; then the cgroup goes
+ * back to its tree's pool when it is empty, not frozen, has no child cgroup
+ * and the pool has room, else it is removed. */
 void cg_step_free(struct cg_step *s);
 
 /* Makes the calling process a subreaper (PR_SET_CHILD_SUBREAPER): orphans of

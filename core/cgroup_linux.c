@@ -193,6 +193,20 @@ static void kill_dir(const char *dir)
 	}
 }
 
+/* Fit for the next step: no process, not frozen, no child cgroup (a root
+ * step may have made one). Any read that fails is a no. */
+static bool dir_reusable(const char *dir)
+{
+	char buf[256];
+	if (read_small(dir, "cgroup.events", buf, sizeof(buf)) != 0 ||
+	    strstr(buf, "populated 0") == NULL || strstr(buf, "frozen 1") != NULL)
+		return false;
+	if (read_small(dir, "cgroup.stat", buf, sizeof(buf)) != 0)
+		return false;
+	const char *d = strstr(buf, "nr_descendants ");
+	return d != NULL && d[15] == '0' && (d[16] == '\n' || d[16] == '\0');
+}
+
 static bool dir_empty(const char *dir)
 {
 	char buf[256];
@@ -205,8 +219,9 @@ static bool dir_empty(const char *dir)
 	return read_pids(dir, &one, 1) == 0;
 }
 
-/* Kills what is in dir, waits until empty (bounded), removes it. */
-static int destroy_dir(const char *dir)
+/* Kills what is in dir and waits until empty (bounded); returns how many
+ * processes were there. */
+static int drain_dir(const char *dir)
 {
 	static _Thread_local pid_t pids[PID_LIST_MAX];
 	int found = read_pids(dir, pids, PID_LIST_MAX);
@@ -216,6 +231,13 @@ static int destroy_dir(const char *dir)
 		struct timespec ts = {0, 2 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
+	return found;
+}
+
+/* Kills what is in dir, waits until empty (bounded), removes it. */
+static int destroy_dir(const char *dir)
+{
+	int found = drain_dir(dir);
 	if (rmdir(dir) != 0 && errno != ENOENT)
 		log_warn("cgroup", "cannot remove %s: %s", dir, strerror(errno));
 	return found;
@@ -266,6 +288,26 @@ static void cleanup_record(struct cg_tree *t, const char *root, int *killed)
 	free(text);
 }
 
+/* The empty step cgroups a dead agent kept for reuse (step-<pid>-<n>, pid
+ * gone): removed, so its base can go. A live agent's are left alone; a busy
+ * one's rmdir fails (EBUSY). */
+static void sweep_dead_pool(const char *base)
+{
+	DIR *d = opendir(base);
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char p[PATH_MAX];
+		long pid = strncmp(e->d_name, "step-", 5) == 0 ? strtol(e->d_name + 5, NULL, 10) : 0;
+		if (pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH) ||
+		    (size_t)snprintf(p, sizeof(p), "%s/%s", base, e->d_name) >= sizeof(p))
+			continue;
+		(void)rmdir(p);
+	}
+	closedir(d);
+}
+
 /* Bases of agents that died with kill -9 and whose state dir is gone (test
  * runs, reinstalls): empty ones are removed. A live idle agent's base may go
  * too; cg_step_new makes it again. */
@@ -281,6 +323,7 @@ static void sweep_stale_bases(const char *v2, const char *mine)
 		    (size_t)snprintf(p, sizeof(p), "%s/%s", v2, e->d_name) >= sizeof(p) ||
 		    strcmp(p, mine) == 0)
 			continue;
+		sweep_dead_pool(p);
 		(void)rmdir(p); /* EBUSY while it holds steps: then it is not stale */
 	}
 	closedir(d);
@@ -303,6 +346,7 @@ void cg_open(struct cg_tree *t, const char *root, const char *self_cgroup, const
              int *killed)
 {
 	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->pool_lock, NULL);
 	*killed = 0;
 	snprintf(t->record, sizeof(t->record), "%.*s/cgroup.base", PATH_MAX - 16, state_dir);
 	cleanup_record(t, root, killed);
@@ -362,6 +406,16 @@ void cg_close(struct cg_tree *t)
 {
 	if (t == NULL || t->base[0] == '\0')
 		return;
+	pthread_mutex_lock(&t->pool_lock);
+	for (int i = 0; i < t->pool_n; i++) {
+		char p[PATH_MAX];
+		close(t->pool[i].procs_fd);
+		if ((size_t)snprintf(p, sizeof(p), "%s/%s", t->base, t->pool[i].name) < sizeof(p) &&
+		    rmdir(p) != 0 && errno != ENOENT)
+			log_warn("cgroup", "cannot remove %s: %s", p, strerror(errno));
+	}
+	t->pool_n = 0;
+	pthread_mutex_unlock(&t->pool_lock);
 	(void)cg_kill_leftovers(t->base);
 	/* the delegated steps/ stays (it is part of our subtree); our own base goes */
 	if (strstr(t->base, "/vm-agent-") != NULL && rmdir(t->base) != 0 && errno != ENOENT)
@@ -371,8 +425,10 @@ void cg_close(struct cg_tree *t)
 	t->mode = CG_NONE;
 }
 
-unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_limits *lim,
-                         char *note, size_t cap)
+/* reset: a reused cgroup, every controller's file is written (lim's value or
+ * "max") and *failed says whether any write failed. */
+static unsigned write_limits(const char *dir, unsigned controllers, const struct cg_limits *lim,
+                             bool reset, bool *failed, char *note, size_t cap)
 {
 	struct {
 		unsigned bit;
@@ -387,8 +443,13 @@ unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_
 	size_t o = 0;
 	note[0] = '\0';
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		if (rows[i].v == 0)
+		if (rows[i].v == 0) {
+			if (reset && (controllers & rows[i].bit) &&
+			    write_small(dir, rows[i].file,
+			                rows[i].bit == CG_CPU ? "max 100000" : "max") != 0)
+				*failed = true;
 			continue;
+		}
 		char val[48];
 		if (rows[i].bit == CG_CPU)
 			snprintf(val, sizeof(val), "%llu 100000",
@@ -400,6 +461,8 @@ unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_
 			applied |= rows[i].bit;
 			continue;
 		}
+		if (e < 0)
+			*failed = true;
 		/* "memory_max, pids_max (Invalid argument)": a reason only for a failed write */
 		o = str_appendf(note, cap, o, "%s%s%s%s%s", o ? ", " : "", rows[i].key,
 		                e > 0 ? "" : " (", e > 0 ? "" : strerror(-e), e > 0 ? "" : ")");
@@ -409,6 +472,65 @@ unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_
 	return applied;
 }
 
+unsigned cg_write_limits(const char *dir, unsigned controllers, const struct cg_limits *lim,
+                         char *note, size_t cap)
+{
+	bool failed = false;
+	return write_limits(dir, controllers, lim, false, &failed, note, cap);
+}
+
+/* A pooled cgroup for s, checked empty again and its limits rewritten; false
+ * when the pool is empty (then s is untouched) or the one taken is in doubt
+ * (then it is removed). */
+static bool pool_take(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *s)
+{
+	struct cg_pooled c;
+	pthread_mutex_lock(&t->pool_lock);
+	bool got = t->pool_n > 0;
+	if (got)
+		c = t->pool[--t->pool_n];
+	pthread_mutex_unlock(&t->pool_lock);
+	if (!got)
+		return false;
+	snprintf(s->path, sizeof(s->path), "%.*s/%s", PATH_MAX - 64, t->base, c.name);
+	bool failed = false;
+	if (dir_reusable(s->path)) {
+		s->applied = write_limits(s->path, t->controllers, lim, true, &failed, s->note,
+		                          sizeof(s->note));
+		if (!failed) {
+			s->procs_fd = c.procs_fd;
+			return true;
+		}
+	}
+	close(c.procs_fd);
+	(void)destroy_dir(s->path);
+	s->path[0] = '\0';
+	s->applied = 0;
+	s->note[0] = '\0';
+	return false;
+}
+
+/* Gives s's cgroup back to the pool when it is fit for another step. */
+static bool pool_put(struct cg_step *s)
+{
+	struct cg_tree *t = s->tree;
+	const char *name = strrchr(s->path, '/');
+	size_t blen = strlen(t->base);
+	if (s->procs_fd < 0 || name == NULL || (size_t)(name - s->path) != blen ||
+	    strncmp(s->path, t->base, blen) != 0 || strlen(name + 1) >= sizeof(t->pool[0].name) ||
+	    !dir_reusable(s->path))
+		return false;
+	pthread_mutex_lock(&t->pool_lock);
+	bool room = t->pool_n < CG_POOL_MAX && t->base[0] != '\0';
+	if (room) {
+		struct cg_pooled *c = &t->pool[t->pool_n++];
+		snprintf(c->name, sizeof(c->name), "%s", name + 1);
+		c->procs_fd = s->procs_fd;
+	}
+	pthread_mutex_unlock(&t->pool_lock);
+	return room;
+}
+
 int cg_step_new(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *s,
                 struct vm_err *err)
 {
@@ -416,6 +538,9 @@ int cg_step_new(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *
 	s->procs_fd = -1;
 	if (t == NULL || t->mode == CG_NONE)
 		return vm_err_set(err, VM_ERR_NOTFOUND, "no cgroup tree");
+	s->tree = t;
+	if (pool_take(t, lim, s))
+		goto noted;
 	for (int tries = 0;; tries++) {
 		unsigned n = atomic_fetch_add(&t->seq, 1);
 		snprintf(s->path, sizeof(s->path), "%.*s/step-%ld-%u", PATH_MAX - 40, t->base,
@@ -434,9 +559,6 @@ int cg_step_new(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *
 		}
 	}
 	s->applied = cg_write_limits(s->path, t->controllers, lim, s->note, sizeof(s->note));
-	if (s->note[0] != '\0' && t->why[0] != '\0') {
-		(void)str_appendf(s->note, sizeof(s->note), strlen(s->note), ": %s", t->why);
-	}
 	char p[PATH_MAX + 16];
 	snprintf(p, sizeof(p), "%s/cgroup.procs", s->path);
 	s->procs_fd = open(p, O_WRONLY | O_CLOEXEC);
@@ -445,6 +567,10 @@ int cg_step_new(struct cg_tree *t, const struct cg_limits *lim, struct cg_step *
 		(void)rmdir(s->path);
 		s->path[0] = '\0';
 		return vm_err_errno(err, VM_ERR_IO, e, "open %s", p);
+	}
+noted:
+	if (s->note[0] != '\0' && t->why[0] != '\0') {
+		(void)str_appendf(s->note, sizeof(s->note), strlen(s->note), ": %s", t->why);
 	}
 	return 0;
 }
@@ -470,11 +596,19 @@ bool cg_step_empty(const struct cg_step *s)
 
 void cg_step_free(struct cg_step *s)
 {
+	if (s->path[0] != '\0') {
+		(void)drain_dir(s->path);
+		if (s->tree != NULL && pool_put(s)) {
+			s->procs_fd = -1; /* the pool's now */
+			s->path[0] = '\0';
+			return;
+		}
+	}
 	if (s->procs_fd >= 0)
 		close(s->procs_fd);
 	s->procs_fd = -1;
-	if (s->path[0] != '\0')
-		(void)destroy_dir(s->path);
+	if (s->path[0] != '\0' && rmdir(s->path) != 0 && errno != ENOENT)
+		log_warn("cgroup", "cannot remove %s: %s", s->path, strerror(errno));
 	s->path[0] = '\0';
 }
 

@@ -62,6 +62,12 @@ struct probe {
 	bool persisting; /* submit has not written the first record yet */
 	bool in_queue;   /* referenced by the queue: retention must not free it */
 	bool finishing;  /* final record is being written; final_state once durable */
+	/* The start of step 0 written ahead ("may have started", see prestart_locked):
+	 * pre_pending while that write is in flight, pre_durable once it is
+	 * durable (the worker then runs step 0 without writing it again),
+	 * pre_counted while it counts in ex->npre. */
+	bool pre_pending, pre_durable, pre_counted;
+	struct probe_image *pre_img; /* the write in flight */
 	enum pstate final_state;
 	struct probe_sink *sink; /* spilled output while running (worker, then writer) */
 	struct probe_image *img; /* the final record being written */
@@ -82,6 +88,8 @@ struct probe_exec {
 	int qcap, qhead, qlen, qreserved;
 	pthread_t *workers;
 	int nworkers;
+	int idle; /* workers waiting for work */
+	int npre; /* queued probes whose step 0 start is written ahead (at most nworkers) */
 	bool stopping;
 	int streams; /* event readers (probe_events_acquire) */
 	char work_dir[PATH_MAX];
@@ -216,9 +224,10 @@ static void retain(struct probe_exec *ex)
 	struct probe *p = ex->head;
 	while (p != NULL && (ex->nfinished > ex->retention_count || p->created_ms < horizon)) {
 		struct probe *next = p->next;
-		if (terminal(p->state) && p->ended && !p->in_queue &&
+		if (terminal(p->state) && p->ended && !p->in_queue && !p->pre_pending &&
 		    (ex->nfinished > ex->retention_count || p->finished_ms < horizon)) {
 			unlink_probe(ex, p);
+			probe_committer_forget(ex->store, p->id); /* no checkpoint writes it back */
 			probe_store_remove(ex->runs_dir, p->id);
 			ex->nfinished--;
 			ex->rings_full -= p->ev_first + 1 < p->ev_next;
@@ -430,6 +439,12 @@ static void finish_run_locked(struct probe_exec *ex, struct probe *p, enum pstat
                               const char *error)
 {
 	finish_begin_locked(ex, p, st, error);
+	/* with a journal the final record stays there alone until the checkpoint:
+	 * no file is created on the way to the final state */
+	if (p->img != NULL && probe_committer_journaled(ex->store) &&
+	    probe_committer_log_stream_async(ex->store, p->id, probe_image_write, p->img, true,
+	                                     on_committed, p) == 0)
+		return;
 	struct probe_image *keep = p->img;
 	if (keep != NULL) {
 		struct probe_prepared prep;
@@ -445,6 +460,123 @@ static void finish_run_locked(struct probe_exec *ex, struct probe *p, enum pstat
 			probe_prepared_discard(&prep);
 	}
 	finish_write_locked(ex, p);
+}
+
+/* --- starting ahead ------------------------------------------------------------------------ */
+
+/* A step runs only once its start is durable (a crash then reports it
+ * interrupted, never skipped), and waiting for that flush was half of a
+ * worker's cycle. So the start of step 0 may be written ahead: with the
+ * accepted record when a worker is idle (one flush instead of two), or while
+ * a worker runs a step, for the queued probe a worker takes next (the flush
+ * overlaps the running step). A durable start means "may have started": a
+ * crash before the step ran reports it interrupted (the conservative
+ * direction; at most nworkers queued probes are written ahead at a time).
+ * Memory, and so everything visible, keeps the probe queued until a worker
+ * really starts it. */
+
+/* rec as it reads once step 0 runs. Under the lock, undone by unmark_started. */
+static void mark_started(json_t *rec, int64_t now_ms)
+{
+	json_object_set_new(rec, "state", json_string(state_names[P_RUNNING]));
+	json_object_set_new(rec, "started_at", time_json(now_ms));
+	json_t *s0 = json_array_get(json_object_get(rec, "steps"), 0);
+	if (s0 != NULL) {
+		json_object_set_new(s0, "status", json_string("running"));
+		json_object_set_new(s0, "started_at", time_json(now_ms));
+	}
+}
+
+static void unmark_started(json_t *rec)
+{
+	json_object_set_new(rec, "state", json_string(state_names[P_QUEUED]));
+	json_object_set_new(rec, "started_at", json_null());
+	json_t *s0 = json_array_get(json_object_get(rec, "steps"), 0);
+	if (s0 != NULL) {
+		json_object_set_new(s0, "status", json_string("pending"));
+		json_object_del(s0, "started_at");
+	}
+}
+
+/* A slot of the concurrency budget is free for one more probe written ahead. */
+static bool slot_free_locked(struct probe_exec *ex)
+{
+	int used = 0, limit = 0;
+	if (ex->budget == NULL)
+		return true;
+	budget_usage(ex->budget, &used, &limit);
+	return used + ex->npre < limit;
+}
+
+/* p no longer counts as a queued probe written ahead (a worker took it, or it ended). */
+static void pre_release_locked(struct probe_exec *ex, struct probe *p)
+{
+	if (p->pre_counted) {
+		p->pre_counted = false;
+		ex->npre--;
+	}
+}
+
+static void on_prestarted(void *ctx, int rc, const char *msg)
+{
+	struct probe *p = ctx;
+	struct probe_exec *ex = p->ex;
+	pthread_mutex_lock(&ex->mu);
+	probe_image_free(p->pre_img);
+	p->pre_img = NULL;
+	p->pre_pending = false;
+	p->pre_durable = rc == 0;
+	if (rc != 0) {
+		/* the worker writes the start itself, and reports it if that fails too */
+		log_warn("probe", "%s: writing the start ahead failed: %s", p->id, msg);
+		pre_release_locked(ex, p);
+	}
+	/* a cancel while this write was in flight: finished only now, so the
+	 * final record is the newer one */
+	if (atomic_load(&p->cancel) && !p->interrupt && p->in_queue && p->state == P_QUEUED &&
+	    !p->finishing)
+		finish_locked(ex, p, P_CANCELED, NULL);
+	pthread_cond_broadcast(&ex->work_cv); /* a worker may wait for it */
+	pthread_mutex_unlock(&ex->mu);
+}
+
+/* Writes ahead the start of step 0 of queued p, without waiting. */
+static void prestart_locked(struct probe_exec *ex, struct probe *p)
+{
+	mark_started(p->rec, time_wall_ms());
+	struct probe_image *img = probe_image_new(p->rec, NULL, false);
+	unmark_started(p->rec);
+	if (img == NULL)
+		return;
+	p->ex = ex;
+	p->pre_img = img;
+	p->pre_pending = p->pre_counted = true;
+	ex->npre++;
+	/* on_prestarted waits for our lock */
+	if (probe_committer_log_stream_async(ex->store, p->id, probe_image_write, img, false,
+	                                     on_prestarted, p) != 0) {
+		p->pre_pending = false;
+		p->pre_img = NULL;
+		probe_image_free(img);
+		pre_release_locked(ex, p);
+	}
+}
+
+/* A worker is about to run a step: the first queued probe not yet written
+ * ahead (they are at the head of the queue) gets its start written ahead. */
+static void prestart_next_locked(struct probe_exec *ex)
+{
+	if (ex->stopping || ex->npre >= ex->nworkers || !probe_committer_journaled(ex->store))
+		return;
+	for (int k = 0; k < ex->qlen && k < 2 * ex->nworkers; k++) {
+		struct probe *q = ex->queue[(ex->qhead + k) % ex->qcap];
+		if (q->state != P_QUEUED || q->finishing || q->persisting || q->pre_counted ||
+		    q->pre_pending || q->pre_durable || atomic_load(&q->cancel) || q->req == NULL ||
+		    q->req->nsteps == 0)
+			continue;
+		prestart_locked(ex, q);
+		return;
+	}
 }
 
 /* --- running ----------------------------------------------------------------------------- */
@@ -612,15 +744,19 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 		json_object_set_new(srec, "started_at", time_json(time_wall_ms()));
 		/* Durable before it runs: after a crash this step is `interrupted` (it
 		 * may have run), never `skipped`. Spilled output of earlier steps is
-		 * not copied each time: the record marks it output_not_persisted. */
-		struct probe_image *img = probe_image_new(p->rec, p->sink, false);
+		 * not copied each time: the record marks it output_not_persisted.
+		 * Step 0's start may have been written ahead (prestart_locked). */
+		bool ahead = i == 0 && p->pre_durable;
+		p->pre_durable = false;
+		struct probe_image *img = ahead ? NULL : probe_image_new(p->rec, p->sink, false);
 		pthread_mutex_unlock(&ex->mu);
 		struct vm_err werr = {0};
-		if (img == NULL)
-			vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
-		int wrc = img != NULL ? probe_committer_log_stream(ex->store, p->id,
-		                                                   probe_image_write, img, &werr)
-		                      : -1;
+		int wrc = 0;
+		if (!ahead && img == NULL)
+			wrc = vm_err_set(&werr, VM_ERR_NOMEM, "out of memory");
+		else if (!ahead)
+			wrc = probe_committer_log_stream(ex->store, p->id, probe_image_write, img,
+			                                 &werr);
 		probe_image_free(img);
 		pthread_mutex_lock(&ex->mu);
 		if (wrc != 0) {
@@ -638,6 +774,7 @@ static void run_probe(struct probe_exec *ex, struct probe *p)
 			break;
 		}
 		emit(ex, p, "step", json_pack("{s:i,s:s}", "step", i, "status", "running"));
+		prestart_next_locked(ex); /* its flush overlaps this step */
 		pthread_mutex_unlock(&ex->mu);
 
 		json_t *result = json_object();
@@ -705,6 +842,7 @@ static struct probe *next_locked(struct probe_exec *ex, bool *slot)
 		ex->qhead = (ex->qhead + 1) % ex->qcap;
 		ex->qlen--;
 		p->in_queue = false;
+		pre_release_locked(ex, p);
 		if (!stale)
 			return p;
 	}
@@ -732,10 +870,17 @@ static void *worker(void *arg)
 				break; /* and nothing left */
 			/* idle: apply retention by age now and then, not only when probes end */
 			struct timespec until = time_deadline(RETAIN_EVERY_S * 1000);
-			if (pthread_cond_timedwait(&ex->work_cv, &ex->mu, &until) == ETIMEDOUT)
+			ex->idle++;
+			int wr = pthread_cond_timedwait(&ex->work_cv, &ex->mu, &until);
+			ex->idle--;
+			if (wr == ETIMEDOUT)
 				retain(ex);
 			continue;
 		}
+		/* its start is being written ahead: never finished or run before that
+		 * write is done (the record written next must be the newer one) */
+		while (p->pre_pending)
+			pthread_cond_wait(&ex->work_cv, &ex->mu);
 		if (!slot) {
 			finish_locked(ex, p,
 			              ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
@@ -878,7 +1023,18 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 	if (req->idempotency_key != NULL)
 		snprintf(p->idem, sizeof(p->idem), "%s", req->idempotency_key);
 	p->rec = new_record(p, req, req->timeout_ms ? req->timeout_ms : ex->default_timeout_ms);
+	/* a worker is idle and nothing is queued: it takes this probe at once, so
+	 * the accepted record carries step 0's start (one flush before it runs) */
+	bool ahead = p->rec != NULL && ex->idle > ex->npre && ex->qlen == 0 && req->nsteps > 0 &&
+	             slot_free_locked(ex) && probe_committer_journaled(ex->store);
+	if (ahead) {
+		mark_started(p->rec, p->created_ms);
+		p->pre_counted = true;
+		ex->npre++;
+	}
 	char *text = p->rec != NULL ? json_dumps(p->rec, JSON_COMPACT) : NULL;
+	if (ahead)
+		unmark_started(p->rec);
 	link_probe(ex, p);
 	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", "queued"));
 	pthread_mutex_unlock(&ex->mu);
@@ -891,6 +1047,9 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 	pthread_mutex_lock(&ex->mu);
 	ex->qreserved--;
 	p->persisting = false;
+	p->pre_durable = ahead && wrc == 0;
+	if (wrc != 0 || atomic_load(&p->cancel) || ex->stopping)
+		pre_release_locked(ex, p); /* it never enters the queue */
 	if (wrc != 0) {
 		unlink_probe(ex, p);
 		pthread_mutex_unlock(&ex->mu);
@@ -929,7 +1088,7 @@ json_t *probe_get(struct probe_exec *ex, const char *id)
 	bool on_disk = p != NULL && p->rec == NULL;
 	pthread_mutex_unlock(&ex->mu);
 	if (on_disk)
-		rec = probe_store_read(ex->runs_dir, id, ex->record_max);
+		rec = probe_committer_read(ex->store, ex->runs_dir, id, ex->record_max);
 	return rec;
 }
 
@@ -941,7 +1100,7 @@ int probe_record_fd(struct probe_exec *ex, const char *id, uint64_t *size)
 	pthread_mutex_unlock(&ex->mu);
 	if (rc != 0)
 		return rc;
-	return probe_store_open(ex->runs_dir, id, ex->record_max, size);
+	return probe_committer_open(ex->store, ex->runs_dir, id, ex->record_max, size);
 }
 
 json_t *probe_list(struct probe_exec *ex, const char *state, int limit)
@@ -980,8 +1139,8 @@ enum probe_cancel_rc probe_cancel(struct probe_exec *ex, const char *id, json_t 
 	}
 	atomic_store(&p->cancel, true);
 	/* queued: nothing to kill; the worker skips it. Running: proc_run sees the flag. */
-	if (p->state == P_QUEUED && !p->persisting)
-		finish_locked(ex, p, P_CANCELED, NULL);
+	if (p->state == P_QUEUED && !p->persisting && !p->pre_pending)
+		finish_locked(ex, p, P_CANCELED, NULL); /* else on_prestarted or the worker */
 	json_t *rec = p->rec != NULL ? json_deep_copy(p->rec) : NULL;
 	pthread_mutex_unlock(&ex->mu);
 	*record = rec != NULL ? rec : probe_get(ex, id);

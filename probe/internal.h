@@ -271,6 +271,21 @@ int probe_committer_write_async(struct probe_committer *c, const char *id, char 
                                 probe_commit_done_fn on_done, void *ctx);
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx);
+/* A record durable through the journal alone (no file created until the
+ * checkpoint); readers go through probe_committer_open/read. settled: the
+ * final record of a finished probe (the materializer may write its file);
+ * else an unfinished probe's (read from memory meanwhile). Only where
+ * probe_committer_journaled. */
+int probe_committer_log_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
+                                     void *wctx, bool settled, probe_commit_done_fn on_done,
+                                     void *ctx);
+bool probe_committer_journaled(const struct probe_committer *c);
+/* probe_store_open / probe_store_read that also see journal-only records: the
+ * newest write of id since the checkpoint (a memfd copy), else the file. */
+int probe_committer_open(struct probe_committer *c, const char *dir, const char *id, size_t max,
+                         uint64_t *size);
+json_t *probe_committer_read(struct probe_committer *c, const char *dir, const char *id,
+                             size_t max);
 /* A record's temp file written by the calling thread (in parallel, outside
  * any lock: creating files is most of a record write's CPU), then handed to
  * the writer, which only journals and renames it. Discard unless handed. */

@@ -9,12 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "probe/internal.h"
 
 static int record_path(const char *dir, const char *id, char *out, size_t cap)
@@ -84,16 +87,7 @@ static json_t *read_record_fd(int fd, size_t max, struct vm_err *err)
 
 json_t *probe_store_read(const char *dir, const char *id, size_t max)
 {
-	char path[PATH_MAX];
-	if (record_path(dir, id, path, sizeof(path)) != 0)
-		return NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return NULL;
-	struct vm_err err;
-	json_t *rec = read_record_fd(fd, max, &err);
-	close(fd);
-	return rec;
+	return probe_committer_read(NULL, dir, id, max); /* no committer: the file */
 }
 
 int probe_store_open(const char *dir, const char *id, size_t max, uint64_t *size)
@@ -266,6 +260,7 @@ out:
 #define JOURNAL_PREZERO      (8u << 20) /* overwriting written blocks: fdatasync is one flush */
 #define JOURNAL_COPY_CHUNK   65536
 #define CHECKPOINT_FSYNC_MAX 64 /* records fsynced one by one at a checkpoint */
+#define MAT_QUIET_MS         20 /* the materializer waits for a pause of the writer this long */
 
 /* An entry: this header, the id (idlen bytes), the record (len bytes). sum is
  * FNV-1a over the header (sum = 0), id and record: a torn tail fails it. */
@@ -282,6 +277,7 @@ struct jhdr {
 struct jdirty {
 	char id[PROBE_ID_MAX];
 	bool log;
+	bool settled; /* a finished probe's record: the materializer may write its file */
 	uint64_t off, len;
 	size_t seq;
 };
@@ -294,6 +290,14 @@ struct journal {
 	size_t ndirty, cap;
 	pthread_mutex_t mu; /* dirty: the writer thread, and probe_committer_forget */
 	bool overflow;      /* an id did not fit in dirty: the checkpoint syncs the filesystem */
+	/* the materializer thread: files of settled journal-only records, written
+	 * off the writer thread between checkpoints (not synced: the checkpoint does) */
+	pthread_cond_t mat_cv; /* with mu: settled records to write, or stop */
+	size_t mat_next;       /* dirty entries before it were looked at */
+	uint64_t batches;      /* committed by the writer: the materializer waits for a pause */
+	bool mat_stop, mat_running;
+	pthread_t mat_thread;
+	char dir[PATH_MAX];
 };
 
 static uint64_t fnv(uint64_t h, const void *data, size_t n)
@@ -313,6 +317,7 @@ struct commit_item {
 	int rc, fd;
 	bool journaled; /* in the journal: renamed after the batch's one fdatasync */
 	bool log;       /* journal only: no record file until the checkpoint */
+	bool settled;   /* log, and the record of a finished probe (no later write expected) */
 	bool prepared;  /* tmp and fd already written by the caller (probe_store_prepare) */
 	uint64_t joff, jlen;
 	char tmp[PATH_MAX + 64];
@@ -399,8 +404,8 @@ static int journal_append(struct journal *j, const char *id, int src, uint64_t l
 	return rc;
 }
 
-static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint64_t off,
-                               uint64_t len)
+static void journal_mark_dirty(struct journal *j, const char *id, bool log, bool settled,
+                               uint64_t off, uint64_t len)
 {
 	pthread_mutex_lock(&j->mu);
 	if (j->ndirty == j->cap) {
@@ -417,9 +422,21 @@ static void journal_mark_dirty(struct journal *j, const char *id, bool log, uint
 	struct jdirty *d = &j->dirty[j->ndirty];
 	snprintf(d->id, sizeof(d->id), "%s", id);
 	d->log = log;
+	d->settled = settled;
 	d->off = off;
 	d->len = len;
 	d->seq = j->ndirty++;
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* id's record file was just written the direct way: its older journal-only
+ * entries must neither be served (GET) nor written over it (checkpoint). */
+static void journal_forget(struct journal *j, const char *id)
+{
+	pthread_mutex_lock(&j->mu);
+	for (size_t i = 0; i < j->ndirty; i++)
+		if (strcmp(j->dirty[i].id, id) == 0)
+			j->dirty[i].log = false; /* the file is newer: the checkpoint fsyncs it */
 	pthread_mutex_unlock(&j->mu);
 }
 
@@ -456,16 +473,29 @@ static int write_span(void *ctx, int fd, struct vm_err *err)
 	return probe_write_all(fd, s->p, s->n, err);
 }
 
-/* Writes the record file of a journal-only record from its journal copy. */
-static int materialize(const struct journal *j, const char *dir, const struct jdirty *d)
+/* Writes the record file of a journal-only record from its journal copy
+ * (temp file and rename through dfd); not synced: the checkpoint makes it
+ * durable with the others before it empties the journal. */
+static int materialize(const struct journal *j, int dfd, const struct jdirty *d)
 {
+	char tmp[PROBE_ID_MAX + 16], leaf[PROBE_ID_MAX + 8];
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.json.tmp-c", d->id) >= sizeof(tmp) ||
+	    (size_t)snprintf(leaf, sizeof(leaf), "%s.json", d->id) >= sizeof(leaf))
+		return -1;
 	char *buf = malloc(d->len ? d->len : 1);
-	struct vm_err err = {0};
 	int rc =
 	    buf != NULL && pread(j->fd, buf, d->len, (off_t)d->off) == (ssize_t)d->len ? 0 : -1;
-	struct span sp = {buf, d->len};
-	if (rc == 0)
-		rc = probe_store_write_stream(dir, d->id, write_span, &sp, &err);
+	int fd = rc == 0 ? openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	                          0600)
+	                 : -1;
+	if (fd < 0 || fs_write_all(fd, buf, d->len) != 0)
+		rc = -1;
+	if (fd >= 0 && close(fd) != 0)
+		rc = -1;
+	if (rc == 0 && renameat(dfd, tmp, dfd, leaf) != 0)
+		rc = -1;
+	if (rc != 0 && fd >= 0)
+		(void)unlinkat(dfd, tmp, 0);
 	free(buf);
 	return rc;
 }
@@ -497,9 +527,8 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 			    (size_t)snprintf(leaf, sizeof(leaf), "%s.json", j->dirty[i].id) >=
 			        sizeof(leaf))
 				continue;
-			if (j->dirty[i].log) {
-				if (pass == 0 && materialize(j, dir, &j->dirty[i]) != 0)
-					ok = false;
+			if (pass == 0 && j->dirty[i].log && materialize(j, dfd, &j->dirty[i]) != 0) {
+				ok = false;
 				continue;
 			}
 			if (one_sync)
@@ -518,6 +547,7 @@ static void journal_checkpoint(struct journal *j, const char *dir)
 		ok = false;
 	if (dfd >= 0)
 		close(dfd);
+	j->mat_next = 0; /* sorted (or emptied): look again from the start */
 	if (!ok || journal_empty(j->fd) != 0) {
 		pthread_mutex_unlock(&j->mu);
 		log_warn("probe", "journal checkpoint in %s failed; the journal is kept", dir);
@@ -552,12 +582,124 @@ static bool journal_prezero(int fd, uint64_t size)
 	return fsync(fd) == 0;
 }
 
+/* The next settled journal-only record whose file is not written yet, with no
+ * newer write of its id; its index, or -1. With j->mu held. */
+static long mat_pick_locked(struct journal *j)
+{
+	for (; j->mat_next < j->ndirty; j->mat_next++) {
+		const struct jdirty *d = &j->dirty[j->mat_next];
+		if (!d->log || !d->settled)
+			continue;
+		bool newer = false;
+		for (size_t k = j->mat_next + 1; k < j->ndirty && !newer; k++)
+			newer = strcmp(j->dirty[k].id, d->id) == 0;
+		if (!newer)
+			return (long)j->mat_next++;
+	}
+	return -1;
+}
+
+/* Writes the files of finished probes' journal-only records as they come, so
+ * the checkpoint has few left to create (a file each, while the writer waits).
+ * The temp file is written without the lock; the rename happens under it,
+ * only if the entry is still the newest, still journal-only and no checkpoint
+ * ran meanwhile (then readers find the file the moment the entry says so, and
+ * a forgotten or rewritten record is never replaced by this older copy). */
+static void *materializer_main(void *arg)
+{
+	struct journal *j = arg;
+	/* behind the workers and their steps: what it does not write, the checkpoint does */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	int dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	char *buf = NULL;
+	size_t cap = 0;
+	pthread_mutex_lock(&j->mu);
+	uint64_t seen = j->batches;
+	while (dfd >= 0 && !j->mat_stop) {
+		/* A burst of probes: creating files costs CPU the probes' steps and
+		 * the API use (about 0.5 ms each on ext4 without a journal), so wait
+		 * for a pause of the writer, unless the journal is half way to its
+		 * checkpoint (which would create the rest while the writer waits). */
+		if (j->batches != seen && j->off <= JOURNAL_CHECKPOINT / 2) {
+			seen = j->batches;
+			struct timespec until = time_deadline(MAT_QUIET_MS);
+			(void)pthread_cond_timedwait(&j->mat_cv, &j->mu, &until);
+			continue;
+		}
+		long i = mat_pick_locked(j);
+		if (i < 0) {
+			pthread_cond_wait(&j->mat_cv, &j->mu);
+			continue;
+		}
+		struct jdirty d = j->dirty[i];
+		uint64_t gen = j->gen;
+		if (d.len > cap) {
+			char *nb = realloc(buf, d.len);
+			if (nb == NULL)
+				continue; /* the checkpoint writes it */
+			buf = nb;
+			cap = d.len;
+		}
+		bool got = pread(j->fd, buf, d.len, (off_t)d.off) == (ssize_t)d.len;
+		pthread_mutex_unlock(&j->mu);
+		char tmp[PROBE_ID_MAX + 16], leaf[PROBE_ID_MAX + 8];
+		snprintf(tmp, sizeof(tmp), "%s.json.tmp-m", d.id);
+		snprintf(leaf, sizeof(leaf), "%s.json", d.id);
+		int fd = got ? openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		                      0600)
+		             : -1;
+		bool ok = fd >= 0 && fs_write_all(fd, buf, d.len) == 0;
+		if (fd >= 0 && close(fd) != 0)
+			ok = false;
+		pthread_mutex_lock(&j->mu);
+		bool still = ok && j->gen == gen && (size_t)i < j->ndirty &&
+		             strcmp(j->dirty[i].id, d.id) == 0 && j->dirty[i].log &&
+		             j->dirty[i].off == d.off;
+		for (size_t k = (size_t)i + 1; still && k < j->ndirty; k++)
+			still = strcmp(j->dirty[k].id, d.id) != 0;
+		if (still && renameat(dfd, tmp, dfd, leaf) == 0) {
+			/* a renamed record now: the checkpoint only syncs it */
+			for (size_t k = 0; k <= (size_t)i; k++)
+				if (strcmp(j->dirty[k].id, d.id) == 0)
+					j->dirty[k].log = false;
+		} else if (fd >= 0) {
+			(void)unlinkat(dfd, tmp, 0);
+		}
+	}
+	pthread_mutex_unlock(&j->mu);
+	free(buf);
+	if (dfd >= 0)
+		close(dfd);
+	return NULL;
+}
+
+static void materializer_start(struct journal *j)
+{
+	if (time_cond_init(&j->mat_cv) != 0)
+		pthread_cond_init(&j->mat_cv, NULL);
+	j->mat_running = j->fd >= 0 && pthread_create(&j->mat_thread, NULL, materializer_main, j) == 0;
+}
+
+static void materializer_stop(struct journal *j)
+{
+	if (j->mat_running) {
+		pthread_mutex_lock(&j->mu);
+		j->mat_stop = true;
+		pthread_cond_signal(&j->mat_cv);
+		pthread_mutex_unlock(&j->mu);
+		pthread_join(j->mat_thread, NULL);
+		j->mat_running = false;
+	}
+	pthread_cond_destroy(&j->mat_cv);
+}
+
 /* Opens (creating, durably) dir/journal for appending; without it, j->fd is
  * -1 and every record is written the direct way. */
 static void journal_open(struct journal *j, const char *dir)
 {
 	memset(j, 0, sizeof(*j));
 	pthread_mutex_init(&j->mu, NULL);
+	snprintf(j->dir, sizeof(j->dir), "%s", dir);
 	struct stat sb;
 	j->fd = -1;
 	j->scratch = memfd_create("vma-record", MFD_CLOEXEC);
@@ -586,6 +728,7 @@ static void journal_open(struct journal *j, const char *dir)
 
 static void journal_close(struct journal *j, const char *dir)
 {
+	materializer_stop(j);
 	journal_checkpoint(j, dir);
 	if (j->fd >= 0)
 		close(j->fd);
@@ -669,7 +812,7 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 			item_fail(it, "fdatasync journal", jerr);
 		if (it->log) {
 			if (it->rc == 0)
-				journal_mark_dirty(j, it->id, true, it->joff, it->jlen);
+				journal_mark_dirty(j, it->id, true, it->settled, it->joff, it->jlen);
 			continue;
 		}
 		if (it->rc == 0 && !it->journaled && fsync(it->fd) != 0)
@@ -683,7 +826,9 @@ static void commit_batch(const char *dir, struct commit_item *batch, struct jour
 		if (it->rc != 0 && it->fd >= 0)
 			(void)unlink(it->tmp);
 		if (it->rc == 0 && it->journaled)
-			journal_mark_dirty(j, it->id, false, 0, 0);
+			journal_mark_dirty(j, it->id, false, false, 0, 0);
+		else if (it->rc == 0 && j != NULL)
+			journal_forget(j, it->id); /* written the direct way (too large) */
 	}
 	if (!direct)
 		return; /* journaled renames need no directory fsync: a replay redoes them */
@@ -849,6 +994,12 @@ static void *committer_main(void *arg)
 		commit_batch(c->dir, batch, &c->j);
 		if (c->j.off > JOURNAL_CHECKPOINT)
 			journal_checkpoint(&c->j, c->dir);
+		if (c->j.mat_running) {
+			pthread_mutex_lock(&c->j.mu);
+			c->j.batches++;
+			pthread_cond_signal(&c->j.mat_cv);
+			pthread_mutex_unlock(&c->j.mu);
+		}
 		/* callbacks run without our lock: they take their own (the executor's) */
 		for (struct commit_item *it = batch; it != NULL; it = it->next)
 			if (it->on_done != NULL)
@@ -878,6 +1029,7 @@ struct probe_committer *probe_committer_start(const char *dir, struct vm_err *er
 	}
 	snprintf(c->dir, sizeof(c->dir), "%s", dir);
 	journal_open(&c->j, dir);
+	materializer_start(&c->j);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	pthread_cond_init(&c->done_cv, NULL);
@@ -947,11 +1099,13 @@ int probe_committer_write(struct probe_committer *c, const char *id, const char 
 
 static int enqueue_async(struct probe_committer *c, const char *id, probe_write_fn fn, void *wctx,
                          char *owned_text, probe_commit_done_fn on_done, void *ctx,
-                         struct probe_prepared *prep)
+                         struct probe_prepared *prep, bool log, bool settled)
 {
 	struct commit_item *it = calloc(1, sizeof(*it));
 	if (it == NULL)
 		return -1;
+	it->log = log;
+	it->settled = log && settled;
 	snprintf(it->idbuf, sizeof(it->idbuf), "%s", id);
 	it->id = it->idbuf;
 	it->write_fn = fn;
@@ -1012,31 +1166,99 @@ int probe_committer_write_prepared_async(struct probe_committer *c, const char *
                                          struct probe_prepared *prep, probe_commit_done_fn on_done,
                                          void *ctx)
 {
-	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep);
+	return enqueue_async(c, id, NULL, NULL, NULL, on_done, ctx, prep, false, false);
 }
 
 int probe_committer_write_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
                                        void *wctx, probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL);
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, false, false);
 }
 
 int probe_committer_write_async(struct probe_committer *c, const char *id, char *text,
                                 probe_commit_done_fn on_done, void *ctx)
 {
-	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL);
+	return enqueue_async(c, id, probe_write_text, text, text, on_done, ctx, NULL, false, false);
+}
+
+int probe_committer_log_stream_async(struct probe_committer *c, const char *id, probe_write_fn fn,
+                                     void *wctx, bool settled, probe_commit_done_fn on_done,
+                                     void *ctx)
+{
+	return enqueue_async(c, id, fn, wctx, NULL, on_done, ctx, NULL, true, settled);
+}
+
+bool probe_committer_journaled(const struct probe_committer *c)
+{
+	return c != NULL && c->j.fd >= 0 && c->j.scratch >= 0;
+}
+
+/* The newest write of id since the checkpoint, when it is journal-only: its
+ * bytes copied into a memfd (the journal stays the writer's). -1: none (the
+ * record file is the current one), -2: it could not be copied. Called with
+ * j->mu held, so a checkpoint cannot empty the journal meanwhile. */
+static int journal_copy_locked(const struct journal *j, const char *id, size_t max,
+                               uint64_t *size)
+{
+	const struct jdirty *d = NULL;
+	for (size_t i = j->ndirty; i-- > 0;)
+		if (strcmp(j->dirty[i].id, id) == 0) {
+			d = &j->dirty[i];
+			break;
+		}
+	if (d == NULL || !d->log)
+		return -1;
+	if (d->len > (uint64_t)max)
+		return -2;
+	static _Thread_local char buf[JOURNAL_COPY_CHUNK];
+	int fd = memfd_create("vma-record", MFD_CLOEXEC);
+	for (uint64_t done = 0; fd >= 0 && done < d->len;) {
+		size_t want = d->len - done < sizeof(buf) ? (size_t)(d->len - done) : sizeof(buf);
+		ssize_t n = pread(j->fd, buf, want, (off_t)(d->off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || pwrite_all(fd, buf, (size_t)n, done) != 0) {
+			close(fd);
+			return -2;
+		}
+		done += (uint64_t)n;
+	}
+	if (fd < 0)
+		return -2;
+	*size = d->len;
+	return fd;
+}
+
+int probe_committer_open(struct probe_committer *c, const char *dir, const char *id, size_t max,
+                         uint64_t *size)
+{
+	if (c != NULL && c->j.fd >= 0) {
+		pthread_mutex_lock(&c->j.mu);
+		int fd = journal_copy_locked(&c->j, id, max, size);
+		pthread_mutex_unlock(&c->j.mu);
+		if (fd != -1)
+			return fd < 0 ? -1 : fd;
+	}
+	return probe_store_open(dir, id, max, size);
+}
+
+json_t *probe_committer_read(struct probe_committer *c, const char *dir, const char *id,
+                             size_t max)
+{
+	uint64_t size;
+	int fd = probe_committer_open(c, dir, id, max, &size);
+	if (fd < 0)
+		return NULL;
+	struct vm_err err;
+	json_t *rec = read_record_fd(fd, max, &err);
+	close(fd);
+	return rec;
 }
 
 void probe_committer_forget(struct probe_committer *c, const char *id)
 {
-	if (c == NULL)
-		return;
-	struct journal *j = &c->j;
-	pthread_mutex_lock(&j->mu);
-	for (size_t i = 0; i < j->ndirty; i++)
-		if (strcmp(j->dirty[i].id, id) == 0)
-			j->dirty[i].log = false; /* the file is newer: the checkpoint fsyncs it */
-	pthread_mutex_unlock(&j->mu);
+	if (c != NULL)
+		journal_forget(&c->j, id);
 }
 
 void probe_committer_stop(struct probe_committer *c)

@@ -33,7 +33,69 @@ struct wh_audit {
 	int max_files;
 	char path[PATH_MAX];
 	char leaf[FS_NAME_MAX];
+	/* Group commit of durable lines: lines appended (written), known on disk
+	 * (synced), and up to which an fdatasync failed (failed). One thread
+	 * syncs at a time, outside mu, for every line appended before it began;
+	 * the others wait for it (syncing, synced_cv) instead of each queueing
+	 * its own flush behind mu. */
+	uint64_t written, synced, failed;
+	int sync_errno;
+	bool syncing;
+	pthread_cond_t synced_cv;
 };
+
+/* Records the outcome of an fdatasync that covered the lines up to upto. */
+static void sync_done_locked(struct wh_audit *a, uint64_t upto, int e)
+{
+	if (e == 0 && upto > a->synced)
+		a->synced = upto;
+	if (e != 0 && upto > a->failed) {
+		a->failed = upto;
+		a->sync_errno = e;
+	}
+}
+
+static int sync_fd(int fd)
+{
+	/* EINVAL: a pipe or device, nothing to make durable */
+	return fdatasync(fd) != 0 && errno != EINVAL ? errno : 0;
+}
+
+/* Before a->fd is replaced or closed: no fdatasync runs on it any more, and
+ * every line appended to it is synced (or known failed). Under mu. */
+static void drain_locked(struct wh_audit *a)
+{
+	while (a->syncing)
+		pthread_cond_wait(&a->synced_cv, &a->mu);
+	if (a->synced < a->written && a->failed < a->written && a->fd >= 0) {
+		sync_done_locked(a, a->written, sync_fd(a->fd));
+		pthread_cond_broadcast(&a->synced_cv);
+	}
+}
+
+/* Returns once line `mine` is on disk: synced by this thread or by one whose
+ * fdatasync began after the line was appended. Under mu (released meanwhile). */
+static int sync_locked(struct wh_audit *a, uint64_t mine, struct vm_err *err)
+{
+	while (a->synced < mine && a->failed < mine) {
+		if (a->syncing) {
+			pthread_cond_wait(&a->synced_cv, &a->mu);
+			continue;
+		}
+		a->syncing = true;
+		uint64_t upto = a->written;
+		int fd = a->fd; /* not closed meanwhile: drain_locked waits for us */
+		pthread_mutex_unlock(&a->mu);
+		int e = sync_fd(fd);
+		pthread_mutex_lock(&a->mu);
+		a->syncing = false;
+		sync_done_locked(a, upto, e);
+		pthread_cond_broadcast(&a->synced_cv);
+	}
+	if (a->failed >= mine)
+		return vm_err_errno(err, VM_ERR_IO, a->sync_errno, "cannot sync %s", a->path);
+	return 0;
+}
 
 /* Opens (creates) the file in a->dfd: never through a symlink (O_NOFOLLOW),
  * never a FIFO or device (O_NONBLOCK so a FIFO cannot hang the open, then
@@ -80,6 +142,7 @@ struct wh_audit *wh_audit_open(const struct cfg *cfg, struct vm_err *err)
 		return NULL;
 	}
 	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->synced_cv, NULL);
 	a->fd = a->dfd = -1;
 	a->max_size = cfg->auth.audit_max_size;
 	a->max_files = cfg->auth.audit_max_files;
@@ -116,6 +179,7 @@ fail:
 	if (a->dfd >= 0)
 		close(a->dfd);
 	pthread_mutex_destroy(&a->mu);
+	pthread_cond_destroy(&a->synced_cv);
 	free(a);
 	return NULL;
 }
@@ -124,11 +188,15 @@ void wh_audit_close(struct wh_audit *a)
 {
 	if (a == NULL)
 		return;
+	pthread_mutex_lock(&a->mu);
+	drain_locked(a);
+	pthread_mutex_unlock(&a->mu);
 	if (a->fd >= 0)
 		close(a->fd);
 	if (a->dfd >= 0)
 		close(a->dfd);
 	pthread_mutex_destroy(&a->mu);
+	pthread_cond_destroy(&a->synced_cv);
 	free(a);
 }
 
@@ -137,6 +205,7 @@ void wh_audit_close(struct wh_audit *a)
 static void rotate(struct wh_audit *a)
 {
 	char from[FS_NAME_MAX + 16], to[FS_NAME_MAX + 16];
+	drain_locked(a); /* the lines in the file that becomes file.1 stay durable */
 	for (int i = a->max_files - 1; i >= 1; i--) {
 		snprintf(from, sizeof(from), "%s.%d", a->leaf, i);
 		snprintf(to, sizeof(to), "%s.%d", a->leaf, i + 1);
@@ -236,6 +305,7 @@ int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool dura
 	 * to an unlinked file are lost to everyone, so start a new one */
 	struct stat st;
 	if (fstat(a->fd, &st) == 0 && st.st_nlink == 0) {
+		drain_locked(a);
 		int old = a->fd;
 		if (open_file(a, err) != 0) {
 			a->fd = old;
@@ -257,12 +327,14 @@ int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool dura
 			log_error("audit", "cannot take back a partial line in %s: %s", a->path,
 			          strerror(errno));
 		rc = vm_err_errno(err, VM_ERR_IO, e_no, "cannot append to %s", a->path);
-	} else if (durable && fdatasync(a->fd) != 0 && errno != EINVAL) {
-		/* EINVAL: a pipe or device, nothing to make durable */
-		rc = vm_err_errno(err, VM_ERR_IO, errno, "cannot sync %s", a->path);
 	}
 	if (before >= 0)
 		a->size = (uint64_t)before + (rc == 0 ? n + 1 : 0);
+	if (rc == 0) {
+		uint64_t mine = ++a->written;
+		if (durable)
+			rc = sync_locked(a, mine, err); /* releases mu meanwhile: others append */
+	}
 	pthread_mutex_unlock(&a->mu);
 	free(text);
 	return rc;

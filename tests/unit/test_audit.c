@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +374,79 @@ static void test_audit_write_recreates_a_removed_file(void **state)
 	assert_int_equal(st.st_mode & 0777, 0600);
 }
 
+/* Durable lines from many threads share their flushes (one thread syncs for
+ * all the lines appended before it began): every call still returns only
+ * once its line is in the file, and rotation in between loses none. */
+struct writer_arg {
+	struct wh_audit *a;
+	int id, fails;
+};
+
+static void *durable_writer(void *arg)
+{
+	struct writer_arg *w = arg;
+	for (int i = 0; i < 40; i++) {
+		char jti[32];
+		snprintf(jti, sizeof(jti), "w%d-%d", w->id, i);
+		struct wh_audit_entry e = hostile;
+		e.jti = jti;
+		struct vm_err err = {0};
+		w->fails += wh_audit_write(w->a, &e, i % 2 == 0, &err) != 0;
+	}
+	return NULL;
+}
+
+/* 8 threads of durable_writer on a; none may fail. */
+static void run_writers(struct wh_audit *a)
+{
+	pthread_t t[8];
+	struct writer_arg w[8];
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct writer_arg){a, i, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, durable_writer, &w[i]), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].fails, 0);
+	}
+}
+
+static size_t count_lines(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return 0;
+	size_t n = 0;
+	int ch;
+	while ((ch = fgetc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
+static void test_audit_durable_lines_from_many_threads(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-audit-XXXXXX", path[64], old[80];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	snprintf(old, sizeof(old), "%s.1", path);
+	struct wh_audit *a = open_audit(path, 1 << 20);
+	run_writers(a);
+	wh_audit_close(a);
+	assert_int_equal(count_lines(path), 8 * 40);
+	/* again with a rotation every few lines (max_files 1: file and file.1) */
+	unlink(path);
+	a = open_audit(path, 4096);
+	run_writers(a);
+	wh_audit_close(a);
+	size_t lines = count_lines(path);
+	assert_true(lines > 0 && lines <= 4096 / 100);
+	unlink(path);
+	unlink(old);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -387,6 +461,7 @@ int main(void)
 	    cmocka_unit_test(test_audit_write_recreates_a_removed_file),
 	    cmocka_unit_test(test_audit_open_refuses_what_is_not_its_own_file),
 	    cmocka_unit_test(test_audit_recreate_and_rotate_never_follow_a_symlink),
+	    cmocka_unit_test(test_audit_durable_lines_from_many_threads),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

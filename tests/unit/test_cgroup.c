@@ -219,6 +219,84 @@ static void test_cgroup_write_limits_only_what_is_available(void **state)
 	assert_string_equal(get("step3/pids.max"), "max\n");
 }
 
+/* A clean step cgroup laid out in the fake tree (cgroup.events, cgroup.stat,
+ * limit files holding an earlier step's values), handed to cg_step_free. */
+static void release_fake_step(struct cg_tree *t, const char *name, const char *events)
+{
+	char rel[256];
+	const char *base = "root/system.slice/vm-agent.service/steps";
+	snprintf(rel, sizeof(rel), "%s/%s/cgroup.procs", base, name);
+	put(rel, "");
+	snprintf(rel, sizeof(rel), "%s/%s/cgroup.events", base, name);
+	put(rel, events);
+	snprintf(rel, sizeof(rel), "%s/%s/cgroup.stat", base, name);
+	put(rel, "nr_descendants 0\nnr_dying_descendants 0\n");
+	snprintf(rel, sizeof(rel), "%s/%s/memory.max", base, name);
+	put(rel, "123\n");
+	snprintf(rel, sizeof(rel), "%s/%s/cpu.max", base, name);
+	put(rel, "5000 100000\n");
+	snprintf(rel, sizeof(rel), "%s/%s/pids.max", base, name);
+	put(rel, "7\n");
+	struct cg_step s = {.tree = t};
+	int n = snprintf(s.path, sizeof(s.path), "%.*s/%s", PATH_MAX - 64, t->base, name);
+	assert_true(n > 0 && (size_t)n < sizeof(s.path));
+	snprintf(rel, sizeof(rel), "%s/%s/cgroup.procs", base, name);
+	s.procs_fd = open(at(rel), O_WRONLY | O_CLOEXEC);
+	assert_true(s.procs_fd >= 0);
+	cg_step_free(&s);
+	assert_int_equal(s.procs_fd, -1);
+}
+
+static void test_cgroup_pool_reuses_clean_step_and_resets_limits(void **state)
+{
+	(void)state;
+	lay_out_delegated();
+	struct cg_tree t;
+	int killed;
+	cg_open(&t, at("root"), at("self"), at("state"), &killed);
+	assert_int_equal(t.controllers, CG_MEMORY | CG_CPU | CG_PIDS);
+	/* empty, not frozen, no child cgroup: kept for the next step */
+	release_fake_step(&t, "step-1-1", "populated 0\nfrozen 0\n");
+	assert_int_equal(t.pool_n, 1);
+	struct cg_step s;
+	struct vm_err err = {0};
+	struct cg_limits lim = {256u << 20, 0, 0};
+	assert_int_equal(cg_step_new(&t, &lim, &s, &err), 0);
+	assert_int_equal(t.pool_n, 0);
+	assert_string_equal(s.path, at("root/system.slice/vm-agent.service/steps/step-1-1"));
+	assert_true(s.procs_fd >= 0);
+	assert_int_equal(s.applied, CG_MEMORY);
+	/* every limit is the new step's: the earlier step's cpu and pids are gone */
+	const char *dir = "root/system.slice/vm-agent.service/steps/step-1-1";
+	char rel[256];
+	snprintf(rel, sizeof(rel), "%s/memory.max", dir);
+	assert_string_equal(get(rel), "268435456");
+	snprintf(rel, sizeof(rel), "%s/cpu.max", dir);
+	assert_string_equal(get(rel), "max 100000");
+	snprintf(rel, sizeof(rel), "%s/pids.max", dir);
+	assert_string_equal(get(rel), "max");
+	/* a child cgroup left by the step: not pooled (removed instead) */
+	snprintf(rel, sizeof(rel), "%s/cgroup.stat", dir);
+	put(rel, "nr_descendants 1\nnr_dying_descendants 0\n");
+	cg_step_free(&s);
+	assert_int_equal(t.pool_n, 0);
+	/* frozen while in the pool: never handed out again */
+	release_fake_step(&t, "step-1-2", "populated 0\nfrozen 0\n");
+	assert_int_equal(t.pool_n, 1);
+	put("root/system.slice/vm-agent.service/steps/step-1-2/cgroup.events",
+	    "populated 0\nfrozen 1\n");
+	int rc = cg_step_new(&t, &lim, &s, &err);
+	assert_int_equal(t.pool_n, 0);
+	assert_true(rc != 0 || strstr(s.path, "step-1-2") == NULL);
+	if (rc == 0)
+		cg_step_free(&s);
+	/* shutdown empties the pool */
+	release_fake_step(&t, "step-1-3", "populated 0\nfrozen 0\n");
+	assert_int_equal(t.pool_n, 1);
+	cg_close(&t);
+	assert_int_equal(t.pool_n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +312,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_cgroup_hybrid_tracks_and_names_missing_limits,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_cgroup_write_limits_only_what_is_available,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_cgroup_pool_reuses_clean_step_and_resets_limits,
 	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,20 @@ static json_t *wait_done(struct probe_exec *ex, const char *id)
 	}
 	fail_msg("probe %s did not finish", id);
 	return NULL;
+}
+
+/* Polls until a worker took the probe (bounded: 5 s). */
+static void wait_running(struct probe_exec *ex, const char *id)
+{
+	for (int i = 0; i < 500; i++) {
+		json_t *rec = probe_get(ex, id);
+		bool running = strcmp(state_of(rec), "running") == 0;
+		json_decref(rec);
+		if (running)
+			return;
+		usleep(10000);
+	}
+	fail_msg("probe %s never ran", id);
 }
 
 static int submit_as(struct probe_exec *ex, const char *sub, const char *body,
@@ -203,8 +218,14 @@ static void test_probe_store_retention_by_count(void **state)
 	                    ids[3]);
 	json_decref(list);
 	assert_null(probe_get(ex, ids[0]));
-	assert_int_equal(count_records(c), 2);
+	json_t *last = probe_get(ex, ids[3]); /* from the journal: no file yet */
+	assert_non_null(last);
+	assert_string_equal(json_string_value(json_object_get(last, "state")), "succeeded");
+	json_decref(last);
+	/* finished records stay in the journal until the checkpoint (a clean stop
+	 * is one): then only the retained ones get a file */
 	probe_exec_stop(ex);
+	assert_int_equal(count_records(c), 2);
 	rm_tree(c);
 	free(c);
 }
@@ -219,14 +240,7 @@ static void test_probe_store_queue_limit_and_shutdown_interrupts(void **state)
 	const char *slow = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"sleep\",\"30\"]}]}";
 	struct probe_submit_out a, b, full;
 	assert_int_equal(submit(ex, slow, &a), PROBE_CREATED);
-	for (int i = 0; i < 500; i++) { /* until the worker took it */
-		json_t *rec = probe_get(ex, a.id);
-		bool running = strcmp(state_of(rec), "running") == 0;
-		json_decref(rec);
-		if (running)
-			break;
-		usleep(10000);
-	}
+	wait_running(ex, a.id);
 	assert_int_equal(submit(ex, slow, &b), PROBE_CREATED);
 	assert_int_equal(submit(ex, slow, &full), PROBE_E_FULL);
 	probe_exec_stop(ex); /* interrupts both within cancel_grace */
@@ -384,7 +398,7 @@ static void test_probe_store_spilled_output_reads_back(void **state)
 
 static void copy_file(const char *from, const char *to)
 {
-	char cmd[2 * PATH_MAX + 16];
+	char cmd[2 * PATH_MAX + 128];
 	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
 	assert_int_equal(system(cmd), 0);
 }
@@ -558,6 +572,156 @@ static void test_probe_store_journal_checkpoint_writes_journal_only_records(void
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Polls (bounded: 5 s) until the journal holds id's record in state st. */
+static void wait_journal_state(const char *runs, const char *id, const char *st)
+{
+	char j[PATH_MAX + 32], want[256];
+	snprintf(j, sizeof(j), "%s/journal", runs);
+	snprintf(want, sizeof(want), "{\"id\":\"%s\",\"state\":\"%s\"", id, st);
+	static char buf[1 << 20];
+	for (int i = 0; i < 500; i++) {
+		FILE *f = fopen(j, "rb");
+		assert_non_null(f);
+		size_t n = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		if (memmem(buf, n, want, strlen(want)) != NULL)
+			return;
+		usleep(10000);
+	}
+	fail_msg("the journal never held %s", want);
+}
+
+/* While a worker runs a step, the start of the next queued probe's step 0 is
+ * written ahead. A crash then reports that step interrupted (it may have
+ * run), never skipped; a cancel before it runs still ends it canceled with
+ * step 0 skipped, also after a restart (the final record is the newer). */
+static void test_probe_store_step_start_written_ahead(void **state)
+{
+	(void)state;
+	struct cfg *c = make_cfg("  max_concurrent: 1\n");
+	struct vm_err err = {0};
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
+	assert_non_null(ex);
+	const char *two = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"sleep\",\"0.3\"]},"
+	                  "{\"type\":\"exec\",\"argv\":[\"sleep\",\"30\"]}]}";
+	const char *quick = "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"true\"]}]}";
+	struct probe_submit_out a, b, d;
+	assert_int_equal(submit(ex, two, &a), PROBE_CREATED);
+	wait_running(ex, a.id);
+	assert_int_equal(submit(ex, quick, &b), PROBE_CREATED);
+	assert_int_equal(submit(ex, quick, &d), PROBE_CREATED);
+	char runs[PATH_MAX + 8], j[PATH_MAX + 32], saved[PATH_MAX + 32], rec_path[PATH_MAX + 96];
+	snprintf(runs, sizeof(runs), "%s/runs", c->probe.work_dir);
+	/* a's step 1 started: b (the queue's head) is written ahead, d is not */
+	wait_journal_state(runs, b.id, "running");
+	json_t *rec = probe_get(ex, b.id);
+	assert_string_equal(state_of(rec), "queued"); /* nothing visible before it runs */
+	json_decref(rec);
+	snprintf(j, sizeof(j), "%s/journal", runs);
+	snprintf(saved, sizeof(saved), "%s.saved", runs);
+	copy_file(j, saved); /* as a crash would leave it */
+	assert_int_equal(probe_cancel(ex, b.id, &rec), PROBE_CANCEL_OK);
+	json_decref(rec);
+	probe_exec_stop(ex);
+
+	ex = probe_exec_start(c, NULL, NULL, &err);
+	assert_non_null(ex);
+	rec = probe_get(ex, b.id);
+	assert_string_equal(state_of(rec), "canceled");
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_array_get(json_object_get(rec, "steps"), 0), "status")),
+	                    "skipped");
+	json_decref(rec);
+	probe_exec_stop(ex);
+
+	/* the crash: the journal as saved, the record files not yet written */
+	copy_file(saved, j);
+	const char *ids[] = {a.id, b.id, d.id};
+	for (int i = 0; i < 3; i++) {
+		snprintf(rec_path, sizeof(rec_path), "%s/%s.json", runs, ids[i]);
+		(void)unlink(rec_path);
+	}
+	ex = probe_exec_start(c, NULL, NULL, &err);
+	assert_non_null(ex);
+	/* step 0 of a ran, b's was written ahead, d's was not */
+	const char *want[] = {"succeeded", "interrupted", "skipped"};
+	for (int i = 0; i < 3; i++) {
+		rec = probe_get(ex, ids[i]);
+		assert_non_null(rec);
+		assert_string_equal(state_of(rec), "interrupted");
+		assert_string_equal(json_string_value(json_object_get(
+		                        json_array_get(json_object_get(rec, "steps"), 0), "status")),
+		                    want[i]);
+		json_decref(rec);
+	}
+	probe_exec_stop(ex);
+	unlink(saved);
+	rm_tree(c);
+	free(c);
+}
+
+/* A final record too large for a journal entry is written the direct way:
+ * neither GET nor the checkpoint may then take the probe's older journal-only
+ * record (its step start) for the current one. */
+struct done_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int rc;
+};
+
+static void on_done_signal(void *ctx, int rc, const char *msg)
+{
+	(void)msg;
+	struct done_wait *w = ctx;
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->rc = rc;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void test_probe_store_journal_large_final_record_supersedes_log(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vma-journal-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct vm_err err = {0};
+	struct probe_committer *c = probe_committer_start(dir, &err);
+	assert_non_null(c);
+	if (!probe_committer_journaled(c))
+		fail_msg("no journal in %s (disk nearly full?)", dir);
+	assert_int_equal(probe_committer_log(c, "p-x", "{\"v\":1}", &err), 0);
+	size_t n = (2u << 20) + 16; /* over an entry's 1 MiB */
+	char *big = malloc(n + 16);
+	assert_non_null(big);
+	snprintf(big, 16, "{\"pad\":\"");
+	memset(big + 8, 'x', n - 10);
+	memcpy(big + n - 2, "\"}", 3);
+	struct done_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, -1};
+	assert_int_equal(probe_committer_log_stream_async(c, "p-x", probe_write_text, big, true,
+	                                                  on_done_signal, &w),
+	                 0);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	assert_int_equal(w.rc, 0);
+	json_t *r = probe_committer_read(c, dir, "p-x", 4 * n);
+	assert_non_null(r);
+	assert_non_null(json_object_get(r, "pad"));
+	json_decref(r);
+	probe_committer_stop(c); /* checkpoints */
+	r = probe_store_read(dir, "p-x", 4 * n);
+	assert_non_null(r);
+	assert_non_null(json_object_get(r, "pad"));
+	json_decref(r);
+	free(big);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -571,6 +735,8 @@ int main(void)
 	    cmocka_unit_test(test_probe_store_journal_replays_lost_records),
 	    cmocka_unit_test(test_probe_store_journal_keeps_newer_direct_record),
 	    cmocka_unit_test(test_probe_store_journal_checkpoint_writes_journal_only_records),
+	    cmocka_unit_test(test_probe_store_journal_large_final_record_supersedes_log),
+	    cmocka_unit_test(test_probe_store_step_start_written_ahead),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

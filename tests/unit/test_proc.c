@@ -489,10 +489,21 @@ static void test_proc_cgroup_kills_setsid_child_and_removes_cgroup(void **state)
 		assert_false(r.limits_applied & CG_PIDS);
 		assert_non_null(strstr(r.limits_note, "pids_max not applied"));
 	}
+	/* the step cgroup is empty again and kept for the next step, which gets it */
+	char *line = strstr(r.out, "0::");
+	assert_non_null(line);
+	char first[PATH_MAX];
+	snprintf(first, sizeof(first), "%.*s", (int)strcspn(line, "\n"), line);
 	proc_result_free(&r);
-	/* the step cgroup is gone again */
-	char cmd[PATH_MAX + 64];
-	snprintf(cmd, sizeof(cmd), "ls %s | grep -c step- >/dev/null", real_tree.base);
+	assert_int_equal(real_tree.pool_n, 1);
+	assert_int_equal(run_sh("grep ^0:: /proc/self/cgroup", &r, &sp), 0);
+	assert_non_null(strstr(r.out, first));
+	proc_result_free(&r);
+	/* shutdown removes it: no step cgroup is left */
+	char base[PATH_MAX], cmd[PATH_MAX + 64];
+	snprintf(base, sizeof(base), "%s", real_tree.base);
+	cg_close(&real_tree);
+	snprintf(cmd, sizeof(cmd), "ls %s 2>/dev/null | grep -c step- >/dev/null", base);
 	assert_int_not_equal(system(cmd), 0);
 }
 
