@@ -97,6 +97,8 @@ func TestFaultValgrindMemcheck(t *testing.T) {
 		}
 		var ids []string
 		for i := 0; i < 6; i++ {
+			// a file each: two writes of one file at once may refuse ("changed while it was opened")
+			target := fmt.Sprintf("%s.%d", target, i)
 			_, p, raw := submit(t, a, is, mustJSON(map[string]interface{}{"steps": []interface{}{
 				map[string]interface{}{"type": "exec", "argv": []string{"/bin/echo", fmt.Sprint("probe ", i)}},
 				map[string]interface{}{"type": "script", "body": "echo out; echo err >&2\n"},
