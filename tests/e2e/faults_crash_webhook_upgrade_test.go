@@ -172,35 +172,7 @@ func (e *whuEnv) waitUpgradeGone(d time.Duration) []int {
 
 // phase names what a killed upgrade had reached, from what it left.
 func (e *whuEnv) phase(from, to string) string {
-	b, err := os.ReadFile(e.in("/var/lib/vm-agent/upgrade.journal"))
-	var j map[string]string
-	if err != nil || json.Unmarshal(b, &j) != nil {
-		if e.installed() == to {
-			return "committed (event report)"
-		}
-		return "start (before the journal)"
-	}
-	switch j["phase"] {
-	case "downloading":
-		st, err := os.Stat(e.in(j["new"]))
-		switch {
-		case err != nil || st.Size() < e.sizes[to]:
-			return "download"
-		case st.Mode().Perm()&0100 == 0:
-			return "verify (sha256, signature)"
-		}
-		return "self-test"
-	case "verified":
-		return "stage (.prev link)"
-	case "prev_saved":
-		return "swap"
-	case "swapped":
-		if rv, _ := upRecordQuiet(e.in("/")); rv == to {
-			return "commit (record written)"
-		}
-		return "health gate (service restart)"
-	}
-	return "unknown phase " + j["phase"]
+	return upPhaseLeft(e.in("/"), e.in, to, e.sizes[to], e.installed() == to)
 }
 
 // restart: what recovery is, a start of the service (which settles the
@@ -358,6 +330,15 @@ func TestFaultKill9WebhookUpgradeMatrix(t *testing.T) {
 		}
 		if v := e.check(t, -1, what); v != to {
 			t.Fatalf("%s: upgrade %s -> %s ended with %s installed\n%s", what, from, to, v, e.journal())
+		}
+		// and the control plane was told (the last event is this upgrade's)
+		evs := cp.requests(t, "POST", "/v1/agents/agent-1/events")
+		var ev struct {
+			Outcome string `json:"outcome"`
+			To      string `json:"to_version"`
+		}
+		if len(evs) == 0 || json.Unmarshal(evs[len(evs)-1].Body, &ev) != nil || ev.Outcome != "succeeded" || ev.To != to {
+			t.Fatalf("%s: upgrade %s -> %s: last event %+v of %d", what, from, to, ev, len(evs))
 		}
 		return d
 	}
