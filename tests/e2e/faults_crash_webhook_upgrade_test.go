@@ -363,7 +363,9 @@ func TestFaultKill9WebhookUpgradeMatrix(t *testing.T) {
 		t0 := time.Now()
 		pid := 0
 		for pid == 0 && time.Since(t0) < 5*time.Second {
-			pid = e.upgradePid()
+			if pid = e.upgradePid(); pid == 0 {
+				time.Sleep(time.Millisecond)
+			}
 		}
 		if pid == 0 {
 			t.Fatalf("iteration %d: no upgrade process 5 s after the 202\n%s", i, e.journal())
@@ -371,6 +373,7 @@ func TestFaultKill9WebhookUpgradeMatrix(t *testing.T) {
 		switch {
 		case i%4 == 0: // anywhere in the run (mostly the health gate: it takes seconds)
 			time.Sleep(time.Duration(rng.Int63n(int64(avg) + 1)))
+		case i%8 == 2: // at once: maybe before it read its request file
 		case i%4 == 2: // the download, checks and self-test: the first ~150 ms
 			time.Sleep(time.Duration(rng.Int63n(int64(150 * time.Millisecond))))
 		default:
@@ -459,15 +462,17 @@ func TestFaultKill9WebhookUpgradeMatrix(t *testing.T) {
 		}
 		return strings.Join(per, ", ")
 	}
-	rolledBack := 0
+	rolledBack, swept := 0, 0
 	logs, _ := filepath.Glob(e.in("/var/log/vm-agent/agent.log*"))
 	for _, l := range logs {
 		b, _ := os.ReadFile(l)
 		rolledBack += strings.Count(string(b), "previous binary restored")
+		swept += strings.Count(string(b), "request file(s) of upgrades killed")
 	}
 	t.Logf("%d kills in %s (seed %d): %s; by phase: %s; the new version was installed after %d of them; "+
 		"%d rollbacks by the service's start; %d uninterrupted upgrades succeeded in between; slowest restart to /v1/livez %s; "+
-		"%d POSTs retried because the previous upgrade unit's name (per second) was still taken",
+		"%d POSTs retried because the previous upgrade unit's name (per second) was still taken; "+
+		"%d starts removed a request file left by an upgrade killed before it read it",
 		kills, time.Since(start).Round(100*time.Millisecond), seed, join(targets), join(phases), newKept,
-		rolledBack, normals, slowest.Round(time.Millisecond), e.clash)
+		rolledBack, normals, slowest.Round(time.Millisecond), e.clash, swept)
 }
