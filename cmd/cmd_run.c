@@ -68,6 +68,9 @@ static void sweep_dead_temps(const struct cfg *cfg)
 	n += fs_sweep_dead_temps_of(bak);
 	if (n > 0)
 		log_info("agent", "removed %d temp file(s) left by writers killed mid-write", n);
+	if ((n = lc_upgrade_sweep_requests(cfg->agent.runtime_dir)) > 0)
+		log_info("upgrade", "removed %d request file(s) of upgrades killed before they read them",
+		         n);
 }
 
 static void open_containment(struct agent *ag)

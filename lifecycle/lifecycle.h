@@ -216,6 +216,12 @@ struct lc_upgrade_request_buf {
 int lc_upgrade_request_load(const char *path, struct lc_upgrade_request_buf *out,
                             struct vm_err *err);
 
+/* At start, before the webhook: removes the request files left in
+ * runtime_dir by upgrades killed before they read theirs (each holds a URL
+ * that may carry a token). Only this agent's webhook writes them, so none
+ * is in flight then. Returns how many went. */
+int lc_upgrade_sweep_requests(const char *runtime_dir);
+
 enum lc_recover_result {
 	LC_RECOVER_NOTHING = 0, /* no interrupted upgrade */
 	LC_RECOVER_CLEANED,     /* interrupted before the swap: leftovers removed */

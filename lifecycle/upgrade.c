@@ -5,6 +5,7 @@
  * start) undoes an upgrade that was interrupted before it was committed. An
  * flock on upgrade.lock is held for the whole upgrade, so the agent restarted
  * by the upgrade itself does not mistake it for an interrupted one. */
+#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -869,6 +870,31 @@ out:
 		close(fd);
 	close(dfd);
 	return rc;
+}
+
+int lc_upgrade_sweep_requests(const char *runtime_dir)
+{
+	int dfd = runtime_dir != NULL && runtime_dir[0] == '/'
+	              ? open(runtime_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+	              : -1;
+	if (dfd < 0)
+		return 0;
+	int n = 0;
+	DIR *d = private_dir(dfd, runtime_dir, NULL) == 0 ? fdopendir(dfd) : NULL;
+	if (d == NULL) {
+		close(dfd);
+		return 0;
+	}
+	const size_t plen = strlen(LC_UPGRADE_REQUEST_PREFIX);
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		size_t len = strlen(e->d_name);
+		if (len > plen + 5 && strncmp(e->d_name, LC_UPGRADE_REQUEST_PREFIX, plen) == 0 &&
+		    strcmp(e->d_name + len - 5, ".json") == 0 &&
+		    unlinkat(dirfd(d), e->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d); /* closes dfd */
+	return n;
 }
 
 int lc_upgrade_start_background(const struct lc_upgrade_request *rq, struct vm_err *err)

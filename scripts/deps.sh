@@ -15,6 +15,7 @@ PACKAGES="
   rsync
   haproxy iproute2 iptables valgrind
   debootstrap systemd-container dpkg-dev
+  e2fsprogs
 "
 # `deps.sh --static [DIR]`: only what `make build-all` (scripts/build-static.sh)
 # and the static-binary tests (`make test-static`) need on top of the above.

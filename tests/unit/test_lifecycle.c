@@ -215,6 +215,46 @@ static void test_lifecycle_upgrade_request_file_private_and_consumed(void **stat
 	assert_int_equal(err.code, VM_ERR_INVALID);
 }
 
+/* An upgrade killed before it read its request file (the webhook matrix hit
+ * it: the unit killed in the first milliseconds) left the file, URL and all,
+ * in the runtime dir: the agent's start removes every such file, nothing else
+ * there, and nothing from a directory that is not private to it. */
+static void test_lifecycle_sweep_requests_removes_only_request_files(void **state)
+{
+	(void)state;
+	char dir[PATH_MAX], p[PATH_MAX + 64];
+	snprintf(dir, sizeof(dir), "%s/run", test_dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	static const char *const mine[] = {"upgrade-request.0011223344556677.json",
+	                                   "upgrade-request.x.json"};
+	static const char *const others[] = {"admin.sock", "upgrade-request.json.keep",
+	                                     "upgrade-request.", "xupgrade-request.a.json"};
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, mine[i]);
+		assert_int_equal(fs_write_atomic(p, "{}", 2, 0600, NULL), 0);
+	}
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, others[i]);
+		assert_int_equal(fs_write_atomic(p, "x", 1, 0600, NULL), 0);
+	}
+	assert_int_equal(chmod(dir, 0755), 0); /* not private: left alone */
+	assert_int_equal(lc_upgrade_sweep_requests(dir), 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(lc_upgrade_sweep_requests(dir), 2);
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, mine[i]);
+		assert_int_equal(access(p, F_OK), -1);
+	}
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, others[i]);
+		assert_int_equal(access(p, F_OK), 0);
+	}
+	assert_int_equal(lc_upgrade_sweep_requests(dir), 0);
+	assert_int_equal(lc_upgrade_sweep_requests("relative"), 0);
+	snprintf(p, sizeof(p), "%s/missing", test_dir);
+	assert_int_equal(lc_upgrade_sweep_requests(p), 0);
+}
+
 static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 {
 	(void)state;
@@ -445,6 +485,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 	        test_lifecycle_upgrade_request_file_private_and_consumed, test_dir_setup,
 	        test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_sweep_requests_removes_only_request_files,
+	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_spawn_detached_runs_in_its_own_session,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_settles_every_kill_window,
