@@ -2,7 +2,10 @@
  * SIGTERM/SIGINT; SIGHUP reloads the configuration. Owns the one struct agent. */
 #include <errno.h>
 #include <pthread.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,14 @@ struct agent {
 	struct cg_tree cgroup;      /* step containment; the executor borrows it */
 	struct lc_renewer *renewer; /* Piko token renewal; feeds the tunnel */
 	struct budget *budget;      /* limits.max_concurrent; probes and shells borrow it */
+	/* Started while an upgrade held its lock (LC_RECOVER_BUSY): a thread
+	 * watches for that upgrade dying unfinished; then the agent stops and
+	 * re-executes itself, and the new start settles the journal. */
+	pthread_t upgrade_watch;
+	bool watching_upgrade;
+	atomic_bool watch_stop;
+	atomic_bool reexec;
+	char watch_state_dir[PATH_MAX];
 };
 
 /* limits.max_concurrent, where 0 means the sum of both kinds' own caps. */
@@ -401,7 +412,10 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 			pthread_mutex_unlock(&ag->mu);
 			continue;
 		}
-		log_info("agent", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		if (atomic_load(&ag->reexec))
+			log_info("agent", "shutting down to start again and settle the upgrade");
+		else
+			log_info("agent", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		return VM_EXIT_OK;
 	}
 }
@@ -409,22 +423,71 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 /* An upgrade killed before it was committed is undone here, before anything
  * starts; when the binary this process came from was replaced by the previous
  * one, run that instead, with the same --config. */
-static void recover_upgrade(const struct cfg *cfg, const char *config_flag)
+static enum lc_recover_result recover_upgrade(const struct cfg *cfg, const char *config_flag)
 {
 	char bin[PATH_MAX], msg[512];
 	enum lc_recover_result rr =
 	    lc_upgrade_recover(cfg->agent.state_dir, bin, sizeof(bin), msg, sizeof(msg));
+	if (rr == LC_RECOVER_BUSY)
+		log_info("upgrade", "%s: it confirms this binary or rolls it back; watching it", msg);
 	if (rr == LC_RECOVER_NOTHING || rr == LC_RECOVER_BUSY)
-		return;
+		return rr;
 	log_warn("upgrade", "%s", msg);
 	if (rr != LC_RECOVER_ROLLED_BACK)
-		return;
+		return rr;
 	char *args[] = {bin, "run", config_flag ? "--config" : NULL, (char *)config_flag, NULL};
 	log_warn("upgrade", "re-executing the restored binary %s", bin);
 	log_shutdown();
 	execv(bin, args);
 	log_error("upgrade", "cannot execute %s: %s; continuing with this binary", bin,
 	          strerror(errno));
+	return rr;
+}
+
+/* The upgrade that held its lock at our start restarted the service into this
+ * binary and health-gates it; it then commits or rolls back. If it dies first
+ * (its unit stopped, the OOM killer), nothing else would look at its journal
+ * until the next start, and this unconfirmed binary would run on: so once the
+ * journal is orphaned, stop (SIGTERM to ourselves, the orderly path) and
+ * start again (reexec_self), whose recover_upgrade settles it. */
+static void *watch_upgrade(void *arg)
+{
+	struct agent *ag = arg;
+	while (!atomic_load(&ag->watch_stop)) {
+		struct timespec ts = {0, 250 * 1000 * 1000L};
+		nanosleep(&ts, NULL);
+		enum lc_upgrade_state st = lc_upgrade_state(ag->watch_state_dir);
+		if (st == LC_UPGRADE_NONE)
+			return NULL; /* committed, or rolled back (which restarts us anyway) */
+		if (st == LC_UPGRADE_ORPHANED) {
+			log_warn("upgrade", "the upgrade that was running when this agent started ended "
+			                    "without finishing (its journal is left); starting again "
+			                    "to settle it");
+			atomic_store(&ag->reexec, true);
+			kill(getpid(), SIGTERM);
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+/* After the orderly stop: the same process (pid, service) runs the binary it
+ * was started from again, with the same --config and environment. */
+static int reexec_self(const char *config_flag)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	const char *path = "/proc/self/exe";
+	if (n > 0) {
+		self[n] = '\0';
+		if (strstr(self, " (deleted)") == NULL)
+			path = self;
+	}
+	char *args[] = {(char *)path, "run", config_flag ? "--config" : NULL, (char *)config_flag,
+	                NULL};
+	execv(path, args);
+	fprintf(stderr, "vm-agent: cannot execute %s again: %s\n", path, strerror(errno));
+	return VM_EXIT_RUNTIME;
 }
 
 static const char *pick_config(const char *flag)
@@ -468,7 +531,7 @@ static int run_exec(const struct cmd_entry *self, void *args)
 		cfg_free(ag.cfg);
 		return VM_EXIT_CONFIG;
 	}
-	recover_upgrade(ag.cfg, config_flag);
+	bool upgrade_busy = recover_upgrade(ag.cfg, config_flag) == LC_RECOVER_BUSY;
 	log_info("agent", "vm-agent %s (%s) starting; configuration: %s", vma_build_version,
 	         vma_build_commit, ag.cfg->source);
 
@@ -556,7 +619,18 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	                       sizeof(admin_cmds) / sizeof(admin_cmds[0]), &ag, &err);
 	if (ag.admin == NULL)
 		log_error("agent", "admin socket not available: %s", err.msg);
+	if (upgrade_busy) {
+		snprintf(ag.watch_state_dir, sizeof(ag.watch_state_dir), "%s", ag.cfg->agent.state_dir);
+		ag.watching_upgrade =
+		    pthread_create(&ag.upgrade_watch, NULL, watch_upgrade, &ag) == 0;
+		if (!ag.watching_upgrade)
+			log_error("upgrade", "cannot watch the running upgrade: no thread");
+	}
 	exit_code = serve(&ag, &sigs);
+	if (ag.watching_upgrade) {
+		atomic_store(&ag.watch_stop, true);
+		pthread_join(ag.upgrade_watch, NULL);
+	}
 	admin_stop(ag.admin);
 	health_stop(ag.health);      /* before the tunnel and probes: it samples both */
 	lc_renewer_stop(ag.renewer); /* before the tunnel: it feeds the tunnel */
@@ -576,6 +650,8 @@ out:
 	pthread_mutex_destroy(&ag.mu);
 	cfg_free(ag.cfg);
 	log_shutdown();
+	if (atomic_load(&ag.reexec))
+		return reexec_self(config_flag);
 	return exit_code;
 }
 

@@ -236,6 +236,14 @@ enum lc_recover_result {
 enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size_t bin_cap,
                                           char *msg, size_t cap);
 
+/* Whether an upgrade is pending in state_dir: none (no journal), running
+ * (journal and upgrade.lock held), or orphaned (a journal nobody holds the
+ * lock for: the upgrade died; lc_upgrade_recover settles it). An agent that
+ * started while one was running (LC_RECOVER_BUSY) polls this, because the
+ * upgrade may die after restarting it into a binary it never confirmed. */
+enum lc_upgrade_state { LC_UPGRADE_NONE = 0, LC_UPGRADE_RUNNING, LC_UPGRADE_ORPHANED };
+enum lc_upgrade_state lc_upgrade_state(const char *state_dir);
+
 /* --- uninstall -------------------------------------------------------------------------------- */
 
 struct lc_uninstall_opts {

@@ -148,6 +148,24 @@ static void unlink_suffixed(const char *path, const char *suffix)
 		unlink(tmp);
 }
 
+enum lc_upgrade_state lc_upgrade_state(const char *state_dir)
+{
+	char journal[PATH_MAX + 16];
+	if (snprintf(journal, sizeof(journal), "%s/upgrade.journal", state_dir) >=
+	        (int)sizeof(journal) ||
+	    !lc_exists(journal))
+		return LC_UPGRADE_NONE;
+	int fd = lock_open(state_dir, false);
+	if (fd == -2)
+		return LC_UPGRADE_RUNNING;
+	if (fd < 0) /* cannot tell: as if it ran (the caller looks again) */
+		return LC_UPGRADE_RUNNING;
+	/* under the lock: a live upgrade removes its journal before it unlocks */
+	enum lc_upgrade_state st = lc_exists(journal) ? LC_UPGRADE_ORPHANED : LC_UPGRADE_NONE;
+	close(fd);
+	return st;
+}
+
 enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size_t bin_cap,
                                           char *msg, size_t cap)
 {

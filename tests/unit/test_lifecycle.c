@@ -6,9 +6,11 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -255,6 +257,28 @@ static void test_lifecycle_sweep_requests_removes_only_request_files(void **stat
 	assert_int_equal(lc_upgrade_sweep_requests(p), 0);
 }
 
+/* No journal: none; a journal whose lock is held: running; a journal nobody
+ * holds the lock for: orphaned (what a running agent watches for). */
+static void test_lifecycle_upgrade_state_tells_running_from_orphaned(void **state)
+{
+	(void)state;
+	char j[PATH_MAX], l[PATH_MAX];
+	snprintf(j, sizeof(j), "%s/upgrade.journal", test_dir);
+	snprintf(l, sizeof(l), "%s/upgrade.lock", test_dir);
+	assert_int_equal(lc_upgrade_state(test_dir), LC_UPGRADE_NONE);
+	assert_int_equal(fs_write_atomic(j, "{\"phase\":\"swapped\"}", 19, 0600, NULL), 0);
+	int fd = open(l, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	assert_int_equal(lc_upgrade_state(test_dir), LC_UPGRADE_RUNNING);
+	close(fd); /* the upgrade died */
+	assert_int_equal(lc_upgrade_state(test_dir), LC_UPGRADE_ORPHANED);
+	/* looking does not settle it, and leaves the lock free */
+	assert_int_equal(lc_upgrade_state(test_dir), LC_UPGRADE_ORPHANED);
+	assert_int_equal(unlink(j), 0);
+	assert_int_equal(lc_upgrade_state(test_dir), LC_UPGRADE_NONE);
+}
+
 static void test_lifecycle_recover_rolls_back_a_swapped_binary(void **state)
 {
 	(void)state;
@@ -490,6 +514,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lifecycle_spawn_detached_runs_in_its_own_session,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_settles_every_kill_window,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_upgrade_state_tells_running_from_orphaned,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_recover_rolls_back_a_swapped_binary,
 	                                    test_dir_setup, test_dir_teardown),
