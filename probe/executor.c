@@ -1056,7 +1056,7 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 		vm_err_set(err, VM_ERR_IO, "cannot persist the probe record: %s",
 		           text == NULL ? "out of memory" : werr.msg);
 		free_probe(p);
-		return PROBE_E_IO;
+		return text == NULL ? PROBE_E_IO : PROBE_E_PERSIST;
 	}
 	snprintf(out->id, sizeof(out->id), "%s", p->id);
 	out->record = json_deep_copy(p->rec);

@@ -60,9 +60,10 @@ enum probe_submit_rc {
 	PROBE_E_CONFLICT = -2,  /* same idempotency_key, different body: 409 */
 	PROBE_E_FULL = -3,      /* queue full: 429 */
 	PROBE_E_STOPPED = -4,   /* shutting down: 503 */
-	PROBE_E_IO = -5,        /* the record could not be persisted: 500 */
+	PROBE_E_IO = -5,        /* out of memory, an unreadable record, no id: 500 */
 	PROBE_E_TOO_LARGE = -6, /* could produce more than a record holds: 400, see err_path */
 	PROBE_E_FORBIDDEN = -7, /* a step type needs a scope the caller lacks: 403, see err_path */
+	PROBE_E_PERSIST = -8,   /* the accepted record could not be persisted (full disk): 507 */
 };
 
 /* Who submits (from the verified token): idempotency keys are scoped by

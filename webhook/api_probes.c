@@ -89,6 +89,9 @@ void wh_api_probe_create(struct wh_req *req)
 	case PROBE_E_STOPPED:
 		wh_reply_error(req, 503, "unavailable", "%s", err.msg);
 		return;
+	case PROBE_E_PERSIST: /* a full disk, mostly: not a bug, and nothing was accepted */
+		wh_reply_error(req, 507, "record_write_failed", "%s", err.msg);
+		return;
 	default:
 		wh_reply_error(req, 500, "internal", "%s", err.msg);
 		return;

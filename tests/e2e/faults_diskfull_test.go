@@ -130,8 +130,10 @@ func TestFaultDiskFullStateDir(t *testing.T) {
 	switch {
 	case id == "" && st >= 400:
 		t.Logf("probe at full disk refused: %d %s", st, strings.TrimSpace(raw))
-		if !strings.Contains(raw, "error") {
-			t.Errorf("refusal without an error: %s", raw)
+		// a stable code a control plane can act on, never a bare internal error
+		if !(st == 507 && strings.Contains(raw, `"record_write_failed"`)) &&
+			!(st == 500 && strings.Contains(raw, `"audit_unavailable"`)) {
+			t.Errorf("refusal at full disk: %d %s, want 507 record_write_failed", st, raw)
 		}
 	case id != "":
 		rec := waitProbe(t, a, is, id, 20*time.Second)
