@@ -128,7 +128,7 @@ static void check_spool(struct health_snapshot *s, const struct health_threshold
 {
 	(void)t;
 	if (s->spool_dropped > 0)
-		add(s, HEALTH_DEGRADED, "%llu health reports dropped from a full spool",
+		add(s, HEALTH_DEGRADED, "%llu health reports dropped (a full spool or disk)",
 		    (unsigned long long)s->spool_dropped);
 }
 

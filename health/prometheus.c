@@ -146,7 +146,7 @@ static const struct {
     {"vm_agent_health_spool_entries", "gauge", "Reports waiting in the on-disk spool.", g_spool_n},
     {"vm_agent_health_spool_bytes", "gauge", "Size of the on-disk spool.", g_spool_b},
     {"vm_agent_health_spool_dropped_total", "counter",
-     "Reports dropped because the spool was full (oldest first).", g_spool_drop},
+     "Reports dropped: evicted from a full spool (oldest first) or not written (full disk).", g_spool_drop},
     {"vm_agent_health_last_report_success_timestamp_seconds", "gauge",
      "Unix time of the last delivered report (0 = none yet).", g_last_ok},
     {"vm_agent_log_file_write_failures_total", "counter",

@@ -226,8 +226,10 @@ int health_spool_push(struct health_spool *sp, const char *id, const char *body,
 	entry_path(sp, sp->next_seq, path, sizeof(path));
 	int rc = fs_write_atomic(path, buf, total, 0600, err);
 	free(buf);
-	if (rc != 0)
+	if (rc != 0) {
+		sp->dropped++; /* not spooled (a full or failing disk): lost, and counted */
 		return rc;
+	}
 	if (index_add(sp, sp->next_seq, total) != 0)
 		return vm_err_set(err, VM_ERR_NOMEM, "out of memory");
 	sp->next_seq++;

@@ -138,6 +138,38 @@ static void test_spool_replays_in_order_across_reopen(void **state)
 	assert_int_equal(n, 1);
 }
 
+/* A report the spool cannot write (a full or failing disk) is lost: counted
+ * in dropped, never in the queue; the spool works again once it can write. */
+static void test_spool_counts_a_report_it_could_not_write(void **state)
+{
+	(void)state;
+	char dir[PATH_MAX], moved[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/s", test_dir);
+	snprintf(moved, sizeof(moved), "%s/s2", test_dir);
+	struct health_spool_limits lim = {100, 1 << 20};
+	struct vm_err err = {0};
+	struct health_spool *sp = health_spool_open(dir, &lim, &err);
+	assert_non_null(sp);
+	assert_int_equal(rename(dir, moved), 0);
+	FILE *f = fopen(dir, "w"); /* a file where the directory was: ENOTDIR */
+	assert_non_null(f);
+	fclose(f);
+	char id[HEALTH_ID_LEN + 1];
+	make_id(1, id);
+	assert_int_not_equal(health_spool_push(sp, id, "{}", 2, &err), 0);
+	uint64_t n, b, d, c;
+	health_spool_stats(sp, &n, &b, &d, &c);
+	assert_int_equal(n, 0);
+	assert_int_equal(d, 1);
+	assert_int_equal(unlink(dir), 0);
+	assert_int_equal(rename(moved, dir), 0);
+	push_n(sp, 2, 1);
+	health_spool_stats(sp, &n, &b, &d, &c);
+	assert_int_equal(n, 1);
+	assert_int_equal(d, 1);
+	health_spool_close(sp);
+}
+
 static void test_spool_drops_oldest_when_full_by_count_and_bytes(void **state)
 {
 	(void)state;
@@ -302,6 +334,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_spool_replays_in_order_across_reopen,
 	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_spool_counts_a_report_it_could_not_write, test_dir_setup,
+	                                    test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_spool_drops_oldest_when_full_by_count_and_bytes,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(
