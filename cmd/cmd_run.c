@@ -420,6 +420,16 @@ static int serve(struct agent *ag, const sigset_t *sigs)
 	}
 }
 
+/* Replaces this process (same pid, so the service sees no exit) with
+ * `path run [--config F]`, in the same environment. Returns only on failure,
+ * with errno set. Not a spawn: nothing is started beside us. */
+static void exec_run(const char *path, const char *config_flag)
+{
+	char *args[] = {(char *)path, "run", config_flag ? "--config" : NULL, (char *)config_flag,
+	                NULL};
+	execv(path, args);
+}
+
 /* An upgrade killed before it was committed is undone here, before anything
  * starts; when the binary this process came from was replaced by the previous
  * one, run that instead, with the same --config. */
@@ -435,10 +445,9 @@ static enum lc_recover_result recover_upgrade(const struct cfg *cfg, const char 
 	log_warn("upgrade", "%s", msg);
 	if (rr != LC_RECOVER_ROLLED_BACK)
 		return rr;
-	char *args[] = {bin, "run", config_flag ? "--config" : NULL, (char *)config_flag, NULL};
 	log_warn("upgrade", "re-executing the restored binary %s", bin);
 	log_shutdown();
-	execv(bin, args);
+	exec_run(bin, config_flag);
 	log_error("upgrade", "cannot execute %s: %s; continuing with this binary", bin,
 	          strerror(errno));
 	return rr;
@@ -471,22 +480,11 @@ static void *watch_upgrade(void *arg)
 	return NULL;
 }
 
-/* After the orderly stop: the same process (pid, service) runs the binary it
- * was started from again, with the same --config and environment. */
+/* After the orderly stop: the image this process runs, again. */
 static int reexec_self(const char *config_flag)
 {
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	const char *path = "/proc/self/exe";
-	if (n > 0) {
-		self[n] = '\0';
-		if (strstr(self, " (deleted)") == NULL)
-			path = self;
-	}
-	char *args[] = {(char *)path, "run", config_flag ? "--config" : NULL, (char *)config_flag,
-	                NULL};
-	execv(path, args);
-	fprintf(stderr, "vm-agent: cannot execute %s again: %s\n", path, strerror(errno));
+	exec_run("/proc/self/exe", config_flag);
+	fprintf(stderr, "vm-agent: cannot execute /proc/self/exe again: %s\n", strerror(errno));
 	return VM_EXIT_RUNTIME;
 }
 

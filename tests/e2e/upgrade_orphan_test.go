@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,15 +11,6 @@ import (
 	"testing"
 	"time"
 )
-
-func fileSum(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
 
 // An upgrade swaps the new binary in, restarts the agent into it (the health
 // gate) and dies before it confirms or rolls back (its unit stopped, the OOM
@@ -36,7 +25,7 @@ func TestUpgradeDyingInItsHealthGateIsSettledByTheRunningAgent(t *testing.T) {
 	newURL := e.url + "/files/vm-agent-99.0.0"
 	newSum := upSum(t, e.publish(t, upFixture(t, "vm-agent-v99.0.0"), "vm-agent-99.0.0", &e.key))
 	bin := filepath.Join(e.root, "usr/local/bin/vm-agent")
-	oldSum := fileSum(bin)
+	oldSum := upSumQuiet(bin)
 	journal := filepath.Join(e.root, "var/lib/vm-agent/upgrade.journal")
 
 	// The upgrade, stopped (SIGSTOP, whole group) once its journal says
@@ -62,13 +51,13 @@ func TestUpgradeDyingInItsHealthGateIsSettledByTheRunningAgent(t *testing.T) {
 			time.Sleep(100 * time.Microsecond)
 		}
 		syscall.Kill(-up.Process.Pid, syscall.SIGSTOP)
-		if j := upJournalQuiet(e.root); j != nil && j["phase"] == "swapped" && fileSum(bin) == newSum {
+		if j := upJournalQuiet(e.root); j != nil && j["phase"] == "swapped" && upSumQuiet(bin) == newSum {
 			break
 		}
 		// too late (committed) or too early: let it finish, go back, again
 		syscall.Kill(-up.Process.Pid, syscall.SIGCONT)
 		up.Wait()
-		if fileSum(bin) == newSum {
+		if upSumQuiet(bin) == newSum {
 			if code, o, eo := runCLI(t, nil, "upgrade", "--root", e.root, "--self-test-timeout", "5",
 				"--version", e.current, "--url", e.url+"/files/vm-agent-"+e.current,
 				"--checksum", upSum(t, e.publish(t, agentBin(t), "vm-agent-"+e.current, &e.key)),
@@ -85,7 +74,7 @@ func TestUpgradeDyingInItsHealthGateIsSettledByTheRunningAgent(t *testing.T) {
 	if !strings.Contains(ag.log.String(), "watching it") {
 		t.Errorf("the agent did not log the running upgrade:\n%s", ag.log.String())
 	}
-	if s := fileSum(fmt.Sprintf("/proc/%d/exe", pid)); s != newSum {
+	if s := upSumQuiet(fmt.Sprintf("/proc/%d/exe", pid)); s != newSum {
 		t.Fatalf("the agent runs %s, want the new binary %s", s, newSum)
 	}
 
@@ -96,7 +85,7 @@ func TestUpgradeDyingInItsHealthGateIsSettledByTheRunningAgent(t *testing.T) {
 	settled := false
 	for time.Since(t0) < 20*time.Second {
 		_, err := os.Stat(journal)
-		if os.IsNotExist(err) && fileSum(bin) == oldSum && fileSum(fmt.Sprintf("/proc/%d/exe", pid)) == oldSum {
+		if os.IsNotExist(err) && upSumQuiet(bin) == oldSum && upSumQuiet(fmt.Sprintf("/proc/%d/exe", pid)) == oldSum {
 			if r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/livez", ag.port)); err == nil {
 				r.Body.Close()
 				if r.StatusCode == 200 {
@@ -115,7 +104,7 @@ func TestUpgradeDyingInItsHealthGateIsSettledByTheRunningAgent(t *testing.T) {
 	if !settled {
 		_, jerr := os.Stat(journal)
 		t.Fatalf("20 s after the upgrade died: installed %s (old %s, new %s), running %s, journal %v:\n%s",
-			fileSum(bin), oldSum, newSum, fileSum(fmt.Sprintf("/proc/%d/exe", pid)), jerr, ag.log.String())
+			upSumQuiet(bin), oldSum, newSum, upSumQuiet(fmt.Sprintf("/proc/%d/exe", pid)), jerr, ag.log.String())
 	}
 	t.Logf("settled %s after the upgrade died: the old binary is installed and runs as pid %d",
 		time.Since(t0).Round(time.Millisecond), pid)
