@@ -90,6 +90,9 @@ struct probe_exec {
 	int nworkers;
 	int idle; /* workers waiting for work */
 	int npre; /* queued probes whose step 0 start is written ahead (at most nworkers) */
+	/* ids marked interrupted at start, until probe_exec_take_interrupted */
+	char (*recovered)[PROBE_ID_MAX];
+	size_t nrecovered, recovered_cap, recovered_lost;
 	bool stopping;
 	int streams; /* event readers (probe_events_acquire) */
 	char work_dir[PATH_MAX];
@@ -1039,16 +1042,22 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 	emit(ex, p, "state", json_pack("{s:s,s:s}", "id", p->id, "state", "queued"));
 	pthread_mutex_unlock(&ex->mu);
 
-	/* Durable before it can run: a crash from here on shows it as interrupted. */
+	/* Durable before it can run: a crash from here on shows it as interrupted
+	 * (and never runs it). The caller's admit flushes meanwhile. */
 	struct vm_err werr = {0};
-	int wrc = text != NULL ? probe_committer_log(ex->store, p->id, text, &werr) : -1;
+	struct probe_meanwhile mw = {who != NULL ? who->admit : NULL,
+	                             who != NULL ? who->admit_ctx : NULL, 0};
+	int wrc = text == NULL     ? -1
+	          : mw.fn != NULL ? probe_committer_log_meanwhile(ex->store, p->id, text, &mw, &werr)
+	                          : probe_committer_log(ex->store, p->id, text, &werr);
 	free(text);
 
 	pthread_mutex_lock(&ex->mu);
 	ex->qreserved--;
 	p->persisting = false;
-	p->pre_durable = ahead && wrc == 0;
-	if (wrc != 0 || atomic_load(&p->cancel) || ex->stopping)
+	bool refused = wrc == 0 && mw.rc != 0;
+	p->pre_durable = ahead && wrc == 0 && !refused;
+	if (wrc != 0 || refused || atomic_load(&p->cancel) || ex->stopping)
 		pre_release_locked(ex, p); /* it never enters the queue */
 	if (wrc != 0) {
 		unlink_probe(ex, p);
@@ -1059,6 +1068,13 @@ int probe_submit(struct probe_exec *ex, const char *body, size_t len,
 		return text == NULL ? PROBE_E_IO : PROBE_E_PERSIST;
 	}
 	snprintf(out->id, sizeof(out->id), "%s", p->id);
+	if (refused) {
+		/* accepted on disk, so it ends there too: as not run */
+		finish_locked(ex, p, P_FAILED, "not run: the audit log could not be written");
+		pthread_mutex_unlock(&ex->mu);
+		vm_err_set(err, VM_ERR_IO, "its audit line could not be written; the probe was not run");
+		return PROBE_E_ADMIT;
+	}
 	out->record = json_deep_copy(p->rec);
 	if (atomic_load(&p->cancel) || ex->stopping) {
 		finish_locked(ex, p, ex->stopping || p->interrupt ? P_INTERRUPTED : P_CANCELED,
@@ -1223,6 +1239,40 @@ static void hex_to(const char *hex, uint8_t out[SHA256_LEN])
 		(void)hex_decode(hex, strlen(hex), out, SHA256_LEN);
 }
 
+/* Bounded: unfinished records are at most the last run's queue and workers,
+ * unless its configuration was larger; the rest are only counted. */
+#define RECOVERED_MAX 4096
+
+static void note_recovered(struct probe_exec *ex, const char *id)
+{
+	if (ex->nrecovered == ex->recovered_cap) {
+		size_t cap = ex->recovered_cap ? 2 * ex->recovered_cap : 16;
+		void *n = cap <= RECOVERED_MAX ? realloc(ex->recovered, cap * sizeof(*ex->recovered))
+		                               : NULL;
+		if (n == NULL) {
+			ex->recovered_lost++;
+			return;
+		}
+		ex->recovered = n;
+		ex->recovered_cap = cap;
+	}
+	snprintf(ex->recovered[ex->nrecovered++], PROBE_ID_MAX, "%s", id);
+}
+
+size_t probe_exec_take_interrupted(struct probe_exec *ex, probe_id_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&ex->mu);
+	char(*ids)[PROBE_ID_MAX] = ex->recovered;
+	size_t n = ex->nrecovered, lost = ex->recovered_lost;
+	ex->recovered = NULL;
+	ex->nrecovered = ex->recovered_cap = ex->recovered_lost = 0;
+	pthread_mutex_unlock(&ex->mu);
+	for (size_t i = 0; i < n; i++)
+		fn(ctx, ids[i]);
+	free(ids);
+	return lost;
+}
+
 /* A record found at startup. Unfinished ones ran (or were about to) when the
  * agent died: they become interrupted, and are never run again. */
 static void load_one(void *c, const char *id, json_t *rec)
@@ -1268,6 +1318,7 @@ static void load_one(void *c, const char *id, json_t *rec)
 		free(text);
 		st = P_INTERRUPTED;
 		lc->interrupted++;
+		note_recovered(ex, id);
 	}
 	p->state = (enum pstate)st;
 	p->ended = true;
@@ -1386,6 +1437,7 @@ void probe_exec_stop(struct probe_exec *ex)
 	}
 	free(ex->queue);
 	free(ex->workers);
+	free(ex->recovered);
 	pthread_cond_destroy(&ex->work_cv);
 	pthread_cond_destroy(&ex->ev_cv);
 	pthread_mutex_destroy(&ex->mu);

@@ -258,6 +258,18 @@ int probe_committer_log(struct probe_committer *c, const char *id, const char *t
                         struct vm_err *err);
 int probe_committer_log_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
                                void *wctx, struct vm_err *err);
+/* probe_committer_log that runs mw->fn(mw->ctx) on the calling thread while
+ * the writer flushes the record, and stores its result in mw->rc (the
+ * webhook flushes the request's audit line meanwhile: two flushes at once
+ * instead of one after the other). fn runs exactly once, whatever the
+ * write's outcome. */
+struct probe_meanwhile {
+	int (*fn)(void *ctx);
+	void *ctx;
+	int rc;
+};
+int probe_committer_log_meanwhile(struct probe_committer *c, const char *id, const char *text,
+                                  struct probe_meanwhile *mw, struct vm_err *err);
 /* Says id's record file was just written the direct way (probe_store_write*):
  * the checkpoint must not replace it with an older journal-only copy. */
 void probe_committer_forget(struct probe_committer *c, const char *id);

@@ -48,6 +48,12 @@ void probe_exec_reconfigure(struct probe_exec *ex, const struct cfg *cfg);
 /* Probes waiting in the queue and running now (health, status). NULL gives 0. */
 void probe_queue_depth(struct probe_exec *ex, uint64_t *queued, uint64_t *running);
 
+/* Once: fn(ctx, id) for each probe that start-up found unfinished and marked
+ * interrupted (queued or running when the agent died), so that the webhook
+ * audits them. Returns how many more there were than it kept (a bound). */
+typedef void (*probe_id_fn)(void *ctx, const char *id);
+size_t probe_exec_take_interrupted(struct probe_exec *ex, probe_id_fn fn, void *ctx);
+
 /* Records that could not be written since start (disk full, I/O errors) and
  * unreadable ones moved to runs/quarantine/ at start (health). NULL gives 0. */
 void probe_store_health(struct probe_exec *ex, uint64_t *write_failures, uint64_t *quarantined);
@@ -64,6 +70,7 @@ enum probe_submit_rc {
 	PROBE_E_TOO_LARGE = -6, /* could produce more than a record holds: 400, see err_path */
 	PROBE_E_FORBIDDEN = -7, /* a step type needs a scope the caller lacks: 403, see err_path */
 	PROBE_E_PERSIST = -8,   /* the accepted record could not be persisted (full disk): 507 */
+	PROBE_E_ADMIT = -9,     /* admit refused (the audit line is not on disk): not run, 500 */
 };
 
 /* Who submits (from the verified token): idempotency keys are scoped by
@@ -75,6 +82,13 @@ struct probe_caller {
 	 * probe:run (host:write, containers:write, backup:run…) is refused with
 	 * PROBE_E_FORBIDDEN unless they hold its scope. NULL = none beyond probe:run. */
 	const char *scope;
+	/* NULL, or a last condition of acceptance, run while the accepted record
+	 * is being flushed (so the two flushes overlap): the probe is queued only
+	 * once both are done and admit returned 0. When it fails the probe never
+	 * runs: its record ends `failed` and probe_submit returns PROBE_E_ADMIT.
+	 * The webhook makes the request's audit "started" line durable here. */
+	int (*admit)(void *ctx);
+	void *admit_ctx;
 };
 
 struct probe_submit_out {

@@ -1046,7 +1046,7 @@ struct probe_committer *probe_committer_start(const char *dir, struct vm_err *er
 }
 
 static int committer_write(struct probe_committer *c, const char *id, probe_write_fn fn, void *wctx,
-                           bool log, struct vm_err *err)
+                           bool log, struct probe_meanwhile *mw, struct vm_err *err)
 {
 	struct commit_item it;
 	memset(&it, 0, sizeof(it));
@@ -1057,6 +1057,8 @@ static int committer_write(struct probe_committer *c, const char *id, probe_writ
 	pthread_mutex_lock(&c->mu);
 	if (c->stop) {
 		pthread_mutex_unlock(&c->mu);
+		if (mw != NULL)
+			mw->rc = mw->fn(mw->ctx);
 		return probe_store_write_stream(c->dir, id, fn, wctx, err);
 	}
 	if (c->tail != NULL)
@@ -1065,6 +1067,11 @@ static int committer_write(struct probe_committer *c, const char *id, probe_writ
 		c->head = &it;
 	c->tail = &it;
 	pthread_cond_signal(&c->cv);
+	if (mw != NULL) { /* while the writer flushes: `it` stays ours until done */
+		pthread_mutex_unlock(&c->mu);
+		mw->rc = mw->fn(mw->ctx);
+		pthread_mutex_lock(&c->mu);
+	}
 	while (!it.done)
 		pthread_cond_wait(&c->done_cv, &c->mu);
 	pthread_mutex_unlock(&c->mu);
@@ -1076,19 +1083,25 @@ static int committer_write(struct probe_committer *c, const char *id, probe_writ
 int probe_committer_write_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
                                  void *wctx, struct vm_err *err)
 {
-	return committer_write(c, id, fn, wctx, false, err);
+	return committer_write(c, id, fn, wctx, false, NULL, err);
 }
 
 int probe_committer_log_stream(struct probe_committer *c, const char *id, probe_write_fn fn,
                                void *wctx, struct vm_err *err)
 {
-	return committer_write(c, id, fn, wctx, true, err);
+	return committer_write(c, id, fn, wctx, true, NULL, err);
 }
 
 int probe_committer_log(struct probe_committer *c, const char *id, const char *text,
                         struct vm_err *err)
 {
-	return committer_write(c, id, probe_write_text, (void *)text, true, err);
+	return committer_write(c, id, probe_write_text, (void *)text, true, NULL, err);
+}
+
+int probe_committer_log_meanwhile(struct probe_committer *c, const char *id, const char *text,
+                                  struct probe_meanwhile *mw, struct vm_err *err)
+{
+	return committer_write(c, id, probe_write_text, (void *)text, true, mw, err);
 }
 
 int probe_committer_write(struct probe_committer *c, const char *id, const char *text,

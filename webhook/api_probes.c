@@ -47,6 +47,11 @@ static void reply_invalid(struct wh_req *req, const char *code, const char *path
 	req->status = 400;
 }
 
+static int admit_audited(void *ctx)
+{
+	return wh_audit_confirm(ctx);
+}
+
 void wh_api_probe_create(struct wh_req *req)
 {
 	struct probe_exec *ex = exec_or_503(req);
@@ -58,7 +63,9 @@ void wh_api_probe_create(struct wh_req *req)
 		return;
 	struct probe_submit_out out;
 	struct vm_err err = {0};
-	struct probe_caller who = {req->claims.tenant, req->claims.sub, req->claims.scope};
+	/* its "started" line is flushed while the accepted record is */
+	struct probe_caller who = {req->claims.tenant, req->claims.sub, req->claims.scope,
+	                           admit_audited, req};
 	int rc = probe_submit(ex, body, len, &who, &out, &err);
 	free(body);
 	snprintf(req->probe_id, sizeof(req->probe_id), "%s", out.id);
@@ -88,6 +95,10 @@ void wh_api_probe_create(struct wh_req *req)
 		return;
 	case PROBE_E_STOPPED:
 		wh_reply_error(req, 503, "unavailable", "%s", err.msg);
+		return;
+	case PROBE_E_ADMIT:
+		wh_reply_error(req, 500, "audit_unavailable",
+		               "the audit log cannot be written; the probe was not run");
 		return;
 	case PROBE_E_PERSIST: /* a full disk, mostly: not a bug, and nothing was accepted */
 		wh_reply_error(req, 507, "record_write_failed", "%s", err.msg);

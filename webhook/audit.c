@@ -4,7 +4,8 @@
  * break out of its string; the token itself is never part of a line.
  * The caller's bytes are escaped and bounded here (never a reason to lose a
  * line), and a state-changing request is refused unless its "started" line is
- * on disk first (wh_audit_begin): an action is never carried out unaudited. */
+ * on disk first (wh_audit_begin, or for WH_ROUTE_AUDIT_JOIN wh_audit_confirm
+ * before the action can start): an action is never carried out unaudited. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -22,6 +23,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "probe/probe.h"
 #include "webhook/internal.h"
 
 struct wh_audit {
@@ -291,9 +293,12 @@ done:
 	return text;
 }
 
-int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool durable,
-                   struct vm_err *err)
+/* Appends e; *seq = its number for wh_audit_sync (0 when the append failed).
+ * durable: returns once it is on disk. */
+static int audit_put(struct wh_audit *a, const struct wh_audit_entry *e, bool durable,
+                     uint64_t *seq, struct vm_err *err)
 {
+	*seq = 0;
 	char *text = wh_audit_format(e);
 	if (text == NULL)
 		return vm_err_set(err, VM_ERR_NOMEM, "cannot encode the line (out of memory)");
@@ -331,12 +336,27 @@ int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool dura
 	if (before >= 0)
 		a->size = (uint64_t)before + (rc == 0 ? n + 1 : 0);
 	if (rc == 0) {
-		uint64_t mine = ++a->written;
+		uint64_t mine = *seq = ++a->written;
 		if (durable)
 			rc = sync_locked(a, mine, err); /* releases mu meanwhile: others append */
 	}
 	pthread_mutex_unlock(&a->mu);
 	free(text);
+	return rc;
+}
+
+int wh_audit_write(struct wh_audit *a, const struct wh_audit_entry *e, bool durable,
+                   struct vm_err *err)
+{
+	uint64_t seq;
+	return audit_put(a, e, durable, &seq, err);
+}
+
+static int audit_sync(struct wh_audit *a, uint64_t seq, struct vm_err *err)
+{
+	pthread_mutex_lock(&a->mu);
+	int rc = sync_locked(a, seq, err);
+	pthread_mutex_unlock(&a->mu);
 	return rc;
 }
 
@@ -400,6 +420,14 @@ static bool changes_state(const struct wh_route *r)
 	       (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0);
 }
 
+static void refuse(struct wh_req *req, const struct wh_audit_entry *e, const char *why)
+{
+	log_lost(e, why);
+	log_error("audit", "refused %s: its audit line cannot be written", e->route);
+	wh_reply_error(req, 500, "audit_unavailable",
+	               "the audit log cannot be written (%s); the request was not carried out", why);
+}
+
 int wh_audit_begin(struct wh_req *req)
 {
 	struct wh_audit *a = wh_audit_of(req);
@@ -410,13 +438,75 @@ int wh_audit_begin(struct wh_req *req)
 	entry_of(req, &e, route, sizeof(route));
 	e.outcome = "started";
 	e.status = 0;
+	/* WH_ROUTE_AUDIT_JOIN: appended now, flushed by the handler
+	 * (wh_audit_confirm) while its own record is flushed */
+	bool join = (req->route->flags & WH_ROUTE_AUDIT_JOIN) != 0;
 	struct vm_err err = {0};
-	if (wh_audit_write(a, &e, true, &err) == 0)
+	if (audit_put(a, &e, !join, &req->audit_seq, &err) == 0)
 		return 0;
+	req->audit_seq = 0;
+	refuse(req, &e, err.msg);
+	return -1;
+}
+
+int wh_audit_confirm(struct wh_req *req)
+{
+	struct wh_audit *a = wh_audit_of(req);
+	if (a == NULL || req->audit_seq == 0)
+		return 0;
+	struct vm_err err = {0};
+	int rc = audit_sync(a, req->audit_seq, &err);
+	req->audit_seq = 0;
+	if (rc == 0)
+		return 0;
+	char route[160];
+	struct wh_audit_entry e;
+	entry_of(req, &e, route, sizeof(route));
+	e.outcome = "started";
+	e.status = 0;
 	log_lost(&e, err.msg);
 	log_error("audit", "refused %s: its audit line cannot be written", route);
-	wh_reply_error(req, 500, "audit_unavailable",
-	               "the audit log cannot be written (%s); the request was not carried out",
-	               err.msg);
 	return -1;
+}
+
+struct recovered_ctx {
+	struct wh_audit *a;
+	uint64_t last;
+	int failed;
+};
+
+static void audit_recovered(void *c, const char *id)
+{
+	struct recovered_ctx *rc = c;
+	struct wh_audit_entry e = {
+	    .outcome = "interrupted",
+	    .tenant = "",
+	    .sub = "",
+	    .jti = "",
+	    .route = "POST /v1/probes",
+	    .error = "agent_restarted",
+	    .probe_id = id,
+	};
+	struct vm_err err = {0};
+	uint64_t seq;
+	if (audit_put(rc->a, &e, false, &seq, &err) == 0)
+		rc->last = seq;
+	else if (rc->failed++ == 0)
+		log_lost(&e, err.msg);
+}
+
+void wh_audit_interrupted(struct wh_audit *a, struct probe_exec *ex)
+{
+	if (a == NULL || ex == NULL)
+		return;
+	struct recovered_ctx rc = {a, 0, 0};
+	size_t lost = probe_exec_take_interrupted(ex, audit_recovered, &rc);
+	struct vm_err err = {0};
+	if (rc.last != 0 && audit_sync(a, rc.last, &err) != 0)
+		log_error("audit", "the lines of probes interrupted by the restart are not on disk: %s",
+		          err.msg);
+	if (rc.failed > 0 || lost > 0)
+		log_error("audit", "%d line(s) of probes interrupted by the restart NOT written, "
+		          "%zu not kept",
+		          rc.failed, lost);
 }

@@ -41,6 +41,7 @@ struct wh_req {
 	 * handshake (the session's own audit line comes when it ends) */
 	bool upgrade;
 	json_t *shell; /* owned; the shell's part of the audit line (dispatch frees it) */
+	uint64_t audit_seq; /* a WH_ROUTE_AUDIT_JOIN "started" line not yet confirmed durable */
 };
 
 typedef void (*wh_handler_fn)(struct wh_req *req);
@@ -48,6 +49,10 @@ typedef void (*wh_handler_fn)(struct wh_req *req);
 enum wh_route_flags {
 	/* a GET that starts something (the shell): audited "started" like a POST */
 	WH_ROUTE_ACTS = 1u << 0,
+	/* the "started" line is appended before the handler runs, and made
+	 * durable by the handler (wh_audit_confirm) before anything it starts can
+	 * run, while it flushes its own record: POST /v1/probes */
+	WH_ROUTE_AUDIT_JOIN = 1u << 1,
 };
 
 struct wh_route {
@@ -96,8 +101,19 @@ int wh_audit_write(struct wh_audit *audit, const struct wh_audit_entry *e, bool 
  * main log) and returns -1: the answer goes out anyway. */
 int wh_audit_request(struct wh_audit *audit, const struct wh_req *req);
 /* Before a state-changing handler runs: writes its "started" line durably, or
- * answers 500 audit_unavailable and returns -1 (fail closed). Reads: 0. */
+ * answers 500 audit_unavailable and returns -1 (fail closed). Reads: 0.
+ * WH_ROUTE_AUDIT_JOIN routes: only appended; the handler must call
+ * wh_audit_confirm before what it starts can run. */
 int wh_audit_begin(struct wh_req *req);
+/* Returns once the request's "started" line is on disk (0), or logs that it
+ * is not and returns -1: the handler must then not act, and answers 500
+ * audit_unavailable. Thread-safe; 0 when nothing is pending. */
+int wh_audit_confirm(struct wh_req *req);
+/* One "interrupted" line (error agent_restarted) for each probe that start-up
+ * found unfinished: every probe the agent recorded is in the audit log, even
+ * one accepted on disk by a crash before its joined "started" line was. */
+struct probe_exec;
+void wh_audit_interrupted(struct wh_audit *audit, struct probe_exec *ex);
 struct wh_audit *wh_audit_of(const struct wh_req *req);
 
 /* Request guard (guard.c): whole-request deadlines for one listener's

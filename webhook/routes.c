@@ -8,7 +8,7 @@ const struct wh_route wh_routes[] = {
     {"GET", "/v1/inventory", wh_api_inventory, "inventory:read", 0},
     {"GET", "/metrics", wh_api_metrics, "metrics:read", 0},
     {"POST", "/v1/upgrade", wh_api_upgrade, "agent:upgrade", 0},
-    {"POST", "/v1/probes", wh_api_probe_create, "probe:run", 0},
+    {"POST", "/v1/probes", wh_api_probe_create, "probe:run", WH_ROUTE_AUDIT_JOIN},
     {"GET", "/v1/probes", wh_api_probe_list, "probe:read", 0},
     {"GET", "/v1/probes/{id}", wh_api_probe_get, "probe:read", 0},
     {"DELETE", "/v1/probes/{id}", wh_api_probe_cancel, "probe:cancel", 0},

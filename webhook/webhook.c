@@ -320,6 +320,9 @@ static int dispatch(struct mg_connection *conn)
 			/* fail closed: nothing runs before its audit line is on disk */
 			if (wh_auth_check(&req, r->scope) == 0 && wh_audit_begin(&req) == 0)
 				r->fn(&req);
+			/* a joined "started" line the handler did not confirm (it
+			 * answered before acting): on disk before the outcome line */
+			(void)wh_audit_confirm(&req);
 			/* handlers that stream (SSE) are audited when done */
 			if (!req.audited)
 				(void)wh_audit_request(req.srv->audit, &req);
@@ -643,6 +646,7 @@ struct wh_server *wh_start(const struct cfg *cfg, const struct wh_deps *deps, st
 	srv->audit = wh_audit_open(cfg, err);
 	if (srv->audit == NULL)
 		goto fail;
+	wh_audit_interrupted(srv->audit, srv->deps.probe);
 	srv->shells = wh_shells_new(cfg, &srv->deps, err);
 	if (srv->shells == NULL)
 		goto fail;

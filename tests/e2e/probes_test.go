@@ -375,6 +375,19 @@ func TestProbeInterruptedAfterKill9(t *testing.T) {
 	if got := getProbe(t, b, is, queued.ID); got.State != "interrupted" || got.Steps[0]["status"] != "skipped" {
 		t.Errorf("queued probe was re-run: %+v", got)
 	}
+	// the restart is in the audit log, one line per interrupted probe: every
+	// probe on record is audited, even one a crash left accepted on disk
+	// before its "started" line (flushed alongside) was
+	lines := map[string]int{}
+	for _, l := range auditRaw(t, defaultAuditPath(b)) {
+		if l["outcome"] == "interrupted" && l["error"] == "agent_restarted" {
+			lines[fmt.Sprint(l["probe_id"])]++
+		}
+	}
+	if lines[r.ID] != 1 || lines[queued.ID] != 1 || len(lines) != 2 {
+		t.Errorf("interrupted lines in the audit log after the restart: %v, want one each for %s and %s",
+			lines, r.ID, queued.ID)
+	}
 }
 
 func TestProbeOutputCap(t *testing.T) {

@@ -81,7 +81,7 @@ static int submit_as(struct probe_exec *ex, const char *sub, const char *body,
                      struct probe_submit_out *out)
 {
 	struct vm_err err = {0};
-	struct probe_caller who = {"tenant-a", sub, NULL};
+	struct probe_caller who = {"tenant-a", sub, NULL, NULL, NULL};
 	int rc = probe_submit(ex, body, strlen(body), &who, out, &err);
 	json_decref(out->record);
 	out->record = NULL;
@@ -91,6 +91,61 @@ static int submit_as(struct probe_exec *ex, const char *sub, const char *body,
 static int submit(struct probe_exec *ex, const char *body, struct probe_submit_out *out)
 {
 	return submit_as(ex, "operator", body, out);
+}
+
+static void collect_id(void *ctx, const char *id)
+{
+	char *seen = ctx;
+	size_t n = strlen(seen);
+	snprintf(seen + n, 64 - n, "|%s", id);
+}
+
+static int admit_no(void *ctx)
+{
+	(*(int *)ctx)++;
+	return -1;
+}
+
+/* The caller's admit (the webhook: the audit line's flush) fails: the probe
+ * is accepted on disk, so its record ends failed, and no step runs. */
+static void test_probe_store_admit_refused_never_runs(void **state)
+{
+	(void)state;
+	struct cfg *c = make_cfg("");
+	struct vm_err err = {0};
+	struct probe_exec *ex = probe_exec_start(c, NULL, NULL, &err);
+	assert_non_null(ex);
+	char mark[PATH_MAX + 16];
+	snprintf(mark, sizeof(mark), "%s/ran", c->agent.state_dir);
+	char body[PATH_MAX + 128];
+	snprintf(body, sizeof(body),
+	         "{\"steps\":[{\"type\":\"exec\",\"argv\":[\"/usr/bin/touch\",\"%s\"]}]}",
+	         mark);
+	int calls = 0;
+	struct probe_caller who = {"tenant-a", "operator", NULL, admit_no, &calls};
+	struct probe_submit_out out;
+	assert_int_equal(probe_submit(ex, body, strlen(body), &who, &out, &err), PROBE_E_ADMIT);
+	assert_int_equal(calls, 1);
+	assert_null(out.record);
+	assert_true(out.id[0] != '\0');
+	json_t *rec = wait_done(ex, out.id);
+	assert_string_equal(state_of(rec), "failed");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(json_object_get(rec, "steps"), 0),
+	                                      "status")),
+	    "skipped");
+	json_decref(rec);
+	probe_exec_stop(ex);
+	assert_int_not_equal(access(mark, F_OK), 0);
+	/* durable as failed: a restart finds it finished, not interrupted */
+	ex = probe_exec_start(c, NULL, NULL, &err);
+	assert_non_null(ex);
+	rec = probe_get(ex, out.id);
+	assert_string_equal(state_of(rec), "failed");
+	json_decref(rec);
+	probe_exec_stop(ex);
+	rm_tree(c);
+	free(c);
 }
 
 static void test_probe_store_unfinished_records_become_interrupted(void **state)
@@ -132,6 +187,15 @@ static void test_probe_store_unfinished_records_become_interrupted(void **state)
 	rec = probe_get(ex, "p-000000000002-aa");
 	assert_string_equal(state_of(rec), "interrupted");
 	json_decref(rec);
+	/* the webhook audits both, once */
+	char seen[64] = "";
+	assert_int_equal(probe_exec_take_interrupted(ex, collect_id, seen), 0);
+	assert_true(strstr(seen, "|p-000000000001-aa") != NULL);
+	assert_true(strstr(seen, "|p-000000000002-aa") != NULL);
+	assert_int_equal(strlen(seen), 2 * strlen("|p-000000000001-aa"));
+	seen[0] = '\0';
+	assert_int_equal(probe_exec_take_interrupted(ex, collect_id, seen), 0);
+	assert_string_equal(seen, "");
 	probe_exec_stop(ex);
 
 	/* the change is on disk: a second start sees interrupted, not running */
@@ -726,6 +790,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_probe_store_unfinished_records_become_interrupted),
+	    cmocka_unit_test(test_probe_store_admit_refused_never_runs),
 	    cmocka_unit_test(test_probe_store_idempotency_survives_restart),
 	    cmocka_unit_test(test_probe_store_retention_by_count),
 	    cmocka_unit_test(test_probe_store_queue_limit_and_shutdown_interrupts),
