@@ -76,7 +76,7 @@ struct wh_auth *wh_auth_of(const struct wh_req *req);
 /* Audit log of remote actions (audit.c): one JSON line per authenticated-route
  * request, written before the response goes out (streaming handlers: when
  * done); a state-changing request also gets a durable "started" line before it
- * runs (wh_audit_begin). */
+ * runs (wh_audit_begin; WH_ROUTE_AUDIT_JOIN: wh_audit_confirm). */
 #define WH_AUDIT_FIELD_MAX 256  /* bytes per field, NUL included (255 of text) */
 #define WH_AUDIT_PATH_MAX  1024 /* the path's bound */
 struct wh_audit;
@@ -86,7 +86,7 @@ void wh_audit_close(struct wh_audit *audit);
 /* One line's fields, borrowed. Every string may hold the caller's bytes (not
  * UTF-8, any length, NULL = ""): they are escaped and bounded, never refused. */
 struct wh_audit_entry {
-	const char *outcome; /* "started", "ok", "denied", "error" */
+	const char *outcome; /* "started", "ok", "denied", "error", "interrupted" */
 	int status;          /* 0 on a "started" line */
 	const char *tenant, *sub, *jti, *route, *path, *error, *remote_addr, *forwarded_for;
 	const char *probe_id; /* omitted when NULL or "" */
