@@ -293,7 +293,7 @@ done:
 	return text;
 }
 
-/* Appends e; *seq = its number for wh_audit_sync (0 when the append failed).
+/* Appends e; *seq = its number for audit_sync (0 when the append failed).
  * durable: returns once it is on disk. */
 static int audit_put(struct wh_audit *a, const struct wh_audit_entry *e, bool durable,
                      uint64_t *seq, struct vm_err *err)
@@ -420,12 +420,22 @@ static bool changes_state(const struct wh_route *r)
 	       (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0);
 }
 
-static void refuse(struct wh_req *req, const struct wh_audit_entry *e, const char *why)
+static void started_of(const struct wh_req *req, struct wh_audit_entry *e, char *route,
+                       size_t cap)
 {
-	log_lost(e, why);
-	log_error("audit", "refused %s: its audit line cannot be written", e->route);
-	wh_reply_error(req, 500, "audit_unavailable",
-	               "the audit log cannot be written (%s); the request was not carried out", why);
+	entry_of(req, e, route, cap);
+	e->outcome = "started";
+	e->status = 0;
+}
+
+/* The started line of req could not be made durable: say so loudly. */
+static void log_refused(const struct wh_req *req, const char *why)
+{
+	char route[160];
+	struct wh_audit_entry e;
+	started_of(req, &e, route, sizeof(route));
+	log_lost(&e, why);
+	log_error("audit", "refused %s: its audit line cannot be written", route);
 }
 
 int wh_audit_begin(struct wh_req *req)
@@ -435,17 +445,20 @@ int wh_audit_begin(struct wh_req *req)
 		return 0;
 	char route[160];
 	struct wh_audit_entry e;
-	entry_of(req, &e, route, sizeof(route));
-	e.outcome = "started";
-	e.status = 0;
+	started_of(req, &e, route, sizeof(route));
 	/* WH_ROUTE_AUDIT_JOIN: appended now, flushed by the handler
 	 * (wh_audit_confirm) while its own record is flushed */
 	bool join = (req->route->flags & WH_ROUTE_AUDIT_JOIN) != 0;
 	struct vm_err err = {0};
-	if (audit_put(a, &e, !join, &req->audit_seq, &err) == 0)
+	uint64_t seq;
+	if (audit_put(a, &e, !join, &seq, &err) == 0) {
+		req->audit_seq = join ? seq : 0;
 		return 0;
-	req->audit_seq = 0;
-	refuse(req, &e, err.msg);
+	}
+	log_refused(req, err.msg);
+	wh_reply_error(req, 500, "audit_unavailable",
+	               "the audit log cannot be written (%s); the request was not carried out",
+	               err.msg);
 	return -1;
 }
 
@@ -459,13 +472,7 @@ int wh_audit_confirm(struct wh_req *req)
 	req->audit_seq = 0;
 	if (rc == 0)
 		return 0;
-	char route[160];
-	struct wh_audit_entry e;
-	entry_of(req, &e, route, sizeof(route));
-	e.outcome = "started";
-	e.status = 0;
-	log_lost(&e, err.msg);
-	log_error("audit", "refused %s: its audit line cannot be written", route);
+	log_refused(req, err.msg);
 	return -1;
 }
 

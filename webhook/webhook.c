@@ -93,6 +93,9 @@ static void audit_before_reply(struct wh_req *req)
 {
 	if (req->audited || req->route == NULL || req->route->scope == NULL)
 		return;
+	/* a joined "started" line the handler did not confirm (it answers
+	 * without acting): on disk before the outcome line and the answer */
+	(void)wh_audit_confirm(req);
 	/* a lost line is logged loudly there; the action (if any) has its "started" line */
 	(void)wh_audit_request(req->srv->audit, req);
 	req->audited = true;
@@ -320,12 +323,11 @@ static int dispatch(struct mg_connection *conn)
 			/* fail closed: nothing runs before its audit line is on disk */
 			if (wh_auth_check(&req, r->scope) == 0 && wh_audit_begin(&req) == 0)
 				r->fn(&req);
-			/* a joined "started" line the handler did not confirm (it
-			 * answered before acting): on disk before the outcome line */
-			(void)wh_audit_confirm(&req);
 			/* handlers that stream (SSE) are audited when done */
-			if (!req.audited)
+			if (!req.audited) {
+				(void)wh_audit_confirm(&req);
 				(void)wh_audit_request(req.srv->audit, &req);
+			}
 			json_decref(req.shell);
 			close_if_unread(l, conn);
 			/* 0: civetweb goes on to the WebSocket handshake (api_shell.c) */
