@@ -555,6 +555,12 @@ static int run_exec(const struct cmd_entry *self, void *args)
 		log_error("agent", "%s", err.msg);
 		goto out;
 	}
+	/* One agent per state directory, and the pid file written before anything
+	 * (a listener, a `status`) can see this agent. */
+	if (lc_agent_claim(ag.cfg->agent.state_dir, 10000, &err) != 0) {
+		log_error("agent", "%s", err.msg);
+		goto out;
+	}
 	sweep_dead_temps(ag.cfg);
 	/* The executor first: the webhook borrows it, and stops before it. */
 	open_containment(&ag);
@@ -611,7 +617,6 @@ static int run_exec(const struct cmd_entry *self, void *args)
 	}
 	/* Only now may Piko route requests to us: the webhook listens. */
 	tun_open(ag.deps.tunnel);
-	lc_pid_file_write(ag.cfg->agent.state_dir);
 	/* Neither is the admin socket: `status` then reports the agent as absent. */
 	ag.admin = admin_start(ag.cfg->agent.runtime_dir, admin_cmds,
 	                       sizeof(admin_cmds) / sizeof(admin_cmds[0]), &ag, &err);

@@ -2,11 +2,13 @@
  * (atomic replace, previous file kept as .bak), then make the running agent
  * reload (SIGHUP) and report whether it took the new file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -110,13 +112,57 @@ void lc_reload_status_write(const char *state_dir, const char *config_path, bool
 	free(text);
 }
 
-void lc_pid_file_write(const char *state_dir)
+/* The pid the pid file names, or 0 (absent, unreadable, not a number). */
+static long pid_file_pid(const char *state_dir)
 {
-	char path[PATH_MAX], text[32];
-	if (snprintf(path, sizeof(path), "%s/agent.pid", state_dir) >= (int)sizeof(path))
-		return;
+	char path[PATH_MAX + 16], *text = NULL;
+	size_t len;
+	snprintf(path, sizeof(path), "%s/agent.pid", state_dir);
+	if (fs_read_file(path, 64, &text, &len, NULL) != 0)
+		return 0;
+	long pid = strtol(text, NULL, 10);
+	free(text);
+	return pid > 0 ? pid : 0;
+}
+
+int lc_agent_claim(const char *state_dir, int wait_ms, struct vm_err *err)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/agent.lock", state_dir) >= (int)sizeof(path))
+		return vm_err_set(err, VM_ERR_INVALID, "state directory path too long: %s", state_dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return vm_err_set(err, VM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+	int64_t until = time_mono_ms() + (wait_ms > 0 ? wait_ms : 0);
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+		if (e == EINTR)
+			continue;
+		if (e != EWOULDBLOCK || time_mono_ms() >= until) {
+			close(fd);
+			if (e != EWOULDBLOCK)
+				return vm_err_set(err, VM_ERR_IO, "cannot lock %s: %s", path, strerror(e));
+			long other = pid_file_pid(state_dir);
+			if (other == 0)
+				return vm_err_set(err, VM_ERR_BUSY,
+				                  "another vm-agent runs with the state directory %s "
+				                  "(it holds %s); stop it first",
+				                  state_dir, path);
+			return vm_err_set(err, VM_ERR_BUSY,
+			                  "another vm-agent (pid %ld) runs with the state directory %s "
+			                  "(it holds %s); stop it first",
+			                  other, state_dir, path);
+		}
+		struct timespec nap = {0, 50 * 1000 * 1000};
+		nanosleep(&nap, NULL);
+	}
+	/* held for the life of the process: never closed, and close-on-exec keeps
+	 * step processes from inheriting it */
+	char pidpath[PATH_MAX], text[32];
+	if (snprintf(pidpath, sizeof(pidpath), "%s/agent.pid", state_dir) >= (int)sizeof(pidpath))
+		return vm_err_set(err, VM_ERR_INVALID, "state directory path too long: %s", state_dir);
 	int n = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
-	(void)fs_write_atomic(path, text, (size_t)n, 0644, NULL);
+	return fs_write_atomic(pidpath, text, (size_t)n, 0644, err);
 }
 
 /* True when pid is a running "vm-agent … run" (a stale pid file must not
@@ -145,16 +191,10 @@ static pid_t find_agent(const struct lc_paths *p, const char *state_dir, char *h
 		snprintf(how, cap, "systemd MainPID");
 		return pid;
 	}
-	char path[PATH_MAX + 16], *text = NULL;
-	size_t len;
-	snprintf(path, sizeof(path), "%s/agent.pid", state_dir);
-	if (fs_read_file(path, 64, &text, &len, NULL) != 0)
-		return 0;
-	pid = (pid_t)strtol(text, NULL, 10);
-	free(text);
+	pid = (pid_t)pid_file_pid(state_dir);
 	if (pid <= 0 || !is_agent_process(pid))
 		return 0;
-	snprintf(how, cap, "pid file %s", path);
+	snprintf(how, cap, "pid file %s/agent.pid", state_dir);
 	return pid;
 }
 

@@ -121,8 +121,14 @@ int lc_config_check(const char *root, const char *path, FILE *out, struct vm_err
  * keys it applied and which need a restart (comma-separated names, NULL = none). */
 void lc_reload_status_write(const char *state_dir, const char *config_path, bool ok,
                             const char *message, const char *applied, const char *restart_required);
-/* Writes state_dir/agent.pid (the pid file configure falls back to). */
-void lc_pid_file_write(const char *state_dir);
+/* Makes this process the one agent of state_dir: takes an exclusive flock on
+ * state_dir/agent.lock, held until the process exits (the descriptor is
+ * close-on-exec and never closed), then writes state_dir/agent.pid (the pid
+ * file configure falls back to). While another live agent holds the lock it
+ * retries for up to wait_ms (a restart may overlap the old process's exit),
+ * then fails with VM_ERR_BUSY naming that agent's pid. Call it before the
+ * agent sweeps or writes its state. */
+int lc_agent_claim(const char *state_dir, int wait_ms, struct vm_err *err);
 
 /* --- Piko token renewal (lifecycle/renew.c) ------------------------------------------ */
 

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -494,6 +496,53 @@ static void test_lifecycle_credentials_strict_never_truncated(void **state)
 	free(doc);
 }
 
+/* One agent per state directory: a second claim fails naming the holder's pid,
+ * and a claim made while the holder is exiting waits for it. */
+static void test_lifecycle_agent_claim_is_exclusive_and_waits(void **state)
+{
+	(void)state;
+	struct vm_err err = {0};
+	int ready[2];
+	assert_int_equal(pipe(ready), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct vm_err e = {0};
+		char c = lc_agent_claim(test_dir, 0, &e) == 0 ? 'y' : 'n';
+		(void)!write(ready[1], &c, 1);
+		struct timespec nap = {0, 300 * 1000 * 1000};
+		nanosleep(&nap, NULL);
+		_exit(0);
+	}
+	char c = 0;
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	assert_int_equal(c, 'y');
+	close(ready[0]);
+	close(ready[1]);
+	/* held: refused at once, naming the holder */
+	assert_int_equal(lc_agent_claim(test_dir, 0, &err), -VM_ERR_BUSY);
+	char want[64];
+	snprintf(want, sizeof(want), "pid %ld", (long)child);
+	assert_non_null(strstr(err.msg, want));
+	/* the holder exits within the wait: the claim is ours, and so is the pid file */
+	assert_int_equal(lc_agent_claim(test_dir, 10000, &err), 0);
+	int st;
+	assert_int_equal(waitpid(child, &st, 0), child);
+	char path[PATH_MAX], *text = NULL;
+	size_t len;
+	snprintf(path, sizeof(path), "%s/agent.pid", test_dir);
+	assert_int_equal(fs_read_file(path, 64, &text, &len, &err), 0);
+	assert_int_equal(strtol(text, NULL, 10), (long)getpid());
+	free(text);
+	/* still ours while this process lives */
+	snprintf(path, sizeof(path), "%s/agent.lock", test_dir);
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), -1);
+	close(fd);
+	assert_int_equal(lc_agent_claim(test_dir, 100, &err), -VM_ERR_BUSY);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -524,6 +573,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lifecycle_credentials_strict_never_truncated,
 	                                    test_dir_setup, test_dir_teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle_copy_fails_when_write_returns_zero,
+	                                    test_dir_setup, test_dir_teardown),
+	    cmocka_unit_test_setup_teardown(test_lifecycle_agent_claim_is_exclusive_and_waits,
 	                                    test_dir_setup, test_dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
