@@ -143,7 +143,16 @@ func TestFaultKill9Matrix(t *testing.T) {
 		// --- the previous kill's state, after the restart's cleanup: the
 		// agent sweeps its own directories at start (fs_sweep_dead_temps),
 		// so not even a complete temp of the link window is left there
+		// ready means the pid file is there and names this agent (it is
+		// written before the agent listens)
+		if b, err := os.ReadFile(filepath.Join(state, "agent.pid")); err != nil ||
+			strings.TrimSpace(string(b)) != strconv.Itoa(a.Cmd.Process.Pid) {
+			t.Fatalf("iteration %d: agent.pid of the ready agent %d: %q, %v", i, a.Cmd.Process.Pid, b, err)
+		}
 		for _, m := range crashTemps(state) {
+			if gone(m, 2*time.Second) {
+				continue // the new agent's own write in flight (a spool entry)
+			}
 			t.Fatalf("iteration %d: temp file left in the state dir after the restart: %s (complete: %v)",
 				i, m, linkWindowTemp(m))
 		}
@@ -360,6 +369,19 @@ func linkWindowTemp(p string) bool {
 		return err == nil && json.Valid(b)
 	}
 	return true
+}
+
+// gone reports whether the file at p disappears within d: a live writer's
+// temp is renamed within milliseconds, a dead writer's stays.
+func gone(p string, d time.Duration) bool {
+	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
 }
 
 func mustGlob(t *testing.T, pattern string) []string {
