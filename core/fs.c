@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "core/rand.h"
+#include "core/time.h"
 
 /* Symlinks followed in one resolution, like the kernel's MAXSYMLINKS. */
 #define FS_LINKS_MAX 40
@@ -778,6 +779,31 @@ int fs_backup_at(int dirfd, const char *name, int srcfd, const struct stat *sb, 
 	                          .gid = sb->st_gid};
 	struct fill f = {.srcfd = srcfd, .max = max, .what = what};
 	return replace_at(dirfd, name, &f, &o, err);
+}
+
+int fs_lock_open(const char *dir, const char *name, int wait_ms, struct vm_err *err)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+		return vm_err_set(err, VM_ERR_INVALID, "%s/%s: path too long", dir, name);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return vm_err_errno(err, errno_code(errno), errno, "open %s", path);
+	int64_t until = time_mono_ms() + wait_ms;
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+		if (e == EINTR)
+			continue;
+		if (e != EWOULDBLOCK || time_mono_ms() >= until) {
+			close(fd);
+			if (e != EWOULDBLOCK)
+				return vm_err_errno(err, VM_ERR_IO, e, "lock %s", path);
+			return vm_err_set(err, VM_ERR_BUSY, "%s is locked by another process", path);
+		}
+		struct timespec nap = {0, 50 * 1000 * 1000};
+		nanosleep(&nap, NULL);
+	}
+	return fd;
 }
 
 int fs_lock_holder(int fd, pid_t *pid)

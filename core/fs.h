@@ -113,6 +113,13 @@ int fs_sweep_dead_temps_of(const char *path);
 int fs_write_at(int dirfd, const char *leaf, const void *data, size_t len,
                 const struct fs_write_opts *o, struct vm_err *err);
 
+/* Opens dir/name as a lock file (created 0600, close-on-exec, never through a
+ * symlink) and takes an exclusive flock on it. While another open file holds
+ * it, retries for up to wait_ms (0: once). Returns the descriptor (the lock
+ * lasts until it is closed), -VM_ERR_BUSY when still held, or another
+ * negative vm_err code. */
+int fs_lock_open(const char *dir, const char *name, int wait_ms, struct vm_err *err);
+
 /* Whether a POSIX (fcntl) lock on fd would conflict with a write lock of
  * ours — dpkg's and apt's locks — without taking it: 1 (held; *pid is the
  * holder, 0 when it is in a pid namespace we cannot see), 0 (free), -1. */

@@ -2,13 +2,11 @@
  * (atomic replace, previous file kept as .bak), then make the running agent
  * reload (SIGHUP) and report whether it took the new file. */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,42 +125,28 @@ static long pid_file_pid(const char *state_dir)
 
 int lc_agent_claim(const char *state_dir, int wait_ms, struct vm_err *err)
 {
-	char path[PATH_MAX];
-	if (snprintf(path, sizeof(path), "%s/agent.lock", state_dir) >= (int)sizeof(path))
-		return vm_err_set(err, VM_ERR_INVALID, "state directory path too long: %s", state_dir);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return vm_err_set(err, VM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-	int64_t until = time_mono_ms() + (wait_ms > 0 ? wait_ms : 0);
-	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno;
-		if (e == EINTR)
-			continue;
-		if (e != EWOULDBLOCK || time_mono_ms() >= until) {
-			close(fd);
-			if (e != EWOULDBLOCK)
-				return vm_err_set(err, VM_ERR_IO, "cannot lock %s: %s", path, strerror(e));
-			long other = pid_file_pid(state_dir);
-			if (other == 0)
-				return vm_err_set(err, VM_ERR_BUSY,
-				                  "another vm-agent runs with the state directory %s "
-				                  "(it holds %s); stop it first",
-				                  state_dir, path);
+	int fd = fs_lock_open(state_dir, "agent.lock", wait_ms, err);
+	if (fd == -VM_ERR_BUSY) {
+		long other = pid_file_pid(state_dir);
+		if (other == 0)
 			return vm_err_set(err, VM_ERR_BUSY,
-			                  "another vm-agent (pid %ld) runs with the state directory %s "
-			                  "(it holds %s); stop it first",
-			                  other, state_dir, path);
-		}
-		struct timespec nap = {0, 50 * 1000 * 1000};
-		nanosleep(&nap, NULL);
+			                  "another vm-agent runs with the state directory %s "
+			                  "(it holds %s/agent.lock); stop it first",
+			                  state_dir, state_dir);
+		return vm_err_set(err, VM_ERR_BUSY,
+		                  "another vm-agent (pid %ld) runs with the state directory %s "
+		                  "(it holds %s/agent.lock); stop it first",
+		                  other, state_dir, state_dir);
 	}
-	/* held for the life of the process: never closed, and close-on-exec keeps
-	 * step processes from inheriting it */
-	char pidpath[PATH_MAX], text[32];
-	if (snprintf(pidpath, sizeof(pidpath), "%s/agent.pid", state_dir) >= (int)sizeof(pidpath))
+	if (fd < 0)
+		return fd;
+	/* fd is never closed: the lock lasts as long as this process (and no step
+	 * process inherits it: close-on-exec) */
+	char path[PATH_MAX], text[32];
+	if (snprintf(path, sizeof(path), "%s/agent.pid", state_dir) >= (int)sizeof(path))
 		return vm_err_set(err, VM_ERR_INVALID, "state directory path too long: %s", state_dir);
 	int n = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
-	return fs_write_atomic(pidpath, text, (size_t)n, 0644, err);
+	return fs_write_atomic(path, text, (size_t)n, 0644, err);
 }
 
 /* True when pid is a running "vm-agent … run" (a stale pid file must not

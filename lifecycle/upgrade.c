@@ -14,7 +14,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -72,21 +71,6 @@ static void journal_remove(const char *path)
 {
 	if (unlink(path) == 0)
 		(void)fs_sync_parent(path, NULL);
-}
-
-static int lock_open(const char *state_dir, bool wait)
-{
-	char path[PATH_MAX + 16];
-	if (snprintf(path, sizeof(path), "%s/upgrade.lock", state_dir) >= (int)sizeof(path))
-		return -1;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -1;
-	if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
-		close(fd);
-		return -2;
-	}
-	return fd;
 }
 
 /* Puts prev back as bin without losing prev: link to a temp name, rename. */
@@ -155,8 +139,8 @@ enum lc_upgrade_state lc_upgrade_state(const char *state_dir)
 	        (int)sizeof(journal) ||
 	    !lc_exists(journal))
 		return LC_UPGRADE_NONE;
-	int fd = lock_open(state_dir, false);
-	if (fd == -2)
+	int fd = fs_lock_open(state_dir, "upgrade.lock", 0, NULL);
+	if (fd == -VM_ERR_BUSY)
 		return LC_UPGRADE_RUNNING;
 	if (fd < 0) /* cannot tell: as if it ran (the caller looks again) */
 		return LC_UPGRADE_RUNNING;
@@ -178,8 +162,8 @@ enum lc_recover_result lc_upgrade_recover(const char *state_dir, char *bin, size
 	        (int)sizeof(journal) ||
 	    !lc_exists(journal))
 		return LC_RECOVER_NOTHING;
-	int fd = lock_open(state_dir, false);
-	if (fd == -2) {
+	int fd = fs_lock_open(state_dir, "upgrade.lock", 0, NULL);
+	if (fd == -VM_ERR_BUSY) {
 		snprintf(msg, cap, "an upgrade is in progress (upgrade.lock is held)");
 		return LC_RECOVER_BUSY;
 	}
@@ -701,12 +685,10 @@ int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_e
 		goto out;
 	if ((rc = lc_ensure_dir(j->p.state_dir, 0700, NULL, err)) != 0)
 		goto out;
-	j->lock_fd = lock_open(j->p.state_dir, false);
+	j->lock_fd = fs_lock_open(j->p.state_dir, "upgrade.lock", 0, err);
 	if (j->lock_fd < 0) {
-		rc = vm_err_set(err, VM_ERR_BUSY,
-		                j->lock_fd == -2 ? "another upgrade is running"
-		                                 : "cannot open %s/upgrade.lock",
-		                j->p.state_dir);
+		rc = j->lock_fd == -VM_ERR_BUSY ? vm_err_set(err, VM_ERR_BUSY, "another upgrade is running")
+		                                : j->lock_fd;
 		goto out;
 	}
 	/* A journal left by a killed upgrade: settle it before starting anew. */
@@ -716,9 +698,11 @@ int lc_upgrade(const struct lc_upgrade_opts *o, struct lc_report *r, struct vm_e
 		if (lc_upgrade_recover(j->p.state_dir, b, sizeof(b), msg, sizeof(msg)) !=
 		    LC_RECOVER_NOTHING)
 			lc_report_add(r, "recover", LC_WARN, NULL, "%s", msg);
-		j->lock_fd = lock_open(j->p.state_dir, false);
+		j->lock_fd = fs_lock_open(j->p.state_dir, "upgrade.lock", 0, err);
 		if (j->lock_fd < 0) {
-			rc = vm_err_set(err, VM_ERR_BUSY, "another upgrade is running");
+			rc = j->lock_fd == -VM_ERR_BUSY
+			         ? vm_err_set(err, VM_ERR_BUSY, "another upgrade is running")
+			         : j->lock_fd;
 			goto out;
 		}
 	}

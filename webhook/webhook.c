@@ -323,11 +323,9 @@ static int dispatch(struct mg_connection *conn)
 			/* fail closed: nothing runs before its audit line is on disk */
 			if (wh_auth_check(&req, r->scope) == 0 && wh_audit_begin(&req) == 0)
 				r->fn(&req);
-			/* handlers that stream (SSE) are audited when done */
-			if (!req.audited) {
-				(void)wh_audit_confirm(&req);
-				(void)wh_audit_request(req.srv->audit, &req);
-			}
+			/* handlers that stream (SSE) are audited when done; the rest
+			 * that answered nothing yet, now */
+			audit_before_reply(&req);
 			json_decref(req.shell);
 			close_if_unread(l, conn);
 			/* 0: civetweb goes on to the WebSocket handshake (api_shell.c) */
